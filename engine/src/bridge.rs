@@ -1,0 +1,169 @@
+//! The bridge between Arrow batches and differential dataflow, and back.
+//!
+//! Stateless work (filters, projections, pre-aggregation) stays on Arrow batches, where it costs
+//! tens of nanoseconds a row. Stateful incremental work (joins, aggregates) happens in
+//! differential dataflow, whose cost is about a microsecond per *update*; so a batch is turned
+//! into as few updates as possible, usually pre-aggregated per key ([`ToUpdates`]). State is
+//! bounded the way Materialize bounds temporal filters: an update may be paired with its own
+//! retraction at a later time, after which the arrangement consolidates it away.
+//!
+//! Back out of differential, [`Finalize`] releases updates once the frontier has passed their
+//! time, consolidated, and [`CloseWindows`] releases each key's accumulated value once the
+//! frontier has passed the key's close time (a window's end): the emit-on-close semantics of
+//! event-time windows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use crate::runtime::{EventBatch, Time};
+
+/// Difference type of vigil's collections.
+pub type Diff = isize;
+
+/// Extension trait: turn batches into differential updates.
+pub trait ToUpdates<'scope> {
+    /// Calls `logic(batch, batch_time, out)` for every batch; `logic` pushes `(data, time,
+    /// diff)` updates. Times earlier than the batch's own are raised to it (a batch can only
+    /// speak for its time and later), so `logic` may use event times or expiry times freely.
+    ///
+    /// ```ignore
+    /// // Count persons per zone: one update per zone per batch, not one per detection.
+    /// let counts = batches.updates("PersonsPerZone", |b, t, out| { /* pre-aggregate b */ });
+    /// ```
+    fn updates<D, L>(self, name: &str, logic: L) -> VecCollection<'scope, Time, D, Diff>
+    where
+        D: ExchangeData,
+        L: FnMut(&EventBatch, Time, &mut Vec<(D, Time, Diff)>) + 'static;
+}
+
+impl<'scope> ToUpdates<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
+    fn updates<D, L>(self, name: &str, mut logic: L) -> VecCollection<'scope, Time, D, Diff>
+    where
+        D: ExchangeData,
+        L: FnMut(&EventBatch, Time, &mut Vec<(D, Time, Diff)>) + 'static,
+    {
+        let mut buffer = Vec::new();
+        self.unary::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+            Pipeline,
+            name,
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        let t = *cap.time();
+                        for batch in data.iter() {
+                            logic(batch, t, &mut buffer);
+                        }
+                        if buffer.is_empty() {
+                            return;
+                        }
+                        for u in buffer.iter_mut() {
+                            u.1 = u.1.max(t);
+                        }
+                        output.session(&cap).give_iterator(buffer.drain(..));
+                    });
+                }
+            },
+        )
+        .as_collection()
+    }
+}
+
+/// Extension trait: release consolidated updates once their time is complete.
+pub trait Finalize<'scope, D> {
+    /// Emits, once the frontier has passed `t`, the consolidated non-zero updates at `t`.
+    fn finalize(self, name: &str) -> Stream<'scope, Time, Vec<(D, Time, Diff)>>;
+}
+
+impl<'scope, D: ExchangeData> Finalize<'scope, D> for VecCollection<'scope, Time, D, Diff> {
+    fn finalize(self, name: &str) -> Stream<'scope, Time, Vec<(D, Time, Diff)>> {
+        self.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+            Pipeline,
+            name,
+            |_cap, _info| {
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(D, Diff)>)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        for (d, t, r) in data.drain(..) {
+                            let slot = pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t.max(*cap.time())), Vec::new()));
+                            slot.1.push((d, r));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (t, (cap, mut updates)) = entry.remove_entry();
+                        consolidate(&mut updates);
+                        output
+                            .session(&cap)
+                            .give_iterator(updates.into_iter().map(|(d, r)| (d, t, r)));
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Extension trait: emit each key's accumulated value when its window closes.
+pub trait CloseWindows<'scope, K> {
+    /// Accumulates the diffs of each key over times before `close(key)`, and once the frontier
+    /// reaches `close(key)` emits `(key, total)` at that time (when the total is not zero) and
+    /// forgets the key. Updates at or after the close time are ignored: they are expiries.
+    fn close_windows<F>(self, name: &str, close: F) -> Stream<'scope, Time, Vec<(K, Diff)>>
+    where
+        F: Fn(&K) -> Time + 'static;
+}
+
+impl<'scope, K> CloseWindows<'scope, K> for VecCollection<'scope, Time, K, Diff>
+where
+    K: ExchangeData + Hash,
+{
+    fn close_windows<F>(self, name: &str, close: F) -> Stream<'scope, Time, Vec<(K, Diff)>>
+    where
+        F: Fn(&K) -> Time + 'static,
+    {
+        self.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(K, Diff)>>, _, _, _>(
+            Pipeline,
+            name,
+            move |_cap, _info| {
+                // close time -> (capability, key -> total)
+                let mut open: BTreeMap<Time, (Capability<Time>, HashMap<K, Diff>)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        for (k, t, r) in data.drain(..) {
+                            let c = close(&k);
+                            if t >= c {
+                                continue;
+                            }
+                            let slot = open
+                                .entry(c)
+                                .or_insert_with(|| (cap.delayed(&c.max(*cap.time())), HashMap::new()));
+                            *slot.1.entry(k).or_default() += r;
+                        }
+                    });
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.less_than(entry.key()) {
+                            break;
+                        }
+                        let (cap, totals) = entry.remove();
+                        let mut rows: Vec<(K, Diff)> = totals.into_iter().filter(|(_, r)| *r != 0).collect();
+                        rows.sort();
+                        output.session(&cap).give_iterator(rows.into_iter());
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,13 @@
+//! vigil's dataflow operators: zones, crowd density, plate normalization and the watchlist join.
+//!
+//! Each operator is an extension trait on the engine's batch stream:
+//! - [`density::ZoneDensity`]: persons per zone per tumbling window, with threshold alerts;
+//! - [`watchlist::WatchlistJoin`]: plate reads against a runtime-updatable watchlist;
+//! - [`plate::normalize`] and [`zones::ZoneIndex`] run at ingest, per row.
+//!
+//! Tracking arrives in a later issue; no placeholder tracker is wired in.
+
+pub mod density;
+pub mod plate;
+pub mod watchlist;
+pub mod zones;

@@ -1,0 +1,398 @@
+//! Wiring: the simulated city → ingest → the dataflow (density, watchlist, SQL rules) → sinks.
+//!
+//! [`run`] is what `vigil demo`, `vigil run` and `vigil bench` share. It compiles the rules and
+//! zones from the configuration, starts the runtime, and drives the simulator tick by tick
+//! (one tick per frame interval): frames are produced at capture time, delivered after their
+//! network delay, handed to [`Ingest`], and the watermark advances. Paced runs sleep to keep
+//! simulated time on the wall clock; fast runs do not, and produce the same output.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::array::{ArrayRef, Float32Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Schema};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Concat, Probe};
+use vigil_engine::alerts::{AlertBus, alerts_from_batch};
+use vigil_engine::ingest::{Ingest, IngestStats};
+use vigil_engine::parquet_sink::{ParquetSinkConfig, WriteParquet, list_files};
+use vigil_engine::runtime::{Runtime, RuntimeConfig};
+use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, PlateReadsBuilder, StreamKind};
+use vigil_engine::time::{Millis, WatermarkPolicy};
+use vigil_operators::density::{DensityConfig, ZoneDensity};
+use vigil_operators::watchlist::{self, WatchEntry, WatchlistJoin};
+use vigil_operators::zones::{Zone, ZoneIndex};
+use vigil_sql::operator::RunRules;
+use vigil_sql::rule::Rule;
+
+use crate::config::Config;
+use crate::sim::{CameraSim, SimFrame, SimParams, image_to_ground};
+
+/// Streams written to Parquet.
+pub const WRITTEN: [StreamKind; 5] =
+    [StreamKind::Detections, StreamKind::PlateReads, StreamKind::ZoneDensity, StreamKind::Alerts, StreamKind::LateEvents];
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Simulated seconds to run.
+    pub duration_s: f64,
+    /// Run as fast as possible instead of on the wall clock.
+    pub fast: bool,
+    /// Output directory (overrides the config's).
+    pub out: PathBuf,
+    /// Write Parquet at all (the bench may turn it off).
+    pub parquet: bool,
+    /// Write the simulator's ground truth.
+    pub ground_truth: bool,
+}
+
+/// Live counters, readable while the run goes on (for the status line).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// On-time rows ingested.
+    pub rows: AtomicU64,
+    /// Late rows.
+    pub late: AtomicU64,
+    /// Alerts emitted.
+    pub alerts: AtomicU64,
+    /// Simulated milliseconds done.
+    pub sim_ms: AtomicU64,
+    /// Errors reported by sinks and rules.
+    pub errors: AtomicU64,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Ingest counters.
+    pub ingest: IngestStats,
+    /// Alerts by kind.
+    pub alerts: BTreeMap<String, u64>,
+    /// Parquet files per stream.
+    pub files: BTreeMap<&'static str, usize>,
+    /// Output root.
+    pub out: PathBuf,
+    /// Simulated seconds run.
+    pub simulated_s: f64,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// True when stopped early by a signal.
+    pub interrupted: bool,
+    /// Sink or rule errors.
+    pub errors: u64,
+}
+
+/// Compiles the configured rules.
+pub fn compile_rules(config: &Config) -> anyhow::Result<Vec<Rule>> {
+    let mut rules = Vec::new();
+    for r in &config.rules {
+        match (&r.sql, &r.path, &r.name) {
+            (Some(sql), _, Some(name)) => {
+                let source = format!("{} (rule {name})", config.source);
+                rules.extend(vigil_sql::rule::compile(name, sql.get_ref(), &source)?);
+            }
+            (_, Some(path), _) => {
+                let p = config.base_dir.join(path.get_ref());
+                rules.extend(vigil_sql::rule::compile_file(&p)?);
+            }
+            _ => bail!("{}: a rule needs sql and name, or path", config.source),
+        }
+    }
+    Ok(rules)
+}
+
+/// The zones as operators see them.
+pub fn zones(config: &Config) -> Vec<Zone> {
+    let fps = *config.city.fps.get_ref();
+    let window_s = *config.engine.density_window_s.get_ref() as f64;
+    config
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| Zone {
+            id: i as u32 + 1,
+            name: z.name.get_ref().clone(),
+            camera_id: *z.camera.get_ref() as u32,
+            polygon: z.polygon.get_ref().clone(),
+            alert_density: z.alert_density.as_ref().map_or(*config.thresholds.density_alert.get_ref(), |a| *a.get_ref()),
+            frames_per_window: fps * window_s,
+        })
+        .collect()
+}
+
+/// Runs the configured city; `stop` ends it early (Ctrl-C), `bus` receives every alert.
+pub fn run(config: &Config, opts: &RunOptions, bus: &AlertBus, stop: &AtomicBool, progress: &Arc<Progress>) -> anyhow::Result<Summary> {
+    let began = Instant::now();
+    let rules = Arc::new(compile_rules(config)?);
+    let zones = zones(config);
+    let params = SimParams::from_config(config);
+    let workers = *config.engine.workers.get_ref() as usize;
+    let window_ms = *config.engine.density_window_s.get_ref() * 1000;
+    let sink = ParquetSinkConfig::new(&opts.out, *config.sinks.partition_s.get_ref() * 1000);
+    if opts.parquet {
+        sink.prepare(&WRITTEN).with_context(|| format!("preparing {}", opts.out.display()))?;
+    }
+    let alert_counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+
+    let runtime = {
+        let (zones, rules, sink, bus, progress, counts) =
+            (zones.clone(), Arc::clone(&rules), sink.clone(), bus.clone(), Arc::clone(progress), Arc::clone(&alert_counts));
+        let parquet = opts.parquet;
+        Runtime::start(RuntimeConfig::with_workers(workers), params.start_ms.max(0) as u64, move |_scope, input, index| {
+            let probe = ProbeHandle::new();
+            let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
+            let hits = input.clone().watchlist_hits();
+            let p = Arc::clone(&progress);
+            let rule_alerts = input.clone().run_rules(Arc::clone(&rules), move |rule, e| {
+                p.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(rule = %rule.name, "rule failed on a batch: {e}");
+            });
+            let all = input.concat(density).concat(hits).concat(rule_alerts);
+            let (bus, progress2, counts) = (bus.clone(), Arc::clone(&progress), Arc::clone(&counts));
+            all.clone().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
+                input.for_each(|_cap, data| {
+                    for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Alerts)) {
+                        let Ok(alerts) = alerts_from_batch(&b.data) else { continue };
+                        progress2.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                        let mut counts = counts.lock().expect("alert counts");
+                        for a in alerts {
+                            *counts.entry(a.kind.clone()).or_default() += 1;
+                            bus.publish(a);
+                        }
+                    }
+                });
+            });
+            if parquet {
+                for stream in WRITTEN {
+                    let p = Arc::clone(&progress);
+                    all.clone()
+                        .write_parquet(stream, sink.clone(), index, move |e| {
+                            p.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("parquet sink: {e}");
+                        })
+                        .probe_with(&probe);
+                }
+            } else {
+                all.probe_with(&probe);
+            }
+            probe
+        })?
+    };
+    let policy = WatermarkPolicy {
+        allowed_lateness_ms: *config.engine.allowed_lateness_ms.get_ref(),
+        idle_timeout_ms: *config.engine.idle_timeout_ms.get_ref(),
+    };
+    let mut ingest = Ingest::new(runtime, policy, params.start_ms);
+
+    // Watchlist entries active from the start go in before any frame.
+    let mut pending_watch: Vec<(Millis, WatchEntry)> = config
+        .watchlist
+        .iter()
+        .map(|w| {
+            let plate = vigil_operators::plate::normalize(w.plate.get_ref()).expect("validated");
+            (params.start_ms + (w.active_from_s * 1000.0) as i64, WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() })
+        })
+        .collect();
+    pending_watch.sort_by_key(|(t, _)| *t);
+
+    let index_by_camera: BTreeMap<u32, ZoneIndex> = {
+        let mut m: BTreeMap<u32, Vec<Zone>> = BTreeMap::new();
+        for z in &zones {
+            m.entry(z.camera_id).or_default().push(z.clone());
+        }
+        m.into_iter().map(|(c, zs)| (c, ZoneIndex::new(zs))).collect()
+    };
+    let mut cams: Vec<CameraSim> = (0..params.cameras).map(|c| CameraSim::new(&params, c)).collect();
+    let mut in_flight: BinaryHeap<std::cmp::Reverse<(i64, u32, u64, usize)>> = BinaryHeap::new();
+    let mut frames: Vec<Option<SimFrame>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut truth = opts.ground_truth.then(GroundTruth::default);
+    let total_frames = (opts.duration_s * params.fps).round() as u64;
+    let mut interrupted = false;
+    let wall0 = Instant::now();
+    let mut det = DetectionsBuilder::default();
+    let mut reads = PlateReadsBuilder::default();
+
+    for frame in 0..total_frames {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let now = params.frame_ms(frame);
+        while pending_watch.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, entry) = pending_watch.remove(0);
+            ingest.push_reference(watchlist::TABLE, watchlist::to_batch(&[entry]), 1)?;
+        }
+        for cam in cams.iter_mut() {
+            let f = cam.step(&params);
+            if let Some(t) = truth.as_mut() {
+                t.record(&f);
+            }
+            let slot = free.pop().unwrap_or_else(|| {
+                frames.push(None);
+                frames.len() - 1
+            });
+            in_flight.push(std::cmp::Reverse((f.deliver_ms, f.camera, f.frame, slot)));
+            frames[slot] = Some(f);
+        }
+        while let Some(std::cmp::Reverse((deliver, ..))) = in_flight.peek()
+            && *deliver <= now
+        {
+            let std::cmp::Reverse((_, _, _, slot)) = in_flight.pop().expect("peeked");
+            let f = frames[slot].take().expect("slot holds a frame");
+            free.push(slot);
+            deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
+        }
+        ingest.tick(now)?;
+        let stats = ingest.stats();
+        progress.rows.store(stats.total_rows(), Ordering::Relaxed);
+        progress.late.store(stats.total_late(), Ordering::Relaxed);
+        progress.sim_ms.store((now - params.start_ms) as u64, Ordering::Relaxed);
+        if !opts.fast {
+            let due = Duration::from_secs_f64((frame + 1) as f64 / params.fps);
+            if let Some(wait) = due.checked_sub(wall0.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    // Frames still in flight arrive; then the inputs close and every window and file closes.
+    let end = params.frame_ms(total_frames);
+    while let Some(std::cmp::Reverse((_, _, _, slot))) = in_flight.pop() {
+        let f = frames[slot].take().expect("slot holds a frame");
+        deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
+    }
+    let watermark = ingest.watermark();
+    let stats = ingest.finish()?;
+    if let Some(t) = truth {
+        t.write(&opts.out).context("writing ground truth")?;
+    }
+    if opts.parquet {
+        let cutoff = watermark - *config.retention.days.get_ref() * 86_400_000;
+        vigil_engine::parquet_sink::enforce_retention(&opts.out, &WRITTEN, cutoff)?;
+    }
+    let mut files = BTreeMap::new();
+    for s in WRITTEN {
+        files.insert(s.name(), list_files(&opts.out, s)?.len());
+    }
+    let alerts = alert_counts.lock().expect("alert counts").clone();
+    Ok(Summary {
+        simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + 1000.0 / params.fps) / 1000.0,
+        ingest: stats,
+        alerts,
+        files,
+        out: opts.out.clone(),
+        wall: began.elapsed(),
+        interrupted,
+        errors: progress.errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Turns one camera frame into `detections` and `plate_reads` batches and hands them in.
+fn deliver_frame(
+    ingest: &mut Ingest,
+    f: &SimFrame,
+    now: Millis,
+    zones: Option<&ZoneIndex>,
+    det: &mut DetectionsBuilder,
+    reads: &mut PlateReadsBuilder,
+) -> anyhow::Result<()> {
+    let mut index = 0u32;
+    for o in &f.objects {
+        let Some((bbox, score)) = o.detected else { continue };
+        let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
+        let ground = image_to_ground(f.camera, foot);
+        let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
+        let d = Detection { class: o.class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
+        det.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &d);
+        index += 1;
+    }
+    ingest.push(f.camera, StreamKind::Detections, f.capture_ms, det.finish(), now)?;
+    if !f.plates.is_empty() {
+        for r in &f.plates {
+            let plate = vigil_operators::plate::normalize(&r.text).ok();
+            reads.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &r.text, plate.as_deref(), r.confidence);
+            index += 1;
+        }
+        ingest.push(f.camera, StreamKind::PlateReads, f.capture_ms, reads.finish(), now)?;
+    }
+    Ok(())
+}
+
+/// The simulator's ground truth: true identities and positions, for evaluating trackers later.
+#[derive(Default)]
+struct GroundTruth {
+    camera: UInt32Builder,
+    time: TimestampMillisecondBuilder,
+    object: UInt64Builder,
+    class: StringBuilder,
+    x: Float32Builder,
+    y: Float32Builder,
+    detected: arrow::array::BooleanBuilder,
+    plate: StringBuilder,
+}
+
+impl GroundTruth {
+    fn record(&mut self, f: &SimFrame) {
+        for o in f.objects.iter().filter(|o| o.object_id != u64::MAX) {
+            self.camera.append_value(f.camera);
+            self.time.append_value(f.capture_ms);
+            self.object.append_value(o.object_id);
+            self.class.append_value(o.class);
+            self.x.append_value(o.truth[0] as f32);
+            self.y.append_value(o.truth[1] as f32);
+            self.detected.append_value(o.detected.is_some());
+            self.plate.append_null();
+        }
+        for r in &f.plates {
+            self.camera.append_value(f.camera);
+            self.time.append_value(f.capture_ms);
+            self.object.append_value(u64::MAX);
+            self.class.append_value("plate");
+            self.x.append_value(f32::NAN);
+            self.y.append_value(f32::NAN);
+            self.detected.append_value(true);
+            self.plate.append_value(&r.truth);
+        }
+    }
+
+    fn write(mut self, out: &std::path::Path) -> anyhow::Result<()> {
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("camera_id", DataType::UInt32, false),
+            Field::new("event_time", ts, false),
+            Field::new("object_id", DataType::UInt64, false),
+            Field::new("class", DataType::Utf8, false),
+            Field::new("ground_x", DataType::Float32, false),
+            Field::new("ground_y", DataType::Float32, false),
+            Field::new("detected", DataType::Boolean, false),
+            Field::new("plate", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.camera.finish()),
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            Arc::new(self.object.finish()),
+            Arc::new(self.class.finish()),
+            Arc::new(self.x.finish()),
+            Arc::new(self.y.finish()),
+            Arc::new(self.detected.finish()),
+            Arc::new(self.plate.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema, columns)?;
+        let dir = out.join("ground_truth");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(".ground_truth.parquet.inprogress");
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+        w.write(&batch)?;
+        w.close()?;
+        std::fs::rename(&tmp, dir.join("ground_truth.parquet"))?;
+        Ok(())
+    }
+}

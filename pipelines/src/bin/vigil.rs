@@ -1,0 +1,304 @@
+//! The `vigil` command: run the demo city, a configured city, or the city-scale benchmark.
+//!
+//! `vigil demo` runs the embedded city; `vigil run --config FILE` runs a configured one;
+//! `vigil bench` measures sustained events/s and alert latency. Alerts print one per line on
+//! stdout; the live status line goes to stderr. Ctrl-C stops cleanly: inputs close, windows
+//! close, Parquet files are completed and renamed; a second Ctrl-C exits at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use vigil_engine::alerts::AlertBus;
+use vigil_pipelines::app::{self, Progress, RunOptions, Summary};
+use vigil_pipelines::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about = "Stream-processing engine for city camera analytics")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded demo city: density alerts, watchlist hits, a SQL rule, Parquet output.
+    Demo {
+        /// Simulated seconds to run.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Run as fast as the machine allows (same output as a paced run).
+        #[arg(long)]
+        fast: bool,
+        /// Timely worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Output directory (previous demo output there is replaced).
+        #[arg(long, default_value = "vigil-out")]
+        out: PathBuf,
+        /// Do not print alerts (the summary still counts them).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run a city described by a TOML configuration file.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Simulated seconds to run.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Run as fast as the machine allows.
+        #[arg(long)]
+        fast: bool,
+        /// Output directory (default: the config's `sinks.out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Timely worker threads (default: the config's `engine.workers`).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Do not print alerts.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Measure sustained events/s and event-to-alert latency of a simulated city.
+    Bench {
+        /// Cameras.
+        #[arg(long, default_value_t = 2000)]
+        cameras: u32,
+        /// Frames per second per camera.
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Objects (pedestrians) per camera view.
+        #[arg(long, default_value_t = 15)]
+        objects: u32,
+        /// Simulated seconds per phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Timely worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without flushing");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: closing windows and flushing Parquet files (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Demo { duration, fast, workers, out, quiet } => {
+            let mut config = Config::embedded();
+            if let Some(w) = workers {
+                config.engine.workers = toml::Spanned::new(0..0, w as i64);
+            }
+            remove_previous_output(&out)?;
+            let opts = RunOptions { duration_s: duration, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+            live(&config, &opts, quiet)
+        }
+        Command::Run { config, duration, fast, out, workers, quiet } => {
+            let mut config = Config::load(&config)?;
+            if let Some(w) = workers {
+                config.engine.workers = toml::Spanned::new(0..0, w as i64);
+            }
+            let out = out.unwrap_or_else(|| config.base_dir.join(&config.sinks.out));
+            let opts = RunOptions { duration_s: duration, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+            live(&config, &opts, quiet)
+        }
+        Command::Bench { cameras, fps, objects, seconds, workers } => bench(cameras, fps, objects, seconds, workers),
+    }
+}
+
+/// Replaces what a previous demo wrote in `out` (only vigil's stream directories).
+fn remove_previous_output(out: &std::path::Path) -> anyhow::Result<()> {
+    for s in app::WRITTEN.iter().map(|s| s.name()).chain(["ground_truth"]) {
+        let dir = out.join(s);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing previous demo output {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn live(config: &Config, opts: &RunOptions, quiet: bool) -> anyhow::Result<std::process::ExitCode> {
+    let stop = stop_flag()?;
+    let bus = AlertBus::new(65_536);
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    let printer = {
+        let mut rx = bus.subscribe();
+        let bar = bar.clone();
+        std::thread::spawn(move || {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.blocking_recv() {
+                    Ok(a) if !quiet => bar.suspend(|| println!("ALERT {a}")),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => bar.suspend(|| eprintln!("({n} alerts not shown: printing fell behind; all are in the alerts Parquet stream)")),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        })
+    };
+    let status = {
+        let (bar, p, stop) = (bar.clone(), Arc::clone(&progress), Arc::clone(&stop));
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !d.load(Ordering::Relaxed) {
+                let rows = p.rows.load(Ordering::Relaxed);
+                let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!(
+                    "sim {:>6.1}s | {:>9.0} events/s | alerts {} | late {}{}",
+                    p.sim_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                    rows as f64 / secs,
+                    p.alerts.load(Ordering::Relaxed),
+                    p.late.load(Ordering::Relaxed),
+                    if stop.load(Ordering::Relaxed) { " | stopping" } else { "" }
+                ));
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        (handle, done)
+    };
+    let result = app::run(config, opts, &bus, &stop, &progress);
+    status.1.store(true, Ordering::Relaxed);
+    let _ = status.0.join();
+    drop(bus);
+    let _ = printer.join();
+    bar.finish_and_clear();
+    let summary = result?;
+    print_summary(&summary);
+    Ok(if summary.interrupted { std::process::ExitCode::from(130) } else { std::process::ExitCode::SUCCESS })
+}
+
+fn print_summary(s: &Summary) {
+    let total: u64 = s.ingest.total_rows();
+    println!(
+        "{} {:.1} simulated seconds in {:.1} s: {} events ({}), {} late events",
+        if s.interrupted { "Interrupted after" } else { "Ran" },
+        s.simulated_s,
+        s.wall.as_secs_f64(),
+        total,
+        s.ingest.rows.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        s.ingest.total_late()
+    );
+    println!(
+        "Alerts: {}",
+        if s.alerts.is_empty() { "none".into() } else { s.alerts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") }
+    );
+    if s.errors > 0 {
+        println!("Errors: {} (see the log above)", s.errors);
+    }
+    println!("Parquet output under {}:", s.out.display());
+    for (stream, n) in &s.files {
+        println!("  {}/{stream}/  {n} file(s)", s.out.display());
+    }
+    println!("Read it with DuckDB: SELECT * FROM read_parquet('{}/alerts/*.parquet');", s.out.display());
+}
+
+fn bench(cameras: u32, fps: f64, objects: u32, seconds: f64, workers: usize) -> anyhow::Result<std::process::ExitCode> {
+    let mut config = Config::embedded();
+    config.simulation.cameras = toml::Spanned::new(0..0, i64::from(cameras));
+    config.simulation.pedestrians_per_camera = toml::Spanned::new(0..0, i64::from(objects));
+    config.city.fps = toml::Spanned::new(0..0, fps);
+    config.engine.workers = toml::Spanned::new(0..0, workers as i64);
+    config.rules.push(vigil_pipelines::config::RuleConfig {
+        name: Some("bench_confident_person".into()),
+        sql: Some(toml::Spanned::new(0..0, "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985".into())),
+        path: None,
+    });
+    let dir = tempfile_dir()?;
+    let stop = AtomicBool::new(false);
+    println!("vigil bench: {cameras} cameras x {fps} fps x {objects} objects, {workers} worker(s), {seconds} simulated s per phase");
+
+    // Phase 1: as fast as possible.
+    let bus = AlertBus::new(1 << 20);
+    let progress = Arc::new(Progress::default());
+    let opts = RunOptions { duration_s: seconds, fast: true, out: dir.join("fast"), parquet: true, ground_truth: false };
+    let s = app::run(&config, &opts, &bus, &stop, &progress)?;
+    let rows = s.ingest.total_rows();
+    println!(
+        "throughput (unpaced, simulator included): {:.0} events/s ({} events in {:.2} s wall, {:.2}x real time)",
+        rows as f64 / s.wall.as_secs_f64(),
+        rows,
+        s.wall.as_secs_f64(),
+        s.simulated_s / s.wall.as_secs_f64()
+    );
+
+    // Phase 2: paced on the wall clock; latency from event time to alert emission.
+    let bus = AlertBus::new(1 << 20);
+    let mut rx = bus.subscribe();
+    let start_ms = config.start_ms();
+    let wall0 = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let w = Arc::clone(&wall0);
+    let collector = std::thread::spawn(move || {
+        let mut by_kind: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        while let Ok(a) = rx.blocking_recv() {
+            let Some(t0) = *w.lock().expect("wall0") else { continue };
+            let due = t0 + Duration::from_millis((a.event_time - start_ms).max(0) as u64);
+            let lat = Instant::now().saturating_duration_since(due).as_secs_f64() * 1000.0;
+            by_kind.entry(a.kind.clone()).or_default().push(lat);
+        }
+        by_kind
+    });
+    *wall0.lock().expect("wall0") = Some(Instant::now());
+    let progress = Arc::new(Progress::default());
+    let opts = RunOptions { duration_s: seconds, fast: false, out: dir.join("paced"), parquet: true, ground_truth: false };
+    let s = app::run(&config, &opts, &bus, &stop, &progress)?;
+    drop(bus);
+    let lat = collector.join().map_err(|_| anyhow::anyhow!("latency collector panicked"))?;
+    let rows = s.ingest.total_rows();
+    println!(
+        "sustained (paced at real time): {:.0} events/s offered, {:.2} s wall for {:.1} simulated s{}",
+        rows as f64 / s.simulated_s,
+        s.wall.as_secs_f64(),
+        s.simulated_s,
+        if s.wall.as_secs_f64() > s.simulated_s * 1.05 { " (could NOT keep up)" } else { " (kept up)" }
+    );
+    for (kind, mut v) in lat {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        println!("latency event time -> alert ({kind}, n={}): p50 {:.1} ms, p99 {:.1} ms", v.len(), q(0.5), q(0.99));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

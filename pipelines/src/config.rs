@@ -1,0 +1,479 @@
+//! Configuration: a TOML file (or the embedded demo city) describing cameras, zones,
+//! thresholds, sinks, retention, watchlist and rules.
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the file, the line and
+//! column, and the fix. Values are checked after parsing ([`Config::validate`]) with the span
+//! serde recorded, so a negative fps or a two-point polygon is reported where it is written.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The embedded demo city.
+pub const DEFAULT_CITY: &str = include_str!("default_city.toml");
+
+/// A configuration error: file, position, what, and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {what}; fix: {fix}")]
+pub struct ConfigError {
+    /// The file (`<embedded>` for the default city).
+    pub file: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+    /// What is wrong.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The city: seed, clock, frame rate.
+    pub city: City,
+    /// Engine settings.
+    #[serde(default)]
+    pub engine: Engine,
+    /// Output.
+    #[serde(default)]
+    pub sinks: Sinks,
+    /// Retention.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Alert thresholds.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// The simulated city's population.
+    #[serde(default)]
+    pub simulation: Simulation,
+    /// Zones (ground polygons).
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Watchlist entries.
+    #[serde(default)]
+    pub watchlist: Vec<WatchlistConfig>,
+    /// SQL rules.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Where the file came from (set by the loader).
+    #[serde(skip)]
+    pub source: String,
+    /// Directory relative paths are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[city]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct City {
+    /// Name, for humans.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Seed of every random choice of the simulator.
+    #[serde(default)]
+    pub seed: u64,
+    /// The simulated clock's start (RFC 3339, UTC).
+    #[serde(default = "default_start")]
+    pub start: Spanned<String>,
+    /// Analytics frames per second per camera.
+    pub fps: Spanned<f64>,
+}
+
+fn default_name() -> String {
+    "city".into()
+}
+
+fn default_start() -> Spanned<String> {
+    Spanned::new(0..0, "2026-06-14T20:00:00Z".into())
+}
+
+/// `[engine]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Engine {
+    /// Timely worker threads.
+    pub workers: Spanned<i64>,
+    /// Lateness a source is allowed, ms.
+    pub allowed_lateness_ms: Spanned<i64>,
+    /// A source silent this long stops holding the watermark, ms.
+    pub idle_timeout_ms: Spanned<i64>,
+    /// Density window, seconds.
+    pub density_window_s: Spanned<i64>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            workers: Spanned::new(0..0, 1),
+            allowed_lateness_ms: Spanned::new(0..0, 2_000),
+            idle_timeout_ms: Spanned::new(0..0, 10_000),
+            density_window_s: Spanned::new(0..0, 10),
+        }
+    }
+}
+
+/// `[sinks]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sinks {
+    /// Output root directory.
+    pub out: PathBuf,
+    /// Parquet partition length, seconds.
+    pub partition_s: Spanned<i64>,
+    /// Write the simulator's ground truth.
+    pub ground_truth: bool,
+}
+
+impl Default for Sinks {
+    fn default() -> Self {
+        Self { out: "vigil-out".into(), partition_s: Spanned::new(0..0, 60), ground_truth: true }
+    }
+}
+
+/// `[retention]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Days Parquet partitions are kept.
+    pub days: Spanned<i64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { days: Spanned::new(0..0, 7) }
+    }
+}
+
+/// `[thresholds]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Default density alert threshold, persons per m².
+    pub density_alert: Spanned<f64>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { density_alert: Spanned::new(0..0, 1.5) }
+    }
+}
+
+/// `[simulation]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Simulation {
+    /// Number of cameras.
+    pub cameras: Spanned<i64>,
+    /// Pedestrians walking in each camera's view.
+    pub pedestrians_per_camera: Spanned<i64>,
+    /// Vehicles passing each camera per minute.
+    pub vehicles_per_minute: Spanned<f64>,
+    /// Probability a detector misses an object in a frame.
+    pub miss_rate: Spanned<f64>,
+    /// Expected spurious boxes per frame.
+    pub false_positive_rate: Spanned<f64>,
+    /// Standard deviation of box position noise, pixels.
+    pub position_noise_px: Spanned<f64>,
+    /// Probability a plate read has an OCR error.
+    pub ocr_error_rate: Spanned<f64>,
+    /// Every n-th camera delivers its frames late (0: none).
+    pub laggy_camera_every: Spanned<i64>,
+    /// A crowd surge at a zone.
+    pub surge: Option<Surge>,
+}
+
+impl Default for Simulation {
+    fn default() -> Self {
+        Self {
+            cameras: Spanned::new(0..0, 50),
+            pedestrians_per_camera: Spanned::new(0..0, 12),
+            vehicles_per_minute: Spanned::new(0..0, 6.0),
+            miss_rate: Spanned::new(0..0, 0.05),
+            false_positive_rate: Spanned::new(0..0, 0.02),
+            position_noise_px: Spanned::new(0..0, 3.0),
+            ocr_error_rate: Spanned::new(0..0, 0.05),
+            laggy_camera_every: Spanned::new(0..0, 10),
+            surge: None,
+        }
+    }
+}
+
+/// `[simulation.surge]`: people converging on a zone.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surge {
+    /// The zone's name.
+    pub zone: Spanned<String>,
+    /// Start, seconds after the clock's start.
+    pub at_s: f64,
+    /// Seconds to build up (and to disperse).
+    pub ramp_s: f64,
+    /// Seconds at full strength.
+    pub hold_s: f64,
+    /// People at full strength.
+    pub people: Spanned<i64>,
+}
+
+/// `[[zones]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Camera whose view covers the zone.
+    pub camera: Spanned<i64>,
+    /// Ground polygon, metres, at least 3 points.
+    pub polygon: Spanned<Vec<[f64; 2]>>,
+    /// Alert threshold, persons per m² (default: `thresholds.density_alert`).
+    pub alert_density: Option<Spanned<f64>>,
+}
+
+/// `[[watchlist]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchlistConfig {
+    /// The plate, in any reading `plate::normalize` accepts.
+    pub plate: Spanned<String>,
+    /// Legal basis of the entry (required: no entry without one).
+    pub legal_basis: Spanned<String>,
+    /// Seconds after the start at which the entry is added (default: from the start).
+    #[serde(default)]
+    pub active_from_s: f64,
+}
+
+/// `[[rules]]`: inline SQL or a file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Rule name (inline rules).
+    pub name: Option<String>,
+    /// Inline SQL.
+    pub sql: Option<Spanned<String>>,
+    /// A `.sql` file, relative to the config file.
+    pub path: Option<Spanned<PathBuf>>,
+}
+
+impl Config {
+    /// Loads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            what: format!("cannot read the file: {e}"),
+            fix: "give the path of a readable TOML file".into(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The embedded demo city.
+    pub fn embedded() -> Config {
+        Self::parse(DEFAULT_CITY, "<embedded>", PathBuf::from("."))
+            .expect("the embedded city is valid (tested)")
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            ConfigError {
+                file: file.into(),
+                line,
+                column,
+                what: e.message().trim().to_owned(),
+                fix: "correct or remove this key; README.md (\"Configuration\") lists every key".into(),
+            }
+        })?;
+        config.source = file.into();
+        config.base_dir = base_dir;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense, reporting where they are written.
+    pub fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let err = |span: std::ops::Range<usize>, what: String, fix: &str| {
+            let (line, column) = line_col(text, span.start);
+            Err(ConfigError { file: self.source.clone(), line, column, what, fix: fix.into() })
+        };
+        let fps = &self.city.fps;
+        if !(fps.get_ref().is_finite() && *fps.get_ref() > 0.0 && *fps.get_ref() <= 60.0) {
+            return err(fps.span(), format!("city.fps = {} is not a frame rate", fps.get_ref()), "set a frame rate above 0 and at most 60, such as 10");
+        }
+        if vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).is_none() {
+            return err(self.city.start.span(), format!("city.start = {:?} is not an RFC 3339 instant", self.city.start.get_ref()), "write an instant such as \"2026-06-14T20:00:00Z\"");
+        }
+        let positive: [(&Spanned<i64>, &str, i64); 8] = [
+            (&self.engine.workers, "engine.workers", 64),
+            (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 3_600_000),
+            (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 3_600_000),
+            (&self.engine.density_window_s, "engine.density_window_s", 3_600),
+            (&self.sinks.partition_s, "sinks.partition_s", 86_400),
+            (&self.retention.days, "retention.days", 90),
+            (&self.simulation.cameras, "simulation.cameras", i64::from(vigil_engine::schema::EventId::MAX_CAMERA)),
+            (&self.simulation.pedestrians_per_camera, "simulation.pedestrians_per_camera", 1_000),
+        ];
+        for (v, name, max) in positive {
+            let min = if name == "engine.allowed_lateness_ms" || name == "simulation.pedestrians_per_camera" { 0 } else { 1 };
+            if *v.get_ref() < min || *v.get_ref() > max {
+                let fix = if name == "retention.days" {
+                    format!("keep data at most {max} days (CNDP deliberation 350-2013: at most 3 months), at least 1")
+                } else {
+                    format!("use a whole number from {min} to {max}")
+                };
+                return err(v.span(), format!("{name} = {} is out of range", v.get_ref()), &fix);
+            }
+        }
+        let s = &self.simulation;
+        for (v, name) in [(&s.miss_rate, "simulation.miss_rate"), (&s.ocr_error_rate, "simulation.ocr_error_rate")] {
+            if !(0.0..=1.0).contains(v.get_ref()) {
+                return err(v.span(), format!("{name} = {} is not a probability", v.get_ref()), "use a number from 0 to 1");
+            }
+        }
+        for (v, name) in [
+            (&s.false_positive_rate, "simulation.false_positive_rate"),
+            (&s.position_noise_px, "simulation.position_noise_px"),
+            (&s.vehicles_per_minute, "simulation.vehicles_per_minute"),
+            (&self.thresholds.density_alert, "thresholds.density_alert"),
+        ] {
+            if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) {
+                return err(v.span(), format!("{name} = {} must not be negative", v.get_ref()), "use a number of 0 or more");
+            }
+        }
+        if *s.laggy_camera_every.get_ref() < 0 {
+            return err(s.laggy_camera_every.span(), "simulation.laggy_camera_every is negative".into(), "use 0 (no laggy camera) or a positive number");
+        }
+        let cameras = *s.cameras.get_ref();
+        let mut names = std::collections::BTreeSet::new();
+        for z in &self.zones {
+            if !names.insert(z.name.get_ref().clone()) {
+                return err(z.name.span(), format!("zone {:?} is defined twice", z.name.get_ref()), "give each zone a unique name");
+            }
+            if !(0..cameras).contains(z.camera.get_ref()) {
+                return err(z.camera.span(), format!("zone {:?}: camera {} does not exist", z.name.get_ref(), z.camera.get_ref()), &format!("use a camera from 0 to {}", cameras - 1));
+            }
+            let poly = z.polygon.get_ref();
+            if poly.len() < 3 {
+                return err(z.polygon.span(), format!("zone {:?}: polygon has {} point(s)", z.name.get_ref(), poly.len()), "give at least 3 [x, y] points in metres, in order around the zone");
+            }
+            if poly.iter().flatten().any(|c| !c.is_finite()) || polygon_area(poly) < 1e-6 {
+                return err(z.polygon.span(), format!("zone {:?}: polygon has no area", z.name.get_ref()), "give points that enclose an area (not all on one line)");
+            }
+            if let Some(a) = &z.alert_density
+                && !(a.get_ref().is_finite() && *a.get_ref() > 0.0)
+            {
+                return err(a.span(), format!("zone {:?}: alert_density = {} is not a density", z.name.get_ref(), a.get_ref()), "use persons per m² above 0, such as 2.15 (Fruin level E/F)");
+            }
+        }
+        if let Some(surge) = &s.surge {
+            if !names.contains(surge.zone.get_ref()) {
+                return err(surge.zone.span(), format!("surge zone {:?} is not defined", surge.zone.get_ref()), "name a zone from a [[zones]] table");
+            }
+            if *surge.people.get_ref() < 0 || *surge.people.get_ref() > 4_000 {
+                return err(surge.people.span(), "simulation.surge.people is out of range".into(), "use 0 to 4000 people");
+            }
+        }
+        for w in &self.watchlist {
+            if let Err(e) = vigil_operators::plate::normalize(w.plate.get_ref()) {
+                return err(w.plate.span(), e.to_string(), "write the plate as serial-letter-region, such as \"12345-ب-6\" or \"12345-B-6\"");
+            }
+            if w.legal_basis.get_ref().trim().is_empty() {
+                return err(w.legal_basis.span(), "watchlist entry without a legal basis".into(), "state the legal basis (warrant, report number): law 09-08 requires one");
+            }
+        }
+        for r in &self.rules {
+            match (&r.sql, &r.path) {
+                (Some(_), None) if r.name.is_some() => {}
+                (None, Some(_)) => {}
+                (Some(sql), None) => return err(sql.span(), "inline rule without a name".into(), "add name = \"...\" to the rule"),
+                _ => return err(0..0, "a [[rules]] entry needs either sql (with name) or path".into(), "give sql = \"SELECT ...\" and name, or path = \"rules/x.sql\""),
+            }
+        }
+        Ok(())
+    }
+
+    /// The clock's start in milliseconds.
+    pub fn start_ms(&self) -> i64 {
+        vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).unwrap_or(0)
+    }
+}
+
+fn polygon_area(p: &[[f64; 2]]) -> f64 {
+    let n = p.len();
+    ((0..n).map(|i| p[i][0] * p[(i + 1) % n][1] - p[(i + 1) % n][0] * p[i][1]).sum::<f64>() / 2.0).abs()
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "city.toml", PathBuf::new())
+    }
+
+    #[test]
+    fn embedded_city_is_valid() {
+        let c = Config::embedded();
+        assert_eq!(*c.simulation.cameras.get_ref(), 50);
+        assert!(c.zones.len() >= 2);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let e = parse("[city]\nfps = 10.0\ncolour = \"red\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.to_string().starts_with("city.toml:3:1: "), "{e}");
+        assert!(e.what.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn negative_fps_is_located() {
+        let e = parse("[city]\nfps = -5.0\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 7), "{e}");
+        assert!(e.to_string().contains("frame rate"), "{e}");
+    }
+
+    #[test]
+    fn short_polygon_is_located() {
+        let text = "[city]\nfps = 10.0\n[[zones]]\nname = \"z\"\ncamera = 0\npolygon = [[0.0, 0.0], [1.0, 1.0]]\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.line, e.column), (6, 11), "{e}");
+        assert!(e.what.contains("2 point(s)"), "{e}");
+        assert!(e.fix.contains("at least 3"), "{e}");
+    }
+
+    #[test]
+    fn watchlist_needs_a_legal_basis_and_a_plate() {
+        let base = "[city]\nfps = 10.0\n[[watchlist]]\n";
+        let e = parse(&format!("{base}plate = \"12345-B-6\"\nlegal_basis = \" \"\n")).unwrap_err();
+        assert!(e.what.contains("legal basis"), "{e}");
+        let e = parse(&format!("{base}plate = \"hello\"\nlegal_basis = \"x\"\n")).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+    }
+
+    #[test]
+    fn retention_is_capped_at_three_months() {
+        let e = parse("[city]\nfps = 10.0\n[retention]\ndays = 365\n").unwrap_err();
+        assert!(e.fix.contains("CNDP"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\nبc", 5), (2, 2));
+    }
+}

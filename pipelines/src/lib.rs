@@ -1,0 +1,10 @@
+//! vigil's pipelines: the city simulator, configuration, and the wiring behind the `vigil`
+//! binary.
+//!
+//! Entry points: [`config::Config`] (TOML, strict), [`sim::CameraSim`] (the deterministic
+//! city), and [`app::run`] (simulator → ingest → dataflow → Parquet and alerts). Camera
+//! ingestion over RTSP and the HTTP server arrive in later issues.
+
+pub mod app;
+pub mod config;
+pub mod sim;

@@ -1,0 +1,12 @@
+//! vigil's SQL front end: analysts' rules planned by DataFusion and lowered onto the dataflow.
+//!
+//! Entry points: [`rule::compile`] / [`rule::compile_file`] turn SQL into [`rule::Rule`]s;
+//! [`operator::RunRules`] runs them continuously over the engine's batch stream, emitting each
+//! output row as an alert. The catalog of streams is [`catalog::Catalog`].
+
+pub mod catalog;
+pub mod error;
+pub mod operator;
+pub mod rule;
+
+pub use error::{Position, SqlError};
