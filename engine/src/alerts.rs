@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
+    Array, ArrayBuilder, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
     TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use tokio::sync::broadcast;

@@ -17,10 +17,10 @@ use std::hash::Hash;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
 
 use crate::runtime::{EventBatch, Time};
 
@@ -76,6 +76,9 @@ impl<'scope> ToUpdates<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
     }
 }
 
+/// Updates held back until their time completes, with the capability to send them.
+type Pending<D> = (Capability<Time>, Vec<(D, Diff)>);
+
 /// Extension trait: release consolidated updates once their time is complete.
 pub trait Finalize<'scope, D> {
     /// Emits, once the frontier has passed `t`, the consolidated non-zero updates at `t`.
@@ -84,34 +87,33 @@ pub trait Finalize<'scope, D> {
 
 impl<'scope, D: ExchangeData> Finalize<'scope, D> for VecCollection<'scope, Time, D, Diff> {
     fn finalize(self, name: &str) -> Stream<'scope, Time, Vec<(D, Time, Diff)>> {
-        self.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
-            Pipeline,
-            name,
-            |_cap, _info| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(D, Diff)>)> = BTreeMap::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else { return };
-                        for (d, t, r) in data.drain(..) {
-                            let slot = pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t.max(*cap.time())), Vec::new()));
-                            slot.1.push((d, r));
+        self.inner
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+                Pipeline,
+                name,
+                |_cap, _info| {
+                    let mut pending: BTreeMap<Time, Pending<D>> = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            let Some(cap) = cap.retain_least(0) else { return };
+                            for (d, t, r) in data.drain(..) {
+                                let slot = pending
+                                    .entry(t)
+                                    .or_insert_with(|| (cap.delayed(&t.max(*cap.time())), Vec::new()));
+                                slot.1.push((d, r));
+                            }
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (t, (cap, mut updates)) = entry.remove_entry();
+                            consolidate(&mut updates);
+                            output.session(&cap).give_iterator(updates.into_iter().map(|(d, r)| (d, t, r)));
                         }
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (t, (cap, mut updates)) = entry.remove_entry();
-                        consolidate(&mut updates);
-                        output
-                            .session(&cap)
-                            .give_iterator(updates.into_iter().map(|(d, r)| (d, t, r)));
                     }
-                }
-            },
-        )
+                },
+            )
     }
 }
 

@@ -12,9 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::compute::concat_batches;
 
 use crate::error::{EngineError, Result};
@@ -167,9 +165,10 @@ pub fn to_time(t: Millis) -> Time {
 fn late_rows(stream: StreamKind, batch: &RecordBatch, watermark: Millis) -> Result<RecordBatch> {
     let n = batch.num_rows();
     let column = |name: &str| -> Result<ArrayRef> {
-        batch.column_by_name(name).cloned().ok_or_else(|| {
-            EngineError::Internal(format!("{} batch without {name}", stream.name()))
-        })
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| EngineError::Internal(format!("{} batch without {name}", stream.name())))
     };
     let columns: Vec<ArrayRef> = vec![
         column("camera_id")?,
@@ -179,7 +178,6 @@ fn late_rows(stream: StreamKind, batch: &RecordBatch, watermark: Millis) -> Resu
         Arc::new(TimestampMillisecondArray::from(vec![watermark; n]).with_timezone("UTC")),
     ];
     debug_assert!(columns.iter().all(|c| c.len() == n));
-    RecordBatch::try_new(StreamKind::LateEvents.schema(), columns).map_err(|source| {
-        EngineError::Arrow { context: "building late_events rows".into(), source }
-    })
+    RecordBatch::try_new(StreamKind::LateEvents.schema(), columns)
+        .map_err(|source| EngineError::Arrow { context: "building late_events rows".into(), source })
 }

@@ -17,10 +17,10 @@ use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
 
 use crate::error::{EngineError, Result};
 use crate::runtime::{EventBatch, Time};
@@ -82,9 +82,8 @@ struct PartitionWriter {
 
 impl PartitionWriter {
     fn new(config: ParquetSinkConfig, stream: StreamKind, worker: usize) -> Self {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
+        let props =
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
         Self { config, stream, worker, open: BTreeMap::new(), props }
     }
 
@@ -99,8 +98,9 @@ impl PartitionWriter {
             let tmp = dir.join(format!(".{name}.inprogress"));
             let path = dir.join(name);
             let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
-            let writer = ArrowWriter::try_new(file, self.stream.schema(), Some(self.props.clone()))
-                .map_err(|source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source })?;
+            let writer = ArrowWriter::try_new(file, self.stream.schema(), Some(self.props.clone())).map_err(
+                |source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source },
+            )?;
             let at = (part.max(0) as Time).max(*cap.time());
             self.open.insert(part, OpenFile { writer, tmp, path, _cap: cap.delayed(&at) });
         }
@@ -158,10 +158,9 @@ impl PartitionWriter {
 
 fn close_file(f: OpenFile) -> Result<()> {
     let OpenFile { writer, tmp, path, _cap } = f;
-    let file = writer.into_inner().map_err(|source| EngineError::Parquet {
-        context: format!("finishing {}", tmp.display()),
-        source,
-    })?;
+    let file = writer
+        .into_inner()
+        .map_err(|source| EngineError::Parquet { context: format!("finishing {}", tmp.display()), source })?;
     file.sync_all().map_err(|e| EngineError::io("syncing", &tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| EngineError::io("renaming", &tmp, e))?;
     Ok(())

@@ -127,15 +127,13 @@ impl Runtime {
         let receivers = Arc::new(Mutex::new(receivers));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
-            let rx = receivers
-                .lock()
-                .map_err(|_| EngineError::Internal("receiver table poisoned".into()))?[index]
+            let rx = receivers.lock().map_err(|_| EngineError::Internal("receiver table poisoned".into()))?
+                [index]
                 .take()
                 .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
             let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let ((handle, cap), stream) = scope.new_unordered_input::<
-                    timely::container::CapacityContainerBuilder<Vec<EventBatch>>,
-                >();
+                let ((handle, cap), stream) = scope
+                    .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>();
                 let probe = build(scope, stream, index);
                 (handle, cap, probe)
             });
@@ -210,11 +208,7 @@ impl Runtime {
 
 /// Moves messages from the channel into the dataflow until the channel closes, stepping the
 /// worker between messages so that no operator waits for a whole queue to drain.
-fn drive_worker(
-    worker: &mut timely::worker::Worker,
-    rx: &Receiver<Msg>,
-    mut handle: impl FnMut(Msg),
-) {
+fn drive_worker(worker: &mut timely::worker::Worker, rx: &Receiver<Msg>, mut handle: impl FnMut(Msg)) {
     loop {
         let mut handled = 0;
         loop {

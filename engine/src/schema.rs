@@ -20,8 +20,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, Float32Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayBuilder, ArrayRef, Float32Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
     UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};

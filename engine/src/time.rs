@@ -65,10 +65,8 @@ impl WatermarkTracker {
 
     /// Records that `source` delivered an event of `event_time` at ingest time `now`.
     pub fn observe(&mut self, source: u32, event_time: Millis, now: Millis) {
-        let s = self
-            .sources
-            .entry(source)
-            .or_insert(SourceState { latest_event: event_time, last_seen: now });
+        let s =
+            self.sources.entry(source).or_insert(SourceState { latest_event: event_time, last_seen: now });
         s.latest_event = s.latest_event.max(event_time);
         s.last_seen = s.last_seen.max(now);
     }

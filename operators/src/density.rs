@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    Array, ArrayRef, Float64Builder, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, Float64Builder, RecordBatch, StringArray, StringBuilder,
     TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Builder,
 };
 use differential_dataflow::VecCollection;
@@ -73,8 +72,7 @@ impl<'scope> ZoneDensity<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                     out.push((key, (start + window).max(0) as Time, -n));
                 }
             });
-        let zones: Arc<HashMap<u32, Zone>> =
-            Arc::new(config.zones.into_iter().map(|z| (z.id, z)).collect());
+        let zones: Arc<HashMap<u32, Zone>> = Arc::new(config.zones.into_iter().map(|z| (z.id, z)).collect());
         persons
             .count()
             .map(|(key, total)| (key, total as i64))
@@ -124,11 +122,11 @@ pub fn pre_aggregate(batch: &RecordBatch, window: Millis, out: &mut HashMap<(u32
         return;
     };
     let Ok(times) = event_times(batch) else { return };
-    for i in 0..batch.num_rows() {
+    for (i, &t) in times.iter().enumerate() {
         if zone.is_null(i) || class.value(i) != "person" {
             continue;
         }
-        let (start, _) = tumbling_window(times[i], window);
+        let (start, _) = tumbling_window(t, window);
         *out.entry((zone.value(i), start)).or_default() += 1;
     }
 }
@@ -154,7 +152,14 @@ impl DensityRows {
 
     /// Appends a closed window; its event time is the window's last millisecond and its event
     /// id packs (zone id, window index): `zone << 32 | start / window`.
-    fn push(&mut self, zone: &Zone, start: Millis, window: Millis, detections: i64, alerts: &mut AlertsBuilder) {
+    fn push(
+        &mut self,
+        zone: &Zone,
+        start: Millis,
+        window: Millis,
+        detections: i64,
+        alerts: &mut AlertsBuilder,
+    ) {
         let persons = detections as f64 / zone.frames_per_window.max(1.0);
         let density = persons / zone.area().max(f64::EPSILON);
         let level = fruin_level(density);
@@ -189,7 +194,8 @@ impl DensityRows {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let utc = |b: &mut TimestampMillisecondBuilder| -> ArrayRef { Arc::new(b.finish().with_timezone("UTC")) };
+        let utc =
+            |b: &mut TimestampMillisecondBuilder| -> ArrayRef { Arc::new(b.finish().with_timezone("UTC")) };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.camera_id.finish()),
             utc(&mut self.event_time),

@@ -58,7 +58,9 @@ impl fmt::Display for Plate {
 
 /// Why a text is not a plate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not a Moroccan plate: {input:?}: {reason}; expected `12345-ب-6` (serial, letter, region) or `1234-56-7`")]
+#[error(
+    "not a Moroccan plate: {input:?}: {reason}; expected `12345-ب-6` (serial, letter, region) or `1234-56-7`"
+)]
 pub struct PlateError {
     /// The text as given.
     pub input: String,
@@ -74,10 +76,7 @@ enum Token {
 
 fn canonical_letter(c: char) -> Option<char> {
     let up = c.to_ascii_uppercase();
-    LETTERS
-        .iter()
-        .find(|(arabic, alts)| *arabic == c || alts.contains(&up))
-        .map(|(arabic, _)| *arabic)
+    LETTERS.iter().find(|(arabic, alts)| *arabic == c || alts.contains(&up)).map(|(arabic, _)| *arabic)
 }
 
 fn ascii_digit(c: char) -> Option<u32> {
@@ -159,9 +158,7 @@ pub fn parse(input: &str) -> Result<Plate, PlateError> {
             }
         }
         // Two-line plate read top line first: letter region / serial, or region letter / serial.
-        [Letter(l), Digits(r, rl), Digits(s, sl)] | [Digits(r, rl), Digits(s, sl), Letter(l)]
-            if *rl <= 2 =>
-        {
+        [Letter(l), Digits(r, rl), Digits(s, sl)] | [Digits(r, rl), Digits(s, sl), Letter(l)] if *rl <= 2 => {
             Ok(Plate::Current { serial: serial(*s, *sl, 5)?, letter: *l, region: region(*r, *rl)? })
         }
         [Digits(s, sl), Digits(m, ml), Digits(r, rl)] => {
@@ -204,7 +201,9 @@ mod tests {
 
     #[test]
     fn each_letter_and_its_latin_form() {
-        for (arabic, latin) in [('أ', "A"), ('ب', "B"), ('د', "D"), ('ه', "H"), ('و', "W"), ('ط', "T"), ('ي', "Y"), ('ج', "J")] {
+        for (arabic, latin) in
+            [('أ', "A"), ('ب', "B"), ('د', "D"), ('ه', "H"), ('و', "W"), ('ط', "T"), ('ي', "Y"), ('ج', "J")]
+        {
             assert_eq!(normalize(&format!("7-{latin}-33")).unwrap(), format!("7-{arabic}-33"));
             assert_eq!(normalize(&format!("7-{arabic}-33")).unwrap(), format!("7-{arabic}-33"));
         }

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use differential_dataflow::VecCollection;

@@ -62,10 +62,11 @@ impl ZoneIndex {
         let zones = zones
             .into_iter()
             .map(|z| {
-                let bb = z.polygon.iter().fold(
-                    [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY],
-                    |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])],
-                );
+                let bb =
+                    z.polygon.iter().fold(
+                        [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY],
+                        |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])],
+                    );
                 (z, bb)
             })
             .collect();
@@ -105,7 +106,9 @@ mod tests {
     fn area_and_containment() {
         let z = square(1, 0.0);
         assert_eq!(z.area(), 100.0);
-        for (p, inside) in [([5.0, 5.0], true), ([10.5, 5.0], false), ([-0.1, 5.0], false), ([9.9, 9.9], true)] {
+        for (p, inside) in
+            [([5.0, 5.0], true), ([10.5, 5.0], false), ([-0.1, 5.0], false), ([9.9, 9.9], true)]
+        {
             assert_eq!(z.contains(p), inside, "{p:?}");
         }
         let tri = Zone { polygon: vec![[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], ..square(2, 0.0) };

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use arrow::array::{ArrayRef, Float32Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, Float32Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    UInt64Builder,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -35,8 +38,13 @@ use crate::config::Config;
 use crate::sim::{CameraSim, SimFrame, SimParams, image_to_ground};
 
 /// Streams written to Parquet.
-pub const WRITTEN: [StreamKind; 5] =
-    [StreamKind::Detections, StreamKind::PlateReads, StreamKind::ZoneDensity, StreamKind::Alerts, StreamKind::LateEvents];
+pub const WRITTEN: [StreamKind; 5] = [
+    StreamKind::Detections,
+    StreamKind::PlateReads,
+    StreamKind::ZoneDensity,
+    StreamKind::Alerts,
+    StreamKind::LateEvents,
+];
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -94,10 +102,16 @@ pub fn compile_rules(config: &Config) -> anyhow::Result<Vec<Rule>> {
     let mut rules = Vec::new();
     for r in &config.rules {
         match (&r.sql, &r.path, &r.name) {
-            (Some(sql), _, Some(name)) => {
-                let source = format!("{} (rule {name})", config.source);
-                rules.extend(vigil_sql::rule::compile(name, sql.get_ref(), &source)?);
-            }
+            (Some(sql), _, Some(name)) => match vigil_sql::rule::compile(name, sql.get_ref(), &config.source)
+            {
+                Ok(r) => rules.extend(r),
+                // Place the error in the configuration file, not in the SQL string.
+                Err(vigil_sql::SqlError::User { position: Some(p), message, fix }) => {
+                    let (line, column) = config.inline_position(sql.span().start, p.line, p.column);
+                    bail!("{}:{line}:{column}: rule {name}: {message}; fix: {fix}", config.source)
+                }
+                Err(e) => bail!("{}: rule {name}: {e}", config.source),
+            },
             (_, Some(path), _) => {
                 let p = config.base_dir.join(path.get_ref());
                 rules.extend(vigil_sql::rule::compile_file(&p)?);
@@ -121,14 +135,23 @@ pub fn zones(config: &Config) -> Vec<Zone> {
             name: z.name.get_ref().clone(),
             camera_id: *z.camera.get_ref() as u32,
             polygon: z.polygon.get_ref().clone(),
-            alert_density: z.alert_density.as_ref().map_or(*config.thresholds.density_alert.get_ref(), |a| *a.get_ref()),
+            alert_density: z
+                .alert_density
+                .as_ref()
+                .map_or(*config.thresholds.density_alert.get_ref(), |a| *a.get_ref()),
             frames_per_window: fps * window_s,
         })
         .collect()
 }
 
 /// Runs the configured city; `stop` ends it early (Ctrl-C), `bus` receives every alert.
-pub fn run(config: &Config, opts: &RunOptions, bus: &AlertBus, stop: &AtomicBool, progress: &Arc<Progress>) -> anyhow::Result<Summary> {
+pub fn run(
+    config: &Config,
+    opts: &RunOptions,
+    bus: &AlertBus,
+    stop: &AtomicBool,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Summary> {
     let began = Instant::now();
     let rules = Arc::new(compile_rules(config)?);
     let zones = zones(config);
@@ -142,48 +165,58 @@ pub fn run(config: &Config, opts: &RunOptions, bus: &AlertBus, stop: &AtomicBool
     let alert_counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
 
     let runtime = {
-        let (zones, rules, sink, bus, progress, counts) =
-            (zones.clone(), Arc::clone(&rules), sink.clone(), bus.clone(), Arc::clone(progress), Arc::clone(&alert_counts));
+        let (zones, rules, sink, bus, progress, counts) = (
+            zones.clone(),
+            Arc::clone(&rules),
+            sink.clone(),
+            bus.clone(),
+            Arc::clone(progress),
+            Arc::clone(&alert_counts),
+        );
         let parquet = opts.parquet;
-        Runtime::start(RuntimeConfig::with_workers(workers), params.start_ms.max(0) as u64, move |_scope, input, index| {
-            let probe = ProbeHandle::new();
-            let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
-            let hits = input.clone().watchlist_hits();
-            let p = Arc::clone(&progress);
-            let rule_alerts = input.clone().run_rules(Arc::clone(&rules), move |rule, e| {
-                p.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(rule = %rule.name, "rule failed on a batch: {e}");
-            });
-            let all = input.concat(density).concat(hits).concat(rule_alerts);
-            let (bus, progress2, counts) = (bus.clone(), Arc::clone(&progress), Arc::clone(&counts));
-            all.clone().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
-                input.for_each(|_cap, data| {
-                    for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Alerts)) {
-                        let Ok(alerts) = alerts_from_batch(&b.data) else { continue };
-                        progress2.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
-                        let mut counts = counts.lock().expect("alert counts");
-                        for a in alerts {
-                            *counts.entry(a.kind.clone()).or_default() += 1;
-                            bus.publish(a);
-                        }
-                    }
+        Runtime::start(
+            RuntimeConfig::with_workers(workers),
+            params.start_ms.max(0) as u64,
+            move |_scope, input, index| {
+                let probe = ProbeHandle::new();
+                let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
+                let hits = input.clone().watchlist_hits();
+                let p = Arc::clone(&progress);
+                let rule_alerts = input.clone().run_rules(Arc::clone(&rules), move |rule, e| {
+                    p.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(rule = %rule.name, "rule failed on a batch: {e}");
                 });
-            });
-            if parquet {
-                for stream in WRITTEN {
-                    let p = Arc::clone(&progress);
-                    all.clone()
-                        .write_parquet(stream, sink.clone(), index, move |e| {
-                            p.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!("parquet sink: {e}");
-                        })
-                        .probe_with(&probe);
+                let all = input.concat(density).concat(hits).concat(rule_alerts);
+                let (bus, progress2, counts) = (bus.clone(), Arc::clone(&progress), Arc::clone(&counts));
+                all.clone().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
+                    input.for_each(|_cap, data| {
+                        for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Alerts)) {
+                            let Ok(alerts) = alerts_from_batch(&b.data) else { continue };
+                            progress2.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                            let mut counts = counts.lock().expect("alert counts");
+                            for a in alerts {
+                                *counts.entry(a.kind.clone()).or_default() += 1;
+                                bus.publish(a);
+                            }
+                        }
+                    });
+                });
+                if parquet {
+                    for stream in WRITTEN {
+                        let p = Arc::clone(&progress);
+                        all.clone()
+                            .write_parquet(stream, sink.clone(), index, move |e| {
+                                p.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!("parquet sink: {e}");
+                            })
+                            .probe_with(&probe);
+                    }
+                } else {
+                    all.probe_with(&probe);
                 }
-            } else {
-                all.probe_with(&probe);
-            }
-            probe
-        })?
+                probe
+            },
+        )?
     };
     let policy = WatermarkPolicy {
         allowed_lateness_ms: *config.engine.allowed_lateness_ms.get_ref(),
@@ -197,7 +230,10 @@ pub fn run(config: &Config, opts: &RunOptions, bus: &AlertBus, stop: &AtomicBool
         .iter()
         .map(|w| {
             let plate = vigil_operators::plate::normalize(w.plate.get_ref()).expect("validated");
-            (params.start_ms + (w.active_from_s * 1000.0) as i64, WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() })
+            (
+                params.start_ms + (w.active_from_s * 1000.0) as i64,
+                WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() },
+            )
         })
         .collect();
     pending_watch.sort_by_key(|(t, _)| *t);
@@ -309,7 +345,8 @@ fn deliver_frame(
         let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
         let ground = image_to_ground(f.camera, foot);
         let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
-        let d = Detection { class: o.class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
+        let d =
+            Detection { class: o.class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
         det.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &d);
         index += 1;
     }
@@ -317,7 +354,14 @@ fn deliver_frame(
     if !f.plates.is_empty() {
         for r in &f.plates {
             let plate = vigil_operators::plate::normalize(&r.text).ok();
-            reads.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &r.text, plate.as_deref(), r.confidence);
+            reads.push(
+                f.camera,
+                f.capture_ms,
+                EventId::pack(f.camera, f.frame, index)?,
+                &r.text,
+                plate.as_deref(),
+                r.confidence,
+            );
             index += 1;
         }
         ingest.push(f.camera, StreamKind::PlateReads, f.capture_ms, reads.finish(), now)?;

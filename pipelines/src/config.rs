@@ -65,6 +65,9 @@ pub struct Config {
     /// Directory relative paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The text the configuration was parsed from, to place errors found later (in rules).
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// `[city]`.
@@ -292,6 +295,7 @@ impl Config {
         })?;
         config.source = file.into();
         config.base_dir = base_dir;
+        config.text = text.to_owned();
         config.validate(text)?;
         Ok(config)
     }
@@ -304,10 +308,18 @@ impl Config {
         };
         let fps = &self.city.fps;
         if !(fps.get_ref().is_finite() && *fps.get_ref() > 0.0 && *fps.get_ref() <= 60.0) {
-            return err(fps.span(), format!("city.fps = {} is not a frame rate", fps.get_ref()), "set a frame rate above 0 and at most 60, such as 10");
+            return err(
+                fps.span(),
+                format!("city.fps = {} is not a frame rate", fps.get_ref()),
+                "set a frame rate above 0 and at most 60, such as 10",
+            );
         }
         if vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).is_none() {
-            return err(self.city.start.span(), format!("city.start = {:?} is not an RFC 3339 instant", self.city.start.get_ref()), "write an instant such as \"2026-06-14T20:00:00Z\"");
+            return err(
+                self.city.start.span(),
+                format!("city.start = {:?} is not an RFC 3339 instant", self.city.start.get_ref()),
+                "write an instant such as \"2026-06-14T20:00:00Z\"",
+            );
         }
         let positive: [(&Spanned<i64>, &str, i64); 8] = [
             (&self.engine.workers, "engine.workers", 64),
@@ -316,14 +328,24 @@ impl Config {
             (&self.engine.density_window_s, "engine.density_window_s", 3_600),
             (&self.sinks.partition_s, "sinks.partition_s", 86_400),
             (&self.retention.days, "retention.days", 90),
-            (&self.simulation.cameras, "simulation.cameras", i64::from(vigil_engine::schema::EventId::MAX_CAMERA)),
+            (
+                &self.simulation.cameras,
+                "simulation.cameras",
+                i64::from(vigil_engine::schema::EventId::MAX_CAMERA),
+            ),
             (&self.simulation.pedestrians_per_camera, "simulation.pedestrians_per_camera", 1_000),
         ];
         for (v, name, max) in positive {
-            let min = if name == "engine.allowed_lateness_ms" || name == "simulation.pedestrians_per_camera" { 0 } else { 1 };
+            let min = if name == "engine.allowed_lateness_ms" || name == "simulation.pedestrians_per_camera" {
+                0
+            } else {
+                1
+            };
             if *v.get_ref() < min || *v.get_ref() > max {
                 let fix = if name == "retention.days" {
-                    format!("keep data at most {max} days (CNDP deliberation 350-2013: at most 3 months), at least 1")
+                    format!(
+                        "keep data at most {max} days (CNDP deliberation 350-2013: at most 3 months), at least 1"
+                    )
                 } else {
                     format!("use a whole number from {min} to {max}")
                 };
@@ -331,9 +353,15 @@ impl Config {
             }
         }
         let s = &self.simulation;
-        for (v, name) in [(&s.miss_rate, "simulation.miss_rate"), (&s.ocr_error_rate, "simulation.ocr_error_rate")] {
+        for (v, name) in
+            [(&s.miss_rate, "simulation.miss_rate"), (&s.ocr_error_rate, "simulation.ocr_error_rate")]
+        {
             if !(0.0..=1.0).contains(v.get_ref()) {
-                return err(v.span(), format!("{name} = {} is not a probability", v.get_ref()), "use a number from 0 to 1");
+                return err(
+                    v.span(),
+                    format!("{name} = {} is not a probability", v.get_ref()),
+                    "use a number from 0 to 1",
+                );
             }
         }
         for (v, name) in [
@@ -343,59 +371,127 @@ impl Config {
             (&self.thresholds.density_alert, "thresholds.density_alert"),
         ] {
             if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) {
-                return err(v.span(), format!("{name} = {} must not be negative", v.get_ref()), "use a number of 0 or more");
+                return err(
+                    v.span(),
+                    format!("{name} = {} must not be negative", v.get_ref()),
+                    "use a number of 0 or more",
+                );
             }
         }
         if *s.laggy_camera_every.get_ref() < 0 {
-            return err(s.laggy_camera_every.span(), "simulation.laggy_camera_every is negative".into(), "use 0 (no laggy camera) or a positive number");
+            return err(
+                s.laggy_camera_every.span(),
+                "simulation.laggy_camera_every is negative".into(),
+                "use 0 (no laggy camera) or a positive number",
+            );
         }
         let cameras = *s.cameras.get_ref();
         let mut names = std::collections::BTreeSet::new();
         for z in &self.zones {
             if !names.insert(z.name.get_ref().clone()) {
-                return err(z.name.span(), format!("zone {:?} is defined twice", z.name.get_ref()), "give each zone a unique name");
+                return err(
+                    z.name.span(),
+                    format!("zone {:?} is defined twice", z.name.get_ref()),
+                    "give each zone a unique name",
+                );
             }
             if !(0..cameras).contains(z.camera.get_ref()) {
-                return err(z.camera.span(), format!("zone {:?}: camera {} does not exist", z.name.get_ref(), z.camera.get_ref()), &format!("use a camera from 0 to {}", cameras - 1));
+                return err(
+                    z.camera.span(),
+                    format!("zone {:?}: camera {} does not exist", z.name.get_ref(), z.camera.get_ref()),
+                    &format!("use a camera from 0 to {}", cameras - 1),
+                );
             }
             let poly = z.polygon.get_ref();
             if poly.len() < 3 {
-                return err(z.polygon.span(), format!("zone {:?}: polygon has {} point(s)", z.name.get_ref(), poly.len()), "give at least 3 [x, y] points in metres, in order around the zone");
+                return err(
+                    z.polygon.span(),
+                    format!("zone {:?}: polygon has {} point(s)", z.name.get_ref(), poly.len()),
+                    "give at least 3 [x, y] points in metres, in order around the zone",
+                );
             }
             if poly.iter().flatten().any(|c| !c.is_finite()) || polygon_area(poly) < 1e-6 {
-                return err(z.polygon.span(), format!("zone {:?}: polygon has no area", z.name.get_ref()), "give points that enclose an area (not all on one line)");
+                return err(
+                    z.polygon.span(),
+                    format!("zone {:?}: polygon has no area", z.name.get_ref()),
+                    "give points that enclose an area (not all on one line)",
+                );
             }
             if let Some(a) = &z.alert_density
                 && !(a.get_ref().is_finite() && *a.get_ref() > 0.0)
             {
-                return err(a.span(), format!("zone {:?}: alert_density = {} is not a density", z.name.get_ref(), a.get_ref()), "use persons per m² above 0, such as 2.15 (Fruin level E/F)");
+                return err(
+                    a.span(),
+                    format!("zone {:?}: alert_density = {} is not a density", z.name.get_ref(), a.get_ref()),
+                    "use persons per m² above 0, such as 2.15 (Fruin level E/F)",
+                );
             }
         }
         if let Some(surge) = &s.surge {
             if !names.contains(surge.zone.get_ref()) {
-                return err(surge.zone.span(), format!("surge zone {:?} is not defined", surge.zone.get_ref()), "name a zone from a [[zones]] table");
+                return err(
+                    surge.zone.span(),
+                    format!("surge zone {:?} is not defined", surge.zone.get_ref()),
+                    "name a zone from a [[zones]] table",
+                );
             }
             if *surge.people.get_ref() < 0 || *surge.people.get_ref() > 4_000 {
-                return err(surge.people.span(), "simulation.surge.people is out of range".into(), "use 0 to 4000 people");
+                return err(
+                    surge.people.span(),
+                    "simulation.surge.people is out of range".into(),
+                    "use 0 to 4000 people",
+                );
             }
         }
         for w in &self.watchlist {
             if let Err(e) = vigil_operators::plate::normalize(w.plate.get_ref()) {
-                return err(w.plate.span(), e.to_string(), "write the plate as serial-letter-region, such as \"12345-ب-6\" or \"12345-B-6\"");
+                return err(
+                    w.plate.span(),
+                    e.to_string(),
+                    "write the plate as serial-letter-region, such as \"12345-ب-6\" or \"12345-B-6\"",
+                );
             }
             if w.legal_basis.get_ref().trim().is_empty() {
-                return err(w.legal_basis.span(), "watchlist entry without a legal basis".into(), "state the legal basis (warrant, report number): law 09-08 requires one");
+                return err(
+                    w.legal_basis.span(),
+                    "watchlist entry without a legal basis".into(),
+                    "state the legal basis (warrant, report number): law 09-08 requires one",
+                );
             }
         }
         for r in &self.rules {
             match (&r.sql, &r.path) {
                 (Some(_), None) if r.name.is_some() => {}
                 (None, Some(_)) => {}
-                (Some(sql), None) => return err(sql.span(), "inline rule without a name".into(), "add name = \"...\" to the rule"),
-                _ => return err(0..0, "a [[rules]] entry needs either sql (with name) or path".into(), "give sql = \"SELECT ...\" and name, or path = \"rules/x.sql\""),
+                (Some(sql), None) => {
+                    return err(
+                        sql.span(),
+                        "inline rule without a name".into(),
+                        "add name = \"...\" to the rule",
+                    );
+                }
+                _ => {
+                    return err(
+                        0..0,
+                        "a [[rules]] entry needs either sql (with name) or path".into(),
+                        "give sql = \"SELECT ...\" and name, or path = \"rules/x.sql\"",
+                    );
+                }
             }
         }
         Ok(())
+    }
+
+    /// Maps a (line, column) inside an inline TOML string starting at byte `span_start` to the
+    /// file's own line and column (escapes in the string are not accounted for).
+    pub fn inline_position(&self, span_start: usize, line: u64, column: u64) -> (usize, usize) {
+        let rest = self.text.get(span_start..).unwrap_or_default();
+        let mut skip = if rest.starts_with("\"\"\"") || rest.starts_with("'''") { 3 } else { 1 };
+        if skip == 3 && rest[3..].starts_with('\n') {
+            skip += 1;
+        }
+        let (l0, c0) = line_col(&self.text, span_start + skip);
+        if line <= 1 { (l0, c0 + column as usize - 1) } else { (l0 + line as usize - 1, column as usize) }
     }
 
     /// The clock's start in milliseconds.
@@ -450,7 +546,8 @@ mod tests {
 
     #[test]
     fn short_polygon_is_located() {
-        let text = "[city]\nfps = 10.0\n[[zones]]\nname = \"z\"\ncamera = 0\npolygon = [[0.0, 0.0], [1.0, 1.0]]\n";
+        let text =
+            "[city]\nfps = 10.0\n[[zones]]\nname = \"z\"\ncamera = 0\npolygon = [[0.0, 0.0], [1.0, 1.0]]\n";
         let e = parse(text).unwrap_err();
         assert_eq!((e.line, e.column), (6, 11), "{e}");
         assert!(e.what.contains("2 point(s)"), "{e}");

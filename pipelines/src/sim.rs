@@ -136,7 +136,14 @@ impl SimParams {
             let bb = z.polygon.get_ref().iter().fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |b, p| {
                 [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
             });
-            Some((*z.camera.get_ref() as u32, bb, surge.at_s, surge.ramp_s, surge.hold_s, *surge.people.get_ref() as usize))
+            Some((
+                *z.camera.get_ref() as u32,
+                bb,
+                surge.at_s,
+                surge.ramp_s,
+                surge.hold_s,
+                *surge.people.get_ref() as usize,
+            ))
         });
         SimParams {
             seed: c.city.seed,
@@ -177,12 +184,14 @@ pub struct CameraSim {
     frame: u64,
 }
 
-const LETTERS: [(char, char); 7] = [('أ', 'A'), ('ب', 'B'), ('د', 'D'), ('ه', 'H'), ('و', 'W'), ('ط', 'T'), ('ي', 'Y')];
+const LETTERS: [(char, char); 7] =
+    [('أ', 'A'), ('ب', 'B'), ('د', 'D'), ('ه', 'H'), ('و', 'W'), ('ط', 'T'), ('ي', 'Y')];
 
 impl CameraSim {
     /// The camera's world at frame 0.
     pub fn new(p: &SimParams, camera: u32) -> CameraSim {
-        let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ (u64::from(camera) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(p.seed ^ (u64::from(camera) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let o = view_origin(camera);
         let walkers = (0..p.pedestrians as u64)
             .map(|id| {
@@ -191,7 +200,15 @@ impl CameraSim {
                 Walker { id, pos, goal, speed: rng.random_range(0.8..1.6) }
             })
             .collect();
-        CameraSim { camera, rng, walkers, surge: Vec::new(), vehicles: Vec::new(), next_id: 1 << 20, frame: 0 }
+        CameraSim {
+            camera,
+            rng,
+            walkers,
+            surge: Vec::new(),
+            vehicles: Vec::new(),
+            next_id: 1 << 20,
+            frame: 0,
+        }
     }
 
     /// Produces the next frame.
@@ -233,12 +250,21 @@ impl CameraSim {
             let x = rng.random_range(0.0..IMAGE[0] - 20.0) as f32;
             let y = rng.random_range(0.0..IMAGE[1] - 60.0) as f32;
             let score = rng.random_range(0.3..0.6) as f32;
-            objects.push(SimObject { object_id: u64::MAX, class: "person", truth: [f64::NAN; 2], detected: Some(([x, y, 19.0, 54.0], score)) });
+            objects.push(SimObject {
+                object_id: u64::MAX,
+                class: "person",
+                truth: [f64::NAN; 2],
+                detected: Some(([x, y, 19.0, 54.0], score)),
+            });
         }
         let capture_ms = p.frame_ms(frame);
         let laggy = p.laggy_every > 0 && self.camera % p.laggy_every == p.laggy_every - 1;
         let delay = if laggy {
-            if rng.random::<f64>() < 0.004 { rng.random_range(4_000..8_000) } else { rng.random_range(0..1_500) }
+            if rng.random::<f64>() < 0.004 {
+                rng.random_range(4_000..8_000)
+            } else {
+                rng.random_range(0..1_500)
+            }
         } else {
             rng.random_range(0..80)
         };
@@ -264,7 +290,8 @@ impl CameraSim {
         while self.surge.len() < target {
             // Arrive from the view's edge towards a spot inside the zone.
             let pos = [o[0] + rng.random_range(0.0..VIEW_M[0]), o[1] + VIEW_M[1] - 0.5];
-            let goal = [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)];
+            let goal =
+                [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)];
             self.surge.push(Walker { id: self.next_id, pos, goal, speed: rng.random_range(1.5..2.5) });
             self.next_id += 1;
         }
@@ -299,7 +326,7 @@ impl CameraSim {
         // Watchlisted vehicles: every 5 s of simulated time, each listed plate passes one camera
         // chosen from (seed, plate, period): the same choice on every worker.
         let period = (5.0 * p.fps) as u64;
-        if period > 0 && frame % period == 0 {
+        if period > 0 && frame.is_multiple_of(period) {
             let k = frame / period;
             for (i, plate) in p.watch_plates.iter().enumerate() {
                 let mut pick = ChaCha8Rng::seed_from_u64(p.seed ^ (k << 8) ^ i as u64 ^ 0x5EED);
@@ -331,7 +358,9 @@ fn walk(w: &mut Walker, dt: f64, rng: &mut ChaCha8Rng, o: [f64; 2], stay_in: Opt
         w.pos = w.goal;
         w.goal = match stay_in {
             // Mill about inside the zone.
-            Some(bb) => [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)],
+            Some(bb) => {
+                [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)]
+            }
             None => random_point(rng, o),
         };
     } else {
@@ -352,7 +381,8 @@ fn observe(
 ) -> SimObject {
     let in_view = pos[0] >= o[0] && pos[0] < o[0] + VIEW_M[0] && pos[1] >= o[1] && pos[1] < o[1] + VIEW_M[1];
     let detected = (in_view && rng.random::<f64>() >= p.miss_rate).then(|| {
-        let foot = [(pos[0] - o[0]) * PX_PER_M + noise.sample(rng), (pos[1] - o[1]) * PX_PER_M + noise.sample(rng)];
+        let foot =
+            [(pos[0] - o[0]) * PX_PER_M + noise.sample(rng), (pos[1] - o[1]) * PX_PER_M + noise.sample(rng)];
         let (w, h) = (size_m[0] * PX_PER_M, size_m[1] * PX_PER_M);
         let score = rng.random_range(0.6..0.99) as f32;
         ([(foot[0] - w / 2.0) as f32, (foot[1] - h) as f32, w as f32, h as f32], score)
@@ -389,7 +419,13 @@ fn read_plate(rng: &mut ChaCha8Rng, p: &SimParams, canonical: &str) -> SimPlateR
         let chars: Vec<char> = text.chars().collect();
         let i = rng.random_range(0..chars.len());
         let c = chars[i];
-        let replacement = if c.is_ascii_digit() { char::from(b'0' + rng.random_range(0..10u8)) } else if c.is_alphabetic() { '?' } else { c };
+        let replacement = if c.is_ascii_digit() {
+            char::from(b'0' + rng.random_range(0..10u8))
+        } else if c.is_alphabetic() {
+            '?'
+        } else {
+            c
+        };
         text = chars.iter().enumerate().map(|(j, &x)| if j == i { replacement } else { x }).collect();
         confidence = rng.random_range(0.5..0.95) as f32;
     }
@@ -421,7 +457,7 @@ mod tests {
         let f1 = CameraSim::new(&p, 1).step(&p);
         assert_ne!(format!("{:?}", f0.objects[0].truth), format!("{:?}", f1.objects[0].truth));
         for o in f1.objects.iter().filter_map(|o| o.detected) {
-            assert!(o.0[0] > -40.0 && o.0[0] < IMAGE[0] + 40.0, "{o:?}");
+            assert!(o.0[0] > -40.0 && f64::from(o.0[0]) < IMAGE[0] + 40.0, "{o:?}");
         }
     }
 
@@ -433,7 +469,11 @@ mod tests {
         for _ in 0..200 {
             let plate = random_plate(&mut rng);
             let read = read_plate(&mut rng, &p, &plate);
-            assert_eq!(vigil_operators::plate::normalize(&read.text).as_deref(), Ok(plate.as_str()), "{read:?}");
+            assert_eq!(
+                vigil_operators::plate::normalize(&read.text).as_deref(),
+                Ok(plate.as_str()),
+                "{read:?}"
+            );
         }
     }
 }

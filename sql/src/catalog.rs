@@ -34,7 +34,9 @@ impl Default for Catalog {
     fn default() -> Self {
         let tables = STREAMS
             .iter()
-            .map(|s| (s.name().to_owned(), Arc::new(LogicalTableSource::new(s.schema())) as Arc<dyn TableSource>))
+            .map(|s| {
+                (s.name().to_owned(), Arc::new(LogicalTableSource::new(s.schema())) as Arc<dyn TableSource>)
+            })
             .collect();
         let scalars = datafusion::functions::all_default_functions()
             .into_iter()

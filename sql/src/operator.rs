@@ -70,7 +70,8 @@ fn push_alerts(rule: &Rule, out: &RuleOutput, alerts: &mut AlertsBuilder) {
     let keys = &out.keys;
     let (Some(camera), Some(time), Some(id)) = (
         keys.column_by_name("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        keys.column_by_name("event_time").and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
+        keys.column_by_name("event_time")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
         keys.column_by_name("event_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
     ) else {
         return;

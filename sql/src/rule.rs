@@ -92,7 +92,8 @@ impl Rule {
         for step in &self.plan.steps {
             match step {
                 Step::Filter(pred) => {
-                    let mask = pred.evaluate(&data).and_then(|v| v.into_array(data.num_rows())).map_err(internal)?;
+                    let mask =
+                        pred.evaluate(&data).and_then(|v| v.into_array(data.num_rows())).map_err(internal)?;
                     let mask = mask
                         .as_any()
                         .downcast_ref::<BooleanArray>()
@@ -109,7 +110,8 @@ impl Rule {
                         .map(|e| e.evaluate(&data).and_then(|v| v.into_array(data.num_rows())))
                         .collect::<Result<Vec<ArrayRef>, _>>()
                         .map_err(internal)?;
-                    data = RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| internal(e.into()))?;
+                    data =
+                        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| internal(e.into()))?;
                 }
             }
         }
@@ -133,7 +135,7 @@ pub fn compile(name: &str, sql: &str, source: &str) -> Result<Vec<Rule>> {
         return Err(SqlError::user(
             Some(Position { source: source.into(), line: 1, column: 1 }),
             "no SQL statement found",
-            format!("write a rule such as `SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9`"),
+            "write a rule such as `SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9`",
         ));
     }
     let many = statements.len() > 1;
@@ -166,12 +168,20 @@ fn compile_statement(name: &str, st: DfStatement, sql: &str, source: &str) -> Re
     };
     let start = at(stmt.span().start);
     let Statement::Query(query) = stmt.as_ref() else {
-        return Err(SqlError::user(Some(start), "only SELECT statements can be rules", format!("write {SUPPORTED}")));
+        return Err(SqlError::user(
+            Some(start),
+            "only SELECT statements can be rules",
+            format!("write {SUPPORTED}"),
+        ));
     };
     // Reject what this lowering cannot run before planning, at the construct's own position.
     let unsupported = |what: &str, span: datafusion::sql::sqlparser::tokenizer::Span| {
         let pos = if span.start.line > 0 { at(span.start) } else { start.clone() };
-        SqlError::user(Some(pos), format!("{what} is not supported in rules yet"), format!("write {SUPPORTED}"))
+        SqlError::user(
+            Some(pos),
+            format!("{what} is not supported in rules yet"),
+            format!("write {SUPPORTED}"),
+        )
     };
     if let Some(with) = &query.with {
         return Err(unsupported("WITH", with.span()));
@@ -205,7 +215,10 @@ fn compile_statement(name: &str, st: DfStatement, sql: &str, source: &str) -> Re
         datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) => e.is_empty(),
     };
     if !group_by_empty {
-        return Err(unsupported("GROUP BY", locate_word(sql, "GROUP", &start).map_or(select.span(), |p| point_span(&p))));
+        return Err(unsupported(
+            "GROUP BY",
+            locate_word(sql, "GROUP", &start).map_or(select.span(), |p| point_span(&p)),
+        ));
     }
 
     let catalog = Catalog::default();
@@ -221,7 +234,11 @@ fn compile_statement(name: &str, st: DfStatement, sql: &str, source: &str) -> Re
     let logical = plan.display_indent_schema().to_string();
     let lowered = lower(&plan).map_err(|what| {
         let pos = what.1.and_then(|w| locate_word(sql, w, &start)).unwrap_or(start.clone());
-        SqlError::user(Some(pos), format!("{} is not supported in rules yet", what.0), format!("write {SUPPORTED}"))
+        SqlError::user(
+            Some(pos),
+            format!("{} is not supported in rules yet", what.0),
+            format!("write {SUPPORTED}"),
+        )
     })?;
     Ok(Rule { name: name.to_owned(), severity: "medium".into(), sql: sql.to_owned(), plan: lowered, logical })
 }
@@ -237,7 +254,8 @@ fn lower(plan: &LogicalPlan) -> std::result::Result<Plan, (String, Option<&'stat
     let props = ExecutionProps::new();
     let ctx = PhysicalPlanningContext::default();
     let physical = |e: &datafusion::logical_expr::Expr, schema: &DFSchema| {
-        create_physical_expr(e, schema, &props, &ctx).map_err(|err| (format!("the expression {e} ({err})"), None))
+        create_physical_expr(e, schema, &props, &ctx)
+            .map_err(|err| (format!("the expression {e} ({err})"), None))
     };
     match plan {
         LogicalPlan::TableScan(scan) => {
@@ -295,18 +313,26 @@ fn lower(plan: &LogicalPlan) -> std::result::Result<Plan, (String, Option<&'stat
 }
 
 /// Turns a DataFusion error into a user error with a position.
-fn from_datafusion(e: DataFusionError, sql: &str, source: &str, ctx: Option<(&Position, &Catalog)>) -> SqlError {
-    let at = |line: u64, column: u64| Position { source: source.to_owned(), line: line.max(1), column: column.max(1) };
+fn from_datafusion(
+    e: DataFusionError,
+    sql: &str,
+    source: &str,
+    ctx: Option<(&Position, &Catalog)>,
+) -> SqlError {
+    let at = |line: u64, column: u64| Position {
+        source: source.to_owned(),
+        line: line.max(1),
+        column: column.max(1),
+    };
     if let Some(d) = e.diagnostic() {
         let position = d.span.map(|s| at(s.start.line, s.start.column));
         let mut fix: Vec<String> = d.helps.iter().map(|h| h.message.clone()).collect();
         fix.extend(d.notes.iter().map(|n| n.message.clone()));
         if fix.is_empty() {
             match ctx {
-                Some((_, catalog)) if d.message.starts_with("table ") => fix.push(format!(
-                    "read one of the streams: {}",
-                    catalog.table_names().join(", ")
-                )),
+                Some((_, catalog)) if d.message.starts_with("table ") => {
+                    fix.push(format!("read one of the streams: {}", catalog.table_names().join(", ")))
+                }
                 _ => fix.push("check the names against the stream's columns".into()),
             }
         }
@@ -324,8 +350,16 @@ fn from_datafusion(e: DataFusionError, sql: &str, source: &str, ctx: Option<(&Po
             .filter_map(|s| s.parse().ok())
             .collect();
         if let [line, column, ..] = nums[..] {
-            let message = text[..i].trim().trim_start_matches("SQL error: ").trim_start_matches("ParserError(\"").to_owned();
-            return SqlError::user(Some(at(line, column)), format!("syntax error: {message}"), "correct the SQL at this position");
+            let message = text[..i]
+                .trim()
+                .trim_start_matches("SQL error: ")
+                .trim_start_matches("ParserError(\"")
+                .to_owned();
+            return SqlError::user(
+                Some(at(line, column)),
+                format!("syntax error: {message}"),
+                "correct the SQL at this position",
+            );
         }
     }
     if text.contains("found: EOF") {
@@ -333,18 +367,29 @@ fn from_datafusion(e: DataFusionError, sql: &str, source: &str, ctx: Option<(&Po
         let line = sql.lines().count().max(1) as u64;
         let column = sql.lines().last().map_or(0, |l| l.chars().count()) as u64 + 1;
         let message = text.trim_start_matches("SQL error: ").to_owned();
-        return SqlError::user(Some(at(line, column)), format!("syntax error: the rule ends too early ({message})"), "complete the statement");
+        return SqlError::user(
+            Some(at(line, column)),
+            format!("syntax error: the rule ends too early ({message})"),
+            "complete the statement",
+        );
     }
     if let Some((start, catalog)) = ctx {
-        if let Some(table) = text.strip_prefix("Error during planning: table '").and_then(|r| r.split('\'').next()) {
-            let pos = locate_word(sql, table.rsplit('.').next().unwrap_or(table), start).unwrap_or(start.clone());
+        if let Some(table) =
+            text.strip_prefix("Error during planning: table '").and_then(|r| r.split('\'').next())
+        {
+            let pos =
+                locate_word(sql, table.rsplit('.').next().unwrap_or(table), start).unwrap_or(start.clone());
             return SqlError::user(
                 Some(pos),
                 format!("unknown table '{table}'"),
                 format!("read one of the streams: {}", catalog.table_names().join(", ")),
             );
         }
-        return SqlError::user(Some(start.clone()), text, "correct the rule; type errors need matching types or a CAST");
+        return SqlError::user(
+            Some(start.clone()),
+            text,
+            "correct the rule; type errors need matching types or a CAST",
+        );
     }
     SqlError::user(None, text, "correct the SQL")
 }
@@ -356,7 +401,11 @@ fn locate_word(sql: &str, word: &str, from: &Position) -> Option<Position> {
         .into_iter()
         .filter(|t| (t.span.start.line, t.span.start.column) >= (from.line, from.column))
         .find(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word)))
-        .map(|t| Position { source: from.source.clone(), line: t.span.start.line, column: t.span.start.column })
+        .map(|t| Position {
+            source: from.source.clone(),
+            line: t.span.start.line,
+            column: t.span.start.column,
+        })
 }
 
 #[cfg(test)]
@@ -367,7 +416,9 @@ mod tests {
 
     fn batch() -> RecordBatch {
         let mut b = DetectionsBuilder::default();
-        for (i, (class, score)) in [("person", 0.95), ("person", 0.5), ("car", 0.99), ("person", 0.91)].iter().enumerate() {
+        for (i, (class, score)) in
+            [("person", 0.95), ("person", 0.5), ("car", 0.99), ("person", 0.91)].iter().enumerate()
+        {
             let d = Detection { class, score: *score, bbox: [0.0; 4], ground: [0.0; 2], zone_id: Some(1) };
             b.push(3, 1_000 + i as i64, EventId::pack(3, 1, i as u32).unwrap(), &d);
         }
@@ -439,7 +490,11 @@ mod tests {
             ("SELECT zone_id, count(*) FROM detections GROUP BY zone_id", "GROUP BY", 42),
             ("SELECT count(*) FROM detections", "aggregate", 1),
             ("SELECT DISTINCT camera_id FROM detections", "DISTINCT", 8),
-            ("SELECT d.camera_id FROM detections d JOIN plate_reads p ON d.camera_id = p.camera_id", "joins", 38),
+            (
+                "SELECT d.camera_id FROM detections d JOIN plate_reads p ON d.camera_id = p.camera_id",
+                "joins",
+                38,
+            ),
         ] {
             let e = err(sql);
             let msg = e.to_string();

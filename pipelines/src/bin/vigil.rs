@@ -5,6 +5,9 @@
 //! stdout; the live status line goes to stderr. Ctrl-C stops cleanly: inputs close, windows
 //! close, Parquet files are completed and renamed; a second Ctrl-C exits at once.
 
+// The binary's job is to print alerts and summaries; libraries never print.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,7 +90,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -122,7 +127,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 config.engine.workers = toml::Spanned::new(0..0, w as i64);
             }
             remove_previous_output(&out)?;
-            let opts = RunOptions { duration_s: duration, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+            let opts = RunOptions {
+                duration_s: duration,
+                fast,
+                out,
+                parquet: true,
+                ground_truth: config.sinks.ground_truth,
+            };
             live(&config, &opts, quiet)
         }
         Command::Run { config, duration, fast, out, workers, quiet } => {
@@ -131,10 +142,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 config.engine.workers = toml::Spanned::new(0..0, w as i64);
             }
             let out = out.unwrap_or_else(|| config.base_dir.join(&config.sinks.out));
-            let opts = RunOptions { duration_s: duration, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+            let opts = RunOptions {
+                duration_s: duration,
+                fast,
+                out,
+                parquet: true,
+                ground_truth: config.sinks.ground_truth,
+            };
             live(&config, &opts, quiet)
         }
-        Command::Bench { cameras, fps, objects, seconds, workers } => bench(cameras, fps, objects, seconds, workers),
+        Command::Bench { cameras, fps, objects, seconds, workers } => {
+            bench(cameras, fps, objects, seconds, workers)
+        }
     }
 }
 
@@ -143,7 +162,8 @@ fn remove_previous_output(out: &std::path::Path) -> anyhow::Result<()> {
     for s in app::WRITTEN.iter().map(|s| s.name()).chain(["ground_truth"]) {
         let dir = out.join(s);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing previous demo output {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing previous demo output {}", dir.display()))?;
         }
     }
     Ok(())
@@ -217,7 +237,11 @@ fn print_summary(s: &Summary) {
     );
     println!(
         "Alerts: {}",
-        if s.alerts.is_empty() { "none".into() } else { s.alerts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") }
+        if s.alerts.is_empty() {
+            "none".into()
+        } else {
+            s.alerts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        }
     );
     if s.errors > 0 {
         println!("Errors: {} (see the log above)", s.errors);
@@ -229,7 +253,13 @@ fn print_summary(s: &Summary) {
     println!("Read it with DuckDB: SELECT * FROM read_parquet('{}/alerts/*.parquet');", s.out.display());
 }
 
-fn bench(cameras: u32, fps: f64, objects: u32, seconds: f64, workers: usize) -> anyhow::Result<std::process::ExitCode> {
+fn bench(
+    cameras: u32,
+    fps: f64,
+    objects: u32,
+    seconds: f64,
+    workers: usize,
+) -> anyhow::Result<std::process::ExitCode> {
     let mut config = Config::embedded();
     config.simulation.cameras = toml::Spanned::new(0..0, i64::from(cameras));
     config.simulation.pedestrians_per_camera = toml::Spanned::new(0..0, i64::from(objects));
@@ -237,17 +267,29 @@ fn bench(cameras: u32, fps: f64, objects: u32, seconds: f64, workers: usize) -> 
     config.engine.workers = toml::Spanned::new(0..0, workers as i64);
     config.rules.push(vigil_pipelines::config::RuleConfig {
         name: Some("bench_confident_person".into()),
-        sql: Some(toml::Spanned::new(0..0, "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985".into())),
+        sql: Some(toml::Spanned::new(
+            0..0,
+            "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985"
+                .into(),
+        )),
         path: None,
     });
     let dir = tempfile_dir()?;
     let stop = AtomicBool::new(false);
-    println!("vigil bench: {cameras} cameras x {fps} fps x {objects} objects, {workers} worker(s), {seconds} simulated s per phase");
+    println!(
+        "vigil bench: {cameras} cameras x {fps} fps x {objects} objects, {workers} worker(s), {seconds} simulated s per phase"
+    );
 
     // Phase 1: as fast as possible.
     let bus = AlertBus::new(1 << 20);
     let progress = Arc::new(Progress::default());
-    let opts = RunOptions { duration_s: seconds, fast: true, out: dir.join("fast"), parquet: true, ground_truth: false };
+    let opts = RunOptions {
+        duration_s: seconds,
+        fast: true,
+        out: dir.join("fast"),
+        parquet: true,
+        ground_truth: false,
+    };
     let s = app::run(&config, &opts, &bus, &stop, &progress)?;
     let rows = s.ingest.total_rows();
     println!(
@@ -276,7 +318,13 @@ fn bench(cameras: u32, fps: f64, objects: u32, seconds: f64, workers: usize) -> 
     });
     *wall0.lock().expect("wall0") = Some(Instant::now());
     let progress = Arc::new(Progress::default());
-    let opts = RunOptions { duration_s: seconds, fast: false, out: dir.join("paced"), parquet: true, ground_truth: false };
+    let opts = RunOptions {
+        duration_s: seconds,
+        fast: false,
+        out: dir.join("paced"),
+        parquet: true,
+        ground_truth: false,
+    };
     let s = app::run(&config, &opts, &bus, &stop, &progress)?;
     drop(bus);
     let lat = collector.join().map_err(|_| anyhow::anyhow!("latency collector panicked"))?;
@@ -291,7 +339,12 @@ fn bench(cameras: u32, fps: f64, objects: u32, seconds: f64, workers: usize) -> 
     for (kind, mut v) in lat {
         v.sort_by(f64::total_cmp);
         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        println!("latency event time -> alert ({kind}, n={}): p50 {:.1} ms, p99 {:.1} ms", v.len(), q(0.5), q(0.99));
+        println!(
+            "latency event time -> alert ({kind}, n={}): p50 {:.1} ms, p99 {:.1} ms",
+            v.len(),
+            q(0.5),
+            q(0.99)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(std::process::ExitCode::SUCCESS)

@@ -1,0 +1,230 @@
+//! End-to-end tests of the `vigil` binary, run as a user would: the demo, its Parquet output
+//! read by independent readers (DuckDB and pyarrow from PyPI), determinism across runs and
+//! worker counts, bad input, and Ctrl-C.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("vigil runs")
+}
+
+/// The Python with DuckDB and pyarrow that `scripts/test` installs.
+fn python() -> PathBuf {
+    let p = std::env::var_os("VIGIL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(p.exists(), "{} missing: run scripts/test, which installs duckdb and pyarrow", p.display());
+    p
+}
+
+fn py(script: &str, dir: &Path) -> String {
+    let out = Command::new(python()).arg("-c").arg(script).current_dir(dir).output().expect("python runs");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn demo(dir: &Path, workers: usize, seconds: u32) -> Output {
+    let out = run(vigil()
+        .args([
+            "demo",
+            "--fast",
+            "--duration",
+            &seconds.to_string(),
+            "--workers",
+            &workers.to_string(),
+            "--out",
+        ])
+        .arg(dir.join("out")));
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn demo_prints_alerts_and_leaves_parquet_that_duckdb_and_pyarrow_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = demo(tmp.path(), 1, 60);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let density = stdout.lines().filter(|l| l.starts_with("ALERT") && l.contains(" density ")).count();
+    let watch = stdout.lines().filter(|l| l.starts_with("ALERT") && l.contains(" watchlist ")).count();
+    assert!(density >= 1, "no density alert printed:\n{stdout}");
+    assert!(watch >= 1, "no watchlist hit printed:\n{stdout}");
+    assert!(stdout.contains("Parquet output under"), "{stdout}");
+
+    // DuckDB reads every stream with the expected columns and rows.
+    let report = py(
+        r#"
+import duckdb
+for stream, cols in [
+    ("detections", ["camera_id", "event_time", "event_id", "class", "score", "zone_id"]),
+    ("plate_reads", ["camera_id", "event_time", "event_id", "plate_raw", "plate", "confidence"]),
+    ("zone_density", ["zone", "window_start", "window_end", "persons", "density", "level"]),
+    ("alerts", ["camera_id", "event_time", "event_id", "kind", "rule", "severity", "message"]),
+]:
+    names = [r[0] for r in duckdb.sql(f"describe select * from read_parquet('out/{stream}/*.parquet')").fetchall()]
+    missing = [c for c in cols if c not in names]
+    n = duckdb.sql(f"select count(*) from read_parquet('out/{stream}/*.parquet')").fetchall()[0][0]
+    print(stream, n, ",".join(missing) or "-")
+print("dup_ids", duckdb.sql("select count(*) - count(distinct event_id) from read_parquet('out/detections/*.parquet')").fetchall()[0][0])
+print("ef", duckdb.sql("select count(*) from read_parquet('out/zone_density/*.parquet') where zone = 'gate-a' and level in ('E', 'F')").fetchall()[0][0])
+"#,
+        tmp.path(),
+    );
+    for line in report.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts[..] {
+            ["dup_ids", n] => assert_eq!(n, "0", "event ids are unique"),
+            ["ef", n] => assert!(n.parse::<u32>().unwrap() >= 1, "the surge reaches level E/F: {report}"),
+            [stream, n, missing] => {
+                assert!(n.parse::<u64>().unwrap() > 0, "{stream} has no rows: {report}");
+                assert_eq!(missing, "-", "{stream} lacks columns {missing}");
+            }
+            _ => panic!("unexpected line {line}"),
+        }
+    }
+    // pyarrow, a second independent reader, agrees on the row count of the alerts.
+    let n = py(
+        "import pyarrow.dataset as ds\nprint(ds.dataset('out/alerts', format='parquet').count_rows())",
+        tmp.path(),
+    );
+    let printed = stdout.lines().filter(|l| l.starts_with("ALERT")).count();
+    assert_eq!(n.trim().parse::<usize>().unwrap(), printed, "every printed alert is in Parquet");
+}
+
+/// Sorted rows of every stream, as text, read back by DuckDB.
+fn row_sets(dir: &Path) -> String {
+    py(
+        r#"
+import duckdb, hashlib
+for s in ["detections", "plate_reads", "zone_density", "alerts", "late_events"]:
+    rows = duckdb.sql(f"select * from read_parquet('out/{s}/*.parquet') order by all").fetchall()
+    print(s, len(rows), hashlib.sha256(repr(rows).encode()).hexdigest())
+"#,
+        dir,
+    )
+}
+
+#[test]
+fn same_seed_same_output_across_runs_and_worker_counts() {
+    let (a, b, c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alerts = |o: &Output| -> BTreeSet<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ALERT"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (oa, ob, oc) = (demo(a.path(), 1, 45), demo(b.path(), 1, 45), demo(c.path(), 2, 45));
+    assert!(!alerts(&oa).is_empty());
+    assert_eq!(alerts(&oa), alerts(&ob), "alert stream differs between runs");
+    assert_eq!(alerts(&oa), alerts(&oc), "alert stream differs between 1 and 2 workers");
+    let (ra, rb, rc) = (row_sets(a.path()), row_sets(b.path()), row_sets(c.path()));
+    assert!(ra.lines().all(|l| !l.contains(" 0 ") || l.starts_with("late_events")), "{ra}");
+    assert_eq!(ra, rb, "Parquet rows differ between runs");
+    assert_eq!(ra, rc, "Parquet rows differ between 1 and 2 workers");
+}
+
+fn expect_config_error(toml: &str, line: usize, words: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("city.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = run(vigil().arg("run").arg("--config").arg(&path).args(["--fast", "--duration", "1"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let at = format!("{}:{line}:", path.display());
+    assert!(stderr.contains(&at), "error does not name {at}: {stderr}");
+    assert!(stderr.contains("fix:"), "error gives no fix: {stderr}");
+    for w in words {
+        assert!(stderr.contains(w), "error lacks {w:?}: {stderr}");
+    }
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "one error: {stderr}");
+}
+
+#[test]
+fn bad_config_unknown_key() {
+    expect_config_error("[city]\nfps = 10.0\n\n[sinks]\nout_dir = \"x\"\n", 5, &["out_dir"]);
+}
+
+#[test]
+fn bad_config_negative_fps() {
+    expect_config_error("[city]\nseed = 1\nfps = -10.0\n", 3, &["fps", "above 0"]);
+}
+
+#[test]
+fn bad_config_short_polygon() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[0.0, 0.0], [5.0, 0.0]]\n",
+        7,
+        &["polygon", "at least 3"],
+    );
+}
+
+#[test]
+fn bad_rule_unknown_column() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[rules]]\nname = \"r\"\nsql = \"SELECT camera_id FROM detections WHERE colour = 'red'\"\n",
+        6,
+        &["city.toml:6:47:", "rule r", "colour", "not found"],
+    );
+}
+
+#[test]
+fn sigint_leaves_only_complete_readable_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = vigil()
+        .args(["demo", "--duration", "600", "--quiet", "--out"])
+        .arg(tmp.path().join("out"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Paced at real time: after a few seconds some windows have closed and files are open.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Interrupted after"), "{stdout}");
+    // No temporary file is left, and every file is complete and readable.
+    let mut files = Vec::new();
+    for entry in walk(&tmp.path().join("out")) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".inprogress"), "partial file left: {}", entry.display());
+        if name.ends_with(".parquet") {
+            files.push(entry);
+        }
+    }
+    assert!(files.iter().any(|f| f.to_string_lossy().contains("/detections/")), "{files:?}");
+    let n = py(
+        "import pyarrow.parquet as pq, glob\nprint(sum(pq.read_table(f).num_rows for f in glob.glob('out/*/*.parquet')))",
+        tmp.path(),
+    );
+    assert!(n.trim().parse::<u64>().unwrap() > 0);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
