@@ -122,34 +122,13 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Demo { duration, fast, workers, out, quiet } => {
-            let mut config = Config::embedded();
-            if let Some(w) = workers {
-                config.engine.workers = toml::Spanned::new(0..0, w as i64);
-            }
             remove_previous_output(&out)?;
-            let opts = RunOptions {
-                duration_s: duration,
-                fast,
-                out,
-                parquet: true,
-                ground_truth: config.sinks.ground_truth,
-            };
-            live(&config, &opts, quiet)
+            live(Config::embedded(), workers, duration, fast, out, quiet)
         }
         Command::Run { config, duration, fast, out, workers, quiet } => {
-            let mut config = Config::load(&config)?;
-            if let Some(w) = workers {
-                config.engine.workers = toml::Spanned::new(0..0, w as i64);
-            }
+            let config = Config::load(&config)?;
             let out = out.unwrap_or_else(|| config.base_dir.join(&config.sinks.out));
-            let opts = RunOptions {
-                duration_s: duration,
-                fast,
-                out,
-                parquet: true,
-                ground_truth: config.sinks.ground_truth,
-            };
-            live(&config, &opts, quiet)
+            live(config, workers, duration, fast, out, quiet)
         }
         Command::Bench { cameras, fps, objects, seconds, workers } => {
             bench(cameras, fps, objects, seconds, workers)
@@ -169,7 +148,20 @@ fn remove_previous_output(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn live(config: &Config, opts: &RunOptions, quiet: bool) -> anyhow::Result<std::process::ExitCode> {
+/// Runs `config` live: alerts on stdout, a status line on stderr, a summary at the end.
+fn live(
+    mut config: Config,
+    workers: Option<usize>,
+    duration_s: f64,
+    fast: bool,
+    out: PathBuf,
+    quiet: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(w) = workers {
+        config.engine.workers = toml::Spanned::new(0..0, w as i64);
+    }
+    let opts = RunOptions { duration_s, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+    let (config, opts) = (&config, &opts);
     let stop = stop_flag()?;
     let bus = AlertBus::new(65_536);
     let progress = Arc::new(Progress::default());
