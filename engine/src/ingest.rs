@@ -86,7 +86,7 @@ impl Ingest {
         now: Millis,
     ) -> Result<()> {
         if batch.num_rows() == 0 {
-            self.tracker.observe(source, event_time, now);
+            self.observe(source, event_time, now);
             return Ok(());
         }
         if self.tracker.is_late(event_time) {
@@ -106,6 +106,15 @@ impl Ingest {
         slot.0 = slot.0.min(event_time);
         slot.1.push(batch);
         Ok(())
+    }
+
+    /// Records that `source` is alive and has reached `event_time` without sending rows (a
+    /// frame with nothing in it): it keeps the source from counting as idle and lets the
+    /// watermark move, at no cost to the dataflow.
+    pub fn observe(&mut self, source: u32, event_time: Millis, now: Millis) {
+        if !self.tracker.is_late(event_time) {
+            self.tracker.observe(source, event_time, now);
+        }
     }
 
     /// Adds (`diff = 1`) or removes (`diff = -1`) reference-table rows at the current watermark.

@@ -6,7 +6,7 @@
 //! network delay, handed to [`Ingest`], and the watermark advances. Paced runs sleep to keep
 //! simulated time on the wall clock; fast runs do not, and produce the same output.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -246,10 +246,10 @@ pub fn run(
         m.into_iter().map(|(c, zs)| (c, ZoneIndex::new(zs))).collect()
     };
     let mut cams: Vec<CameraSim> = (0..params.cameras).map(|c| CameraSim::new(&params, c)).collect();
-    let mut in_flight: BinaryHeap<std::cmp::Reverse<(i64, u32, u64, usize)>> = BinaryHeap::new();
-    let mut frames: Vec<Option<SimFrame>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut truth = opts.ground_truth.then(GroundTruth::default);
+    // Frames on their way to ingest, in delivery order (ties broken by camera and frame, so the
+    // order never depends on anything but the simulation).
+    let mut in_flight: BTreeMap<(Millis, u32, u64), SimFrame> = BTreeMap::new();
+    let mut truth = if opts.ground_truth { Some(GroundTruth::create(&opts.out)?) } else { None };
     let total_frames = (opts.duration_s * params.fps).round() as u64;
     let mut interrupted = false;
     let wall0 = Instant::now();
@@ -269,21 +269,14 @@ pub fn run(
         for cam in cams.iter_mut() {
             let f = cam.step(&params);
             if let Some(t) = truth.as_mut() {
-                t.record(&f);
+                t.record(&f)?;
             }
-            let slot = free.pop().unwrap_or_else(|| {
-                frames.push(None);
-                frames.len() - 1
-            });
-            in_flight.push(std::cmp::Reverse((f.deliver_ms, f.camera, f.frame, slot)));
-            frames[slot] = Some(f);
+            in_flight.insert((f.deliver_ms, f.camera, f.frame), f);
         }
-        while let Some(std::cmp::Reverse((deliver, ..))) = in_flight.peek()
-            && *deliver <= now
+        while let Some(entry) = in_flight.first_entry()
+            && entry.key().0 <= now
         {
-            let std::cmp::Reverse((_, _, _, slot)) = in_flight.pop().expect("peeked");
-            let f = frames[slot].take().expect("slot holds a frame");
-            free.push(slot);
+            let f = entry.remove();
             deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
         }
         ingest.tick(now)?;
@@ -300,14 +293,13 @@ pub fn run(
     }
     // Frames still in flight arrive; then the inputs close and every window and file closes.
     let end = params.frame_ms(total_frames);
-    while let Some(std::cmp::Reverse((_, _, _, slot))) = in_flight.pop() {
-        let f = frames[slot].take().expect("slot holds a frame");
+    while let Some((_, f)) = in_flight.pop_first() {
         deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
     }
     let watermark = ingest.watermark();
     let stats = ingest.finish()?;
     if let Some(t) = truth {
-        t.write(&opts.out).context("writing ground truth")?;
+        t.finish().context("writing ground truth")?;
     }
     if opts.parquet {
         let cutoff = watermark - *config.retention.days.get_ref() * 86_400_000;
@@ -350,7 +342,11 @@ fn deliver_frame(
         det.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &d);
         index += 1;
     }
-    ingest.push(f.camera, StreamKind::Detections, f.capture_ms, det.finish(), now)?;
+    if det.is_empty() {
+        ingest.observe(f.camera, f.capture_ms, now);
+    } else {
+        ingest.push(f.camera, StreamKind::Detections, f.capture_ms, det.finish(), now)?;
+    }
     if !f.plates.is_empty() {
         for r in &f.plates {
             let plate = vigil_operators::plate::normalize(&r.text).ok();
@@ -370,7 +366,9 @@ fn deliver_frame(
 }
 
 /// The simulator's ground truth: true identities and positions, for evaluating trackers later.
-#[derive(Default)]
+///
+/// Rows are flushed to one Parquet file every [`GroundTruth::FLUSH_ROWS`] rows, so memory stays
+/// bounded however long the city runs; the file is renamed into place when the run ends.
 struct GroundTruth {
     camera: UInt32Builder,
     time: TimestampMillisecondBuilder,
@@ -380,10 +378,49 @@ struct GroundTruth {
     y: Float32Builder,
     detected: arrow::array::BooleanBuilder,
     plate: StringBuilder,
+    schema: arrow::datatypes::SchemaRef,
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
 }
 
 impl GroundTruth {
-    fn record(&mut self, f: &SimFrame) {
+    const FLUSH_ROWS: usize = 1 << 16;
+
+    fn create(out: &std::path::Path) -> anyhow::Result<Self> {
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("camera_id", DataType::UInt32, false),
+            Field::new("event_time", ts, false),
+            Field::new("object_id", DataType::UInt64, false),
+            Field::new("class", DataType::Utf8, false),
+            Field::new("ground_x", DataType::Float32, false),
+            Field::new("ground_y", DataType::Float32, false),
+            Field::new("detected", DataType::Boolean, false),
+            Field::new("plate", DataType::Utf8, true),
+        ]));
+        let dir = out.join("ground_truth");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(".ground_truth.parquet.inprogress");
+        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let writer = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None)?;
+        Ok(Self {
+            camera: UInt32Builder::new(),
+            time: TimestampMillisecondBuilder::new(),
+            object: UInt64Builder::new(),
+            class: StringBuilder::new(),
+            x: Float32Builder::new(),
+            y: Float32Builder::new(),
+            detected: arrow::array::BooleanBuilder::new(),
+            plate: StringBuilder::new(),
+            schema,
+            writer,
+            tmp,
+            path: dir.join("ground_truth.parquet"),
+        })
+    }
+
+    fn record(&mut self, f: &SimFrame) -> anyhow::Result<()> {
         for o in f.objects.iter().filter(|o| o.object_id != u64::MAX) {
             self.camera.append_value(f.camera);
             self.time.append_value(f.capture_ms);
@@ -404,20 +441,13 @@ impl GroundTruth {
             self.detected.append_value(true);
             self.plate.append_value(&r.truth);
         }
+        if arrow::array::ArrayBuilder::len(&self.camera) >= Self::FLUSH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    fn write(mut self, out: &std::path::Path) -> anyhow::Result<()> {
-        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into()));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("camera_id", DataType::UInt32, false),
-            Field::new("event_time", ts, false),
-            Field::new("object_id", DataType::UInt64, false),
-            Field::new("class", DataType::Utf8, false),
-            Field::new("ground_x", DataType::Float32, false),
-            Field::new("ground_y", DataType::Float32, false),
-            Field::new("detected", DataType::Boolean, false),
-            Field::new("plate", DataType::Utf8, true),
-        ]));
+    fn flush(&mut self) -> anyhow::Result<()> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.camera.finish()),
             Arc::new(self.time.finish().with_timezone("UTC")),
@@ -428,15 +458,14 @@ impl GroundTruth {
             Arc::new(self.detected.finish()),
             Arc::new(self.plate.finish()),
         ];
-        let batch = RecordBatch::try_new(schema, columns)?;
-        let dir = out.join("ground_truth");
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(".ground_truth.parquet.inprogress");
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
-        w.write(&batch)?;
-        w.close()?;
-        std::fs::rename(&tmp, dir.join("ground_truth.parquet"))?;
+        self.writer.write(&RecordBatch::try_new(Arc::clone(&self.schema), columns)?)?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        self.writer.close()?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("renaming {}", self.tmp.display()))?;
         Ok(())
     }
 }
