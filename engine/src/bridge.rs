@@ -33,10 +33,8 @@ pub trait ToUpdates<'scope> {
     /// diff)` updates. Times earlier than the batch's own are raised to it (a batch can only
     /// speak for its time and later), so `logic` may use event times or expiry times freely.
     ///
-    /// ```ignore
-    /// // Count persons per zone: one update per zone per batch, not one per detection.
-    /// let counts = batches.updates("PersonsPerZone", |b, t, out| { /* pre-aggregate b */ });
-    /// ```
+    /// Pre-aggregate in `logic` (one update per key per batch, not one per row): see
+    /// `vigil_operators::density` for a complete example.
     fn updates<D, L>(self, name: &str, logic: L) -> VecCollection<'scope, Time, D, Diff>
     where
         D: ExchangeData,

@@ -321,38 +321,32 @@ impl Config {
                 "write an instant such as \"2026-06-14T20:00:00Z\"",
             );
         }
-        let positive: [(&Spanned<i64>, &str, i64); 8] = [
-            (&self.engine.workers, "engine.workers", 64),
-            (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 3_600_000),
-            (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 3_600_000),
-            (&self.engine.density_window_s, "engine.density_window_s", 3_600),
-            (&self.sinks.partition_s, "sinks.partition_s", 86_400),
-            (&self.retention.days, "retention.days", 90),
-            (
-                &self.simulation.cameras,
-                "simulation.cameras",
-                i64::from(vigil_engine::schema::EventId::MAX_CAMERA),
-            ),
-            (&self.simulation.pedestrians_per_camera, "simulation.pedestrians_per_camera", 1_000),
+        let s = &self.simulation;
+        let max_cameras = i64::from(vigil_engine::schema::EventId::MAX_CAMERA);
+        // (value, key, least, most): whole-number settings and their ranges.
+        let whole: [(&Spanned<i64>, &str, i64, i64); 9] = [
+            (&self.engine.workers, "engine.workers", 1, 64),
+            (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
+            (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
+            (&self.engine.density_window_s, "engine.density_window_s", 1, 3_600),
+            (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
+            (&self.retention.days, "retention.days", 1, 90),
+            (&s.cameras, "simulation.cameras", 1, max_cameras),
+            (&s.pedestrians_per_camera, "simulation.pedestrians_per_camera", 0, 1_000),
+            (&s.laggy_camera_every, "simulation.laggy_camera_every", 0, max_cameras),
         ];
-        for (v, name, max) in positive {
-            let min = if name == "engine.allowed_lateness_ms" || name == "simulation.pedestrians_per_camera" {
-                0
-            } else {
-                1
-            };
-            if *v.get_ref() < min || *v.get_ref() > max {
-                let fix = if name == "retention.days" {
-                    format!(
-                        "keep data at most {max} days (CNDP deliberation 350-2013: at most 3 months), at least 1"
-                    )
-                } else {
-                    format!("use a whole number from {min} to {max}")
+        for (v, name, min, max) in whole {
+            if !(min..=max).contains(v.get_ref()) {
+                let fix = match name {
+                    "retention.days" => format!(
+                        "keep data from 1 to {max} days (CNDP deliberation 350-2013: at most 3 months)"
+                    ),
+                    "simulation.laggy_camera_every" => "use 0 (no laggy camera) or a positive number".into(),
+                    _ => format!("use a whole number from {min} to {max}"),
                 };
                 return err(v.span(), format!("{name} = {} is out of range", v.get_ref()), &fix);
             }
         }
-        let s = &self.simulation;
         for (v, name) in
             [(&s.miss_rate, "simulation.miss_rate"), (&s.ocr_error_rate, "simulation.ocr_error_rate")]
         {
@@ -377,13 +371,6 @@ impl Config {
                     "use a number of 0 or more",
                 );
             }
-        }
-        if *s.laggy_camera_every.get_ref() < 0 {
-            return err(
-                s.laggy_camera_every.span(),
-                "simulation.laggy_camera_every is negative".into(),
-                "use 0 (no laggy camera) or a positive number",
-            );
         }
         let cameras = *s.cameras.get_ref();
         let mut names = std::collections::BTreeSet::new();

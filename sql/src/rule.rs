@@ -373,18 +373,9 @@ fn from_datafusion(
             "complete the statement",
         );
     }
-    if let Some((start, catalog)) = ctx {
-        if let Some(table) =
-            text.strip_prefix("Error during planning: table '").and_then(|r| r.split('\'').next())
-        {
-            let pos =
-                locate_word(sql, table.rsplit('.').next().unwrap_or(table), start).unwrap_or(start.clone());
-            return SqlError::user(
-                Some(pos),
-                format!("unknown table '{table}'"),
-                format!("read one of the streams: {}", catalog.table_names().join(", ")),
-            );
-        }
+    // Unknown tables and columns carry a diagnostic with a span (handled above); what is left
+    // (mostly type errors) is placed at the statement.
+    if let Some((start, _)) = ctx {
         return SqlError::user(
             Some(start.clone()),
             text,
