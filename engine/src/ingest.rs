@@ -1,13 +1,14 @@
 //! The ingest side of the runtime: watermarks, late events, and batching towards workers.
 //!
-//! Sources (cameras, or the simulator standing in for them) hand in one Arrow batch per source
-//! per frame. [`Ingest`] checks each against the watermark: a batch behind it is *late*, counted
-//! for its source and turned into `late_events` rows (nothing is dropped silently); a batch on
-//! time is stashed for its worker (`source % workers`, so a camera always lands on the same
-//! worker). At each [`tick`](Ingest::tick) the stash of each worker and stream is concatenated
-//! into one batch, stamped with its least event time, sent, and the watermark is advanced on
-//! every worker. Batching per tick keeps the per-batch costs of timely and Arrow off the
-//! per-detection budget.
+//! Sources (cameras, or the simulator standing in for them) hand in one frame's rows at a time,
+//! either written straight into the worker's row builder ([`Ingest::push_rows`], the hot path:
+//! each row is copied once) or as a ready Arrow batch ([`Ingest::push`]). [`Ingest`] checks each
+//! frame against the watermark: a frame behind it is *late*, counted for its source and turned
+//! into `late_events` rows (nothing is dropped silently); a frame on time goes to its worker
+//! (`source % workers`, so a camera always lands on the same worker). At each
+//! [`tick`](Ingest::tick) each worker's rows of each stream become one batch, stamped with their
+//! least event time, and the watermark advances on every worker. Batching per tick keeps the
+//! per-batch costs of timely and Arrow off the per-detection budget.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use arrow::compute::concat_batches;
 
 use crate::error::{EngineError, Result};
 use crate::runtime::{BatchKind, EventBatch, Runtime, Time};
-use crate::schema::StreamKind;
+use crate::schema::{DetectionsBuilder, PlateReadsBuilder, RowBuilder, StreamKind};
 use crate::time::{Millis, WatermarkPolicy, WatermarkTracker};
 
 /// Counters the ingest side keeps; cheap to copy for a status line.
@@ -50,7 +51,49 @@ pub struct Ingest {
     tracker: WatermarkTracker,
     /// Per worker, per stream: batches waiting for the next tick and their least event time.
     stash: Vec<BTreeMap<StreamKind, (Millis, Vec<RecordBatch>)>>,
+    /// Per worker: rows written in place, waiting for the next tick.
+    rows: Vec<WorkerRows>,
+    /// Where a late frame's rows are written before they become `late_events` rows.
+    late: WorkerRows,
     stats: IngestStats,
+}
+
+/// One stream's pending rows for one worker, with their least event time.
+#[derive(Debug)]
+pub struct Slot<B> {
+    least: Millis,
+    rows: B,
+}
+
+impl<B: Default> Default for Slot<B> {
+    fn default() -> Self {
+        Self { least: Millis::MAX, rows: B::default() }
+    }
+}
+
+/// The streams [`Ingest::push_rows`] can write in place.
+#[derive(Debug, Default)]
+pub struct WorkerRows {
+    detections: Slot<DetectionsBuilder>,
+    plate_reads: Slot<PlateReadsBuilder>,
+}
+
+/// Picks a stream's slot out of [`WorkerRows`]; implemented for every [`RowBuilder`] it holds.
+pub trait RowSlot: RowBuilder {
+    /// The slot of this builder's stream.
+    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self>;
+}
+
+impl RowSlot for DetectionsBuilder {
+    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self> {
+        &mut rows.detections
+    }
+}
+
+impl RowSlot for PlateReadsBuilder {
+    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self> {
+        &mut rows.plate_reads
+    }
 }
 
 impl Ingest {
@@ -61,6 +104,8 @@ impl Ingest {
             runtime,
             tracker: WatermarkTracker::new(policy, start),
             stash: vec![BTreeMap::new(); workers],
+            rows: (0..workers).map(|_| WorkerRows::default()).collect(),
+            late: WorkerRows::default(),
             stats: IngestStats::default(),
         }
     }
@@ -90,14 +135,7 @@ impl Ingest {
             return Ok(());
         }
         if self.tracker.is_late(event_time) {
-            *self.stats.late_rows.entry(source).or_default() += batch.num_rows() as u64;
-            let late = late_rows(stream, &batch, self.tracker.watermark())?;
-            let worker = source as usize % self.stash.len();
-            return self.runtime.send(
-                worker,
-                to_time(self.tracker.watermark()),
-                EventBatch { kind: BatchKind::Events(StreamKind::LateEvents), data: late },
-            );
+            return self.send_late(source, stream, &batch);
         }
         self.tracker.observe(source, event_time, now);
         *self.stats.rows.entry(stream.name()).or_default() += batch.num_rows() as u64;
@@ -106,6 +144,50 @@ impl Ingest {
         slot.0 = slot.0.min(event_time);
         slot.1.push(batch);
         Ok(())
+    }
+
+    /// Writes one frame's rows of stream `B::STREAM` from `source`, all with event time at least
+    /// `event_time`, delivered at ingest time `now`: `fill` appends them to the builder. On time,
+    /// the rows go straight into the worker's builder; late, they become `late_events` rows.
+    /// A frame with no rows only marks its source alive.
+    pub fn push_rows<B: RowSlot>(
+        &mut self,
+        source: u32,
+        event_time: Millis,
+        now: Millis,
+        fill: impl FnOnce(&mut B),
+    ) -> Result<()> {
+        if self.tracker.is_late(event_time) {
+            let scratch = B::slot(&mut self.late);
+            fill(&mut scratch.rows);
+            if scratch.rows.rows() == 0 {
+                return Ok(());
+            }
+            let batch = scratch.rows.take_batch();
+            return self.send_late(source, B::STREAM, &batch);
+        }
+        self.tracker.observe(source, event_time, now);
+        let worker = source as usize % self.rows.len();
+        let slot = B::slot(&mut self.rows[worker]);
+        let before = slot.rows.rows();
+        fill(&mut slot.rows);
+        let added = slot.rows.rows() - before;
+        if added > 0 {
+            slot.least = slot.least.min(event_time);
+            *self.stats.rows.entry(B::STREAM.name()).or_default() += added as u64;
+        }
+        Ok(())
+    }
+
+    fn send_late(&mut self, source: u32, stream: StreamKind, batch: &RecordBatch) -> Result<()> {
+        *self.stats.late_rows.entry(source).or_default() += batch.num_rows() as u64;
+        let late = late_rows(stream, batch, self.tracker.watermark())?;
+        let worker = source as usize % self.rows.len();
+        self.runtime.send(
+            worker,
+            to_time(self.tracker.watermark()),
+            EventBatch { kind: BatchKind::Events(StreamKind::LateEvents), data: late },
+        )
     }
 
     /// Records that `source` is alive and has reached `event_time` without sending rows (a
@@ -136,6 +218,10 @@ impl Ingest {
     }
 
     fn flush(&mut self) -> Result<()> {
+        for worker in 0..self.rows.len() {
+            self.flush_slot::<DetectionsBuilder>(worker)?;
+            self.flush_slot::<PlateReadsBuilder>(worker)?;
+        }
         for (worker, streams) in self.stash.iter_mut().enumerate() {
             for (stream, (least, batches)) in std::mem::take(streams) {
                 let data = if batches.len() == 1 {
@@ -155,6 +241,17 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    fn flush_slot<B: RowSlot>(&mut self, worker: usize) -> Result<()> {
+        let slot = B::slot(&mut self.rows[worker]);
+        if slot.rows.rows() == 0 {
+            return Ok(());
+        }
+        let least = std::mem::replace(&mut slot.least, Millis::MAX);
+        let data = slot.rows.take_batch();
+        self.stats.batches_sent += 1;
+        self.runtime.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(B::STREAM), data })
     }
 
     /// Sends what is left, closes the inputs and waits for every window and sink to finish.

@@ -362,6 +362,38 @@ impl PlateReadsBuilder {
     }
 }
 
+/// A reusable builder of one stream's rows, which the ingest side fills per worker and
+/// finishes once per tick (so a frame's rows are copied once, not built into a batch of their
+/// own and then concatenated).
+pub trait RowBuilder: Default + std::fmt::Debug {
+    /// The stream the rows belong to.
+    const STREAM: StreamKind;
+    /// Rows pending.
+    fn rows(&self) -> usize;
+    /// The pending rows as a batch; resets the builder.
+    fn take_batch(&mut self) -> RecordBatch;
+}
+
+impl RowBuilder for DetectionsBuilder {
+    const STREAM: StreamKind = StreamKind::Detections;
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn take_batch(&mut self) -> RecordBatch {
+        self.finish()
+    }
+}
+
+impl RowBuilder for PlateReadsBuilder {
+    const STREAM: StreamKind = StreamKind::PlateReads;
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn take_batch(&mut self) -> RecordBatch {
+        self.finish()
+    }
+}
+
 /// Reads the `event_time` column (milliseconds) of any event batch.
 pub fn event_times(batch: &RecordBatch) -> Result<&[i64]> {
     use arrow::array::{Array, TimestampMillisecondArray};

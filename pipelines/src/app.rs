@@ -253,8 +253,6 @@ pub fn run(
     let total_frames = (opts.duration_s * params.fps).round() as u64;
     let mut interrupted = false;
     let wall0 = Instant::now();
-    let mut det = DetectionsBuilder::default();
-    let mut reads = PlateReadsBuilder::default();
 
     for frame in 0..total_frames {
         if stop.load(Ordering::Relaxed) {
@@ -277,7 +275,7 @@ pub fn run(
             && entry.key().0 <= now
         {
             let f = entry.remove();
-            deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
+            deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera))?;
         }
         ingest.tick(now)?;
         let stats = ingest.stats();
@@ -294,7 +292,7 @@ pub fn run(
     // Frames still in flight arrive; then the inputs close and every window and file closes.
     let end = params.frame_ms(total_frames);
     while let Some((_, f)) = in_flight.pop_first() {
-        deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera), &mut det, &mut reads)?;
+        deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera))?;
     }
     let watermark = ingest.watermark();
     let stats = ingest.finish()?;
@@ -322,45 +320,35 @@ pub fn run(
     })
 }
 
-/// Turns one camera frame into `detections` and `plate_reads` batches and hands them in.
+/// Hands one camera frame's detections and plate reads to ingest, written in place.
 fn deliver_frame(
     ingest: &mut Ingest,
     f: &SimFrame,
     now: Millis,
     zones: Option<&ZoneIndex>,
-    det: &mut DetectionsBuilder,
-    reads: &mut PlateReadsBuilder,
 ) -> anyhow::Result<()> {
-    let mut index = 0u32;
-    for o in &f.objects {
-        let Some((bbox, score)) = o.detected else { continue };
-        let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
-        let ground = image_to_ground(f.camera, foot);
-        let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
-        let d =
-            Detection { class: o.class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
-        det.push(f.camera, f.capture_ms, EventId::pack(f.camera, f.frame, index)?, &d);
-        index += 1;
-    }
-    if det.is_empty() {
-        ingest.observe(f.camera, f.capture_ms, now);
-    } else {
-        ingest.push(f.camera, StreamKind::Detections, f.capture_ms, det.finish(), now)?;
-    }
-    if !f.plates.is_empty() {
-        for r in &f.plates {
-            let plate = vigil_operators::plate::normalize(&r.text).ok();
-            reads.push(
-                f.camera,
-                f.capture_ms,
-                EventId::pack(f.camera, f.frame, index)?,
-                &r.text,
-                plate.as_deref(),
-                r.confidence,
-            );
-            index += 1;
+    let ids = |index: usize| EventId::pack(f.camera, f.frame, index as u32);
+    // Event ids are checked before any row is written, so a bad frame writes nothing.
+    ids(f.objects.len() + f.plates.len())?;
+    ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionsBuilder| {
+        let detected = f.objects.iter().filter_map(|o| o.detected.map(|d| (o.class, d)));
+        for (index, (class, (bbox, score))) in detected.enumerate() {
+            let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
+            let ground = image_to_ground(f.camera, foot);
+            let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
+            let d = Detection { class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
+            det.push(f.camera, f.capture_ms, ids(index).expect("checked above"), &d);
         }
-        ingest.push(f.camera, StreamKind::PlateReads, f.capture_ms, reads.finish(), now)?;
+    })?;
+    if !f.plates.is_empty() {
+        let first = f.objects.iter().filter(|o| o.detected.is_some()).count();
+        ingest.push_rows(f.camera, f.capture_ms, now, |reads: &mut PlateReadsBuilder| {
+            for (i, r) in f.plates.iter().enumerate() {
+                let plate = vigil_operators::plate::normalize(&r.text).ok();
+                let id = ids(first + i).expect("checked above");
+                reads.push(f.camera, f.capture_ms, id, &r.text, plate.as_deref(), r.confidence);
+            }
+        })?;
     }
     Ok(())
 }
