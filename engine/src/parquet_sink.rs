@@ -252,3 +252,34 @@ pub fn enforce_retention(root: &Path, streams: &[StreamKind], cutoff: Millis) ->
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_deletes_only_partitions_that_started_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("alerts");
+        std::fs::create_dir_all(&d).unwrap();
+        let names = [
+            "alerts-20260601T000000Z-w0.parquet",             // old: deleted
+            "alerts-20260614T195900Z-w1.parquet",             // old: deleted
+            "alerts-20260614T200000Z-w0.parquet",             // at the cutoff: kept
+            ".alerts-20260101T000000Z-w0.parquet.inprogress", // not a complete file: not ours to judge
+            "notes.parquet",                                  // not a partition name: kept
+        ];
+        for n in names {
+            std::fs::write(d.join(n), b"x").unwrap();
+        }
+        let cutoff = crate::time::parse_rfc3339("2026-06-14T20:00:00Z").unwrap();
+        let deleted = enforce_retention(dir.path(), &[StreamKind::Alerts], cutoff).unwrap();
+        assert_eq!(deleted, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![names[3], "alerts-20260614T200000Z-w0.parquet", "notes.parquet"]);
+    }
+}
