@@ -2,6 +2,40 @@
 //!
 //! Zone membership runs once per detection at ingest, so the lookup is a bounding-box test
 //! followed by an even-odd ray cast over a handful of vertices; no allocation.
+//!
+//! Zones are also a reference table (`zones`) that SQL rules can join: [`TABLE`], [`schema`]
+//! and [`to_batch`].
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// The reference table's name.
+pub const TABLE: &str = "zones";
+
+/// The Arrow schema of `zones` reference rows.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("zone_id", DataType::UInt32, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("camera_id", DataType::UInt32, false),
+        Field::new("area_m2", DataType::Float64, false),
+        Field::new("alert_density", DataType::Float64, false),
+    ]))
+}
+
+/// Zones as a reference batch.
+pub fn to_batch(zones: &[Zone]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from_iter_values(zones.iter().map(|z| z.id))),
+        Arc::new(StringArray::from_iter_values(zones.iter().map(|z| z.name.as_str()))),
+        Arc::new(UInt32Array::from_iter_values(zones.iter().map(|z| z.camera_id))),
+        Arc::new(Float64Array::from_iter_values(zones.iter().map(Zone::area))),
+        Arc::new(Float64Array::from_iter_values(zones.iter().map(|z| z.alert_density))),
+    ];
+    RecordBatch::try_new(schema(), columns).expect("columns match the zones schema")
+}
 
 /// A zone as the operators need it.
 #[derive(Clone, Debug, PartialEq)]

@@ -122,6 +122,44 @@ pub fn compile_rules(config: &Config) -> anyhow::Result<Vec<Rule>> {
     Ok(rules)
 }
 
+/// Writes the reference tables as they will be at each time (`reference/<table>.parquet`, with
+/// a `valid_from` column), so that `vigil replay` sees what the live rules saw.
+fn write_references(
+    out: &std::path::Path,
+    zones: &[Zone],
+    watch: &[(Millis, WatchEntry)],
+    start: Millis,
+) -> anyhow::Result<()> {
+    let dir = out.join("reference");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let with_valid_from = |batch: RecordBatch, times: Vec<Millis>| -> anyhow::Result<RecordBatch> {
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("valid_from", vigil_engine::schema::event_time_type(), false));
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        cols.push(Arc::new(arrow::array::TimestampMillisecondArray::from(times).with_timezone("UTC")));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    };
+    let entries: Vec<WatchEntry> = watch.iter().map(|(_, e)| e.clone()).collect();
+    let tables = [
+        (
+            vigil_operators::zones::TABLE,
+            with_valid_from(vigil_operators::zones::to_batch(zones), vec![start; zones.len()])?,
+        ),
+        (
+            watchlist::TABLE,
+            with_valid_from(watchlist::to_batch(&entries), watch.iter().map(|(t, _)| *t).collect())?,
+        ),
+    ];
+    for (table, batch) in tables {
+        let path = dir.join(format!("{table}.parquet"));
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+        w.write(&batch)?;
+        w.close()?;
+    }
+    Ok(())
+}
+
 /// The zones as operators see them.
 pub fn zones(config: &Config) -> Vec<Zone> {
     let fps = *config.city.fps.get_ref();
@@ -182,10 +220,11 @@ pub fn run(
                 let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
                 let hits = input.clone().watchlist_hits();
                 let p = Arc::clone(&progress);
-                let rule_alerts = input.clone().run_rules(Arc::clone(&rules), move |rule, e| {
-                    p.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(rule = %rule.name, "rule failed on a batch: {e}");
-                });
+                let rule_alerts =
+                    input.clone().run_rules(Arc::clone(&rules), move |rule: &str, e: String| {
+                        p.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(rule = %rule, "rule failed on a batch: {e}");
+                    });
                 let all = input.concat(density).concat(hits).concat(rule_alerts);
                 let (bus, progress2, counts) = (bus.clone(), Arc::clone(&progress), Arc::clone(&counts));
                 all.clone().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
@@ -237,6 +276,10 @@ pub fn run(
         })
         .collect();
     pending_watch.sort_by_key(|(t, _)| *t);
+    ingest.push_reference(vigil_operators::zones::TABLE, vigil_operators::zones::to_batch(&zones), 1)?;
+    if opts.parquet {
+        write_references(&opts.out, &zones, &pending_watch, params.start_ms)?;
+    }
 
     let index_by_camera: BTreeMap<u32, ZoneIndex> = {
         let mut m: BTreeMap<u32, Vec<Zone>> = BTreeMap::new();

@@ -1,13 +1,15 @@
-//! The catalog analysts' SQL is planned against: the engine's live streams as tables, plus
-//! DataFusion's built-in scalar functions.
+//! The catalog analysts' SQL is planned against: the engine's live streams and the reference
+//! tables as tables, DataFusion's built-in scalar and aggregate functions, and the window
+//! functions `tumble`, `hop` and `session`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use datafusion::common::{Result as DfResult, TableReference, plan_err};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::logical_plan::builder::LogicalTableSource;
+use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion::sql::planner::ContextProvider;
 use vigil_engine::schema::StreamKind;
@@ -16,12 +18,21 @@ use vigil_engine::schema::StreamKind;
 pub const STREAMS: [StreamKind; 4] =
     [StreamKind::Detections, StreamKind::Tracks, StreamKind::PlateReads, StreamKind::ZoneDensity];
 
-/// Implements DataFusion's `ContextProvider` over vigil's streams.
+/// The reference tables rules can join: name and schema.
+pub fn reference_tables() -> Vec<(String, SchemaRef)> {
+    vec![
+        (vigil_operators::watchlist::TABLE.to_owned(), vigil_operators::watchlist::schema()),
+        (vigil_operators::zones::TABLE.to_owned(), vigil_operators::zones::schema()),
+    ]
+}
+
+/// Implements DataFusion's `ContextProvider` over vigil's streams and reference tables.
 pub struct Catalog {
     tables: HashMap<String, Arc<dyn TableSource>>,
     scalars: HashMap<String, Arc<ScalarUDF>>,
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     options: ConfigOptions,
+    planners: Vec<Arc<dyn ExprPlanner>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -32,23 +43,39 @@ impl std::fmt::Debug for Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
+        let source = |schema: SchemaRef| Arc::new(LogicalTableSource::new(schema)) as Arc<dyn TableSource>;
         let tables = STREAMS
             .iter()
-            .map(|s| {
-                (s.name().to_owned(), Arc::new(LogicalTableSource::new(s.schema())) as Arc<dyn TableSource>)
-            })
+            .map(|s| (s.name().to_owned(), source(s.schema())))
+            .chain(reference_tables().into_iter().map(|(name, schema)| (name, source(schema))))
             .collect();
         let scalars = datafusion::functions::all_default_functions()
             .into_iter()
-            .map(|f| (f.name().to_owned(), f))
+            .chain(crate::window::window_udfs())
+            .flat_map(|f| {
+                let names: Vec<String> =
+                    std::iter::once(f.name().to_owned()).chain(f.aliases().iter().cloned()).collect();
+                names.into_iter().map(move |n| (n, Arc::clone(&f)))
+            })
             .collect();
         let aggregates = datafusion::functions_aggregate::all_default_aggregate_functions()
             .into_iter()
-            .map(|f| (f.name().to_owned(), f))
+            .flat_map(|f| {
+                let names: Vec<String> =
+                    std::iter::once(f.name().to_owned()).chain(f.aliases().iter().cloned()).collect();
+                names.into_iter().map(move |n| (n, Arc::clone(&f)))
+            })
             .collect();
         let mut options = ConfigOptions::default();
         options.sql_parser.collect_spans = true;
-        Self { tables, scalars, aggregates, options }
+        // What DataFusion's SessionState registers: `count(*)`, `extract`, `x['field']`, ...
+        let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion::functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion::functions::datetime::planner::DatetimeFunctionPlanner),
+            Arc::new(datafusion::functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion::functions_aggregate::planner::AggregateFunctionPlanner),
+        ];
+        Self { tables, scalars, aggregates, options, planners }
     }
 }
 
@@ -74,6 +101,10 @@ impl ContextProvider for Catalog {
         }
     }
 
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.planners
+    }
+
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
         self.scalars.get(name).cloned()
     }
@@ -86,8 +117,9 @@ impl ContextProvider for Catalog {
         self.aggregates.get(name).cloned()
     }
 
-    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
-        None
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        // Known so that `rank() OVER (...)` plans and is then refused with a clear reason.
+        datafusion::functions_window::all_default_window_functions().into_iter().find(|f| f.name() == name)
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {

@@ -4,9 +4,14 @@
 //! [`operator::RunRules`] runs them continuously over the engine's batch stream, emitting each
 //! output row as an alert. The catalog of streams is [`catalog::Catalog`].
 
+pub mod capture;
 pub mod catalog;
+pub mod delta;
 pub mod error;
 pub mod operator;
+pub mod plan;
+pub mod render;
 pub mod rule;
+pub mod window;
 
 pub use error::{Position, SqlError};

@@ -1,136 +1,89 @@
 //! Compiling an analyst's SQL rule: parse and plan with DataFusion, then lower the logical plan
-//! onto vectorized steps that run on the live stream's Arrow batches.
+//! onto vigil's incremental operators.
 //!
-//! The pipeline is `SQL text → sqlparser AST → DataFusion LogicalPlan (SqlToRel against the
-//! [`Catalog`]) → type coercion (DataFusion's analyzer) → [`Plan`]`. A plan is a source stream and
-//! a list of [`Step`]s; each step holds DataFusion `PhysicalExpr`s, evaluated on whole batches.
-//! This issue's lowering accepts scans, filters, projections and aliases; any other plan node is
-//! rejected when the rule is compiled, naming the construct and its position, never run with
-//! different semantics. Later lowerings (windows, joins, aggregates) add steps and stateful
-//! operators to the same [`Plan`].
+//! The pipeline is `SQL text → sqlparser AST (window columns rewritten) → DataFusion
+//! LogicalPlan (SqlToRel against the [`Catalog`]) → type coercion and subquery decorrelation →
+//! [`Node`] tree` (see [`crate::plan`]). A rule file holds one or more statements, each either a
+//! bare `SELECT` (named after the file) or `CREATE RULE name [WITH (...)] AS SELECT ...`. Every
+//! error carries the file, line and column of the construct at fault and the fix.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::common::{DFSchema, DataFusionError};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
 use datafusion::config::ConfigOptions;
-use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::optimizer::Analyzer;
-use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+use datafusion::optimizer::{Analyzer, Optimizer, OptimizerContext, OptimizerRule};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
-use datafusion::sql::sqlparser::ast::{SetExpr, Spanned, Statement};
+use datafusion::sql::sqlparser::ast::{SetExpr, SetOperator, SetQuantifier, Spanned, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use vigil_engine::schema::StreamKind;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use crate::catalog::{Catalog, STREAMS};
+use crate::catalog::{Catalog, reference_tables};
 use crate::error::{Position, Result, SqlError};
+use crate::plan::{Emit, Node, Unsupported, lower};
+use crate::window::rewrite_window_columns;
 
-/// What this lowering supports, quoted in every "unsupported" error.
-pub const SUPPORTED: &str = "SELECT <columns or expressions> FROM <stream> [WHERE <predicate>] \
-     over detections, tracks, plate_reads or zone_density, with scalar functions, CASE and casts";
+/// What rules support, quoted in every "unsupported" error.
+pub const SUPPORTED: &str = "SELECT ... FROM a stream (detections, tracks, plate_reads, zone_density) \
+     [JOIN a reference table (watchlist, zones) or another stream within an event-time bound] \
+     [WHERE ...] [GROUP BY tumble|hop|session(event_time, ...), keys [HAVING ...]], \
+     with DISTINCT, UNION [ALL], CASE, casts and scalar functions";
 
-/// One vectorized step of a plan.
-#[derive(Debug, Clone)]
-pub enum Step {
-    /// Keeps the rows where the predicate is true.
-    Filter(Arc<dyn PhysicalExpr>),
-    /// Replaces the columns by the expressions, named, with the given output schema.
-    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+/// How a rule runs: the `WITH (...)` options of `CREATE RULE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// Alert severity of the rule's rows: `low`, `medium` or `high`.
+    pub severity: String,
+    /// When window aggregates speak.
+    pub emit: Emit,
+    /// Replay this much of the retained events when the rule is created, ms.
+    pub backfill_ms: u64,
+    /// How long stream rows stay joinable and distinct rows remembered, ms.
+    pub retention_ms: u64,
 }
 
-/// A lowered rule: read `source`, apply `steps` in order.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The stream the rule reads.
-    pub source: StreamKind,
-    /// The steps, applied in order to each batch.
-    pub steps: Vec<Step>,
-    /// Schema of the rule's output rows.
-    pub schema: SchemaRef,
+impl Default for RuleOptions {
+    fn default() -> Self {
+        Self { severity: "medium".into(), emit: Emit::OnClose, backfill_ms: 0, retention_ms: 600_000 }
+    }
 }
 
-/// The output of a rule on one batch: its rows, and the source events' keys row for row.
-#[derive(Debug)]
-pub struct RuleOutput {
-    /// Rows in the rule's output schema.
-    pub rows: RecordBatch,
-    /// `camera_id`, `event_time`, `event_id` of the event each row came from.
-    pub keys: RecordBatch,
-}
-
-/// A compiled SQL rule, ready to run on batches of its source stream.
+/// A compiled SQL rule, ready to be rendered as a dataflow.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// The rule's name.
     pub name: String,
-    /// Alert severity for its rows.
+    /// Alert severity of its rows (also in `options`).
     pub severity: String,
-    /// The SQL text.
+    /// The statement's SQL text.
     pub sql: String,
-    /// The lowered plan.
-    pub plan: Plan,
-    /// DataFusion's logical plan, for `EXPLAIN`.
+    /// The dataflow plan.
+    pub node: Arc<Node>,
+    /// Schema of the rule's output rows.
+    pub schema: SchemaRef,
+    /// DataFusion's logical plan, for `EXPLAIN RULE`.
     pub logical: String,
+    /// The `WITH (...)` options.
+    pub options: RuleOptions,
 }
 
 impl Rule {
-    /// Runs the rule on one batch of its source stream; `None` when no row qualifies.
-    pub fn apply(&self, batch: &RecordBatch) -> Result<Option<RuleOutput>> {
-        let key_idx: Vec<usize> = ["camera_id", "event_time", "event_id"]
-            .iter()
-            .filter_map(|k| batch.schema().index_of(k).ok())
-            .collect();
-        let mut keys = batch.project(&key_idx).map_err(|e| internal(e.into()))?;
-        let mut data = batch.clone();
-        for step in &self.plan.steps {
-            match step {
-                Step::Filter(pred) => {
-                    let mask =
-                        pred.evaluate(&data).and_then(|v| v.into_array(data.num_rows())).map_err(internal)?;
-                    let mask = mask
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| SqlError::Internal("predicate is not boolean".into()))?;
-                    if mask.true_count() == 0 {
-                        return Ok(None);
-                    }
-                    data = filter_record_batch(&data, mask).map_err(|e| internal(e.into()))?;
-                    keys = filter_record_batch(&keys, mask).map_err(|e| internal(e.into()))?;
-                }
-                Step::Project(exprs, schema) => {
-                    let columns = exprs
-                        .iter()
-                        .map(|e| e.evaluate(&data).and_then(|v| v.into_array(data.num_rows())))
-                        .collect::<Result<Vec<ArrayRef>, _>>()
-                        .map_err(internal)?;
-                    data =
-                        RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| internal(e.into()))?;
-                }
-            }
-        }
-        if data.num_rows() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(RuleOutput { rows: data, keys }))
+    /// The dataflow plan as text, for `EXPLAIN RULE`.
+    pub fn explain(&self) -> String {
+        self.node.explain()
     }
 }
 
-fn internal(e: DataFusionError) -> SqlError {
-    SqlError::Internal(e.to_string())
-}
-
 /// Compiles every statement of `sql`; `source` names the text in errors (a file name).
-/// A single statement takes `name`; several take `name#1`, `name#2`, ...
+/// Bare `SELECT`s take `name` (`name#2`, `name#3`... when there are several).
 pub fn compile(name: &str, sql: &str, source: &str) -> Result<Vec<Rule>> {
-    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(|e| from_datafusion(e, sql, source, None))?;
+    let statements = split_statements(sql, source)?;
     if statements.is_empty() {
         return Err(SqlError::user(
             Some(Position { source: source.into(), line: 1, column: 1 }),
@@ -138,18 +91,34 @@ pub fn compile(name: &str, sql: &str, source: &str) -> Result<Vec<Rule>> {
             "write a rule such as `SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9`",
         ));
     }
-    let many = statements.len() > 1;
-    statements
-        .into_iter()
-        .enumerate()
-        .map(|(i, st)| {
-            let rule_name = if many { format!("{name}#{}", i + 1) } else { name.to_owned() };
-            compile_statement(&rule_name, st, sql, source)
-        })
-        .collect()
+    let mut bare = 0;
+    let mut rules: Vec<Rule> = Vec::new();
+    for st in statements {
+        let (rule_name, options, text) = match parse_create_rule(&st, sql, source)? {
+            Some(c) => c,
+            None => {
+                bare += 1;
+                let n = if bare == 1 { name.to_owned() } else { format!("{name}#{bare}") };
+                (n, RuleOptions::default(), st.blanked.clone())
+            }
+        };
+        if let Some(prev) = rules.iter().find(|r| r.name == rule_name) {
+            return Err(SqlError::user(
+                Some(st.start.clone()),
+                format!("a second rule named {rule_name}"),
+                format!("rename one of them; the first is `{}`", first_line(&prev.sql)),
+            ));
+        }
+        rules.push(compile_query(&rule_name, options, &text, &st.text, source)?);
+    }
+    Ok(rules)
 }
 
-/// Reads and compiles a rule file; the rule is named after the file's stem.
+fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}
+
+/// Reads and compiles a rule file; bare SELECTs are named after the file's stem.
 pub fn compile_file(path: &Path) -> Result<Vec<Rule>> {
     let sql = std::fs::read_to_string(path)
         .map_err(|source| SqlError::Io { path: path.display().to_string(), source })?;
@@ -157,13 +126,258 @@ pub fn compile_file(path: &Path) -> Result<Vec<Rule>> {
     compile(name, &sql, &path.display().to_string())
 }
 
-fn compile_statement(name: &str, st: DfStatement, sql: &str, source: &str) -> Result<Rule> {
+/// One statement of a text: its own text, and the whole text with everything else blanked
+/// (so that the parser's line and column numbers are those of the file).
+#[derive(Debug)]
+pub struct StatementText {
+    /// The statement alone, trimmed.
+    pub text: String,
+    /// The whole text, blank outside the statement.
+    pub blanked: String,
+    /// Where it starts.
+    pub start: Position,
+    /// Its tokens, without whitespace and comments.
+    pub tokens: Vec<TokenWithSpan>,
+}
+
+/// Splits `sql` into statements at top-level semicolons.
+pub fn split_statements(sql: &str, source: &str) -> Result<Vec<StatementText>> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location().map_err(|e| {
+        SqlError::user(
+            Some(Position {
+                source: source.into(),
+                line: e.location.line.max(1),
+                column: e.location.column.max(1),
+            }),
+            format!("syntax error: {}", e.message),
+            "correct the SQL at this position",
+        )
+    })?;
+    let offsets = line_offsets(sql);
+    let offset = |l: datafusion::sql::sqlparser::tokenizer::Location| -> usize {
+        let line_start = offsets.get(l.line.saturating_sub(1) as usize).copied().unwrap_or(sql.len());
+        let line = &sql[line_start..];
+        line.char_indices()
+            .nth(l.column.saturating_sub(1) as usize)
+            .map_or(sql.len(), |(i, _)| line_start + i)
+    };
+    let mut out = Vec::new();
+    let mut current: Vec<TokenWithSpan> = Vec::new();
+    let flush = |current: &mut Vec<TokenWithSpan>, out: &mut Vec<StatementText>| {
+        let meaningful: Vec<TokenWithSpan> =
+            current.drain(..).filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF)).collect();
+        let (Some(first), Some(last)) = (meaningful.first(), meaningful.last()) else { return };
+        let (a, b) = (offset(first.span.start), offset(last.span.end));
+        let blanked: String =
+            sql.char_indices().map(|(i, c)| if (a..b).contains(&i) || c == '\n' { c } else { ' ' }).collect();
+        out.push(StatementText {
+            text: sql[a..b].to_owned(),
+            blanked,
+            start: Position {
+                source: source.into(),
+                line: first.span.start.line,
+                column: first.span.start.column,
+            },
+            tokens: meaningful,
+        });
+    };
+    for t in tokens {
+        if t.token == Token::SemiColon {
+            flush(&mut current, &mut out);
+        } else {
+            current.push(t);
+        }
+    }
+    flush(&mut current, &mut out);
+    Ok(out)
+}
+
+fn line_offsets(s: &str) -> Vec<usize> {
+    std::iter::once(0).chain(s.match_indices('\n').map(|(i, _)| i + 1)).collect()
+}
+
+fn word(t: &TokenWithSpan) -> Option<String> {
+    match &t.token {
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// `CREATE RULE name [WITH (key = 'value', ...)] AS <query>`: the name, the options, and the
+/// text with the prefix blanked. `None` for a bare query.
+fn parse_create_rule(
+    st: &StatementText,
+    _sql: &str,
+    source: &str,
+) -> Result<Option<(String, RuleOptions, String)>> {
+    let t = &st.tokens;
+    let at = |i: usize| {
+        let tok = t.get(i).or(t.last()).expect("a statement has tokens");
+        Position { source: source.into(), line: tok.span.start.line, column: tok.span.start.column }
+    };
+    if word(&t[0]).as_deref() != Some("create") || t.get(1).and_then(word).as_deref() != Some("rule") {
+        return Ok(None);
+    }
+    let usage = "write CREATE RULE name [WITH (severity = 'high', backfill = '10 minutes')] AS SELECT ...";
+    let name = match t.get(2).map(|x| &x.token) {
+        Some(Token::Word(w)) if w.quote_style.is_none() || w.quote_style == Some('"') => w.value.clone(),
+        _ => return Err(SqlError::user(Some(at(2)), "CREATE RULE needs a rule name", usage)),
+    };
+    let mut i = 3;
+    let mut options = RuleOptions::default();
+    if t.get(i).and_then(word).as_deref() == Some("with") {
+        i += 1;
+        if t.get(i).map(|x| &x.token) != Some(&Token::LParen) {
+            return Err(SqlError::user(Some(at(i)), "expected ( after WITH", usage));
+        }
+        i += 1;
+        loop {
+            let key = t
+                .get(i)
+                .and_then(word)
+                .ok_or_else(|| SqlError::user(Some(at(i)), "expected an option name", usage))?;
+            let key_pos = at(i);
+            if t.get(i + 1).map(|x| &x.token) != Some(&Token::Eq) {
+                return Err(SqlError::user(Some(at(i + 1)), format!("expected = after {key}"), usage));
+            }
+            let value = match t.get(i + 2).map(|x| &x.token) {
+                Some(Token::SingleQuotedString(v)) => v.clone(),
+                Some(Token::Number(v, _)) => v.clone(),
+                Some(Token::Word(w)) => w.value.clone(),
+                _ => {
+                    return Err(SqlError::user(
+                        Some(at(i + 2)),
+                        format!("expected a value for {key}"),
+                        usage,
+                    ));
+                }
+            };
+            let value_pos = at(i + 2);
+            apply_option(&mut options, &key, &value, key_pos, value_pos)?;
+            i += 3;
+            match t.get(i).map(|x| &x.token) {
+                Some(Token::Comma) => i += 1,
+                Some(Token::RParen) => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(SqlError::user(Some(at(i)), "expected , or ) in the WITH options", usage)),
+            }
+        }
+    }
+    if t.get(i).and_then(word).as_deref() != Some("as") {
+        return Err(SqlError::user(Some(at(i)), "expected AS before the rule's query", usage));
+    }
+    // Blank the prefix up to and including AS, keeping positions.
+    let as_end = t[i].span.end;
+    let mut line = 1u64;
+    let mut col = 1u64;
+    let mut started = false;
+    let blanked: String = st
+        .blanked
+        .chars()
+        .map(|c| {
+            let before_end = (line, col) < (as_end.line, as_end.column);
+            let out = if before_end && c != '\n' && !started { ' ' } else { c };
+            if !before_end {
+                started = true;
+            }
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+            out
+        })
+        .collect();
+    Ok(Some((name, options, blanked)))
+}
+
+fn apply_option(
+    o: &mut RuleOptions,
+    key: &str,
+    value: &str,
+    key_pos: Position,
+    value_pos: Position,
+) -> Result<()> {
+    match key {
+        "severity" => match value.to_ascii_lowercase().as_str() {
+            v @ ("low" | "medium" | "high") => o.severity = v.to_owned(),
+            _ => {
+                return Err(SqlError::user(
+                    Some(value_pos),
+                    format!("unknown severity '{value}'"),
+                    "use 'low', 'medium' or 'high'",
+                ));
+            }
+        },
+        "emit" => match value.to_ascii_lowercase().as_str() {
+            "close" | "on_close" => o.emit = Emit::OnClose,
+            "updates" => o.emit = Emit::Updates,
+            _ => {
+                return Err(SqlError::user(
+                    Some(value_pos),
+                    format!("unknown emit mode '{value}'"),
+                    "use 'close' or 'updates'",
+                ));
+            }
+        },
+        "backfill" | "retention" => {
+            let ms = parse_duration(value).ok_or_else(|| {
+                SqlError::user(
+                    Some(value_pos),
+                    format!("'{value}' is not a duration"),
+                    "write a duration such as '10 minutes' or '30 s'",
+                )
+            })?;
+            if key == "backfill" {
+                o.backfill_ms = ms;
+            } else {
+                o.retention_ms = ms;
+            }
+        }
+        _ => {
+            return Err(SqlError::user(
+                Some(key_pos),
+                format!("unknown rule option {key}"),
+                "the options are severity, emit, backfill and retention",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `10 minutes`, `30 s`, `2 hours`, `500 ms` into milliseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let n: f64 = s[..split].trim().parse().ok()?;
+    let unit = s[split..].trim().to_ascii_lowercase();
+    let ms = match unit.as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1.0,
+        "" | "s" | "sec" | "second" | "seconds" => 1_000.0,
+        "m" | "min" | "minute" | "minutes" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        _ => return None,
+    };
+    (n >= 0.0 && n.is_finite()).then(|| (n * ms).round() as u64)
+}
+
+fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, source: &str) -> Result<Rule> {
+    let sql = blanked;
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(|e| from_datafusion(e, sql, source, None))?;
+    let Some(mut st) = statements.pop_front() else {
+        return Err(SqlError::user(None, "empty rule", "write a SELECT"));
+    };
     let at = |loc: datafusion::sql::sqlparser::tokenizer::Location| Position {
         source: source.to_owned(),
         line: loc.line.max(1),
         column: loc.column.max(1),
     };
-    let DfStatement::Statement(stmt) = &st else {
+    let DfStatement::Statement(stmt) = &mut st else {
         return Err(SqlError::user(None, "only SELECT statements can be rules", SUPPORTED));
     };
     let start = at(stmt.span().start);
@@ -174,142 +388,103 @@ fn compile_statement(name: &str, st: DfStatement, sql: &str, source: &str) -> Re
             format!("write {SUPPORTED}"),
         ));
     };
-    // Reject what this lowering cannot run before planning, at the construct's own position.
-    let unsupported = |what: &str, span: datafusion::sql::sqlparser::tokenizer::Span| {
-        let pos = if span.start.line > 0 { at(span.start) } else { start.clone() };
+    let unsupported = |what: &str, pos: Option<Position>, fix: Option<&str>| {
         SqlError::user(
-            Some(pos),
-            format!("{what} is not supported in rules yet"),
-            format!("write {SUPPORTED}"),
+            Some(pos.unwrap_or_else(|| start.clone())),
+            format!("{what} is not supported in rules"),
+            fix.map_or_else(|| format!("write {SUPPORTED}"), str::to_owned),
         )
     };
-    if let Some(with) = &query.with {
-        return Err(unsupported("WITH", with.span()));
-    }
-    let keyword = |word: &str, fallback: datafusion::sql::sqlparser::tokenizer::Span| {
-        locate_word(sql, word, &start).map_or(fallback, |p| point_span(&p))
-    };
-    if let Some(order) = &query.order_by {
-        return Err(unsupported("ORDER BY (a stream has no end to sort)", keyword("ORDER", order.span())));
-    }
-    if let Some(limit) = &query.limit_clause {
-        return Err(unsupported("LIMIT (a stream has no end to count to)", keyword("LIMIT", limit.span())));
-    }
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return Err(unsupported("set operations (UNION, INTERSECT, EXCEPT)", query.body.span()));
-    };
-    if select.distinct.is_some() {
-        let pos = locate_word(sql, "DISTINCT", &start).map_or(select.span(), |p| point_span(&p));
-        return Err(unsupported("DISTINCT", pos));
-    }
-    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-        let word = if select.from.len() > 1 { "," } else { "JOIN" };
-        let span = locate_word(sql, word, &start).map_or(select.span(), |p| point_span(&p));
-        return Err(unsupported("reading more than one table (joins)", span));
-    }
-    if let Some(having) = &select.having {
-        return Err(unsupported("HAVING", having.span()));
-    }
-    let group_by_empty = match &select.group_by {
-        datafusion::sql::sqlparser::ast::GroupByExpr::All(_) => false,
-        datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) => e.is_empty(),
-    };
-    if !group_by_empty {
+    if query.order_by.is_some() {
         return Err(unsupported(
-            "GROUP BY",
-            locate_word(sql, "GROUP", &start).map_or(select.span(), |p| point_span(&p)),
+            "ORDER BY (a stream has no end to sort)",
+            locate_word(sql, "ORDER", &start),
+            None,
         ));
     }
+    if query.limit_clause.is_some() {
+        return Err(unsupported(
+            "LIMIT (a stream has no end to count to)",
+            locate_word(sql, "LIMIT", &start),
+            None,
+        ));
+    }
+    if let Some((op, quantifier)) = set_operation(query.body.as_ref()) {
+        if op != SetOperator::Union {
+            let w = if op == SetOperator::Intersect { "INTERSECT" } else { "EXCEPT" };
+            return Err(unsupported(
+                w,
+                locate_word(sql, w, &start),
+                Some(
+                    "combine streams with UNION ALL, or filter with WHERE ... NOT IN (SELECT ... FROM a reference table)",
+                ),
+            ));
+        }
+        let _ = quantifier;
+    }
+    rewrite_window_columns(stmt.as_mut());
 
     let catalog = Catalog::default();
-    let options = ParserOptions::default().with_collect_spans(true);
-    let planner = SqlToRel::new_with_options(&catalog, options);
+    let options_df = ParserOptions::default().with_collect_spans(true);
+    let planner = SqlToRel::new_with_options(&catalog, options_df);
     let plan = planner
-        .statement_to_plan(st.clone())
+        .statement_to_plan(st)
         .map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
     let config = ConfigOptions::default();
     let plan = Analyzer::new()
         .execute_and_check(plan, &config, |_, _| {})
         .map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
+    let plan = decorrelate(plan).map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
     let logical = plan.display_indent_schema().to_string();
-    let lowered = lower(&plan).map_err(|what| {
-        let pos = what.1.and_then(|w| locate_word(sql, w, &start)).unwrap_or(start.clone());
-        SqlError::user(
-            Some(pos),
-            format!("{} is not supported in rules yet", what.0),
-            format!("write {SUPPORTED}"),
-        )
+    let refs = reference_tables();
+    let node = lower(&plan, &refs, options.emit).map_err(|u: Unsupported| {
+        let pos = u.word.and_then(|w| locate_word(sql, w, &start)).unwrap_or(start.clone());
+        let message = if u.wrong_argument { u.what } else { format!("{} is not supported in rules", u.what) };
+        SqlError::user(Some(pos), message, u.fix.unwrap_or_else(|| format!("write {SUPPORTED}")))
     })?;
-    Ok(Rule { name: name.to_owned(), severity: "medium".into(), sql: sql.to_owned(), plan: lowered, logical })
-}
-
-fn point_span(p: &Position) -> datafusion::sql::sqlparser::tokenizer::Span {
-    use datafusion::sql::sqlparser::tokenizer::{Location, Span};
-    let l = Location { line: p.line, column: p.column };
-    Span::new(l, l)
-}
-
-/// Lowers a (coerced) logical plan. On failure: the construct's name and a word to locate it by.
-fn lower(plan: &LogicalPlan) -> std::result::Result<Plan, (String, Option<&'static str>)> {
-    let props = ExecutionProps::new();
-    let ctx = PhysicalPlanningContext::default();
-    let physical = |e: &datafusion::logical_expr::Expr, schema: &DFSchema| {
-        create_physical_expr(e, schema, &props, &ctx)
-            .map_err(|err| (format!("the expression {e} ({err})"), None))
-    };
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            let source = StreamKind::from_name(scan.table_name.table())
-                .filter(|s| STREAMS.contains(s))
-                .ok_or_else(|| (format!("reading {}", scan.table_name), None))?;
-            let mut steps = Vec::new();
-            let full = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &source.schema())
-                .map_err(|e| (e.to_string(), None))?;
-            for f in &scan.filters {
-                steps.push(Step::Filter(physical(f, &full)?));
-            }
-            if let Some(proj) = &scan.projection {
-                let exprs = proj
-                    .iter()
-                    .map(|&i| {
-                        let field = source.schema().field(i).clone();
-                        datafusion::physical_expr::expressions::col(field.name(), &source.schema())
-                            .map_err(|e| (e.to_string(), None))
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                steps.push(Step::Project(exprs, Arc::new(scan.projected_schema.as_arrow().clone())));
-            }
-            Ok(Plan { source, steps, schema: Arc::new(scan.projected_schema.as_arrow().clone()) })
-        }
-        LogicalPlan::Filter(f) => {
-            let mut p = lower(&f.input)?;
-            p.steps.push(Step::Filter(physical(&f.predicate, f.input.schema())?));
-            Ok(p)
-        }
-        LogicalPlan::Projection(proj) => {
-            let mut p = lower(&proj.input)?;
-            let exprs = proj
-                .expr
-                .iter()
-                .map(|e| physical(e, proj.input.schema()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let fields: Vec<Field> = proj.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            let schema = Arc::new(Schema::new(fields));
-            p.steps.push(Step::Project(exprs, Arc::clone(&schema)));
-            p.schema = schema;
-            Ok(p)
-        }
-        LogicalPlan::SubqueryAlias(a) => lower(&a.input),
-        LogicalPlan::Aggregate(_) => Err(("aggregate functions (count, sum, avg, ...)".into(), None)),
-        LogicalPlan::Window(_) => Err(("window functions (OVER ...)".into(), Some("OVER"))),
-        LogicalPlan::Join(_) => Err(("joins".into(), Some("JOIN"))),
-        LogicalPlan::Sort(_) => Err(("ORDER BY".into(), Some("ORDER"))),
-        LogicalPlan::Limit(_) => Err(("LIMIT".into(), Some("LIMIT"))),
-        LogicalPlan::Distinct(_) => Err(("DISTINCT".into(), Some("DISTINCT"))),
-        LogicalPlan::Union(_) => Err(("UNION".into(), Some("UNION"))),
-        LogicalPlan::Subquery(_) => Err(("subqueries".into(), None)),
-        other => Err((format!("the plan node {}", other.display()), None)),
+    if node.is_reference() {
+        return Err(SqlError::user(
+            Some(start),
+            "reading only reference tables (the rule would never see an event) is not supported in rules",
+            "read a stream: detections, tracks, plate_reads or zone_density",
+        ));
     }
+    let schema = node.schema();
+    Ok(Rule {
+        name: name.to_owned(),
+        severity: options.severity.clone(),
+        sql: text.to_owned(),
+        node: Arc::new(node),
+        schema,
+        logical,
+        options,
+    })
+}
+
+fn set_operation(body: &SetExpr) -> Option<(SetOperator, SetQuantifier)> {
+    match body {
+        SetExpr::SetOperation { op, set_quantifier, left, right } => {
+            if *op != SetOperator::Union {
+                return Some((*op, *set_quantifier));
+            }
+            set_operation(left).or_else(|| set_operation(right)).or(Some((*op, *set_quantifier)))
+        }
+        SetExpr::Query(q) => set_operation(q.body.as_ref()),
+        _ => None,
+    }
+}
+
+/// `x IN (SELECT ...)` and `EXISTS (...)` become semi and anti joins, equalities in a join's
+/// ON become its keys, and expressions are simplified (DataFusion's own rules; the rest of its
+/// optimizer assumes a bounded input and is not run).
+fn decorrelate(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusionError> {
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ExtractEquijoinPredicate::new()),
+        // Some functions (coalesce, ...) only run once simplified.
+        Arc::new(SimplifyExpressions::new()),
+    ];
+    Optimizer::with_rules(rules).optimize(plan, &OptimizerContext::new(), |_, _| {})
 }
 
 /// Turns a DataFusion error into a user error with a position.
@@ -397,107 +572,4 @@ fn locate_word(sql: &str, word: &str, from: &Position) -> Option<Position> {
             line: t.span.start.line,
             column: t.span.start.column,
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::array::{Array, Float32Array};
-    use vigil_engine::schema::{Detection, DetectionsBuilder, EventId};
-
-    fn batch() -> RecordBatch {
-        let mut b = DetectionsBuilder::default();
-        for (i, (class, score)) in
-            [("person", 0.95), ("person", 0.5), ("car", 0.99), ("person", 0.91)].iter().enumerate()
-        {
-            let d = Detection { class, score: *score, bbox: [0.0; 4], ground: [0.0; 2], zone_id: Some(1) };
-            b.push(3, 1_000 + i as i64, EventId::pack(3, 1, i as u32).unwrap(), &d);
-        }
-        b.finish()
-    }
-
-    #[test]
-    fn filter_and_project_on_a_batch() {
-        let rules = compile(
-            "confident_person",
-            "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9",
-            "rule.sql",
-        )
-        .unwrap();
-        let out = rules[0].apply(&batch()).unwrap().unwrap();
-        assert_eq!(out.rows.num_rows(), 2);
-        assert_eq!(out.rows.schema().field(2).name(), "score");
-        let scores = out.rows.column(2).as_any().downcast_ref::<Float32Array>().unwrap();
-        assert_eq!(scores.values(), &[0.95, 0.91]);
-        assert_eq!(out.keys.num_rows(), 2);
-    }
-
-    #[test]
-    fn expressions_and_case() {
-        let rules = compile(
-            "r",
-            "SELECT upper(class) AS c, CASE WHEN score > 0.9 THEN 'hi' ELSE 'lo' END AS band, w * h AS area FROM detections WHERE zone_id = 1",
-            "r.sql",
-        )
-        .unwrap();
-        let out = rules[0].apply(&batch()).unwrap().unwrap();
-        assert_eq!(out.rows.num_rows(), 4);
-        assert_eq!(out.rows.column(0).len(), 4);
-    }
-
-    fn err(sql: &str) -> SqlError {
-        compile("r", sql, "rules/r.sql").unwrap_err()
-    }
-
-    #[test]
-    fn unknown_column_names_file_line_and_column() {
-        let e = err("SELECT camera_id\nFROM detections\nWHERE colour = 'red'");
-        let p = e.position().expect("a position");
-        assert_eq!((p.line, p.column), (3, 7), "{e}");
-        let msg = e.to_string();
-        assert!(msg.starts_with("rules/r.sql:3:7: "), "{msg}");
-        assert!(msg.contains("colour"), "{msg}");
-    }
-
-    #[test]
-    fn unknown_table_is_located() {
-        let e = err("SELECT * FROM cameraz");
-        assert_eq!(e.position().map(|p| (p.line, p.column)), Some((1, 15)), "{e}");
-        assert!(e.to_string().contains("detections"), "{e}");
-    }
-
-    #[test]
-    fn syntax_error_is_located() {
-        let e = err("SELECT camera_id FROM detections WHERE");
-        assert!(e.position().is_some(), "{e}");
-        assert!(e.to_string().contains("syntax error"), "{e}");
-    }
-
-    #[test]
-    fn unsupported_constructs_are_named_with_a_position() {
-        for (sql, what, col) in [
-            ("SELECT camera_id FROM detections ORDER BY score", "ORDER BY", 34),
-            ("SELECT camera_id FROM detections LIMIT 3", "LIMIT", 34),
-            ("SELECT zone_id, count(*) FROM detections GROUP BY zone_id", "GROUP BY", 42),
-            ("SELECT count(*) FROM detections", "aggregate", 1),
-            ("SELECT DISTINCT camera_id FROM detections", "DISTINCT", 8),
-            (
-                "SELECT d.camera_id FROM detections d JOIN plate_reads p ON d.camera_id = p.camera_id",
-                "joins",
-                38,
-            ),
-        ] {
-            let e = err(sql);
-            let msg = e.to_string();
-            assert!(msg.contains(what) && msg.contains("not supported"), "{sql}: {msg}");
-            assert!(msg.contains("SELECT <columns"), "lists what is supported: {msg}");
-            assert_eq!(e.position().map(|p| p.column), Some(col), "{sql}: {msg}");
-        }
-    }
-
-    #[test]
-    fn type_errors_are_user_errors() {
-        let e = err("SELECT camera_id FROM detections WHERE score > 'high' + 1");
-        assert!(matches!(e, SqlError::User { .. }), "{e}");
-    }
 }

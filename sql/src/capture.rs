@@ -1,0 +1,86 @@
+//! Collecting rules' outputs: what `vigil replay`, tests and `SUBSCRIBE` read.
+//!
+//! [`capture`] renders rules and appends every output delta, in time order per worker, to a
+//! shared [`Outputs`]; [`consolidate`] folds a rule's deltas into its final contents (rows whose
+//! net multiplicity is positive, each repeated that many times) in a deterministic order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::row::{RowConverter, SortField};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
+use vigil_engine::runtime::{EventBatch, Time};
+
+use crate::delta::Delta;
+use crate::operator::render_rule;
+use crate::rule::Rule;
+
+/// Per rule (in rule order), the deltas it produced with the time they were produced at.
+pub type Outputs = Arc<Mutex<Vec<Vec<(Time, Delta)>>>>;
+
+/// Errors reported while rules ran: (rule, message).
+pub type Errors = Arc<Mutex<Vec<(String, String)>>>;
+
+/// New, empty outputs for `n` rules.
+pub fn outputs(n: usize) -> Outputs {
+    Arc::new(Mutex::new(vec![Vec::new(); n]))
+}
+
+/// Renders every rule over `events`, appending outputs to `out` and errors to `errors`; the
+/// probe follows every rule's output.
+pub fn capture<'s>(
+    rules: &[Rule],
+    events: &Stream<'s, Time, Vec<EventBatch>>,
+    out: &Outputs,
+    errors: &Errors,
+    probe: &ProbeHandle<Time>,
+) {
+    for (i, rule) in rules.iter().enumerate() {
+        let errs = Arc::clone(errors);
+        let deltas = render_rule(rule, events, move |name, e| {
+            errs.lock().expect("errors").push((name.to_owned(), e));
+        });
+        let out = Arc::clone(out);
+        deltas
+            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                "CaptureRule",
+                move |_, _| {
+                    move |input, _output| {
+                        input.for_each(|cap, data| {
+                            let t = cap.least().copied().unwrap_or_default();
+                            let mut out = out.lock().expect("outputs");
+                            out[i].extend(data.drain(..).map(|d| (t, d)));
+                        });
+                    }
+                },
+            )
+            .probe_with(probe);
+    }
+}
+
+/// A rule's final contents from its deltas: rows with positive net multiplicity, repeated,
+/// sorted by the row's values.
+pub fn consolidate(schema: &SchemaRef, deltas: &[Delta]) -> Result<RecordBatch, ArrowError> {
+    let batches: Vec<RecordBatch> = deltas.iter().map(|d| d.rows.clone()).collect();
+    let all = concat_batches(schema, &batches)?;
+    let diffs: Vec<i64> = deltas.iter().flat_map(|d| d.diffs.iter().copied()).collect();
+    let converter =
+        RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+    let rows = converter.convert_columns(all.columns())?;
+    let mut net: BTreeMap<datafusion::arrow::row::OwnedRow, (i64, u32)> = BTreeMap::new();
+    for (i, d) in diffs.iter().enumerate() {
+        let e = net.entry(rows.row(i).owned()).or_insert((0, i as u32));
+        e.0 += d;
+    }
+    let idx: Vec<u32> =
+        net.values().filter(|(n, _)| *n > 0).flat_map(|&(n, i)| std::iter::repeat_n(i, n as usize)).collect();
+    take_record_batch(&all, &UInt32Array::from(idx))
+}

@@ -1,0 +1,124 @@
+//! Rules that cannot run are refused when compiled, with the file, line and column of the
+//! construct at fault, what is wrong, and the fix.
+
+use vigil_sql::SqlError;
+use vigil_sql::rule::compile;
+
+fn err(sql: &str) -> SqlError {
+    match compile("r", sql, "rules/r.sql") {
+        Ok(r) => panic!("{sql} compiled: {:?}", r.iter().map(|r| r.explain()).collect::<Vec<_>>()),
+        Err(e) => e,
+    }
+}
+
+fn at(e: &SqlError) -> (u64, u64) {
+    let p = e.position().unwrap_or_else(|| panic!("no position in {e}"));
+    (p.line, p.column)
+}
+
+#[test]
+fn unknown_column_names_file_line_and_column() {
+    let e = err("SELECT camera_id\nFROM detections\nWHERE colour = 'red'");
+    assert_eq!(at(&e), (3, 7), "{e}");
+    let msg = e.to_string();
+    assert!(msg.starts_with("rules/r.sql:3:7: "), "{msg}");
+    assert!(msg.contains("colour"), "{msg}");
+}
+
+#[test]
+fn unknown_table_is_located_and_the_tables_listed() {
+    let e = err("SELECT * FROM cameraz");
+    assert_eq!(at(&e), (1, 15), "{e}");
+    assert!(e.to_string().contains("detections") && e.to_string().contains("watchlist"), "{e}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let e = err("SELECT camera_id FROM detections WHERE");
+    assert!(e.to_string().contains("syntax error"), "{e}");
+    assert_eq!(at(&e).0, 1);
+    let e = err("SELECT camera_id FROM detections WHERE score >> 'x");
+    assert!(e.position().is_some(), "{e}");
+}
+
+#[test]
+fn type_errors_are_user_errors_with_a_position() {
+    let e = err("SELECT camera_id FROM detections WHERE score > 'high' + 1");
+    assert!(matches!(e, SqlError::User { .. }), "{e}");
+    assert!(e.position().is_some(), "{e}");
+}
+
+#[test]
+fn unsupported_constructs_are_named_with_their_position_and_the_fix() {
+    for (sql, what, column) in [
+        ("SELECT camera_id FROM detections ORDER BY score", "ORDER BY", 34),
+        ("SELECT camera_id FROM detections LIMIT 3", "LIMIT", 34),
+        ("SELECT zone_id, count(*) FROM detections GROUP BY zone_id", "without an event-time window", 42),
+        ("SELECT count(*) FROM detections", "without an event-time window", 1),
+        ("SELECT camera_id, rank() OVER (ORDER BY score) FROM detections", "window functions", 26),
+        (
+            "SELECT d.camera_id FROM detections d JOIN plate_reads p ON d.camera_id = p.camera_id",
+            "without an event-time bound",
+            38,
+        ),
+        ("SELECT d.camera_id FROM detections d, plate_reads p", "cross join", 1),
+        ("SELECT camera_id FROM detections INTERSECT SELECT camera_id FROM plate_reads", "INTERSECT", 34),
+        ("SELECT plate FROM watchlist", "only reference tables", 1),
+        (
+            "SELECT count(*) FROM detections GROUP BY tumble(event_time, INTERVAL '1 month')",
+            "months have no fixed length",
+            42,
+        ),
+        (
+            "SELECT count(*) FROM detections GROUP BY hop(event_time, INTERVAL '2 minutes', INTERVAL '1 minute')",
+            "slide must not exceed",
+            42,
+        ),
+    ] {
+        let e = err(sql);
+        let msg = e.to_string();
+        let wrong_argument = what.contains("months") || what.contains("slide");
+        assert!(msg.contains(what) && (wrong_argument || msg.contains("not supported")), "{sql}: {msg}");
+        assert!(msg.contains("fix: "), "{msg}");
+        assert_eq!(at(&e).1, column, "{sql}: {msg}");
+    }
+}
+
+#[test]
+fn create_rule_options_are_checked_where_they_are_written() {
+    let e = err("CREATE RULE x WITH (severity = 'urgent') AS SELECT camera_id FROM detections");
+    assert_eq!(at(&e), (1, 32), "{e}");
+    assert!(e.to_string().contains("'low', 'medium' or 'high'"), "{e}");
+    let e = err("CREATE RULE x WITH (colour = 'red') AS SELECT camera_id FROM detections");
+    assert_eq!(at(&e), (1, 21), "{e}");
+    let e = err("CREATE RULE x WITH (backfill = 'soon') AS SELECT camera_id FROM detections");
+    assert!(e.to_string().contains("not a duration"), "{e}");
+    let e = err(
+        "CREATE RULE x AS SELECT camera_id FROM detections;\nCREATE RULE x AS SELECT plate FROM plate_reads",
+    );
+    assert_eq!(at(&e), (2, 1), "{e}");
+}
+
+#[test]
+fn positions_in_a_multi_statement_file_are_those_of_the_file() {
+    let e = err(
+        "CREATE RULE a AS SELECT camera_id FROM detections;\n\nCREATE RULE b WITH (severity = 'high') AS\n  SELECT nope FROM plate_reads",
+    );
+    assert_eq!(at(&e), (4, 10), "{e}");
+}
+
+#[test]
+fn options_and_names_are_taken_from_create_rule() {
+    let rules = compile(
+        "file",
+        "CREATE RULE loud WITH (severity = 'high', backfill = '10 minutes', emit = 'updates') AS \
+         SELECT plate, count(*) FROM plate_reads GROUP BY tumble(event_time, INTERVAL '1 minute'), plate;\n\
+         SELECT camera_id FROM detections",
+        "f.sql",
+    )
+    .unwrap();
+    assert_eq!(rules[0].name, "loud");
+    assert_eq!(rules[0].severity, "high");
+    assert_eq!(rules[0].options.backfill_ms, 600_000);
+    assert_eq!(rules[1].name, "file");
+}
