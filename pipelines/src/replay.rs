@@ -1,0 +1,301 @@
+//! `vigil replay`: run SQL rules over recorded Parquet events, at full speed, deterministically.
+//!
+//! The events directory is what `vigil run` writes (`<stream>/.../*.parquet`, plus
+//! `reference/<table>.parquet` with a `valid_from` column). Rows are regrouped into frames (one
+//! camera, one event time, one stream) and handed to the same [`Ingest`] the live engine uses,
+//! in *arrival* order: by default a frame arrives at its event time; `disorder_ms` delays each
+//! frame by a pseudo-random amount below it (a hash of camera and time, so runs repeat), which
+//! exercises out-of-order input; frames that end up behind the watermark are late, exactly as
+//! live, and are written to `late_events.parquet`. Each rule's final output (its rows with
+//! positive net multiplicity, sorted) is written to `<out>/<rule>.parquet`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use arrow::array::{Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{cast, concat_batches, take_record_batch};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
+use vigil_engine::ingest::Ingest;
+use vigil_engine::parquet_sink::list_files;
+use vigil_engine::runtime::{EventBatch, Runtime, RuntimeConfig};
+use vigil_engine::schema::StreamKind;
+use vigil_engine::time::{Millis, WatermarkPolicy};
+use vigil_sql::capture::{self, Errors, Outputs};
+use vigil_sql::catalog::{STREAMS, reference_tables};
+use vigil_sql::rule::Rule;
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// The recorded events.
+    pub events: PathBuf,
+    /// Where each rule's output goes.
+    pub out: PathBuf,
+    /// Timely workers.
+    pub workers: usize,
+    /// Allowed lateness of the watermark, ms.
+    pub lateness_ms: Millis,
+    /// Frames are delayed by up to this much (deterministically), ms.
+    pub disorder_ms: Millis,
+    /// Ingest tick, ms of arrival time.
+    pub tick_ms: Millis,
+}
+
+impl ReplayOptions {
+    /// Defaults: one worker, 2 s lateness, no disorder, 100 ms ticks.
+    pub fn new(events: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            events: events.into(),
+            out: out.into(),
+            workers: 1,
+            lateness_ms: 2_000,
+            disorder_ms: 0,
+            tick_ms: 100,
+        }
+    }
+}
+
+/// What a replay produced.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    /// Per rule: name, output file and row count.
+    pub rules: Vec<(String, PathBuf, usize)>,
+    /// On-time rows fed.
+    pub rows: u64,
+    /// Late rows.
+    pub late: u64,
+    /// Errors reported by rules while they ran: (rule, message).
+    pub errors: Vec<(String, String)>,
+}
+
+/// One frame to feed: arrival time, stream, camera, event time, rows.
+struct Frame {
+    arrival: Millis,
+    stream: StreamKind,
+    camera: u32,
+    event_time: Millis,
+    rows: RecordBatch,
+}
+
+/// Replays `rules` over the events in `opts.events`.
+pub fn replay(rules: Vec<Rule>, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
+    let mut frames = Vec::new();
+    for stream in STREAMS {
+        frames.extend(read_frames(&opts.events, stream, opts.disorder_ms)?);
+    }
+    frames.sort_by_key(|f| (f.arrival, f.event_time, f.camera, f.stream as u8));
+    let start = frames.iter().map(|f| f.event_time).min().unwrap_or(0);
+    let references = read_references(&opts.events)?;
+
+    let rules = Arc::new(rules);
+    let outputs: Outputs = capture::outputs(rules.len());
+    let errors: Errors = Arc::default();
+    let late: Arc<Mutex<Vec<RecordBatch>>> = Arc::default();
+    let runtime = {
+        let (rules, outputs, errors, late) =
+            (Arc::clone(&rules), Arc::clone(&outputs), Arc::clone(&errors), Arc::clone(&late));
+        Runtime::start(
+            RuntimeConfig::with_workers(opts.workers),
+            start.max(0) as u64,
+            move |_scope, input, _| {
+                let probe = ProbeHandle::new();
+                capture::capture(&rules, &input, &outputs, &errors, &probe);
+                let late = Arc::clone(&late);
+                input
+                    .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                        Pipeline,
+                        "CaptureLate",
+                        move |_, _| {
+                            move |input, _| {
+                                input.for_each(|_, data: &mut Vec<EventBatch>| {
+                                    let mut late = late.lock().expect("late rows");
+                                    for b in
+                                        data.iter().filter(|b| b.stream() == Some(StreamKind::LateEvents))
+                                    {
+                                        late.push(b.data.clone());
+                                    }
+                                })
+                            }
+                        },
+                    )
+                    .probe_with(&probe);
+                probe
+            },
+        )?
+    };
+    let policy = WatermarkPolicy { allowed_lateness_ms: opts.lateness_ms, ..WatermarkPolicy::default() };
+    let mut ingest = Ingest::new(runtime, policy, start);
+    let mut pending_refs = references.into_iter().peekable();
+    let mut next_tick = start;
+    for f in frames {
+        while let Some((valid_from, _, _)) = pending_refs.peek()
+            && *valid_from <= f.arrival
+        {
+            let (_, table, rows) = pending_refs.next().expect("peeked");
+            ingest.push_reference(&table, rows, 1)?;
+        }
+        while f.arrival >= next_tick + opts.tick_ms {
+            next_tick += opts.tick_ms;
+            ingest.tick(next_tick)?;
+        }
+        ingest.push(f.camera, f.stream, f.event_time, f.rows, f.arrival)?;
+    }
+    for (_, table, rows) in pending_refs {
+        ingest.push_reference(&table, rows, 1)?;
+    }
+    let stats = ingest.finish()?;
+
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let outputs = std::mem::take(&mut *outputs.lock().expect("outputs"));
+    let mut summary = ReplaySummary {
+        rules: Vec::new(),
+        rows: stats.total_rows(),
+        late: stats.total_late(),
+        errors: std::mem::take(&mut *errors.lock().expect("errors")),
+    };
+    for (rule, deltas) in rules.iter().zip(outputs) {
+        let deltas: Vec<_> = deltas.into_iter().map(|(_, d)| d).collect();
+        let rows = capture::consolidate(&rule.schema, &deltas)?;
+        let path = opts.out.join(format!("{}.parquet", file_name(&rule.name)));
+        write_parquet(&path, &rows)?;
+        summary.rules.push((rule.name.clone(), path, rows.num_rows()));
+    }
+    let late = std::mem::take(&mut *late.lock().expect("late rows"));
+    let late = concat_batches(&StreamKind::LateEvents.schema(), &late)?;
+    write_parquet(&opts.out.join("late_events.parquet"), &late)?;
+    Ok(summary)
+}
+
+/// A rule name as a file name (`a/b` and other separators become `_`).
+pub fn file_name(rule: &str) -> String {
+    rule.chars()
+        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' || c == '#' { c } else { '_' })
+        .collect()
+}
+
+/// Writes `rows`; duplicate column names (a join's `event_time` on both sides) get `_2`, `_3`
+/// suffixes, since Parquet readers look columns up by name.
+fn write_parquet(path: &Path, rows: &RecordBatch) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let fields: Vec<arrow::datatypes::Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let n = seen.entry(f.name().clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                f.as_ref().clone()
+            } else {
+                f.as_ref().clone().with_name(format!("{}_{n}", f.name()))
+            }
+        })
+        .collect();
+    let rows =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), rows.columns().to_vec())?;
+    let rows = &rows;
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, rows.schema(), None)?;
+    w.write(rows)?;
+    w.close()?;
+    Ok(())
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a Parquet file", path.display()))?
+        .build()?;
+    reader.collect::<Result<Vec<_>, _>>().with_context(|| format!("reading {}", path.display()))
+}
+
+/// Columns of `batch` by name in `schema`'s order and types; names the file on a mismatch.
+fn conform(
+    batch: &RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+    path: &Path,
+) -> anyhow::Result<RecordBatch> {
+    let mut cols = Vec::new();
+    for f in schema.fields() {
+        let Some(c) = batch.column_by_name(f.name()) else {
+            bail!(
+                "{}: no column {} (expected the {} columns vigil writes)",
+                path.display(),
+                f.name(),
+                schema.fields().len()
+            )
+        };
+        cols.push(if c.data_type() == f.data_type() { Arc::clone(c) } else { cast(c, f.data_type())? });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
+}
+
+fn read_frames(root: &Path, stream: StreamKind, disorder_ms: Millis) -> anyhow::Result<Vec<Frame>> {
+    let schema = stream.schema();
+    let mut batches = Vec::new();
+    for path in list_files(root, stream)? {
+        for b in read_file(&path)? {
+            batches.push(conform(&b, &schema, &path)?);
+        }
+    }
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = concat_batches(&schema, &batches)?;
+    let camera = all.column(0).as_any().downcast_ref::<UInt32Array>().expect("camera_id").clone();
+    let time =
+        all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("event_time").clone();
+    let mut groups: BTreeMap<(Millis, u32), Vec<u32>> = BTreeMap::new();
+    for i in 0..all.num_rows() {
+        groups.entry((time.value(i), camera.value(i))).or_default().push(i as u32);
+    }
+    let mut frames = Vec::with_capacity(groups.len());
+    for ((event_time, camera), idx) in groups {
+        let delay = if disorder_ms > 0 {
+            (vigil_sql::delta::hash_bytes(
+                &[&camera.to_le_bytes()[..], &event_time.to_le_bytes()[..]].concat(),
+            ) % disorder_ms as u64) as Millis
+        } else {
+            0
+        };
+        let rows = take_record_batch(&all, &UInt32Array::from(idx))?;
+        frames.push(Frame { arrival: event_time + delay, stream, camera, event_time, rows });
+    }
+    Ok(frames)
+}
+
+/// Reference rows: (valid from, table, rows), in time order.
+fn read_references(root: &Path) -> anyhow::Result<Vec<(Millis, String, RecordBatch)>> {
+    let mut out = Vec::new();
+    for (table, schema) in reference_tables() {
+        let path = root.join("reference").join(format!("{table}.parquet"));
+        if !path.exists() {
+            continue;
+        }
+        for b in read_file(&path)? {
+            let rows = conform(&b, &schema, &path)?;
+            let valid = b
+                .column_by_name("valid_from")
+                .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
+                .transpose()?;
+            let valid = valid.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
+            let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+            for i in 0..rows.num_rows() {
+                let t = valid.filter(|v| v.is_valid(i)).map_or(Millis::MIN, |v| v.value(i));
+                by_time.entry(t).or_default().push(i as u32);
+            }
+            for (t, idx) in by_time {
+                out.push((t, table.clone(), take_record_batch(&rows, &UInt32Array::from(idx))?));
+            }
+        }
+    }
+    out.sort_by_key(|(t, table, _)| (*t, table.clone()));
+    Ok(out)
+}
