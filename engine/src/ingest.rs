@@ -9,15 +9,20 @@
 //! [`tick`](Ingest::tick) each worker's rows of each stream become one batch, stamped with their
 //! least event time, and the watermark advances on every worker. Batching per tick keeps the
 //! per-batch costs of timely and Arrow off the per-detection budget.
+//!
+//! The batches sent stay in a [`Retained`] store for a configured horizon behind the watermark
+//! (and reference rows for good): a dataflow added at runtime ([`Ingest::install`]) is
+//! backfilled from it, and ad-hoc queries read it. Beyond the horizon a batch is dropped:
+//! retention is enforced in memory, not only on disk.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::compute::concat_batches;
 
 use crate::error::{EngineError, Result};
-use crate::runtime::{BatchKind, EventBatch, Runtime, Time};
+use crate::runtime::{BatchKind, Builder, EventBatch, Runtime, Time};
 use crate::schema::{DetectionsBuilder, PlateReadsBuilder, RowBuilder, StreamKind};
 use crate::time::{Millis, WatermarkPolicy, WatermarkTracker};
 
@@ -44,6 +49,54 @@ impl IngestStats {
     }
 }
 
+/// Batches sent to the workers, kept for backfill and ad-hoc queries.
+#[derive(Debug, Default)]
+pub struct Retained {
+    /// How far behind the watermark event batches are kept, ms.
+    horizon_ms: Millis,
+    /// Per worker: (time, batch), in the order sent.
+    workers: Vec<VecDeque<(Time, EventBatch)>>,
+    /// Reference-table changes (all of them: they are small and define the tables).
+    references: Vec<(Time, EventBatch)>,
+}
+
+impl Retained {
+    /// The retention horizon, ms.
+    pub fn horizon_ms(&self) -> Millis {
+        self.horizon_ms
+    }
+
+    /// Every retained batch of `stream`.
+    pub fn batches(&self, stream: StreamKind) -> Vec<RecordBatch> {
+        self.workers
+            .iter()
+            .flatten()
+            .filter(|(_, b)| b.stream() == Some(stream))
+            .map(|(_, b)| b.data.clone())
+            .collect()
+    }
+
+    /// Per worker, what a new dataflow starting at `from` needs: the reference changes (worker
+    /// 0), then the event batches at or after `from`.
+    pub fn backfill(&self, from: Time) -> Vec<Vec<(Time, EventBatch)>> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(w, q)| {
+                let refs = if w == 0 { self.references.clone() } else { Vec::new() };
+                refs.into_iter().chain(q.iter().filter(|(t, _)| *t >= from).cloned()).collect()
+            })
+            .collect()
+    }
+
+    fn expire(&mut self, watermark: Millis) {
+        let cutoff = to_time(watermark.saturating_sub(self.horizon_ms));
+        for q in self.workers.iter_mut() {
+            q.retain(|(t, _)| *t >= cutoff);
+        }
+    }
+}
+
 /// Feeds a [`Runtime`]; see the module documentation.
 #[derive(Debug)]
 pub struct Ingest {
@@ -56,6 +109,7 @@ pub struct Ingest {
     /// Where a late frame's rows are written before they become `late_events` rows.
     late: WorkerRows,
     stats: IngestStats,
+    retained: Arc<Mutex<Retained>>,
 }
 
 /// One stream's pending rows for one worker, with their least event time.
@@ -107,7 +161,51 @@ impl Ingest {
             rows: (0..workers).map(|_| WorkerRows::default()).collect(),
             late: WorkerRows::default(),
             stats: IngestStats::default(),
+            retained: Arc::new(Mutex::new(Retained {
+                horizon_ms: 0,
+                workers: vec![VecDeque::new(); workers],
+                references: Vec::new(),
+            })),
         }
+    }
+
+    /// Keeps sent batches for `horizon_ms` behind the watermark (for backfill and queries).
+    pub fn with_retention(self, horizon_ms: Millis) -> Self {
+        self.retained.lock().expect("retained batches").horizon_ms = horizon_ms.max(0);
+        self
+    }
+
+    /// The retained batches, shared (ad-hoc queries read them while ingest runs).
+    pub fn retained(&self) -> Arc<Mutex<Retained>> {
+        Arc::clone(&self.retained)
+    }
+
+    /// Adds a dataflow built by `build` (see [`Runtime::install`]), backfilled with the retained
+    /// batches from `backfill_ms` before the watermark; with 0 it starts at the watermark.
+    pub fn install(&mut self, id: u64, build: Builder, backfill_ms: Millis) -> Result<()> {
+        let from = to_time(self.watermark().saturating_sub(backfill_ms.max(0)));
+        let backfill = self.retained.lock().expect("retained batches").backfill(from);
+        self.runtime.install(id, build, backfill)
+    }
+
+    /// Removes dataflow `id` (see [`Runtime::remove`]).
+    pub fn remove(&mut self, id: u64) -> Result<()> {
+        self.runtime.remove(id)
+    }
+
+    /// Sends a batch to a worker and retains it.
+    fn send(&mut self, worker: usize, time: Time, batch: EventBatch) -> Result<()> {
+        {
+            let mut r = self.retained.lock().expect("retained batches");
+            match batch.kind {
+                BatchKind::Reference { .. } => r.references.push((time, batch.clone())),
+                BatchKind::Events(_) => {
+                    let n = r.workers.len();
+                    r.workers[worker % n].push_back((time, batch.clone()))
+                }
+            }
+        }
+        self.runtime.send(worker, time, batch)
     }
 
     /// The current watermark.
@@ -202,7 +300,7 @@ impl Ingest {
     /// Adds (`diff = 1`) or removes (`diff = -1`) reference-table rows at the current watermark.
     /// They go to worker 0 only: a differential collection must see each row once.
     pub fn push_reference(&mut self, table: &str, rows: RecordBatch, diff: i64) -> Result<()> {
-        self.runtime.send(
+        self.send(
             0,
             to_time(self.tracker.watermark()),
             EventBatch { kind: BatchKind::Reference { table: Arc::from(table), diff }, data: rows },
@@ -214,6 +312,7 @@ impl Ingest {
         self.flush()?;
         let watermark = self.tracker.advance(now);
         self.runtime.advance(to_time(watermark))?;
+        self.retained.lock().expect("retained batches").expire(watermark);
         Ok(watermark)
     }
 
@@ -222,8 +321,9 @@ impl Ingest {
             self.flush_slot::<DetectionsBuilder>(worker)?;
             self.flush_slot::<PlateReadsBuilder>(worker)?;
         }
-        for (worker, streams) in self.stash.iter_mut().enumerate() {
-            for (stream, (least, batches)) in std::mem::take(streams) {
+        let stash: Vec<_> = self.stash.iter_mut().map(std::mem::take).collect();
+        for (worker, streams) in stash.into_iter().enumerate() {
+            for (stream, (least, batches)) in streams {
                 let data = if batches.len() == 1 {
                     batches.into_iter().next().expect("one batch")
                 } else {
@@ -233,11 +333,7 @@ impl Ingest {
                     })?
                 };
                 self.stats.batches_sent += 1;
-                self.runtime.send(
-                    worker,
-                    to_time(least),
-                    EventBatch { kind: BatchKind::Events(stream), data },
-                )?;
+                self.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(stream), data })?;
             }
         }
         Ok(())
@@ -251,7 +347,7 @@ impl Ingest {
         let least = std::mem::replace(&mut slot.least, Millis::MAX);
         let data = slot.rows.take_batch();
         self.stats.batches_sent += 1;
-        self.runtime.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(B::STREAM), data })
+        self.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(B::STREAM), data })
     }
 
     /// Sends what is left, closes the inputs and waits for every window and sink to finish.

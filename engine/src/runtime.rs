@@ -8,6 +8,12 @@
 //! Because every worker holds the same watermark, the frontier (and therefore every window
 //! decision) is the same whatever the number of workers.
 //!
+//! Dataflows can also be added while the runtime runs ([`Runtime::install`]), each with its
+//! own input: every worker builds it at the same point of its message sequence, replays the
+//! batches it is given (backfill, at their own times), then receives every later batch, so the
+//! new dataflow sees a gap-free input and the others are not touched. [`Runtime::remove`]
+//! closes such a dataflow's input; it drains and ends.
+//!
 //! Shutting down ([`Runtime::finish`]) drops the inputs' capabilities, so the frontier becomes
 //! empty, every window closes and every sink flushes before the worker threads end.
 
@@ -85,9 +91,29 @@ impl RuntimeConfig {
     }
 }
 
+/// Builds a dataflow over an input stream of batches on one worker; returns a probe on its
+/// outputs. Called once per worker with `(scope, input, worker_index)`.
+pub type Builder = Arc<
+    dyn for<'scope> Fn(Scope<'scope, Time>, BatchStream<'scope>, usize) -> ProbeHandle<Time> + Send + Sync,
+>;
+
 enum Msg {
     Batch(Time, EventBatch),
     Advance(Time),
+    Install { id: u64, build: Builder, backfill: Vec<(Time, EventBatch)> },
+    Remove(u64),
+}
+
+/// What an added dataflow's input is given.
+enum Feed {
+    Batch(Time, EventBatch),
+    Advance(Time),
+}
+
+/// A dataflow added at runtime, on one worker: its input (owned by `feed`) and its probe.
+struct Added {
+    feed: Box<dyn FnMut(Feed)>,
+    probe: ProbeHandle<Time>,
 }
 
 /// A running dataflow. Feed it with [`send`](Self::send) and [`advance`](Self::advance).
@@ -125,38 +151,84 @@ impl Runtime {
             receivers.push(Some(rx));
         }
         let receivers = Arc::new(Mutex::new(receivers));
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.index();
-            let rx = receivers.lock().map_err(|_| EngineError::Internal("receiver table poisoned".into()))?
-                [index]
-                .take()
-                .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
-            let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let ((handle, cap), stream) = scope
-                    .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>();
-                let probe = build(scope, stream, index);
-                (handle, cap, probe)
-            });
-            cap.downgrade(&start);
-            drive_worker(worker, &rx, |msg| match msg {
-                Msg::Batch(time, batch) => {
-                    let at = cap.delayed(&time.max(*cap.time()));
-                    handle.activate().session(&at).give(batch);
-                }
-                Msg::Advance(time) => {
-                    if time > *cap.time() {
-                        cap.downgrade(&time);
+        let guards =
+            timely::execute(timely::Config::process(workers), move |worker| {
+                let index = worker.index();
+                let rx = receivers
+                    .lock()
+                    .map_err(|_| EngineError::Internal("receiver table poisoned".into()))?[index]
+                    .take()
+                    .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
+                let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                    let ((handle, cap), stream) = scope
+                        .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>(
+                        );
+                    let probe = build(scope, stream, index);
+                    (handle, cap, probe)
+                });
+                cap.downgrade(&start);
+                let mut added: std::collections::BTreeMap<u64, Added> = std::collections::BTreeMap::new();
+                drive_worker(worker, &rx, |worker, msg| match msg {
+                    Msg::Batch(time, batch) => {
+                        let at = cap.delayed(&time.max(*cap.time()));
+                        for a in added.values_mut() {
+                            (a.feed)(Feed::Batch(time, batch.clone()));
+                        }
+                        handle.activate().session(&at).give(batch);
                     }
+                    Msg::Advance(time) => {
+                        if time > *cap.time() {
+                            cap.downgrade(&time);
+                        }
+                        for a in added.values_mut() {
+                            (a.feed)(Feed::Advance(time));
+                        }
+                    }
+                    Msg::Install { id, build, backfill } => {
+                        let (mut handle, cap0, probe) =
+                            worker.dataflow::<Time, _, _>(|scope| {
+                                let ((handle, cap), stream) = scope
+                                    .new_unordered_input::<timely::container::CapacityContainerBuilder<
+                                    Vec<EventBatch>,
+                                >>();
+                                let probe = build(scope, stream, index);
+                                (handle, cap, probe)
+                            });
+                        // The input starts at time 0: backfill goes in at its own times, then the
+                        // input joins the others at the watermark.
+                        let mut new_cap = cap0;
+                        for (t, batch) in backfill {
+                            let at = new_cap.delayed(&t.max(*new_cap.time()));
+                            handle.activate().session(&at).give(batch);
+                        }
+                        new_cap.downgrade(cap.time());
+                        let feed = move |f: Feed| match f {
+                            Feed::Batch(time, batch) => {
+                                let at = new_cap.delayed(&time.max(*new_cap.time()));
+                                handle.activate().session(&at).give(batch);
+                            }
+                            Feed::Advance(time) => {
+                                if time > *new_cap.time() {
+                                    new_cap.downgrade(&time);
+                                }
+                            }
+                        };
+                        added.insert(id, Added { feed: Box::new(feed), probe });
+                    }
+                    Msg::Remove(id) => {
+                        // Dropping the input and its capability lets the dataflow drain and end.
+                        added.remove(&id);
+                    }
+                });
+                drop(cap);
+                drop(handle);
+                let probes: Vec<ProbeHandle<Time>> = added.into_values().map(|a| a.probe).collect();
+                while !probe.done() || probes.iter().any(|p| !p.done()) {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
                 }
-            });
-            drop(cap);
-            drop(handle);
-            while !probe.done() {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            Ok(())
-        })
-        .map_err(|e| EngineError::Internal(format!("starting timely workers: {e}")))?;
+                Ok(())
+            })
+            .map_err(|e| EngineError::Internal(format!("starting timely workers: {e}")))?;
         Ok(Runtime { senders, guards, watermark: start })
     }
 
@@ -177,6 +249,27 @@ impl Runtime {
         self.senders[worker % self.senders.len()]
             .send(Msg::Batch(time, batch))
             .map_err(|_| EngineError::Internal(format!("worker {worker} stopped early")))
+    }
+
+    /// Adds a dataflow built by `build` on every worker, identified by `id`. Worker `w` first
+    /// receives `backfill[w]` (batches at their times, which may be behind the watermark),
+    /// then every batch sent after this call.
+    pub fn install(&self, id: u64, build: Builder, mut backfill: Vec<Vec<(Time, EventBatch)>>) -> Result<()> {
+        backfill.resize_with(self.senders.len(), Vec::new);
+        for (i, (s, b)) in self.senders.iter().zip(backfill).enumerate() {
+            s.send(Msg::Install { id, build: Arc::clone(&build), backfill: b })
+                .map_err(|_| EngineError::Internal(format!("worker {i} stopped early")))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the input of dataflow `id` on every worker; it finishes what it holds and ends.
+    pub fn remove(&self, id: u64) -> Result<()> {
+        for (i, s) in self.senders.iter().enumerate() {
+            s.send(Msg::Remove(id))
+                .map_err(|_| EngineError::Internal(format!("worker {i} stopped early")))?;
+        }
+        Ok(())
     }
 
     /// Advances every worker's input to `watermark`; earlier times can no longer be sent.
@@ -208,13 +301,17 @@ impl Runtime {
 
 /// Moves messages from the channel into the dataflow until the channel closes, stepping the
 /// worker between messages so that no operator waits for a whole queue to drain.
-fn drive_worker(worker: &mut timely::worker::Worker, rx: &Receiver<Msg>, mut handle: impl FnMut(Msg)) {
+fn drive_worker(
+    worker: &mut timely::worker::Worker,
+    rx: &Receiver<Msg>,
+    mut handle: impl FnMut(&mut timely::worker::Worker, Msg),
+) {
     loop {
         let mut handled = 0;
         loop {
             match rx.try_recv() {
                 Ok(msg) => {
-                    handle(msg);
+                    handle(worker, msg);
                     handled += 1;
                     if handled == 64 {
                         break;

@@ -103,3 +103,73 @@ fn a_frame_behind_the_watermark_becomes_late_events_counted_for_its_camera() {
     // Sent at the watermark, keeping the rows' own (older) event times.
     assert_eq!(late, vec![&(0, 4_900, StreamKind::LateEvents, 3, 4_000)]);
 }
+
+/// A builder for an added dataflow that records the (logical time, rows) of its batches.
+fn recorder(seen: &Arc<Mutex<Vec<(u64, usize)>>>) -> vigil_engine::runtime::Builder {
+    let seen = Arc::clone(seen);
+    Arc::new(move |_scope, input, _index| {
+        let probe = ProbeHandle::new();
+        let seen = Arc::clone(&seen);
+        input
+            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                "Record",
+                move |_, _| {
+                    move |input, _output| {
+                        input.for_each(|cap, data| {
+                            let t = *cap.retain_least(0).expect("a time").time();
+                            for b in data.iter() {
+                                seen.lock().unwrap().push((t, b.data.num_rows()));
+                            }
+                        });
+                    }
+                },
+            )
+            .probe_with(&probe);
+        probe
+    })
+}
+
+#[test]
+fn dataflows_added_at_runtime_see_a_gap_free_input_with_or_without_backfill() {
+    let seen: Seen = Arc::default();
+    let mut ingest = start(2, &seen).with_retention(5_000);
+    for (i, t) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        frame(&mut ingest, 0, i as u64, t, t, 2);
+        ingest.tick(t).unwrap();
+    }
+    // Watermark is now 2_900 (lateness 100): the batch at 3_000 is not complete yet.
+    let from_now: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    let backfilled: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    ingest.install(1, recorder(&from_now), 0).unwrap();
+    ingest.install(2, recorder(&backfilled), 10_000).unwrap();
+    frame(&mut ingest, 0, 9, 4_000, 4_000, 3);
+    ingest.tick(4_000).unwrap();
+    ingest.remove(1).unwrap();
+    frame(&mut ingest, 0, 10, 5_000, 5_000, 4);
+    ingest.tick(5_000).unwrap();
+    ingest.finish().unwrap();
+    let mut from_now = from_now.lock().unwrap().clone();
+    from_now.sort();
+    assert_eq!(from_now, vec![(3_000, 2), (4_000, 3)], "from the watermark on, until removed");
+    let mut backfilled = backfilled.lock().unwrap().clone();
+    backfilled.sort();
+    assert_eq!(backfilled, vec![(1_000, 2), (2_000, 2), (3_000, 2), (4_000, 3), (5_000, 4)]);
+    assert_eq!(seen.lock().unwrap().len(), 5, "the first dataflow was not disturbed");
+}
+
+#[test]
+fn retention_drops_batches_beyond_the_horizon() {
+    let seen: Seen = Arc::default();
+    let mut ingest = start(1, &seen).with_retention(1_000);
+    for (i, t) in [1_000, 2_000, 3_000, 4_000].into_iter().enumerate() {
+        frame(&mut ingest, 0, i as u64, t, t, 1);
+        ingest.tick(t).unwrap();
+    }
+    let retained = ingest.retained();
+    let kept: usize =
+        retained.lock().unwrap().batches(StreamKind::Detections).iter().map(|b| b.num_rows()).sum();
+    // Watermark 3_900, horizon 1_000: batches at 3_000 and 4_000 stay.
+    assert_eq!(kept, 2);
+    ingest.finish().unwrap();
+}
