@@ -91,8 +91,11 @@ impl Retained {
 
     fn expire(&mut self, watermark: Millis) {
         let cutoff = to_time(watermark.saturating_sub(self.horizon_ms));
+        // Batches are sent in (nearly) time order: drop from the front.
         for q in self.workers.iter_mut() {
-            q.retain(|(t, _)| *t >= cutoff);
+            while q.front().is_some_and(|(t, _)| *t < cutoff) {
+                q.pop_front();
+            }
         }
     }
 }

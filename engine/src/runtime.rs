@@ -151,84 +151,80 @@ impl Runtime {
             receivers.push(Some(rx));
         }
         let receivers = Arc::new(Mutex::new(receivers));
-        let guards =
-            timely::execute(timely::Config::process(workers), move |worker| {
-                let index = worker.index();
-                let rx = receivers
-                    .lock()
-                    .map_err(|_| EngineError::Internal("receiver table poisoned".into()))?[index]
-                    .take()
-                    .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
-                let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                    let ((handle, cap), stream) = scope
-                        .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>(
-                        );
-                    let probe = build(scope, stream, index);
-                    (handle, cap, probe)
-                });
-                cap.downgrade(&start);
-                let mut added: std::collections::BTreeMap<u64, Added> = std::collections::BTreeMap::new();
-                drive_worker(worker, &rx, |worker, msg| match msg {
-                    Msg::Batch(time, batch) => {
-                        let at = cap.delayed(&time.max(*cap.time()));
-                        for a in added.values_mut() {
-                            (a.feed)(Feed::Batch(time, batch.clone()));
-                        }
-                        handle.activate().session(&at).give(batch);
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let rx = receivers.lock().map_err(|_| EngineError::Internal("receiver table poisoned".into()))?
+                [index]
+                .take()
+                .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
+            let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let ((handle, cap), stream) = scope
+                    .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>();
+                let probe = build(scope, stream, index);
+                (handle, cap, probe)
+            });
+            cap.downgrade(&start);
+            let mut added: std::collections::BTreeMap<u64, Added> = std::collections::BTreeMap::new();
+            drive_worker(worker, &rx, |worker, msg| match msg {
+                Msg::Batch(time, batch) => {
+                    let at = cap.delayed(&time.max(*cap.time()));
+                    for a in added.values_mut() {
+                        (a.feed)(Feed::Batch(time, batch.clone()));
                     }
-                    Msg::Advance(time) => {
-                        if time > *cap.time() {
-                            cap.downgrade(&time);
-                        }
-                        for a in added.values_mut() {
-                            (a.feed)(Feed::Advance(time));
-                        }
+                    handle.activate().session(&at).give(batch);
+                }
+                Msg::Advance(time) => {
+                    if time > *cap.time() {
+                        cap.downgrade(&time);
                     }
-                    Msg::Install { id, build, backfill } => {
-                        let (mut handle, cap0, probe) =
-                            worker.dataflow::<Time, _, _>(|scope| {
-                                let ((handle, cap), stream) = scope
+                    for a in added.values_mut() {
+                        (a.feed)(Feed::Advance(time));
+                    }
+                }
+                Msg::Install { id, build, backfill } => {
+                    let (mut handle, cap0, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                        let ((handle, cap), stream) = scope
                                     .new_unordered_input::<timely::container::CapacityContainerBuilder<
                                     Vec<EventBatch>,
                                 >>();
-                                let probe = build(scope, stream, index);
-                                (handle, cap, probe)
-                            });
-                        // The input starts at time 0: backfill goes in at its own times, then the
-                        // input joins the others at the watermark.
-                        let mut new_cap = cap0;
-                        for (t, batch) in backfill {
-                            let at = new_cap.delayed(&t.max(*new_cap.time()));
+                        let probe = build(scope, stream, index);
+                        (handle, cap, probe)
+                    });
+                    // The input starts at time 0: backfill goes in at its own times, then the
+                    // input joins the others at the watermark.
+                    let mut new_cap = cap0;
+                    for (t, batch) in backfill {
+                        let at = new_cap.delayed(&t.max(*new_cap.time()));
+                        handle.activate().session(&at).give(batch);
+                    }
+                    new_cap.downgrade(cap.time());
+                    let feed = move |f: Feed| match f {
+                        Feed::Batch(time, batch) => {
+                            let at = new_cap.delayed(&time.max(*new_cap.time()));
                             handle.activate().session(&at).give(batch);
                         }
-                        new_cap.downgrade(cap.time());
-                        let feed = move |f: Feed| match f {
-                            Feed::Batch(time, batch) => {
-                                let at = new_cap.delayed(&time.max(*new_cap.time()));
-                                handle.activate().session(&at).give(batch);
+                        Feed::Advance(time) => {
+                            if time > *new_cap.time() {
+                                new_cap.downgrade(&time);
                             }
-                            Feed::Advance(time) => {
-                                if time > *new_cap.time() {
-                                    new_cap.downgrade(&time);
-                                }
-                            }
-                        };
-                        added.insert(id, Added { feed: Box::new(feed), probe });
-                    }
-                    Msg::Remove(id) => {
-                        // Dropping the input and its capability lets the dataflow drain and end.
-                        added.remove(&id);
-                    }
-                });
-                drop(cap);
-                drop(handle);
-                let probes: Vec<ProbeHandle<Time>> = added.into_values().map(|a| a.probe).collect();
-                while !probe.done() || probes.iter().any(|p| !p.done()) {
-                    worker.step_or_park(Some(Duration::from_millis(1)));
+                        }
+                    };
+                    added.insert(id, Added { feed: Box::new(feed), probe });
                 }
-                Ok(())
-            })
-            .map_err(|e| EngineError::Internal(format!("starting timely workers: {e}")))?;
+                Msg::Remove(id) => {
+                    // Dropping the input and its capability lets the dataflow drain and end.
+                    added.remove(&id);
+                }
+            });
+            drop(cap);
+            drop(handle);
+            let probes: Vec<ProbeHandle<Time>> = added.into_values().map(|a| a.probe).collect();
+            while !probe.done() || probes.iter().any(|p| !p.done()) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            Ok(())
+        })
+        .map_err(|e| EngineError::Internal(format!("starting timely workers: {e}")))?;
         Ok(Runtime { senders, guards, watermark: start })
     }
 

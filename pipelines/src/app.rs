@@ -32,6 +32,7 @@ use vigil_operators::density::{DensityConfig, ZoneDensity};
 use vigil_operators::watchlist::{self, WatchEntry, WatchlistJoin};
 use vigil_operators::zones::{Zone, ZoneIndex};
 use vigil_sql::operator::RunRules;
+use vigil_sql::registry::{Control, Registry};
 use vigil_sql::rule::Rule;
 
 use crate::config::Config;
@@ -59,6 +60,8 @@ pub struct RunOptions {
     pub parquet: bool,
     /// Write the simulator's ground truth.
     pub ground_truth: bool,
+    /// Serve psql on this address (overrides the config's `server.pg_listen`).
+    pub pg_listen: Option<String>,
 }
 
 /// Live counters, readable while the run goes on (for the status line).
@@ -157,6 +160,46 @@ fn write_references(
         w.write(&batch)?;
         w.close()?;
     }
+    Ok(())
+}
+
+/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
+/// happens here, so a busy port or a missing password is an error of the command itself.
+fn start_pg_server(
+    addr: &str,
+    server: &crate::config::Server,
+    registry: Arc<Registry>,
+) -> anyhow::Result<()> {
+    let password = std::env::var(&server.pg_password_env).map_err(|_| {
+        anyhow::anyhow!(
+            "the psql endpoint needs a password: set the environment variable {} (there is no anonymous access)",
+            server.pg_password_env
+        )
+    })?;
+    if password.len() < 8 {
+        bail!("{} is shorter than 8 characters; choose a longer password", server.pg_password_env);
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    eprintln!(
+        "psql endpoint listening on {bound} (user {}, password from ${})",
+        server.pg_user, server.pg_password_env
+    );
+    let credentials = vigil_sql::server::Credentials { user: server.pg_user.clone(), password };
+    std::thread::Builder::new().name("psql".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!("psql endpoint: {e}"),
+        };
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => vigil_sql::server::serve(l, registry, credentials).await,
+                Err(e) => tracing::error!("psql endpoint: {e}"),
+            }
+        });
+    })?;
     Ok(())
 }
 
@@ -261,7 +304,35 @@ pub fn run(
         allowed_lateness_ms: *config.engine.allowed_lateness_ms.get_ref(),
         idle_timeout_ms: *config.engine.idle_timeout_ms.get_ref(),
     };
-    let mut ingest = Ingest::new(runtime, policy, params.start_ms);
+    let memory_ms = *config.retention.memory_s.get_ref() * 1000;
+    let mut ingest = Ingest::new(runtime, policy, params.start_ms).with_retention(memory_ms);
+    let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
+    let registry = Arc::new(Registry::new(
+        control_tx,
+        ingest.retained(),
+        Some(opts.out.join("catalog").join("rules.sql")),
+        Some(bus.clone()),
+    ));
+    registry.add_static(&rules, &config.source);
+    // However the run ends, the registry lets go of the alert bus (its readers wait for that).
+    struct CloseOnDrop(Arc<Registry>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseOnDrop(Arc::clone(&registry));
+    match registry.load() {
+        Ok(names) if !names.is_empty() => eprintln!("rules restored from the catalog: {}", names.join(", ")),
+        Ok(_) => {}
+        // A stored rule that no longer compiles must not keep the city from running.
+        Err(e) => eprintln!("error: the stored rules were not restored: {e}"),
+    }
+    let listen =
+        opts.pg_listen.clone().or_else(|| config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()));
+    if let Some(addr) = listen {
+        start_pg_server(&addr, &config.server, Arc::clone(&registry))?;
+    }
 
     // Watchlist entries active from the start go in before any frame.
     let mut pending_watch: Vec<(Millis, WatchEntry)> = config
@@ -319,6 +390,12 @@ pub fn run(
         {
             let f = entry.remove();
             deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera))?;
+        }
+        while let Ok(c) = control_rx.try_recv() {
+            match c {
+                Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
+                Control::Remove { id } => ingest.remove(id)?,
+            }
         }
         ingest.tick(now)?;
         let stats = ingest.stats();

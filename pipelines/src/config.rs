@@ -44,6 +44,9 @@ pub struct Config {
     /// Retention.
     #[serde(default)]
     pub retention: Retention,
+    /// The psql endpoint.
+    #[serde(default)]
+    pub server: Server,
     /// Alert thresholds.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -144,11 +147,31 @@ impl Default for Sinks {
 pub struct Retention {
     /// Days Parquet partitions are kept.
     pub days: Spanned<i64>,
+    /// Seconds of events kept in memory, for rule backfill and ad-hoc queries over psql.
+    pub memory_s: Spanned<i64>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { days: Spanned::new(0..0, 7) }
+        Self { days: Spanned::new(0..0, 7), memory_s: Spanned::new(0..0, 600) }
+    }
+}
+
+/// `[server]`: the psql endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address the PostgreSQL endpoint listens on (`127.0.0.1:6875`); none by default.
+    pub pg_listen: Option<Spanned<String>>,
+    /// The account's user name.
+    pub pg_user: String,
+    /// The environment variable holding the account's password (never in this file).
+    pub pg_password_env: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self { pg_listen: None, pg_user: "vigil".into(), pg_password_env: "VIGIL_PG_PASSWORD".into() }
     }
 }
 
@@ -314,6 +337,15 @@ impl Config {
                 "set a frame rate above 0 and at most 60, such as 10",
             );
         }
+        if let Some(l) = &self.server.pg_listen
+            && l.get_ref().parse::<std::net::SocketAddr>().is_err()
+        {
+            return err(
+                l.span(),
+                format!("server.pg_listen = {:?} is not an address", l.get_ref()),
+                "write an IP address and port, such as \"127.0.0.1:6875\" (port 0 picks a free one)",
+            );
+        }
         if vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).is_none() {
             return err(
                 self.city.start.span(),
@@ -324,13 +356,14 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_engine::schema::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 9] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 10] = [
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
             (&self.engine.density_window_s, "engine.density_window_s", 1, 3_600),
             (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
             (&self.retention.days, "retention.days", 1, 90),
+            (&self.retention.memory_s, "retention.memory_s", 0, 86_400),
             (&s.cameras, "simulation.cameras", 1, max_cameras),
             (&s.pedestrians_per_camera, "simulation.pedestrians_per_camera", 0, 1_000),
             (&s.laggy_camera_every, "simulation.laggy_camera_every", 0, max_cameras),

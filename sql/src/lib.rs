@@ -10,8 +10,10 @@ pub mod delta;
 pub mod error;
 pub mod operator;
 pub mod plan;
+pub mod registry;
 pub mod render;
 pub mod rule;
+pub mod server;
 pub mod window;
 
 pub use error::{Position, SqlError};

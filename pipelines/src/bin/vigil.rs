@@ -46,6 +46,9 @@ enum Command {
         /// Do not print alerts (the summary still counts them).
         #[arg(long)]
         quiet: bool,
+        /// Serve psql on this address (password from $VIGIL_PG_PASSWORD).
+        #[arg(long)]
+        pg_listen: Option<String>,
     },
     /// Run a city described by a TOML configuration file.
     Run {
@@ -67,6 +70,9 @@ enum Command {
         /// Do not print alerts.
         #[arg(long)]
         quiet: bool,
+        /// Serve psql on this address (default: the config's `server.pg_listen`).
+        #[arg(long)]
+        pg_listen: Option<String>,
     },
     /// Run SQL rules over recorded Parquet events at full speed; writes each rule's output.
     Replay {
@@ -142,14 +148,14 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Demo { duration, fast, workers, out, quiet } => {
+        Command::Demo { duration, fast, workers, out, quiet, pg_listen } => {
             remove_previous_output(&out)?;
-            live(Config::embedded(), workers, duration, fast, out, quiet)
+            live(Config::embedded(), workers, duration, fast, out, quiet, pg_listen)
         }
-        Command::Run { config, duration, fast, out, workers, quiet } => {
+        Command::Run { config, duration, fast, out, workers, quiet, pg_listen } => {
             let config = Config::load(&config)?;
             let out = out.unwrap_or_else(|| config.base_dir.join(&config.sinks.out));
-            live(config, workers, duration, fast, out, quiet)
+            live(config, workers, duration, fast, out, quiet, pg_listen)
         }
         Command::Replay { events, rules, out, workers, lateness_ms, disorder_ms } => {
             let rules = vigil_sql::rule::compile_file(&rules)?;
@@ -203,11 +209,19 @@ fn live(
     fast: bool,
     out: PathBuf,
     quiet: bool,
+    pg_listen: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = workers {
         config.engine.workers = toml::Spanned::new(0..0, w as i64);
     }
-    let opts = RunOptions { duration_s, fast, out, parquet: true, ground_truth: config.sinks.ground_truth };
+    let opts = RunOptions {
+        duration_s,
+        fast,
+        out,
+        parquet: true,
+        ground_truth: config.sinks.ground_truth,
+        pg_listen,
+    };
     let (config, opts) = (&config, &opts);
     let stop = stop_flag()?;
     let bus = AlertBus::new(65_536);
@@ -328,6 +342,7 @@ fn bench(
         out: dir.join("fast"),
         parquet: true,
         ground_truth: false,
+        pg_listen: None,
     };
     let s = app::run(&config, &opts, &bus, &stop, &progress)?;
     let rows = s.ingest.total_rows();
@@ -363,6 +378,7 @@ fn bench(
         out: dir.join("paced"),
         parquet: true,
         ground_truth: false,
+        pg_listen: None,
     };
     let s = app::run(&config, &opts, &bus, &stop, &progress)?;
     drop(bus);

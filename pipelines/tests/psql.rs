@@ -1,0 +1,218 @@
+//! The analyst's path, driven with the real `psql` client (Debian's postgresql-client) against
+//! a running simulated city: password authentication, CREATE RULE, SUBSCRIBE receiving rows
+//! while the city runs, SHOW RULES, EXPLAIN RULE, ad-hoc SELECT, errors that leave the engine
+//! and the other rules running, DROP RULE, and rules restored after a restart.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "test-only-password";
+
+/// A paced demo city serving psql on a free port.
+struct City {
+    child: Child,
+    port: u16,
+}
+
+impl City {
+    fn start(dir: &Path, seconds: u32) -> City {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "demo",
+                "--duration",
+                &seconds.to_string(),
+                "--out",
+                "city",
+                "--quiet",
+                "--pg-listen",
+                "127.0.0.1:0",
+            ])
+            .env("VIGIL_PG_PASSWORD", PASSWORD)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vigil starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let port = loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).expect("stderr") > 0, "vigil exited before listening");
+            if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
+                break rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a port");
+            }
+        };
+        // Keep draining stderr so the city never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = stderr.read_to_string(&mut sink);
+        });
+        City { child, port }
+    }
+
+    fn psql(&self, sql: &str) -> Output {
+        self.psql_as("vigil", PASSWORD, sql)
+    }
+
+    fn psql_as(&self, user: &str, password: &str, sql: &str) -> Output {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                "vigil",
+                "-A",
+                "-F",
+                "|",
+            ])
+            .args(["-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs (scripts/test installs postgresql-client)")
+    }
+
+    fn ok(&self, sql: &str) -> String {
+        let out = self.psql(sql);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{sql}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+
+    fn fails(&self, sql: &str) -> String {
+        let out = self.psql(sql);
+        assert!(!out.status.success(), "{sql} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `SUBSCRIBE` through psql (unbuffered, as on a terminal): the first `n` lines.
+    fn subscribe(&self, rule: &str, n: usize) -> Vec<String> {
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-o0",
+                "psql",
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "vigil",
+                "-d",
+                "vigil",
+            ])
+            .args(["-c", &format!("SUBSCRIBE {rule}")])
+            .env("PGPASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql runs");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut lines = Vec::new();
+        while lines.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 120);
+
+    // No anonymous access, and a wrong password is refused.
+    let denied = city.psql_as("vigil", "not-the-password", "SHOW RULES");
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("authentication failed"), "{denied:?}");
+
+    city.ok("CREATE RULE busy_cameras WITH (severity = 'high') AS \
+         SELECT camera_id, window_end, count(*) AS detections FROM detections \
+         GROUP BY tumble(event_time, INTERVAL '2 seconds'), camera_id");
+    city.ok("CREATE RULE keep_me AS SELECT camera_id, plate FROM plate_reads WHERE plate IS NOT NULL");
+    let rules = city.ok("SHOW RULES");
+    assert!(rules.contains("busy_cameras|high|"), "{rules}");
+    assert!(rules.contains("keep_me|medium|"), "{rules}");
+    assert!(rules.contains("unreadable_plate|"), "the configured rule is listed too: {rules}");
+
+    // SUBSCRIBE streams rows while the city runs: time, diff, then the rule's columns.
+    let rows = city.subscribe("busy_cameras", 60);
+    assert!(rows.len() >= 60, "only {} rows arrived: {rows:?}", rows.len());
+    let mut windows = std::collections::BTreeSet::new();
+    for r in &rows {
+        let f: Vec<&str> = r.split('\t').collect();
+        assert_eq!(f.len(), 5, "{r}");
+        assert_eq!(f[1], "1", "closed windows are insertions: {r}");
+        assert!(f[2].parse::<u32>().is_ok_and(|c| c < 50), "camera id: {r}");
+        assert!(f[4].parse::<u64>().is_ok_and(|n| n > 0), "a positive count: {r}");
+        windows.insert(f[3].to_owned());
+    }
+    assert!(windows.len() >= 2, "rows of successive windows arrive as they close: {windows:?}");
+
+    let plan = city.ok("EXPLAIN RULE busy_cameras");
+    assert!(plan.contains("WindowAggregate: window=Tumble { size: 2000 }"), "{plan}");
+
+    // Ad-hoc SELECT over retained events and over the rule's contents.
+    let count = city.ok("SELECT count(*) FROM detections WHERE class = 'person'");
+    let n: u64 = count.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("a count");
+    assert!(n > 0, "{count}");
+    let top = city.ok("SELECT camera_id, detections FROM busy_cameras ORDER BY detections DESC LIMIT 1");
+    assert_eq!(top.lines().count(), 3, "header, one row, footer: {top}");
+
+    // Bad SQL: a clear error with its position, and everything keeps running.
+    let e = city.fails("CREATE RULE broken AS SELECT camera_id FROM detections WHERE colour = 'red'");
+    assert!(e.contains("psql:1:62") && e.contains("colour"), "{e}");
+    let e = city.fails("CREATE RULE broken AS SELECT zone_id, count(*) FROM detections GROUP BY zone_id");
+    assert!(e.contains("not supported") && e.contains("tumble"), "{e}");
+    let e = city.fails("CREATE RULE broken AS SELEC camera_id FROM detections");
+    assert!(e.contains("syntax error") || e.contains("SELEC"), "{e}");
+    let e = city.fails("CREATE RULE keep_me AS SELECT camera_id FROM detections");
+    assert!(e.contains("already exists"), "{e}");
+    let rules = city.ok("SHOW RULES");
+    assert!(!rules.contains("broken"), "{rules}");
+    assert!(city.subscribe("busy_cameras", 5).len() == 5, "the rule still produces after the errors");
+
+    city.ok("DROP RULE busy_cameras");
+    let rules = city.ok("SHOW RULES");
+    assert!(!rules.contains("busy_cameras") && rules.contains("keep_me"), "{rules}");
+    let e = city.fails("DROP RULE unreadable_plate");
+    assert!(e.contains("comes from"), "configured rules are not dropped from psql: {e}");
+    city.stop();
+
+    // Rules persist across restarts (the catalog lives in the output directory).
+    let city = City::start(tmp.path(), 30);
+    let rules = city.ok("SHOW RULES");
+    assert!(rules.contains("keep_me|") && !rules.contains("busy_cameras"), "{rules}");
+    city.stop();
+}
