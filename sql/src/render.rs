@@ -262,6 +262,97 @@ struct Session {
     accs: Accs,
 }
 
+/// One group's panes in the two-stacks sliding aggregation (see [`WindowAgg::close_hops`]).
+struct Sliding {
+    /// Oldest panes, each with the merged state of itself and every later front pane
+    /// (a suffix); `head` is the first not yet evicted.
+    front: Vec<(i64, Vec<Vec<ArrayRef>>)>,
+    head: usize,
+    /// Newer panes, with their own states, and their running merge.
+    back: Vec<(i64, Vec<Vec<ArrayRef>>)>,
+    back_acc: Accs,
+}
+
+impl Sliding {
+    fn new(back_acc: Accs) -> Self {
+        Self { front: Vec::new(), head: 0, back: Vec::new(), back_acc }
+    }
+
+    /// The merged accumulators of the panes at or after `start` (`None` when there are none).
+    fn window(&mut self, start: i64, aggs: &[Arc<AggregateFunctionExpr>]) -> Result<Option<Accs>, String> {
+        while self.head < self.front.len() && self.front[self.head].0 < start {
+            self.head += 1;
+        }
+        if self.head == self.front.len() && self.back.first().is_some_and(|(p, _)| *p < start) {
+            // Flip: the back stack becomes the front, with suffix merges computed once.
+            let back = std::mem::take(&mut self.back);
+            let mut running: Accs = aggs
+                .iter()
+                .map(|a| a.create_accumulator())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let mut front = Vec::with_capacity(back.len());
+            for (p, states) in back.into_iter().rev() {
+                for (acc, st) in running.iter_mut().zip(&states) {
+                    acc.merge_batch(st).map_err(|e| e.to_string())?;
+                }
+                let suffix = running.iter_mut().zip(aggs).map(|(a, agg)| snapshot(a, agg)).collect::<Result<
+                    Vec<_>,
+                    _,
+                >>(
+                )?;
+                front.push((p, suffix));
+            }
+            front.reverse();
+            self.front = front;
+            self.head = 0;
+            self.back_acc = aggs
+                .iter()
+                .map(|a| a.create_accumulator())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            while self.head < self.front.len() && self.front[self.head].0 < start {
+                self.head += 1;
+            }
+        }
+        if self.head == self.front.len() {
+            self.front.clear();
+            self.head = 0;
+        }
+        if self.front.is_empty() && self.back.is_empty() {
+            return Ok(None);
+        }
+        let mut result: Accs = aggs
+            .iter()
+            .map(|a| a.create_accumulator())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        if let Some((_, suffix)) = self.front.get(self.head) {
+            for (acc, st) in result.iter_mut().zip(suffix) {
+                acc.merge_batch(st).map_err(|e| e.to_string())?;
+            }
+        }
+        if !self.back.is_empty() {
+            for ((acc, back), agg) in result.iter_mut().zip(self.back_acc.iter_mut()).zip(aggs) {
+                acc.merge_batch(&snapshot(back, agg)?).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(Some(result))
+    }
+}
+
+/// The state of `slot` as arrays, leaving `slot` as it was (`state` may move contents out).
+fn snapshot(
+    slot: &mut Box<dyn Accumulator>,
+    agg: &Arc<AggregateFunctionExpr>,
+) -> Result<Vec<ArrayRef>, String> {
+    let arrays = state_arrays(slot.as_mut())?;
+    let mut back = agg.create_accumulator().map_err(|e| e.to_string())?;
+    back.merge_batch(&arrays).map_err(|e| e.to_string())?;
+    *slot = back;
+    Ok(arrays)
+}
+
 /// The state of one window aggregate on one worker.
 struct WindowAgg {
     window: WindowKind,
@@ -276,6 +367,8 @@ struct WindowAgg {
     panes: BTreeMap<i64, HashMap<OwnedRow, Accs>>,
     /// Session: group → session start → session.
     sessions: HashMap<OwnedRow, BTreeMap<i64, Session>>,
+    /// Hop, emitting on close: each group's sealed panes (two stacks).
+    sliding: BTreeMap<OwnedRow, Sliding>,
     /// Updates mode: what was last emitted per (window end, group).
     emitted: HashMap<(i64, OwnedRow), RecordBatch>,
     /// Updates mode: windows changed since the last emission.
@@ -310,6 +403,7 @@ impl WindowAgg {
             converter: RowConverter::new(fields).map_err(|e| e.to_string())?,
             panes: BTreeMap::new(),
             sessions: HashMap::new(),
+            sliding: BTreeMap::new(),
             emitted: HashMap::new(),
             dirty: BTreeSet::new(),
             closed_through: i64::MIN,
@@ -474,6 +568,9 @@ impl WindowAgg {
         }
         let size = self.size();
         let pane = self.window.pane().expect("panes");
+        if let (WindowKind::Hop { slide, size }, Emit::OnClose) = (self.window, self.emit) {
+            return self.close_hops(slide, size, frontier);
+        }
         // Closed windows, in order of their ends.
         let mut closing: BTreeSet<i64> = BTreeSet::new();
         for &p in self.panes.keys() {
@@ -500,6 +597,80 @@ impl WindowAgg {
             self.panes.retain(|&p, _| p >= keep_from);
         }
         out.retain(|(_, d)| !d.is_empty());
+        Ok(out)
+    }
+
+    /// Closes hopping windows with two stacks per group (the "two-stacks" sliding-window
+    /// aggregation): a pane is merged into the back stack once when it is complete, evicted
+    /// from the front stack once when the window slides past it, and each window's value is one
+    /// merge of the front's suffix with the back's total. A window of `size / slide` panes thus
+    /// costs O(1) merges per group per slide instead of O(size / slide).
+    fn close_hops(
+        &mut self,
+        slide: i64,
+        size: i64,
+        frontier: Option<Time>,
+    ) -> Result<Vec<(i64, Delta)>, String> {
+        let closed = |end: i64| before((end - 1).max(0) as Time, frontier);
+        let mut out = Vec::new();
+        loop {
+            let mut next: Option<i64> = None;
+            if self.closed_through > i64::MIN && !self.sliding.is_empty() {
+                next = Some(self.closed_through + slide);
+            }
+            if let Some(&p) = self.panes.keys().next() {
+                // The first window containing pane p ends at (the first start above p - size) + size.
+                let first = (p - size).div_euclid(slide) * slide + slide + size;
+                let first = if self.closed_through > i64::MIN {
+                    first.max(self.closed_through + slide)
+                } else {
+                    first
+                };
+                next = Some(next.map_or(first, |n| n.min(first)));
+            }
+            let Some(end) = next else { break };
+            if !closed(end) {
+                break;
+            }
+            let start = end - size;
+            // Seal the panes that are complete.
+            let sealed: Vec<i64> = self.panes.range(..end).map(|(&p, _)| p).collect();
+            for p in sealed {
+                let groups = self.panes.remove(&p).expect("listed");
+                for (key, mut accs) in groups {
+                    if !self.sliding.contains_key(&key) {
+                        let fresh = self.fresh()?;
+                        self.sliding.insert(key.clone(), Sliding::new(fresh));
+                    }
+                    let slot = self.sliding.get_mut(&key).expect("inserted");
+                    let states =
+                        accs.iter_mut().map(|a| state_arrays(a.as_mut())).collect::<Result<Vec<_>, _>>()?;
+                    for (acc, st) in slot.back_acc.iter_mut().zip(&states) {
+                        acc.merge_batch(st).map_err(|e| e.to_string())?;
+                    }
+                    slot.back.push((p, states));
+                }
+            }
+            // Evaluate every group's window [start, end).
+            let mut groups = Vec::new();
+            let mut empty = Vec::new();
+            let aggs = self.aggs.clone();
+            for (key, slot) in self.sliding.iter_mut() {
+                match slot.window(start, &aggs)? {
+                    Some(accs) => groups.push((key.clone(), start, end, accs)),
+                    None => empty.push(key.clone()),
+                }
+            }
+            for k in empty {
+                self.sliding.remove(&k);
+            }
+            self.closed_through = end;
+            if !groups.is_empty() {
+                let batch = self.rows(groups)?;
+                let n = batch.num_rows();
+                out.push((end, Delta::inserts(batch, vec![end as Time; n])));
+            }
+        }
         Ok(out)
     }
 
