@@ -122,3 +122,87 @@ fn options_and_names_are_taken_from_create_rule() {
     assert_eq!(rules[0].options.backfill_ms, 600_000);
     assert_eq!(rules[1].name, "file");
 }
+
+mod fuzz {
+    //! The rule parser (statement splitting, CREATE RULE prefix and options, durations, then
+    //! DataFusion) on arbitrary and on SQL-shaped input: an answer, never a panic, and an
+    //! error always carries a fix.
+    use proptest::prelude::*;
+    use vigil_sql::rule::{compile, parse_duration};
+
+    const WORDS: &[&str] = &[
+        "CREATE",
+        "RULE",
+        "r",
+        "WITH",
+        "(",
+        ")",
+        "severity",
+        "=",
+        "'high'",
+        ",",
+        "backfill",
+        "'10 minutes'",
+        "AS",
+        "SELECT",
+        "camera_id",
+        "count(*)",
+        "FROM",
+        "detections",
+        "plate_reads",
+        "watchlist",
+        "w",
+        "JOIN",
+        "ON",
+        "a.plate",
+        "b.plate",
+        "WHERE",
+        "GROUP",
+        "BY",
+        "tumble(event_time,",
+        "INTERVAL",
+        "'1 minute')",
+        "hop(",
+        "session(",
+        "HAVING",
+        ">",
+        "1",
+        "UNION",
+        "ALL",
+        "DISTINCT",
+        ";",
+        "--",
+        "'",
+        "\"",
+        "window_start",
+        "AND",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_gets_an_answer(text in "\\PC{0,80}") {
+            if let Err(e) = compile("r", &text, "fuzz.sql") {
+                prop_assert!(e.to_string().contains("fix:") || matches!(e, vigil_sql::SqlError::Internal(_)), "{e}");
+            }
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn sql_shaped_text_gets_an_answer(words in proptest::collection::vec(proptest::sample::select(WORDS), 0..30)) {
+            let text = words.join(" ");
+            if let Err(e) = compile("r", &text, "fuzz.sql") {
+                let msg = e.to_string();
+                prop_assert!(msg.contains("fix:"), "{text}: {msg}");
+            }
+        }
+
+        #[test]
+        fn durations_round_trip(n in 0u64..100_000, unit in proptest::sample::select(&["ms", "s", "seconds", "minutes", "h"][..])) {
+            let ms = parse_duration(&format!("{n} {unit}")).expect("a duration");
+            let scale = match unit { "ms" => 1, "s" | "seconds" => 1_000, "minutes" => 60_000, _ => 3_600_000 };
+            prop_assert_eq!(ms, n * scale);
+        }
+    }
+}
