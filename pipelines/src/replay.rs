@@ -183,23 +183,8 @@ pub fn file_name(rule: &str) -> String {
 /// Writes `rows`; duplicate column names (a join's `event_time` on both sides) get `_2`, `_3`
 /// suffixes, since Parquet readers look columns up by name.
 fn write_parquet(path: &Path, rows: &RecordBatch) -> anyhow::Result<()> {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let fields: Vec<arrow::datatypes::Field> = rows
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let n = seen.entry(f.name().clone()).or_default();
-            *n += 1;
-            if *n == 1 {
-                f.as_ref().clone()
-            } else {
-                f.as_ref().clone().with_name(format!("{}_{n}", f.name()))
-            }
-        })
-        .collect();
     let rows =
-        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), rows.columns().to_vec())?;
+        RecordBatch::try_new(vigil_sql::registry::unique_names(&rows.schema()), rows.columns().to_vec())?;
     let rows = &rows;
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = ArrowWriter::try_new(file, rows.schema(), None)?;

@@ -497,26 +497,33 @@ impl WindowAgg {
             return Ok(due);
         }
         let pane = self.window.pane().expect("tumble and hop have panes");
-        let mut groups: BTreeMap<(i64, OwnedRow, bool), Vec<u32>> = BTreeMap::new();
+        // Rows grouped by (pane, key, insert or retract), keys borrowed from the batch's rows.
+        let mut groups: HashMap<(i64, datafusion::arrow::row::Row<'_>, bool), Vec<u32>> = HashMap::new();
         for i in 0..d.len() {
             if times.is_null(i) {
                 continue;
             }
             let t = times.value(i);
-            let ends = self.ends(t);
-            if ends.iter().all(|&e| closed(e)) {
+            // The last window containing t ends at the last window start at or before t, plus
+            // the size; if that one is closed, every window of the row is.
+            let (step, size) = match self.window {
+                WindowKind::Hop { slide, size } => (slide, size),
+                _ => (self.size(), self.size()),
+            };
+            if closed(t.div_euclid(step) * step + size) {
                 self.late += 1;
                 continue;
             }
             let p = t.div_euclid(pane) * pane;
             let diff = d.diffs[i];
-            let entry = groups.entry((p, rows.row(i).owned(), diff > 0)).or_default();
+            let entry = groups.entry((p, rows.row(i), diff > 0)).or_default();
             for _ in 0..diff.unsigned_abs().max(1) {
                 entry.push(i as u32);
             }
         }
         let mut panes_touched = BTreeSet::new();
         for ((p, key, insert), idx) in groups {
+            let key = key.owned();
             panes_touched.insert(p);
             if !self.panes.get(&p).is_some_and(|g| g.contains_key(&key)) {
                 let fresh = self.fresh()?;
