@@ -180,6 +180,22 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     }
     assert!(windows.len() >= 2, "rows of successive windows arrive as they close: {windows:?}");
 
+    // A rule created with backfill starts from the retained events: its first window is the
+    // city's first (20:00:00 to 20:00:02), though it was created seconds later.
+    city.ok("CREATE RULE early WITH (backfill = '10 minutes') AS \
+         SELECT window_end, count(*) AS n FROM detections GROUP BY tumble(event_time, INTERVAL '2 seconds')");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let out = city.ok("SELECT min(window_end) FROM early");
+        let v = out.lines().nth(1).unwrap_or_default().trim().to_owned();
+        if !v.is_empty() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(first, "2026-06-14T20:00:02Z", "backfilled from the start of the city");
+    city.ok("DROP RULE early");
+
     let plan = city.ok("EXPLAIN RULE busy_cameras");
     assert!(plan.contains("WindowAggregate: window=Tumble { size: 2000 }"), "{plan}");
 
@@ -215,4 +231,19 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     let rules = city.ok("SHOW RULES");
     assert!(rules.contains("keep_me|") && !rules.contains("busy_cameras"), "{rules}");
     city.stop();
+}
+
+#[test]
+fn the_endpoint_refuses_to_start_without_a_password() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["demo", "--fast", "--duration", "1", "--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
+        .env_remove("VIGIL_PG_PASSWORD")
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("vigil runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("VIGIL_PG_PASSWORD") && stderr.contains("no anonymous access"), "{stderr}");
 }
