@@ -61,11 +61,6 @@ pub struct Retained {
 }
 
 impl Retained {
-    /// The retention horizon, ms.
-    pub fn horizon_ms(&self) -> Millis {
-        self.horizon_ms
-    }
-
     /// Every retained batch of `stream`.
     pub fn batches(&self, stream: StreamKind) -> Vec<RecordBatch> {
         self.workers

@@ -49,23 +49,13 @@ impl Default for Catalog {
             .map(|s| (s.name().to_owned(), source(s.schema())))
             .chain(reference_tables().into_iter().map(|(name, schema)| (name, source(schema))))
             .collect();
-        let scalars = datafusion::functions::all_default_functions()
-            .into_iter()
-            .chain(crate::window::window_udfs())
-            .flat_map(|f| {
-                let names: Vec<String> =
-                    std::iter::once(f.name().to_owned()).chain(f.aliases().iter().cloned()).collect();
-                names.into_iter().map(move |n| (n, Arc::clone(&f)))
-            })
-            .collect();
-        let aggregates = datafusion::functions_aggregate::all_default_aggregate_functions()
-            .into_iter()
-            .flat_map(|f| {
-                let names: Vec<String> =
-                    std::iter::once(f.name().to_owned()).chain(f.aliases().iter().cloned()).collect();
-                names.into_iter().map(move |n| (n, Arc::clone(&f)))
-            })
-            .collect();
+        let scalars = by_name(
+            datafusion::functions::all_default_functions().into_iter().chain(crate::window::window_udfs()),
+            |f| (f.name(), f.aliases()),
+        );
+        let aggregates = by_name(datafusion::functions_aggregate::all_default_aggregate_functions(), |f| {
+            (f.name(), f.aliases())
+        });
         let mut options = ConfigOptions::default();
         options.sql_parser.collect_spans = true;
         // What DataFusion's SessionState registers: `count(*)`, `extract`, `x['field']`, ...
@@ -79,17 +69,27 @@ impl Default for Catalog {
     }
 }
 
+/// Each function under its name and under every alias (`length` is `character_length`).
+fn by_name<F>(
+    functions: impl IntoIterator<Item = Arc<F>>,
+    names: impl Fn(&F) -> (&str, &[String]),
+) -> HashMap<String, Arc<F>> {
+    let mut map = HashMap::new();
+    for f in functions {
+        let (name, aliases) = names(&f);
+        for n in std::iter::once(name.to_owned()).chain(aliases.iter().cloned()) {
+            map.insert(n, Arc::clone(&f));
+        }
+    }
+    map
+}
+
 impl Catalog {
     /// Names of the tables, sorted, for error messages.
     pub fn table_names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.tables.keys().map(String::as_str).collect();
         v.sort();
         v
-    }
-
-    /// Whether `name` is an aggregate function.
-    pub fn is_aggregate(&self, name: &str) -> bool {
-        self.aggregates.contains_key(&name.to_ascii_lowercase())
     }
 }
 

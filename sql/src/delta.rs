@@ -10,10 +10,8 @@
 //! serializable data; within one process it moves values without serializing them, and the
 //! serde implementation here (Arrow IPC) makes the type honest for a multi-process deployment.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{filter, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -115,11 +113,6 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Keeps `array`'s values where `mask` is true (a re-export for operators).
-pub fn filter_array(array: &dyn Array, mask: &BooleanArray) -> Result<ArrayRef, ArrowError> {
-    filter(array, mask)
-}
-
 /// Wire form: the rows as an Arrow IPC stream, then times and diffs.
 #[derive(Serialize, Deserialize)]
 struct Wire {
@@ -156,13 +149,10 @@ impl<'de> Deserialize<'de> for Delta {
     }
 }
 
-/// An empty delta of `schema`.
-pub fn empty(schema: &SchemaRef) -> Delta {
-    Delta { rows: RecordBatch::new_empty(Arc::clone(schema)), times: Vec::new(), diffs: Vec::new() }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};

@@ -181,25 +181,6 @@ impl Node {
         }
     }
 
-    /// The streams the plan reads.
-    pub fn streams(&self, out: &mut Vec<StreamKind>) {
-        match self {
-            Node::Source { stream } => {
-                if !out.contains(stream) {
-                    out.push(*stream)
-                }
-            }
-            Node::Reference { .. } => {}
-            Node::Map { input, .. } | Node::Distinct { input } => input.streams(out),
-            Node::Aggregate(a) => a.input.streams(out),
-            Node::Join(j) => {
-                j.left.streams(out);
-                j.right.streams(out);
-            }
-            Node::Union { inputs, .. } => inputs.iter().for_each(|i| i.streams(out)),
-        }
-    }
-
     /// The dataflow plan as indented text (`EXPLAIN RULE`).
     pub fn explain(&self) -> String {
         let mut s = String::new();
