@@ -5,36 +5,12 @@
 //! arriving up to 5 s out of order, where the rows the watermark left behind are late and
 //! excluded on both sides.
 
+mod common;
+
+use common::{python, root, vigil};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("VIGIL_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(p.exists(), "{} missing: run scripts/test, which installs duckdb and pyarrow", p.display());
-    p
-}
-
-fn vigil(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("vigil runs");
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use std::process::Command;
 
 /// The corpus as a rule file: `CREATE RULE <name> AS <vigil>;` per entry.
 fn corpus_rules(dir: &Path) -> (PathBuf, usize) {
