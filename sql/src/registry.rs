@@ -85,28 +85,36 @@ impl RuleOut {
     fn publish(&self, d: Delta) {
         let newest = d.times.iter().copied().max().unwrap_or(0);
         self.latest.fetch_max(newest, Ordering::Relaxed);
+        // Under the lock, so that a subscriber's snapshot and its live changes never overlap.
+        let mut recent = self.recent.lock().expect("rule output");
+        recent.push_back(d.clone());
+        // Keep what is within the retention of the newest change (memory stays bounded).
+        while recent
+            .front()
+            .is_some_and(|f| f.times.iter().copied().max().unwrap_or(0) + self.keep_ms < newest)
         {
-            let mut recent = self.recent.lock().expect("rule output");
-            recent.push_back(d.clone());
-            // Keep what is within the retention of the newest change (memory stays bounded).
-            while recent
-                .front()
-                .is_some_and(|f| f.times.iter().copied().max().unwrap_or(0) + self.keep_ms < newest)
-            {
-                recent.pop_front();
-            }
+            recent.pop_front();
         }
         let _ = self.tx.send(Arc::new(d));
+    }
+
+    /// The current contents and the changes after them, exactly: every change is in one or
+    /// the other (a subscriber that falls too far behind is told it lagged).
+    pub fn snapshot_and_subscribe(
+        &self,
+        schema: &SchemaRef,
+    ) -> Result<(RecordBatch, broadcast::Receiver<Arc<Delta>>)> {
+        let recent = self.recent.lock().expect("rule output");
+        let rx = self.tx.subscribe();
+        let deltas: Vec<Delta> = recent.iter().cloned().collect();
+        drop(recent);
+        let rows = consolidate(schema, &deltas).map_err(|e| SqlError::Internal(e.to_string()))?;
+        Ok((rows, rx))
     }
 
     /// The latest time of any change so far.
     pub fn latest(&self) -> u64 {
         self.latest.load(Ordering::Relaxed)
-    }
-
-    /// Live changes from now on (a subscriber that falls too far behind is told it lagged).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Delta>> {
-        self.tx.subscribe()
     }
 
     /// The rule's current contents (within the retention).
@@ -443,4 +451,42 @@ fn builder(rule: &Rule, out: &Arc<RuleOut>, bus: Option<AlertBus>) -> Builder {
         }
         probe
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_and_the_live_changes_after_it_hold_every_change_exactly_once() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let out = Arc::new(RuleOut::new(u64::MAX / 4));
+        let writer = {
+            let (out, schema) = (Arc::clone(&out), Arc::clone(&schema));
+            std::thread::spawn(move || {
+                for v in 0..2_000i64 {
+                    let rows =
+                        RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![v]))])
+                            .unwrap();
+                    out.publish(Delta::inserts(rows, vec![v as u64]));
+                }
+            })
+        };
+        while out.latest() < 500 {
+            std::thread::yield_now();
+        }
+        let (snapshot, mut rx) = out.snapshot_and_subscribe(&schema).unwrap();
+        writer.join().unwrap();
+        let mut seen: Vec<i64> =
+            snapshot.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        while let Ok(d) = rx.try_recv() {
+            let v = d.rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            seen.extend((0..v.len()).map(|i| v.value(i)));
+        }
+        seen.sort();
+        assert_eq!(seen, (0..2_000).collect::<Vec<_>>());
+    }
 }

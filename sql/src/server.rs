@@ -254,10 +254,8 @@ impl Session {
             return error("0A000", format!("rule {name} comes from the configuration; its rows are alerts"));
         };
         let schema = entry.rule.schema.clone();
-        // Subscribe before reading the snapshot, so that no change falls between them.
-        let rx = out.subscribe();
-        let snapshot = match out.contents(&schema) {
-            Ok(rows) => rows,
+        let (snapshot, rx) = match out.snapshot_and_subscribe(&schema) {
+            Ok(x) => x,
             Err(e) => return user_error(e),
         };
         let columns = schema.fields().len() + 2;
