@@ -962,39 +962,58 @@ fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext
 /// Rows kept by one side of a join.
 #[derive(Default)]
 struct Kept {
-    batches: BTreeMap<u64, (RecordBatch, Vec<Time>, i64)>,
-    /// key → (batch, row); entries of dropped batches are skipped and swept now and then.
+    batches: BTreeMap<u64, KeptBatch>,
+    /// key → (batch, row); entries of dropped batches are skipped, and swept once they
+    /// outnumber the live rows (so memory and probes stay proportional to what is kept).
     index: HashMap<OwnedRow, Vec<(u64, u32)>>,
     next: u64,
-    swept_at: usize,
+    /// Entries in `index`, and rows of the kept batches that are indexed.
+    indexed: usize,
+    live: usize,
+}
+
+/// A kept batch: rows, their times, when it expires, and how many of its rows are indexed.
+struct KeptBatch {
+    rows: RecordBatch,
+    times: Vec<Time>,
+    expiry: i64,
+    indexed: usize,
 }
 
 impl Kept {
     fn insert(&mut self, d: &Delta, keys: &datafusion::arrow::row::Rows, expiry: i64) -> u64 {
         let id = self.next;
         self.next += 1;
+        let mut indexed = 0;
         for i in 0..d.len() {
             if d.diffs[i] > 0 {
                 self.index.entry(keys.row(i).owned()).or_default().push((id, i as u32));
+                indexed += 1;
             }
         }
-        self.batches.insert(id, (d.rows.clone(), d.times.clone(), expiry));
+        self.indexed += indexed;
+        self.live += indexed;
+        self.batches.insert(id, KeptBatch { rows: d.rows.clone(), times: d.times.clone(), expiry, indexed });
         id
     }
 
     fn expire(&mut self, frontier: Option<Time>) {
-        let f = match frontier {
-            Some(f) => f as i64,
-            None => i64::MAX,
-        };
-        self.batches.retain(|_, (_, _, exp)| *exp >= f);
-        if self.index.len() > 2 * self.swept_at.max(1024) || self.batches.is_empty() {
-            let live = &self.batches;
+        let f = frontier.map_or(i64::MAX, |f| f as i64);
+        let live = &mut self.live;
+        self.batches.retain(|_, b| {
+            let keep = b.expiry >= f;
+            if !keep {
+                *live -= b.indexed;
+            }
+            keep
+        });
+        if self.indexed > 2 * self.live + 1024 {
+            let batches = &self.batches;
             self.index.retain(|_, v| {
-                v.retain(|(b, _)| live.contains_key(b));
+                v.retain(|(b, _)| batches.contains_key(b));
                 !v.is_empty()
             });
-            self.swept_at = self.index.len();
+            self.indexed = self.live;
         }
     }
 
@@ -1162,7 +1181,7 @@ fn stream_ref_step(
             let after = refs.index.get(&key).map_or(0, Vec::len);
             let matched: Vec<(u64, u32)> = kept.matches(&key).collect();
             for (b, r) in matched {
-                let (batch, times, _) = &kept.batches[&b];
+                let KeptBatch { rows: batch, times, .. } = &kept.batches[&b];
                 let st = times[r as usize];
                 if st as i64 + retention < t_i {
                     continue;
@@ -1288,7 +1307,7 @@ fn interval_step(
                 continue;
             }
             for (b, r) in rkept.matches(&keys.row(i).owned()) {
-                let (batch, times, _) = &rkept.batches[&b];
+                let KeptBatch { rows: batch, times, .. } = &rkept.batches[&b];
                 let p = *rpos.entry(b).or_insert_with(|| {
                     rb.push(batch.clone());
                     rb.len() - 1
@@ -1310,7 +1329,7 @@ fn interval_step(
                 continue;
             }
             for (b, r) in lkept.matches(&keys.row(i).owned()) {
-                let (batch, times, _) = &lkept.batches[&b];
+                let KeptBatch { rows: batch, times, .. } = &lkept.batches[&b];
                 let p = *lpos.entry(b).or_insert_with(|| {
                     lb.push(batch.clone());
                     lb.len() - 1
@@ -1480,4 +1499,32 @@ fn render_distinct<'s>(input: Deltas<'s>, cx: &RenderContext) -> Deltas<'s> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn kept_join_rows_with_few_keys_do_not_pile_up_in_the_index() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let mut kept = Kept::default();
+        for t in 0..10_000u64 {
+            // Ten rows per time, all with one of two keys: few keys, many rows over time.
+            let keys: ArrayRef = Arc::new(Int64Array::from_iter_values((0..10).map(|i| i % 2)));
+            let rows = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::clone(&keys)]).unwrap();
+            let d = Delta::inserts(rows, vec![t; 10]);
+            kept.insert(&d, &key_rows(&[keys]).unwrap(), t as i64 + 100);
+            kept.expire(Some(t));
+        }
+        // About 100 times' worth of rows are live; the index holds at most a bounded multiple.
+        assert!(kept.live <= 1_010, "{}", kept.live);
+        let entries: usize = kept.index.values().map(Vec::len).sum();
+        assert!(entries <= 2 * kept.live + 1024 + 10, "{entries} index entries for {} live rows", kept.live);
+        let key = key_rows(&[Arc::new(Int64Array::from(vec![0])) as ArrayRef]).unwrap().row(0).owned();
+        assert_eq!(kept.matches(&key).count(), kept.live / 2);
+    }
 }
