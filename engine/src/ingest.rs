@@ -71,6 +71,11 @@ impl Retained {
             .collect()
     }
 
+    /// Every reference-table change so far, in order.
+    pub fn references(&self) -> &[(Time, EventBatch)] {
+        &self.references
+    }
+
     /// Per worker, what a new dataflow starting at `from` needs: the reference changes (worker
     /// 0), then the event batches at or after `from`.
     pub fn backfill(&self, from: Time) -> Vec<Vec<(Time, EventBatch)>> {

@@ -203,6 +203,8 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     let count = city.ok("SELECT count(*) FROM detections WHERE class = 'person'");
     let n: u64 = count.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("a count");
     assert!(n > 0, "{count}");
+    let listed = city.ok("SELECT plate, legal_basis FROM watchlist");
+    assert!(listed.contains("12345-ب-6|stolen-vehicle report DGSN-2026-00118"), "reference tables: {listed}");
     let top = city.ok("SELECT camera_id, detections FROM busy_cameras ORDER BY detections DESC LIMIT 1");
     assert_eq!(top.lines().count(), 3, "header, one row, footer: {top}");
 

@@ -327,15 +327,14 @@ impl Registry {
                 .into_iter()
                 .map(|(t, _)| {
                     let d = r
-                        .backfill(0)
-                        .into_iter()
-                        .flatten()
+                        .references()
+                        .iter()
                         .filter_map(|(time, b)| match &b.kind {
                             BatchKind::Reference { table, diff } if **table == *t => {
                                 let n = b.data.num_rows();
                                 Some(Delta {
                                     rows: b.data.clone(),
-                                    times: vec![time; n],
+                                    times: vec![*time; n],
                                     diffs: vec![*diff; n],
                                 })
                             }
