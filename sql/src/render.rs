@@ -286,11 +286,7 @@ impl Sliding {
         if self.head == self.front.len() && self.back.first().is_some_and(|(p, _)| *p < start) {
             // Flip: the back stack becomes the front, with suffix merges computed once.
             let back = std::mem::take(&mut self.back);
-            let mut running: Accs = aggs
-                .iter()
-                .map(|a| a.create_accumulator())
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
+            let mut running = fresh(aggs)?;
             let mut front = Vec::with_capacity(back.len());
             for (p, states) in back.into_iter().rev() {
                 for (acc, st) in running.iter_mut().zip(&states) {
@@ -306,11 +302,7 @@ impl Sliding {
             front.reverse();
             self.front = front;
             self.head = 0;
-            self.back_acc = aggs
-                .iter()
-                .map(|a| a.create_accumulator())
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
+            self.back_acc = fresh(aggs)?;
             while self.head < self.front.len() && self.front[self.head].0 < start {
                 self.head += 1;
             }
@@ -322,11 +314,7 @@ impl Sliding {
         if self.front.is_empty() && self.back.is_empty() {
             return Ok(None);
         }
-        let mut result: Accs = aggs
-            .iter()
-            .map(|a| a.create_accumulator())
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let mut result = fresh(aggs)?;
         if let Some((_, suffix)) = self.front.get(self.head) {
             for (acc, st) in result.iter_mut().zip(suffix) {
                 acc.merge_batch(st).map_err(|e| e.to_string())?;
@@ -339,6 +327,16 @@ impl Sliding {
         }
         Ok(Some(result))
     }
+}
+
+/// New, empty accumulators for `aggs`.
+fn fresh(aggs: &[Arc<AggregateFunctionExpr>]) -> Result<Accs, String> {
+    aggs.iter().map(|a| a.create_accumulator().map_err(|e| e.to_string())).collect()
+}
+
+/// Whether the window ending at `end` is closed: the frontier has passed every time before it.
+fn window_closed(end: i64, frontier: Option<Time>) -> bool {
+    before((end - 1).max(0) as Time, frontier)
 }
 
 /// The state of `slot` as arrays, leaving `slot` as it was (`state` may move contents out).
@@ -375,7 +373,8 @@ struct WindowAgg {
     dirty: BTreeSet<i64>,
     /// Every window ending at or before this has been emitted.
     closed_through: i64,
-    /// Rows that arrived after their window had closed.
+    /// Rows that arrived after their window had closed, since last reported. Only rows behind
+    /// a retroactive join can (an event on time is never behind the watermark).
     late: u64,
 }
 
@@ -412,7 +411,7 @@ impl WindowAgg {
     }
 
     fn fresh(&self) -> Result<Accs, String> {
-        self.aggs.iter().map(|a| a.create_accumulator().map_err(|e| e.to_string())).collect()
+        fresh(&self.aggs)
     }
 
     /// The ends of the windows that contain `t`.
@@ -459,7 +458,7 @@ impl WindowAgg {
             .iter()
             .map(|a| a.expressions().iter().map(|e| eval(e, &d.rows)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<_, _>>()?;
-        let closed = |end: i64| before((end - 1).max(0) as Time, frontier);
+        let closed = |end: i64| window_closed(end, frontier);
         if let WindowKind::Session { gap } = self.window {
             for i in 0..d.len() {
                 if times.is_null(i) {
@@ -481,13 +480,7 @@ impl WindowAgg {
                     start = start.min(k);
                     merged.last = merged.last.max(s.last);
                     for (into, from) in merged.accs.iter_mut().zip(s.accs.iter_mut()) {
-                        let state = from.state().map_err(|e| e.to_string())?;
-                        let arrays = state
-                            .iter()
-                            .map(|v| v.to_array())
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| e.to_string())?;
-                        into.merge_batch(&arrays).map_err(|e| e.to_string())?;
+                        into.merge_batch(&state_arrays(from.as_mut())?).map_err(|e| e.to_string())?;
                     }
                 }
                 update(&mut merged.accs, &args, &[i as u32], d.diffs[i])?;
@@ -548,7 +541,7 @@ impl WindowAgg {
     /// Emits what is final (or, in updates mode, what changed) once the frontier is at `frontier`.
     fn flush(&mut self, frontier: Option<Time>) -> Result<Vec<(i64, Delta)>, String> {
         let mut out = Vec::new();
-        let closed = |end: i64| before((end - 1).max(0) as Time, frontier);
+        let closed = |end: i64| window_closed(end, frontier);
         if let WindowKind::Session { gap } = self.window {
             let mut done: Vec<(i64, OwnedRow, i64, Accs)> = Vec::new();
             for (key, group) in self.sessions.iter_mut() {
@@ -566,10 +559,9 @@ impl WindowAgg {
                 by_end.entry(end).or_default().push((key, start, end, accs));
             }
             for (end, groups) in by_end {
-                out.push((end, Delta::inserts(self.rows(groups)?, Vec::new())));
-            }
-            for (end, d) in out.iter_mut() {
-                d.times = vec![*end as Time; d.len()];
+                let rows = self.rows(groups)?;
+                let n = rows.num_rows();
+                out.push((end, Delta::inserts(rows, vec![end as Time; n])));
             }
             return Ok(out);
         }
@@ -618,7 +610,7 @@ impl WindowAgg {
         size: i64,
         frontier: Option<Time>,
     ) -> Result<Vec<(i64, Delta)>, String> {
-        let closed = |end: i64| before((end - 1).max(0) as Time, frontier);
+        let closed = |end: i64| window_closed(end, frontier);
         let mut out = Vec::new();
         loop {
             let mut next: Option<i64> = None;
@@ -683,7 +675,7 @@ impl WindowAgg {
 
     /// Updates mode: the changes of the windows that changed and are still open.
     fn updates(&mut self, frontier: Option<Time>) -> Result<Vec<Delta>, String> {
-        let closed = |end: i64| before((end - 1).max(0) as Time, frontier);
+        let closed = |end: i64| window_closed(end, frontier);
         let (size, pane) = (self.size(), self.window.pane().expect("panes"));
         let mut out = Vec::new();
         for end in std::mem::take(&mut self.dirty) {
@@ -737,17 +729,11 @@ impl WindowAgg {
         for (_, groups) in self.panes.range_mut(start..end) {
             for (k, accs) in groups.iter_mut() {
                 if !merged.contains_key(k) {
-                    let fresh = aggs.iter().map(|a| a.create_accumulator()).collect::<Result<_, _>>();
-                    merged.insert(k.clone(), fresh.map_err(|e| e.to_string())?);
+                    merged.insert(k.clone(), fresh(&aggs)?);
                 }
                 let into = merged.get_mut(k).expect("inserted");
-                for (i, acc) in accs.iter_mut().enumerate() {
-                    let arrays = state_arrays(acc.as_mut())?;
-                    into[i].merge_batch(&arrays).map_err(|e| e.to_string())?;
-                    // `state` may move the accumulator's contents out: put them back.
-                    let mut again = aggs[i].create_accumulator().map_err(|e| e.to_string())?;
-                    again.merge_batch(&arrays).map_err(|e| e.to_string())?;
-                    *acc = again;
+                for ((into, acc), agg) in into.iter_mut().zip(accs.iter_mut()).zip(&aggs) {
+                    into.merge_batch(&snapshot(acc, agg)?).map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -832,18 +818,13 @@ fn state_arrays(acc: &mut dyn Accumulator) -> Result<Vec<ArrayRef>, String> {
     state.iter().map(|v| v.to_array()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
 }
 
-/// A copy of the accumulator in `slot` (through its state); `slot` is restored, since
-/// `state` may move an accumulator's contents out.
+/// A copy of the accumulator in `slot` (through its state), leaving `slot` as it was.
 fn copy_acc(
     slot: &mut Box<dyn Accumulator>,
     agg: &Arc<AggregateFunctionExpr>,
 ) -> Result<Box<dyn Accumulator>, String> {
-    let arrays = state_arrays(slot.as_mut())?;
     let mut copy = agg.create_accumulator().map_err(|e| e.to_string())?;
-    copy.merge_batch(&arrays).map_err(|e| e.to_string())?;
-    let mut back = agg.create_accumulator().map_err(|e| e.to_string())?;
-    back.merge_batch(&arrays).map_err(|e| e.to_string())?;
-    *slot = back;
+    copy.merge_batch(&snapshot(slot, agg)?).map_err(|e| e.to_string())?;
     Ok(copy)
 }
 
@@ -898,6 +879,12 @@ fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext
                                 caps.entry(e)
                                     .or_insert_with(|| cap.delayed(&(e.max(0) as Time).max(*cap.time())));
                             }
+                            if state.late > 0 {
+                                err(format!(
+                                    "{} rows reached windows that had already closed and were left out",
+                                    std::mem::take(&mut state.late)
+                                ));
+                            }
                         }
                         Err(e) => err(format!("window aggregate: {e}")),
                     };
@@ -907,8 +894,11 @@ fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext
                         let slot = stash.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
                         slot.1.extend(data.drain(..).map(|(_, d)| d));
                     } else {
+                        // Late is judged against the message's time, not the frontier seen now
+                        // (which may lag behind it): the same rows count whatever the schedule.
+                        let at = Some(*cap.time());
                         for (_, d) in data.drain(..) {
-                            absorb(state, &cap, &d, f);
+                            absorb(state, &cap, &d, at);
                         }
                     }
                 });
@@ -931,7 +921,7 @@ fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext
                         Err(e) => err(format!("window aggregate: {e}")),
                     }
                 }
-                if caps.first_key_value().is_some_and(|(e, _)| before((*e - 1).max(0) as Time, f)) {
+                if caps.first_key_value().is_some_and(|(e, _)| window_closed(*e, f)) {
                     match state.flush(f) {
                         Ok(out) => {
                             for (end, d) in out {
@@ -950,7 +940,7 @@ fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext
                     }
                 }
                 // Release capabilities for windows that have closed.
-                caps.retain(|e, _| !before((*e - 1).max(0) as Time, f));
+                caps.retain(|e, _| !window_closed(*e, f));
             }
         },
     )

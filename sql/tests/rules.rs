@@ -231,3 +231,24 @@ fn explain_shows_the_dataflow_plan() {
         assert!(plan.contains(part), "{part} missing from:\n{plan}");
     }
 }
+
+#[test]
+fn rows_reaching_a_closed_window_are_reported_not_dropped_silently() {
+    // A watchlist entry added at 20 s matches a read of 1 s retroactively; the read's window
+    // closed long before, so the aggregate above the join cannot count it, and says so.
+    let r = rule(
+        "SELECT window_end, count(*) FROM plate_reads r JOIN watchlist w ON r.plate = w.plate \
+         GROUP BY tumble(r.event_time, INTERVAL '1 second')",
+    );
+    let (out, errors) = run(vec![r.clone()], 1, |f| {
+        f.reads(0, &[(1, 1_000, "LATE-1")]);
+        f.advance(20_000);
+        f.watch("LATE-1", 1);
+        f.advance(30_000);
+    });
+    assert_eq!(final_rows(&r, &out[0]).num_rows(), 0);
+    assert!(
+        errors.iter().any(|(_, e)| e.contains("1 rows reached windows that had already closed")),
+        "{errors:?}"
+    );
+}
