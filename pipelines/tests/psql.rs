@@ -53,26 +53,19 @@ impl City {
         City { child, port }
     }
 
+    /// `cmd` (psql, or a wrapper whose next argument is psql) with the connection arguments.
+    fn connect(&self, mut cmd: Command, user: &str) -> Command {
+        cmd.args(["-X", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", "vigil"]);
+        cmd
+    }
+
     fn psql(&self, sql: &str) -> Output {
         self.psql_as("vigil", PASSWORD, sql)
     }
 
     fn psql_as(&self, user: &str, password: &str, sql: &str) -> Output {
-        Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                user,
-                "-d",
-                "vigil",
-                "-A",
-                "-F",
-                "|",
-            ])
+        self.connect(Command::new("psql"), user)
+            .args(["-A", "-F", "|"])
             .args(["-c", sql])
             .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10")
@@ -96,20 +89,10 @@ impl City {
 
     /// `SUBSCRIBE` through psql (unbuffered, as on a terminal): the first `n` lines.
     fn subscribe(&self, rule: &str, n: usize) -> Vec<String> {
-        let mut child = Command::new("stdbuf")
-            .args([
-                "-o0",
-                "psql",
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "vigil",
-                "-d",
-                "vigil",
-            ])
+        let mut stdbuf = Command::new("stdbuf");
+        stdbuf.args(["-o0", "psql"]);
+        let mut child = self
+            .connect(stdbuf, "vigil")
             .args(["-c", &format!("SUBSCRIBE {rule}")])
             .env("PGPASSWORD", PASSWORD)
             .stdin(Stdio::null())

@@ -106,41 +106,15 @@ pub fn render<'s>(node: &Node, events: &Stream<'s, Time, Vec<EventBatch>>, cx: &
         }
         Node::Map { input, steps, .. } => {
             let steps = steps.clone();
-            let err = Rc::clone(&cx.on_error);
-            render(input, events, cx).unary::<CB<Delta>, _, _, _>(Pipeline, "RuleMap", move |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut session = output.session(&cap);
-                        for d in data.drain(..) {
-                            match apply_steps(&steps, d) {
-                                Ok(Some(d)) => session.give(d),
-                                Ok(None) => {}
-                                Err(e) => err(e),
-                            }
-                        }
-                    });
-                }
-            })
+            map_deltas(render(input, events, cx), "RuleMap", cx, move |d| apply_steps(&steps, d))
         }
         Node::Union { inputs, schema } => {
             let mut out: Option<Deltas<'s>> = None;
             for i in inputs {
                 let s = Arc::clone(schema);
-                let err = Rc::clone(&cx.on_error);
-                let one =
-                    render(i, events, cx).unary::<CB<Delta>, _, _, _>(Pipeline, "UnionInput", move |_, _| {
-                        move |input, output| {
-                            input.for_each(|cap, data| {
-                                let mut session = output.session(&cap);
-                                for d in data.drain(..) {
-                                    match d.with_schema(Arc::clone(&s)) {
-                                        Ok(d) => session.give(d),
-                                        Err(e) => err(format!("union: {e}")),
-                                    }
-                                }
-                            });
-                        }
-                    });
+                let one = map_deltas(render(i, events, cx), "UnionInput", cx, move |d| {
+                    d.with_schema(Arc::clone(&s)).map(Some).map_err(|e| format!("union: {e}"))
+                });
                 out = Some(match out {
                     None => one,
                     Some(o) => o.concat(one),
@@ -152,6 +126,30 @@ pub fn render<'s>(node: &Node, events: &Stream<'s, Time, Vec<EventBatch>>, cx: &
         Node::Join(j) => render_join(j, render(&j.left, events, cx), render(&j.right, events, cx), cx),
         Node::Distinct { input } => render_distinct(render(input, events, cx), cx),
     }
+}
+
+/// A stateless operator: `f` turns each delta into one (or none); errors go to `on_error`.
+fn map_deltas<'s>(
+    input: Deltas<'s>,
+    name: &str,
+    cx: &RenderContext,
+    mut f: impl FnMut(Delta) -> Result<Option<Delta>, String> + 'static,
+) -> Deltas<'s> {
+    let err = Rc::clone(&cx.on_error);
+    input.unary::<CB<Delta>, _, _, _>(Pipeline, name, move |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for d in data.drain(..) {
+                    match f(d) {
+                        Ok(Some(d)) => session.give(d),
+                        Ok(None) => {}
+                        Err(e) => err(e),
+                    }
+                }
+            });
+        }
+    })
 }
 
 /// Applies map steps; `None` when no row is left.
