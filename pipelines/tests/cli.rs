@@ -220,6 +220,20 @@ fn bad_config_short_polygon() {
 }
 
 #[test]
+fn bad_config_psql_address() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[server]\npg_listen = \"localhost\"\n",
+        5,
+        &["server.pg_listen", "not an address", "127.0.0.1:6875"],
+    );
+}
+
+#[test]
+fn bad_config_memory_retention() {
+    expect_config_error("[city]\nfps = 10.0\n\n[retention]\nmemory_s = -5\n", 5, &["retention.memory_s"]);
+}
+
+#[test]
 fn bad_rule_unknown_column() {
     expect_config_error(
         "[city]\nfps = 10.0\n\n[[rules]]\nname = \"r\"\nsql = \"SELECT camera_id FROM detections WHERE colour = 'red'\"\n",
