@@ -7,5 +7,6 @@
 
 pub mod app;
 pub mod config;
+pub mod render;
 pub mod replay;
 pub mod sim;

@@ -1,0 +1,169 @@
+//! The models with the real ONNX Runtime 1.31.1 (from the PyPI wheel that `scripts/setup-models`
+//! installs): the YOLO detector on the generated shapes model in both output layouts, and MTCNN
+//! on a real photograph, judged against the reference Python MTCNN.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::{Rgb, RgbImage};
+use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
+use vigil_models::yolo::{Layout, YoloConfig, YoloDetector, iou};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("VIGIL_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from)
+}
+
+fn env() -> ort::environment::Environment {
+    vigil_models::runtime::environment(None).expect("ONNX Runtime: run scripts/setup-models first")
+}
+
+fn shapes_model(layout: &str) -> PathBuf {
+    let p = root().join(".models").join(format!("shapes_{layout}.onnx"));
+    assert!(p.is_file(), "{} is missing: run scripts/setup-models", p.display());
+    p
+}
+
+/// A 640 × 360 street-grey frame with coloured boxes (the simulator's palette).
+fn frame(boxes: &[(usize, [u32; 4])]) -> RgbImage {
+    let mut img = RgbImage::from_pixel(640, 360, Rgb([110, 112, 108]));
+    for &(class, [x, y, w, h]) in boxes {
+        let c = if class == 0 { Rgb([200, 40, 40]) } else { Rgb([40, 60, 200]) };
+        for yy in y..y + h {
+            for xx in x..x + w {
+                img.put_pixel(xx, yy, c);
+            }
+        }
+    }
+    img
+}
+
+#[test]
+fn yolo_finds_the_drawn_shapes_in_a_batch_in_both_layouts() {
+    let env = env();
+    let truths: Vec<Vec<(usize, [u32; 4])>> = vec![
+        vec![(0, [50, 100, 24, 60]), (1, [300, 200, 90, 44])],
+        vec![(0, [500, 40, 20, 56])],
+        vec![],
+        vec![(1, [100, 250, 84, 40]), (0, [400, 120, 26, 64]), (0, [580, 280, 22, 60])],
+    ];
+    let frames: Vec<RgbImage> = truths.iter().map(|t| frame(t)).collect();
+    let refs: Vec<&RgbImage> = frames.iter().collect();
+    let mut per_layout = Vec::new();
+    for layout in ["v8", "v5"] {
+        let mut config = YoloConfig::new(shapes_model(layout), vec!["person".into(), "vehicle".into()]);
+        config.class_thresholds = vec![("person".into(), 0.3), ("vehicle".into(), 0.3)];
+        let mut det = YoloDetector::new(&env, config).expect("model opens");
+        assert_eq!(
+            det.layout(),
+            if layout == "v8" { Layout::V8 } else { Layout::V5 },
+            "layout detected from the output shape"
+        );
+        let found = det.detect(&refs).expect("inference");
+        assert_eq!(found.len(), frames.len());
+        for (truth, dets) in truths.iter().zip(&found) {
+            assert_eq!(
+                dets.len(),
+                truth.len(),
+                "{layout}: one detection per shape, got {dets:?} for {truth:?}"
+            );
+            for (class, b) in truth {
+                let b = [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32];
+                let best =
+                    dets.iter().filter(|d| d.class == *class).map(|d| iou(&d.bbox, &b)).fold(0.0, f32::max);
+                assert!(best > 0.7, "{layout}: shape {b:?} of class {class} found with IoU {best}: {dets:?}");
+            }
+        }
+        per_layout.push(found);
+    }
+    // The two exports of one graph agree box for box.
+    for (a, b) in per_layout[0].iter().zip(&per_layout[1]) {
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.class, y.class);
+            assert!(iou(&x.bbox, &y.bbox) > 0.99 && (x.score - y.score).abs() < 1e-3, "{x:?} vs {y:?}");
+        }
+    }
+}
+
+#[test]
+fn a_class_count_that_does_not_match_the_model_is_refused_with_the_fix() {
+    let err =
+        YoloDetector::new(&env(), YoloConfig::new(shapes_model("v8"), vec!["person".into()])).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("shapes_v8.onnx") && msg.contains("matches neither"), "{msg}");
+    assert!(msg.contains("fix: list as many class names"), "{msg}");
+}
+
+#[test]
+fn a_file_that_is_not_a_model_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("yolov8n.pt");
+    std::fs::write(&bad, b"PK\x03\x04 a pytorch checkpoint, not onnx").unwrap();
+    let err = vigil_models::runtime::session(&env(), &bad, 1).unwrap_err().to_string();
+    assert!(err.contains("yolov8n.pt") && err.contains("ONNX Runtime refused it"), "{err}");
+    assert!(err.contains("fix: give the path of a valid .onnx file"), "{err}");
+    let missing =
+        vigil_models::runtime::session(&env(), &dir.path().join("nope.onnx"), 1).unwrap_err().to_string();
+    assert!(missing.contains("nope.onnx") && missing.contains("check the model path"), "{missing}");
+}
+
+/// Faces the reference MTCNN (Python) finds in an image file: `[x, y, w, h]` boxes.
+fn reference_faces(path: &Path) -> Vec<[f32; 4]> {
+    let out = Command::new(python()).arg(root().join("scripts/faces.py")).arg(path).output().expect("python");
+    assert!(out.status.success(), "faces.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+    v["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let b = f["box"].as_array().unwrap();
+            [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+fn astronaut() -> PathBuf {
+    let out = Command::new(python())
+        .arg(root().join("scripts/faces.py"))
+        .arg("--astronaut")
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn mtcnn_finds_the_astronauts_face_where_the_reference_does_and_blurring_hides_it() {
+    let photo = astronaut();
+    let img = image::open(&photo).expect("astronaut.png").to_rgb8();
+    let dir = MtcnnConfig::new(Mtcnn::locate(&root()).expect("mtcnn networks: run scripts/setup-models"));
+    let mut mtcnn = Mtcnn::new(&env(), dir).expect("mtcnn opens");
+    let faces = mtcnn.detect(&img).expect("mtcnn runs");
+    let reference = reference_faces(&photo);
+    assert_eq!(reference.len(), 1, "the reference finds the one face: {reference:?}");
+    assert_eq!(faces.len(), 1, "one face: {faces:?}");
+    let f = &faces[0];
+    let ours = [f.bbox[0], f.bbox[1], f.bbox[2] - f.bbox[0], f.bbox[3] - f.bbox[1]];
+    let overlap = iou(&ours, &reference[0]);
+    assert!(overlap > 0.8, "our box {ours:?} vs the reference's {:?}: IoU {overlap}", reference[0]);
+    assert!(f.score > 0.9);
+
+    let mut blurred = img.clone();
+    vigil_models::blur::blur_faces(&mut blurred, &faces);
+    let tmp = tempfile::tempdir().unwrap();
+    let stored = tmp.path().join("snapshot.jpg");
+    blurred.save(&stored).expect("jpeg");
+    assert_eq!(
+        reference_faces(&stored),
+        Vec::<[f32; 4]>::new(),
+        "the reference MTCNN finds no face after blurring"
+    );
+    assert!(mtcnn.detect(&blurred).unwrap().is_empty(), "nor does ours");
+    // The rest of the photo is untouched.
+    assert_eq!(blurred.get_pixel(10, 500), img.get_pixel(10, 500));
+}
