@@ -84,17 +84,15 @@ def main():
         path, file = m.split("=", 1)
         factory = make_factory(Feed(file, width, height), width, height, a.fps)
         if a.user:
-            factory.add_role_from_structure(
-                Gst.Structure.from_string(
-                    f"user, {GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS}=(boolean)true, "
-                    f"{GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT}=(boolean)true"
-                )[0]
-            )
+            permissions = GstRtspServer.RTSPPermissions()
+            permissions.add_permission_for_role("user", "media.factory.access", True)
+            permissions.add_permission_for_role("user", "media.factory.construct", True)
+            factory.set_permissions(permissions)
         mounts.add_factory(path, factory)
     if a.user:
         auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new_empty()
-        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "user")
         password = os.environ.get(a.password_env)
         if not password:
             sys.exit(f"--user needs the password in ${a.password_env}")

@@ -12,6 +12,7 @@
 //! | `zone_density` | zone and closed 10-second window              |
 //! | `alerts`       | alert raised by an operator or SQL rule       |
 //! | `late_events`  | event that arrived behind the watermark       |
+//! | `camera_health`| camera and health report (every few seconds)   |
 //!
 //! Camera-derived rows pack their `event_id` from (camera, frame, index) with [`EventId`];
 //! derived rows (density windows, alerts) document their own packing next to the operator
@@ -42,17 +43,20 @@ pub enum StreamKind {
     Alerts,
     /// Events that arrived behind the watermark.
     LateEvents,
+    /// Per-camera health reports (state, rates, errors, lag).
+    CameraHealth,
 }
 
 impl StreamKind {
     /// Every stream, in a fixed order.
-    pub const ALL: [StreamKind; 6] = [
+    pub const ALL: [StreamKind; 7] = [
         StreamKind::Detections,
         StreamKind::Tracks,
         StreamKind::PlateReads,
         StreamKind::ZoneDensity,
         StreamKind::Alerts,
         StreamKind::LateEvents,
+        StreamKind::CameraHealth,
     ];
 
     /// The stream's name, as used for tables, directories and file names.
@@ -64,6 +68,7 @@ impl StreamKind {
             StreamKind::ZoneDensity => "zone_density",
             StreamKind::Alerts => "alerts",
             StreamKind::LateEvents => "late_events",
+            StreamKind::CameraHealth => "camera_health",
         }
     }
 
@@ -74,7 +79,7 @@ impl StreamKind {
 
     /// The stream's Arrow schema.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: OnceLock<[SchemaRef; 6]> = OnceLock::new();
+        static SCHEMAS: OnceLock<[SchemaRef; 7]> = OnceLock::new();
         let all = SCHEMAS.get_or_init(|| {
             [
                 detections_schema(),
@@ -83,6 +88,7 @@ impl StreamKind {
                 zone_density_schema(),
                 alerts_schema(),
                 late_events_schema(),
+                camera_health_schema(),
             ]
         });
         Arc::clone(&all[self as usize])
@@ -174,6 +180,28 @@ fn late_events_schema() -> SchemaRef {
     with_keys(vec![
         Field::new("stream", DataType::Utf8, false),
         Field::new("watermark", event_time_type(), false),
+    ])
+}
+
+fn camera_health_schema() -> SchemaRef {
+    with_keys(vec![
+        Field::new("camera", DataType::Utf8, false),
+        // connecting, streaming, backoff or failed.
+        Field::new("state", DataType::Utf8, false),
+        // Frames per second received (decoded) and passed on to analytics, since the last report.
+        Field::new("fps_in", DataType::Float64, false),
+        Field::new("fps_out", DataType::Float64, false),
+        // Totals since start.
+        Field::new("frames_dropped", DataType::UInt64, false),
+        Field::new("decode_errors", DataType::UInt64, false),
+        Field::new("reconnects", DataType::UInt64, false),
+        // Receive time minus capture time of the last frame, ms.
+        Field::new("lag_ms", DataType::Float64, true),
+        // Camera clock (RTCP sender reports) minus receive clock, ms; null before the first report.
+        Field::new("clock_skew_ms", DataType::Float64, true),
+        // Where event times come from: rtcp or receive.
+        Field::new("time_source", DataType::Utf8, false),
+        Field::new("last_error", DataType::Utf8, true),
     ])
 }
 

@@ -6,6 +6,7 @@
 //! ingestion over RTSP and the HTTP server arrive in later issues.
 
 pub mod app;
+pub mod camera;
 pub mod config;
 pub mod render;
 pub mod replay;

@@ -15,8 +15,13 @@ use datafusion::sql::planner::ContextProvider;
 use vigil_engine::schema::StreamKind;
 
 /// Streams a rule may read from.
-pub const STREAMS: [StreamKind; 4] =
-    [StreamKind::Detections, StreamKind::Tracks, StreamKind::PlateReads, StreamKind::ZoneDensity];
+pub const STREAMS: [StreamKind; 5] = [
+    StreamKind::Detections,
+    StreamKind::Tracks,
+    StreamKind::PlateReads,
+    StreamKind::ZoneDensity,
+    StreamKind::CameraHealth,
+];
 
 /// The reference tables rules can join: name and schema.
 pub fn reference_tables() -> Vec<(String, SchemaRef)> {

@@ -35,3 +35,72 @@ pub fn vigil(args: &[&str], dir: &Path) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+/// Renders `frames` frames of simulated camera `camera` (640 × 360) as raw RGB into `dir`, for
+/// the RTSP test server; returns the file.
+#[allow(dead_code)]
+pub fn render_frames(dir: &Path, camera: u32, frames: usize) -> PathBuf {
+    use std::io::Write;
+    let config = vigil_pipelines::config::Config::embedded();
+    let params = vigil_pipelines::sim::SimParams::from_config(&config);
+    let mut r = vigil_pipelines::render::Renderer::new(params, camera, 640, 360);
+    let path = dir.join(format!("cam{camera}.rgb"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for _ in 0..frames {
+        f.write_all(r.next_frame().image.as_raw()).unwrap();
+    }
+    f.flush().unwrap();
+    path
+}
+
+/// GStreamer's RTSP server (scripts/rtsp_server.py, Debian's system Python), killed on drop.
+#[allow(dead_code)]
+pub struct RtspServer {
+    child: std::process::Child,
+    /// The port it listens on (loopback).
+    pub port: u16,
+    args: Vec<String>,
+}
+
+#[allow(dead_code)]
+impl RtspServer {
+    /// Starts a server on `port` (0: a free one) with `args` (mounts, credentials).
+    pub fn start(port: u16, args: &[String], envs: &[(&str, &str)]) -> RtspServer {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.arg(root().join("scripts/rtsp_server.py")).arg("--port").arg(port.to_string()).args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("/usr/bin/python3 (scripts/test installs the GStreamer packages)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("rtsp_server.py did not start: {line:?}"));
+        RtspServer { child, port, args: args.to_vec() }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self, envs: &[(&str, &str)]) {
+        self.kill();
+        *self = RtspServer::start(self.port, &self.args.clone(), envs);
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

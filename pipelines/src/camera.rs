@@ -1,0 +1,502 @@
+//! Camera ingestion: RTSP sessions with retina, H.264 decoded by OpenH264, frames sampled to
+//! the analytics rate, per-camera health.
+//!
+//! One tokio task per camera ([`spawn`]). A task connects (`DESCRIBE`, `SETUP` over TCP
+//! interleaved: retina has no UDP reorder buffer), plays, and decodes every H.264 frame (a P
+//! frame needs its predecessors) but converts to RGB and passes on only the frames due at the
+//! analytics rate. When the session ends (server closed, killed, frozen past
+//! [`CameraSpec::frame_timeout`], bad bytes), the task waits with exponential backoff (doubling
+//! from [`CameraSpec::backoff_initial`], capped at [`CameraSpec::backoff_max`], 30 s by default)
+//! and reconnects; the backoff resets once a session delivers frames. Tasks share nothing but the
+//! sink, so one camera's failure never touches another.
+//!
+//! Event time: a frame's RTP timestamp mapped through the last RTCP sender report of its stream
+//! (the camera's wall clock) when there is one, else the receive time. A camera whose clock is
+//! off by more than [`CameraSpec::max_skew`] is reported (`clock_skew_ms`) and timed by receive
+//! time instead, so a wrong camera clock cannot push its events out of the watermark's reach.
+//!
+//! Decoding runs inline in the task (OpenH264 is synchronous and its decoder is `Send`): the
+//! camera runtime has as many threads as configured, so decoding is spread over them without a
+//! second hand-off. Credentials go to retina's `SessionOptions::creds`, never into URLs or logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use image::RgbImage;
+use retina::client::{
+    Credentials, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+};
+use retina::codec::{CodecItem, FrameFormat};
+use url::Url;
+
+/// One camera to ingest.
+#[derive(Clone)]
+pub struct CameraSpec {
+    /// Camera id (the `camera_id` of its events).
+    pub id: u32,
+    /// Name, for humans and health rows.
+    pub name: String,
+    /// `rtsp://host:port/path`, without credentials.
+    pub url: Url,
+    /// User and password, if the camera needs them.
+    pub credentials: Option<(String, String)>,
+    /// Analytics frames per second passed on.
+    pub fps: f64,
+    /// No frame for this long ends the session (a frozen server sends nothing at all).
+    pub frame_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// A camera clock further than this from the receive clock is not trusted.
+    pub max_skew: Duration,
+}
+
+impl std::fmt::Debug for CameraSpec {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraSpec")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("fps", &self.fps)
+            .finish()
+    }
+}
+
+impl CameraSpec {
+    /// A camera with the default timeouts (5 s frame timeout, backoff 0.5 s doubling to 30 s,
+    /// 2 s clock skew).
+    pub fn new(id: u32, name: impl Into<String>, url: Url, fps: f64) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            url,
+            credentials: None,
+            fps,
+            frame_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_skew: Duration::from_secs(2),
+        }
+    }
+
+    /// The delay before reconnect attempt `attempt` (0-based): doubling, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let d = self.backoff_initial.saturating_mul(1u32 << attempt.min(16));
+        d.min(self.backoff_max)
+    }
+}
+
+/// A decoded frame passed on to analytics.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Camera id.
+    pub camera: u32,
+    /// Frame number within the camera's run (across reconnects).
+    pub seq: u64,
+    /// Capture time, ms since the Unix epoch.
+    pub capture_ms: i64,
+    /// The pixels.
+    pub image: Arc<RgbImage>,
+}
+
+/// Where a camera's event times come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSource {
+    /// RTCP sender reports (the camera's clock).
+    Rtcp,
+    /// The time frames were received.
+    Receive,
+}
+
+/// A camera's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraState {
+    /// Connecting.
+    Connecting,
+    /// Receiving frames.
+    Streaming,
+    /// Waiting to reconnect after a failure.
+    Backoff,
+}
+
+impl CameraState {
+    /// The name used in `camera_health`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Backoff => "backoff",
+        }
+    }
+}
+
+/// The part of a camera's health that is not a counter.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// State.
+    pub state: CameraState,
+    /// The last error, with its fix.
+    pub last_error: Option<String>,
+    /// Receive minus capture time of the last frame, ms.
+    pub lag_ms: Option<f64>,
+    /// Camera clock minus receive clock at the last sender report, ms.
+    pub clock_skew_ms: Option<f64>,
+    /// Time source in use.
+    pub time_source: TimeSource,
+    /// When the last session started delivering frames.
+    pub streaming_since: Option<Instant>,
+    /// The delay chosen before the current reconnect attempt.
+    pub backoff: Option<Duration>,
+}
+
+/// A camera's health: counters (lock-free, bumped on the hot path) and status.
+#[derive(Debug)]
+pub struct Health {
+    /// Camera id.
+    pub camera: u32,
+    /// Camera name.
+    pub name: String,
+    /// Frames decoded.
+    pub frames_in: AtomicU64,
+    /// Frames passed on to analytics.
+    pub frames_out: AtomicU64,
+    /// Frames dropped by the detection stage's policy.
+    pub frames_dropped: AtomicU64,
+    /// Frames the decoder rejected.
+    pub decode_errors: AtomicU64,
+    /// Sessions started after the first.
+    pub reconnects: AtomicU64,
+    /// Status.
+    pub status: Mutex<Status>,
+}
+
+impl Health {
+    /// A camera about to connect.
+    pub fn new(camera: u32, name: &str) -> Self {
+        Self {
+            camera,
+            name: name.to_owned(),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            status: Mutex::new(Status {
+                state: CameraState::Connecting,
+                last_error: None,
+                lag_ms: None,
+                clock_skew_ms: None,
+                time_source: TimeSource::Receive,
+                streaming_since: None,
+                backoff: None,
+            }),
+        }
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("camera status").clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().expect("camera status"));
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    /// 401 from the server.
+    #[error(
+        "camera {camera} ({url}): the server refused the credentials (401); fix: check the camera's user and password_env / password_file"
+    )]
+    Unauthorized {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+    },
+    /// 404 from the server.
+    #[error("camera {camera} ({url}): no stream at this path (404); fix: check the path in the camera's url")]
+    NotFound {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+    },
+    /// The camera offers no H.264 video.
+    #[error(
+        "camera {camera} ({url}): video codec {codec} is not supported; fix: set the camera's stream to H.264"
+    )]
+    Codec {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+        /// What the camera offers.
+        codec: String,
+    },
+    /// Anything else RTSP reported (connection refused, bad bytes, closed).
+    #[error("camera {camera} ({url}): {message}")]
+    Rtsp {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+        /// retina's message.
+        message: String,
+    },
+    /// No frame within the frame timeout.
+    #[error("camera {camera} ({url}): no frame for {secs:.1} s (server frozen or network down)")]
+    Frozen {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+        /// The timeout.
+        secs: f64,
+    },
+    /// The server ended the stream.
+    #[error("camera {camera} ({url}): the server ended the stream")]
+    Ended {
+        /// Camera id.
+        camera: u32,
+        /// URL.
+        url: String,
+    },
+}
+
+/// Receives a camera's decoded frames.
+pub type FrameSink = Arc<dyn Fn(Frame) + Send + Sync>;
+
+fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Milliseconds since the Unix epoch of an NTP timestamp (seconds since 1900 in the upper 32
+/// bits, a binary fraction in the lower 32).
+pub fn ntp_to_unix_ms(ntp: u64) -> i64 {
+    const EPOCH_DELTA_S: i64 = 2_208_988_800;
+    let secs = (ntp >> 32) as i64 - EPOCH_DELTA_S;
+    let frac_ms = ((ntp & 0xFFFF_FFFF) * 1000) >> 32;
+    secs * 1000 + frac_ms as i64
+}
+
+/// Starts a camera's task on `rt`.
+pub fn spawn(
+    rt: &tokio::runtime::Handle,
+    spec: CameraSpec,
+    sink: FrameSink,
+    health: Arc<Health>,
+) -> tokio::task::JoinHandle<()> {
+    rt.spawn(async move {
+        let mut attempt = 0u32;
+        let mut seq = 0u64;
+        let mut sessions = 0u64;
+        loop {
+            health.update(|s| s.state = CameraState::Connecting);
+            if sessions > 0 {
+                health.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            sessions += 1;
+            let result = session(&spec, &sink, &health, &mut seq).await;
+            let delivered = health.status().streaming_since.is_some();
+            if delivered {
+                attempt = 0;
+            }
+            let err = match result {
+                Ok(()) => CameraError::Ended { camera: spec.id, url: spec.url.to_string() },
+                Err(e) => e,
+            };
+            let delay = spec.backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(camera = spec.id, "{err}; reconnecting in {:.1} s", delay.as_secs_f64());
+            health.update(|s| {
+                s.state = CameraState::Backoff;
+                s.last_error = Some(err.to_string());
+                s.streaming_since = None;
+                s.backoff = Some(delay);
+            });
+            tokio::time::sleep(delay).await;
+        }
+    })
+}
+
+/// The sender-report mapping of a stream: RTP time ↔ camera wall time.
+#[derive(Clone, Copy)]
+struct SenderReport {
+    rtp: i64,
+    unix_ms: i64,
+    clock_rate: u32,
+}
+
+async fn session(
+    spec: &CameraSpec,
+    sink: &FrameSink,
+    health: &Health,
+    seq: &mut u64,
+) -> Result<(), CameraError> {
+    let url = spec.url.to_string();
+    let rtsp = |e: retina::Error| match e.status_code() {
+        Some(401) => CameraError::Unauthorized { camera: spec.id, url: url.clone() },
+        Some(404) => CameraError::NotFound { camera: spec.id, url: url.clone() },
+        _ => CameraError::Rtsp { camera: spec.id, url: url.clone(), message: first_line(&e.to_string()) },
+    };
+    let frozen =
+        || CameraError::Frozen { camera: spec.id, url: url.clone(), secs: spec.frame_timeout.as_secs_f64() };
+    let mut options = SessionOptions::default().user_agent("vigil".into());
+    if let Some((user, password)) = &spec.credentials {
+        options = options.creds(Some(Credentials { username: user.clone(), password: password.clone() }));
+    }
+    let mut described = tokio::time::timeout(
+        spec.frame_timeout,
+        retina::client::Session::describe(spec.url.clone(), options),
+    )
+    .await
+    .map_err(|_| frozen())?
+    .map_err(rtsp)?;
+    let video = described.streams().iter().position(|s| s.media() == "video");
+    let Some(video) = video else {
+        return Err(CameraError::Codec {
+            camera: spec.id,
+            url: url.clone(),
+            codec: "none (no video stream)".into(),
+        });
+    };
+    let encoding = described.streams()[video].encoding_name().to_ascii_lowercase();
+    if encoding != "h264" {
+        return Err(CameraError::Codec { camera: spec.id, url: url.clone(), codec: encoding });
+    }
+    let clock_rate = described.streams()[video].clock_rate_hz();
+    let setup = SetupOptions::default()
+        .transport(Transport::Tcp(TcpTransportOptions::default()))
+        .frame_format(FrameFormat::SIMPLE);
+    tokio::time::timeout(spec.frame_timeout, described.setup(video, setup))
+        .await
+        .map_err(|_| frozen())?
+        .map_err(rtsp)?;
+    let playing = tokio::time::timeout(spec.frame_timeout, described.play(PlayOptions::default()))
+        .await
+        .map_err(|_| frozen())?
+        .map_err(rtsp)?;
+    let mut demuxed = playing.demuxed().map_err(rtsp)?;
+    let mut decoder = openh264::decoder::Decoder::new().map_err(|e| CameraError::Rtsp {
+        camera: spec.id,
+        url: url.clone(),
+        message: format!("H.264 decoder: {e}"),
+    })?;
+    let mut report: Option<SenderReport> = None;
+    let period_ms = 1000.0 / spec.fps.max(0.001);
+    let mut next_due: f64 = f64::MIN;
+    let mut rgb: Vec<u8> = Vec::new();
+    loop {
+        let item = tokio::time::timeout(spec.frame_timeout, demuxed.next()).await.map_err(|_| frozen())?;
+        let item = match item {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(rtsp(e)),
+            Some(Ok(item)) => item,
+        };
+        match item {
+            CodecItem::Rtcp(pkt) if pkt.stream_id() == video => {
+                let Some(ts) = pkt.rtp_timestamp() else { continue };
+                let Some(Ok(Some(sr))) = pkt.pkts().next().map(|p| p.as_sender_report()) else { continue };
+                let unix_ms = ntp_to_unix_ms(sr.ntp_timestamp().0);
+                report = Some(SenderReport { rtp: ts.timestamp(), unix_ms, clock_rate });
+                let skew = unix_ms - wall_ms();
+                let trusted = skew.unsigned_abs() <= spec.max_skew.as_millis() as u64;
+                health.update(|s| {
+                    s.clock_skew_ms = Some(skew as f64);
+                    s.time_source = if trusted { TimeSource::Rtcp } else { TimeSource::Receive };
+                });
+                if !trusted {
+                    tracing::warn!(
+                        camera = spec.id,
+                        "camera clock off by {skew} ms: timing its frames by receive time"
+                    );
+                }
+            }
+            CodecItem::VideoFrame(frame) => {
+                let received = wall_ms();
+                health.frames_in.fetch_add(1, Ordering::Relaxed);
+                let decoded = match decoder.decode(frame.data()) {
+                    Ok(Some(yuv)) => yuv,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        health.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(camera = spec.id, "decode error: {e}");
+                        continue;
+                    }
+                };
+                let status = health.status();
+                if status.streaming_since.is_none() {
+                    health.update(|s| {
+                        s.state = CameraState::Streaming;
+                        s.streaming_since = Some(Instant::now());
+                        s.backoff = None;
+                    });
+                }
+                let capture_ms = match (report, status.time_source) {
+                    (Some(r), TimeSource::Rtcp) => {
+                        r.unix_ms
+                            + (frame.timestamp().timestamp() - r.rtp) * 1000 / i64::from(r.clock_rate.max(1))
+                    }
+                    _ => received,
+                };
+                health.update(|s| s.lag_ms = Some((received - capture_ms) as f64));
+                let t = capture_ms as f64;
+                if t + period_ms * 0.25 < next_due {
+                    continue;
+                }
+                next_due = if t - next_due > period_ms { t + period_ms } else { next_due + period_ms };
+                use openh264::formats::YUVSource;
+                let (w, h) = decoded.dimensions();
+                rgb.resize(w * h * 3, 0);
+                decoded.write_rgb8(&mut rgb);
+                let Some(image) = RgbImage::from_raw(w as u32, h as u32, rgb.clone()) else { continue };
+                *seq += 1;
+                health.frames_out.fetch_add(1, Ordering::Relaxed);
+                sink(Frame { camera: spec.id, seq: *seq, capture_ms, image: Arc::new(image) });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// retina's errors carry a multi-line context dump; the first line says what happened.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let spec = CameraSpec::new(1, "c", Url::parse("rtsp://127.0.0.1/x").unwrap(), 10.0);
+        let delays: Vec<u64> = (0..9).map(|a| spec.backoff(a).as_millis() as u64).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(spec.backoff(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ntp_times_map_to_unix_milliseconds() {
+        // 2026-06-14T20:00:00.500Z: seconds since 1900, and half a second as a fraction.
+        let unix_s: u64 = 1_781_467_200;
+        let ntp = ((unix_s + 2_208_988_800) << 32) | (1u64 << 31);
+        assert_eq!(ntp_to_unix_ms(ntp), unix_s as i64 * 1000 + 500);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut spec = CameraSpec::new(1, "c", Url::parse("rtsp://127.0.0.1/x").unwrap(), 10.0);
+        spec.credentials = Some(("viewer".into(), "s3cret-pass".into()));
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("viewer") && !shown.contains("s3cret"), "{shown}");
+    }
+}

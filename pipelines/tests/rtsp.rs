@@ -1,0 +1,233 @@
+//! Camera ingestion against a real RTSP server: GStreamer's rtsp-server (Debian's packages)
+//! serving the simulator's rendered video as H.264 on loopback, read by retina and decoded by
+//! OpenH264. Hostile servers (garbage bytes, a server that never answers) are small TCP
+//! listeners in the test itself.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{RtspServer, render_frames};
+use url::Url;
+use vigil_pipelines::camera::{self, CameraSpec, CameraState, Frame, Health, TimeSource};
+
+type Frames = Arc<Mutex<Vec<(Instant, Frame)>>>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn start(
+    rt: &tokio::runtime::Runtime,
+    spec: CameraSpec,
+) -> (Frames, Arc<Health>, tokio::task::JoinHandle<()>) {
+    let frames: Frames = Arc::default();
+    let health = Arc::new(Health::new(spec.id, &spec.name));
+    let f = Arc::clone(&frames);
+    let handle = camera::spawn(
+        rt.handle(),
+        spec,
+        Arc::new(move |fr| f.lock().unwrap().push((Instant::now(), fr))),
+        Arc::clone(&health),
+    );
+    (frames, health, handle)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spec(id: u32, port: u16, path: &str) -> CameraSpec {
+    let mut s = CameraSpec::new(
+        id,
+        format!("cam{id}"),
+        Url::parse(&format!("rtsp://127.0.0.1:{port}{path}")).unwrap(),
+        10.0,
+    );
+    s.frame_timeout = Duration::from_secs(2);
+    s.backoff_initial = Duration::from_millis(200);
+    s.backoff_max = Duration::from_secs(2);
+    s
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn frames_are_decoded_sampled_and_timed_by_the_cameras_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 0, 30);
+    let server = RtspServer::start(0, &[format!("--mount=/cam0={}", raw.display()), "--fps=10".into()], &[]);
+    let rt = runtime();
+    let mut s = spec(0, server.port, "/cam0");
+    s.fps = 5.0; // the server sends 10 fps; analytics wants 5
+    let (frames, health, _h) = start(&rt, s);
+    // RTCP sender reports come every few seconds: wait until event times follow the camera clock.
+    wait_for("an RTCP sender report", Duration::from_secs(15), || {
+        health.status().time_source == TimeSource::Rtcp
+    });
+    let n0 = frames.lock().unwrap().len();
+    wait_for("frames after the sender report", Duration::from_secs(10), || {
+        frames.lock().unwrap().len() >= n0 + 15
+    });
+    let frames = frames.lock().unwrap().clone();
+    let status = health.status();
+    assert_eq!(status.state, CameraState::Streaming);
+    let skew = status.clock_skew_ms.expect("skew measured");
+    assert!(skew.abs() < 1000.0, "server and client share a clock: skew {skew} ms");
+
+    // Decoded pixels: 640 × 360, and the first frame is the rendered frame 0 (H.264 is lossy).
+    let first = &frames[0].1.image;
+    assert_eq!(first.dimensions(), (640, 360));
+    let rendered = std::fs::read(&raw).unwrap();
+    let diff: f64 = first
+        .as_raw()
+        .iter()
+        .zip(&rendered[..640 * 360 * 3])
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .sum::<f64>()
+        / (640.0 * 360.0 * 3.0);
+    assert!(diff < 12.0, "decoded frame 0 differs from the rendered one by {diff:.1} per channel on average");
+
+    // Sampling: 5 of the server's 10 frames per second pass; times are increasing, 200 ms apart.
+    let timed: Vec<&Frame> = frames[n0..].iter().map(|(_, f)| f).collect();
+    let gaps: Vec<i64> = timed.windows(2).map(|w| w[1].capture_ms - w[0].capture_ms).collect();
+    assert!(
+        gaps.iter().all(|&g| (150..=260).contains(&g)),
+        "analytics frames every 200 ms, got gaps {gaps:?}"
+    );
+    let fin = health.frames_in.load(std::sync::atomic::Ordering::Relaxed);
+    let fout = health.frames_out.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(fout * 2 <= fin + 2 && fout * 2 + 4 >= fin, "half the frames pass: in {fin}, out {fout}");
+    // Event times are the capture times: behind the receive time by the (small) pipeline delay.
+    let last = timed.last().unwrap();
+    let lag = now_ms() - last.capture_ms;
+    assert!((-200..2000).contains(&lag), "capture time {lag} ms behind now");
+    assert_eq!(health.decode_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_killed_server_is_reconnected_within_the_backoff_bound_five_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 1, 20);
+    let mut server = RtspServer::start(0, &[format!("--mount=/cam1={}", raw.display())], &[]);
+    let rt = runtime();
+    let s = spec(1, server.port, "/cam1");
+    let bound = s.backoff_max;
+    let (frames, health, _h) = start(&rt, s);
+    wait_for("first frames", Duration::from_secs(10), || frames.lock().unwrap().len() >= 5);
+    for round in 1..=5u64 {
+        server.kill();
+        let down = Instant::now();
+        wait_for("the camera to notice", Duration::from_secs(5), || {
+            health.status().state != CameraState::Streaming
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        let before = frames.lock().unwrap().len();
+        server.restart(&[]);
+        let up = Instant::now();
+        wait_for("frames after the restart", bound + Duration::from_secs(8), || {
+            frames.lock().unwrap().len() > before
+        });
+        let back = frames.lock().unwrap()[before].0;
+        // The first frame after the restart arrives within the largest backoff delay plus the
+        // time to connect and receive a key frame.
+        let resumed = back.duration_since(up);
+        assert!(
+            resumed <= bound + Duration::from_secs(2),
+            "round {round}: resumed {resumed:?} after the restart (down {:?})",
+            up - down
+        );
+        assert!(health.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= round);
+    }
+}
+
+#[test]
+fn wrong_credentials_and_a_wrong_path_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 2, 10);
+    let env = [("VIGIL_TEST_RTSP_PASSWORD", "correct-horse")];
+    let server =
+        RtspServer::start(0, &[format!("--mount=/cam2={}", raw.display()), "--user=viewer".into()], &env);
+    let rt = runtime();
+    let mut wrong = spec(2, server.port, "/cam2");
+    wrong.credentials = Some(("viewer".into(), "battery-staple".into()));
+    let (_f, wrong_health, _h1) = start(&rt, wrong);
+    let mut right = spec(3, server.port, "/cam2");
+    right.credentials = Some(("viewer".into(), "correct-horse".into()));
+    let (right_frames, _rh, _h2) = start(&rt, right);
+    let mut missing = spec(4, server.port, "/no-such-camera");
+    missing.credentials = Some(("viewer".into(), "correct-horse".into()));
+    let (_f3, missing_health, _h3) = start(&rt, missing);
+
+    wait_for("the 401", Duration::from_secs(10), || wrong_health.status().last_error.is_some());
+    let e = wrong_health.status().last_error.unwrap();
+    assert!(
+        e.contains("camera 2") && e.contains("refused the credentials (401)") && e.contains("fix:"),
+        "{e}"
+    );
+    assert!(!e.contains("battery-staple"), "the password is never shown: {e}");
+    wait_for("the 404", Duration::from_secs(10), || missing_health.status().last_error.is_some());
+    let e = missing_health.status().last_error.unwrap();
+    assert!(e.contains("/no-such-camera") && e.contains("no stream at this path (404)"), "{e}");
+    wait_for("the right password's frames", Duration::from_secs(10), || {
+        right_frames.lock().unwrap().len() >= 3
+    });
+}
+
+#[test]
+fn garbage_bytes_and_a_silent_server_do_not_panic_and_are_retried() {
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (gp, sp) = (garbage.local_addr().unwrap().port(), silent.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        let mut seed = 0x1234_5678u64;
+        for (i, conn) in garbage.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            // Alternate pure noise and a plausible status line followed by noise.
+            if i % 2 == 1 {
+                let _ = conn.write_all(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 99999999999\r\n\r\n");
+            }
+            let bytes: Vec<u8> = (0..4096)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = conn.write_all(&bytes);
+        }
+    });
+    let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    let h = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            h.lock().unwrap().push(conn); // accepted, never answered
+        }
+    });
+    let rt = runtime();
+    let mut s1 = spec(7, gp, "/cam");
+    s1.frame_timeout = Duration::from_millis(800);
+    let (f1, garbage_health, h1) = start(&rt, s1);
+    let mut s2 = spec(8, sp, "/cam");
+    s2.frame_timeout = Duration::from_millis(800);
+    let (f2, silent_health, h2) = start(&rt, s2);
+    wait_for("several attempts", Duration::from_secs(10), || {
+        garbage_health.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 3
+            && silent_health.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    });
+    assert!(!h1.is_finished() && !h2.is_finished(), "the camera tasks are alive (no panic)");
+    let e = garbage_health.status().last_error.unwrap();
+    assert!(e.starts_with("camera 7 (rtsp://127.0.0.1:"), "{e}");
+    let e = silent_health.status().last_error.unwrap();
+    assert!(e.contains("camera 8") && e.contains("no frame for 0.8 s"), "{e}");
+    assert!(f1.lock().unwrap().is_empty() && f2.lock().unwrap().is_empty());
+}
