@@ -39,12 +39,13 @@ use crate::config::Config;
 use crate::sim::{CameraSim, SimFrame, SimParams, image_to_ground};
 
 /// Streams written to Parquet.
-pub const WRITTEN: [StreamKind; 5] = [
+pub const WRITTEN: [StreamKind; 6] = [
     StreamKind::Detections,
     StreamKind::PlateReads,
     StreamKind::ZoneDensity,
     StreamKind::Alerts,
     StreamKind::LateEvents,
+    StreamKind::CameraHealth,
 ];
 
 /// How to run.
@@ -237,6 +238,9 @@ pub fn run(
     let rules = Arc::new(compile_rules(config)?);
     let zones = zones(config);
     let params = SimParams::from_config(config);
+    // Live cameras run on the wall clock; the simulated city on its own.
+    let live = !config.cameras.is_empty();
+    let start_ms = if live { wall_ms() } else { params.start_ms };
     let workers = *config.engine.workers.get_ref() as usize;
     let window_ms = *config.engine.density_window_s.get_ref() * 1000;
     let sink = ParquetSinkConfig::new(&opts.out, *config.sinks.partition_s.get_ref() * 1000);
@@ -257,7 +261,7 @@ pub fn run(
         let parquet = opts.parquet;
         Runtime::start(
             RuntimeConfig::with_workers(workers),
-            params.start_ms.max(0) as u64,
+            start_ms.max(0) as u64,
             move |_scope, input, index| {
                 let probe = ProbeHandle::new();
                 let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
@@ -305,7 +309,7 @@ pub fn run(
         idle_timeout_ms: *config.engine.idle_timeout_ms.get_ref(),
     };
     let memory_ms = *config.retention.memory_s.get_ref() * 1000;
-    let mut ingest = Ingest::new(runtime, policy, params.start_ms).with_retention(memory_ms);
+    let mut ingest = Ingest::new(runtime, policy, start_ms).with_retention(memory_ms);
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
     let registry = Arc::new(Registry::new(
         control_tx,
@@ -341,7 +345,7 @@ pub fn run(
         .map(|w| {
             let plate = vigil_operators::plate::normalize(w.plate.get_ref()).expect("validated");
             (
-                params.start_ms + (w.active_from_s * 1000.0) as i64,
+                start_ms + (w.active_from_s * 1000.0) as i64,
                 WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() },
             )
         })
@@ -349,7 +353,23 @@ pub fn run(
     pending_watch.sort_by_key(|(t, _)| *t);
     ingest.push_reference(vigil_operators::zones::TABLE, vigil_operators::zones::to_batch(&zones), 1)?;
     if opts.parquet {
-        write_references(&opts.out, &zones, &pending_watch, params.start_ms)?;
+        write_references(&opts.out, &zones, &pending_watch, start_ms)?;
+    }
+    if live {
+        let watermark =
+            drive_live(config, opts, &mut ingest, &control_rx, pending_watch, bus, stop, progress, start_ms)?;
+        return finish_run(
+            config,
+            opts,
+            ingest,
+            watermark,
+            None,
+            &alert_counts,
+            progress,
+            began,
+            stop.load(Ordering::Relaxed),
+            1000.0,
+        );
     }
 
     let index_by_camera: BTreeMap<u32, ZoneIndex> = {
@@ -415,6 +435,38 @@ pub fn run(
         deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera))?;
     }
     let watermark = ingest.watermark();
+    finish_run(
+        config,
+        opts,
+        ingest,
+        watermark,
+        truth,
+        &alert_counts,
+        progress,
+        began,
+        interrupted,
+        1000.0 / params.fps,
+    )
+}
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Closes the inputs, waits for every window and file to close, enforces retention and sums up.
+#[allow(clippy::too_many_arguments)]
+fn finish_run(
+    config: &Config,
+    opts: &RunOptions,
+    ingest: Ingest,
+    watermark: Millis,
+    truth: Option<GroundTruth>,
+    alert_counts: &Mutex<BTreeMap<String, u64>>,
+    progress: &Progress,
+    began: Instant,
+    interrupted: bool,
+    tick_ms: f64,
+) -> anyhow::Result<Summary> {
     let stats = ingest.finish()?;
     if let Some(t) = truth {
         t.finish().context("writing ground truth")?;
@@ -429,7 +481,7 @@ pub fn run(
     }
     let alerts = alert_counts.lock().expect("alert counts").clone();
     Ok(Summary {
-        simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + 1000.0 / params.fps) / 1000.0,
+        simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + tick_ms) / 1000.0,
         ingest: stats,
         alerts,
         files,
@@ -438,6 +490,69 @@ pub fn run(
         interrupted,
         errors: progress.errors.load(Ordering::Relaxed),
     })
+}
+
+/// Runs live cameras on the wall clock for `opts.duration_s` seconds (or until `stop`): every
+/// tick (100 ms) detections and health go to ingest, runtime rules are installed, alerts get
+/// their snapshots, and the watermark advances. Returns the final watermark.
+#[allow(clippy::too_many_arguments)]
+fn drive_live(
+    config: &Config,
+    opts: &RunOptions,
+    ingest: &mut Ingest,
+    control_rx: &std::sync::mpsc::Receiver<Control>,
+    mut pending_watch: Vec<(Millis, WatchEntry)>,
+    bus: &AlertBus,
+    stop: &AtomicBool,
+    progress: &Progress,
+    start_ms: Millis,
+) -> anyhow::Result<Millis> {
+    let mut alerts = bus.subscribe();
+    let mut live = crate::live::Live::start(config, &opts.out)?;
+    let wall0 = Instant::now();
+    let tick = Duration::from_millis(100);
+    let mut n = 0u32;
+    while wall0.elapsed().as_secs_f64() < opts.duration_s && !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let now = wall_ms();
+        while pending_watch.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, entry) = pending_watch.remove(0);
+            ingest.push_reference(watchlist::TABLE, watchlist::to_batch(&[entry]), 1)?;
+        }
+        live.drain(ingest, now)?;
+        for e in live.take_errors() {
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("inference: {e}");
+        }
+        loop {
+            match alerts.try_recv() {
+                Ok(a) => {
+                    if let Err(e) = live.snapshot(&a) {
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("snapshot: {e:#}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        while let Ok(c) = control_rx.try_recv() {
+            match c {
+                Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
+                Control::Remove { id } => ingest.remove(id)?,
+            }
+        }
+        ingest.tick(now)?;
+        let stats = ingest.stats();
+        progress.rows.store(stats.total_rows(), Ordering::Relaxed);
+        progress.late.store(stats.total_late(), Ordering::Relaxed);
+        progress.sim_ms.store((now - start_ms).max(0) as u64, Ordering::Relaxed);
+        if let Some(wait) = (tick * n).checked_sub(wall0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    live.stop();
+    Ok(ingest.watermark())
 }
 
 /// Hands one camera frame's detections and plate reads to ingest, written in place.

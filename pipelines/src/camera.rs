@@ -169,8 +169,12 @@ pub struct Health {
     pub frames_dropped: AtomicU64,
     /// Frames the decoder rejected.
     pub decode_errors: AtomicU64,
-    /// Sessions started after the first.
+    /// Times the camera came back: sessions that delivered frames, after the first.
     pub reconnects: AtomicU64,
+    /// Sessions that delivered frames.
+    pub sessions: AtomicU64,
+    /// Connection attempts, failed or not.
+    pub attempts: AtomicU64,
     /// Status.
     pub status: Mutex<Status>,
 }
@@ -186,6 +190,8 @@ impl Health {
             frames_dropped: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             status: Mutex::new(Status {
                 state: CameraState::Connecting,
                 last_error: None,
@@ -297,13 +303,9 @@ pub fn spawn(
     rt.spawn(async move {
         let mut attempt = 0u32;
         let mut seq = 0u64;
-        let mut sessions = 0u64;
         loop {
             health.update(|s| s.state = CameraState::Connecting);
-            if sessions > 0 {
-                health.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-            sessions += 1;
+            health.attempts.fetch_add(1, Ordering::Relaxed);
             let result = session(&spec, &sink, &health, &mut seq).await;
             let delivered = health.status().streaming_since.is_some();
             if delivered {
@@ -434,6 +436,9 @@ async fn session(
                 };
                 let status = health.status();
                 if status.streaming_since.is_none() {
+                    if health.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
+                        health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     health.update(|s| {
                         s.state = CameraState::Streaming;
                         s.streaming_since = Some(Instant::now());

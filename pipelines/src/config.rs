@@ -62,6 +62,15 @@ pub struct Config {
     /// SQL rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// RTSP cameras; when there are any, `vigil run` ingests them instead of simulating.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    /// Models (ONNX Runtime, detector, face detector).
+    #[serde(default)]
+    pub models: Models,
+    /// Frame snapshots stored with alerts (off by default).
+    #[serde(default)]
+    pub snapshots: Snapshots,
     /// Where the file came from (set by the loader).
     #[serde(skip)]
     pub source: String,
@@ -272,6 +281,118 @@ pub struct WatchlistConfig {
     pub active_from_s: f64,
 }
 
+/// `[[cameras]]`: an RTSP camera.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Camera id (the `camera_id` of its events; default: its position in the list).
+    pub id: Option<Spanned<i64>>,
+    /// Name, for humans.
+    pub name: Option<String>,
+    /// `rtsp://host:port/path`, without credentials.
+    pub url: Spanned<String>,
+    /// User name, if the camera needs credentials.
+    pub user: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<Spanned<String>>,
+    /// File holding the password (first line), relative to this file.
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// Analytics frames per second (default: city.fps).
+    pub fps: Option<Spanned<f64>>,
+}
+
+/// `[models]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Models {
+    /// `libonnxruntime.so.1.31.1` (default: `$ORT_DYLIB_PATH`, else the project's `.venv`).
+    pub onnxruntime: Option<PathBuf>,
+    /// The object detector cameras' frames go through.
+    pub detector: Option<DetectorConfig>,
+    /// The face detector used to blur snapshots.
+    pub faces: Option<FacesConfig>,
+}
+
+/// `[models.detector]`: a YOLO-family ONNX export.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// The `.onnx` file, relative to this file.
+    pub path: Spanned<PathBuf>,
+    /// Class names in the model's order.
+    pub classes: Spanned<Vec<String>>,
+    /// `auto`, `v5` or `v8`.
+    #[serde(default = "default_layout")]
+    pub layout: Spanned<String>,
+    /// Minimum confidence.
+    #[serde(default = "default_score")]
+    pub score_threshold: f32,
+    /// Per-class minimum confidence.
+    #[serde(default)]
+    pub class_thresholds: std::collections::BTreeMap<String, f32>,
+    /// NMS overlap.
+    #[serde(default = "default_iou")]
+    pub iou_threshold: f32,
+    /// Frames per inference batch (across cameras).
+    #[serde(default = "default_batch")]
+    pub batch: Spanned<i64>,
+    /// Longest wait for a batch to fill, ms.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: Spanned<i64>,
+    /// Frames waiting for inference at most; beyond, the oldest are dropped (and counted).
+    #[serde(default = "default_queue")]
+    pub queue: Spanned<i64>,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "default_threads")]
+    pub threads: i64,
+}
+
+fn default_layout() -> Spanned<String> {
+    Spanned::new(0..0, "auto".into())
+}
+fn default_score() -> f32 {
+    0.25
+}
+fn default_iou() -> f32 {
+    0.45
+}
+fn default_batch() -> Spanned<i64> {
+    Spanned::new(0..0, 8)
+}
+fn default_deadline() -> Spanned<i64> {
+    Spanned::new(0..0, 50)
+}
+fn default_queue() -> Spanned<i64> {
+    Spanned::new(0..0, 32)
+}
+fn default_threads() -> i64 {
+    1
+}
+
+/// `[models.faces]`: MTCNN.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// Directory with `pnet.onnx`, `rnet.onnx`, `onet.onnx` (default: the project's `.venv`).
+    pub dir: Option<PathBuf>,
+}
+
+/// `[snapshots]`: a frame stored with each alert of a camera, faces blurred.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snapshots {
+    /// Store snapshots at all (default false: no frame ever reaches the disk).
+    pub enabled: bool,
+    /// At most one snapshot per camera in this many seconds.
+    pub min_interval_s: f64,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self { enabled: false, min_interval_s: 10.0 }
+    }
+}
+
 /// `[[rules]]`: inline SQL or a file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -403,6 +524,91 @@ impl Config {
                     format!("{name} = {} must not be negative", v.get_ref()),
                     "use a number of 0 or more",
                 );
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let id = c.id.as_ref().map_or(i as i64, |v| *v.get_ref());
+            if !(0..=max_cameras).contains(&id) || !ids.insert(id) {
+                let span = c.id.as_ref().map_or(c.url.span(), |v| v.span());
+                return err(
+                    span,
+                    format!("camera id {id} is out of range or used twice"),
+                    "give each camera a unique id from 0 to 1048575",
+                );
+            }
+            match url::Url::parse(c.url.get_ref()) {
+                Ok(u)
+                    if u.scheme() == "rtsp"
+                        && u.password().is_none()
+                        && u.username().is_empty()
+                        && u.host().is_some() => {}
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    return err(
+                        c.url.span(),
+                        "the camera url carries credentials".into(),
+                        "remove user:password@ from the url; set user and password_env (or password_file) instead",
+                    );
+                }
+                _ => {
+                    return err(
+                        c.url.span(),
+                        format!("{:?} is not an rtsp:// url", c.url.get_ref()),
+                        "write the camera's stream as rtsp://host:port/path",
+                    );
+                }
+            }
+            if c.user.is_some() && c.password_env.is_none() && c.password_file.is_none() {
+                return err(
+                    c.url.span(),
+                    "the camera has a user but no password source".into(),
+                    "add password_env = \"VARIABLE\" or password_file = \"path\"",
+                );
+            }
+            if let Some(fps) = &c.fps
+                && !(fps.get_ref().is_finite() && *fps.get_ref() > 0.0 && *fps.get_ref() <= 60.0)
+            {
+                return err(
+                    fps.span(),
+                    format!("fps = {} is not a frame rate", fps.get_ref()),
+                    "set a frame rate above 0 and at most 60",
+                );
+            }
+        }
+        if !self.cameras.is_empty() && self.models.detector.is_none() {
+            return err(
+                self.cameras[0].url.span(),
+                "cameras need a detector".into(),
+                "add a [models.detector] section with path and classes",
+            );
+        }
+        if let Some(d) = &self.models.detector {
+            if d.layout.get_ref().parse::<vigil_models::yolo::Layout>().is_err() {
+                return err(
+                    d.layout.span(),
+                    format!("layout = {:?} is unknown", d.layout.get_ref()),
+                    "use \"auto\", \"v5\" or \"v8\"",
+                );
+            }
+            if d.classes.get_ref().is_empty() {
+                return err(
+                    d.classes.span(),
+                    "no class names".into(),
+                    "list the model's classes in order, such as [\"person\", \"car\"]",
+                );
+            }
+            for (v, name, max) in [
+                (&d.batch, "batch", 256),
+                (&d.deadline_ms, "deadline_ms", 10_000),
+                (&d.queue, "queue", 100_000),
+            ] {
+                if !(1..=max).contains(v.get_ref()) {
+                    return err(
+                        v.span(),
+                        format!("models.detector.{name} = {} is out of range", v.get_ref()),
+                        &format!("use a whole number from 1 to {max}"),
+                    );
+                }
             }
         }
         let cameras = *s.cameras.get_ref();

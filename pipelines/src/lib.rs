@@ -8,6 +8,8 @@
 pub mod app;
 pub mod camera;
 pub mod config;
+pub mod detect;
+pub mod live;
 pub mod render;
 pub mod replay;
 pub mod sim;

@@ -1,0 +1,329 @@
+//! Live cameras: RTSP ingestion, the detection stage, health reports and alert snapshots,
+//! driven by `vigil run` when the configuration lists cameras.
+//!
+//! [`Live::start`] opens the models, starts one task per camera on a small tokio runtime and the
+//! inference thread; the run loop calls [`Live::drain`] every tick, which hands detections to
+//! ingest (event time = capture time), writes a `camera_health` row per camera every second, and
+//! stores a snapshot for alerts when `[snapshots] enabled` (faces blurred with MTCNN first: no
+//! snapshot is written if the face detector cannot run). Frames live in memory only; the latest
+//! one per camera is kept for snapshots.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    UInt64Builder,
+};
+use vigil_engine::alerts::Alert;
+use vigil_engine::ingest::Ingest;
+use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, StreamKind};
+use vigil_engine::time::Millis;
+use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
+use vigil_models::yolo::{YoloConfig, YoloDetector};
+
+use crate::camera::{self, CameraSpec, Frame, Health, TimeSource};
+use crate::config::Config;
+use crate::detect::{DetectStage, Detected, StageConfig};
+
+/// The ingest source id health rows are sent under (not a camera: health is timed by the
+/// receive clock and must not move any camera's watermark).
+pub const HEALTH_SOURCE: u32 = EventId::MAX_CAMERA;
+
+/// Everything live.
+pub struct Live {
+    _rt: tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stage: Option<DetectStage>,
+    detected: Receiver<Detected>,
+    health: Vec<Arc<Health>>,
+    classes: Vec<&'static str>,
+    latest: HashMap<u32, Frame>,
+    last_report: Option<(Instant, Vec<(u64, u64)>)>,
+    health_seq: u64,
+    snapshots: Option<Snapshots>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("cameras", &self.health.len()).finish()
+    }
+}
+
+/// Reads a camera's password from its environment variable or file.
+fn password(config: &Config, c: &crate::config::CameraConfig, id: u32) -> anyhow::Result<Option<String>> {
+    if let Some(var) = &c.password_env {
+        let v = std::env::var(var.get_ref()).map_err(|_| {
+            anyhow::anyhow!(
+                "camera {id}: the password variable ${} is not set; fix: export it before starting vigil",
+                var.get_ref()
+            )
+        })?;
+        return Ok(Some(v));
+    }
+    if let Some(file) = &c.password_file {
+        let p = config.base_dir.join(file.get_ref());
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("camera {id}: reading the password file {}", p.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(None)
+}
+
+/// The cameras of a configuration.
+pub fn camera_specs(config: &Config) -> anyhow::Result<Vec<CameraSpec>> {
+    let fps = *config.city.fps.get_ref();
+    config
+        .cameras
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let id = c.id.as_ref().map_or(i as u32, |v| *v.get_ref() as u32);
+            let url = url::Url::parse(c.url.get_ref()).expect("validated");
+            let name = c.name.clone().unwrap_or_else(|| format!("camera-{id}"));
+            let mut spec = CameraSpec::new(id, name, url, c.fps.as_ref().map_or(fps, |f| *f.get_ref()));
+            if let Some(user) = &c.user {
+                let pw = password(config, c, id)?.unwrap_or_default();
+                spec.credentials = Some((user.clone(), pw));
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
+impl Live {
+    /// Opens the models and starts the cameras.
+    pub fn start(config: &Config, out: &std::path::Path) -> anyhow::Result<Live> {
+        let specs = camera_specs(config)?;
+        let Some(dc) = &config.models.detector else {
+            bail!("{}: cameras need [models.detector]", config.source)
+        };
+        let ort_path = config.models.onnxruntime.as_ref().map(|p| config.base_dir.join(p));
+        let env = vigil_models::runtime::environment(ort_path.as_deref())?;
+        let classes: Vec<String> = dc.classes.get_ref().clone();
+        let mut yolo = YoloConfig::new(config.base_dir.join(dc.path.get_ref()), classes.clone());
+        yolo.layout = dc.layout.get_ref().parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        yolo.score_threshold = dc.score_threshold;
+        yolo.class_thresholds = dc.class_thresholds.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        yolo.iou_threshold = dc.iou_threshold;
+        yolo.threads = dc.threads.max(1) as usize;
+        let detector = YoloDetector::new(&env, yolo)?;
+        let snapshots = if config.snapshots.enabled {
+            let dir = match config.models.faces.as_ref().and_then(|f| f.dir.clone()) {
+                Some(d) => config.base_dir.join(d),
+                None => Mtcnn::locate(&std::env::current_dir()?)
+                    .or_else(|| std::env::current_exe().ok().and_then(|e| Mtcnn::locate(&e)))
+                    .context("snapshots need the MTCNN face networks to blur faces; fix: run scripts/setup-models or set [models.faces] dir")?,
+            };
+            let mtcnn = Mtcnn::new(&env, MtcnnConfig::new(dir))?;
+            Some(Snapshots {
+                mtcnn,
+                dir: out.join("snapshots"),
+                min_interval_ms: (config.snapshots.min_interval_s * 1000.0) as i64,
+                last: HashMap::new(),
+            })
+        } else {
+            None
+        };
+        // Class names live as long as the process: rows carry them as `&'static str`, and a
+        // configuration has a handful.
+        let classes: Vec<&'static str> =
+            classes.into_iter().map(|c| &*Box::leak(c.into_boxed_str())).collect();
+        let health: Vec<Arc<Health>> = specs.iter().map(|s| Arc::new(Health::new(s.id, &s.name))).collect();
+        let by_id = health.iter().map(|h| (h.camera, Arc::clone(h))).collect();
+        let (tx, rx) = channel();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let e2 = Arc::clone(&errors);
+        let stage = DetectStage::start(
+            detector,
+            StageConfig {
+                batch: *dc.batch.get_ref() as usize,
+                deadline: std::time::Duration::from_millis(*dc.deadline_ms.get_ref() as u64),
+                queue: *dc.queue.get_ref() as usize,
+            },
+            by_id,
+            tx,
+            move |e| e2.lock().expect("errors").push(e),
+        )?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("camera")
+            .enable_all()
+            .build()?;
+        let sink = stage.sink();
+        let tasks = specs
+            .into_iter()
+            .zip(&health)
+            .map(|(spec, h)| {
+                eprintln!("camera {} ({}): connecting to {}", spec.id, spec.name, spec.url);
+                camera::spawn(rt.handle(), spec, Arc::clone(&sink), Arc::clone(h))
+            })
+            .collect();
+        Ok(Live {
+            _rt: rt,
+            tasks,
+            stage: Some(stage),
+            detected: rx,
+            health,
+            classes,
+            latest: HashMap::new(),
+            last_report: None,
+            health_seq: 0,
+            snapshots,
+            errors,
+        })
+    }
+
+    /// Health of every camera.
+    pub fn health(&self) -> &[Arc<Health>] {
+        &self.health
+    }
+
+    /// Errors of the inference thread since the last call.
+    pub fn take_errors(&self) -> Vec<String> {
+        std::mem::take(&mut self.errors.lock().expect("errors"))
+    }
+
+    /// Hands detections to ingest, and a health row per camera every second.
+    pub fn drain(&mut self, ingest: &mut Ingest, now: Millis) -> anyhow::Result<()> {
+        while let Ok(d) = self.detected.try_recv() {
+            let f = &d.frame;
+            let ids = |index: usize| EventId::pack(f.camera, f.seq, index as u32);
+            ids(d.detections.len())?;
+            let classes = &self.classes;
+            ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionsBuilder| {
+                for (i, x) in d.detections.iter().enumerate() {
+                    // Ground positions need a camera calibration (issue 5): NaN until then.
+                    let row = Detection {
+                        class: classes[x.class],
+                        score: x.score,
+                        bbox: x.bbox,
+                        ground: [f32::NAN; 2],
+                        zone_id: None,
+                    };
+                    det.push(f.camera, f.capture_ms, ids(i).expect("checked above"), &row);
+                }
+            })?;
+            self.latest.insert(f.camera, d.frame);
+        }
+        let due = self.last_report.as_ref().is_none_or(|(t, _)| t.elapsed().as_millis() >= 1000);
+        if due {
+            let batch = self.health_batch(now)?;
+            ingest.push(HEALTH_SOURCE, StreamKind::CameraHealth, now, batch, now)?;
+        }
+        Ok(())
+    }
+
+    fn health_batch(&mut self, now: Millis) -> anyhow::Result<RecordBatch> {
+        let counts: Vec<(u64, u64)> = self
+            .health
+            .iter()
+            .map(|h| (h.frames_in.load(Ordering::Relaxed), h.frames_out.load(Ordering::Relaxed)))
+            .collect();
+        let (secs, prev) = match &self.last_report {
+            Some((t, prev)) => (t.elapsed().as_secs_f64().max(1e-3), prev.clone()),
+            None => (1.0, counts.clone()),
+        };
+        let n = self.health.len();
+        let mut cam = UInt32Builder::with_capacity(n);
+        let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut id = UInt64Builder::with_capacity(n);
+        let mut name = StringBuilder::new();
+        let mut state = StringBuilder::new();
+        let (mut fin, mut fout) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
+        let (mut dropped, mut errors, mut reconnects) = (
+            UInt64Builder::with_capacity(n),
+            UInt64Builder::with_capacity(n),
+            UInt64Builder::with_capacity(n),
+        );
+        let (mut lag, mut skew) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
+        let (mut source, mut last_error) = (StringBuilder::new(), StringBuilder::new());
+        self.health_seq += 1;
+        for (i, h) in self.health.iter().enumerate() {
+            let s = h.status();
+            cam.append_value(h.camera);
+            time.append_value(now);
+            id.append_value(EventId::pack(h.camera, self.health_seq, 0)?.0);
+            name.append_value(&h.name);
+            state.append_value(s.state.name());
+            fin.append_value((counts[i].0 - prev[i].0) as f64 / secs);
+            fout.append_value((counts[i].1 - prev[i].1) as f64 / secs);
+            dropped.append_value(h.frames_dropped.load(Ordering::Relaxed));
+            errors.append_value(h.decode_errors.load(Ordering::Relaxed));
+            reconnects.append_value(h.reconnects.load(Ordering::Relaxed));
+            lag.append_option(s.lag_ms);
+            skew.append_option(s.clock_skew_ms);
+            source.append_value(if s.time_source == TimeSource::Rtcp { "rtcp" } else { "receive" });
+            last_error.append_option(s.last_error.as_deref());
+        }
+        self.last_report = Some((Instant::now(), counts));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(cam.finish()),
+            Arc::new(time.finish()),
+            Arc::new(id.finish()),
+            Arc::new(name.finish()),
+            Arc::new(state.finish()),
+            Arc::new(fin.finish()),
+            Arc::new(fout.finish()),
+            Arc::new(dropped.finish()),
+            Arc::new(errors.finish()),
+            Arc::new(reconnects.finish()),
+            Arc::new(lag.finish()),
+            Arc::new(skew.finish()),
+            Arc::new(source.finish()),
+            Arc::new(last_error.finish()),
+        ];
+        Ok(RecordBatch::try_new(StreamKind::CameraHealth.schema(), columns)?)
+    }
+
+    /// Stores a snapshot for an alert of a camera (when enabled): the camera's latest frame,
+    /// faces blurred. Returns the file written.
+    pub fn snapshot(&mut self, alert: &Alert) -> anyhow::Result<Option<PathBuf>> {
+        let Some(s) = self.snapshots.as_mut() else { return Ok(None) };
+        let Some(frame) = self.latest.get(&alert.camera_id) else { return Ok(None) };
+        if s.last.get(&alert.camera_id).is_some_and(|t| frame.capture_ms - t < s.min_interval_ms) {
+            return Ok(None);
+        }
+        s.last.insert(alert.camera_id, frame.capture_ms);
+        let mut img = frame.image.as_ref().clone();
+        let faces = s.mtcnn.detect(&img)?;
+        vigil_models::blur::blur_faces(&mut img, &faces);
+        let dir = s.dir.join(format!("camera={}", alert.camera_id));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stamp = vigil_engine::time::file_stamp(frame.capture_ms);
+        let path = dir.join(format!("{stamp}_{}.jpg", sanitize(&alert.rule)));
+        let tmp = path.with_extension("jpg.tmp");
+        img.save_with_format(&tmp, image::ImageFormat::Jpeg)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)?;
+        tracing::info!(camera = alert.camera_id, faces = faces.len(), "snapshot {}", path.display());
+        Ok(Some(path))
+    }
+
+    /// Stops the cameras and the inference thread.
+    pub fn stop(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(s) = self.stage.take() {
+            s.stop();
+        }
+    }
+}
+
+struct Snapshots {
+    mtcnn: Mtcnn,
+    dir: PathBuf,
+    min_interval_ms: i64,
+    last: HashMap<u32, Millis>,
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
