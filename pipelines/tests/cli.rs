@@ -289,3 +289,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn bad_config_camera_url_with_credentials() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://admin:hunter22@10.0.0.5/stream1\"\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        5,
+        &["carries credentials", "password_env"],
+    );
+}
+
+#[test]
+fn bad_config_camera_not_rtsp_and_missing_detector() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"http://10.0.0.5/stream1\"\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        5,
+        &["not an rtsp:// url", "rtsp://host:port/path"],
+    );
+    expect_config_error("[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\n", 5, &["cameras need a detector", "[models.detector]"]);
+}
+
+#[test]
+fn bad_config_detector_batch_and_layout() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\nbatch = 0\n",
+        7,
+        &["models.detector.batch = 0", "from 1 to 256"],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\nlayout = \"v9000\"\n",
+        7,
+        &["layout", "\"v5\""],
+    );
+}
