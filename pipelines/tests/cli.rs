@@ -306,7 +306,11 @@ fn bad_config_camera_not_rtsp_and_missing_detector() {
         5,
         &["not an rtsp:// url", "rtsp://host:port/path"],
     );
-    expect_config_error("[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\n", 5, &["cameras need a detector", "[models.detector]"]);
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\n",
+        5,
+        &["cameras need a detector", "[models.detector]"],
+    );
 }
 
 #[test]

@@ -17,7 +17,8 @@ use vigil_pipelines::detect::{DetectStage, StageConfig};
 fn a_flood_of_frames_is_dropped_by_policy_and_counted_with_bounded_memory() {
     let env = vigil_models::runtime::environment(None).expect("run scripts/setup-models");
     let model = common::root().join(".models/shapes_v8.onnx");
-    let detector = YoloDetector::new(&env, YoloConfig::new(model, vec!["person".into(), "car".into()])).unwrap();
+    let detector =
+        YoloDetector::new(&env, YoloConfig::new(model, vec!["person".into(), "car".into()])).unwrap();
     let health: HashMap<u32, Arc<Health>> = (0..2).map(|c| (c, Arc::new(Health::new(c, "cam")))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let config = StageConfig { batch: 2, deadline: Duration::from_millis(5), queue: 4 };
@@ -43,9 +44,15 @@ fn a_flood_of_frames_is_dropped_by_policy_and_counted_with_bounded_memory() {
     assert_eq!(out.len() as u64 + dropped, 400, "every frame is either detected or counted as dropped");
     // Oldest first: the newest frames of both cameras made it.
     for camera in 0..2 {
-        assert!(out.iter().any(|d| d.frame.camera == camera && d.frame.seq == 200), "camera {camera}'s last frame was kept");
+        assert!(
+            out.iter().any(|d| d.frame.camera == camera && d.frame.seq == 200),
+            "camera {camera}'s last frame was kept"
+        );
         let seqs: Vec<u64> = out.iter().filter(|d| d.frame.camera == camera).map(|d| d.frame.seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
     }
-    assert!(out.iter().all(|d| !d.detections.is_empty()), "the rendered people were found in every kept frame");
+    assert!(
+        out.iter().all(|d| !d.detections.is_empty()),
+        "the rendered people were found in every kept frame"
+    );
 }
