@@ -394,10 +394,7 @@ pub fn run(
             break;
         }
         let now = params.frame_ms(frame);
-        while pending_watch.first().is_some_and(|(t, _)| *t <= now) {
-            let (_, entry) = pending_watch.remove(0);
-            ingest.push_reference(watchlist::TABLE, watchlist::to_batch(&[entry]), 1)?;
-        }
+        push_due_watch(&mut ingest, &mut pending_watch, now)?;
         for cam in cams.iter_mut() {
             let f = cam.step(&params);
             if let Some(t) = truth.as_mut() {
@@ -411,17 +408,7 @@ pub fn run(
             let f = entry.remove();
             deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera))?;
         }
-        while let Ok(c) = control_rx.try_recv() {
-            match c {
-                Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
-                Control::Remove { id } => ingest.remove(id)?,
-            }
-        }
-        ingest.tick(now)?;
-        let stats = ingest.stats();
-        progress.rows.store(stats.total_rows(), Ordering::Relaxed);
-        progress.late.store(stats.total_late(), Ordering::Relaxed);
-        progress.sim_ms.store((now - params.start_ms) as u64, Ordering::Relaxed);
+        tick(&mut ingest, &control_rx, progress, now, params.start_ms)?;
         if !opts.fast {
             let due = Duration::from_secs_f64((frame + 1) as f64 / params.fps);
             if let Some(wait) = due.checked_sub(wall0.elapsed()) {
@@ -447,6 +434,42 @@ pub fn run(
         interrupted,
         1000.0 / params.fps,
     )
+}
+
+/// Adds the watchlist entries due by `now`.
+fn push_due_watch(
+    ingest: &mut Ingest,
+    pending: &mut Vec<(Millis, WatchEntry)>,
+    now: Millis,
+) -> anyhow::Result<()> {
+    let due = pending.partition_point(|(t, _)| *t <= now);
+    for (_, entry) in pending.drain(..due) {
+        ingest.push_reference(watchlist::TABLE, watchlist::to_batch(&[entry]), 1)?;
+    }
+    Ok(())
+}
+
+/// The end of every tick: rules added or dropped from psql take effect, the watermark
+/// advances, and the status line's counters are updated.
+fn tick(
+    ingest: &mut Ingest,
+    control_rx: &std::sync::mpsc::Receiver<Control>,
+    progress: &Progress,
+    now: Millis,
+    start_ms: Millis,
+) -> anyhow::Result<()> {
+    while let Ok(c) = control_rx.try_recv() {
+        match c {
+            Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
+            Control::Remove { id } => ingest.remove(id)?,
+        }
+    }
+    ingest.tick(now)?;
+    let stats = ingest.stats();
+    progress.rows.store(stats.total_rows(), Ordering::Relaxed);
+    progress.late.store(stats.total_late(), Ordering::Relaxed);
+    progress.sim_ms.store((now - start_ms).max(0) as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 fn wall_ms() -> Millis {
@@ -510,15 +533,12 @@ fn drive_live(
     let mut alerts = bus.subscribe();
     let mut live = crate::live::Live::start(config, &opts.out)?;
     let wall0 = Instant::now();
-    let tick = Duration::from_millis(100);
+    let period = Duration::from_millis(100);
     let mut n = 0u32;
     while wall0.elapsed().as_secs_f64() < opts.duration_s && !stop.load(Ordering::Relaxed) {
         n += 1;
         let now = wall_ms();
-        while pending_watch.first().is_some_and(|(t, _)| *t <= now) {
-            let (_, entry) = pending_watch.remove(0);
-            ingest.push_reference(watchlist::TABLE, watchlist::to_batch(&[entry]), 1)?;
-        }
+        push_due_watch(ingest, &mut pending_watch, now)?;
         live.drain(ingest, now)?;
         for e in live.take_errors() {
             progress.errors.fetch_add(1, Ordering::Relaxed);
@@ -536,18 +556,8 @@ fn drive_live(
                 Err(_) => break,
             }
         }
-        while let Ok(c) = control_rx.try_recv() {
-            match c {
-                Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
-                Control::Remove { id } => ingest.remove(id)?,
-            }
-        }
-        ingest.tick(now)?;
-        let stats = ingest.stats();
-        progress.rows.store(stats.total_rows(), Ordering::Relaxed);
-        progress.late.store(stats.total_late(), Ordering::Relaxed);
-        progress.sim_ms.store((now - start_ms).max(0) as u64, Ordering::Relaxed);
-        if let Some(wait) = (tick * n).checked_sub(wall0.elapsed()) {
+        tick(ingest, control_rx, progress, now, start_ms)?;
+        if let Some(wait) = (period * n).checked_sub(wall0.elapsed()) {
             std::thread::sleep(wait);
         }
     }
