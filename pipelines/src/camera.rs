@@ -395,7 +395,6 @@ async fn session(
     let mut report: Option<SenderReport> = None;
     let period_ms = 1000.0 / spec.fps.max(0.001);
     let mut next_due: f64 = f64::MIN;
-    let mut rgb: Vec<u8> = Vec::new();
     loop {
         let item = tokio::time::timeout(spec.frame_timeout, demuxed.next()).await.map_err(|_| frozen())?;
         let item = match item {
@@ -434,18 +433,22 @@ async fn session(
                         continue;
                     }
                 };
-                let status = health.status();
-                if status.streaming_since.is_none() {
-                    if health.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
-                        health.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    health.update(|s| {
+                // One lock per frame, no copy of the status: is this the session's first
+                // frame, and which clock times it.
+                let (first, time_source) = {
+                    let mut s = health.status.lock().expect("camera status");
+                    let first = s.streaming_since.is_none();
+                    if first {
                         s.state = CameraState::Streaming;
                         s.streaming_since = Some(Instant::now());
                         s.backoff = None;
-                    });
+                    }
+                    (first, s.time_source)
+                };
+                if first && health.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
+                    health.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                let capture_ms = match (report, status.time_source) {
+                let capture_ms = match (report, time_source) {
                     (Some(r), TimeSource::Rtcp) => {
                         r.unix_ms
                             + (frame.timestamp().timestamp() - r.rtp) * 1000 / i64::from(r.clock_rate.max(1))
@@ -460,9 +463,10 @@ async fn session(
                 next_due = if t - next_due > period_ms { t + period_ms } else { next_due + period_ms };
                 use openh264::formats::YUVSource;
                 let (w, h) = decoded.dimensions();
-                rgb.resize(w * h * 3, 0);
+                // Converted straight into the frame's own buffer: it is shared (Arc) from here on.
+                let mut rgb = vec![0u8; w * h * 3];
                 decoded.write_rgb8(&mut rgb);
-                let Some(image) = RgbImage::from_raw(w as u32, h as u32, rgb.clone()) else { continue };
+                let Some(image) = RgbImage::from_raw(w as u32, h as u32, rgb) else { continue };
                 *seq += 1;
                 health.frames_out.fetch_add(1, Ordering::Relaxed);
                 sink(Frame { camera: spec.id, seq: *seq, capture_ms, image: Arc::new(image) });
