@@ -10,6 +10,11 @@
 //! and reconnects; the backoff resets once a session delivers frames. Tasks share nothing but the
 //! sink, so one camera's failure never touches another.
 //!
+//! Cameras that detect on the device send ONVIF analytics metadata beside (or instead of) the
+//! video: when a camera offers it (and [`CameraSpec::onvif`] is on), that stream is set up
+//! instead of the video, and its objects go to [`Sinks::objects`] as detections that need no
+//! model ([`crate::onvif`]).
+//!
 //! Event time: a frame's RTP timestamp mapped through the last RTCP sender report of its stream
 //! (the camera's wall clock) when there is one, else the receive time. A camera whose clock is
 //! off by more than [`CameraSpec::max_skew`] is reported (`clock_skew_ms`) and timed by receive
@@ -52,6 +57,9 @@ pub struct CameraSpec {
     pub backoff_max: Duration,
     /// A camera clock further than this from the receive clock is not trusted.
     pub max_skew: Duration,
+    /// Use the camera's ONVIF analytics metadata when it offers it (its video is then not
+    /// decoded for the detector); `false` ignores the metadata and runs the model.
+    pub onvif: bool,
 }
 
 impl std::fmt::Debug for CameraSpec {
@@ -81,6 +89,7 @@ impl CameraSpec {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_skew: Duration::from_secs(2),
+            onvif: true,
         }
     }
 
@@ -161,9 +170,9 @@ pub struct Health {
     pub camera: u32,
     /// Camera name.
     pub name: String,
-    /// Frames decoded.
+    /// Frames decoded (or ONVIF metadata documents received).
     pub frames_in: AtomicU64,
-    /// Frames passed on to analytics.
+    /// Frames passed on to analytics (or ONVIF metadata frames passed on as objects).
     pub frames_out: AtomicU64,
     /// Frames dropped by the detection stage's policy.
     pub frames_dropped: AtomicU64,
@@ -280,6 +289,33 @@ pub enum CameraError {
 /// Receives a camera's decoded frames.
 pub type FrameSink = Arc<dyn Fn(Frame) + Send + Sync>;
 
+/// Objects a camera detected itself (ONVIF analytics metadata), for one `tt:Frame`.
+#[derive(Clone, Debug)]
+pub struct CameraObjects {
+    /// Camera id.
+    pub camera: u32,
+    /// Sequence number, shared with the camera's frames (event ids stay unique).
+    pub seq: u64,
+    /// Event time, ms since the Unix epoch.
+    pub capture_ms: i64,
+    /// The video's size when known (boxes are mapped to its pixels), else `None`.
+    pub frame_size: Option<(u32, u32)>,
+    /// The objects.
+    pub objects: Vec<crate::onvif::OnvifObject>,
+}
+
+/// Receives a camera's own detections.
+pub type ObjectSink = Arc<dyn Fn(CameraObjects) + Send + Sync>;
+
+/// Where a camera's output goes.
+#[derive(Clone)]
+pub struct Sinks {
+    /// Decoded frames, for the detector.
+    pub frames: FrameSink,
+    /// Objects from ONVIF metadata, which need no model.
+    pub objects: ObjectSink,
+}
+
 fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -297,7 +333,7 @@ pub fn ntp_to_unix_ms(ntp: u64) -> i64 {
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     spec: CameraSpec,
-    sink: FrameSink,
+    sink: Sinks,
     health: Arc<Health>,
 ) -> tokio::task::JoinHandle<()> {
     rt.spawn(async move {
@@ -337,12 +373,7 @@ struct SenderReport {
     clock_rate: u32,
 }
 
-async fn session(
-    spec: &CameraSpec,
-    sink: &FrameSink,
-    health: &Health,
-    seq: &mut u64,
-) -> Result<(), CameraError> {
+async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64) -> Result<(), CameraError> {
     let url = spec.url.to_string();
     let rtsp = |e: retina::Error| match e.status_code() {
         Some(401) => CameraError::Unauthorized { camera: spec.id, url: url.clone() },
@@ -362,26 +393,43 @@ async fn session(
     .await
     .map_err(|_| frozen())?
     .map_err(rtsp)?;
-    let video = described.streams().iter().position(|s| s.media() == "video");
-    let Some(video) = video else {
-        return Err(CameraError::Codec {
-            camera: spec.id,
-            url: url.clone(),
-            codec: "none (no video stream)".into(),
-        });
+    let streams = described.streams();
+    let meta = streams
+        .iter()
+        .position(|s| {
+            s.media() == "application" && s.encoding_name().eq_ignore_ascii_case("vnd.onvif.metadata")
+        })
+        .filter(|_| spec.onvif);
+    let video = streams.iter().position(|s| s.media() == "video");
+    // Box pixels for the metadata come from the video's parameter sets, without decoding.
+    let frame_size = video.and_then(|v| match streams[v].parameters() {
+        Some(retina::codec::ParametersRef::Video(p)) => Some(p.pixel_dimensions()),
+        _ => None,
+    });
+    let codec = video.map(|v| streams[v].encoding_name().to_ascii_lowercase());
+    // A camera that detects on the device sends its objects as metadata: its video is not
+    // decoded. Otherwise H.264 video is decoded for the detector; other codecs are reported.
+    let video = match (video, codec.as_deref()) {
+        _ if meta.is_some() => None,
+        (Some(v), Some("h264")) => Some(v),
+        (_, c) => {
+            let codec = c.map_or_else(|| "none (no video stream)".to_owned(), str::to_owned);
+            return Err(CameraError::Codec { camera: spec.id, url: url.clone(), codec });
+        }
     };
-    let encoding = described.streams()[video].encoding_name().to_ascii_lowercase();
-    if encoding != "h264" {
-        return Err(CameraError::Codec { camera: spec.id, url: url.clone(), codec: encoding });
+    let clock_rate = video.map_or(90_000, |v| streams[v].clock_rate_hz());
+    for (i, format) in [(video, FrameFormat::SIMPLE), (meta, FrameFormat::default())] {
+        let Some(i) = i else { continue };
+        let setup = SetupOptions::default()
+            .transport(Transport::Tcp(TcpTransportOptions::default()))
+            .frame_format(format);
+        tokio::time::timeout(spec.frame_timeout, described.setup(i, setup))
+            .await
+            .map_err(|_| frozen())?
+            .map_err(rtsp)?;
     }
-    let clock_rate = described.streams()[video].clock_rate_hz();
-    let setup = SetupOptions::default()
-        .transport(Transport::Tcp(TcpTransportOptions::default()))
-        .frame_format(FrameFormat::SIMPLE);
-    tokio::time::timeout(spec.frame_timeout, described.setup(video, setup))
-        .await
-        .map_err(|_| frozen())?
-        .map_err(rtsp)?;
+    // Stream ids of interest (usize::MAX: none).
+    let (video, meta) = (video.unwrap_or(usize::MAX), meta.unwrap_or(usize::MAX));
     let playing = tokio::time::timeout(spec.frame_timeout, described.play(PlayOptions::default()))
         .await
         .map_err(|_| frozen())?
@@ -419,6 +467,39 @@ async fn session(
                         camera = spec.id,
                         "camera clock off by {skew} ms: timing its frames by receive time"
                     );
+                }
+            }
+            CodecItem::MessageFrame(m) if m.stream_id() == meta => {
+                let received = wall_ms();
+                health.frames_in.fetch_add(1, Ordering::Relaxed);
+                let frames = match crate::onvif::parse(m.data()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        health.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(camera = spec.id, "{e}");
+                        continue;
+                    }
+                };
+                for f in frames {
+                    // The camera's own timestamp when its clock is right, else the receive time.
+                    let capture_ms = f
+                        .utc_ms
+                        .filter(|t| (t - received).unsigned_abs() <= spec.max_skew.as_millis() as u64)
+                        .unwrap_or(received);
+                    *seq += 1;
+                    health.frames_out.fetch_add(1, Ordering::Relaxed);
+                    (sink.objects)(CameraObjects {
+                        camera: spec.id,
+                        seq: *seq,
+                        capture_ms,
+                        frame_size,
+                        objects: f.objects,
+                    });
+                }
+                let mut s = health.status.lock().expect("camera status");
+                if s.streaming_since.is_none() {
+                    s.state = CameraState::Streaming;
+                    s.streaming_since = Some(Instant::now());
                 }
             }
             CodecItem::VideoFrame(frame) => {
@@ -469,7 +550,7 @@ async fn session(
                 let Some(image) = RgbImage::from_raw(w as u32, h as u32, rgb) else { continue };
                 *seq += 1;
                 health.frames_out.fetch_add(1, Ordering::Relaxed);
-                sink(Frame { camera: spec.id, seq: *seq, capture_ms, image: Arc::new(image) });
+                (sink.frames)(Frame { camera: spec.id, seq: *seq, capture_ms, image: Arc::new(image) });
             }
             _ => {}
         }

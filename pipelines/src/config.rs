@@ -299,6 +299,14 @@ pub struct CameraConfig {
     pub password_file: Option<Spanned<PathBuf>>,
     /// Analytics frames per second (default: city.fps).
     pub fps: Option<Spanned<f64>>,
+    /// `auto`: use the camera's ONVIF analytics metadata when it sends any, else the detector;
+    /// `model`: always decode the video for the detector.
+    #[serde(default = "default_analytics")]
+    pub analytics: Spanned<String>,
+}
+
+fn default_analytics() -> Spanned<String> {
+    Spanned::new(0..0, "auto".into())
 }
 
 /// `[models]`.
@@ -557,6 +565,13 @@ impl Config {
                         "write the camera's stream as rtsp://host:port/path",
                     );
                 }
+            }
+            if !["auto", "model"].contains(&c.analytics.get_ref().as_str()) {
+                return err(
+                    c.analytics.span(),
+                    format!("analytics = {:?} is unknown", c.analytics.get_ref()),
+                    "use \"auto\" (ONVIF metadata when the camera sends it) or \"model\"",
+                );
             }
             if c.user.is_some() && c.password_env.is_none() && c.password_file.is_none() {
                 return err(

@@ -27,7 +27,7 @@ use vigil_engine::time::Millis;
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_models::yolo::{YoloConfig, YoloDetector};
 
-use crate::camera::{self, CameraSpec, Frame, Health, TimeSource};
+use crate::camera::{self, CameraObjects, CameraSpec, Frame, Health, Sinks, TimeSource};
 use crate::config::Config;
 use crate::detect::{DetectStage, Detected, StageConfig};
 
@@ -41,6 +41,7 @@ pub struct Live {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stage: Option<DetectStage>,
     detected: Receiver<Detected>,
+    objects: Receiver<CameraObjects>,
     health: Vec<Arc<Health>>,
     classes: Vec<&'static str>,
     latest: HashMap<u32, Frame>,
@@ -88,6 +89,7 @@ pub fn camera_specs(config: &Config) -> anyhow::Result<Vec<CameraSpec>> {
             let url = url::Url::parse(c.url.get_ref()).expect("validated");
             let name = c.name.clone().unwrap_or_else(|| format!("camera-{id}"));
             let mut spec = CameraSpec::new(id, name, url, c.fps.as_ref().map_or(fps, |f| *f.get_ref()));
+            spec.onvif = c.analytics.get_ref() == "auto";
             if let Some(user) = &c.user {
                 let pw = password(config, c, id)?.unwrap_or_default();
                 spec.credentials = Some((user.clone(), pw));
@@ -156,13 +158,20 @@ impl Live {
             .thread_name("camera")
             .enable_all()
             .build()?;
-        let sink = stage.sink();
+        let (otx, orx) = channel::<CameraObjects>();
+        let otx = Mutex::new(otx);
+        let sinks = Sinks {
+            frames: stage.sink(),
+            objects: Arc::new(move |o| {
+                let _ = otx.lock().expect("objects").send(o);
+            }),
+        };
         let tasks = specs
             .into_iter()
             .zip(&health)
             .map(|(spec, h)| {
                 eprintln!("camera {} ({}): connecting to {}", spec.id, spec.name, spec.url);
-                camera::spawn(rt.handle(), spec, Arc::clone(&sink), Arc::clone(h))
+                camera::spawn(rt.handle(), spec, sinks.clone(), Arc::clone(h))
             })
             .collect();
         Ok(Live {
@@ -170,6 +179,7 @@ impl Live {
             tasks,
             stage: Some(stage),
             detected: rx,
+            objects: orx,
             health,
             classes,
             latest: HashMap::new(),
@@ -211,6 +221,26 @@ impl Live {
                 }
             })?;
             self.latest.insert(f.camera, d.frame);
+        }
+        // Detections the cameras made themselves (ONVIF metadata): no model, same stream.
+        while let Ok(o) = self.objects.try_recv() {
+            let ids = |index: usize| EventId::pack(o.camera, o.seq, index as u32);
+            ids(o.objects.len())?;
+            // Boxes in pixels of the camera's video; in fractions of the frame without video.
+            let (w, h) = o.frame_size.map_or((1.0, 1.0), |(w, h)| (w as f32, h as f32));
+            ingest.push_rows(o.camera, o.capture_ms, now, |det: &mut DetectionsBuilder| {
+                for (i, x) in o.objects.iter().enumerate() {
+                    let bbox = crate::onvif::to_pixels(x.bbox, w, h);
+                    let row = Detection {
+                        class: x.class,
+                        score: x.likelihood,
+                        bbox,
+                        ground: [f32::NAN; 2],
+                        zone_id: None,
+                    };
+                    det.push(o.camera, o.capture_ms, ids(i).expect("checked above"), &row);
+                }
+            })?;
         }
         let due = self.last_report.as_ref().is_none_or(|(t, _)| t.elapsed().as_millis() >= 1000);
         if due {

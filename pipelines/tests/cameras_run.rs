@@ -264,3 +264,36 @@ fn stored_snapshots_have_their_faces_blurred() {
     let p = snap.get_pixel(560, 100);
     assert!(p.0.iter().zip([110u8, 112, 108]).all(|(a, b)| a.abs_diff(b) < 20), "{p:?}");
 }
+
+#[test]
+fn an_onvif_camera_feeds_its_own_detections_without_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 4, 20);
+    let truth = dir.path().join("cam4.truth.jsonl");
+    let server = RtspServer::start(
+        0,
+        &[format!("--mount=/cam4={}", raw.display()), format!("--onvif=/cam4={}", truth.display())],
+        &[],
+    );
+    let cfg = config(dir.path(), &[(4, server.port, "/cam4")], "");
+    let log = finish(run_vigil(&cfg, 8));
+    let out = dir.path().join("out");
+    // Every detection is the camera's (likelihood 0.9 as the server wrote it; the shapes model
+    // never scores exactly that), in pixels of the 640 × 360 video.
+    let rows = duckdb(&format!(
+        "SELECT count(*), count(*) FILTER (score = 0.9::FLOAT), min(x), max(x + w), max(y + h), count(DISTINCT event_time) \
+         FROM read_parquet('{}/detections/**/*.parquet') WHERE camera_id = 4",
+        out.display()
+    ));
+    let r = &rows[0];
+    assert!(r[0].parse::<u64>().unwrap() > 100 && r[0] == r[1], "{r:?}\n{log}");
+    let (min_x, max_x, max_y): (f64, f64, f64) =
+        (r[2].parse().unwrap(), r[3].parse().unwrap(), r[4].parse().unwrap());
+    assert!(min_x >= -0.5 && max_x <= 640.5 && max_y <= 360.5, "{r:?}");
+    assert!(r[5].parse::<u64>().unwrap() >= 40, "about 10 metadata frames per second: {r:?}");
+    let health = duckdb(&format!(
+        "SELECT max(fps_out), max(decode_errors) FROM read_parquet('{}/camera_health/**/*.parquet') WHERE camera_id = 4",
+        out.display()
+    ));
+    assert!(health[0][0].parse::<f64>().unwrap() >= 7.0 && health[0][1] == "0", "{health:?}");
+}

@@ -19,20 +19,31 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+type Objects = Arc<Mutex<Vec<camera::CameraObjects>>>;
+
 fn start(
     rt: &tokio::runtime::Runtime,
     spec: CameraSpec,
 ) -> (Frames, Arc<Health>, tokio::task::JoinHandle<()>) {
-    let frames: Frames = Arc::default();
-    let health = Arc::new(Health::new(spec.id, &spec.name));
-    let f = Arc::clone(&frames);
-    let handle = camera::spawn(
-        rt.handle(),
-        spec,
-        Arc::new(move |fr| f.lock().unwrap().push((Instant::now(), fr))),
-        Arc::clone(&health),
-    );
+    let (frames, objects, health, handle) = start_with_objects(rt, spec);
+    assert!(objects.lock().unwrap().is_empty());
     (frames, health, handle)
+}
+
+fn start_with_objects(
+    rt: &tokio::runtime::Runtime,
+    spec: CameraSpec,
+) -> (Frames, Objects, Arc<Health>, tokio::task::JoinHandle<()>) {
+    let frames: Frames = Arc::default();
+    let objects: Objects = Arc::default();
+    let health = Arc::new(Health::new(spec.id, &spec.name));
+    let (f, o) = (Arc::clone(&frames), Arc::clone(&objects));
+    let sinks = camera::Sinks {
+        frames: Arc::new(move |fr| f.lock().unwrap().push((Instant::now(), fr))),
+        objects: Arc::new(move |ob| o.lock().unwrap().push(ob)),
+    };
+    let handle = camera::spawn(rt.handle(), spec, sinks, Arc::clone(&health));
+    (frames, objects, health, handle)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -234,4 +245,68 @@ fn garbage_bytes_and_a_silent_server_do_not_panic_and_are_retried() {
     let e = silent_health.status().last_error.unwrap();
     assert!(e.contains("camera 8") && e.contains("no frame for 0.8 s"), "{e}");
     assert!(f1.lock().unwrap().is_empty() && f2.lock().unwrap().is_empty());
+}
+
+#[test]
+fn onvif_metadata_from_the_camera_becomes_objects_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 6, 20);
+    let truth_file = dir.path().join("cam6.truth.jsonl");
+    let server = RtspServer::start(
+        0,
+        &[format!("--mount=/cam6={}", raw.display()), format!("--onvif=/cam6={}", truth_file.display())],
+        &[],
+    );
+    let rt = runtime();
+    let (frames, objects, health, _h) = start_with_objects(&rt, spec(6, server.port, "/cam6"));
+    let mut model = spec(9, server.port, "/cam6");
+    model.onvif = false;
+    let (model_frames, model_objects, _mh, _h2) = start_with_objects(&rt, model);
+    wait_for("metadata documents", Duration::from_secs(10), || objects.lock().unwrap().len() >= 20);
+    // A camera that detects itself needs no model: its video is not decoded. Set to ignore the
+    // metadata, the same camera is decoded for the model instead.
+    assert!(frames.lock().unwrap().is_empty(), "no frames decoded for the detector");
+    assert!(model_frames.lock().unwrap().len() >= 5 && model_objects.lock().unwrap().is_empty());
+    let truth: Vec<Vec<serde_json::Value>> = std::fs::read_to_string(&truth_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let docs = objects.lock().unwrap().clone();
+    let mut matched = 0;
+    for d in &docs {
+        let (w, h) = d.frame_size.map_or((1.0, 1.0), |(w, h)| (w as f32, h as f32));
+        // Each document is one rendered frame's truth, boxes mapped back to pixels.
+        let same = truth.iter().any(|t| {
+            t.len() == d.objects.len()
+                && t.iter().zip(&d.objects).all(|(want, got)| {
+                    let px = vigil_pipelines::onvif::to_pixels(got.bbox, w, h);
+                    let class = if want["class"] == "person" { "person" } else { "car" };
+                    let b: Vec<f32> =
+                        want["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                    got.class == class
+                        && got.likelihood == 0.9
+                        && px.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1.0)
+                })
+        });
+        matched += usize::from(same);
+    }
+    // The first document may come before the first video frame (no frame size yet).
+    assert!(
+        matched + 1 >= docs.len(),
+        "{matched} of {} documents match a rendered frame's objects",
+        docs.len()
+    );
+    assert!(docs.iter().filter(|d| d.frame_size == Some((640, 360))).count() + 1 >= docs.len());
+    let now = now_ms();
+    let last = docs.last().unwrap();
+    assert!((now - last.capture_ms).abs() < 1_000, "timed by the camera's UtcTime (same clock here)");
+    // Sequence numbers are shared with the frames, so event ids never collide.
+    let mut seqs: Vec<u64> =
+        docs.iter().map(|d| d.seq).chain(frames.lock().unwrap().iter().map(|(_, f)| f.seq)).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n);
+    assert_eq!(health.decode_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

@@ -37,7 +37,8 @@ pub fn vigil(args: &[&str], dir: &Path) -> String {
 }
 
 /// Renders `frames` frames of simulated camera `camera` (640 × 360) as raw RGB into `dir`, for
-/// the RTSP test server; returns the file.
+/// the RTSP test server, with `cam<N>.truth.jsonl` beside it (each frame's true boxes, one JSON
+/// list per line); returns the frames' file.
 #[allow(dead_code)]
 pub fn render_frames(dir: &Path, camera: u32, frames: usize) -> PathBuf {
     use std::io::Write;
@@ -46,10 +47,15 @@ pub fn render_frames(dir: &Path, camera: u32, frames: usize) -> PathBuf {
     let mut r = vigil_pipelines::render::Renderer::new(params, camera, 640, 360);
     let path = dir.join(format!("cam{camera}.rgb"));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut truth =
+        std::io::BufWriter::new(std::fs::File::create(dir.join(format!("cam{camera}.truth.jsonl"))).unwrap());
     for _ in 0..frames {
-        f.write_all(r.next_frame().image.as_raw()).unwrap();
+        let frame = r.next_frame();
+        f.write_all(frame.image.as_raw()).unwrap();
+        writeln!(truth, "{}", serde_json::to_string(&frame.truth).unwrap()).unwrap();
     }
     f.flush().unwrap();
+    truth.flush().unwrap();
     path
 }
 
