@@ -326,3 +326,41 @@ fn bad_config_detector_batch_and_layout() {
         &["layout", "\"v5\""],
     );
 }
+
+/// Starts `vigil run` on `toml` and returns its stderr, asserting it refused to start.
+fn expect_start_error(toml: &str, envs: &[(&str, &str)]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("city.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = vigil();
+    cmd.arg("run").arg("--config").arg(&path).args(["--duration", "1"]).env_remove("VIGIL_CAM_PASSWORD");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_camera_whose_password_is_not_set_names_the_camera_and_the_variable() {
+    let e = expect_start_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nid = 3\nurl = \"rtsp://127.0.0.1:9/cam\"\nuser = \"viewer\"\npassword_env = \"VIGIL_CAM_PASSWORD\"\n\n\
+         [models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        &[],
+    );
+    assert!(
+        e.contains("camera 3") && e.contains("$VIGIL_CAM_PASSWORD is not set") && e.contains("fix:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_detector_model_is_named_with_the_fix() {
+    let e = expect_start_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://127.0.0.1:9/cam\"\n\n[models.detector]\npath = \"no-such-model.onnx\"\nclasses = [\"person\"]\n",
+        &[],
+    );
+    assert!(e.contains("no-such-model.onnx") && e.contains("check the model path"), "{e}");
+}
