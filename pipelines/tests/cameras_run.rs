@@ -77,7 +77,9 @@ fn four_rtsp_cameras_become_detections_in_parquet_and_sql_and_no_frame_reaches_t
     let server = RtspServer::start(0, &mounts, &[]);
     let cams: Vec<(u32, u16, String)> = (0..4).map(|c| (c, server.port, format!("/cam{c}"))).collect();
     let cams: Vec<(u32, u16, &str)> = cams.iter().map(|(c, p, s)| (*c, *p, s.as_str())).collect();
-    let cfg = config(dir.path(), &cams, "");
+    // Health is a stream like any other: a rule reads it.
+    let health_rule = "[[rules]]\nname = \"camera_up\"\nsql = \"SELECT camera_id, event_time, camera, fps_out FROM camera_health WHERE state = 'streaming'\"\n";
+    let cfg = config(dir.path(), &cams, health_rule);
     let log = finish(run_vigil(&cfg, 12));
     let out = dir.path().join("out");
     let det = format!("'{}/detections/**/*.parquet'", out.display());
@@ -104,6 +106,14 @@ fn four_rtsp_cameras_become_detections_in_parquet_and_sql_and_no_frame_reaches_t
     ));
     let cars = duckdb(&format!("SELECT count(*) FROM read_parquet({det}) WHERE class = 'car'"));
     assert_eq!(alerts[0][0], cars[0][0], "one car_seen alert per car detection");
+    let up = duckdb(&format!(
+        "SELECT count(DISTINCT camera_id), count(*) FROM read_parquet('{}/alerts/**/*.parquet') WHERE rule = 'camera_up'",
+        out.display()
+    ));
+    assert!(
+        up[0][0] == "4" && up[0][1].parse::<u64>().unwrap() >= 20,
+        "the rule over camera_health saw every camera streaming: {up:?}"
+    );
     // Health: every camera streamed at ~5 fps out of the server's 10, with its clock checked.
     let health = duckdb(&format!(
         "SELECT camera_id, max(fps_out), max(fps_in), bool_or(state = 'streaming'), max(decode_errors) \
@@ -296,4 +306,89 @@ fn an_onvif_camera_feeds_its_own_detections_without_the_model() {
         out.display()
     ));
     assert!(health[0][0].parse::<f64>().unwrap() >= 7.0 && health[0][1] == "0", "{health:?}");
+}
+
+#[test]
+fn analysts_query_live_camera_detections_and_health_from_psql() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let mounts: Vec<String> =
+        (0..2).map(|c| format!("--mount=/cam{c}={}", render_frames(dir.path(), c, 20).display())).collect();
+    let server = RtspServer::start(0, &mounts, &[]);
+    let cfg = config(dir.path(), &[(0, server.port, "/cam0"), (1, server.port, "/cam1")], "");
+    let password = "live-cameras-pw";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--duration",
+            "14",
+            "--quiet",
+            "--pg-listen",
+            "127.0.0.1:0",
+        ])
+        .env("VIGIL_PG_PASSWORD", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port: u16 = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before listening");
+        if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
+            break rest.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = stderr.read_to_string(&mut sink);
+    });
+    std::thread::sleep(Duration::from_secs(7));
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "vigil",
+                "-d",
+                "vigil",
+                "-A",
+                "-t",
+                "-F",
+                "|",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let counts = psql(
+        "SELECT camera_id, count(*) FROM detections WHERE class = 'person' GROUP BY camera_id ORDER BY camera_id",
+    );
+    let rows: Vec<(u32, u64)> = counts
+        .lines()
+        .map(|l| {
+            let (c, n) = l.split_once('|').unwrap();
+            (c.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1], "{counts}");
+    assert!(rows.iter().all(|r| r.1 >= 50), "persons detected in the live feeds so far: {counts}");
+    let health =
+        psql("SELECT DISTINCT camera, state FROM camera_health WHERE state = 'streaming' ORDER BY camera");
+    assert_eq!(health.lines().collect::<Vec<_>>(), ["cam0|streaming", "cam1|streaming"], "{health}");
+    assert!(child.wait().unwrap().success());
 }
