@@ -94,32 +94,32 @@ pub fn parse(xml: &[u8]) -> Result<Vec<OnvifFrame>, OnvifError> {
             reader.read_event_into(&mut buf).map_err(|e| OnvifError { offset, message: e.to_string() })?;
         match event {
             Event::Start(e) | Event::Empty(e) => match local(&e) {
-                b"Frame" => frames.push(OnvifFrame {
-                    utc_ms: attr(&e, b"UtcTime").and_then(|t| vigil_engine::time::parse_rfc3339(&t)),
+                "Frame" => frames.push(OnvifFrame {
+                    utc_ms: attr(&e, "UtcTime").and_then(|t| vigil_engine::time::parse_rfc3339(&t)),
                     objects: Vec::new(),
                 }),
-                b"Object" => {
-                    let id = attr(&e, b"ObjectId").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                "Object" => {
+                    let id = attr(&e, "ObjectId").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
                     object = Some(Partial { id, ..Partial::default() });
                 }
-                b"BoundingBox" => {
+                "BoundingBox" => {
                     if let Some(o) = object.as_mut() {
-                        let v = |n: &[u8]| {
+                        let v = |n: &str| {
                             attr(&e, n).and_then(|s| s.trim().parse::<f32>().ok()).filter(|v| v.is_finite())
                         };
                         if let (Some(l), Some(t), Some(r), Some(b)) =
-                            (v(b"left"), v(b"top"), v(b"right"), v(b"bottom"))
+                            (v("left"), v("top"), v("right"), v("bottom"))
                         {
                             o.bbox = Some([l, t, r, b]);
                         }
                     }
                 }
-                b"Type" => {
-                    let likelihood = attr(&e, b"Likelihood").and_then(|s| s.trim().parse::<f32>().ok());
+                "Type" => {
+                    let likelihood = attr(&e, "Likelihood").and_then(|s| s.trim().parse::<f32>().ok());
                     text_of = Some(("Type", likelihood));
                 }
-                b"Likelihood" => text_of = Some(("Likelihood", None)),
-                b"ClassCandidate" => {
+                "Likelihood" => text_of = Some(("Likelihood", None)),
+                "ClassCandidate" => {
                     if let Some(o) = object.as_mut() {
                         o.candidate_type = None;
                         o.candidate_likelihood = None;
@@ -129,8 +129,9 @@ pub fn parse(xml: &[u8]) -> Result<Vec<OnvifFrame>, OnvifError> {
             },
             Event::Text(t) => {
                 let Some(o) = object.as_mut() else { continue };
-                let text =
-                    t.decode().map_err(|e| OnvifError { offset, message: e.to_string() })?.into_owned();
+                let text = quick_xml::escape::unescape(&t.xml10_content())
+                    .map_err(|e| OnvifError { offset, message: e.to_string() })?
+                    .into_owned();
                 match text_of {
                     Some(("Type", Some(l))) => offer(o, text, l),
                     Some(("Type", None)) => o.candidate_type = Some(text),
@@ -139,8 +140,8 @@ pub fn parse(xml: &[u8]) -> Result<Vec<OnvifFrame>, OnvifError> {
                 }
             }
             Event::End(e) => match e.local_name().as_ref() {
-                b"Type" | b"Likelihood" => text_of = None,
-                b"ClassCandidate" => {
+                "Type" | "Likelihood" => text_of = None,
+                "ClassCandidate" => {
                     if let Some(o) = object.as_mut()
                         && let Some(t) = o.candidate_type.take()
                     {
@@ -148,7 +149,7 @@ pub fn parse(xml: &[u8]) -> Result<Vec<OnvifFrame>, OnvifError> {
                         offer(o, t, l);
                     }
                 }
-                b"Object" => {
+                "Object" => {
                     let Some(mut o) = object.take() else { continue };
                     // A bare `<tt:Type>` without likelihood, outside a candidate, counts as certain.
                     if o.best.is_none()
@@ -183,16 +184,15 @@ fn offer(o: &mut Partial, t: String, likelihood: f32) {
     }
 }
 
-fn local<'a>(e: &'a BytesStart<'a>) -> &'a [u8] {
-    let name = e.name().into_inner();
-    name.iter().rposition(|&c| c == b':').map_or(name, |i| &name[i + 1..])
+fn local<'a>(e: &'a BytesStart<'a>) -> &'a str {
+    e.local_name().into_inner()
 }
 
-fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
+fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok())
+        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok())
         .map(|v| v.into_owned())
 }
 
