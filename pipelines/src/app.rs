@@ -542,15 +542,12 @@ fn drive_live(
         live.drain(ingest, now)?;
         for e in live.take_errors() {
             progress.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("inference: {e}");
+            tracing::error!("{e}");
         }
         loop {
             match alerts.try_recv() {
                 Ok(a) => {
-                    if let Err(e) = live.snapshot(&a) {
-                        progress.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("snapshot: {e:#}");
-                    }
+                    live.snapshot(&a);
                 }
                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
                 Err(_) => break,

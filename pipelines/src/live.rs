@@ -3,10 +3,11 @@
 //!
 //! [`Live::start`] opens the models, starts one task per camera on a small tokio runtime and the
 //! inference thread; the run loop calls [`Live::drain`] every tick, which hands detections to
-//! ingest (event time = capture time), writes a `camera_health` row per camera every second, and
-//! stores a snapshot for alerts when `[snapshots] enabled` (faces blurred with MTCNN first: no
-//! snapshot is written if the face detector cannot run). Frames live in memory only; the latest
-//! one per camera is kept for snapshots.
+//! ingest (event time = capture time) with the objects of cameras that detect on the device
+//! (ONVIF metadata), and writes a `camera_health` row per camera every second. With
+//! `[snapshots] enabled`, [`Live::snapshot`] queues an alert's frame for the snapshot thread,
+//! which blurs faces with MTCNN before writing (vigil refuses to start when MTCNN cannot load).
+//! Frames live in memory only; the latest one per camera is kept for snapshots.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -116,6 +117,7 @@ impl Live {
         yolo.iou_threshold = dc.iou_threshold;
         yolo.threads = dc.threads.max(1) as usize;
         let detector = YoloDetector::new(&env, yolo)?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let snapshots = if config.snapshots.enabled {
             let dir = match config.models.faces.as_ref().and_then(|f| f.dir.clone()) {
                 Some(d) => config.base_dir.join(d),
@@ -124,12 +126,12 @@ impl Live {
                     .context("snapshots need the MTCNN face networks to blur faces; fix: run scripts/setup-models or set [models.faces] dir")?,
             };
             let mtcnn = Mtcnn::new(&env, MtcnnConfig::new(dir))?;
-            Some(Snapshots {
+            Some(Snapshots::start(
                 mtcnn,
-                dir: out.join("snapshots"),
-                min_interval_ms: (config.snapshots.min_interval_s * 1000.0) as i64,
-                last: HashMap::new(),
-            })
+                out.join("snapshots"),
+                config.snapshots.min_interval_s,
+                Arc::clone(&errors),
+            )?)
         } else {
             None
         };
@@ -140,7 +142,6 @@ impl Live {
         let health: Vec<Arc<Health>> = specs.iter().map(|s| Arc::new(Health::new(s.id, &s.name))).collect();
         let by_id = health.iter().map(|h| (h.camera, Arc::clone(h))).collect();
         let (tx, rx) = channel();
-        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let e2 = Arc::clone(&errors);
         let stage = DetectStage::start(
             detector,
@@ -151,7 +152,7 @@ impl Live {
             },
             by_id,
             tx,
-            move |e| e2.lock().expect("errors").push(e),
+            move |e| e2.lock().expect("errors").push(format!("inference: {e}")),
         )?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -195,7 +196,7 @@ impl Live {
         &self.health
     }
 
-    /// Errors of the inference thread since the last call.
+    /// Errors of the inference and snapshot threads since the last call.
     pub fn take_errors(&self) -> Vec<String> {
         std::mem::take(&mut self.errors.lock().expect("errors"))
     }
@@ -312,28 +313,25 @@ impl Live {
         Ok(RecordBatch::try_new(StreamKind::CameraHealth.schema(), columns)?)
     }
 
-    /// Stores a snapshot for an alert of a camera (when enabled): the camera's latest frame,
-    /// faces blurred. Returns the file written.
-    pub fn snapshot(&mut self, alert: &Alert) -> anyhow::Result<Option<PathBuf>> {
-        let Some(s) = self.snapshots.as_mut() else { return Ok(None) };
-        let Some(frame) = self.latest.get(&alert.camera_id) else { return Ok(None) };
+    /// Queues a snapshot for an alert of a camera (when enabled, and at most one per camera per
+    /// `min_interval_s`): the camera's latest frame, written by the snapshot thread with faces
+    /// blurred. Returns whether one was queued.
+    pub fn snapshot(&mut self, alert: &Alert) -> bool {
+        let Some(s) = self.snapshots.as_mut() else { return false };
+        let Some(frame) = self.latest.get(&alert.camera_id) else { return false };
         if s.last.get(&alert.camera_id).is_some_and(|t| frame.capture_ms - t < s.min_interval_ms) {
-            return Ok(None);
+            return false;
         }
         s.last.insert(alert.camera_id, frame.capture_ms);
-        let mut img = frame.image.as_ref().clone();
-        let faces = s.mtcnn.detect(&img)?;
-        vigil_models::blur::blur_faces(&mut img, &faces);
-        let dir = s.dir.join(format!("camera={}", alert.camera_id));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let stamp = vigil_engine::time::file_stamp(frame.capture_ms);
-        let path = dir.join(format!("{stamp}_{}.jpg", sanitize(&alert.rule)));
-        let tmp = path.with_extension("jpg.tmp");
-        img.save_with_format(&tmp, image::ImageFormat::Jpeg)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)?;
-        tracing::info!(camera = alert.camera_id, faces = faces.len(), "snapshot {}", path.display());
-        Ok(Some(path))
+        let job = SnapshotJob { frame: frame.clone(), rule: alert.rule.clone() };
+        if s.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok()) {
+            return true;
+        }
+        self.errors
+            .lock()
+            .expect("errors")
+            .push(format!("snapshot of camera {} dropped: the snapshot queue is full", alert.camera_id));
+        false
     }
 
     /// Stops the cameras and the inference thread.
@@ -344,14 +342,74 @@ impl Live {
         if let Some(s) = self.stage.take() {
             s.stop();
         }
+        // Snapshots already queued are written before the run ends.
+        if let Some(mut s) = self.snapshots.take() {
+            s.tx = None;
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
+struct SnapshotJob {
+    frame: Frame,
+    rule: String,
+}
+
+/// Snapshots are blurred and written on their own thread: MTCNN takes tens to hundreds of
+/// milliseconds per frame, which the run loop's 100 ms tick cannot absorb.
 struct Snapshots {
-    mtcnn: Mtcnn,
-    dir: PathBuf,
+    tx: Option<std::sync::mpsc::SyncSender<SnapshotJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     min_interval_ms: i64,
     last: HashMap<u32, Millis>,
+}
+
+impl Snapshots {
+    fn start(
+        mut mtcnn: Mtcnn,
+        dir: PathBuf,
+        min_interval_s: f64,
+        errors: Arc<Mutex<Vec<String>>>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SnapshotJob>(8);
+        let thread = std::thread::Builder::new().name("snapshots".into()).spawn(move || {
+            for job in rx {
+                if let Err(e) = write_snapshot(&mut mtcnn, &dir, &job) {
+                    errors
+                        .lock()
+                        .expect("errors")
+                        .push(format!("snapshot of camera {}: {e:#}", job.frame.camera));
+                }
+            }
+        })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            min_interval_ms: (min_interval_s * 1000.0) as i64,
+            last: HashMap::new(),
+        })
+    }
+}
+
+/// Blurs the faces MTCNN finds, then writes `<dir>/camera=<id>/<time>_<rule>.jpg` (through a
+/// temporary name, so no half-written image is ever visible).
+fn write_snapshot(mtcnn: &mut Mtcnn, dir: &std::path::Path, job: &SnapshotJob) -> anyhow::Result<PathBuf> {
+    let frame = &job.frame;
+    let mut img = frame.image.as_ref().clone();
+    let faces = mtcnn.detect(&img)?;
+    vigil_models::blur::blur_faces(&mut img, &faces);
+    let dir = dir.join(format!("camera={}", frame.camera));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = vigil_engine::time::file_stamp(frame.capture_ms);
+    let path = dir.join(format!("{stamp}_{}.jpg", sanitize(&job.rule)));
+    let tmp = path.with_extension("jpg.tmp");
+    img.save_with_format(&tmp, image::ImageFormat::Jpeg)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)?;
+    tracing::info!(camera = frame.camera, faces = faces.len(), "snapshot {}", path.display());
+    Ok(path)
 }
 
 fn sanitize(s: &str) -> String {
