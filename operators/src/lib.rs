@@ -5,9 +5,10 @@
 //! - [`watchlist::WatchlistJoin`]: plate reads against a runtime-updatable watchlist;
 //! - [`plate::normalize`] and [`zones::ZoneIndex`] run at ingest, per row.
 //!
-//! Tracking arrives in a later issue; no placeholder tracker is wired in.
+//! - [`tracker::Tracker`]: a ByteTrack-class multi-object tracker per camera.
 
 pub mod density;
 pub mod plate;
+pub mod tracker;
 pub mod watchlist;
 pub mod zones;

@@ -10,6 +10,7 @@ pub mod camera;
 pub mod config;
 pub mod detect;
 pub mod live;
+pub mod mot;
 pub mod onvif;
 pub mod render;
 pub mod replay;

@@ -1,0 +1,76 @@
+//! The tracker judged by independent tools: `scripts/track_eval.py` simulates MOTChallenge
+//! sequences at three noise levels, tracks them with `vigil track` and with Roboflow's ByteTrack
+//! (PyPI `trackers`), and scores both with `trackers.eval` (TrackEval's matching and metrics).
+
+mod common;
+
+use std::process::Command;
+
+use common::{python, root};
+
+#[test]
+fn vigil_tracks_at_least_as_well_as_roboflow_bytetrack_and_mota_is_high_at_low_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("scores.json");
+    let out = Command::new(python())
+        .arg(root().join("scripts/track_eval.py"))
+        .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--frames", "150", "--work"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("python");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for level in ["low", "medium", "high"] {
+        let (ours, theirs) = (&scores[level]["vigil"], &scores[level]["roboflow_bytetrack"]);
+        for metric in ["MOTA", "IDF1"] {
+            let (a, b) = (ours[metric].as_f64().unwrap(), theirs[metric].as_f64().unwrap());
+            assert!(
+                a >= b,
+                "{level} noise: our {metric} {a:.4} is below Roboflow ByteTrack's {b:.4}\n{report}"
+            );
+        }
+    }
+    let mota = scores["low"]["vigil"]["MOTA"].as_f64().unwrap();
+    assert!(mota >= 0.9, "MOTA {mota} at low noise\n{report}");
+}
+
+#[test]
+fn vigil_track_reads_and_writes_motchallenge_text() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two people walking apart for 20 frames, plus one weak spurious box.
+    let mut det = String::new();
+    for f in 1..=20 {
+        det.push_str(&format!("{f},-1,{},100,20,50,0.9,-1,-1,-1\n", 100 + f * 3));
+        det.push_str(&format!("{f},-1,{},300,20,50,0.85,-1,-1,-1\n", 400 - f * 3));
+    }
+    det.push_str("7,-1,600,20,20,50,0.3,-1,-1,-1\n");
+    std::fs::write(dir.path().join("det.txt"), det).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["track", "--mot-det", "det.txt", "--out", "tracks.txt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tracks = std::fs::read_to_string(dir.path().join("tracks.txt")).unwrap();
+    let rows: Vec<Vec<f64>> =
+        tracks.lines().map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 10 && r[7] == -1.0), "MOT columns: {tracks}");
+    let mut ids: Vec<i64> = rows.iter().map(|r| r[1] as i64).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids, [1, 2], "two identities, none for the weak box: {tracks}");
+    // Frames 2..=20 each carry both people (a track is confirmed on its second frame).
+    assert_eq!(rows.len(), 38, "{tracks}");
+    // A bad line is placed.
+    std::fs::write(dir.path().join("bad.txt"), "1,-1,10,20,30,40,0.9\n2,-1,10,20,-3,40,0.9\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["track", "--mot-det", "bad.txt", "--out", "t.txt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.txt:2:") && err.contains("no area"), "{err}");
+}
