@@ -5,10 +5,12 @@
 //! - [`watchlist::WatchlistJoin`]: plate reads against a runtime-updatable watchlist;
 //! - [`plate::normalize`] and [`zones::ZoneIndex`] run at ingest, per row.
 //!
-//! - [`tracker::Tracker`]: a ByteTrack-class multi-object tracker per camera.
+//! - [`tracks::TrackObjects`]: `tracks` from `detections`, a [`tracker::Tracker`] (ByteTrack-class)
+//!   per camera, fed in capture order once the watermark passes;
 
 pub mod density;
 pub mod plate;
 pub mod tracker;
+pub mod tracks;
 pub mod watchlist;
 pub mod zones;

@@ -29,6 +29,8 @@ use vigil_engine::runtime::{Runtime, RuntimeConfig};
 use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, PlateReadsBuilder, StreamKind};
 use vigil_engine::time::{Millis, WatermarkPolicy};
 use vigil_operators::density::{DensityConfig, ZoneDensity};
+use vigil_operators::tracker::TrackerConfig;
+use vigil_operators::tracks::TrackObjects;
 use vigil_operators::watchlist::{self, WatchEntry, WatchlistJoin};
 use vigil_operators::zones::{Zone, ZoneIndex};
 use vigil_sql::operator::RunRules;
@@ -39,8 +41,9 @@ use crate::config::Config;
 use crate::sim::{CameraSim, SimFrame, SimParams, image_to_ground};
 
 /// Streams written to Parquet.
-pub const WRITTEN: [StreamKind; 6] = [
+pub const WRITTEN: [StreamKind; 7] = [
     StreamKind::Detections,
+    StreamKind::Tracks,
     StreamKind::PlateReads,
     StreamKind::ZoneDensity,
     StreamKind::Alerts,
@@ -264,6 +267,9 @@ pub fn run(
             start_ms.max(0) as u64,
             move |_scope, input, index| {
                 let probe = ProbeHandle::new();
+                // Tracks join the input, so that SQL rules and Parquet see them like any stream.
+                let tracks = input.clone().track_objects(TrackerConfig::default());
+                let input = input.concat(tracks);
                 let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
                 let hits = input.clone().watchlist_hits();
                 let p = Arc::clone(&progress);
