@@ -149,22 +149,6 @@ fn to_tlwh(m: &Vec8) -> [f32; 4] {
     [m[0] - w / 2.0, m[1] - h / 2.0, w, h]
 }
 
-fn motion() -> Mat8 {
-    let mut f = Mat8::identity();
-    for i in 0..4 {
-        f[(i, i + 4)] = 1.0;
-    }
-    f
-}
-
-fn observe() -> Mat4x8 {
-    let mut h = Mat4x8::zeros();
-    for i in 0..4 {
-        h[(i, i)] = 1.0;
-    }
-    h
-}
-
 /// Intersection over union of two `[x, y, w, h]` boxes.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
@@ -179,31 +163,85 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Maximum-IoU assignment of `rows` to `cols` (Hungarian); pairs under `min_iou` are left out.
 /// Returns (row, col) pairs.
+///
+/// Only pairs that can reach `min_iou` matter, and in a street scene they form small separate
+/// groups. So candidate pairs are found with a sweep over x (boxes must overlap horizontally),
+/// the groups are the connected components of those pairs, and each group is solved on its own:
+/// the result is the same as one assignment over the whole matrix (no pair joins two groups),
+/// at a fraction of the cost at 100 objects per frame.
 pub fn assign(rows: &[[f32; 4]], cols: &[[f32; 4]], min_iou: f32) -> Vec<(usize, usize)> {
+    let mut result = Vec::new();
     if rows.is_empty() || cols.is_empty() {
-        return Vec::new();
+        return result;
     }
-    // Kuhn–Munkres needs rows ≤ columns and integer weights: IoU in millionths, 0 when gated.
-    let transpose = rows.len() > cols.len();
-    let (r, c) = if transpose { (cols, rows) } else { (rows, cols) };
-    let weight = |i: usize, j: usize| {
-        let v = iou(&r[i], &c[j]);
-        if v >= min_iou { (v * 1e6) as i64 } else { 0 }
-    };
-    let mut data = Vec::with_capacity(r.len() * c.len());
-    for i in 0..r.len() {
-        for j in 0..c.len() {
-            data.push(weight(i, j));
+    // Candidate pairs: columns sorted by left edge; a row meets the columns that start before
+    // its right edge and end after its left edge.
+    let mut order: Vec<usize> = (0..cols.len()).collect();
+    order.sort_by(|&a, &b| cols[a][0].total_cmp(&cols[b][0]));
+    let widest = cols.iter().map(|c| c[2]).fold(0.0f32, f32::max);
+    let mut pairs: Vec<(usize, usize, i64)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let from = order.partition_point(|&j| cols[j][0] + widest < r[0]);
+        for &j in &order[from..] {
+            if cols[j][0] > r[0] + r[2] {
+                break;
+            }
+            let v = iou(r, &cols[j]);
+            if v >= min_iou && v > 0.0 {
+                // Kuhn–Munkres wants integer weights: IoU in millionths.
+                pairs.push((i, j, (v * 1e6) as i64));
+            }
         }
     }
-    let m = Matrix::from_vec(r.len(), c.len(), data).expect("rows × columns values");
-    let (_, assignment) = kuhn_munkres(&m);
-    assignment
-        .into_iter()
-        .enumerate()
-        .filter(|&(i, j)| m[(i, j)] > 0)
-        .map(|(i, j)| if transpose { (j, i) } else { (i, j) })
-        .collect()
+    // Connected components over rows and columns (union-find; columns follow the rows).
+    let n = rows.len() + cols.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for &(i, j, _) in &pairs {
+        let (a, b) = (find(&mut parent, i), find(&mut parent, rows.len() + j));
+        parent[a] = b;
+    }
+    let mut groups: std::collections::HashMap<usize, Vec<(usize, usize, i64)>> =
+        std::collections::HashMap::new();
+    for &p in &pairs {
+        let g = find(&mut parent, p.0);
+        groups.entry(g).or_default().push(p);
+    }
+    for (_, group) in groups {
+        if group.len() == 1 {
+            result.push((group[0].0, group[0].1));
+            continue;
+        }
+        let mut rs: Vec<usize> = group.iter().map(|p| p.0).collect();
+        let mut cs: Vec<usize> = group.iter().map(|p| p.1).collect();
+        rs.sort_unstable();
+        rs.dedup();
+        cs.sort_unstable();
+        cs.dedup();
+        // Kuhn–Munkres needs rows ≤ columns: transpose when needed.
+        let transpose = rs.len() > cs.len();
+        let (a, b) = if transpose { (&cs, &rs) } else { (&rs, &cs) };
+        let mut m = Matrix::new(a.len(), b.len(), 0i64);
+        for &(i, j, w) in &group {
+            let (x, y) = if transpose { (j, i) } else { (i, j) };
+            let (ai, bi) = (a.binary_search(&x).expect("in group"), b.binary_search(&y).expect("in group"));
+            m[(ai, bi)] = w;
+        }
+        let (_, assignment) = kuhn_munkres(&m);
+        for (ai, bi) in assignment.into_iter().enumerate() {
+            if m[(ai, bi)] > 0 {
+                let (x, y) = (a[ai], b[bi]);
+                result.push(if transpose { (y, x) } else { (x, y) });
+            }
+        }
+    }
+    result
 }
 
 impl Tracker {
@@ -221,9 +259,8 @@ impl Tracker {
     pub fn update(&mut self, dets: &[Observation], out: &mut Vec<TrackOut>) {
         out.clear();
         let cfg = self.config;
-        let f = motion();
         for t in &mut self.tracks {
-            predict(t, &f);
+            predict(t);
             t.matched = false;
         }
         self.high.clear();
@@ -333,25 +370,48 @@ impl Tracker {
     }
 }
 
-fn predict(t: &mut Track, f: &Mat8) {
+/// Kalman prediction with the constant-velocity model F = [[I, I], [0, I]] (4 × 4 blocks).
+/// F P Fᵀ is written out by blocks (row i += row i + 4, then column j += column j + 4): 128
+/// additions instead of two 8 × 8 matrix products, which at 100 tracks per frame is most of
+/// the tracker's time.
+fn predict(t: &mut Track) {
     let h = t.mean[3];
+    for i in 0..4 {
+        t.mean[i] += t.mean[i + 4];
+    }
+    let c = &mut t.cov;
+    for i in 0..4 {
+        for j in 0..8 {
+            c[(i, j)] += c[(i + 4, j)];
+        }
+    }
+    for j in 0..4 {
+        for i in 0..8 {
+            c[(i, j)] += c[(i, j + 4)];
+        }
+    }
     let q = [STD_POS * h, STD_POS * h, 1e-2, STD_POS * h, STD_VEL * h, STD_VEL * h, 1e-5, STD_VEL * h];
-    let q = Mat8::from_diagonal(&Vec8::from_iterator(q.iter().map(|s| s * s)));
-    t.mean = f * t.mean;
-    t.cov = f * t.cov * f.transpose() + q;
+    for (i, s) in q.iter().enumerate() {
+        c[(i, i)] += s * s;
+    }
 }
 
+/// Kalman correction with the observation H = [I, 0]: P Hᵀ is P's first four columns and H P
+/// its first four rows, so no product with H is formed.
 fn correct(t: &mut Track, d: &Observation) {
-    let hm = observe();
     let h = t.mean[3];
     let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];
-    let r = Mat4::from_diagonal(&SVector::<f32, 4>::from_iterator(r.iter().map(|s| s * s)));
-    let s = hm * t.cov * hm.transpose() + r;
+    let pht: SMatrix<f32, 8, 4> = t.cov.fixed_columns::<4>(0).into_owned();
+    let mut s: Mat4 = pht.fixed_rows::<4>(0).into_owned();
+    for (i, v) in r.iter().enumerate() {
+        s[(i, i)] += v * v;
+    }
     let Some(s_inv) = s.try_inverse() else { return };
-    let k = t.cov * hm.transpose() * s_inv;
-    let innovation = to_xyah(&d.bbox) - hm * t.mean;
+    let k = pht * s_inv;
+    let innovation = to_xyah(&d.bbox) - t.mean.fixed_rows::<4>(0);
     t.mean += k * innovation;
-    t.cov = (Mat8::identity() - k * hm) * t.cov;
+    let hp: Mat4x8 = t.cov.fixed_rows::<4>(0).into_owned();
+    t.cov -= k * hp;
     t.score = d.score;
     t.matched = true;
 }
@@ -456,5 +516,99 @@ mod tests {
                 prop_assert!(out.iter().all(|t| t.bbox.iter().all(|v| v.is_finite())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod assign_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain Hungarian over the whole matrix, for comparison.
+    fn whole(rows: &[[f32; 4]], cols: &[[f32; 4]], min_iou: f32) -> i64 {
+        if rows.is_empty() || cols.is_empty() {
+            return 0;
+        }
+        let transpose = rows.len() > cols.len();
+        let (r, c) = if transpose { (cols, rows) } else { (rows, cols) };
+        let mut m = Matrix::new(r.len(), c.len(), 0i64);
+        for i in 0..r.len() {
+            for j in 0..c.len() {
+                let v = iou(&r[i], &c[j]);
+                m[(i, j)] = if v >= min_iou && v > 0.0 { (v * 1e6) as i64 } else { 0 };
+            }
+        }
+        kuhn_munkres(&m).0
+    }
+
+    proptest! {
+        #[test]
+        fn grouped_assignment_is_as_good_as_the_whole_matrix(
+            rows in proptest::collection::vec((0.0f32..200.0, 0.0f32..100.0, 5.0f32..40.0, 5.0f32..40.0), 0..25),
+            cols in proptest::collection::vec((0.0f32..200.0, 0.0f32..100.0, 5.0f32..40.0, 5.0f32..40.0), 0..25),
+        ) {
+            let r: Vec<[f32; 4]> = rows.iter().map(|&(x, y, w, h)| [x, y, w, h]).collect();
+            let c: Vec<[f32; 4]> = cols.iter().map(|&(x, y, w, h)| [x, y, w, h]).collect();
+            let pairs = assign(&r, &c, 0.1);
+            let total: i64 = pairs.iter().map(|&(i, j)| (iou(&r[i], &c[j]) * 1e6) as i64).sum();
+            prop_assert_eq!(total, whole(&r, &c, 0.1));
+            let mut rs: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+            let mut cs: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+            rs.sort_unstable();
+            rs.dedup();
+            cs.sort_unstable();
+            cs.dedup();
+            prop_assert_eq!(rs.len(), pairs.len(), "each row at most once");
+            prop_assert_eq!(cs.len(), pairs.len(), "each column at most once");
+        }
+    }
+}
+
+#[cfg(test)]
+mod kalman_tests {
+    use super::*;
+
+    /// The block-written prediction and correction equal the textbook matrix forms.
+    #[test]
+    fn block_forms_equal_the_matrix_forms() {
+        let mut f = Mat8::identity();
+        let mut hm = Mat4x8::zeros();
+        for i in 0..4 {
+            f[(i, i + 4)] = 1.0;
+            hm[(i, i)] = 1.0;
+        }
+        let a = Mat8::from_fn(|i, j| ((i * 7 + j * 3) % 5) as f32 * 0.1 + if i == j { 2.0 } else { 0.0 });
+        let cov = a * a.transpose();
+        let mean = Vec8::from_fn(|i, _| i as f32 + 1.0);
+        let mut t = Track {
+            id: 1,
+            class: 0,
+            mean,
+            cov,
+            state: TrackState::Tracked,
+            hits: 1,
+            lost_for: 0,
+            score: 0.9,
+            matched: false,
+        };
+        predict(&mut t);
+        let h = mean[3];
+        let q = [STD_POS * h, STD_POS * h, 1e-2, STD_POS * h, STD_VEL * h, STD_VEL * h, 1e-5, STD_VEL * h];
+        let want_cov =
+            f * cov * f.transpose() + Mat8::from_diagonal(&Vec8::from_iterator(q.iter().map(|s| s * s)));
+        assert!((t.mean - f * mean).abs().max() < 1e-4);
+        assert!((t.cov - want_cov).abs().max() < 1e-3, "{}", (t.cov - want_cov).abs().max());
+        let (m0, c0) = (t.mean, t.cov);
+        let d = Observation { bbox: [1.0, 2.0, 3.0, 6.0], score: 0.8, class: 0 };
+        correct(&mut t, &d);
+        let h = m0[3];
+        let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];
+        let s = hm * c0 * hm.transpose()
+            + Mat4::from_diagonal(&SVector::<f32, 4>::from_iterator(r.iter().map(|v| v * v)));
+        let k = c0 * hm.transpose() * s.try_inverse().unwrap();
+        let want_mean = m0 + k * (to_xyah(&d.bbox) - hm * m0);
+        let want_cov = (Mat8::identity() - k * hm) * c0;
+        assert!((t.mean - want_mean).abs().max() < 1e-3);
+        assert!((t.cov - want_cov).abs().max() < 1e-2, "{}", (t.cov - want_cov).abs().max());
     }
 }
