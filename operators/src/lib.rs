@@ -9,6 +9,7 @@
 //!   per camera, fed in capture order once the watermark passes;
 
 pub mod density;
+pub mod homography;
 pub mod plate;
 pub mod tracker;
 pub mod tracks;

@@ -362,8 +362,18 @@ pub fn run(
         write_references(&opts.out, &zones, &pending_watch, start_ms)?;
     }
     if live {
-        let watermark =
-            drive_live(config, opts, &mut ingest, &control_rx, pending_watch, bus, stop, progress, start_ms)?;
+        let watermark = drive_live(
+            config,
+            opts,
+            &zones,
+            &mut ingest,
+            &control_rx,
+            pending_watch,
+            bus,
+            stop,
+            progress,
+            start_ms,
+        )?;
         return finish_run(
             config,
             opts,
@@ -528,6 +538,7 @@ fn finish_run(
 fn drive_live(
     config: &Config,
     opts: &RunOptions,
+    zones: &[Zone],
     ingest: &mut Ingest,
     control_rx: &std::sync::mpsc::Receiver<Control>,
     mut pending_watch: Vec<(Millis, WatchEntry)>,
@@ -537,7 +548,7 @@ fn drive_live(
     start_ms: Millis,
 ) -> anyhow::Result<Millis> {
     let mut alerts = bus.subscribe();
-    let mut live = crate::live::Live::start(config, &opts.out)?;
+    let mut live = crate::live::Live::start(config, &opts.out, zones)?;
     let wall0 = Instant::now();
     let period = Duration::from_millis(100);
     let mut n = 0u32;

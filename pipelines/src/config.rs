@@ -303,6 +303,18 @@ pub struct CameraConfig {
     /// `model`: always decode the video for the detector.
     #[serde(default = "default_analytics")]
     pub analytics: Spanned<String>,
+    /// Ground calibration: image points (pixels) and the ground points (metres) they show.
+    pub calibration: Option<Spanned<Calibration>>,
+}
+
+/// `calibration = { image = [[x, y], ...], ground = [[x, y], ...] }`: at least 4 pairs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Image points, pixels.
+    pub image: Vec<[f64; 2]>,
+    /// The matching ground points, metres in the city frame.
+    pub ground: Vec<[f64; 2]>,
 }
 
 fn default_analytics() -> Spanned<String> {
@@ -571,6 +583,16 @@ impl Config {
                     c.analytics.span(),
                     format!("analytics = {:?} is unknown", c.analytics.get_ref()),
                     "use \"auto\" (ONVIF metadata when the camera sends it) or \"model\"",
+                );
+            }
+            if let Some(cal) = &c.calibration
+                && let Err(e) =
+                    vigil_operators::homography::Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)
+            {
+                return err(
+                    cal.span(),
+                    format!("camera {id}: calibration: {e}"),
+                    "measure at least 4 image↔ground point pairs spread over the view",
                 );
             }
             if c.user.is_some() && c.password_env.is_none() && c.password_file.is_none() {

@@ -27,6 +27,8 @@ use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, StreamKind};
 use vigil_engine::time::Millis;
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_models::yolo::{YoloConfig, YoloDetector};
+use vigil_operators::homography::Homography;
+use vigil_operators::zones::{Zone, ZoneIndex};
 
 use crate::camera::{self, CameraObjects, CameraSpec, Frame, Health, Sinks, TimeSource};
 use crate::config::Config;
@@ -43,6 +45,7 @@ pub struct Live {
     stage: Option<DetectStage>,
     detected: Receiver<Detected>,
     objects: Receiver<CameraObjects>,
+    ground: HashMap<u32, Ground>,
     health: Vec<Arc<Health>>,
     classes: Vec<&'static str>,
     latest: HashMap<u32, Frame>,
@@ -100,10 +103,44 @@ pub fn camera_specs(config: &Config) -> anyhow::Result<Vec<CameraSpec>> {
         .collect()
 }
 
+/// A calibrated camera: its homography and its zones.
+struct Ground {
+    homography: Homography,
+    zones: Option<ZoneIndex>,
+}
+
+impl Ground {
+    /// Ground point and zone of a box's foot point (bottom centre).
+    fn locate(&self, bbox: [f32; 4]) -> ([f32; 2], Option<u32>) {
+        let g = self.homography.to_ground([f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])]);
+        let zone = self.zones.as_ref().and_then(|z| z.locate(g)).map(|z| z.id);
+        ([g[0] as f32, g[1] as f32], zone)
+    }
+}
+
+/// The row of one detection: on the ground and in a zone when the camera is calibrated (else
+/// the ground position is NaN and there is no zone).
+fn detection_row(ground: Option<&Ground>, class: &'static str, score: f32, bbox: [f32; 4]) -> Detection {
+    let (ground, zone_id) = ground.map_or(([f32::NAN; 2], None), |g| g.locate(bbox));
+    Detection { class, score, bbox, ground, zone_id }
+}
+
 impl Live {
-    /// Opens the models and starts the cameras.
-    pub fn start(config: &Config, out: &std::path::Path) -> anyhow::Result<Live> {
+    /// Opens the models and starts the cameras; `zones` are the configured zones.
+    pub fn start(config: &Config, out: &std::path::Path, zones: &[Zone]) -> anyhow::Result<Live> {
         let specs = camera_specs(config)?;
+        let mut ground = HashMap::new();
+        for (spec, c) in specs.iter().zip(&config.cameras) {
+            let Some(cal) = &c.calibration else { continue };
+            let homography = Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)?;
+            eprintln!(
+                "camera {} calibrated: reprojection error {:.3} m RMS, worst {:.3} m at point {}",
+                spec.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
+            );
+            let mine: Vec<Zone> = zones.iter().filter(|z| z.camera_id == spec.id).cloned().collect();
+            let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
+            ground.insert(spec.id, Ground { homography, zones });
+        }
         let Some(dc) = &config.models.detector else {
             bail!("{}: cameras need [models.detector]", config.source)
         };
@@ -181,6 +218,7 @@ impl Live {
             stage: Some(stage),
             detected: rx,
             objects: orx,
+            ground,
             health,
             classes,
             latest: HashMap::new(),
@@ -208,16 +246,10 @@ impl Live {
             let ids = |index: usize| EventId::pack(f.camera, f.seq, index as u32);
             ids(d.detections.len())?;
             let classes = &self.classes;
+            let ground = self.ground.get(&f.camera);
             ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionsBuilder| {
                 for (i, x) in d.detections.iter().enumerate() {
-                    // Ground positions need a camera calibration (issue 5): NaN until then.
-                    let row = Detection {
-                        class: classes[x.class],
-                        score: x.score,
-                        bbox: x.bbox,
-                        ground: [f32::NAN; 2],
-                        zone_id: None,
-                    };
+                    let row = detection_row(ground, classes[x.class], x.score, x.bbox);
                     det.push(f.camera, f.capture_ms, ids(i).expect("checked above"), &row);
                 }
             })?;
@@ -229,16 +261,11 @@ impl Live {
             ids(o.objects.len())?;
             // Boxes in pixels of the camera's video; in fractions of the frame without video.
             let (w, h) = o.frame_size.map_or((1.0, 1.0), |(w, h)| (w as f32, h as f32));
+            let ground = self.ground.get(&o.camera);
             ingest.push_rows(o.camera, o.capture_ms, now, |det: &mut DetectionsBuilder| {
                 for (i, x) in o.objects.iter().enumerate() {
                     let bbox = crate::onvif::to_pixels(x.bbox, w, h);
-                    let row = Detection {
-                        class: x.class,
-                        score: x.likelihood,
-                        bbox,
-                        ground: [f32::NAN; 2],
-                        zone_id: None,
-                    };
+                    let row = detection_row(ground, x.class, x.likelihood, bbox);
                     det.push(o.camera, o.capture_ms, ids(i).expect("checked above"), &row);
                 }
             })?;

@@ -392,3 +392,40 @@ fn analysts_query_live_camera_detections_and_health_from_psql() {
     assert_eq!(health.lines().collect::<Vec<_>>(), ["cam0|streaming", "cam1|streaming"], "{health}");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_calibrated_camera_puts_detections_on_the_ground_and_in_its_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 0, 30);
+    let server = RtspServer::start(0, &[format!("--mount=/cam0={}", raw.display())], &[]);
+    // Camera 0 of the simulated city sees ground x 0..40 m, y 0..22.5 m; rendered at 640 × 360.
+    let extra = format!(
+        "[[zones]]\nname = \"gate-a\"\ncamera = 0\npolygon = [[14.0, 6.0], [26.0, 6.0], [26.0, 12.0], [14.0, 12.0]]\n\n\
+         [[cameras]]\nid = 0\nurl = \"rtsp://127.0.0.1:{}/cam0\"\n\
+         calibration = {{ image = [[0.0, 0.0], [640.0, 0.0], [640.0, 360.0], [0.0, 360.0], [320.0, 180.0]], \
+         ground = [[0.0, 0.0], [40.0, 0.0], [40.0, 22.5], [0.0, 22.5], [20.0, 11.25]] }}\n",
+        server.port
+    );
+    let cfg = config(dir.path(), &[], &extra);
+    let log = finish(run_vigil(&cfg, 10));
+    assert!(log.contains("camera 0 calibrated: reprojection error 0.000 m RMS"), "{log}");
+    let out = dir.path().join("out");
+    let det = format!("read_parquet('{}/detections/**/*.parquet')", out.display());
+    let r = duckdb(&format!(
+        "SELECT count(*), count(*) FILTER (ground_x BETWEEN -0.5 AND 40.5 AND ground_y BETWEEN -0.5 AND 23.0), \
+         count(*) FILTER (zone_id = 1), count(*) FILTER (zone_id = 1 AND ground_x BETWEEN 14 AND 26 AND ground_y BETWEEN 6 AND 12) \
+         FROM {det} WHERE class = 'person'"
+    ));
+    let r = &r[0];
+    assert!(
+        r[0].parse::<u64>().unwrap() > 100 && r[0] == r[1],
+        "every person is on camera 0's ground: {r:?}"
+    );
+    assert!(r[2].parse::<u64>().unwrap() > 0 && r[2] == r[3], "people inside gate-a carry its zone: {r:?}");
+    // The density operator counts them.
+    let d = duckdb(&format!(
+        "SELECT count(*), max(persons) FROM read_parquet('{}/zone_density/**/*.parquet') WHERE zone = 'gate-a'",
+        out.display()
+    ));
+    assert!(d[0][0].parse::<u64>().unwrap() > 0, "{d:?}");
+}

@@ -364,3 +364,13 @@ fn a_missing_detector_model_is_named_with_the_fix() {
     );
     assert!(e.contains("no-such-model.onnx") && e.contains("check the model path"), "{e}");
 }
+
+#[test]
+fn bad_config_camera_calibration_on_a_line() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\n\
+         calibration = { image = [[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]], ground = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]] }\n",
+        10,
+        &["calibration", "image points 1, 2 and 3 are on one line", "at least 4 image↔ground point pairs"],
+    );
+}
