@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod bridge;
 pub mod error;
+pub mod geometry;
 pub mod ingest;
 pub mod parquet_sink;
 pub mod runtime;

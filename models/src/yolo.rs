@@ -166,17 +166,8 @@ pub fn letterbox_into(frame: &RgbImage, size_w: u32, size_h: u32, out: &mut [f32
     lb
 }
 
-/// Intersection over union of two corner-format boxes.
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
-    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    let inter = ix * iy;
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
+/// Intersection over union of two corner-format boxes (re-exported from the engine).
+pub use vigil_engine::geometry::iou;
 
 /// Greedy per-class non-maximum suppression: keeps the best box, drops same-class boxes that
 /// overlap it by more than `iou_threshold`, and so on; at most `max` boxes, best first.

@@ -149,17 +149,7 @@ fn to_tlwh(m: &Vec8) -> [f32; 4] {
     [m[0] - w / 2.0, m[1] - h / 2.0, w, h]
 }
 
-/// Intersection over union of two `[x, y, w, h]` boxes.
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
-    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
-    if ix <= 0.0 || iy <= 0.0 {
-        return 0.0;
-    }
-    let inter = ix * iy;
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
+pub use vigil_engine::geometry::iou;
 
 /// Maximum-IoU assignment of `rows` to `cols` (Hungarian); pairs under `min_iou` are left out.
 /// Returns (row, col) pairs.

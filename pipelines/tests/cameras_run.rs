@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{RtspServer, python, render_frames, root};
-
-fn duckdb(sql: &str) -> Vec<Vec<String>> {
-    let script = "import duckdb, sys\nfor r in duckdb.sql(sys.argv[1]).fetchall(): print('\\t'.join(str(v) for v in r))";
-    let out = Command::new(python()).args(["-c", script, sql]).output().expect("python");
-    assert!(out.status.success(), "duckdb: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect()
-}
+use common::{RtspServer, duckdb, python, render_frames, root};
 
 fn config(dir: &Path, cameras: &[(u32, u16, &str)], extra: &str) -> PathBuf {
     let model = root().join(".models/shapes_v8.onnx");

@@ -4,20 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{python, root, vigil};
-
-fn duckdb(sql: &str) -> Vec<Vec<String>> {
-    let script = "import duckdb, sys\nfor r in duckdb.sql(sys.argv[1]).fetchall(): print('\\t'.join(str(v) for v in r))";
-    let out = Command::new(python()).args(["-c", script, sql]).output().expect("python");
-    assert!(out.status.success(), "duckdb: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect()
-}
+use common::{duckdb, root, vigil};
 
 #[test]
 fn every_camera_tracks_about_as_many_people_as_it_saw_and_rules_read_tracks() {

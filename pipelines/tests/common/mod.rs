@@ -110,3 +110,15 @@ impl Drop for RtspServer {
         self.kill();
     }
 }
+
+/// Runs `sql` in DuckDB (the project venv's Python) and returns the rows as strings.
+pub fn duckdb(sql: &str) -> Vec<Vec<String>> {
+    let script = "import duckdb, sys\nfor r in duckdb.sql(sys.argv[1]).fetchall(): print('\\t'.join(str(v) for v in r))";
+    let out = Command::new(python()).args(["-c", script, sql]).output().expect("python");
+    assert!(out.status.success(), "duckdb: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
