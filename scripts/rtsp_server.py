@@ -112,7 +112,7 @@ class Feed:
         self.frames = [data[i:i + size] for i in range(0, len(data), size)]
 
 
-def make_factory(feed, width, height, fps, truth=None):
+def make_factory(feed, width, height, fps, truth=None, codec="h264"):
     factory = GstRtspServer.RTSPMediaFactory()
     meta = (
         " appsrc name=meta is-live=true format=time do-timestamp=false max-buffers=2 caps=application/x-onvif-metadata"
@@ -120,12 +120,16 @@ def make_factory(feed, width, height, fps, truth=None):
         if truth is not None
         else ""
     )
+    encode = (
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=1500 "
+        f"! rtph264pay name=pay0 pt=96 config-interval=1"
+        if codec == "h264"
+        else "jpegenc ! rtpjpegpay name=pay0 pt=26"
+    )
     factory.set_launch(
         f"( appsrc name=src is-live=true format=time do-timestamp=false "
         f"caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 "
-        f"! videoconvert ! video/x-raw,format=I420 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=1500 "
-        f"! rtph264pay name=pay0 pt=96 config-interval=1{meta} )"
+        f"! videoconvert ! video/x-raw,format=I420 ! {encode}{meta} )"
     )
     factory.set_shared(False)
     duration = Gst.SECOND // fps
@@ -171,6 +175,7 @@ def main():
     p.add_argument("--size", default="640x360")
     p.add_argument("--mount", action="append", required=True, help="PATH=FILE")
     p.add_argument("--onvif", action="append", default=[], help="PATH=TRUTH.jsonl")
+    p.add_argument("--codec", choices=["h264", "jpeg"], default="h264", help="jpeg: a camera vigil cannot decode")
     p.add_argument("--user")
     p.add_argument("--password-env", default="VIGIL_TEST_RTSP_PASSWORD")
     a = p.parse_args()
@@ -189,7 +194,7 @@ def main():
     mounts = server.get_mount_points()
     for m in a.mount:
         path, file = m.split("=", 1)
-        factory = make_factory(Feed(file, width, height), width, height, a.fps, truths.get(path))
+        factory = make_factory(Feed(file, width, height), width, height, a.fps, truths.get(path), a.codec)
         if a.user:
             permissions = GstRtspServer.RTSPPermissions()
             permissions.add_permission_for_role("user", "media.factory.access", True)

@@ -310,3 +310,25 @@ fn onvif_metadata_from_the_camera_becomes_objects_without_a_model() {
     assert_eq!(seqs.len(), n);
     assert_eq!(health.decode_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_camera_in_another_codec_is_a_clear_error_and_others_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 3, 10);
+    let mjpeg =
+        RtspServer::start(0, &[format!("--mount=/mjpeg={}", raw.display()), "--codec=jpeg".into()], &[]);
+    let h264 = RtspServer::start(0, &[format!("--mount=/cam3={}", raw.display())], &[]);
+    let rt = runtime();
+    let (bad_frames, bad, _h1) = start(&rt, spec(10, mjpeg.port, "/mjpeg"));
+    let (good_frames, _good, _h2) = start(&rt, spec(11, h264.port, "/cam3"));
+    wait_for("the codec error", Duration::from_secs(10), || bad.status().last_error.is_some());
+    let e = bad.status().last_error.unwrap();
+    assert!(
+        e.contains("camera 10")
+            && e.contains("video codec jpeg is not supported")
+            && e.contains("fix: set the camera's stream to H.264"),
+        "{e}"
+    );
+    wait_for("the H.264 camera's frames", Duration::from_secs(10), || good_frames.lock().unwrap().len() >= 5);
+    assert!(bad_frames.lock().unwrap().is_empty());
+}
