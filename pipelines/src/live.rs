@@ -229,11 +229,6 @@ impl Live {
         })
     }
 
-    /// Health of every camera.
-    pub fn health(&self) -> &[Arc<Health>] {
-        &self.health
-    }
-
     /// Errors of the inference and snapshot threads since the last call.
     pub fn take_errors(&self) -> Vec<String> {
         std::mem::take(&mut self.errors.lock().expect("errors"))
