@@ -374,3 +374,13 @@ fn bad_config_camera_calibration_on_a_line() {
         &["calibration", "image points 1, 2 and 3 are on one line", "at least 4 image↔ground point pairs"],
     );
 }
+
+#[test]
+fn a_missing_camera_password_file_is_named_with_the_camera() {
+    let e = expect_start_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nid = 4\nurl = \"rtsp://127.0.0.1:9/cam\"\nuser = \"viewer\"\npassword_file = \"secrets/cam4\"\n\n\
+         [models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        &[],
+    );
+    assert!(e.contains("camera 4: reading the password file") && e.contains("secrets/cam4"), "{e}");
+}
