@@ -197,17 +197,15 @@ pub fn assign(rows: &[[f32; 4]], cols: &[[f32; 4]], min_iou: f32) -> Vec<(usize,
         let (a, b) = (find(&mut parent, i), find(&mut parent, rows.len() + j));
         parent[a] = b;
     }
-    let mut groups: std::collections::HashMap<usize, Vec<(usize, usize, i64)>> =
-        std::collections::HashMap::new();
-    for &p in &pairs {
-        let g = find(&mut parent, p.0);
-        groups.entry(g).or_default().push(p);
-    }
-    for (_, group) in groups {
-        if group.len() == 1 {
-            result.push((group[0].0, group[0].1));
+    // Pairs grouped by component: sorted by root rather than hashed (no per-frame table).
+    let mut grouped: Vec<(usize, (usize, usize, i64))> = pairs.iter().map(|&p| (find(&mut parent, p.0), p)).collect();
+    grouped.sort_unstable_by_key(|&(g, (i, j, _))| (g, i, j));
+    for chunk in grouped.chunk_by(|a, b| a.0 == b.0) {
+        if let [(_, (i, j, _))] = chunk {
+            result.push((*i, *j));
             continue;
         }
+        let group: Vec<(usize, usize, i64)> = chunk.iter().map(|&(_, p)| p).collect();
         let mut rs: Vec<usize> = group.iter().map(|p| p.0).collect();
         let mut cs: Vec<usize> = group.iter().map(|p| p.1).collect();
         rs.sort_unstable();

@@ -28,7 +28,8 @@ use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfig};
 #[derive(Clone, Copy, Debug)]
 struct Det {
     camera: u32,
-    frame: u64,
+    /// The detection's event id: sorting by it orders by (camera, frame, index).
+    id: EventId,
     obs: Observation,
 }
 
@@ -71,9 +72,9 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                             break;
                         }
                         let mut dets = entry.remove();
-                        dets.sort_by_key(|d| d.camera);
+                        dets.sort_unstable_by_key(|d| d.id);
                         for group in dets.chunk_by(|a, b| a.camera == b.camera) {
-                            let (camera, frame_no) = (group[0].camera, group[0].frame);
+                            let (camera, frame_no) = (group[0].camera, group[0].id.unpack().1);
                             frame.clear();
                             frame.extend(group.iter().map(|d| d.obs));
                             let tracker = trackers.entry(camera).or_insert_with(|| Tracker::new(config));
@@ -133,13 +134,12 @@ fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut BTree
                 classes.len() - 1
             }
         };
-        let (_, frame, _) = EventId(ids.value(i)).unpack();
         let obs = Observation {
             bbox: [b[0].value(i), b[1].value(i), b[2].value(i), b[3].value(i)],
             score: score.value(i),
             class: k as u32,
         };
-        waiting.entry(t).or_default().push(Det { camera: cam.value(i), frame, obs });
+        waiting.entry(t).or_default().push(Det { camera: cam.value(i), id: EventId(ids.value(i)), obs });
     }
 }
 

@@ -98,6 +98,10 @@ pub struct Summary {
     pub simulated_s: f64,
     /// Wall-clock time.
     pub wall: Duration,
+    /// Paced runs: the most the feed fell behind its schedule (zero when it kept up).
+    pub behind_max: Duration,
+    /// Wall time from the last input to the end (the watermark's lateness drained, files closed).
+    pub drain: Duration,
     /// True when stopped early by a signal.
     pub interrupted: bool,
     /// Sink or rule errors.
@@ -385,6 +389,7 @@ pub fn run(
             began,
             stop.load(Ordering::Relaxed),
             1000.0,
+            (Duration::ZERO, Instant::now()),
         );
     }
 
@@ -402,6 +407,7 @@ pub fn run(
     let mut truth = if opts.ground_truth { Some(GroundTruth::create(&opts.out)?) } else { None };
     let total_frames = (opts.duration_s * params.fps).round() as u64;
     let mut interrupted = false;
+    let mut behind_max = Duration::ZERO;
     let wall0 = Instant::now();
 
     for frame in 0..total_frames {
@@ -427,11 +433,13 @@ pub fn run(
         tick(&mut ingest, &control_rx, progress, now, params.start_ms)?;
         if !opts.fast {
             let due = Duration::from_secs_f64((frame + 1) as f64 / params.fps);
-            if let Some(wait) = due.checked_sub(wall0.elapsed()) {
-                std::thread::sleep(wait);
+            match due.checked_sub(wall0.elapsed()) {
+                Some(wait) => std::thread::sleep(wait),
+                None => behind_max = behind_max.max(wall0.elapsed() - due),
             }
         }
     }
+    let fed = Instant::now();
     // Frames still in flight arrive; then the inputs close and every window and file closes.
     let end = params.frame_ms(total_frames);
     while let Some((_, f)) = in_flight.pop_first() {
@@ -449,6 +457,7 @@ pub fn run(
         began,
         interrupted,
         1000.0 / params.fps,
+        (behind_max, fed),
     )
 }
 
@@ -505,6 +514,7 @@ fn finish_run(
     began: Instant,
     interrupted: bool,
     tick_ms: f64,
+    (behind_max, fed): (Duration, Instant),
 ) -> anyhow::Result<Summary> {
     let stats = ingest.finish()?;
     if let Some(t) = truth {
@@ -526,6 +536,8 @@ fn finish_run(
         files,
         out: opts.out.clone(),
         wall: began.elapsed(),
+        behind_max,
+        drain: fed.elapsed(),
         interrupted,
         errors: progress.errors.load(Ordering::Relaxed),
     })
