@@ -9,10 +9,13 @@
 //! | `detections`   | object a detector found in a frame            |
 //! | `tracks`       | tracked object per frame (filled by a tracker) |
 //! | `plate_reads`  | licence plate an OCR read in a frame          |
-//! | `zone_density` | zone and closed 10-second window              |
+//! | `zone_density` | zone and sliding window, every step (1 s)     |
 //! | `alerts`       | alert raised by an operator or SQL rule       |
 //! | `late_events`  | event that arrived behind the watermark       |
 //! | `camera_health`| camera and health report (every few seconds)   |
+//! | `density_grid` | zone, 1 m ground cell with people, and window  |
+//! | `line_crossings`| track crossing a gate line                    |
+//! | `zone_visits`  | track's stay in a zone, when it ends           |
 //!
 //! Camera-derived rows pack their `event_id` from (camera, frame, index) with [`EventId`];
 //! derived rows (density windows, alerts) document their own packing next to the operator
@@ -45,11 +48,17 @@ pub enum StreamKind {
     LateEvents,
     /// Per-camera health reports (state, rates, errors, lag).
     CameraHealth,
+    /// Persons per 1 m ground cell per zone (the heatmap).
+    DensityGrid,
+    /// Tracks crossing gate lines, with direction.
+    LineCrossings,
+    /// Tracks' stays in zones (dwell time).
+    ZoneVisits,
 }
 
 impl StreamKind {
     /// Every stream, in a fixed order.
-    pub const ALL: [StreamKind; 7] = [
+    pub const ALL: [StreamKind; 10] = [
         StreamKind::Detections,
         StreamKind::Tracks,
         StreamKind::PlateReads,
@@ -57,6 +66,9 @@ impl StreamKind {
         StreamKind::Alerts,
         StreamKind::LateEvents,
         StreamKind::CameraHealth,
+        StreamKind::DensityGrid,
+        StreamKind::LineCrossings,
+        StreamKind::ZoneVisits,
     ];
 
     /// The stream's name, as used for tables, directories and file names.
@@ -69,6 +81,9 @@ impl StreamKind {
             StreamKind::Alerts => "alerts",
             StreamKind::LateEvents => "late_events",
             StreamKind::CameraHealth => "camera_health",
+            StreamKind::DensityGrid => "density_grid",
+            StreamKind::LineCrossings => "line_crossings",
+            StreamKind::ZoneVisits => "zone_visits",
         }
     }
 
@@ -79,7 +94,7 @@ impl StreamKind {
 
     /// The stream's Arrow schema.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: OnceLock<[SchemaRef; 7]> = OnceLock::new();
+        static SCHEMAS: OnceLock<[SchemaRef; 10]> = OnceLock::new();
         let all = SCHEMAS.get_or_init(|| {
             [
                 detections_schema(),
@@ -89,6 +104,9 @@ impl StreamKind {
                 alerts_schema(),
                 late_events_schema(),
                 camera_health_schema(),
+                density_grid_schema(),
+                line_crossings_schema(),
+                zone_visits_schema(),
             ]
         });
         Arc::clone(&all[self as usize])
@@ -142,6 +160,10 @@ fn tracks_schema() -> SchemaRef {
         Field::new("vx", DataType::Float32, false),
         Field::new("vy", DataType::Float32, false),
         Field::new("state", DataType::Utf8, false),
+        // Foot point of the box on the ground (NaN for an uncalibrated camera), and its zone.
+        Field::new("ground_x", DataType::Float32, false),
+        Field::new("ground_y", DataType::Float32, false),
+        Field::new("zone_id", DataType::UInt32, true),
     ])
 }
 
@@ -161,9 +183,53 @@ fn zone_density_schema() -> SchemaRef {
         Field::new("zone", DataType::Utf8, false),
         Field::new("window_start", event_time_type(), false),
         Field::new("window_end", event_time_type(), false),
+        // People in the zone (mean over the window's samples), after fusing the cameras.
         Field::new("persons", DataType::Float64, false),
         Field::new("density", DataType::Float64, false),
         Field::new("level", DataType::Utf8, false),
+        // Cameras that contributed, and the people they reported before fusion.
+        Field::new("cameras", DataType::UInt32, false),
+        Field::new("raw_persons", DataType::Float64, false),
+    ])
+}
+
+fn density_grid_schema() -> SchemaRef {
+    with_keys(vec![
+        Field::new("zone_id", DataType::UInt32, false),
+        Field::new("zone", DataType::Utf8, false),
+        Field::new("window_start", event_time_type(), false),
+        Field::new("window_end", event_time_type(), false),
+        // The cell's south-west corner, whole metres in the city frame.
+        Field::new("cell_x", DataType::Int32, false),
+        Field::new("cell_y", DataType::Int32, false),
+        // Mean persons in the 1 m² cell over the window: persons per m².
+        Field::new("density", DataType::Float64, false),
+    ])
+}
+
+fn line_crossings_schema() -> SchemaRef {
+    with_keys(vec![
+        Field::new("line_id", DataType::UInt32, false),
+        Field::new("line", DataType::Utf8, false),
+        Field::new("track_id", DataType::UInt64, false),
+        Field::new("class", DataType::Utf8, false),
+        // `in` or `out`, as the line's configuration defines them.
+        Field::new("direction", DataType::Utf8, false),
+        Field::new("width_m", DataType::Float64, false),
+        Field::new("ground_x", DataType::Float32, false),
+        Field::new("ground_y", DataType::Float32, false),
+    ])
+}
+
+fn zone_visits_schema() -> SchemaRef {
+    with_keys(vec![
+        Field::new("zone_id", DataType::UInt32, false),
+        Field::new("zone", DataType::Utf8, false),
+        Field::new("track_id", DataType::UInt64, false),
+        Field::new("class", DataType::Utf8, false),
+        Field::new("entered_at", event_time_type(), false),
+        Field::new("left_at", event_time_type(), false),
+        Field::new("dwell_s", DataType::Float64, false),
     ])
 }
 

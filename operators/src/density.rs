@@ -1,30 +1,48 @@
-//! Crowd density per zone per tumbling window, with a threshold alert.
+//! Crowd density per zone: people fused across the cameras that see the zone, persons per m²
+//! over a sliding window, the Fruin level of service, alerts with hysteresis, and a 1 m grid.
 //!
-//! First cut (tracking and cross-camera fusion come later): a zone's *persons* in a window is
-//! the mean number of `person` detections inside it per frame of its camera, and its density is
-//! persons per m². Each batch is pre-aggregated to one update per (zone, window) and fed to
-//! differential's `count`, paired with a retraction at the window's end so the arrangement
-//! forgets closed windows; [`CloseWindows`] emits each window once the watermark passes its
-//! end. The result is one `zone_density` row per zone and window with people in it, and an
-//! alert for each window at or above the zone's threshold. The Fruin level of service is the
-//! walkway scale of the domain reference.
+//! A zone may be seen by several cameras whose views overlap; counting each camera's people and
+//! adding them up would count a person once per camera. So the operator works on the ground:
+//!
+//! 1. Every `person` detection inside a zone becomes a [`Point`] (zone, camera, time, ground
+//!    position), and points are exchanged by zone, so one worker owns each zone.
+//! 2. Once the watermark has passed them, points are applied in event-time order. Every
+//!    `sample_ms` (200 ms) the zone takes a *snapshot*: each camera's latest frame, if it is
+//!    younger than `stale_ms`. The snapshot's cameras are [`fuse`]d: a person seen by two cameras
+//!    appears as two points a few decimetres apart, so points of different cameras within
+//!    `fusion_radius_m` are matched one to one (closest pairs first) and count once.
+//! 3. Every `step_ms` (1 s) the zone emits a `zone_density` row for the window
+//!    `[end - window, end)`: the mean fused count over the window's snapshots, per m² of the
+//!    zone, with its Fruin level, the cameras that contributed, and the count before fusion.
+//! 4. Alerts have hysteresis: raised when the density has stayed at or above `alert_density` for
+//!    `hold_ms`, cleared when it has stayed below `clear_density` (lower) for `hold_ms`. A
+//!    density that wobbles around the threshold raises one alert, not one per window.
+//! 5. Every `window` the zone emits its `density_grid`: persons per 1 m cell (whole metres of the
+//!    city frame), averaged over the window's snapshots: the heatmap of the dashboard.
+//!
+//! State is bounded: per zone, the latest frame of each camera and one window of snapshot
+//! counts. A zone with nobody in it for a whole window (and no alert raised) is forgotten, and
+//! costs nothing until someone enters it again.
+//!
+//! Written as a timely operator rather than with differential's `count` (the first version):
+//! fusion needs the positions of one snapshot together, which is a spatial join per sample and
+//! not an aggregate of independent updates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, Float64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Builder,
+    Array, ArrayBuilder, ArrayRef, Float32Array, Float64Builder, Int32Builder, RecordBatch, StringArray,
+    StringBuilder, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Builder,
 };
-use differential_dataflow::VecCollection;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::alerts::{Alert, AlertsBuilder};
-use vigil_engine::bridge::{CloseWindows, Diff, ToUpdates};
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
 use vigil_engine::schema::{StreamKind, event_times};
-use vigil_engine::time::{Millis, tumbling_window};
+use vigil_engine::time::Millis;
 
 use crate::zones::Zone;
 
@@ -43,92 +61,462 @@ pub fn fruin_level(density: f64) -> &'static str {
 /// Density operator settings.
 #[derive(Clone, Debug)]
 pub struct DensityConfig {
-    /// Window length in milliseconds (10 s by default).
+    /// Sliding window length, ms (10 s by default); also the grid's period.
     pub window_ms: Millis,
+    /// How often a window is emitted, ms (1 s); divides `window_ms`.
+    pub step_ms: Millis,
+    /// Snapshot period, ms (200 ms); divides `step_ms`.
+    pub sample_ms: Millis,
+    /// A camera's latest frame counts in snapshots for this long, ms (1 s).
+    pub stale_ms: Millis,
+    /// Points of different cameras closer than this are one person, metres (0.5).
+    pub fusion_radius_m: f64,
+    /// How long a density must stay above (below) a threshold to raise (clear) an alert, ms.
+    pub hold_ms: Millis,
     /// The zones to measure.
     pub zones: Vec<Zone>,
 }
 
+impl DensityConfig {
+    /// The default timing for `zones`.
+    pub fn new(zones: Vec<Zone>) -> Self {
+        Self {
+            window_ms: 10_000,
+            step_ms: 1_000,
+            sample_ms: 200,
+            stale_ms: 1_000,
+            fusion_radius_m: 0.5,
+            hold_ms: 3_000,
+            zones,
+        }
+    }
+}
+
+/// A person detection inside a zone, on the ground.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    /// Zone id.
+    pub zone: u32,
+    /// Camera id.
+    pub camera: u32,
+    /// Event time, ms.
+    pub t: Millis,
+    /// Ground position, metres.
+    pub x: f32,
+    /// Ground position, metres.
+    pub y: f32,
+}
+
 /// Extension trait: the density operator.
 pub trait ZoneDensity<'scope> {
-    /// Emits `zone_density` and `alerts` batches for the `detections` batches of `self`.
+    /// Emits `zone_density`, `density_grid` and `alerts` batches for the `detections` of `self`.
     fn zone_density(self, config: DensityConfig) -> Stream<'scope, Time, Vec<EventBatch>>;
 }
 
 impl<'scope> ZoneDensity<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
     fn zone_density(self, config: DensityConfig) -> Stream<'scope, Time, Vec<EventBatch>> {
-        let window = config.window_ms;
-        let mut counts: HashMap<(u32, Millis), isize> = HashMap::new();
-        let persons: VecCollection<'scope, Time, (u32, Millis), Diff> =
-            self.updates("PersonsPerZoneWindow", move |batch, _t, out| {
-                if batch.stream() != Some(StreamKind::Detections) {
-                    return;
+        let points = self.unary::<timely::container::CapacityContainerBuilder<Vec<Point>>, _, _, _>(
+            Pipeline,
+            "PersonPoints",
+            |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Detections)) {
+                            person_points(&b.data, |p| session.give(p));
+                        }
+                    });
                 }
-                pre_aggregate(&batch.data, window, &mut counts);
-                for ((zone, start), n) in counts.drain() {
-                    let key = (zone, start);
-                    out.push((key, start.max(0) as Time, n));
-                    // Expire the window's state once it has closed.
-                    out.push((key, (start + window).max(0) as Time, -n));
-                }
-            });
-        let zones: Arc<HashMap<u32, Zone>> = Arc::new(config.zones.into_iter().map(|z| (z.id, z)).collect());
-        persons
-            .count()
-            .map(|(key, total)| (key, total as i64))
-            .close_windows("CloseDensityWindows", move |((_, start), _)| (start + window).max(0) as Time)
-            .unary::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
-                Pipeline,
-                "DensityRowsAndAlerts",
-                move |_cap, _info| {
-                    move |input, output| {
-                        input.for_each(|cap, data| {
-                            let mut rows = DensityRows::default();
-                            let mut alerts = AlertsBuilder::default();
-                            for (((zone_id, start), total), diff) in data.drain(..) {
-                                // `count` emits (key, total) with diff +1 for the live total.
-                                if diff <= 0 {
-                                    continue;
-                                }
-                                let Some(zone) = zones.get(&zone_id) else { continue };
-                                rows.push(zone, start, window, total, &mut alerts);
-                            }
-                            let mut session = output.session(&cap);
-                            if !rows.is_empty() {
-                                session.give(EventBatch {
-                                    kind: BatchKind::Events(StreamKind::ZoneDensity),
-                                    data: rows.finish(),
-                                });
-                            }
-                            if !alerts.is_empty() {
-                                session.give(EventBatch {
-                                    kind: BatchKind::Events(StreamKind::Alerts),
-                                    data: alerts.finish(),
-                                });
-                            }
-                        });
+            },
+        );
+        points.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
+            Exchange::new(|p: &Point| u64::from(p.zone)),
+            "ZoneDensity",
+            move |_cap, _info| {
+                let mut density = Density::new(config);
+                let mut pending: Vec<Point> = Vec::new();
+                let mut ready: Vec<Point> = Vec::new();
+                let mut held: Option<Capability<Time>> = None;
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        pending.append(data);
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
+                            held = Some(cap);
+                        }
+                    });
+                    let Some(h) = held.as_mut() else { return };
+                    let f = frontier.frontier().iter().min().map(|&t| t as Millis);
+                    // Points the watermark has passed are complete: apply them in time order.
+                    let mut i = 0;
+                    while i < pending.len() {
+                        if f.is_none_or(|f| pending[i].t < f) {
+                            ready.push(pending.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
                     }
-                },
-            )
+                    let mut out = Outputs::default();
+                    density.advance(&mut ready, f, &mut out);
+                    ready.clear();
+                    if let Some(t) = out.earliest {
+                        let cap = h.delayed(&(t.max(0) as Time).max(*h.time()));
+                        let mut session = output.session(&cap);
+                        for (kind, data) in out.finish() {
+                            session.give(EventBatch { kind: BatchKind::Events(kind), data });
+                        }
+                    }
+                    match f {
+                        Some(_) if pending.is_empty() && density.is_idle() => held = None,
+                        Some(f) => {
+                            let t = pending.iter().map(|p| p.t).min().map_or(f, |p| p.min(f)).max(0) as Time;
+                            if t > *h.time() {
+                                h.downgrade(&t);
+                            }
+                        }
+                        None => held = None,
+                    }
+                }
+            },
+        )
     }
 }
 
-/// Counts `person` detections per (zone, window start) in one batch.
-pub fn pre_aggregate(batch: &RecordBatch, window: Millis, out: &mut HashMap<(u32, Millis), isize>) {
-    let (Some(class), Some(zone)) = (
-        batch.column_by_name("class").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-        batch.column_by_name("zone_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
+/// Reads the `person` detections with a zone from a `detections` batch.
+pub fn person_points(batch: &RecordBatch, mut give: impl FnMut(Point)) {
+    let col = |name: &str| batch.column_by_name(name);
+    let (Ok(times), Some(class), Some(zone), Some(camera), Some(gx), Some(gy)) = (
+        event_times(batch),
+        col("class").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+        col("zone_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
+        col("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
+        col("ground_x").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
+        col("ground_y").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
     ) else {
         return;
     };
-    let Ok(times) = event_times(batch) else { return };
     for (i, &t) in times.iter().enumerate() {
         if zone.is_null(i) || class.value(i) != "person" {
             continue;
         }
-        let (start, _) = tumbling_window(t, window);
-        *out.entry((zone.value(i), start)).or_default() += 1;
+        give(Point { zone: zone.value(i), camera: camera.value(i), t, x: gx.value(i), y: gy.value(i) });
     }
+}
+
+/// A fused person: the mean of its cameras' points.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cluster {
+    /// Ground position, metres.
+    pub x: f32,
+    /// Ground position, metres.
+    pub y: f32,
+    /// Points merged.
+    pub n: u32,
+    /// Bit set of the cameras (by index) whose points it holds.
+    pub cameras: u64,
+}
+
+/// Adds one camera's points (camera index `bit` < 64) to the fused people of a snapshot.
+///
+/// A camera never sees a person twice in one frame, so its points never merge with each other;
+/// each may merge with one cluster that holds no point of this camera yet, within `radius`.
+/// Pairs are taken closest first (a greedy matching: with people at least a few decimetres
+/// apart and positions good to a decimetre or two, it finds the optimal one in practice, at a
+/// sort's cost instead of a Hungarian solve).
+pub fn fuse(clusters: &mut Vec<Cluster>, bit: u32, points: &[[f32; 2]], radius: f32) {
+    let mask = 1u64 << bit;
+    let r2 = radius * radius;
+    let mut order: Vec<usize> = (0..clusters.len()).collect();
+    order.sort_unstable_by(|&a, &b| clusters[a].x.total_cmp(&clusters[b].x));
+    let xs: Vec<f32> = order.iter().map(|&i| clusters[i].x).collect();
+    let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+    for (pi, p) in points.iter().enumerate() {
+        let from = xs.partition_point(|&x| x < p[0] - radius);
+        for &ci in order[from..].iter().take_while(|&&ci| clusters[ci].x <= p[0] + radius) {
+            let c = &clusters[ci];
+            let d2 = (c.x - p[0]).powi(2) + (c.y - p[1]).powi(2);
+            if d2 <= r2 && c.cameras & mask == 0 {
+                pairs.push((d2, pi, ci));
+            }
+        }
+    }
+    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut point_used = vec![false; points.len()];
+    let mut cluster_used = vec![false; clusters.len()];
+    let mut merges: Vec<(usize, usize)> = Vec::new();
+    for &(_, pi, ci) in &pairs {
+        if !point_used[pi] && !cluster_used[ci] {
+            point_used[pi] = true;
+            cluster_used[ci] = true;
+            merges.push((pi, ci));
+        }
+    }
+    for (pi, ci) in merges {
+        let (c, p) = (&mut clusters[ci], points[pi]);
+        let n = c.n as f32;
+        c.x = (c.x * n + p[0]) / (n + 1.0);
+        c.y = (c.y * n + p[1]) / (n + 1.0);
+        c.n += 1;
+        c.cameras |= mask;
+    }
+    for (pi, p) in points.iter().enumerate() {
+        if !point_used[pi] {
+            clusters.push(Cluster { x: p[0], y: p[1], n: 1, cameras: mask });
+        }
+    }
+}
+
+/// One camera's latest frame in a zone.
+#[derive(Clone, Debug, Default)]
+struct Frame {
+    t: Millis,
+    points: Vec<[f32; 2]>,
+}
+
+/// One snapshot's counts.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    t: Millis,
+    persons: u32,
+    raw: u32,
+    cameras: u64,
+}
+
+/// One zone's state.
+struct ZoneState {
+    /// Latest frame per camera index (the zone's camera list).
+    frames: Vec<Frame>,
+    next_sample: Millis,
+    samples: VecDeque<Sample>,
+    grid: HashMap<(i32, i32), u32>,
+    grid_samples: u32,
+    raised: bool,
+    /// How long the density has been past the threshold that would change `raised`.
+    run_ms: Millis,
+    last_point: Millis,
+}
+
+/// The operator's logic, independent of timely (and tested on its own).
+pub struct Density {
+    config: DensityConfig,
+    zones: HashMap<u32, Arc<Zone>>,
+    states: HashMap<u32, ZoneState>,
+    clusters: Vec<Cluster>,
+}
+
+/// What one call of [`Density::advance`] produced.
+#[derive(Default)]
+pub struct Outputs {
+    rows: DensityRows,
+    grid: GridRows,
+    alerts: AlertsBuilder,
+    /// The earliest event time among the outputs.
+    earliest: Option<Millis>,
+}
+
+impl Outputs {
+    /// The non-empty batches, by stream.
+    pub fn finish(mut self) -> Vec<(StreamKind, RecordBatch)> {
+        let mut out = Vec::new();
+        if self.rows.len() > 0 {
+            out.push((StreamKind::ZoneDensity, self.rows.finish()));
+        }
+        if self.grid.len() > 0 {
+            out.push((StreamKind::DensityGrid, self.grid.finish()));
+        }
+        if !self.alerts.is_empty() {
+            out.push((StreamKind::Alerts, self.alerts.finish()));
+        }
+        out
+    }
+
+    fn saw(&mut self, t: Millis) {
+        self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
+    }
+}
+
+fn ceil_to(t: Millis, step: Millis) -> Millis {
+    t.div_euclid(step) * step + if t.rem_euclid(step) == 0 { 0 } else { step }
+}
+
+impl Density {
+    /// A density operator with no state.
+    pub fn new(config: DensityConfig) -> Self {
+        let zones = config.zones.iter().map(|z| (z.id, Arc::new(z.clone()))).collect();
+        Self { config, zones, states: HashMap::new(), clusters: Vec::new() }
+    }
+
+    /// True when no zone holds state.
+    pub fn is_idle(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Applies `points` (all before `frontier`; any order) and emits every snapshot and window
+    /// before `frontier`. With no frontier (the input has ended) every zone runs until idle.
+    pub fn advance(&mut self, points: &mut [Point], frontier: Option<Millis>, out: &mut Outputs) {
+        points.sort_by_key(|p| (p.zone, p.t, p.camera));
+        for group in points.chunk_by(|a, b| a.zone == b.zone) {
+            let Some(zone) = self.zones.get(&group[0].zone).cloned() else { continue };
+            for p in group {
+                let Some(cam) = zone.cameras.iter().position(|&c| c == p.camera) else { continue };
+                let state = self.states.entry(zone.id).or_insert_with(|| ZoneState {
+                    frames: vec![Frame { t: Millis::MIN, points: Vec::new() }; zone.cameras.len()],
+                    next_sample: ceil_to(p.t, self.config.sample_ms),
+                    samples: VecDeque::new(),
+                    grid: HashMap::new(),
+                    grid_samples: 0,
+                    raised: false,
+                    run_ms: 0,
+                    last_point: p.t,
+                });
+                while state.next_sample < p.t {
+                    let idle = sample(&self.config, &zone, state, &mut self.clusters, out);
+                    if idle {
+                        // Nobody for a whole window: skip the empty stretch.
+                        state.samples.clear();
+                        state.next_sample = ceil_to(p.t, self.config.sample_ms);
+                    }
+                }
+                let frame = &mut state.frames[cam];
+                if p.t > frame.t {
+                    frame.t = p.t;
+                    frame.points.clear();
+                }
+                frame.points.push([p.x, p.y]);
+                state.last_point = state.last_point.max(p.t);
+            }
+        }
+        let c = &self.config;
+        let mut done = Vec::new();
+        for (id, state) in self.states.iter_mut() {
+            let zone = &self.zones[id];
+            let end = frontier.unwrap_or(state.last_point + c.window_ms + c.hold_ms + 2 * c.step_ms);
+            while state.next_sample < end {
+                if sample(c, zone, state, &mut self.clusters, out) {
+                    done.push(*id);
+                    break;
+                }
+            }
+        }
+        for id in done {
+            self.states.remove(&id);
+        }
+        if frontier.is_none() {
+            self.states.clear();
+        }
+    }
+}
+
+/// Takes the snapshot at `state.next_sample` (emitting the window and grid that end there
+/// first); returns true when the zone has become idle.
+fn sample(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, clusters: &mut Vec<Cluster>, out: &mut Outputs) -> bool {
+    let s = state.next_sample;
+    state.next_sample += c.sample_ms;
+    let mut idle = false;
+    if s.rem_euclid(c.step_ms) == 0 {
+        state.samples.retain(|x| x.t >= s - c.window_ms);
+        idle = emit_window(c, zone, state, s, out);
+        if s.rem_euclid(c.window_ms) == 0 {
+            emit_grid(c, zone, state, s, out);
+        }
+    }
+    clusters.clear();
+    let (mut raw, mut cameras) = (0, 0u64);
+    for (bit, frame) in state.frames.iter().enumerate() {
+        if frame.t > s - c.stale_ms && frame.t <= s && !frame.points.is_empty() {
+            fuse(clusters, bit as u32, &frame.points, c.fusion_radius_m as f32);
+            raw += frame.points.len() as u32;
+            cameras |= 1 << bit;
+        }
+    }
+    state.samples.push_back(Sample { t: s, persons: clusters.len() as u32, raw, cameras });
+    for cl in clusters.iter() {
+        *state.grid.entry((cl.x.floor() as i32, cl.y.floor() as i32)).or_default() += 1;
+    }
+    state.grid_samples += 1;
+    idle && cameras == 0
+}
+
+/// Emits the window `[end - window, end)`; returns true when it was empty and no alert is up.
+fn emit_window(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, end: Millis, out: &mut Outputs) -> bool {
+    let n = state.samples.len();
+    if n == 0 {
+        return !state.raised;
+    }
+    let persons = state.samples.iter().map(|x| f64::from(x.persons)).sum::<f64>() / n as f64;
+    let raw = state.samples.iter().map(|x| f64::from(x.raw)).sum::<f64>() / n as f64;
+    let cameras = state.samples.iter().fold(0u64, |m, x| m | x.cameras).count_ones();
+    if raw == 0.0 && !state.raised {
+        return true;
+    }
+    let area = zone.area().max(f64::EPSILON);
+    let density = persons / area;
+    let level = fruin_level(density);
+    let event_time = end - 1;
+    let event_id = (u64::from(zone.id) << 32) | ((end / c.step_ms) as u64 & 0xFFFF_FFFF);
+    out.saw(event_time);
+    out.rows.push(zone, end - c.window_ms, end, persons, density, level, cameras, raw, event_id);
+    // Hysteresis: a change of state needs the density past the other threshold for `hold_ms`.
+    let past = if state.raised { density < zone.clear_density } else { density >= zone.alert_density };
+    state.run_ms = if past { state.run_ms + c.step_ms } else { 0 };
+    if state.run_ms >= c.hold_ms {
+        state.raised = !state.raised;
+        state.run_ms = 0;
+        let hold_s = c.hold_ms as f64 / 1000.0;
+        let (severity, message) = if state.raised {
+            (
+                if matches!(level, "E" | "F") { "high" } else { "medium" },
+                format!(
+                    "raised: {density:.2} persons/m² (level {level}, {persons:.1} persons in {area:.0} m², {cameras} camera(s)) at or above {:.2} for {hold_s:.0} s",
+                    zone.alert_density
+                ),
+            )
+        } else {
+            (
+                "info",
+                format!(
+                    "cleared: {density:.2} persons/m² (level {level}) below {:.2} for {hold_s:.0} s",
+                    zone.clear_density
+                ),
+            )
+        };
+        out.alerts.push(&Alert {
+            event_time,
+            kind: "density".into(),
+            rule: format!("zone:{}", zone.name),
+            severity: severity.into(),
+            camera_id: zone.camera_id(),
+            event_id,
+            message,
+        });
+    }
+    false
+}
+
+/// Emits the grid of the window ending at `end` and resets it.
+fn emit_grid(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, end: Millis, out: &mut Outputs) {
+    if state.grid_samples > 0 && !state.grid.is_empty() {
+        let n = f64::from(state.grid_samples);
+        let bb = zone.bbox();
+        let (x0, y0) = (bb[0].floor() as i64, bb[1].floor() as i64);
+        let width = (bb[2].ceil() as i64 - x0).max(1);
+        let mut cells: Vec<((i32, i32), u32)> = state.grid.drain().collect();
+        cells.sort_unstable();
+        out.saw(end - 1);
+        for ((cx, cy), count) in cells {
+            let index = (i64::from(cx) - x0).max(0) + (i64::from(cy) - y0).max(0) * width;
+            let event_id = (u64::from(zone.id & 0xFFFF) << 48)
+                | (((end / c.window_ms) as u64 & 0xFF_FFFF) << 24)
+                | (index as u64 & 0xFF_FFFF);
+            out.grid.push(zone, end - c.window_ms, end, [cx, cy], f64::from(count) / n, event_id);
+        }
+    }
+    state.grid.clear();
+    state.grid_samples = 0;
+}
+
+fn utc(b: &mut TimestampMillisecondBuilder) -> ArrayRef {
+    Arc::new(b.finish().with_timezone("UTC"))
 }
 
 #[derive(Default)]
@@ -143,59 +531,43 @@ struct DensityRows {
     persons: Float64Builder,
     density: Float64Builder,
     level: StringBuilder,
+    cameras: UInt32Builder,
+    raw_persons: Float64Builder,
 }
 
 impl DensityRows {
-    fn is_empty(&self) -> bool {
-        self.zone_id.len() == 0
+    fn len(&self) -> usize {
+        self.zone_id.len()
     }
 
-    /// Appends a closed window; its event time is the window's last millisecond and its event
-    /// id packs (zone id, window index): `zone << 32 | start / window`.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         zone: &Zone,
         start: Millis,
-        window: Millis,
-        detections: i64,
-        alerts: &mut AlertsBuilder,
+        end: Millis,
+        persons: f64,
+        density: f64,
+        level: &str,
+        cameras: u32,
+        raw: f64,
+        event_id: u64,
     ) {
-        let persons = detections as f64 / zone.frames_per_window.max(1.0);
-        let density = persons / zone.area().max(f64::EPSILON);
-        let level = fruin_level(density);
-        let event_time = start + window - 1;
-        let event_id = (u64::from(zone.id) << 32) | ((start / window) as u64 & 0xFFFF_FFFF);
-        self.camera_id.append_value(zone.camera_id);
-        self.event_time.append_value(event_time);
+        self.camera_id.append_value(zone.camera_id());
+        self.event_time.append_value(end - 1);
         self.event_id.append_value(event_id);
         self.zone_id.append_value(zone.id);
         self.zone.append_value(&zone.name);
         self.window_start.append_value(start);
-        self.window_end.append_value(start + window);
+        self.window_end.append_value(end);
         self.persons.append_value(persons);
         self.density.append_value(density);
         self.level.append_value(level);
-        if density >= zone.alert_density {
-            alerts.push(&Alert {
-                event_time,
-                kind: "density".into(),
-                rule: format!("zone:{}", zone.name),
-                severity: if matches!(level, "E" | "F") { "high" } else { "medium" }.into(),
-                camera_id: zone.camera_id,
-                event_id,
-                message: format!(
-                    "{:.2} persons/m² (level {level}, {persons:.1} persons in {:.0} m²) at or above {:.2}",
-                    density,
-                    zone.area(),
-                    zone.alert_density
-                ),
-            });
-        }
+        self.cameras.append_value(cameras);
+        self.raw_persons.append_value(raw);
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let utc =
-            |b: &mut TimestampMillisecondBuilder| -> ArrayRef { Arc::new(b.finish().with_timezone("UTC")) };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.camera_id.finish()),
             utc(&mut self.event_time),
@@ -207,20 +579,224 @@ impl DensityRows {
             Arc::new(self.persons.finish()),
             Arc::new(self.density.finish()),
             Arc::new(self.level.finish()),
+            Arc::new(self.cameras.finish()),
+            Arc::new(self.raw_persons.finish()),
         ];
         RecordBatch::try_new(StreamKind::ZoneDensity.schema(), columns)
             .expect("DensityRows columns match the zone_density schema")
     }
 }
 
+#[derive(Default)]
+struct GridRows {
+    camera_id: UInt32Builder,
+    event_time: TimestampMillisecondBuilder,
+    event_id: UInt64Builder,
+    zone_id: UInt32Builder,
+    zone: StringBuilder,
+    window_start: TimestampMillisecondBuilder,
+    window_end: TimestampMillisecondBuilder,
+    cell: [Int32Builder; 2],
+    density: Float64Builder,
+}
+
+impl GridRows {
+    fn len(&self) -> usize {
+        self.zone_id.len()
+    }
+
+    fn push(&mut self, zone: &Zone, start: Millis, end: Millis, cell: [i32; 2], density: f64, event_id: u64) {
+        self.camera_id.append_value(zone.camera_id());
+        self.event_time.append_value(end - 1);
+        self.event_id.append_value(event_id);
+        self.zone_id.append_value(zone.id);
+        self.zone.append_value(&zone.name);
+        self.window_start.append_value(start);
+        self.window_end.append_value(end);
+        for (b, v) in self.cell.iter_mut().zip(cell) {
+            b.append_value(v);
+        }
+        self.density.append_value(density);
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.camera_id.finish()),
+            utc(&mut self.event_time),
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.zone_id.finish()),
+            Arc::new(self.zone.finish()),
+            utc(&mut self.window_start),
+            utc(&mut self.window_end),
+        ];
+        columns.extend(self.cell.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.density.finish()));
+        RecordBatch::try_new(StreamKind::DensityGrid.schema(), columns)
+            .expect("GridRows columns match the density_grid schema")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{AsArray, Float64Array};
+    use arrow::datatypes::Float64Type;
+    use proptest::prelude::*;
 
     #[test]
     fn fruin_bands() {
         for (d, l) in [(0.1, "A"), (0.35, "B"), (0.5, "C"), (0.9, "D"), (2.0, "E"), (2.15, "E"), (3.0, "F")] {
             assert_eq!(fruin_level(d), l, "{d}");
         }
+    }
+
+    fn zone(cameras: Vec<u32>) -> Zone {
+        Zone {
+            id: 1,
+            name: "gate".into(),
+            cameras,
+            polygon: vec![[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]],
+            alert_density: 1.0,
+            clear_density: 0.8,
+        }
+    }
+
+    fn fused(cams: &[Vec<[f32; 2]>]) -> usize {
+        let mut clusters = Vec::new();
+        for (bit, pts) in cams.iter().enumerate() {
+            fuse(&mut clusters, bit as u32, pts, 0.5);
+        }
+        clusters.len()
+    }
+
+    #[test]
+    fn fusion_counts_a_person_seen_by_three_cameras_once() {
+        let people = [[1.0f32, 1.0], [1.6, 1.0], [5.0, 5.0]];
+        let jitter = |k: f32| people.iter().map(|p| [p[0] + 0.1 * k, p[1] - 0.05 * k]).collect::<Vec<_>>();
+        assert_eq!(fused(&[jitter(0.0), jitter(1.0), jitter(-1.0)]), 3);
+        // A camera that misses someone does not lose them: another camera saw them.
+        assert_eq!(fused(&[jitter(0.0)[..2].to_vec(), jitter(1.0)[1..].to_vec()]), 3);
+        // Two people close together in one camera stay two.
+        assert_eq!(fused(&[vec![[1.0, 1.0], [1.1, 1.0]]]), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn fusion_never_loses_or_invents_people(
+            people in proptest::collection::vec((0.0f32..30.0, 0.0f32..30.0), 0..60),
+            seen in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 60), 1..4),
+        ) {
+            // People at least 1.2 m apart (thin the random set), each camera sees a subset with
+            // up to 0.15 m of error: the fused count is the number seen by at least one camera.
+            let mut kept: Vec<[f32; 2]> = Vec::new();
+            for &(x, y) in &people {
+                if kept.iter().all(|k| (k[0] - x).hypot(k[1] - y) >= 1.2) {
+                    kept.push([x, y]);
+                }
+            }
+            let cams: Vec<Vec<[f32; 2]>> = seen
+                .iter()
+                .enumerate()
+                .map(|(c, s)| {
+                    kept.iter().enumerate().filter(|(i, _)| s[*i]).map(|(i, p)| {
+                        let e = ((i * 7 + c * 3) % 11) as f32 / 11.0 * 0.3 - 0.15;
+                        [p[0] + e, p[1] - e / 2.0]
+                    }).collect()
+                })
+                .collect();
+            let union = (0..kept.len()).filter(|&i| seen.iter().any(|s| s[i])).count();
+            prop_assert_eq!(fused(&cams), union);
+        }
+    }
+
+    fn points(zone: u32, camera: u32, t: Millis, n: usize) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point { zone, camera, t, x: 0.5 + (i % 9) as f32 * 1.1, y: 0.5 + (i / 9) as f32 * 1.1 })
+            .collect()
+    }
+
+    /// Feeds `people(t)` persons, seen by every camera of the zone at 10 fps, for `seconds`.
+    fn run(cameras: Vec<u32>, seconds: i64, people: impl Fn(Millis) -> usize) -> Vec<(StreamKind, RecordBatch)> {
+        let mut d = Density::new(DensityConfig { hold_ms: 2_000, window_ms: 4_000, ..DensityConfig::new(vec![zone(cameras.clone())]) });
+        let mut out = Outputs::default();
+        for t in (0..seconds * 1000).step_by(100) {
+            let mut pts: Vec<Point> = cameras.iter().flat_map(|&c| points(1, c, t, people(t))).collect();
+            d.advance(&mut pts, Some(t + 1), &mut out);
+        }
+        d.advance(&mut [], None, &mut out);
+        assert!(d.is_idle());
+        out.finish()
+    }
+
+    fn density_rows(out: &[(StreamKind, RecordBatch)]) -> Vec<(i64, f64, f64)> {
+        out.iter()
+            .filter(|(k, _)| *k == StreamKind::ZoneDensity)
+            .flat_map(|(_, b)| {
+                let end = b.column_by_name("window_end").unwrap().as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                let p = b.column_by_name("persons").unwrap().as_primitive::<Float64Type>();
+                let raw = b.column_by_name("raw_persons").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+                (0..b.num_rows()).map(|i| (end.value(i), p.value(i), raw.value(i))).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn alerts(out: &[(StreamKind, RecordBatch)]) -> Vec<(i64, String)> {
+        out.iter()
+            .filter(|(k, _)| *k == StreamKind::Alerts)
+            .flat_map(|(_, b)| vigil_engine::alerts::alerts_from_batch(b).unwrap())
+            .map(|a| (a.event_time, a.message))
+            .collect()
+    }
+
+    #[test]
+    fn three_cameras_count_each_person_once() {
+        let out = run(vec![4, 5, 6], 10, |_| 40);
+        let rows = density_rows(&out);
+        let full: Vec<_> = rows.iter().filter(|r| r.0 >= 5_000 && r.0 <= 10_000).collect();
+        assert!(!full.is_empty());
+        for &&(end, persons, raw) in &full {
+            assert!((persons - 40.0).abs() < 1e-9, "{end}: {persons}");
+            assert!((raw - 120.0).abs() < 1e-9, "{end}: {raw}");
+        }
+    }
+
+    #[test]
+    fn alert_waits_for_the_hold_time_and_does_not_flap() {
+        // 100 m²: 150 people is 1.5/m² (above 1.0), 85 is 0.85 (between clear 0.8 and raise 1.0),
+        // 20 is 0.2. The density wobbles between 150 and 85 while high: one alert, not many.
+        let people = |t: Millis| match t {
+            t if t < 5_000 => 20,
+            t if t < 25_000 => if (t / 1_500) % 2 == 0 { 150 } else { 85 },
+            _ => 10,
+        };
+        let out = run(vec![0], 40, people);
+        let a = alerts(&out);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(a[0].1.starts_with("raised"), "{a:?}");
+        assert!(a[1].1.starts_with("cleared"), "{a:?}");
+        assert!(a[0].0 >= 5_000 + 2_000 && a[0].0 <= 5_000 + 8_000, "{a:?}");
+        assert!(a[1].0 > 25_000 && a[1].0 <= 25_000 + 8_000, "{a:?}");
+    }
+
+    #[test]
+    fn grid_cells_hold_the_people() {
+        let out = run(vec![0, 1], 8, |_| 9);
+        let grid: Vec<(i32, i32, f64)> = out
+            .iter()
+            .filter(|(k, _)| *k == StreamKind::DensityGrid)
+            .flat_map(|(_, b)| {
+                let x = b.column_by_name("cell_x").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
+                let y = b.column_by_name("cell_y").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
+                let d = b.column_by_name("density").unwrap().as_primitive::<Float64Type>();
+                let end = b.column_by_name("window_end").unwrap().as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                (0..b.num_rows()).filter(|&i| end.value(i) <= 8_000).map(|i| (x.value(i), y.value(i), d.value(i))).collect::<Vec<_>>()
+            })
+            .collect();
+        // Nine people in a row 1.1 m apart at y = 0.5: cells (0..9, 0), one person each, in
+        // each of the two windows while they stand there.
+        assert_eq!(grid.len(), 18, "{grid:?}");
+        let window: Vec<_> = grid.iter().collect();
+        assert!(window.iter().all(|g| g.1 == 0 && (g.2 - 1.0).abs() < 1e-9), "{grid:?}");
+        assert_eq!(window.iter().map(|g| g.0).collect::<std::collections::BTreeSet<_>>().len(), 9);
     }
 }

@@ -6,6 +6,9 @@
 //! them; then they are fed frame by frame, in event-time order. Ingest sends every camera to the
 //! same worker (`camera % workers`), so each tracker lives on one worker and the operator needs
 //! no exchange. State: the waiting detections (bounded by the lateness) and the live tracks.
+//!
+//! Each track row also carries its foot point on the ground and the zone there, through the
+//! camera's calibration ([`Locate`]), so flows and dwell times can be measured in metres.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,14 +36,18 @@ struct Det {
     obs: Observation,
 }
 
+/// A camera's calibration: the ground point (metres) and zone of an image box's foot point;
+/// `None` for an uncalibrated camera.
+pub type Locate = Arc<dyn Fn(u32, [f32; 4]) -> Option<([f32; 2], Option<u32>)> + Send + Sync>;
+
 /// Extension trait: the tracking operator.
 pub trait TrackObjects<'scope> {
     /// Emits `tracks` batches for the `detections` batches of `self`.
-    fn track_objects(self, config: TrackerConfig) -> Stream<'scope, Time, Vec<EventBatch>>;
+    fn track_objects(self, config: TrackerConfig, locate: Locate) -> Stream<'scope, Time, Vec<EventBatch>>;
 }
 
 impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn track_objects(self, config: TrackerConfig) -> Stream<'scope, Time, Vec<EventBatch>> {
+    fn track_objects(self, config: TrackerConfig, locate: Locate) -> Stream<'scope, Time, Vec<EventBatch>> {
         self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
             Pipeline,
             "Track",
@@ -81,7 +88,8 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                             tracker.update(&frame, &mut out_tracks);
                             for (i, tr) in out_tracks.iter().enumerate() {
                                 let Ok(id) = EventId::pack(camera, frame_no, i as u32) else { continue };
-                                rows.push(camera, t, id, tr, &classes[tr.class as usize]);
+                                let ground = locate(camera, tr.bbox);
+                                rows.push(camera, t, id, tr, &classes[tr.class as usize], ground);
                             }
                         }
                     }
@@ -154,10 +162,20 @@ struct TrackRows {
     bbox: [Float32Builder; 4],
     velocity: [Float32Builder; 2],
     state: StringBuilder,
+    ground: [Float32Builder; 2],
+    zone: UInt32Builder,
 }
 
 impl TrackRows {
-    fn push(&mut self, camera: u32, t: Millis, id: EventId, tr: &TrackOut, class: &str) {
+    fn push(
+        &mut self,
+        camera: u32,
+        t: Millis,
+        id: EventId,
+        tr: &TrackOut,
+        class: &str,
+        ground: Option<([f32; 2], Option<u32>)>,
+    ) {
         self.camera.append_value(camera);
         self.time.append_value(t);
         self.id.append_value(id.0);
@@ -171,6 +189,11 @@ impl TrackRows {
             b.append_value(v);
         }
         self.state.append_value(tr.state.name());
+        let (g, zone) = ground.unwrap_or(([f32::NAN; 2], None));
+        for (b, v) in self.ground.iter_mut().zip(g) {
+            b.append_value(v);
+        }
+        self.zone.append_option(zone);
     }
 
     fn len(&self) -> usize {
@@ -188,6 +211,8 @@ impl TrackRows {
         columns.extend(self.bbox.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.extend(self.velocity.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(self.state.finish()));
+        columns.extend(self.ground.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.zone.finish()));
         RecordBatch::try_new(StreamKind::Tracks.schema(), columns).expect("tracks columns match the schema")
     }
 }

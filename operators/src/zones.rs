@@ -30,7 +30,7 @@ pub fn to_batch(zones: &[Zone]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(zones.iter().map(|z| z.id))),
         Arc::new(StringArray::from_iter_values(zones.iter().map(|z| z.name.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(zones.iter().map(|z| z.camera_id))),
+        Arc::new(UInt32Array::from_iter_values(zones.iter().map(Zone::camera_id))),
         Arc::new(Float64Array::from_iter_values(zones.iter().map(Zone::area))),
         Arc::new(Float64Array::from_iter_values(zones.iter().map(|z| z.alert_density))),
     ];
@@ -44,17 +44,29 @@ pub struct Zone {
     pub id: u32,
     /// Human name (`gate-a`).
     pub name: String,
-    /// The camera whose view covers it (one camera per zone until cross-camera fusion).
-    pub camera_id: u32,
+    /// The cameras whose views cover it (at most 64); their people are fused.
+    pub cameras: Vec<u32>,
     /// Vertices in metres, at least three, in order.
     pub polygon: Vec<[f64; 2]>,
-    /// Density (persons per m²) at or above which an alert is raised.
+    /// Density (persons per m²) held for the hold time before an alert is raised.
     pub alert_density: f64,
-    /// Frames the zone's camera delivers per density window (fps × window seconds).
-    pub frames_per_window: f64,
+    /// Density below which (held for the hold time) a raised alert clears; below `alert_density`.
+    pub clear_density: f64,
 }
 
 impl Zone {
+    /// The zone's first camera: the `camera_id` of its rows.
+    pub fn camera_id(&self) -> u32 {
+        self.cameras.first().copied().unwrap_or(0)
+    }
+
+    /// Bounding box `[min_x, min_y, max_x, max_y]`.
+    pub fn bbox(&self) -> [f64; 4] {
+        self.polygon.iter().fold([f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY], |b, p| {
+            [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
+        })
+    }
+
     /// Area in m² by the shoelace formula.
     pub fn area(&self) -> f64 {
         let n = self.polygon.len();
@@ -96,11 +108,7 @@ impl ZoneIndex {
         let zones = zones
             .into_iter()
             .map(|z| {
-                let bb =
-                    z.polygon.iter().fold(
-                        [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY],
-                        |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])],
-                    );
+                let bb = z.bbox();
                 (z, bb)
             })
             .collect();
@@ -129,10 +137,10 @@ mod tests {
         Zone {
             id,
             name: format!("z{id}"),
-            camera_id: 0,
+            cameras: vec![0],
             polygon: vec![[x, 0.0], [x + 10.0, 0.0], [x + 10.0, 10.0], [x, 10.0]],
             alert_density: 1.0,
-            frames_per_window: 100.0,
+            clear_density: 0.8,
         }
     }
 

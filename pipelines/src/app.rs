@@ -28,9 +28,11 @@ use vigil_engine::parquet_sink::{ParquetSinkConfig, WriteParquet, list_files};
 use vigil_engine::runtime::{Runtime, RuntimeConfig};
 use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, PlateReadsBuilder, StreamKind};
 use vigil_engine::time::{Millis, WatermarkPolicy};
+use vigil_engine::runtime::BatchStream;
 use vigil_operators::density::{DensityConfig, ZoneDensity};
+use vigil_operators::flows::{FlowConfig, GateLine, TrackFlows};
 use vigil_operators::tracker::TrackerConfig;
-use vigil_operators::tracks::TrackObjects;
+use vigil_operators::tracks::{Locate, TrackObjects};
 use vigil_operators::watchlist::{self, WatchEntry, WatchlistJoin};
 use vigil_operators::zones::{Zone, ZoneIndex};
 use vigil_sql::operator::RunRules;
@@ -38,10 +40,10 @@ use vigil_sql::registry::{Control, Registry};
 use vigil_sql::rule::Rule;
 
 use crate::config::Config;
-use crate::sim::{CameraSim, SimFrame, SimParams, image_to_ground};
+use crate::sim::{CameraSim, SimFrame, SimParams};
 
 /// Streams written to Parquet.
-pub const WRITTEN: [StreamKind; 7] = [
+pub const WRITTEN: [StreamKind; 10] = [
     StreamKind::Detections,
     StreamKind::Tracks,
     StreamKind::PlateReads,
@@ -49,6 +51,9 @@ pub const WRITTEN: [StreamKind; 7] = [
     StreamKind::Alerts,
     StreamKind::LateEvents,
     StreamKind::CameraHealth,
+    StreamKind::DensityGrid,
+    StreamKind::LineCrossings,
+    StreamKind::ZoneVisits,
 ];
 
 /// How to run.
@@ -213,24 +218,105 @@ fn start_pg_server(
 
 /// The zones as operators see them.
 pub fn zones(config: &Config) -> Vec<Zone> {
-    let fps = *config.city.fps.get_ref();
-    let window_s = *config.engine.density_window_s.get_ref() as f64;
+    let t = &config.thresholds;
     config
         .zones
         .iter()
         .enumerate()
-        .map(|(i, z)| Zone {
-            id: i as u32 + 1,
-            name: z.name.get_ref().clone(),
-            camera_id: *z.camera.get_ref() as u32,
-            polygon: z.polygon.get_ref().clone(),
-            alert_density: z
-                .alert_density
+        .map(|(i, z)| {
+            let alert_density = z.alert_density.as_ref().map_or(*t.density_alert.get_ref(), |a| *a.get_ref());
+            let clear_density = z
+                .clear_density
                 .as_ref()
-                .map_or(*config.thresholds.density_alert.get_ref(), |a| *a.get_ref()),
-            frames_per_window: fps * window_s,
+                .or(t.density_clear.as_ref())
+                .map_or(alert_density * 0.8, |c| *c.get_ref());
+            Zone {
+                id: i as u32 + 1,
+                name: z.name.get_ref().clone(),
+                cameras: z.camera_ids(),
+                polygon: z.polygon.get_ref().clone(),
+                alert_density,
+                clear_density,
+            }
         })
         .collect()
+}
+
+/// The gate lines as operators see them.
+pub fn lines(config: &Config) -> Vec<GateLine> {
+    config
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| GateLine {
+            id: i as u32 + 1,
+            name: l.name.get_ref().clone(),
+            from: *l.from.get_ref(),
+            to: *l.to.get_ref(),
+            in_side: *l.in_side.get_ref(),
+        })
+        .collect()
+}
+
+/// The zone index of each camera (a zone seen by several cameras is in each one's index).
+pub fn zones_by_camera(zones: &[Zone]) -> BTreeMap<u32, ZoneIndex> {
+    let mut m: BTreeMap<u32, Vec<Zone>> = BTreeMap::new();
+    for z in zones {
+        for &c in &z.cameras {
+            m.entry(c).or_default().push(z.clone());
+        }
+    }
+    m.into_iter().map(|(c, zs)| (c, ZoneIndex::new(zs))).collect()
+}
+
+/// The streams derived from camera events inside the dataflow (tracks, densities, flows), with
+/// their settings: attached to the main dataflow, and to a runtime rule's dataflow when the rule
+/// reads them.
+#[derive(Clone)]
+pub struct Derived {
+    tracker: TrackerConfig,
+    locate: Locate,
+    density: DensityConfig,
+    flows: FlowConfig,
+}
+
+impl Derived {
+    /// The derived streams of `config`; `locate` maps a camera's boxes to the ground.
+    pub fn new(config: &Config, zones: &[Zone], locate: Locate) -> Self {
+        let e = &config.engine;
+        let density = DensityConfig {
+            window_ms: e.density_window_s.get_ref() * 1000,
+            step_ms: e.density_step_s.get_ref() * 1000,
+            sample_ms: *e.density_sample_ms.get_ref(),
+            fusion_radius_m: *e.fusion_radius_m.get_ref(),
+            hold_ms: config.thresholds.density_hold_s.get_ref() * 1000,
+            ..DensityConfig::new(zones.to_vec())
+        };
+        Self {
+            tracker: TrackerConfig::default(),
+            locate,
+            density,
+            flows: FlowConfig::new(lines(config), zones.to_vec()),
+        }
+    }
+
+    /// `input` with the derived streams among `streams` added.
+    pub fn attach<'s>(&self, input: BatchStream<'s>, streams: &[StreamKind]) -> BatchStream<'s> {
+        use StreamKind::*;
+        let wants = |k: &[StreamKind]| streams.iter().any(|s| k.contains(s));
+        let mut all = input.clone();
+        if wants(&[Tracks, LineCrossings, ZoneVisits]) {
+            let tracks = input.clone().track_objects(self.tracker, Arc::clone(&self.locate));
+            if wants(&[LineCrossings, ZoneVisits]) {
+                all = all.concat(tracks.clone().track_flows(self.flows.clone()));
+            }
+            all = all.concat(tracks);
+        }
+        if wants(&[ZoneDensity, DensityGrid, Alerts]) {
+            all = all.concat(input.zone_density(self.density.clone()));
+        }
+        all
+    }
 }
 
 /// Runs the configured city; `stop` ends it early (Ctrl-C), `bus` receives every alert.
@@ -249,16 +335,27 @@ pub fn run(
     let live = !config.cameras.is_empty();
     let start_ms = if live { wall_ms() } else { params.start_ms };
     let workers = *config.engine.workers.get_ref() as usize;
-    let window_ms = *config.engine.density_window_s.get_ref() * 1000;
     let sink = ParquetSinkConfig::new(&opts.out, *config.sinks.partition_s.get_ref() * 1000);
     if opts.parquet {
         sink.prepare(&WRITTEN).with_context(|| format!("preparing {}", opts.out.display()))?;
     }
     let alert_counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let index_by_camera = Arc::new(zones_by_camera(&zones));
+    let locate: Locate = if live {
+        crate::live::locator(config, &zones)?
+    } else {
+        let (params, index) = (params.clone(), Arc::clone(&index_by_camera));
+        Arc::new(move |camera, b: [f32; 4]| {
+            let g = params.image_to_ground(camera, [f64::from(b[0] + b[2] / 2.0), f64::from(b[1] + b[3])]);
+            let zone = index.get(&camera).and_then(|z| z.locate(g)).map(|z| z.id);
+            Some(([g[0] as f32, g[1] as f32], zone))
+        })
+    };
+    let derived = Derived::new(config, &zones, locate);
 
     let runtime = {
-        let (zones, rules, sink, bus, progress, counts) = (
-            zones.clone(),
+        let (derived, rules, sink, bus, progress, counts) = (
+            derived.clone(),
             Arc::clone(&rules),
             sink.clone(),
             bus.clone(),
@@ -271,10 +368,9 @@ pub fn run(
             start_ms.max(0) as u64,
             move |_scope, input, index| {
                 let probe = ProbeHandle::new();
-                // Tracks join the input, so that SQL rules and Parquet see them like any stream.
-                let tracks = input.clone().track_objects(TrackerConfig::default());
-                let input = input.concat(tracks);
-                let density = input.clone().zone_density(DensityConfig { window_ms, zones: zones.clone() });
+                // Derived streams join the input, so that SQL rules and Parquet see them like any
+                // stream.
+                let input = derived.attach(input, &StreamKind::ALL);
                 let hits = input.clone().watchlist_hits();
                 let p = Arc::clone(&progress);
                 let rule_alerts =
@@ -282,7 +378,7 @@ pub fn run(
                         p.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(rule = %rule, "rule failed on a batch: {e}");
                     });
-                let all = input.concat(density).concat(hits).concat(rule_alerts);
+                let all = input.concat(hits).concat(rule_alerts);
                 let (bus, progress2, counts) = (bus.clone(), Arc::clone(&progress), Arc::clone(&counts));
                 all.clone().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
                     input.for_each(|_cap, data| {
@@ -372,6 +468,7 @@ pub fn run(
             &zones,
             &mut ingest,
             &control_rx,
+            &derived,
             pending_watch,
             bus,
             stop,
@@ -393,13 +490,6 @@ pub fn run(
         );
     }
 
-    let index_by_camera: BTreeMap<u32, ZoneIndex> = {
-        let mut m: BTreeMap<u32, Vec<Zone>> = BTreeMap::new();
-        for z in &zones {
-            m.entry(z.camera_id).or_default().push(z.clone());
-        }
-        m.into_iter().map(|(c, zs)| (c, ZoneIndex::new(zs))).collect()
-    };
     let mut cams: Vec<CameraSim> = (0..params.cameras).map(|c| CameraSim::new(&params, c)).collect();
     // Frames on their way to ingest, in delivery order (ties broken by camera and frame, so the
     // order never depends on anything but the simulation).
@@ -428,9 +518,9 @@ pub fn run(
             && entry.key().0 <= now
         {
             let f = entry.remove();
-            deliver_frame(&mut ingest, &f, now, index_by_camera.get(&f.camera))?;
+            deliver_frame(&mut ingest, &params, &f, now, index_by_camera.get(&f.camera))?;
         }
-        tick(&mut ingest, &control_rx, progress, now, params.start_ms)?;
+        tick(&mut ingest, &control_rx, &derived, progress, now, params.start_ms)?;
         if !opts.fast {
             let due = Duration::from_secs_f64((frame + 1) as f64 / params.fps);
             match due.checked_sub(wall0.elapsed()) {
@@ -443,7 +533,7 @@ pub fn run(
     // Frames still in flight arrive; then the inputs close and every window and file closes.
     let end = params.frame_ms(total_frames);
     while let Some((_, f)) = in_flight.pop_first() {
-        deliver_frame(&mut ingest, &f, end, index_by_camera.get(&f.camera))?;
+        deliver_frame(&mut ingest, &params, &f, end, index_by_camera.get(&f.camera))?;
     }
     let watermark = ingest.watermark();
     finish_run(
@@ -479,13 +569,21 @@ fn push_due_watch(
 fn tick(
     ingest: &mut Ingest,
     control_rx: &std::sync::mpsc::Receiver<Control>,
+    derived: &Derived,
     progress: &Progress,
     now: Millis,
     start_ms: Millis,
 ) -> anyhow::Result<()> {
     while let Ok(c) = control_rx.try_recv() {
         match c {
-            Control::Install { id, build, backfill_ms } => ingest.install(id, build, backfill_ms)?,
+            Control::Install { id, build, backfill_ms, streams } => {
+                // A rule reading derived streams gets them computed in its own dataflow, from
+                // the same (backfilled) camera events.
+                let derived = derived.clone();
+                let wrapped: vigil_engine::runtime::Builder =
+                    Arc::new(move |scope, input, index| build(scope, derived.attach(input, &streams), index));
+                ingest.install(id, wrapped, backfill_ms)?
+            }
             Control::Remove { id } => ingest.remove(id)?,
         }
     }
@@ -553,6 +651,7 @@ fn drive_live(
     zones: &[Zone],
     ingest: &mut Ingest,
     control_rx: &std::sync::mpsc::Receiver<Control>,
+    derived: &Derived,
     mut pending_watch: Vec<(Millis, WatchEntry)>,
     bus: &AlertBus,
     stop: &AtomicBool,
@@ -582,7 +681,7 @@ fn drive_live(
                 Err(_) => break,
             }
         }
-        tick(ingest, control_rx, progress, now, start_ms)?;
+        tick(ingest, control_rx, derived, progress, now, start_ms)?;
         if let Some(wait) = (period * n).checked_sub(wall0.elapsed()) {
             std::thread::sleep(wait);
         }
@@ -594,6 +693,7 @@ fn drive_live(
 /// Hands one camera frame's detections and plate reads to ingest, written in place.
 fn deliver_frame(
     ingest: &mut Ingest,
+    params: &SimParams,
     f: &SimFrame,
     now: Millis,
     zones: Option<&ZoneIndex>,
@@ -605,7 +705,7 @@ fn deliver_frame(
         let detected = f.objects.iter().filter_map(|o| o.detected.map(|d| (o.class, d)));
         for (index, (class, (bbox, score))) in detected.enumerate() {
             let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
-            let ground = image_to_ground(f.camera, foot);
+            let ground = params.image_to_ground(f.camera, foot);
             let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
             let d = Detection { class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
             det.push(f.camera, f.capture_ms, ids(index).expect("checked above"), &d);

@@ -56,6 +56,9 @@ pub struct Config {
     /// Zones (ground polygons).
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
+    /// Gate lines (ground segments).
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
     /// Watchlist entries.
     #[serde(default)]
     pub watchlist: Vec<WatchlistConfig>,
@@ -119,6 +122,12 @@ pub struct Engine {
     pub idle_timeout_ms: Spanned<i64>,
     /// Density window, seconds.
     pub density_window_s: Spanned<i64>,
+    /// How often a density window is emitted, seconds (divides the window).
+    pub density_step_s: Spanned<i64>,
+    /// How often the cameras of a zone are fused into one snapshot, ms (divides the step).
+    pub density_sample_ms: Spanned<i64>,
+    /// Points of different cameras closer than this are one person, metres.
+    pub fusion_radius_m: Spanned<f64>,
 }
 
 impl Default for Engine {
@@ -128,6 +137,9 @@ impl Default for Engine {
             allowed_lateness_ms: Spanned::new(0..0, 2_000),
             idle_timeout_ms: Spanned::new(0..0, 10_000),
             density_window_s: Spanned::new(0..0, 10),
+            density_step_s: Spanned::new(0..0, 1),
+            density_sample_ms: Spanned::new(0..0, 200),
+            fusion_radius_m: Spanned::new(0..0, 0.5),
         }
     }
 }
@@ -190,11 +202,15 @@ impl Default for Server {
 pub struct Thresholds {
     /// Default density alert threshold, persons per m².
     pub density_alert: Spanned<f64>,
+    /// Default density below which a raised alert clears (default: 80% of the alert threshold).
+    pub density_clear: Option<Spanned<f64>>,
+    /// Seconds a density must stay past a threshold before an alert is raised or cleared.
+    pub density_hold_s: Spanned<i64>,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { density_alert: Spanned::new(0..0, 1.5) }
+        Self { density_alert: Spanned::new(0..0, 1.5), density_clear: None, density_hold_s: Spanned::new(0..0, 3) }
     }
 }
 
@@ -220,6 +236,11 @@ pub struct Simulation {
     pub laggy_camera_every: Spanned<i64>,
     /// A crowd surge at a zone.
     pub surge: Option<Surge>,
+    /// Cameras per shared scene: groups of this many consecutive cameras watch the same people
+    /// from views shifted by `overlap_shift_m` (1: every camera has its own scene).
+    pub overlap: Spanned<i64>,
+    /// Shift between the views of one scene's cameras, metres along x.
+    pub overlap_shift_m: f64,
 }
 
 impl Default for Simulation {
@@ -234,6 +255,8 @@ impl Default for Simulation {
             ocr_error_rate: Spanned::new(0..0, 0.05),
             laggy_camera_every: Spanned::new(0..0, 10),
             surge: None,
+            overlap: Spanned::new(0..0, 1),
+            overlap_shift_m: 6.0,
         }
     }
 }
@@ -260,12 +283,41 @@ pub struct Surge {
 pub struct ZoneConfig {
     /// Unique name.
     pub name: Spanned<String>,
-    /// Camera whose view covers the zone.
-    pub camera: Spanned<i64>,
+    /// Camera whose view covers the zone (or `cameras`).
+    pub camera: Option<Spanned<i64>>,
+    /// Cameras whose views cover the zone; their people are fused.
+    pub cameras: Option<Spanned<Vec<i64>>>,
     /// Ground polygon, metres, at least 3 points.
     pub polygon: Spanned<Vec<[f64; 2]>>,
     /// Alert threshold, persons per m² (default: `thresholds.density_alert`).
     pub alert_density: Option<Spanned<f64>>,
+    /// Clear threshold, persons per m² (default: `thresholds.density_clear`).
+    pub clear_density: Option<Spanned<f64>>,
+}
+
+impl ZoneConfig {
+    /// The zone's cameras (`camera` or `cameras`; validated).
+    pub fn camera_ids(&self) -> Vec<u32> {
+        match (&self.camera, &self.cameras) {
+            (Some(c), _) => vec![*c.get_ref() as u32],
+            (None, Some(cs)) => cs.get_ref().iter().map(|&c| c as u32).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// `[[lines]]`: a gate line on the ground, counting tracks that cross it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// One end, metres.
+    pub from: Spanned<[f64; 2]>,
+    /// The other end, metres.
+    pub to: Spanned<[f64; 2]>,
+    /// A ground point on the side a track enters: crossing towards it is `in`.
+    pub in_side: Spanned<[f64; 2]>,
 }
 
 /// `[[watchlist]]`.
@@ -497,11 +549,15 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_engine::schema::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 10] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 14] = [
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
             (&self.engine.density_window_s, "engine.density_window_s", 1, 3_600),
+            (&self.engine.density_step_s, "engine.density_step_s", 1, 3_600),
+            (&self.engine.density_sample_ms, "engine.density_sample_ms", 10, 3_600_000),
+            (&self.thresholds.density_hold_s, "thresholds.density_hold_s", 0, 3_600),
+            (&s.overlap, "simulation.overlap", 1, 64),
             (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
             (&self.retention.days, "retention.days", 1, 90),
             (&self.retention.memory_s, "retention.memory_s", 0, 86_400),
@@ -648,7 +704,52 @@ impl Config {
                 }
             }
         }
-        let cameras = *s.cameras.get_ref();
+        let e = &self.engine;
+        if e.density_window_s.get_ref() % e.density_step_s.get_ref() != 0 {
+            return err(
+                e.density_step_s.span(),
+                format!(
+                    "engine.density_step_s = {} does not divide density_window_s = {}",
+                    e.density_step_s.get_ref(),
+                    e.density_window_s.get_ref()
+                ),
+                "use a step that divides the window, such as 1",
+            );
+        }
+        if (e.density_step_s.get_ref() * 1000) % e.density_sample_ms.get_ref() != 0 {
+            return err(
+                e.density_sample_ms.span(),
+                format!("engine.density_sample_ms = {} does not divide the step", e.density_sample_ms.get_ref()),
+                "use a sample period that divides density_step_s, such as 200",
+            );
+        }
+        let radius = *e.fusion_radius_m.get_ref();
+        if !(radius.is_finite() && radius > 0.0 && radius <= 5.0) {
+            return err(
+                e.fusion_radius_m.span(),
+                format!("engine.fusion_radius_m = {radius} is out of range"),
+                "use metres above 0 and at most 5, such as 0.5 (people closer than this are one person)",
+            );
+        }
+        if !(s.overlap_shift_m.is_finite() && (0.0..=100.0).contains(&s.overlap_shift_m)) {
+            return err(
+                0..0,
+                format!("simulation.overlap_shift_m = {} is out of range", s.overlap_shift_m),
+                "use metres from 0 to 100",
+            );
+        }
+        let valid_camera = |id: i64| {
+            if self.cameras.is_empty() {
+                (0..*s.cameras.get_ref()).contains(&id)
+            } else {
+                self.cameras.iter().enumerate().any(|(i, c)| c.id.as_ref().map_or(i as i64, |v| *v.get_ref()) == id)
+            }
+        };
+        let camera_fix = if self.cameras.is_empty() {
+            format!("use a camera from 0 to {}", s.cameras.get_ref() - 1)
+        } else {
+            "use the id of a [[cameras]] entry".to_owned()
+        };
         let mut names = std::collections::BTreeSet::new();
         for z in &self.zones {
             if !names.insert(z.name.get_ref().clone()) {
@@ -658,12 +759,35 @@ impl Config {
                     "give each zone a unique name",
                 );
             }
-            if !(0..cameras).contains(z.camera.get_ref()) {
-                return err(
-                    z.camera.span(),
-                    format!("zone {:?}: camera {} does not exist", z.name.get_ref(), z.camera.get_ref()),
-                    &format!("use a camera from 0 to {}", cameras - 1),
-                );
+            let (span, ids) = match (&z.camera, &z.cameras) {
+                (Some(c), None) => (c.span(), vec![*c.get_ref()]),
+                (None, Some(cs)) => (cs.span(), cs.get_ref().clone()),
+                (Some(c), Some(_)) => {
+                    return err(
+                        c.span(),
+                        format!("zone {:?} has both camera and cameras", z.name.get_ref()),
+                        "give one camera (camera = 0) or the list of cameras that see the zone (cameras = [0, 1, 2])",
+                    );
+                }
+                (None, None) => {
+                    return err(
+                        z.name.span(),
+                        format!("zone {:?} has no camera", z.name.get_ref()),
+                        "add camera = <id>, or cameras = [<id>, ...] when several cameras see the zone",
+                    );
+                }
+            };
+            if ids.is_empty() || ids.len() > 64 {
+                return err(span, format!("zone {:?}: {} cameras", z.name.get_ref(), ids.len()), "list 1 to 64 cameras");
+            }
+            for (i, &id) in ids.iter().enumerate() {
+                if !valid_camera(id) || ids[..i].contains(&id) {
+                    return err(
+                        span,
+                        format!("zone {:?}: camera {id} does not exist or is listed twice", z.name.get_ref()),
+                        &camera_fix,
+                    );
+                }
             }
             let poly = z.polygon.get_ref();
             if poly.len() < 3 {
@@ -687,6 +811,43 @@ impl Config {
                     a.span(),
                     format!("zone {:?}: alert_density = {} is not a density", z.name.get_ref(), a.get_ref()),
                     "use persons per m² above 0, such as 2.15 (Fruin level E/F)",
+                );
+            }
+            let alert = z.alert_density.as_ref().map_or(*self.thresholds.density_alert.get_ref(), |a| *a.get_ref());
+            if let Some(c) = z.clear_density.as_ref().or(self.thresholds.density_clear.as_ref())
+                && !(c.get_ref().is_finite() && *c.get_ref() >= 0.0 && *c.get_ref() < alert)
+            {
+                return err(
+                    c.span(),
+                    format!("zone {:?}: clear density {} is not below the alert density {alert}", z.name.get_ref(), c.get_ref()),
+                    "use a density below the alert threshold, so that an alert does not flap (such as 80% of it)",
+                );
+            }
+        }
+        let mut line_names = std::collections::BTreeSet::new();
+        for l in &self.lines {
+            if !line_names.insert(l.name.get_ref().clone()) {
+                return err(
+                    l.name.span(),
+                    format!("line {:?} is defined twice", l.name.get_ref()),
+                    "give each line a unique name",
+                );
+            }
+            let (a, b, p) = (l.from.get_ref(), l.to.get_ref(), l.in_side.get_ref());
+            let len = (b[0] - a[0]).hypot(b[1] - a[1]);
+            if !(len.is_finite() && len >= 0.1) {
+                return err(
+                    l.to.span(),
+                    format!("line {:?} is {len:.2} m long", l.name.get_ref()),
+                    "give two different ends (metres), at least 0.1 m apart",
+                );
+            }
+            let side = ((b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])) / len;
+            if !side.is_finite() || side.abs() < 0.05 {
+                return err(
+                    l.in_side.span(),
+                    format!("line {:?}: in_side lies on the line", l.name.get_ref()),
+                    "give a ground point on the side people enter, away from the line",
                 );
             }
         }

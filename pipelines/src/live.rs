@@ -28,6 +28,7 @@ use vigil_engine::time::Millis;
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_models::yolo::{YoloConfig, YoloDetector};
 use vigil_operators::homography::Homography;
+use vigil_operators::tracks::Locate;
 use vigil_operators::zones::{Zone, ZoneIndex};
 
 use crate::camera::{self, CameraObjects, CameraSpec, Frame, Health, Sinks, TimeSource};
@@ -125,6 +126,21 @@ fn detection_row(ground: Option<&Ground>, class: &'static str, score: f32, bbox:
     Detection { class, score, bbox, ground, zone_id }
 }
 
+/// The ground locator of the configured cameras, for the tracking operator: calibrated cameras
+/// map boxes to the ground and their zones; others give `None`.
+pub fn locator(config: &Config, zones: &[Zone]) -> anyhow::Result<Locate> {
+    let specs = camera_specs(config)?;
+    let mut ground = HashMap::new();
+    for (spec, c) in specs.iter().zip(&config.cameras) {
+        let Some(cal) = &c.calibration else { continue };
+        let homography = Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)?;
+        let mine: Vec<Zone> = zones.iter().filter(|z| z.cameras.contains(&spec.id)).cloned().collect();
+        let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
+        ground.insert(spec.id, Ground { homography, zones });
+    }
+    Ok(Arc::new(move |camera, bbox| ground.get(&camera).map(|g| g.locate(bbox))))
+}
+
 impl Live {
     /// Opens the models and starts the cameras; `zones` are the configured zones.
     pub fn start(config: &Config, out: &std::path::Path, zones: &[Zone]) -> anyhow::Result<Live> {
@@ -137,7 +153,7 @@ impl Live {
                 "camera {} calibrated: reprojection error {:.3} m RMS, worst {:.3} m at point {}",
                 spec.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
             );
-            let mine: Vec<Zone> = zones.iter().filter(|z| z.camera_id == spec.id).cloned().collect();
+            let mine: Vec<Zone> = zones.iter().filter(|z| z.cameras.contains(&spec.id)).cloned().collect();
             let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
             ground.insert(spec.id, Ground { homography, zones });
         }

@@ -143,13 +143,13 @@ pub fn simulate_sequence(
     frames: u32,
     dir: &Path,
 ) -> anyhow::Result<(usize, usize)> {
-    use crate::sim::{CameraSim, IMAGE, PX_PER_M, view_origin};
+    use crate::sim::{CameraSim, IMAGE, PX_PER_M};
     std::fs::create_dir_all(dir.join("gt"))?;
     std::fs::create_dir_all(dir.join("det"))?;
     let mut gt = std::io::BufWriter::new(std::fs::File::create(dir.join("gt/gt.txt"))?);
     let mut det = std::io::BufWriter::new(std::fs::File::create(dir.join("det/det.txt"))?);
     let mut sim = CameraSim::new(params, camera);
-    let o = view_origin(camera);
+    let o = params.view_origin(camera);
     let (w, h) = (0.6 * PX_PER_M, 1.7 * PX_PER_M);
     let (mut n_gt, mut n_det) = (0, 0);
     for frame in 1..=frames {

@@ -9,7 +9,7 @@
 
 use image::{Rgb, RgbImage};
 
-use crate::sim::{CameraSim, IMAGE, PX_PER_M, SimParams, view_origin};
+use crate::sim::{CameraSim, IMAGE, PX_PER_M, SimParams};
 
 /// The palette the shapes detector (`scripts/make_shapes_model.py`) looks for.
 pub const PERSON: Rgb<u8> = Rgb([200, 40, 40]);
@@ -71,7 +71,7 @@ impl Renderer {
     /// The next frame.
     pub fn next_frame(&mut self) -> Rendered {
         let f = self.sim.step(&self.params);
-        let o = view_origin(self.camera);
+        let o = self.params.view_origin(self.camera);
         let scale = self.width as f64 / IMAGE[0];
         let mut image = self.background.clone();
         let mut truth = Vec::new();

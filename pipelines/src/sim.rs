@@ -26,15 +26,9 @@ pub const IMAGE: [f64; 2] = [1280.0, 720.0];
 /// Ground size of a view, metres.
 pub const VIEW_M: [f64; 2] = [IMAGE[0] / PX_PER_M, IMAGE[1] / PX_PER_M];
 
-/// The ground origin of a camera's view (cameras on a 10-wide grid, 100 m apart).
-pub fn view_origin(camera: u32) -> [f64; 2] {
-    [f64::from(camera % 10) * 100.0, f64::from(camera / 10) * 100.0]
-}
-
-/// Projects an image point of `camera` to the ground (the calibration of this simulated city).
-pub fn image_to_ground(camera: u32, p: [f64; 2]) -> [f64; 2] {
-    let o = view_origin(camera);
-    [o[0] + p[0] / PX_PER_M, o[1] + p[1] / PX_PER_M]
+/// The ground origin of a scene (scenes on a 10-wide grid, 100 m apart).
+fn scene_origin(scene: u32) -> [f64; 2] {
+    [f64::from(scene % 10) * 100.0, f64::from(scene / 10) * 100.0]
 }
 
 /// One simulated object seen in a frame: ground truth plus what the detector reported.
@@ -125,6 +119,10 @@ pub struct SimParams {
     pub surge: Option<(u32, [f64; 4], f64, f64, f64, usize)>,
     /// Watchlisted plates that drive around (canonical form).
     pub watch_plates: Vec<String>,
+    /// Cameras per scene: consecutive cameras share one scene, their views shifted along x.
+    pub overlap: u32,
+    /// Shift between the views of one scene, metres.
+    pub overlap_shift_m: f64,
 }
 
 impl SimParams {
@@ -137,7 +135,7 @@ impl SimParams {
                 [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
             });
             Some((
-                *z.camera.get_ref() as u32,
+                z.camera_ids().first().copied().unwrap_or(0),
                 bb,
                 surge.at_s,
                 surge.ramp_s,
@@ -163,7 +161,38 @@ impl SimParams {
                 .iter()
                 .filter_map(|w| vigil_operators::plate::normalize(w.plate.get_ref()).ok())
                 .collect(),
+            overlap: (*s.overlap.get_ref()).max(1) as u32,
+            overlap_shift_m: s.overlap_shift_m,
         }
+    }
+
+    /// The scene a camera watches.
+    pub fn scene(&self, camera: u32) -> u32 {
+        camera / self.overlap
+    }
+
+    /// Number of scenes.
+    pub fn scenes(&self) -> u32 {
+        self.cameras.div_ceil(self.overlap)
+    }
+
+    /// The ground origin of a camera's view (scenes on a 10-wide grid, 100 m apart; the cameras
+    /// of one scene shifted by `overlap_shift_m` each).
+    pub fn view_origin(&self, camera: u32) -> [f64; 2] {
+        let o = scene_origin(self.scene(camera));
+        [o[0] + f64::from(camera % self.overlap) * self.overlap_shift_m, o[1]]
+    }
+
+    /// The ground a scene's people walk on: origin and size, metres.
+    fn scene_area(&self, scene: u32) -> ([f64; 2], [f64; 2]) {
+        let extra = f64::from(self.overlap - 1) * self.overlap_shift_m;
+        (scene_origin(scene), [VIEW_M[0] + extra, VIEW_M[1]])
+    }
+
+    /// Projects an image point of `camera` to the ground (the calibration of this simulated city).
+    pub fn image_to_ground(&self, camera: u32, p: [f64; 2]) -> [f64; 2] {
+        let o = self.view_origin(camera);
+        [o[0] + p[0] / PX_PER_M, o[1] + p[1] / PX_PER_M]
     }
 
     /// Capture time of `frame`, ms.
@@ -173,10 +202,17 @@ impl SimParams {
 }
 
 /// One camera's simulated world.
+///
+/// The world (walkers, surge, vehicles) is drawn from the scene's random stream, so every
+/// camera of a scene simulates the same people; what a camera reports (misses, noise, plate
+/// readings, delays) is drawn from its own stream. With one camera per scene both are one
+/// stream.
 #[derive(Clone, Debug)]
 pub struct CameraSim {
     camera: u32,
+    scene: u32,
     rng: ChaCha8Rng,
+    obs: Option<ChaCha8Rng>,
     walkers: Vec<Walker>,
     surge: Vec<Walker>,
     vehicles: Vec<Vehicle>,
@@ -190,19 +226,26 @@ const LETTERS: [(char, char); 7] =
 impl CameraSim {
     /// The camera's world at frame 0.
     pub fn new(p: &SimParams, camera: u32) -> CameraSim {
+        let scene = p.scene(camera);
+        let leader = scene * p.overlap;
         let mut rng =
-            ChaCha8Rng::seed_from_u64(p.seed ^ (u64::from(camera) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let o = view_origin(camera);
+            ChaCha8Rng::seed_from_u64(p.seed ^ (u64::from(leader) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let obs = (p.overlap > 1).then(|| {
+            ChaCha8Rng::seed_from_u64(p.seed ^ (u64::from(camera) + 1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        });
+        let area = p.scene_area(scene);
         let walkers = (0..p.pedestrians as u64)
             .map(|id| {
-                let pos = random_point(&mut rng, o);
-                let goal = random_point(&mut rng, o);
+                let pos = random_point(&mut rng, area);
+                let goal = random_point(&mut rng, area);
                 Walker { id, pos, goal, speed: rng.random_range(0.8..1.6) }
             })
             .collect();
         CameraSim {
             camera,
+            scene,
             rng,
+            obs,
             walkers,
             surge: Vec::new(),
             vehicles: Vec::new(),
@@ -217,15 +260,19 @@ impl CameraSim {
         self.frame += 1;
         let dt = 1.0 / p.fps;
         let t_s = frame as f64 * dt;
-        let o = view_origin(self.camera);
+        let o = p.view_origin(self.camera);
+        let area = p.scene_area(self.scene);
         let rng = &mut self.rng;
         for w in self.walkers.iter_mut() {
-            walk(w, dt, rng, o, None);
+            walk(w, dt, rng, area, None);
         }
         self.update_surge(p, t_s, dt);
         self.update_vehicles(p, frame);
 
-        let rng = &mut self.rng;
+        let rng = match &mut self.obs {
+            Some(r) => r,
+            None => &mut self.rng,
+        };
         let noise = Normal::new(0.0, p.noise_px.max(1e-9)).expect("noise is finite and positive");
         let mut objects = Vec::with_capacity(self.walkers.len() + self.surge.len() + 4);
         for w in self.walkers.iter().chain(&self.surge) {
@@ -234,7 +281,7 @@ impl CameraSim {
         let mut plates = Vec::new();
         for v in self.vehicles.iter_mut() {
             let progress = (frame - v.enter_frame) as f64 / v.frames as f64;
-            let pos = [o[0] - 5.0 + progress * (VIEW_M[0] + 10.0), o[1] + v.lane_y];
+            let pos = [area.0[0] - 5.0 + progress * (area.1[0] + 10.0), o[1] + v.lane_y];
             if pos[0] > o[0] + 1.0 && pos[0] < o[0] + VIEW_M[0] - 1.0 {
                 objects.push(observe(rng, &noise, p, o, v.id, "car", pos, [2.0, 1.5]));
             }
@@ -273,10 +320,11 @@ impl CameraSim {
 
     fn update_surge(&mut self, p: &SimParams, t_s: f64, dt: f64) {
         let Some((camera, bb, at, ramp, hold, people)) = p.surge else { return };
-        if camera != self.camera {
+        if p.scene(camera) != self.scene {
             return;
         }
-        let o = view_origin(self.camera);
+        let area = p.scene_area(self.scene);
+        let o = area.0;
         let target = if t_s < at {
             0
         } else if t_s < at + ramp {
@@ -289,7 +337,7 @@ impl CameraSim {
         let rng = &mut self.rng;
         while self.surge.len() < target {
             // Arrive from the view's edge towards a spot inside the zone.
-            let pos = [o[0] + rng.random_range(0.0..VIEW_M[0]), o[1] + VIEW_M[1] - 0.5];
+            let pos = [o[0] + rng.random_range(0.0..area.1[0]), o[1] + VIEW_M[1] - 0.5];
             let goal =
                 [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)];
             self.surge.push(Walker { id: self.next_id, pos, goal, speed: rng.random_range(1.5..2.5) });
@@ -300,7 +348,7 @@ impl CameraSim {
             if dispersing && w.goal[1] < o[1] + VIEW_M[1] - 1.0 {
                 w.goal = [w.pos[0], o[1] + VIEW_M[1] + 2.0];
             }
-            walk(w, dt, rng, o, Some(bb));
+            walk(w, dt, rng, area, Some(bb));
         }
         if dispersing {
             self.surge.retain(|w| w.pos[1] < o[1] + VIEW_M[1]);
@@ -330,7 +378,7 @@ impl CameraSim {
             let k = frame / period;
             for (i, plate) in p.watch_plates.iter().enumerate() {
                 let mut pick = ChaCha8Rng::seed_from_u64(p.seed ^ (k << 8) ^ i as u64 ^ 0x5EED);
-                if pick.random_range(0..p.cameras.max(1)) == self.camera {
+                if pick.random_range(0..p.scenes().max(1)) == self.scene {
                     self.vehicles.push(Vehicle {
                         id: self.next_id,
                         plate: plate.clone(),
@@ -346,11 +394,11 @@ impl CameraSim {
     }
 }
 
-fn random_point(rng: &mut ChaCha8Rng, o: [f64; 2]) -> [f64; 2] {
-    [o[0] + rng.random_range(1.0..VIEW_M[0] - 1.0), o[1] + rng.random_range(1.0..VIEW_M[1] - 5.0)]
+fn random_point(rng: &mut ChaCha8Rng, (o, size): ([f64; 2], [f64; 2])) -> [f64; 2] {
+    [o[0] + rng.random_range(1.0..size[0] - 1.0), o[1] + rng.random_range(1.0..size[1] - 5.0)]
 }
 
-fn walk(w: &mut Walker, dt: f64, rng: &mut ChaCha8Rng, o: [f64; 2], stay_in: Option<[f64; 4]>) {
+fn walk(w: &mut Walker, dt: f64, rng: &mut ChaCha8Rng, area: ([f64; 2], [f64; 2]), stay_in: Option<[f64; 4]>) {
     let d = [w.goal[0] - w.pos[0], w.goal[1] - w.pos[1]];
     let dist = (d[0] * d[0] + d[1] * d[1]).sqrt();
     let step = w.speed * dt;
@@ -361,7 +409,7 @@ fn walk(w: &mut Walker, dt: f64, rng: &mut ChaCha8Rng, o: [f64; 2], stay_in: Opt
             Some(bb) => {
                 [rng.random_range(bb[0] + 0.3..bb[2] - 0.3), rng.random_range(bb[1] + 0.3..bb[3] - 0.3)]
             }
-            None => random_point(rng, o),
+            None => random_point(rng, area),
         };
     } else {
         w.pos = [w.pos[0] + d[0] / dist * step, w.pos[1] + d[1] / dist * step];

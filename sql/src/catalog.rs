@@ -15,12 +15,15 @@ use datafusion::sql::planner::ContextProvider;
 use vigil_engine::schema::StreamKind;
 
 /// Streams a rule may read from.
-pub const STREAMS: [StreamKind; 5] = [
+pub const STREAMS: [StreamKind; 8] = [
     StreamKind::Detections,
     StreamKind::Tracks,
     StreamKind::PlateReads,
     StreamKind::ZoneDensity,
     StreamKind::CameraHealth,
+    StreamKind::DensityGrid,
+    StreamKind::LineCrossings,
+    StreamKind::ZoneVisits,
 ];
 
 /// The reference tables rules can join: name and schema.

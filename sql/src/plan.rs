@@ -169,6 +169,21 @@ impl Node {
         }
     }
 
+    /// The live streams the node reads.
+    pub fn streams(&self) -> Vec<StreamKind> {
+        let mut out = match self {
+            Node::Source { stream } => vec![*stream],
+            Node::Reference { .. } => Vec::new(),
+            Node::Map { input, .. } | Node::Distinct { input } => input.streams(),
+            Node::Aggregate(a) => a.input.streams(),
+            Node::Join(j) => [j.left.streams(), j.right.streams()].concat(),
+            Node::Union { inputs, .. } => inputs.iter().flat_map(Node::streams).collect(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// True when every leaf is a reference table (the node describes no events).
     pub fn is_reference(&self) -> bool {
         match self {

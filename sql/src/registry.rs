@@ -45,6 +45,9 @@ pub enum Control {
         build: Builder,
         /// Backfill, ms.
         backfill_ms: Millis,
+        /// The streams the rule reads (the driver derives tracks, densities and flows for
+        /// the rule's dataflow only when it reads them).
+        streams: Vec<StreamKind>,
     },
     /// Remove dataflow `id`.
     Remove {
@@ -232,7 +235,12 @@ impl Registry {
             self.control
                 .lock()
                 .expect("control")
-                .send(Control::Install { id, build, backfill_ms: rule.options.backfill_ms as Millis })
+                .send(Control::Install {
+                    id,
+                    build,
+                    backfill_ms: rule.options.backfill_ms as Millis,
+                    streams: rule.node.streams(),
+                })
                 .map_err(|_| SqlError::Internal("the engine has stopped".into()))?;
             names.push(rule.name.clone());
             map.insert(

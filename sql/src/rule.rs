@@ -30,7 +30,7 @@ use crate::plan::{Emit, Node, Unsupported, lower};
 use crate::window::rewrite_window_columns;
 
 /// What rules support, quoted in every "unsupported" error.
-pub const SUPPORTED: &str = "SELECT ... FROM a stream (detections, tracks, plate_reads, zone_density) \
+pub const SUPPORTED: &str = "SELECT ... FROM a stream (detections, tracks, plate_reads, zone_density, camera_health, density_grid, line_crossings, zone_visits) \
      [JOIN a reference table (watchlist, zones) or another stream within an event-time bound] \
      [WHERE ...] [GROUP BY tumble|hop|session(event_time, ...), keys [HAVING ...]], \
      with DISTINCT, UNION [ALL], CASE, casts and scalar functions";
@@ -446,7 +446,7 @@ fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, so
         return Err(SqlError::user(
             Some(start),
             "reading only reference tables (the rule would never see an event) is not supported in rules",
-            "read a stream: detections, tracks, plate_reads or zone_density",
+            "read a stream: detections, tracks, plate_reads, zone_density, camera_health, density_grid, line_crossings or zone_visits",
         ));
     }
     let schema = node.schema();
