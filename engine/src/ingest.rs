@@ -58,6 +58,9 @@ pub struct Retained {
     workers: Vec<VecDeque<(Time, EventBatch)>>,
     /// Reference-table changes (all of them: they are small and define the tables).
     references: Vec<(Time, EventBatch)>,
+    /// Batches the dataflow derived (tracks, densities, flows): queried, never backfilled
+    /// (a new dataflow derives its own from the events).
+    derived: VecDeque<(Time, EventBatch)>,
 }
 
 impl Retained {
@@ -66,6 +69,7 @@ impl Retained {
         self.workers
             .iter()
             .flatten()
+            .chain(&self.derived)
             .filter(|(_, b)| b.stream() == Some(stream))
             .map(|(_, b)| b.data.clone())
             .collect()
@@ -89,8 +93,16 @@ impl Retained {
             .collect()
     }
 
+    /// Keeps a batch the dataflow derived at `time`, for queries, under the same horizon.
+    pub fn keep_derived(&mut self, time: Time, batch: EventBatch) {
+        self.derived.push_back((time, batch));
+    }
+
     fn expire(&mut self, watermark: Millis) {
         let cutoff = to_time(watermark.saturating_sub(self.horizon_ms));
+        while self.derived.front().is_some_and(|(t, _)| *t < cutoff) {
+            self.derived.pop_front();
+        }
         // Batches are sent in (nearly) time order: drop from the front.
         for q in self.workers.iter_mut() {
             while q.front().is_some_and(|(t, _)| *t < cutoff) {
@@ -168,6 +180,7 @@ impl Ingest {
                 horizon_ms: 0,
                 workers: vec![VecDeque::new(); workers],
                 references: Vec::new(),
+                derived: VecDeque::new(),
             })),
         }
     }

@@ -74,8 +74,19 @@ struct OpenFile {
 
 /// Columns with few distinct values, which get dictionary encoding.
 const LOW_CARDINALITY: [&str; 13] = [
-    "camera_id", "class", "state", "zone", "zone_id", "level", "kind", "rule", "severity", "camera",
-    "time_source", "stream", "line",
+    "camera_id",
+    "class",
+    "state",
+    "zone",
+    "zone_id",
+    "level",
+    "kind",
+    "rule",
+    "severity",
+    "camera",
+    "time_source",
+    "stream",
+    "line",
 ];
 
 /// Writes one stream's batches to Parquet files (one per partition and worker).

@@ -409,7 +409,13 @@ impl Density {
 
 /// Takes the snapshot at `state.next_sample` (emitting the window and grid that end there
 /// first); returns true when the zone has become idle.
-fn sample(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, clusters: &mut Vec<Cluster>, out: &mut Outputs) -> bool {
+fn sample(
+    c: &DensityConfig,
+    zone: &Zone,
+    state: &mut ZoneState,
+    clusters: &mut Vec<Cluster>,
+    out: &mut Outputs,
+) -> bool {
     let s = state.next_sample;
     state.next_sample += c.sample_ms;
     let mut idle = false;
@@ -438,7 +444,13 @@ fn sample(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, clusters: &mut 
 }
 
 /// Emits the window `[end - window, end)`; returns true when it was empty and no alert is up.
-fn emit_window(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, end: Millis, out: &mut Outputs) -> bool {
+fn emit_window(
+    c: &DensityConfig,
+    zone: &Zone,
+    state: &mut ZoneState,
+    end: Millis,
+    out: &mut Outputs,
+) -> bool {
     let n = state.samples.len();
     if n == 0 {
         return !state.raised;
@@ -473,7 +485,7 @@ fn emit_window(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, end: Milli
             )
         } else {
             (
-                "info",
+                "low",
                 format!(
                     "cleared: {density:.2} persons/m² (level {level}) below {:.2} for {hold_s:.0} s",
                     zone.clear_density
@@ -716,8 +728,16 @@ mod tests {
     }
 
     /// Feeds `people(t)` persons, seen by every camera of the zone at 10 fps, for `seconds`.
-    fn run(cameras: Vec<u32>, seconds: i64, people: impl Fn(Millis) -> usize) -> Vec<(StreamKind, RecordBatch)> {
-        let mut d = Density::new(DensityConfig { hold_ms: 2_000, window_ms: 4_000, ..DensityConfig::new(vec![zone(cameras.clone())]) });
+    fn run(
+        cameras: Vec<u32>,
+        seconds: i64,
+        people: impl Fn(Millis) -> usize,
+    ) -> Vec<(StreamKind, RecordBatch)> {
+        let mut d = Density::new(DensityConfig {
+            hold_ms: 2_000,
+            window_ms: 4_000,
+            ..DensityConfig::new(vec![zone(cameras.clone())])
+        });
         let mut out = Outputs::default();
         for t in (0..seconds * 1000).step_by(100) {
             let mut pts: Vec<Point> = cameras.iter().flat_map(|&c| points(1, c, t, people(t))).collect();
@@ -732,9 +752,13 @@ mod tests {
         out.iter()
             .filter(|(k, _)| *k == StreamKind::ZoneDensity)
             .flat_map(|(_, b)| {
-                let end = b.column_by_name("window_end").unwrap().as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                let end = b
+                    .column_by_name("window_end")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
                 let p = b.column_by_name("persons").unwrap().as_primitive::<Float64Type>();
-                let raw = b.column_by_name("raw_persons").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+                let raw =
+                    b.column_by_name("raw_persons").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
                 (0..b.num_rows()).map(|i| (end.value(i), p.value(i), raw.value(i))).collect::<Vec<_>>()
             })
             .collect()
@@ -766,7 +790,13 @@ mod tests {
         // 20 is 0.2. The density wobbles between 150 and 85 while high: one alert, not many.
         let people = |t: Millis| match t {
             t if t < 5_000 => 20,
-            t if t < 25_000 => if (t / 1_500) % 2 == 0 { 150 } else { 85 },
+            t if t < 25_000 => {
+                if (t / 1_500) % 2 == 0 {
+                    150
+                } else {
+                    85
+                }
+            }
             _ => 10,
         };
         let out = run(vec![0], 40, people);
@@ -788,8 +818,14 @@ mod tests {
                 let x = b.column_by_name("cell_x").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
                 let y = b.column_by_name("cell_y").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
                 let d = b.column_by_name("density").unwrap().as_primitive::<Float64Type>();
-                let end = b.column_by_name("window_end").unwrap().as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-                (0..b.num_rows()).filter(|&i| end.value(i) <= 8_000).map(|i| (x.value(i), y.value(i), d.value(i))).collect::<Vec<_>>()
+                let end = b
+                    .column_by_name("window_end")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                (0..b.num_rows())
+                    .filter(|&i| end.value(i) <= 8_000)
+                    .map(|i| (x.value(i), y.value(i), d.value(i)))
+                    .collect::<Vec<_>>()
             })
             .collect();
         // Nine people in a row 1.1 m apart at y = 0.5: cells (0..9, 0), one person each, in

@@ -40,6 +40,9 @@ pub struct GateLine {
     pub id: u32,
     /// Name (`line`).
     pub name: String,
+    /// The camera whose tracks are counted. Cameras that overlap see the same people; counting
+    /// one camera's tracks per line counts each person once.
+    pub camera: u32,
     /// One end, metres.
     pub from: [f64; 2],
     /// The other end, metres.
@@ -149,7 +152,17 @@ impl Flows {
     /// Applies a `tracks` batch (rows in event-time order per track).
     pub fn apply(&mut self, batch: &RecordBatch, out: &mut FlowRows) {
         let col = |name: &str| batch.column_by_name(name);
-        let (Ok(times), Some(cam), Some(ids), Some(track), Some(class), Some(state), Some(gx), Some(gy), Some(zone)) = (
+        let (
+            Ok(times),
+            Some(cam),
+            Some(ids),
+            Some(track),
+            Some(class),
+            Some(state),
+            Some(gx),
+            Some(gy),
+            Some(zone),
+        ) = (
             event_times(batch),
             col("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
             col("event_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
@@ -159,7 +172,8 @@ impl Flows {
             col("ground_x").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
             col("ground_y").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
             col("zone_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        ) else {
+        )
+        else {
             return;
         };
         let lines = self.config.lines.len();
@@ -186,6 +200,9 @@ impl Flows {
             });
             st.last_seen = t;
             for (l, line) in self.config.lines.iter().enumerate() {
+                if line.camera != st.camera {
+                    continue;
+                }
                 let (dist, along) = line.place(p);
                 if dist.abs() < self.config.margin_m {
                     continue;
@@ -415,7 +432,14 @@ mod tests {
     use arrow::array::AsArray;
 
     fn line() -> GateLine {
-        GateLine { id: 1, name: "gate".into(), from: [0.0, 0.0], to: [4.0, 0.0], in_side: [2.0, 1.0] }
+        GateLine {
+            id: 1,
+            name: "gate".into(),
+            camera: 0,
+            from: [0.0, 0.0],
+            to: [4.0, 0.0],
+            in_side: [2.0, 1.0],
+        }
     }
 
     /// A tracks batch: one track per (id, t, x, y, zone), all tracked.
@@ -425,7 +449,10 @@ mod tests {
         let f = |v: Vec<f32>| Arc::new(Float32Array::from(v)) as ArrayRef;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(vec![0; n])),
-            Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
             Arc::new(UInt64Array::from((0..n as u64).collect::<Vec<_>>())),
             Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
             Arc::new(StringArray::from(vec!["person"; n])),
@@ -481,7 +508,8 @@ mod tests {
         let mut f = Flows::new(FlowConfig::new(vec![], vec![]));
         let mut out = FlowRows::default();
         // Track 1: zone 7 from 0 to 3 s, then zone 8 from 3.1 s until it vanishes at 5 s.
-        let rows: Vec<_> = (0..=50).map(|k| (1, k * 100, 0.0, 0.0, Some(if k <= 30 { 7 } else { 8 }))).collect();
+        let rows: Vec<_> =
+            (0..=50).map(|k| (1, k * 100, 0.0, 0.0, Some(if k <= 30 { 7 } else { 8 }))).collect();
         f.apply(&tracks(&rows), &mut out);
         f.expire(Some(8_000), &mut out);
         assert_eq!(f.live(), 1, "seen 3 s ago: not expired yet");

@@ -198,7 +198,8 @@ pub fn assign(rows: &[[f32; 4]], cols: &[[f32; 4]], min_iou: f32) -> Vec<(usize,
         parent[a] = b;
     }
     // Pairs grouped by component: sorted by root rather than hashed (no per-frame table).
-    let mut grouped: Vec<(usize, (usize, usize, i64))> = pairs.iter().map(|&p| (find(&mut parent, p.0), p)).collect();
+    let mut grouped: Vec<(usize, (usize, usize, i64))> =
+        pairs.iter().map(|&p| (find(&mut parent, p.0), p)).collect();
     grouped.sort_unstable_by_key(|&(g, (i, j, _))| (g, i, j));
     for chunk in grouped.chunk_by(|a, b| a.0 == b.0) {
         if let [(_, (i, j, _))] = chunk {

@@ -62,9 +62,11 @@ impl Zone {
 
     /// Bounding box `[min_x, min_y, max_x, max_y]`.
     pub fn bbox(&self) -> [f64; 4] {
-        self.polygon.iter().fold([f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY], |b, p| {
-            [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
-        })
+        self.polygon
+            .iter()
+            .fold([f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY], |b, p| {
+                [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
+            })
     }
 
     /// Area in m² by the shoelace formula.

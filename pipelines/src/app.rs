@@ -25,10 +25,10 @@ use timely::dataflow::operators::{Concat, Probe};
 use vigil_engine::alerts::{AlertBus, alerts_from_batch};
 use vigil_engine::ingest::{Ingest, IngestStats};
 use vigil_engine::parquet_sink::{ParquetSinkConfig, WriteParquet, list_files};
+use vigil_engine::runtime::BatchStream;
 use vigil_engine::runtime::{Runtime, RuntimeConfig};
 use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, PlateReadsBuilder, StreamKind};
 use vigil_engine::time::{Millis, WatermarkPolicy};
-use vigil_engine::runtime::BatchStream;
 use vigil_operators::density::{DensityConfig, ZoneDensity};
 use vigil_operators::flows::{FlowConfig, GateLine, TrackFlows};
 use vigil_operators::tracker::TrackerConfig;
@@ -51,6 +51,15 @@ pub const WRITTEN: [StreamKind; 10] = [
     StreamKind::Alerts,
     StreamKind::LateEvents,
     StreamKind::CameraHealth,
+    StreamKind::DensityGrid,
+    StreamKind::LineCrossings,
+    StreamKind::ZoneVisits,
+];
+
+/// Streams the dataflow derives from camera events.
+const DERIVED: [StreamKind; 5] = [
+    StreamKind::Tracks,
+    StreamKind::ZoneDensity,
     StreamKind::DensityGrid,
     StreamKind::LineCrossings,
     StreamKind::ZoneVisits,
@@ -251,6 +260,7 @@ pub fn lines(config: &Config) -> Vec<GateLine> {
         .map(|(i, l)| GateLine {
             id: i as u32 + 1,
             name: l.name.get_ref().clone(),
+            camera: *l.camera.get_ref() as u32,
             from: *l.from.get_ref(),
             to: *l.to.get_ref(),
             in_side: *l.in_side.get_ref(),
@@ -352,8 +362,12 @@ pub fn run(
         })
     };
     let derived = Derived::new(config, &zones, locate);
+    // Derived batches are kept with the retained events, so psql can SELECT them; the store
+    // belongs to ingest, which starts after the dataflow.
+    let keep: Arc<std::sync::OnceLock<Arc<Mutex<vigil_engine::ingest::Retained>>>> = Arc::default();
 
     let runtime = {
+        let keep = Arc::clone(&keep);
         let (derived, rules, sink, bus, progress, counts) = (
             derived.clone(),
             Arc::clone(&rules),
@@ -371,6 +385,21 @@ pub fn run(
                 // Derived streams join the input, so that SQL rules and Parquet see them like any
                 // stream.
                 let input = derived.attach(input, &StreamKind::ALL);
+                let keep = Arc::clone(&keep);
+                input.clone().sink(Pipeline, "KeepDerived", move |(input, _frontier)| {
+                    input.for_each(|_cap, data| {
+                        let Some(store) = keep.get() else { return };
+                        let mut store = store.lock().expect("retained batches");
+                        for b in data.iter().filter(|b| b.stream().is_some_and(|s| DERIVED.contains(&s))) {
+                            // Kept by their earliest event time.
+                            let t = vigil_engine::schema::event_times(&b.data)
+                                .ok()
+                                .and_then(|t| t.iter().min().copied())
+                                .unwrap_or(0);
+                            store.keep_derived(t.max(0) as u64, b.clone());
+                        }
+                    });
+                });
                 let hits = input.clone().watchlist_hits();
                 let p = Arc::clone(&progress);
                 let rule_alerts =
@@ -416,6 +445,7 @@ pub fn run(
     };
     let memory_ms = *config.retention.memory_s.get_ref() * 1000;
     let mut ingest = Ingest::new(runtime, policy, start_ms).with_retention(memory_ms);
+    let _ = keep.set(ingest.retained());
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
     let registry = Arc::new(Registry::new(
         control_tx,

@@ -210,7 +210,11 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { density_alert: Spanned::new(0..0, 1.5), density_clear: None, density_hold_s: Spanned::new(0..0, 3) }
+        Self {
+            density_alert: Spanned::new(0..0, 1.5),
+            density_clear: None,
+            density_hold_s: Spanned::new(0..0, 3),
+        }
     }
 }
 
@@ -312,6 +316,8 @@ impl ZoneConfig {
 pub struct LineConfig {
     /// Unique name.
     pub name: Spanned<String>,
+    /// The camera whose tracks are counted (each person once, however many cameras see them).
+    pub camera: Spanned<i64>,
     /// One end, metres.
     pub from: Spanned<[f64; 2]>,
     /// The other end, metres.
@@ -719,7 +725,10 @@ impl Config {
         if (e.density_step_s.get_ref() * 1000) % e.density_sample_ms.get_ref() != 0 {
             return err(
                 e.density_sample_ms.span(),
-                format!("engine.density_sample_ms = {} does not divide the step", e.density_sample_ms.get_ref()),
+                format!(
+                    "engine.density_sample_ms = {} does not divide the step",
+                    e.density_sample_ms.get_ref()
+                ),
                 "use a sample period that divides density_step_s, such as 200",
             );
         }
@@ -742,7 +751,10 @@ impl Config {
             if self.cameras.is_empty() {
                 (0..*s.cameras.get_ref()).contains(&id)
             } else {
-                self.cameras.iter().enumerate().any(|(i, c)| c.id.as_ref().map_or(i as i64, |v| *v.get_ref()) == id)
+                self.cameras
+                    .iter()
+                    .enumerate()
+                    .any(|(i, c)| c.id.as_ref().map_or(i as i64, |v| *v.get_ref()) == id)
             }
         };
         let camera_fix = if self.cameras.is_empty() {
@@ -778,7 +790,11 @@ impl Config {
                 }
             };
             if ids.is_empty() || ids.len() > 64 {
-                return err(span, format!("zone {:?}: {} cameras", z.name.get_ref(), ids.len()), "list 1 to 64 cameras");
+                return err(
+                    span,
+                    format!("zone {:?}: {} cameras", z.name.get_ref(), ids.len()),
+                    "list 1 to 64 cameras",
+                );
             }
             for (i, &id) in ids.iter().enumerate() {
                 if !valid_camera(id) || ids[..i].contains(&id) {
@@ -813,13 +829,18 @@ impl Config {
                     "use persons per m² above 0, such as 2.15 (Fruin level E/F)",
                 );
             }
-            let alert = z.alert_density.as_ref().map_or(*self.thresholds.density_alert.get_ref(), |a| *a.get_ref());
+            let alert =
+                z.alert_density.as_ref().map_or(*self.thresholds.density_alert.get_ref(), |a| *a.get_ref());
             if let Some(c) = z.clear_density.as_ref().or(self.thresholds.density_clear.as_ref())
                 && !(c.get_ref().is_finite() && *c.get_ref() >= 0.0 && *c.get_ref() < alert)
             {
                 return err(
                     c.span(),
-                    format!("zone {:?}: clear density {} is not below the alert density {alert}", z.name.get_ref(), c.get_ref()),
+                    format!(
+                        "zone {:?}: clear density {} is not below the alert density {alert}",
+                        z.name.get_ref(),
+                        c.get_ref()
+                    ),
                     "use a density below the alert threshold, so that an alert does not flap (such as 80% of it)",
                 );
             }
@@ -831,6 +852,13 @@ impl Config {
                     l.name.span(),
                     format!("line {:?} is defined twice", l.name.get_ref()),
                     "give each line a unique name",
+                );
+            }
+            if !valid_camera(*l.camera.get_ref()) {
+                return err(
+                    l.camera.span(),
+                    format!("line {:?}: camera {} does not exist", l.name.get_ref(), l.camera.get_ref()),
+                    &camera_fix,
                 );
             }
             let (a, b, p) = (l.from.get_ref(), l.to.get_ref(), l.in_side.get_ref());

@@ -398,7 +398,13 @@ fn random_point(rng: &mut ChaCha8Rng, (o, size): ([f64; 2], [f64; 2])) -> [f64; 
     [o[0] + rng.random_range(1.0..size[0] - 1.0), o[1] + rng.random_range(1.0..size[1] - 5.0)]
 }
 
-fn walk(w: &mut Walker, dt: f64, rng: &mut ChaCha8Rng, area: ([f64; 2], [f64; 2]), stay_in: Option<[f64; 4]>) {
+fn walk(
+    w: &mut Walker,
+    dt: f64,
+    rng: &mut ChaCha8Rng,
+    area: ([f64; 2], [f64; 2]),
+    stay_in: Option<[f64; 4]>,
+) {
     let d = [w.goal[0] - w.pos[0], w.goal[1] - w.pos[1]];
     let dist = (d[0] * d[0] + d[1] * d[1]).sqrt();
     let step = w.speed * dt;

@@ -102,6 +102,48 @@ fn the_rules_library_finds_what_the_simulated_city_did() {
         assert!(rows.get(name).is_some_and(|n| *n > 0), "{name} found nothing on the demo city: {summary}");
     }
 
+    // gate_flow: the gate-A entry line, rate = crossings / width, ratio = rate / 82.
+    let mut surge_in = 0.0;
+    for b in read(&dir.join("out/gate_flow.parquet")) {
+        let line = b.column_by_name("line").unwrap().as_string::<i32>();
+        let col = |n: &str| {
+            arrow::compute::cast(b.column_by_name(n).unwrap(), &arrow::datatypes::DataType::Float64).unwrap()
+        };
+        let (cin, cout, width, rate, ratio) = (
+            col("crossed_in"),
+            col("crossed_out"),
+            col("width_m"),
+            col("persons_per_min_per_m"),
+            col("capacity_ratio"),
+        );
+        let f = |a: &arrow::array::ArrayRef, i: usize| a.as_primitive::<Float64Type>().value(i);
+        for i in 0..b.num_rows() {
+            assert_eq!(line.value(i), "gate-a-entry");
+            assert!((f(&width, i) - 12.0).abs() < 1e-9);
+            let n = f(&cin, i) + f(&cout, i);
+            assert!((f(&rate, i) - n / 12.0).abs() < 1e-9 && (f(&ratio, i) - n / 12.0 / 82.0).abs() < 1e-9);
+            surge_in += f(&cin, i);
+        }
+    }
+    assert!(surge_in >= 20.0, "the surge walks in through the gate-A entry line: {surge_in}");
+
+    // long_dwell: people held in gate A's plaza by the surge (and walkers lingering in the large
+    // fan zone); every row's dwell is its exit minus its entry.
+    let mut gate_a = 0;
+    for b in read(&dir.join("out/long_dwell.parquet")) {
+        let zone = b.column_by_name("zone").unwrap().as_string::<i32>();
+        let dwell = b.column_by_name("dwell_s").unwrap().as_primitive::<Float64Type>();
+        let t0 = b.column_by_name("entered_at").unwrap().as_primitive::<TimestampMillisecondType>();
+        let t1 = b.column_by_name("left_at").unwrap().as_primitive::<TimestampMillisecondType>();
+        for i in 0..b.num_rows() {
+            assert!(["gate-a", "fan-zone"].contains(&zone.value(i)), "{}", zone.value(i));
+            gate_a += usize::from(zone.value(i) == "gate-a");
+            assert!(dwell.value(i) > 20.0);
+            assert!(((t1.value(i) - t0.value(i)) as f64 / 1000.0 - dwell.value(i)).abs() < 1e-9);
+        }
+    }
+    assert!(gate_a >= 10, "the surge holds people at gate A for 25 s: {gate_a} long visits");
+
     // crowd_forming: the surge at gate A (15 s to 25 s), and nowhere else.
     for b in read(&dir.join("out/crowd_forming.parquet")) {
         let zone = b.column_by_name("zone").unwrap().as_string::<i32>();
