@@ -106,6 +106,8 @@ struct TrackState {
 /// The operator's logic, independent of timely.
 pub struct Flows {
     config: FlowConfig,
+    /// Cameras with a line or a zone: other cameras' tracks are skipped at once.
+    cameras: std::collections::HashSet<u32>,
     zones: HashMap<u32, Zone>,
     tracks: HashMap<u64, TrackState>,
     classes: Vec<Arc<str>>,
@@ -141,7 +143,13 @@ impl Flows {
     /// A flow operator with no tracks.
     pub fn new(config: FlowConfig) -> Self {
         let zones = config.zones.iter().map(|z| (z.id, z.clone())).collect();
-        Self { config, zones, tracks: HashMap::new(), classes: Vec::new() }
+        let cameras = config
+            .lines
+            .iter()
+            .map(|l| l.camera)
+            .chain(config.zones.iter().flat_map(|z| z.cameras.iter().copied()))
+            .collect();
+        Self { config, cameras, zones, tracks: HashMap::new(), classes: Vec::new() }
     }
 
     /// Live tracks held.
@@ -179,7 +187,7 @@ impl Flows {
         let lines = self.config.lines.len();
         for (i, &t) in times.iter().enumerate() {
             // A lost track's box is a prediction: it neither crosses lines nor stays in zones.
-            if state.value(i) != "tracked" {
+            if !self.cameras.contains(&cam.value(i)) || state.value(i) != "tracked" {
                 continue;
             }
             let p = [f64::from(gx.value(i)), f64::from(gy.value(i))];
@@ -505,7 +513,15 @@ mod tests {
 
     #[test]
     fn visits_end_on_leaving_and_on_expiry() {
-        let mut f = Flows::new(FlowConfig::new(vec![], vec![]));
+        let zone = |id: u32| Zone {
+            id,
+            name: format!("z{id}"),
+            cameras: vec![0],
+            polygon: vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+            alert_density: 1.0,
+            clear_density: 0.8,
+        };
+        let mut f = Flows::new(FlowConfig::new(vec![], vec![zone(7), zone(8)]));
         let mut out = FlowRows::default();
         // Track 1: zone 7 from 0 to 3 s, then zone 8 from 3.1 s until it vanishes at 5 s.
         let rows: Vec<_> =
