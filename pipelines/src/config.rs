@@ -244,7 +244,7 @@ pub struct Simulation {
     /// from views shifted by `overlap_shift_m` (1: every camera has its own scene).
     pub overlap: Spanned<i64>,
     /// Shift between the views of one scene's cameras, metres along x.
-    pub overlap_shift_m: f64,
+    pub overlap_shift_m: Spanned<f64>,
 }
 
 impl Default for Simulation {
@@ -260,7 +260,7 @@ impl Default for Simulation {
             laggy_camera_every: Spanned::new(0..0, 10),
             surge: None,
             overlap: Spanned::new(0..0, 1),
-            overlap_shift_m: 6.0,
+            overlap_shift_m: Spanned::new(0..0, 6.0),
         }
     }
 }
@@ -740,10 +740,11 @@ impl Config {
                 "use metres above 0 and at most 5, such as 0.5 (people closer than this are one person)",
             );
         }
-        if !(s.overlap_shift_m.is_finite() && (0.0..=100.0).contains(&s.overlap_shift_m)) {
+        let shift = *s.overlap_shift_m.get_ref();
+        if !(shift.is_finite() && (0.0..=100.0).contains(&shift)) {
             return err(
-                0..0,
-                format!("simulation.overlap_shift_m = {} is out of range", s.overlap_shift_m),
+                s.overlap_shift_m.span(),
+                format!("simulation.overlap_shift_m = {shift} is out of range"),
                 "use metres from 0 to 100",
             );
         }

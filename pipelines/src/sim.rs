@@ -162,7 +162,7 @@ impl SimParams {
                 .filter_map(|w| vigil_operators::plate::normalize(w.plate.get_ref()).ok())
                 .collect(),
             overlap: (*s.overlap.get_ref()).max(1) as u32,
-            overlap_shift_m: s.overlap_shift_m,
+            overlap_shift_m: *s.overlap_shift_m.get_ref(),
         }
     }
 

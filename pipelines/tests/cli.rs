@@ -220,6 +220,39 @@ fn bad_config_short_polygon() {
 }
 
 #[test]
+fn bad_config_zones_lines_and_density_settings() {
+    let zone = "[city]\nfps = 10.0\n\n[[zones]]\nname = \"plaza\"\n";
+    let square = "polygon = [[0.0, 0.0], [5.0, 0.0], [5.0, 5.0], [0.0, 5.0]]\n";
+    expect_config_error(
+        &format!("{zone}camera = 0\ncameras = [0, 1]\n{square}"),
+        6,
+        &["both camera and cameras"],
+    );
+    expect_config_error(&format!("{zone}{square}"), 5, &["no camera", "cameras = ["]);
+    expect_config_error(&format!("{zone}cameras = [0, 99]\n{square}"), 6, &["camera 99", "0 to 49"]);
+    expect_config_error(
+        &format!("{zone}camera = 0\n{square}alert_density = 1.0\nclear_density = 1.2\n"),
+        9,
+        &["clear density 1.2", "below the alert", "flap"],
+    );
+    let line =
+        "[city]\nfps = 10.0\n\n[[lines]]\nname = \"gate\"\ncamera = 0\nfrom = [0.0, 0.0]\nto = [4.0, 0.0]\n";
+    expect_config_error(&format!("{line}in_side = [2.0, 0.0]\n"), 9, &["in_side lies on the line"]);
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[lines]]\nname = \"gate\"\ncamera = 70\nfrom = [0.0, 0.0]\nto = [4.0, 0.0]\nin_side = [2.0, 1.0]\n",
+        6,
+        &["camera 70 does not exist"],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[engine]\ndensity_window_s = 5\ndensity_step_s = 2\n",
+        6,
+        &["density_step_s = 2 does not divide"],
+    );
+    expect_config_error("[city]\nfps = 10.0\n\n[engine]\nfusion_radius_m = 0.0\n", 5, &["fusion_radius_m"]);
+    expect_config_error("[city]\nfps = 10.0\n\n[simulation]\noverlap = 0\n", 5, &["simulation.overlap"]);
+}
+
+#[test]
 fn bad_config_psql_address() {
     expect_config_error(
         "[city]\nfps = 10.0\n\n[server]\npg_listen = \"localhost\"\n",
