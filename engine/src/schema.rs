@@ -301,6 +301,43 @@ impl EventId {
     }
 }
 
+/// The key columns every stream starts with (`camera_id`, `event_time` in UTC, `event_id`), for
+/// the row builders of operators.
+#[derive(Debug, Default)]
+pub struct KeyColumns {
+    camera_id: UInt32Builder,
+    event_time: TimestampMillisecondBuilder,
+    event_id: UInt64Builder,
+}
+
+impl KeyColumns {
+    /// Appends one row's keys.
+    pub fn push(&mut self, camera_id: u32, event_time: i64, event_id: u64) {
+        self.camera_id.append_value(camera_id);
+        self.event_time.append_value(event_time);
+        self.event_id.append_value(event_id);
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.camera_id.len()
+    }
+
+    /// True when no row is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The three key columns, to be followed by the stream's own; resets the builder.
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.camera_id.finish()),
+            Arc::new(self.event_time.finish().with_timezone("UTC")),
+            Arc::new(self.event_id.finish()),
+        ]
+    }
+}
+
 /// One detection, as a detector (or the simulator) reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detection {

@@ -32,8 +32,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, Float32Array, Float64Builder, Int32Builder, RecordBatch, StringArray,
-    StringBuilder, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Builder,
+    Array, ArrayRef, Float32Array, Float64Builder, Int32Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Array, UInt32Builder,
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -41,7 +41,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::alerts::{Alert, AlertsBuilder};
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{StreamKind, event_times};
+use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
 
 use crate::zones::Zone;
@@ -531,15 +531,39 @@ fn utc(b: &mut TimestampMillisecondBuilder) -> ArrayRef {
     Arc::new(b.finish().with_timezone("UTC"))
 }
 
+/// The columns `zone_density` and `density_grid` share: keys, zone and window.
 #[derive(Default)]
-struct DensityRows {
-    camera_id: UInt32Builder,
-    event_time: TimestampMillisecondBuilder,
-    event_id: UInt64Builder,
+struct ZoneWindowColumns {
+    keys: KeyColumns,
     zone_id: UInt32Builder,
     zone: StringBuilder,
     window_start: TimestampMillisecondBuilder,
     window_end: TimestampMillisecondBuilder,
+}
+
+impl ZoneWindowColumns {
+    /// A row of window `[start, end)`: its event time is the window's last millisecond.
+    fn push(&mut self, zone: &Zone, start: Millis, end: Millis, event_id: u64) {
+        self.keys.push(zone.camera_id(), end - 1, event_id);
+        self.zone_id.append_value(zone.id);
+        self.zone.append_value(&zone.name);
+        self.window_start.append_value(start);
+        self.window_end.append_value(end);
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut columns = self.keys.finish();
+        columns.push(Arc::new(self.zone_id.finish()));
+        columns.push(Arc::new(self.zone.finish()));
+        columns.push(utc(&mut self.window_start));
+        columns.push(utc(&mut self.window_end));
+        columns
+    }
+}
+
+#[derive(Default)]
+struct DensityRows {
+    head: ZoneWindowColumns,
     persons: Float64Builder,
     density: Float64Builder,
     level: StringBuilder,
@@ -549,7 +573,7 @@ struct DensityRows {
 
 impl DensityRows {
     fn len(&self) -> usize {
-        self.zone_id.len()
+        self.head.keys.len()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -565,13 +589,7 @@ impl DensityRows {
         raw: f64,
         event_id: u64,
     ) {
-        self.camera_id.append_value(zone.camera_id());
-        self.event_time.append_value(end - 1);
-        self.event_id.append_value(event_id);
-        self.zone_id.append_value(zone.id);
-        self.zone.append_value(&zone.name);
-        self.window_start.append_value(start);
-        self.window_end.append_value(end);
+        self.head.push(zone, start, end, event_id);
         self.persons.append_value(persons);
         self.density.append_value(density);
         self.level.append_value(level);
@@ -580,20 +598,12 @@ impl DensityRows {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.camera_id.finish()),
-            utc(&mut self.event_time),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.zone_id.finish()),
-            Arc::new(self.zone.finish()),
-            utc(&mut self.window_start),
-            utc(&mut self.window_end),
-            Arc::new(self.persons.finish()),
-            Arc::new(self.density.finish()),
-            Arc::new(self.level.finish()),
-            Arc::new(self.cameras.finish()),
-            Arc::new(self.raw_persons.finish()),
-        ];
+        let mut columns = self.head.finish();
+        columns.push(Arc::new(self.persons.finish()));
+        columns.push(Arc::new(self.density.finish()));
+        columns.push(Arc::new(self.level.finish()));
+        columns.push(Arc::new(self.cameras.finish()));
+        columns.push(Arc::new(self.raw_persons.finish()));
         RecordBatch::try_new(StreamKind::ZoneDensity.schema(), columns)
             .expect("DensityRows columns match the zone_density schema")
     }
@@ -601,30 +611,18 @@ impl DensityRows {
 
 #[derive(Default)]
 struct GridRows {
-    camera_id: UInt32Builder,
-    event_time: TimestampMillisecondBuilder,
-    event_id: UInt64Builder,
-    zone_id: UInt32Builder,
-    zone: StringBuilder,
-    window_start: TimestampMillisecondBuilder,
-    window_end: TimestampMillisecondBuilder,
+    head: ZoneWindowColumns,
     cell: [Int32Builder; 2],
     density: Float64Builder,
 }
 
 impl GridRows {
     fn len(&self) -> usize {
-        self.zone_id.len()
+        self.head.keys.len()
     }
 
     fn push(&mut self, zone: &Zone, start: Millis, end: Millis, cell: [i32; 2], density: f64, event_id: u64) {
-        self.camera_id.append_value(zone.camera_id());
-        self.event_time.append_value(end - 1);
-        self.event_id.append_value(event_id);
-        self.zone_id.append_value(zone.id);
-        self.zone.append_value(&zone.name);
-        self.window_start.append_value(start);
-        self.window_end.append_value(end);
+        self.head.push(zone, start, end, event_id);
         for (b, v) in self.cell.iter_mut().zip(cell) {
             b.append_value(v);
         }
@@ -632,15 +630,7 @@ impl GridRows {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.camera_id.finish()),
-            utc(&mut self.event_time),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.zone_id.finish()),
-            Arc::new(self.zone.finish()),
-            utc(&mut self.window_start),
-            utc(&mut self.window_end),
-        ];
+        let mut columns = self.head.finish();
         columns.extend(self.cell.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(self.density.finish()));
         RecordBatch::try_new(StreamKind::DensityGrid.schema(), columns)

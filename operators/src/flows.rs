@@ -20,15 +20,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, Float32Array, Float32Builder, Float64Builder, RecordBatch, StringArray,
-    StringBuilder, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, Float32Array, Float32Builder, Float64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{StreamKind, event_times};
+use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
 
 use crate::zones::Zone;
@@ -311,9 +311,7 @@ fn utc(b: &mut TimestampMillisecondBuilder) -> ArrayRef {
 
 #[derive(Default)]
 struct CrossingRows {
-    camera_id: UInt32Builder,
-    event_time: TimestampMillisecondBuilder,
-    event_id: UInt64Builder,
+    keys: KeyColumns,
     line_id: UInt32Builder,
     line: StringBuilder,
     track_id: UInt64Builder,
@@ -325,7 +323,7 @@ struct CrossingRows {
 
 impl CrossingRows {
     fn len(&self) -> usize {
-        self.camera_id.len()
+        self.keys.len()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -340,9 +338,7 @@ impl CrossingRows {
         direction: &str,
         p: [f64; 2],
     ) {
-        self.camera_id.append_value(camera);
-        self.event_time.append_value(t);
-        self.event_id.append_value(event_id);
+        self.keys.push(camera, t, event_id);
         self.line_id.append_value(line.id);
         self.line.append_value(&line.name);
         self.track_id.append_value(track);
@@ -355,17 +351,15 @@ impl CrossingRows {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.camera_id.finish()),
-            utc(&mut self.event_time),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.line_id.finish()),
+        let mut columns = self.keys.finish();
+        columns.extend([
+            Arc::new(self.line_id.finish()) as ArrayRef,
             Arc::new(self.line.finish()),
             Arc::new(self.track_id.finish()),
             Arc::new(self.class.finish()),
             Arc::new(self.direction.finish()),
             Arc::new(self.width.finish()),
-        ];
+        ]);
         columns.extend(self.ground.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         RecordBatch::try_new(StreamKind::LineCrossings.schema(), columns)
             .expect("CrossingRows columns match the line_crossings schema")
@@ -374,9 +368,7 @@ impl CrossingRows {
 
 #[derive(Default)]
 struct VisitRows {
-    camera_id: UInt32Builder,
-    event_time: TimestampMillisecondBuilder,
-    event_id: UInt64Builder,
+    keys: KeyColumns,
     zone_id: UInt32Builder,
     zone: StringBuilder,
     track_id: UInt64Builder,
@@ -388,7 +380,7 @@ struct VisitRows {
 
 impl VisitRows {
     fn len(&self) -> usize {
-        self.camera_id.len()
+        self.keys.len()
     }
 
     /// A visit's event time is when it ended; its event id packs (track, entry time): a track
@@ -404,9 +396,7 @@ impl VisitRows {
         entered: Millis,
         left: Millis,
     ) {
-        self.camera_id.append_value(camera);
-        self.event_time.append_value(left);
-        self.event_id.append_value(track.rotate_left(24) ^ entered as u64);
+        self.keys.push(camera, left, track.rotate_left(24) ^ entered as u64);
         self.zone_id.append_value(zone_id);
         self.zone.append_value(zone.map_or("", |z| z.name.as_str()));
         self.track_id.append_value(track);
@@ -417,18 +407,16 @@ impl VisitRows {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.camera_id.finish()),
-            utc(&mut self.event_time),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.zone_id.finish()),
+        let mut columns = self.keys.finish();
+        columns.extend([
+            Arc::new(self.zone_id.finish()) as ArrayRef,
             Arc::new(self.zone.finish()),
             Arc::new(self.track_id.finish()),
             Arc::new(self.class.finish()),
             utc(&mut self.entered),
             utc(&mut self.left),
             Arc::new(self.dwell.finish()),
-        ];
+        ]);
         RecordBatch::try_new(StreamKind::ZoneVisits.schema(), columns)
             .expect("VisitRows columns match the zone_visits schema")
     }

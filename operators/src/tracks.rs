@@ -14,15 +14,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, Float32Array, Float32Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, Float32Array, Float32Builder, RecordBatch, StringArray, StringBuilder, UInt32Array,
+    UInt32Builder, UInt64Array, UInt64Builder,
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{EventId, StreamKind, event_times};
+use vigil_engine::schema::{EventId, KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
 
 use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfig};
@@ -154,9 +154,7 @@ fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut BTree
 /// Builds `tracks` batches.
 #[derive(Default)]
 struct TrackRows {
-    camera: UInt32Builder,
-    time: TimestampMillisecondBuilder,
-    id: UInt64Builder,
+    keys: KeyColumns,
     track: UInt64Builder,
     class: StringBuilder,
     bbox: [Float32Builder; 4],
@@ -176,9 +174,7 @@ impl TrackRows {
         class: &str,
         ground: Option<([f32; 2], Option<u32>)>,
     ) {
-        self.camera.append_value(camera);
-        self.time.append_value(t);
-        self.id.append_value(id.0);
+        self.keys.push(camera, t, id.0);
         // Track ids are unique per camera: the camera goes in the high bits.
         self.track.append_value((u64::from(camera) << 40) | tr.id);
         self.class.append_value(class);
@@ -197,17 +193,13 @@ impl TrackRows {
     }
 
     fn len(&self) -> usize {
-        self.camera.len()
+        self.keys.len()
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.camera.finish()),
-            Arc::new(self.time.finish().with_timezone("UTC")),
-            Arc::new(self.id.finish()),
-            Arc::new(self.track.finish()),
-            Arc::new(self.class.finish()),
-        ];
+        let mut columns = self.keys.finish();
+        columns.push(Arc::new(self.track.finish()));
+        columns.push(Arc::new(self.class.finish()));
         columns.extend(self.bbox.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.extend(self.velocity.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(self.state.finish()));
