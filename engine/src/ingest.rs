@@ -50,10 +50,21 @@ impl IngestStats {
 }
 
 /// Batches sent to the workers, kept for backfill and ad-hoc queries.
+///
+/// Two limits hold: a time horizon behind the watermark, and a memory budget. When the budget is
+/// reached first (a large city), the oldest batches go, and backfill starts after them, so a new
+/// dataflow still sees a gap-free input.
 #[derive(Debug, Default)]
 pub struct Retained {
     /// How far behind the watermark event batches are kept, ms.
     horizon_ms: Millis,
+    /// Most bytes of event batches kept (Arrow memory).
+    budget_bytes: usize,
+    /// Bytes of event batches kept now.
+    bytes: usize,
+    /// Times before this may have lost batches to the budget: backfill starts here at the
+    /// earliest.
+    complete_from: Time,
     /// Per worker: (time, batch), in the order sent.
     workers: Vec<VecDeque<(Time, EventBatch)>>,
     /// Reference-table changes (all of them: they are small and define the tables).
@@ -83,6 +94,7 @@ impl Retained {
     /// Per worker, what a new dataflow starting at `from` needs: the reference changes (worker
     /// 0), then the event batches at or after `from`.
     pub fn backfill(&self, from: Time) -> Vec<Vec<(Time, EventBatch)>> {
+        let from = from.max(self.complete_from);
         self.workers
             .iter()
             .enumerate()
@@ -93,20 +105,60 @@ impl Retained {
             .collect()
     }
 
-    /// Keeps a batch the dataflow derived at `time`, for queries, under the same horizon.
+    /// Keeps a batch the dataflow derived at `time`, for queries, under the same limits.
     pub fn keep_derived(&mut self, time: Time, batch: EventBatch) {
+        self.bytes += batch.data.get_array_memory_size();
         self.derived.push_back((time, batch));
+        self.enforce_budget();
+    }
+
+    /// Keeps at most `bytes` of event batches (the oldest go first).
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.budget_bytes = bytes;
+        self.enforce_budget();
+    }
+
+    /// Bytes of event batches kept now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The earliest time a backfill can start from (later than the horizon when the memory
+    /// budget dropped older batches).
+    pub fn complete_from(&self) -> Time {
+        self.complete_from
+    }
+
+    fn keep_event(&mut self, worker: usize, time: Time, batch: EventBatch) {
+        self.bytes += batch.data.get_array_memory_size();
+        let n = self.workers.len();
+        self.workers[worker % n].push_back((time, batch));
+        self.enforce_budget();
+    }
+
+    /// Drops the oldest batches (of any worker, events or derived) while over budget.
+    fn enforce_budget(&mut self) {
+        while self.bytes > self.budget_bytes {
+            let oldest = self
+                .workers
+                .iter_mut()
+                .chain(std::iter::once(&mut self.derived))
+                .filter(|q| !q.is_empty())
+                .min_by_key(|q| q.front().map(|(t, _)| *t));
+            let Some((t, b)) = oldest.and_then(VecDeque::pop_front) else { break };
+            self.bytes = self.bytes.saturating_sub(b.data.get_array_memory_size());
+            self.complete_from = self.complete_from.max(t + 1);
+        }
     }
 
     fn expire(&mut self, watermark: Millis) {
         let cutoff = to_time(watermark.saturating_sub(self.horizon_ms));
-        while self.derived.front().is_some_and(|(t, _)| *t < cutoff) {
-            self.derived.pop_front();
-        }
-        // Batches are sent in (nearly) time order: drop from the front.
-        for q in self.workers.iter_mut() {
+        // Batches are kept in (nearly) time order: drop from the front.
+        for q in self.workers.iter_mut().chain(std::iter::once(&mut self.derived)) {
             while q.front().is_some_and(|(t, _)| *t < cutoff) {
-                q.pop_front();
+                if let Some((_, b)) = q.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(b.data.get_array_memory_size());
+                }
             }
         }
     }
@@ -178,6 +230,9 @@ impl Ingest {
             stats: IngestStats::default(),
             retained: Arc::new(Mutex::new(Retained {
                 horizon_ms: 0,
+                budget_bytes: usize::MAX,
+                bytes: 0,
+                complete_from: 0,
                 workers: vec![VecDeque::new(); workers],
                 references: Vec::new(),
                 derived: VecDeque::new(),
@@ -191,6 +246,12 @@ impl Ingest {
         self
     }
 
+    /// Keeps at most `bytes` of event batches in memory (the oldest go first).
+    pub fn with_memory_budget(self, bytes: usize) -> Self {
+        self.retained.lock().expect("retained batches").set_memory_budget(bytes);
+        self
+    }
+
     /// The retained batches, shared (ad-hoc queries read them while ingest runs).
     pub fn retained(&self) -> Arc<Mutex<Retained>> {
         Arc::clone(&self.retained)
@@ -200,7 +261,16 @@ impl Ingest {
     /// batches from `backfill_ms` before the watermark; with 0 it starts at the watermark.
     pub fn install(&mut self, id: u64, build: Builder, backfill_ms: Millis) -> Result<()> {
         let from = to_time(self.watermark().saturating_sub(backfill_ms.max(0)));
-        let backfill = self.retained.lock().expect("retained batches").backfill(from);
+        let backfill = {
+            let r = self.retained.lock().expect("retained batches");
+            if backfill_ms > 0 && r.complete_from() > from {
+                tracing::warn!(
+                    "dataflow {id}: backfill starts {} ms later than asked: older events were dropped to keep within the memory budget (retention.memory_mb)",
+                    r.complete_from() - from
+                );
+            }
+            r.backfill(from)
+        };
         self.runtime.install(id, build, backfill)
     }
 
@@ -215,10 +285,7 @@ impl Ingest {
             let mut r = self.retained.lock().expect("retained batches");
             match batch.kind {
                 BatchKind::Reference { .. } => r.references.push((time, batch.clone())),
-                BatchKind::Events(_) => {
-                    let n = r.workers.len();
-                    r.workers[worker % n].push_back((time, batch.clone()))
-                }
+                BatchKind::Events(_) => r.keep_event(worker, time, batch.clone()),
             }
         }
         self.runtime.send(worker, time, batch)

@@ -159,6 +159,42 @@ fn dataflows_added_at_runtime_see_a_gap_free_input_with_or_without_backfill() {
 }
 
 #[test]
+fn the_memory_budget_drops_the_oldest_batches_and_backfill_starts_after_them() {
+    let seen: Seen = Arc::default();
+    let mut ingest = start(1, &seen).with_retention(60_000);
+    let retained = ingest.retained();
+    for (i, t) in (1..=6).map(|k| k * 1_000).enumerate() {
+        frame(&mut ingest, 0, i as u64, t, t, 50);
+        ingest.tick(t).unwrap();
+    }
+    // A budget that holds exactly the three newest batches.
+    let budget: usize = {
+        let mut r = retained.lock().unwrap();
+        let sizes: Vec<usize> =
+            r.batches(StreamKind::Detections).iter().map(|b| b.get_array_memory_size()).collect();
+        assert_eq!(sizes.len(), 6);
+        let budget = sizes[3..].iter().sum();
+        r.set_memory_budget(budget);
+        budget
+    };
+    {
+        let r = retained.lock().unwrap();
+        let times: Vec<i64> =
+            r.batches(StreamKind::Detections).iter().map(|b| event_times(b).unwrap()[0]).collect();
+        assert_eq!(times, vec![4_000, 5_000, 6_000], "the three newest batches fit");
+        assert!(r.bytes() <= budget, "{} bytes kept for a budget of {budget}", r.bytes());
+        assert_eq!(r.complete_from(), 3_001);
+    }
+    // A dataflow asking for 60 s of backfill gets a gap-free input from the first complete time.
+    let backfilled: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    ingest.install(1, recorder(&backfilled), 60_000).unwrap();
+    ingest.finish().unwrap();
+    let mut got = backfilled.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, vec![(4_000, 50), (5_000, 50), (6_000, 50)]);
+}
+
+#[test]
 fn retention_drops_batches_beyond_the_horizon() {
     let seen: Seen = Arc::default();
     let mut ingest = start(1, &seen).with_retention(1_000);

@@ -444,7 +444,9 @@ pub fn run(
         idle_timeout_ms: *config.engine.idle_timeout_ms.get_ref(),
     };
     let memory_ms = *config.retention.memory_s.get_ref() * 1000;
-    let mut ingest = Ingest::new(runtime, policy, start_ms).with_retention(memory_ms);
+    let memory_bytes = *config.retention.memory_mb.get_ref() as usize * (1 << 20);
+    let mut ingest =
+        Ingest::new(runtime, policy, start_ms).with_retention(memory_ms).with_memory_budget(memory_bytes);
     let _ = keep.set(ingest.retained());
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
     let registry = Arc::new(Registry::new(

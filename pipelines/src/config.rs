@@ -170,11 +170,17 @@ pub struct Retention {
     pub days: Spanned<i64>,
     /// Seconds of events kept in memory, for rule backfill and ad-hoc queries over psql.
     pub memory_s: Spanned<i64>,
+    /// At most this many MiB of events kept in memory; the oldest go first when it is reached.
+    pub memory_mb: Spanned<i64>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { days: Spanned::new(0..0, 7), memory_s: Spanned::new(0..0, 600) }
+        Self {
+            days: Spanned::new(0..0, 7),
+            memory_s: Spanned::new(0..0, 600),
+            memory_mb: Spanned::new(0..0, 4_096),
+        }
     }
 }
 
@@ -555,7 +561,7 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_engine::schema::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 14] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 15] = [
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
@@ -567,6 +573,7 @@ impl Config {
             (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
             (&self.retention.days, "retention.days", 1, 90),
             (&self.retention.memory_s, "retention.memory_s", 0, 86_400),
+            (&self.retention.memory_mb, "retention.memory_mb", 16, 1_048_576),
             (&s.cameras, "simulation.cameras", 1, max_cameras),
             (&s.pedestrians_per_camera, "simulation.pedestrians_per_camera", 0, 1_000),
             (&s.laggy_camera_every, "simulation.laggy_camera_every", 0, max_cameras),
