@@ -417,4 +417,14 @@ fn a_calibrated_camera_puts_detections_on_the_ground_and_in_its_zones() {
         out.display()
     ));
     assert!(d[0][0].parse::<u64>().unwrap() > 0, "{d:?}");
+    // Tracks are on the ground too, through the same calibration, with gate-a's zone inside it.
+    let t = duckdb(&format!(
+        "SELECT count(*), count(*) FILTER (ground_x BETWEEN -0.5 AND 40.5 AND ground_y BETWEEN -0.5 AND 23.0), \
+         count(*) FILTER (zone_id = 1), count(*) FILTER (zone_id = 1 AND ground_x BETWEEN 14 AND 26 AND ground_y BETWEEN 6 AND 12) \
+         FROM read_parquet('{}/tracks/**/*.parquet') WHERE class = 'person' AND state = 'tracked'",
+        out.display()
+    ));
+    let t = &t[0];
+    assert!(t[0].parse::<u64>().unwrap() > 100 && t[0] == t[1], "tracks on camera 0's ground: {t:?}");
+    assert!(t[2].parse::<u64>().unwrap() > 0 && t[2] == t[3], "tracks inside gate-a carry its zone: {t:?}");
 }

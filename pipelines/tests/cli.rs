@@ -264,7 +264,11 @@ fn bad_config_psql_address() {
 #[test]
 fn bad_config_memory_retention() {
     expect_config_error("[city]\nfps = 10.0\n\n[retention]\nmemory_s = -5\n", 5, &["retention.memory_s"]);
-    expect_config_error("[city]\nfps = 10.0\n\n[retention]\nmemory_mb = 1\n", 5, &["retention.memory_mb", "16 to"]);
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[retention]\nmemory_mb = 1\n",
+        5,
+        &["retention.memory_mb", "16 to"],
+    );
 }
 
 #[test]
