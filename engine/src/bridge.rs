@@ -8,12 +8,9 @@
 //! retraction at a later time, after which the arrangement consolidates it away.
 //!
 //! Back out of differential, [`Finalize`] releases updates once the frontier has passed their
-//! time, consolidated, and [`CloseWindows`] releases each key's accumulated value once the
-//! frontier has passed the key's close time (a window's end): the emit-on-close semantics of
-//! event-time windows.
+//! time, consolidated.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
+use std::collections::BTreeMap;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
@@ -34,7 +31,7 @@ pub trait ToUpdates<'scope> {
     /// speak for its time and later), so `logic` may use event times or expiry times freely.
     ///
     /// Pre-aggregate in `logic` (one update per key per batch, not one per row): see
-    /// `vigil_operators::density` for a complete example.
+    /// `vigil_operators::watchlist` for an example.
     fn updates<D, L>(self, name: &str, logic: L) -> VecCollection<'scope, Time, D, Diff>
     where
         D: ExchangeData,
@@ -112,58 +109,5 @@ impl<'scope, D: ExchangeData> Finalize<'scope, D> for VecCollection<'scope, Time
                     }
                 },
             )
-    }
-}
-
-/// Extension trait: emit each key's accumulated value when its window closes.
-pub trait CloseWindows<'scope, K> {
-    /// Accumulates the diffs of each key over times before `close(key)`, and once the frontier
-    /// reaches `close(key)` emits `(key, total)` at that time (when the total is not zero) and
-    /// forgets the key. Updates at or after the close time are ignored: they are expiries.
-    fn close_windows<F>(self, name: &str, close: F) -> Stream<'scope, Time, Vec<(K, Diff)>>
-    where
-        F: Fn(&K) -> Time + 'static;
-}
-
-impl<'scope, K> CloseWindows<'scope, K> for VecCollection<'scope, Time, K, Diff>
-where
-    K: ExchangeData + Hash,
-{
-    fn close_windows<F>(self, name: &str, close: F) -> Stream<'scope, Time, Vec<(K, Diff)>>
-    where
-        F: Fn(&K) -> Time + 'static,
-    {
-        self.inner.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(K, Diff)>>, _, _, _>(
-            Pipeline,
-            name,
-            move |_cap, _info| {
-                // close time -> (capability, key -> total)
-                let mut open: BTreeMap<Time, (Capability<Time>, HashMap<K, Diff>)> = BTreeMap::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else { return };
-                        for (k, t, r) in data.drain(..) {
-                            let c = close(&k);
-                            if t >= c {
-                                continue;
-                            }
-                            let slot = open
-                                .entry(c)
-                                .or_insert_with(|| (cap.delayed(&c.max(*cap.time())), HashMap::new()));
-                            *slot.1.entry(k).or_default() += r;
-                        }
-                    });
-                    while let Some(entry) = open.first_entry() {
-                        if frontier.less_than(entry.key()) {
-                            break;
-                        }
-                        let (cap, totals) = entry.remove();
-                        let mut rows: Vec<(K, Diff)> = totals.into_iter().filter(|(_, r)| *r != 0).collect();
-                        rows.sort();
-                        output.session(&cap).give_iterator(rows.into_iter());
-                    }
-                }
-            },
-        )
     }
 }

@@ -6,7 +6,9 @@
 //! - [`runtime::Runtime`]: timely workers whose input carries [`runtime::EventBatch`]es;
 //! - [`ingest::Ingest`]: watermarks, late events, and per-tick batching in front of the runtime;
 //! - [`bridge`]: from batches to differential collections ([`bridge::ToUpdates`]) and back
-//!   ([`bridge::Finalize`], [`bridge::CloseWindows`]);
+//!   ([`bridge::Finalize`]);
+//! - [`waiting::Waiting`]: items held until the watermark passes them, for operators that need
+//!   their input complete up to a time;
 //! - [`parquet_sink::WriteParquet`] and [`alerts::AlertBus`]: where results go.
 
 pub mod alerts;
@@ -18,5 +20,6 @@ pub mod parquet_sink;
 pub mod runtime;
 pub mod schema;
 pub mod time;
+pub mod waiting;
 
 pub use error::{EngineError, Result};

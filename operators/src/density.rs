@@ -37,12 +37,12 @@ use arrow::array::{
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::alerts::{Alert, AlertsBuilder};
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
 use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
+use vigil_engine::waiting::Waiting;
 
 use crate::zones::Zone;
 
@@ -134,48 +134,30 @@ impl<'scope> ZoneDensity<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
             "ZoneDensity",
             move |_cap, _info| {
                 let mut density = Density::new(config);
-                let mut pending: Vec<Point> = Vec::new();
+                let mut waiting: Waiting<Point> = Waiting::default();
                 let mut ready: Vec<Point> = Vec::new();
-                let mut held: Option<Capability<Time>> = None;
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
-                        pending.append(data);
                         let Some(cap) = cap.retain_least(0) else { return };
-                        if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
-                            held = Some(cap);
+                        for p in data.drain(..) {
+                            waiting.push(p.t, p);
                         }
+                        waiting.hold(cap);
                     });
-                    let Some(h) = held.as_mut() else { return };
-                    let f = frontier.frontier().iter().min().map(|&t| t as Millis);
                     // Points the watermark has passed are complete: apply them in time order.
-                    let mut i = 0;
-                    while i < pending.len() {
-                        if f.is_none_or(|f| pending[i].t < f) {
-                            ready.push(pending.swap_remove(i));
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    let f = frontier.frontier().iter().min().copied();
+                    ready.extend(waiting.take_ready(f).into_values().flatten());
                     let mut out = Outputs::default();
-                    density.advance(&mut ready, f, &mut out);
+                    density.advance(&mut ready, f.map(|f| f as Millis), &mut out);
                     ready.clear();
-                    if let Some(t) = out.earliest {
-                        let cap = h.delayed(&(t.max(0) as Time).max(*h.time()));
+                    if let Some(cap) = out.earliest.and_then(|t| waiting.cap_at(t)) {
                         let mut session = output.session(&cap);
                         for (kind, data) in out.finish() {
                             session.give(EventBatch { kind: BatchKind::Events(kind), data });
                         }
                     }
-                    match f {
-                        Some(_) if pending.is_empty() && density.is_idle() => held = None,
-                        Some(f) => {
-                            let t = pending.iter().map(|p| p.t).min().map_or(f, |p| p.min(f)).max(0) as Time;
-                            if t > *h.time() {
-                                h.downgrade(&t);
-                            }
-                        }
-                        None => held = None,
-                    }
+                    // Zones with state still emit snapshots as the frontier advances.
+                    waiting.release(f, !density.is_idle());
                 }
             },
         )

@@ -25,11 +25,11 @@ use arrow::array::{
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
 use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
+use vigil_engine::waiting::Waiting;
 
 use crate::zones::Zone;
 
@@ -270,7 +270,9 @@ impl<'scope> TrackFlows<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
             "Flows",
             move |_cap, _info| {
                 let mut flows = Flows::new(config);
-                let mut held: Option<Capability<Time>> = None;
+                // Rows are applied as they come (tracks arrive in time order); only the
+                // capability waits, for visits that end by expiry.
+                let mut waiting: Waiting<()> = Waiting::default();
                 move |(input, frontier), output| {
                     let mut rows = FlowRows::default();
                     input.for_each(|cap, data| {
@@ -278,27 +280,20 @@ impl<'scope> TrackFlows<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                         for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Tracks)) {
                             flows.apply(&b.data, &mut rows);
                         }
-                        if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
-                            held = Some(cap);
-                        }
+                        waiting.hold(cap);
                     });
-                    let f = frontier.frontier().iter().min().map(|&t| t as Millis);
-                    flows.expire(f, &mut rows);
-                    let Some(h) = held.as_mut() else { return };
-                    if rows.earliest.is_some() {
-                        let mut session = output.session(h);
+                    let f = frontier.frontier().iter().min().copied();
+                    flows.expire(f.map(|f| f as Millis), &mut rows);
+                    if let Some(cap) = waiting.cap()
+                        && rows.earliest.is_some()
+                    {
+                        let mut session = output.session(cap);
                         for (kind, data) in rows.finish() {
                             session.give(EventBatch { kind: BatchKind::Events(kind), data });
                         }
                     }
-                    match f {
-                        // Visits still open may end (expire) at any time from the frontier on.
-                        Some(f) if flows.live() > 0 => {
-                            let t = (f.max(0) as Time).max(*h.time());
-                            h.downgrade(&t);
-                        }
-                        _ => held = None,
-                    }
+                    // Visits still open may end (expire) at any time from the frontier on.
+                    waiting.release(f, flows.live() > 0);
                 }
             },
         )

@@ -10,7 +10,7 @@
 //! Each track row also carries its foot point on the ground and the zone there, through the
 //! camera's calibration ([`Locate`]), so flows and dwell times can be measured in metres.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -19,11 +19,11 @@ use arrow::array::{
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::{BatchKind, EventBatch, Time};
 use vigil_engine::schema::{EventId, KeyColumns, StreamKind, event_times};
 use vigil_engine::time::Millis;
+use vigil_engine::waiting::Waiting;
 
 use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfig};
 
@@ -52,10 +52,8 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
             Pipeline,
             "Track",
             move |_cap, _info| {
-                // Detections by event time, waiting for the watermark; one capability held at
-                // (or below) the earliest of them.
-                let mut waiting: BTreeMap<Millis, Vec<Det>> = BTreeMap::new();
-                let mut held: Option<Capability<Time>> = None;
+                // Detections by event time, waiting for the watermark.
+                let mut waiting: Waiting<Det> = Waiting::default();
                 let mut trackers: HashMap<u32, Tracker> = HashMap::new();
                 let mut classes: Vec<Arc<str>> = Vec::new();
                 let mut out_tracks: Vec<TrackOut> = Vec::new();
@@ -66,19 +64,11 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                         for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Detections)) {
                             collect(&b.data, &mut classes, &mut waiting);
                         }
-                        if held.as_ref().is_none_or(|h| cap.time() < h.time()) {
-                            held = Some(cap);
-                        }
+                        waiting.hold(cap);
                     });
                     let f = frontier.frontier().iter().min().copied();
-                    let Some(cap) = held.as_ref() else { return };
                     let mut rows = TrackRows::default();
-                    while let Some(entry) = waiting.first_entry() {
-                        let t = *entry.key();
-                        if f.is_some_and(|f| (t.max(0) as Time) >= f) {
-                            break;
-                        }
-                        let mut dets = entry.remove();
+                    for (t, mut dets) in waiting.take_ready(f) {
                         dets.sort_unstable_by_key(|d| d.id);
                         for group in dets.chunk_by(|a, b| a.camera == b.camera) {
                             let (camera, frame_no) = (group[0].camera, group[0].id.unpack().1);
@@ -93,21 +83,16 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                             }
                         }
                     }
-                    if rows.len() > 0 {
+                    if let Some(cap) = waiting.cap()
+                        && rows.len() > 0
+                    {
                         output.session(cap).give(EventBatch {
                             kind: BatchKind::Events(StreamKind::Tracks),
                             data: rows.finish(),
                         });
                     }
                     // Hold only what is still waiting.
-                    held = match (waiting.keys().next(), held.take()) {
-                        (Some(&t), Some(mut c)) => {
-                            let t = (t.max(0) as Time).max(*c.time());
-                            c.downgrade(&t);
-                            Some(c)
-                        }
-                        _ => None,
-                    };
+                    waiting.release(f, false);
                 }
             },
         )
@@ -115,7 +100,7 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
 }
 
 /// Reads the rows of a `detections` batch into the waiting map.
-fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut BTreeMap<Millis, Vec<Det>>) {
+fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut Waiting<Det>) {
     let col = |name: &str| batch.column_by_name(name);
     let (Ok(times), Some(cam), Some(ids), Some(class), Some(score)) = (
         event_times(batch),
@@ -147,7 +132,7 @@ fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut BTree
             score: score.value(i),
             class: k as u32,
         };
-        waiting.entry(t).or_default().push(Det { camera: cam.value(i), id: EventId(ids.value(i)), obs });
+        waiting.push(t, Det { camera: cam.value(i), id: EventId(ids.value(i)), obs });
     }
 }
 
