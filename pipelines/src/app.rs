@@ -322,7 +322,7 @@ impl Derived {
             }
             all = all.concat(tracks);
         }
-        if wants(&[ZoneDensity, DensityGrid, Alerts]) {
+        if wants(&[ZoneDensity, DensityGrid]) {
             all = all.concat(input.zone_density(self.density.clone()));
         }
         all
@@ -351,15 +351,13 @@ pub fn run(
     }
     let alert_counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let index_by_camera = Arc::new(zones_by_camera(&zones));
-    let locate: Locate = if live {
-        crate::live::locator(config, &zones)?
-    } else {
-        let (params, index) = (params.clone(), Arc::clone(&index_by_camera));
-        Arc::new(move |camera, b: [f32; 4]| {
-            let g = params.image_to_ground(camera, [f64::from(b[0] + b[2] / 2.0), f64::from(b[1] + b[3])]);
-            let zone = index.get(&camera).and_then(|z| z.locate(g)).map(|z| z.id);
-            Some(([g[0] as f32, g[1] as f32], zone))
-        })
+    let calibrated = if live { Some(crate::live::calibrate(config, &zones)?) } else { None };
+    let locate: Locate = match &calibrated {
+        Some(c) => crate::live::locator(Arc::clone(c)),
+        None => {
+            let (params, index) = (params.clone(), Arc::clone(&index_by_camera));
+            Arc::new(move |camera, bbox| Some(sim_locate(&params, index.get(&camera), camera, bbox)))
+        }
     };
     let derived = Derived::new(config, &zones, locate);
     // Derived batches are kept with the retained events, so psql can SELECT them; the store
@@ -493,11 +491,11 @@ pub fn run(
     if opts.parquet {
         write_references(&opts.out, &zones, &pending_watch, start_ms)?;
     }
-    if live {
+    if let Some(calibrated) = calibrated {
         let watermark = drive_live(
             config,
             opts,
-            &zones,
+            calibrated,
             &mut ingest,
             &control_rx,
             &derived,
@@ -680,7 +678,7 @@ fn finish_run(
 fn drive_live(
     config: &Config,
     opts: &RunOptions,
-    zones: &[Zone],
+    calibrated: crate::live::Calibrated,
     ingest: &mut Ingest,
     control_rx: &std::sync::mpsc::Receiver<Control>,
     derived: &Derived,
@@ -691,7 +689,7 @@ fn drive_live(
     start_ms: Millis,
 ) -> anyhow::Result<Millis> {
     let mut alerts = bus.subscribe();
-    let mut live = crate::live::Live::start(config, &opts.out, zones)?;
+    let mut live = crate::live::Live::start(config, &opts.out, calibrated)?;
     let wall0 = Instant::now();
     let period = Duration::from_millis(100);
     let mut n = 0u32;
@@ -722,6 +720,20 @@ fn drive_live(
     Ok(ingest.watermark())
 }
 
+/// Where the simulated city's calibration puts a box of `camera`: its foot point on the ground,
+/// and the zone there.
+fn sim_locate(
+    params: &SimParams,
+    zones: Option<&ZoneIndex>,
+    camera: u32,
+    bbox: [f32; 4],
+) -> ([f32; 2], Option<u32>) {
+    let g =
+        params.image_to_ground(camera, [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])]);
+    let zone = zones.and_then(|z| z.locate(g)).map(|z| z.id);
+    ([g[0] as f32, g[1] as f32], zone)
+}
+
 /// Hands one camera frame's detections and plate reads to ingest, written in place.
 fn deliver_frame(
     ingest: &mut Ingest,
@@ -736,10 +748,8 @@ fn deliver_frame(
     ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionsBuilder| {
         let detected = f.objects.iter().filter_map(|o| o.detected.map(|d| (o.class, d)));
         for (index, (class, (bbox, score))) in detected.enumerate() {
-            let foot = [f64::from(bbox[0] + bbox[2] / 2.0), f64::from(bbox[1] + bbox[3])];
-            let ground = params.image_to_ground(f.camera, foot);
-            let zone_id = zones.and_then(|z| z.locate(ground)).map(|z| z.id);
-            let d = Detection { class, score, bbox, ground: [ground[0] as f32, ground[1] as f32], zone_id };
+            let (ground, zone_id) = sim_locate(params, zones, f.camera, bbox);
+            let d = Detection { class, score, bbox, ground, zone_id };
             det.push(f.camera, f.capture_ms, ids(index).expect("checked above"), &d);
         }
     })?;

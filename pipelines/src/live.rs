@@ -46,7 +46,7 @@ pub struct Live {
     stage: Option<DetectStage>,
     detected: Receiver<Detected>,
     objects: Receiver<CameraObjects>,
-    ground: HashMap<u32, Ground>,
+    ground: Calibrated,
     health: Vec<Arc<Health>>,
     classes: Vec<&'static str>,
     latest: HashMap<u32, Frame>,
@@ -105,7 +105,7 @@ pub fn camera_specs(config: &Config) -> anyhow::Result<Vec<CameraSpec>> {
 }
 
 /// A calibrated camera: its homography and its zones.
-struct Ground {
+pub struct Ground {
     homography: Homography,
     zones: Option<ZoneIndex>,
 }
@@ -126,37 +126,38 @@ fn detection_row(ground: Option<&Ground>, class: &'static str, score: f32, bbox:
     Detection { class, score, bbox, ground, zone_id }
 }
 
-/// The ground locator of the configured cameras, for the tracking operator: calibrated cameras
-/// map boxes to the ground and their zones; others give `None`.
-pub fn locator(config: &Config, zones: &[Zone]) -> anyhow::Result<Locate> {
+/// The calibrated cameras by id, shared by ingest (detections) and the tracking operator.
+pub type Calibrated = Arc<HashMap<u32, Ground>>;
+
+/// The calibrated cameras, by id: each camera's homography (its reprojection error printed) and
+/// the zones it sees.
+pub fn calibrate(config: &Config, zones: &[Zone]) -> anyhow::Result<Calibrated> {
     let specs = camera_specs(config)?;
     let mut ground = HashMap::new();
     for (spec, c) in specs.iter().zip(&config.cameras) {
         let Some(cal) = &c.calibration else { continue };
         let homography = Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)?;
+        eprintln!(
+            "camera {} calibrated: reprojection error {:.3} m RMS, worst {:.3} m at point {}",
+            spec.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
+        );
         let mine: Vec<Zone> = zones.iter().filter(|z| z.cameras.contains(&spec.id)).cloned().collect();
         let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
         ground.insert(spec.id, Ground { homography, zones });
     }
-    Ok(Arc::new(move |camera, bbox| ground.get(&camera).map(|g| g.locate(bbox))))
+    Ok(Arc::new(ground))
+}
+
+/// The tracking operator's locator over [`calibrate`]'s cameras: calibrated cameras map boxes
+/// to the ground and their zones; others give `None`.
+pub fn locator(ground: Calibrated) -> Locate {
+    Arc::new(move |camera, bbox| ground.get(&camera).map(|g| g.locate(bbox)))
 }
 
 impl Live {
-    /// Opens the models and starts the cameras; `zones` are the configured zones.
-    pub fn start(config: &Config, out: &std::path::Path, zones: &[Zone]) -> anyhow::Result<Live> {
+    /// Opens the models and starts the cameras; `ground` holds the calibrated ones.
+    pub fn start(config: &Config, out: &std::path::Path, ground: Calibrated) -> anyhow::Result<Live> {
         let specs = camera_specs(config)?;
-        let mut ground = HashMap::new();
-        for (spec, c) in specs.iter().zip(&config.cameras) {
-            let Some(cal) = &c.calibration else { continue };
-            let homography = Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)?;
-            eprintln!(
-                "camera {} calibrated: reprojection error {:.3} m RMS, worst {:.3} m at point {}",
-                spec.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
-            );
-            let mine: Vec<Zone> = zones.iter().filter(|z| z.cameras.contains(&spec.id)).cloned().collect();
-            let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
-            ground.insert(spec.id, Ground { homography, zones });
-        }
         let Some(dc) = &config.models.detector else {
             bail!("{}: cameras need [models.detector]", config.source)
         };
