@@ -17,13 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
-    UInt64Builder,
-};
+use arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
 use vigil_engine::alerts::Alert;
 use vigil_engine::ingest::Ingest;
-use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, StreamKind};
+use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, KeyColumns, StreamKind};
 use vigil_engine::time::Millis;
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_models::yolo::{YoloConfig, YoloDetector};
@@ -301,9 +298,7 @@ impl Live {
             None => (1.0, counts.clone()),
         };
         let n = self.health.len();
-        let mut cam = UInt32Builder::with_capacity(n);
-        let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut id = UInt64Builder::with_capacity(n);
+        let mut keys = KeyColumns::default();
         let mut name = StringBuilder::new();
         let mut state = StringBuilder::new();
         let (mut fin, mut fout) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
@@ -317,9 +312,7 @@ impl Live {
         self.health_seq += 1;
         for (i, h) in self.health.iter().enumerate() {
             let s = h.status();
-            cam.append_value(h.camera);
-            time.append_value(now);
-            id.append_value(EventId::pack(h.camera, self.health_seq, 0)?.0);
+            keys.push(h.camera, now, EventId::pack(h.camera, self.health_seq, 0)?.0);
             name.append_value(&h.name);
             state.append_value(s.state.name());
             fin.append_value((counts[i].0 - prev[i].0) as f64 / secs);
@@ -333,11 +326,9 @@ impl Live {
             last_error.append_option(s.last_error.as_deref());
         }
         self.last_report = Some((Instant::now(), counts));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(cam.finish()),
-            Arc::new(time.finish()),
-            Arc::new(id.finish()),
-            Arc::new(name.finish()),
+        let mut columns = keys.finish();
+        columns.extend([
+            Arc::new(name.finish()) as ArrayRef,
             Arc::new(state.finish()),
             Arc::new(fin.finish()),
             Arc::new(fout.finish()),
@@ -348,7 +339,7 @@ impl Live {
             Arc::new(skew.finish()),
             Arc::new(source.finish()),
             Arc::new(last_error.finish()),
-        ];
+        ]);
         Ok(RecordBatch::try_new(StreamKind::CameraHealth.schema(), columns)?)
     }
 
