@@ -81,7 +81,8 @@ def main():
             f"WHERE event_id NOT IN (SELECT event_id FROM late WHERE stream = '{stream}')"
         )
     for table in ["watchlist", "zones"]:
-        path = os.path.join(events, "reference", f"{table}.parquet")
+        # One file per run (epoch) that wrote into the directory.
+        path = os.path.join(events, "reference", f"{table}-e*.parquet")
         con.execute(f"CREATE VIEW {table} AS SELECT * EXCLUDE (valid_from) FROM read_parquet('{path}')")
 
     failures = 0

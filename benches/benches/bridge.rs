@@ -4,23 +4,33 @@
 //!
 //! Run: `cargo bench -p vigil-benches --bench bridge`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use vigil_engine::bridge::ToUpdates;
-use vigil_engine::runtime::{BatchKind, EventBatch, Runtime, RuntimeConfig};
-use vigil_engine::schema::StreamKind;
+use vigil_engine::runtime::{Input, Runtime, RuntimeConfig};
+use vigil_engine::stream::{Batch, StreamDef, Timestamp};
+
+vigil_engine::stream! {
+    /// Keys (the bench's input).
+    pub struct Keys {
+        name: "keys", class: Record, keys: [k], personal: [],
+        row: KeyRow, builder: KeyRows, reader: KeyCols,
+        columns: { k: i64, event_time: Timestamp }
+    }
+}
 
 const KEYS: i64 = 1_000;
 const BATCHES: u64 = 200;
 
 fn bridge(c: &mut Criterion) {
-    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
-    let keys = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..KEYS))]).unwrap();
+    let mut rows = KeyRows::default();
+    for k in 0..KEYS {
+        rows.push(&KeyRow { k, event_time: 0 });
+    }
+    let keys: RecordBatch = rows.finish();
     let mut group = c.benchmark_group("bridge");
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     // Each batch: KEYS insertions and KEYS expiries.
@@ -29,11 +39,14 @@ fn bridge(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let rt = Runtime::start(RuntimeConfig::with_workers(1), 0, |_scope, input, _| {
+                let rt = Runtime::start(RuntimeConfig::new(1, vec![Keys::info()]), 0, |graph| {
                     let probe = ProbeHandle::new();
-                    input
+                    graph
+                        .get::<Keys>()
+                        .expect("an input")
+                        .into_inner()
                         .updates("Keys", |b, t, out| {
-                            let k = b.data.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                            let k = b.rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
                             for &key in k.values() {
                                 out.push((key, t, 1));
                                 out.push((key, t + 10, -1));
@@ -47,9 +60,8 @@ fn bridge(c: &mut Criterion) {
                 let mut rt = rt;
                 let t0 = Instant::now();
                 for i in 0..BATCHES {
-                    let batch =
-                        EventBatch { kind: BatchKind::Events(StreamKind::Detections), data: keys.clone() };
-                    rt.send(0, i * 5, batch).unwrap();
+                    rt.send(0, i * 5, Input { stream: Keys::info(), batch: Batch::new(keys.clone()) })
+                        .unwrap();
                     rt.advance(i * 5 + 1).unwrap();
                 }
                 rt.finish().unwrap();

@@ -16,7 +16,6 @@ use openh264::formats::{RgbSliceU8, YUVBuffer, YUVSource};
 use ort::value::TensorRef;
 use vigil_models::yolo::{YoloConfig, YoloDetector, letterbox_into};
 use vigil_pipelines::render::Renderer;
-use vigil_pipelines::sim::SimParams;
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
@@ -30,8 +29,7 @@ fn root() -> PathBuf {
 }
 
 fn frames(w: u32, h: u32, n: usize) -> Vec<image::RgbImage> {
-    let config = vigil_pipelines::config::Config::embedded();
-    let mut r = Renderer::new(SimParams::from_config(&config), 0, w, h);
+    let mut r = Renderer::new(vigil_pipelines::settings::Settings::embedded().sim, 0, w, h);
     (0..n).map(|_| r.next_frame().image).collect()
 }
 

@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vigil_engine::alerts::AlertBus;
+use vigil_operators::alerts::AlertBus;
 use vigil_pipelines::app::{Progress, RunOptions, run};
-use vigil_pipelines::config::Config;
+use vigil_pipelines::settings::Settings;
 
 const SECONDS: f64 = 10.0;
 
@@ -19,10 +19,10 @@ fn demo_graph(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     let out = std::env::temp_dir().join("vigil-bench-demo-graph");
     for workers in [1usize, 2] {
-        let mut config = Config::embedded();
-        config.engine.workers = toml::Spanned::new(0..0, workers as i64);
+        let mut config = Settings::embedded();
+        config.engine.workers = workers;
         let opts = RunOptions {
-            duration_s: SECONDS,
+            duration_s: Some(SECONDS),
             fast: true,
             out: out.clone(),
             parquet: false,

@@ -22,8 +22,11 @@ use arrow::array::{Array, Int64Array, RecordBatch, UInt32Array};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use vigil_engine::runtime::{BatchKind, EventBatch, Runtime, RuntimeConfig, Time};
-use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, StreamKind};
+use vigil_engine::catalog::Catalog;
+use vigil_engine::ids::Epoch;
+use vigil_engine::runtime::{Input, Runtime, RuntimeConfig, Time};
+use vigil_engine::stream::{Batch, StreamDef};
+use vigil_operators::detection::{Detection, DetectionRows, Detections, EventId};
 use vigil_sql::capture::{self, Errors, Outputs};
 use vigil_sql::rule::{Rule, compile};
 
@@ -48,7 +51,7 @@ fn batches(seconds: i64, per_second: usize) -> Vec<(i64, RecordBatch)> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for tick in 0..seconds * 10 {
         let t0 = START + tick * 100;
-        let mut b = DetectionsBuilder::default();
+        let mut b = DetectionRows::default();
         for i in 0..per_tick {
             x ^= x << 13;
             x ^= x >> 7;
@@ -56,14 +59,20 @@ fn batches(seconds: i64, per_second: usize) -> Vec<(i64, RecordBatch)> {
             let camera = (x % 200) as u32;
             let t = t0 + (x >> 20) as i64 % 100;
             let zone = (x >> 8) % 60;
-            let d = Detection {
+            b.push(&Detection {
+                camera_id: camera,
+                event_time: t,
+                event_id: EventId::pack(Epoch::default(), camera, tick as u64, i as u32).expect("id").0,
                 class: if x.is_multiple_of(5) { "car" } else { "person" },
                 score: 0.5 + (x % 500) as f32 / 1000.0,
-                bbox: [10.0, 10.0, 20.0, 40.0],
-                ground: [1.0, 1.0],
+                x: 10.0,
+                y: 10.0,
+                w: 20.0,
+                h: 40.0,
+                ground_x: 1.0,
+                ground_y: 1.0,
                 zone_id: (zone < 50).then_some(zone as u32 + 1),
-            };
-            b.push(camera, t, EventId::pack(camera, tick as u64, i as u32).expect("id"), &d);
+            });
         }
         out.push((t0, b.finish()));
     }
@@ -77,26 +86,27 @@ fn run_rules(rules: Vec<Rule>, input: &[(i64, RecordBatch)]) -> Vec<Vec<(Time, v
     let errors: Errors = Arc::default();
     let rt = {
         let (rules, out, errors) = (Arc::clone(&rules), Arc::clone(&out), Arc::clone(&errors));
-        Runtime::start(RuntimeConfig::with_workers(1), START as Time, move |_s, input, _| {
+        Runtime::start(RuntimeConfig::new(1, vec![Detections::info()]), START as Time, move |graph| {
             let probe = ProbeHandle::new();
-            capture::capture(&rules, &input, &out, &errors, &probe);
+            capture::capture(&rules, graph, &out, &errors, &probe);
             probe
         })
         .expect("runtime")
     };
     let mut rt = rt;
     for (t, b) in input {
-        rt.send(
-            0,
-            *t as Time,
-            EventBatch { kind: BatchKind::Events(StreamKind::Detections), data: b.clone() },
-        )
-        .expect("send");
+        rt.send(0, *t as Time, Input { stream: Detections::info(), batch: Batch::new(b.clone()) })
+            .expect("send");
         rt.advance(*t as Time).expect("advance");
     }
     rt.finish().expect("finish");
     assert!(errors.lock().expect("errors").is_empty(), "{:?}", errors.lock().expect("errors"));
     std::mem::take(&mut *out.lock().expect("outputs"))
+}
+
+/// The streams the bench's rules read.
+fn streams() -> Catalog {
+    Catalog::new([Detections::info()]).expect("one stream")
 }
 
 /// (window end, zone) → count, from the rule's output.
@@ -121,7 +131,7 @@ fn main() {
     println!("{events} detections over {seconds} s ({rate}/s), 200 cameras, 50 zones");
 
     // 1. Incremental.
-    let rule = compile("hop", HOP, "bench").expect("rule compiles");
+    let rule = compile("hop", HOP, "bench", &streams()).expect("rule compiles");
     let c0 = cpu_seconds();
     let w0 = Instant::now();
     let out = run_rules(rule, &input);
@@ -141,7 +151,7 @@ fn main() {
         let c0 = cpu_seconds();
         let batches = rt.block_on(async {
             let ctx = SessionContext::new();
-            let table = MemTable::try_new(StreamKind::Detections.schema(), vec![buffer]).expect("table");
+            let table = MemTable::try_new(Detections::schema(), vec![buffer]).expect("table");
             ctx.register_table("detections", Arc::new(table)).expect("register");
             let sql = format!(
                 "SELECT zone_id, count(*) FROM detections WHERE event_time >= to_timestamp_millis({begin}) \
@@ -187,7 +197,7 @@ fn main() {
     let tp_events: usize = tp_input.iter().map(|(_, b)| b.num_rows()).sum();
     for n in [1usize, 10, 100] {
         let rules: Vec<Rule> = (0..n)
-            .flat_map(|i| compile(&format!("r{i}"), &template(i), "bench").expect("compiles"))
+            .flat_map(|i| compile(&format!("r{i}"), &template(i), "bench", &streams()).expect("compiles"))
             .collect();
         let c0 = cpu_seconds();
         let w0 = Instant::now();

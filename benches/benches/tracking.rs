@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use vigil_operators::tracker::{Observation, Tracker, TrackerConfig};
 use vigil_pipelines::mot::{parse_detections, simulate_sequence};
-use vigil_pipelines::sim::SimParams;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -25,9 +24,9 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let frames: u32 = if full { 3000 } else { 50 };
     println!("tracking bench ({})", if full { "full" } else { "smoke" });
-    let config = vigil_pipelines::config::Config::embedded();
+    let base = vigil_pipelines::settings::Settings::embedded().sim;
     for people in [15usize, 100] {
-        let mut params = SimParams::from_config(&config);
+        let mut params = base.clone();
         params.pedestrians = people;
         params.surge = None;
         params.vehicles_per_minute = 0.0;
@@ -37,7 +36,7 @@ fn main() {
         let dets = parse_detections(&std::fs::read_to_string(&det_path).unwrap(), "det.txt").unwrap();
         let mut by_frame: Vec<Vec<Observation>> = vec![Vec::new(); frames as usize + 1];
         for d in &dets {
-            by_frame[d.frame as usize].push(Observation { bbox: d.bbox, score: d.conf, class: 0 });
+            by_frame[d.frame as usize].push(Observation { bbox: d.bbox, score: d.conf, class: 0, tag: 0 });
         }
         let per_frame = dets.len() as f64 / f64::from(frames);
         let mut best = 0.0f64;

@@ -19,30 +19,43 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::runtime::{EventBatch, Time};
+use crate::runtime::Time;
+use crate::stream::Batch;
 
 /// Difference type of vigil's collections.
 pub type Diff = isize;
 
 /// Extension trait: turn batches into differential updates.
 pub trait ToUpdates<'scope> {
-    /// Calls `logic(batch, batch_time, out)` for every batch; `logic` pushes `(data, time,
-    /// diff)` updates. Times earlier than the batch's own are raised to it (a batch can only
+    /// Calls `logic(batch, batch_time, out)` for every batch (its rows and multiplicity);
+    /// `logic` pushes `(data, time, diff)` updates. Times earlier than the batch's own are raised to it (a batch can only
     /// speak for its time and later), so `logic` may use event times or expiry times freely.
     ///
     /// Pre-aggregate in `logic` (one update per key per batch, not one per row): see
     /// `vigil_operators::watchlist` for an example.
+    ///
+    /// ```
+    /// use vigil_engine::bridge::{Finalize, ToUpdates};
+    /// use vigil_engine::stream::Batch;
+    ///
+    /// timely::example(|scope| {
+    ///     let batches = timely::dataflow::operators::generic::operator::empty::<_, Vec<Batch>>(scope);
+    ///     // One update per batch: its row count, at the batch's time, released once complete.
+    ///     let counts = batches.updates("Rows", |b, t, out| out.push((b.rows.num_rows() as u64, t, 1)));
+    ///     let _released = counts.finalize("Released");
+    /// });
+    /// ```
     fn updates<D, L>(self, name: &str, logic: L) -> VecCollection<'scope, Time, D, Diff>
     where
         D: ExchangeData,
-        L: FnMut(&EventBatch, Time, &mut Vec<(D, Time, Diff)>) + 'static;
+        L: FnMut(&Batch, Time, &mut Vec<(D, Time, Diff)>) + 'static;
 }
 
-impl<'scope> ToUpdates<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
+impl<'scope> ToUpdates<'scope> for Stream<'scope, Time, Vec<Batch>> {
     fn updates<D, L>(self, name: &str, mut logic: L) -> VecCollection<'scope, Time, D, Diff>
     where
         D: ExchangeData,
-        L: FnMut(&EventBatch, Time, &mut Vec<(D, Time, Diff)>) + 'static,
+        L: FnMut(&Batch, Time, &mut Vec<(D, Time, Diff)>) + 'static,
     {
         let mut buffer = Vec::new();
         self.unary::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(

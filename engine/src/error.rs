@@ -51,6 +51,10 @@ pub enum EngineError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// A batch that does not match its stream's definition (a missing column, another type):
+    /// a bug when vigil built the batch, bad data when it was read from a file.
+    #[error("{0}")]
+    Schema(String),
     /// A broken invariant inside vigil: please report it.
     #[error("internal error (a bug in vigil, please report it): {0}")]
     Internal(String),
@@ -70,5 +74,36 @@ impl EngineError {
     /// True when retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Io { .. })
+    }
+}
+
+/// Where operators report the errors they survive (a batch they cannot read, a rule that fails
+/// on one batch): the application logs and counts them; the dataflow goes on.
+#[derive(Clone)]
+pub struct ErrorSink(std::sync::Arc<Report>);
+
+/// What an [`ErrorSink`] calls: `(operator, message)`.
+type Report = dyn Fn(&str, String) + Send + Sync;
+
+impl ErrorSink {
+    /// Reports to `f(operator, message)`.
+    pub fn new(f: impl Fn(&str, String) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// Reports to the log only (tests, tools).
+    pub fn log() -> Self {
+        Self::new(|who, e| tracing::error!("{who}: {e}"))
+    }
+
+    /// Reports `e`, raised by `who` (an operator's or rule's name).
+    pub fn report(&self, who: &str, e: impl std::fmt::Display) {
+        (self.0)(who, e.to_string())
+    }
+}
+
+impl std::fmt::Debug for ErrorSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorSink")
     }
 }

@@ -1,29 +1,31 @@
 //! The ingest side of the runtime: watermarks, late events, and batching towards workers.
 //!
 //! Sources (cameras, or the simulator standing in for them) hand in one frame's rows at a time,
-//! either written straight into the worker's row builder ([`Ingest::push_rows`], the hot path:
-//! each row is copied once) or as a ready Arrow batch ([`Ingest::push`]). [`Ingest`] checks each
-//! frame against the watermark: a frame behind it is *late*, counted for its source and turned
-//! into `late_events` rows (nothing is dropped silently); a frame on time goes to its worker
-//! (`source % workers`, so a camera always lands on the same worker). At each
+//! either written straight into the worker's row builder of their stream ([`Ingest::push_rows`],
+//! the hot path: each row is copied once) or as a ready Arrow batch ([`Ingest::push`]). [`Ingest`]
+//! checks each frame against the watermark: a frame behind it is *late*, counted for its source
+//! and turned into rows of the late stream (nothing is dropped silently); a frame on time goes
+//! to its worker (`source % workers`, so a camera always lands on the same worker). At each
 //! [`tick`](Ingest::tick) each worker's rows of each stream become one batch, stamped with their
 //! least event time, and the watermark advances on every worker. Batching per tick keeps the
-//! per-batch costs of timely and Arrow off the per-detection budget.
+//! per-batch costs of timely and Arrow off the per-row budget.
 //!
-//! The batches sent stay in a [`Retained`] store for a configured horizon behind the watermark
-//! (and reference rows for good): a dataflow added at runtime ([`Ingest::install`]) is
-//! backfilled from it, and ad-hoc queries read it. Beyond the horizon a batch is dropped:
-//! retention is enforced in memory, not only on disk.
+//! The late stream is the application's (its definition names the key columns to copy): a late
+//! batch's rows become rows of it with those columns copied, plus `stream` (the stream's name)
+//! and `watermark` (the watermark they were behind). [`late_info_matches`] checks, at start, that
+//! every input stream has those columns.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::compute::concat_batches;
 
 use crate::error::{EngineError, Result};
-use crate::runtime::{BatchKind, Builder, EventBatch, Runtime, Time};
-use crate::schema::{DetectionsBuilder, PlateReadsBuilder, RowBuilder, StreamKind};
+use crate::runtime::{Builder, Input, Runtime, Time};
+use crate::share::Retained;
+use crate::stream::{Batch, EVENT_TIME, RowBuilder, StreamDef, StreamInfo};
 use crate::time::{Millis, WatermarkPolicy, WatermarkTracker};
 
 /// Counters the ingest side keeps; cheap to copy for a status line.
@@ -49,246 +51,136 @@ impl IngestStats {
     }
 }
 
-/// Batches sent to the workers, kept for backfill and ad-hoc queries.
-///
-/// Two limits hold: a time horizon behind the watermark, and a memory budget. When the budget is
-/// reached first (a large city), the oldest batches go, and backfill starts after them, so a new
-/// dataflow still sees a gap-free input.
-#[derive(Debug, Default)]
-pub struct Retained {
-    /// How far behind the watermark event batches are kept, ms.
-    horizon_ms: Millis,
-    /// Most bytes of event batches kept (Arrow memory).
-    budget_bytes: usize,
-    /// Bytes of event batches kept now.
-    bytes: usize,
-    /// Times before this may have lost batches to the budget: backfill starts here at the
-    /// earliest.
-    complete_from: Time,
-    /// Per worker: (time, batch), in the order sent.
-    workers: Vec<VecDeque<(Time, EventBatch)>>,
-    /// Reference-table changes (all of them: they are small and define the tables).
-    references: Vec<(Time, EventBatch)>,
-    /// Batches the dataflow derived (tracks, densities, flows): queried, never backfilled
-    /// (a new dataflow derives its own from the events).
-    derived: VecDeque<(Time, EventBatch)>,
-}
+/// The columns a late stream fills itself; every other column is copied from the late rows.
+const LATE_STREAM: &str = "stream";
+const LATE_WATERMARK: &str = "watermark";
 
-impl Retained {
-    /// Every retained batch of `stream`.
-    pub fn batches(&self, stream: StreamKind) -> Vec<RecordBatch> {
-        self.workers
-            .iter()
-            .flatten()
-            .chain(&self.derived)
-            .filter(|(_, b)| b.stream() == Some(stream))
-            .map(|(_, b)| b.data.clone())
-            .collect()
-    }
-
-    /// Every reference-table change so far, in order.
-    pub fn references(&self) -> &[(Time, EventBatch)] {
-        &self.references
-    }
-
-    /// Per worker, what a new dataflow starting at `from` needs: the reference changes (worker
-    /// 0), then the event batches at or after `from`.
-    pub fn backfill(&self, from: Time) -> Vec<Vec<(Time, EventBatch)>> {
-        let from = from.max(self.complete_from);
-        self.workers
-            .iter()
-            .enumerate()
-            .map(|(w, q)| {
-                let refs = if w == 0 { self.references.clone() } else { Vec::new() };
-                refs.into_iter().chain(q.iter().filter(|(t, _)| *t >= from).cloned()).collect()
-            })
-            .collect()
-    }
-
-    /// Keeps a batch the dataflow derived at `time`, for queries, under the same limits.
-    pub fn keep_derived(&mut self, time: Time, batch: EventBatch) {
-        self.bytes += batch.data.get_array_memory_size();
-        self.derived.push_back((time, batch));
-        self.enforce_budget();
-    }
-
-    /// Keeps at most `bytes` of event batches (the oldest go first).
-    pub fn set_memory_budget(&mut self, bytes: usize) {
-        self.budget_bytes = bytes;
-        self.enforce_budget();
-    }
-
-    /// Bytes of event batches kept now.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// The earliest time a backfill can start from (later than the horizon when the memory
-    /// budget dropped older batches).
-    pub fn complete_from(&self) -> Time {
-        self.complete_from
-    }
-
-    fn keep_event(&mut self, worker: usize, time: Time, batch: EventBatch) {
-        self.bytes += batch.data.get_array_memory_size();
-        let n = self.workers.len();
-        self.workers[worker % n].push_back((time, batch));
-        self.enforce_budget();
-    }
-
-    /// Drops the oldest batches (of any worker, events or derived) while over budget.
-    fn enforce_budget(&mut self) {
-        while self.bytes > self.budget_bytes {
-            let oldest = self
-                .workers
-                .iter_mut()
-                .chain(std::iter::once(&mut self.derived))
-                .filter(|q| !q.is_empty())
-                .min_by_key(|q| q.front().map(|(t, _)| *t));
-            let Some((t, b)) = oldest.and_then(VecDeque::pop_front) else { break };
-            self.bytes = self.bytes.saturating_sub(b.data.get_array_memory_size());
-            self.complete_from = self.complete_from.max(t + 1);
-        }
-    }
-
-    fn expire(&mut self, watermark: Millis) {
-        let cutoff = to_time(watermark.saturating_sub(self.horizon_ms));
-        // Batches are kept in (nearly) time order: drop from the front.
-        for q in self.workers.iter_mut().chain(std::iter::once(&mut self.derived)) {
-            while q.front().is_some_and(|(t, _)| *t < cutoff) {
-                if let Some((_, b)) = q.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(b.data.get_array_memory_size());
+/// Checks that a late row can be made for every stream of `inputs`: each has the columns of
+/// `late` that are copied (all but `stream` and `watermark`), of the same types.
+pub fn late_info_matches(late: &StreamInfo, inputs: &[&'static StreamInfo]) -> Result<()> {
+    for input in inputs.iter().filter(|i| !i.is_table() && i.name != late.name) {
+        for f in late.schema.fields().iter().filter(|f| f.name() != LATE_STREAM && f.name() != LATE_WATERMARK)
+        {
+            match input.schema.field_with_name(f.name()) {
+                Ok(g) if g.data_type() == f.data_type() => {}
+                _ => {
+                    return Err(EngineError::Schema(format!(
+                        "stream {} has no {} {} column, which its late rows ({}) copy",
+                        input.name,
+                        f.name(),
+                        f.data_type(),
+                        late.name
+                    )));
                 }
             }
         }
     }
+    Ok(())
 }
+
+/// One stream's pending rows for one worker, with their least event time.
+#[derive(Debug)]
+struct Slot<B> {
+    least: Millis,
+    rows: B,
+}
+
+/// A [`Slot`] of any builder, so that one worker's slots can live in one list.
+trait AnySlot: std::fmt::Debug {
+    fn info(&self) -> &'static StreamInfo;
+    /// The pending rows and their least event time, if any.
+    fn take(&mut self) -> Option<(Millis, RecordBatch)>;
+    fn as_any(&mut self) -> &mut dyn Any;
+}
+
+impl<B: RowBuilder> AnySlot for Slot<B> {
+    fn info(&self) -> &'static StreamInfo {
+        B::Stream::info()
+    }
+    fn take(&mut self) -> Option<(Millis, RecordBatch)> {
+        if self.rows.rows() == 0 {
+            return None;
+        }
+        Some((std::mem::replace(&mut self.least, Millis::MAX), self.rows.take_batch()))
+    }
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// One worker's builders, one per stream written in place (a handful: a list is fastest).
+#[derive(Debug, Default)]
+struct WorkerRows {
+    slots: Vec<(&'static str, Box<dyn AnySlot + Send>)>,
+}
+
+impl WorkerRows {
+    fn slot<B: RowBuilder + Send>(&mut self) -> &mut Slot<B> {
+        let name = B::Stream::NAME;
+        let i = match self.slots.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                self.slots.push((name, Box::new(Slot { least: Millis::MAX, rows: B::default() })));
+                self.slots.len() - 1
+            }
+        };
+        self.slots[i].1.as_any().downcast_mut::<Slot<B>>().expect("a slot holds its stream's builder")
+    }
+}
+
+/// Ready batches of one stream for one worker, with their least event time.
+type Stashed = (&'static StreamInfo, Millis, Vec<RecordBatch>);
 
 /// Feeds a [`Runtime`]; see the module documentation.
 #[derive(Debug)]
 pub struct Ingest {
     runtime: Runtime,
     tracker: WatermarkTracker,
+    /// The late stream.
+    late: &'static StreamInfo,
     /// Per worker, per stream: batches waiting for the next tick and their least event time.
-    stash: Vec<BTreeMap<StreamKind, (Millis, Vec<RecordBatch>)>>,
+    stash: Vec<BTreeMap<&'static str, Stashed>>,
     /// Per worker: rows written in place, waiting for the next tick.
     rows: Vec<WorkerRows>,
-    /// Where a late frame's rows are written before they become `late_events` rows.
-    late: WorkerRows,
+    /// Where a late frame's rows are written before they become late rows.
+    late_rows: WorkerRows,
     stats: IngestStats,
-    retained: Arc<Mutex<Retained>>,
-}
-
-/// One stream's pending rows for one worker, with their least event time.
-#[derive(Debug)]
-pub struct Slot<B> {
-    least: Millis,
-    rows: B,
-}
-
-impl<B: Default> Default for Slot<B> {
-    fn default() -> Self {
-        Self { least: Millis::MAX, rows: B::default() }
-    }
-}
-
-/// The streams [`Ingest::push_rows`] can write in place.
-#[derive(Debug, Default)]
-pub struct WorkerRows {
-    detections: Slot<DetectionsBuilder>,
-    plate_reads: Slot<PlateReadsBuilder>,
-}
-
-/// Picks a stream's slot out of [`WorkerRows`]; implemented for every [`RowBuilder`] it holds.
-pub trait RowSlot: RowBuilder {
-    /// The slot of this builder's stream.
-    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self>;
-}
-
-impl RowSlot for DetectionsBuilder {
-    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self> {
-        &mut rows.detections
-    }
-}
-
-impl RowSlot for PlateReadsBuilder {
-    fn slot(rows: &mut WorkerRows) -> &mut Slot<Self> {
-        &mut rows.plate_reads
-    }
 }
 
 impl Ingest {
-    /// Wraps a started runtime; the watermark starts at `start`.
-    pub fn new(runtime: Runtime, policy: WatermarkPolicy, start: Millis) -> Self {
+    /// Wraps a started runtime; the watermark starts at `start`; late rows become rows of `late`.
+    pub fn new(runtime: Runtime, policy: WatermarkPolicy, start: Millis, late: &'static StreamInfo) -> Self {
         let workers = runtime.workers();
         Self {
             runtime,
             tracker: WatermarkTracker::new(policy, start),
+            late,
             stash: vec![BTreeMap::new(); workers],
             rows: (0..workers).map(|_| WorkerRows::default()).collect(),
-            late: WorkerRows::default(),
+            late_rows: WorkerRows::default(),
             stats: IngestStats::default(),
-            retained: Arc::new(Mutex::new(Retained {
-                horizon_ms: 0,
-                budget_bytes: usize::MAX,
-                bytes: 0,
-                complete_from: 0,
-                workers: vec![VecDeque::new(); workers],
-                references: Vec::new(),
-                derived: VecDeque::new(),
-            })),
         }
     }
 
-    /// Keeps sent batches for `horizon_ms` behind the watermark (for backfill and queries).
-    pub fn with_retention(self, horizon_ms: Millis) -> Self {
-        self.retained.lock().expect("retained batches").horizon_ms = horizon_ms.max(0);
-        self
-    }
-
-    /// Keeps at most `bytes` of event batches in memory (the oldest go first).
-    pub fn with_memory_budget(self, bytes: usize) -> Self {
-        self.retained.lock().expect("retained batches").set_memory_budget(bytes);
-        self
-    }
-
-    /// The retained batches, shared (ad-hoc queries read them while ingest runs).
+    /// The batches kept for backfill and queries (shared with the workers and psql).
     pub fn retained(&self) -> Arc<Mutex<Retained>> {
-        Arc::clone(&self.retained)
+        Arc::clone(self.runtime.retained())
     }
 
-    /// Adds a dataflow built by `build` (see [`Runtime::install`]), backfilled with the retained
-    /// batches from `backfill_ms` before the watermark; with 0 it starts at the watermark.
-    pub fn install(&mut self, id: u64, build: Builder, backfill_ms: Millis) -> Result<()> {
+    /// Adds a dataflow built by `build` (see [`Runtime::install`]), whose imports start
+    /// `backfill_ms` before the watermark (0: at the watermark). Returns how many ms later than
+    /// asked the backfill starts, when the memory budget dropped what it asked for.
+    pub fn install(&mut self, id: u64, build: Builder, backfill_ms: Millis) -> Result<Millis> {
         let from = to_time(self.watermark().saturating_sub(backfill_ms.max(0)));
-        let backfill = {
-            let r = self.retained.lock().expect("retained batches");
-            if backfill_ms > 0 && r.complete_from() > from {
-                tracing::warn!(
-                    "dataflow {id}: backfill starts {} ms later than asked: older events were dropped to keep within the memory budget (retention.memory_mb)",
-                    r.complete_from() - from
-                );
-            }
-            r.backfill(from)
-        };
-        self.runtime.install(id, build, backfill)
+        let complete = self.retained().lock().expect("retained batches").complete_from();
+        let late_by = if backfill_ms > 0 && complete > from { (complete - from) as Millis } else { 0 };
+        self.runtime.install(id, build, from.max(complete))?;
+        Ok(late_by)
     }
 
     /// Removes dataflow `id` (see [`Runtime::remove`]).
     pub fn remove(&mut self, id: u64) -> Result<()> {
         self.runtime.remove(id)
-    }
-
-    /// Sends a batch to a worker and retains it.
-    fn send(&mut self, worker: usize, time: Time, batch: EventBatch) -> Result<()> {
-        {
-            let mut r = self.retained.lock().expect("retained batches");
-            match batch.kind {
-                BatchKind::Reference { .. } => r.references.push((time, batch.clone())),
-                BatchKind::Events(_) => r.keep_event(worker, time, batch.clone()),
-            }
-        }
-        self.runtime.send(worker, time, batch)
     }
 
     /// The current watermark.
@@ -301,12 +193,23 @@ impl Ingest {
         &self.stats
     }
 
-    /// Hands in a batch of `stream` from `source`, all of whose rows have event time at least
+    /// Hands in a batch of stream `S` from `source`, all of whose rows have event time at least
     /// `event_time`, delivered at ingest time `now`.
-    pub fn push(
+    pub fn push<S: StreamDef>(
         &mut self,
         source: u32,
-        stream: StreamKind,
+        event_time: Millis,
+        batch: RecordBatch,
+        now: Millis,
+    ) -> Result<()> {
+        self.push_untyped(S::info(), source, event_time, batch, now)
+    }
+
+    /// [`push`](Self::push) for a stream known by its definition (replay reads any stream).
+    pub fn push_untyped(
+        &mut self,
+        info: &'static StreamInfo,
+        source: u32,
         event_time: Millis,
         batch: RecordBatch,
         now: Millis,
@@ -316,22 +219,22 @@ impl Ingest {
             return Ok(());
         }
         if self.tracker.is_late(event_time) {
-            return self.send_late(source, stream, &batch);
+            return self.send_late(source, info, &batch);
         }
         self.tracker.observe(source, event_time, now);
-        *self.stats.rows.entry(stream.name()).or_default() += batch.num_rows() as u64;
+        *self.stats.rows.entry(info.name).or_default() += batch.num_rows() as u64;
         let worker = source as usize % self.stash.len();
-        let slot = self.stash[worker].entry(stream).or_insert((event_time, Vec::new()));
-        slot.0 = slot.0.min(event_time);
-        slot.1.push(batch);
+        let slot = self.stash[worker].entry(info.name).or_insert((info, event_time, Vec::new()));
+        slot.1 = slot.1.min(event_time);
+        slot.2.push(batch);
         Ok(())
     }
 
-    /// Writes one frame's rows of stream `B::STREAM` from `source`, all with event time at least
+    /// Writes one frame's rows of `B`'s stream from `source`, all with event time at least
     /// `event_time`, delivered at ingest time `now`: `fill` appends them to the builder. On time,
-    /// the rows go straight into the worker's builder; late, they become `late_events` rows.
-    /// A frame with no rows only marks its source alive.
-    pub fn push_rows<B: RowSlot>(
+    /// the rows go straight into the worker's builder; late, they become late rows. A frame with
+    /// no rows only marks its source alive.
+    pub fn push_rows<B: RowBuilder + Send>(
         &mut self,
         source: u32,
         event_time: Millis,
@@ -339,35 +242,35 @@ impl Ingest {
         fill: impl FnOnce(&mut B),
     ) -> Result<()> {
         if self.tracker.is_late(event_time) {
-            let scratch = B::slot(&mut self.late);
+            let scratch = self.late_rows.slot::<B>();
             fill(&mut scratch.rows);
             if scratch.rows.rows() == 0 {
                 return Ok(());
             }
             let batch = scratch.rows.take_batch();
-            return self.send_late(source, B::STREAM, &batch);
+            return self.send_late(source, B::Stream::info(), &batch);
         }
         self.tracker.observe(source, event_time, now);
         let worker = source as usize % self.rows.len();
-        let slot = B::slot(&mut self.rows[worker]);
+        let slot = self.rows[worker].slot::<B>();
         let before = slot.rows.rows();
         fill(&mut slot.rows);
         let added = slot.rows.rows() - before;
         if added > 0 {
             slot.least = slot.least.min(event_time);
-            *self.stats.rows.entry(B::STREAM.name()).or_default() += added as u64;
+            *self.stats.rows.entry(B::Stream::NAME).or_default() += added as u64;
         }
         Ok(())
     }
 
-    fn send_late(&mut self, source: u32, stream: StreamKind, batch: &RecordBatch) -> Result<()> {
+    fn send_late(&mut self, source: u32, info: &'static StreamInfo, batch: &RecordBatch) -> Result<()> {
         *self.stats.late_rows.entry(source).or_default() += batch.num_rows() as u64;
-        let late = late_rows(stream, batch, self.tracker.watermark())?;
+        let late = late_rows(self.late, info, batch, self.tracker.watermark())?;
         let worker = source as usize % self.rows.len();
         self.runtime.send(
             worker,
             to_time(self.tracker.watermark()),
-            EventBatch { kind: BatchKind::Events(StreamKind::LateEvents), data: late },
+            Input { stream: self.late, batch: Batch::new(late) },
         )
     }
 
@@ -380,57 +283,70 @@ impl Ingest {
         }
     }
 
-    /// Adds (`diff = 1`) or removes (`diff = -1`) reference-table rows at the current watermark.
-    /// They go to worker 0 only: a differential collection must see each row once.
-    pub fn push_reference(&mut self, table: &str, rows: RecordBatch, diff: i64) -> Result<()> {
-        self.send(
-            0,
-            to_time(self.tracker.watermark()),
-            EventBatch { kind: BatchKind::Reference { table: Arc::from(table), diff }, data: rows },
-        )
+    /// Adds (`diff = 1`) or removes (`diff = -1`) rows of reference table `S` at the current
+    /// watermark. They go to worker 0 only: a table's change must be seen once.
+    pub fn push_table<S: StreamDef>(&mut self, rows: RecordBatch, diff: i64) -> Result<()> {
+        self.push_table_untyped(S::info(), rows, diff)
     }
 
-    /// Sends what was stashed since the last tick and advances the watermark to match `now`.
+    /// [`push_table`](Self::push_table) for a table known by its definition.
+    pub fn push_table_untyped(
+        &mut self,
+        info: &'static StreamInfo,
+        rows: RecordBatch,
+        diff: i64,
+    ) -> Result<()> {
+        crate::stream::check_schema(info, &rows)?;
+        let time = to_time(self.tracker.watermark());
+        self.runtime.send(0, time, Input { stream: info, batch: Batch { rows, diff } })
+    }
+
+    /// Sends what was stashed since the last tick, advances the watermark to match `now`, and
+    /// drops retained batches beyond the horizon.
     pub fn tick(&mut self, now: Millis) -> Result<Millis> {
         self.flush()?;
         let watermark = self.tracker.advance(now);
         self.runtime.advance(to_time(watermark))?;
-        self.retained.lock().expect("retained batches").expire(watermark);
+        self.runtime.retained().lock().expect("retained batches").expire(watermark)?;
         Ok(watermark)
     }
 
     fn flush(&mut self) -> Result<()> {
         for worker in 0..self.rows.len() {
-            self.flush_slot::<DetectionsBuilder>(worker)?;
-            self.flush_slot::<PlateReadsBuilder>(worker)?;
+            for i in 0..self.rows[worker].slots.len() {
+                let slot = &mut self.rows[worker].slots[i].1;
+                let info = slot.info();
+                if let Some((least, data)) = slot.take() {
+                    self.send(worker, least, info, data)?;
+                }
+            }
         }
         let stash: Vec<_> = self.stash.iter_mut().map(std::mem::take).collect();
         for (worker, streams) in stash.into_iter().enumerate() {
-            for (stream, (least, batches)) in streams {
+            for (_, (info, least, batches)) in streams {
                 let data = if batches.len() == 1 {
                     batches.into_iter().next().expect("one batch")
                 } else {
-                    concat_batches(&stream.schema(), &batches).map_err(|source| EngineError::Arrow {
-                        context: format!("concatenating {} batches", stream.name()),
+                    concat_batches(&info.schema, &batches).map_err(|source| EngineError::Arrow {
+                        context: format!("concatenating {} batches", info.name),
                         source,
                     })?
                 };
-                self.stats.batches_sent += 1;
-                self.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(stream), data })?;
+                self.send(worker, least, info, data)?;
             }
         }
         Ok(())
     }
 
-    fn flush_slot<B: RowSlot>(&mut self, worker: usize) -> Result<()> {
-        let slot = B::slot(&mut self.rows[worker]);
-        if slot.rows.rows() == 0 {
-            return Ok(());
-        }
-        let least = std::mem::replace(&mut slot.least, Millis::MAX);
-        let data = slot.rows.take_batch();
+    fn send(
+        &mut self,
+        worker: usize,
+        least: Millis,
+        info: &'static StreamInfo,
+        data: RecordBatch,
+    ) -> Result<()> {
         self.stats.batches_sent += 1;
-        self.send(worker, to_time(least), EventBatch { kind: BatchKind::Events(B::STREAM), data })
+        self.runtime.send(worker, to_time(least), Input { stream: info, batch: Batch::new(data) })
     }
 
     /// Sends what is left, closes the inputs and waits for every window and sink to finish.
@@ -446,23 +362,34 @@ pub fn to_time(t: Millis) -> Time {
     t.max(0) as Time
 }
 
-/// Builds `late_events` rows for a late batch of `stream`.
-fn late_rows(stream: StreamKind, batch: &RecordBatch, watermark: Millis) -> Result<RecordBatch> {
+/// Rows of `late` for a late batch of stream `info`: the key columns copied, the stream's name
+/// and the watermark.
+fn late_rows(
+    late: &StreamInfo,
+    info: &StreamInfo,
+    batch: &RecordBatch,
+    watermark: Millis,
+) -> Result<RecordBatch> {
     let n = batch.num_rows();
-    let column = |name: &str| -> Result<ArrayRef> {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| EngineError::Internal(format!("{} batch without {name}", stream.name())))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        column("camera_id")?,
-        column("event_time")?,
-        column("event_id")?,
-        Arc::new(StringArray::from(vec![stream.name(); n])),
-        Arc::new(TimestampMillisecondArray::from(vec![watermark; n]).with_timezone("UTC")),
-    ];
-    debug_assert!(columns.iter().all(|c| c.len() == n));
-    RecordBatch::try_new(StreamKind::LateEvents.schema(), columns)
-        .map_err(|source| EngineError::Arrow { context: "building late_events rows".into(), source })
+    let columns = late
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            LATE_STREAM => Ok(Arc::new(StringArray::from(vec![info.name; n])) as ArrayRef),
+            LATE_WATERMARK => {
+                Ok(Arc::new(TimestampMillisecondArray::from(vec![watermark; n]).with_timezone("UTC"))
+                    as ArrayRef)
+            }
+            name => batch.column_by_name(name).cloned().ok_or_else(|| {
+                EngineError::Schema(format!(
+                    "a late {} batch without {name} (column of {})",
+                    info.name, late.name
+                ))
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    debug_assert!(late.schema.field_with_name(EVENT_TIME).is_ok());
+    RecordBatch::try_new(Arc::clone(&late.schema), columns)
+        .map_err(|source| EngineError::Arrow { context: format!("building {} rows", late.name), source })
 }

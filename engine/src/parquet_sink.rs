@@ -1,12 +1,14 @@
-//! The Parquet sink: one file per stream per event-time partition per worker, never half-written.
+//! The Parquet sink: one file per stream per event-time partition per worker and run, never
+//! half-written.
 //!
 //! Rows go to the partition of their `event_time`, or to the partition of the batch's logical
 //! time when that is later (late rows arrive after their own partition has closed). A partition
 //! file is written under a hidden temporary name (`.NAME.inprogress`) and renamed to
-//! `STREAM-YYYYMMDDTHHMMSSZ-wN.parquet` once the frontier has passed the partition's end, so a
-//! reader globbing `*.parquet` only ever sees complete files. While a file is open the sink
-//! holds a capability at its partition start: a probe on the sink's output is done only when
-//! every file is closed.
+//! `PREFIX-YYYYMMDDTHHMMSSZ-eE-wN[-TAG].parquet` once the frontier has passed the partition's end,
+//! so a reader globbing `*.parquet` only ever sees complete files. `E` is the run's epoch, so a
+//! restart into the same directory never replaces an earlier run's files. While a file is open
+//! the sink holds a capability at its partition start: a probe on the sink's output is done only
+//! when every file is closed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -24,45 +27,85 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::error::{EngineError, Result};
-use crate::runtime::{EventBatch, Time};
-use crate::schema::{StreamKind, event_times};
+use crate::ids::Epoch;
+use crate::runtime::Time;
+use crate::stream::{Batch, EVENT_TIME};
 use crate::time::{Millis, file_stamp};
 
-/// Where and how a stream is written.
+/// Where and how one stream's files are written.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ParquetSinkConfig {
-    /// Root directory; each stream writes under `root/STREAM/`.
-    pub root: PathBuf,
+    /// The directory of the files.
+    pub dir: PathBuf,
+    /// The files' name prefix (the stream's or the rule's name).
+    pub prefix: String,
     /// Partition length in milliseconds of event time.
     pub partition_ms: Millis,
+    /// The run's epoch, in every file name.
+    pub epoch: Epoch,
+    /// A tag after the worker in file names (a rule's alerts), or empty.
+    pub tag: String,
+    /// Columns with few distinct values, which get dictionary encoding.
+    pub dictionary: Vec<String>,
+    /// The timestamp column rows are partitioned by (`event_time`).
+    pub time_column: String,
 }
 
 impl ParquetSinkConfig {
-    /// Files under `root`, partitioned every `partition_ms`.
-    pub fn new(root: impl Into<PathBuf>, partition_ms: Millis) -> Self {
-        Self { root: root.into(), partition_ms: partition_ms.max(1) }
-    }
-
-    /// The directory of one stream.
-    pub fn stream_dir(&self, stream: StreamKind) -> PathBuf {
-        self.root.join(stream.name())
-    }
-
-    /// Creates the stream directories and removes temporary files a killed run left behind.
-    pub fn prepare(&self, streams: &[StreamKind]) -> Result<()> {
-        for &s in streams {
-            let dir = self.stream_dir(s);
-            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("creating", &dir, e))?;
-            for entry in std::fs::read_dir(&dir).map_err(|e| EngineError::io("listing", &dir, e))? {
-                let path = entry.map_err(|e| EngineError::io("listing", &dir, e))?.path();
-                if path.extension().is_some_and(|x| x == "inprogress") {
-                    std::fs::remove_file(&path).map_err(|e| EngineError::io("removing", &path, e))?;
-                }
-            }
+    /// Files `dir/PREFIX-...parquet`, partitioned every `partition_ms`, of run `epoch`.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        prefix: impl Into<String>,
+        partition_ms: Millis,
+        epoch: Epoch,
+    ) -> Self {
+        Self {
+            dir: dir.into(),
+            prefix: prefix.into(),
+            partition_ms: partition_ms.max(1),
+            epoch,
+            tag: String::new(),
+            dictionary: Vec::new(),
+            time_column: EVENT_TIME.to_owned(),
         }
-        Ok(())
     }
+
+    /// The same, partitioning rows by timestamp column `column`.
+    pub fn with_time_column(mut self, column: &str) -> Self {
+        self.time_column = column.to_owned();
+        self
+    }
+
+    /// The same, with `tag` after the worker in file names.
+    pub fn tagged(mut self, tag: impl Into<String>) -> Self {
+        self.tag = tag.into();
+        self
+    }
+
+    /// The same, with dictionary encoding for `columns` (those with few distinct values).
+    pub fn with_dictionary(mut self, columns: &[&str]) -> Self {
+        self.dictionary = columns.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// Creates the directory and removes temporary files a killed run left behind.
+    pub fn prepare(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| EngineError::io("creating", &self.dir, e))?;
+        remove_unfinished(&self.dir)
+    }
+}
+
+/// Removes the temporary files (`.NAME.inprogress`) a killed run left in `dir`: call it before
+/// anything writes there.
+pub fn remove_unfinished(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io("listing", dir, e))? {
+        let path = entry.map_err(|e| EngineError::io("listing", dir, e))?.path();
+        if path.extension().is_some_and(|x| x == "inprogress") {
+            std::fs::remove_file(&path).map_err(|e| EngineError::io("removing", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 struct OpenFile {
@@ -72,47 +115,30 @@ struct OpenFile {
     _cap: Capability<Time>,
 }
 
-/// Columns with few distinct values, which get dictionary encoding.
-const LOW_CARDINALITY: [&str; 13] = [
-    "camera_id",
-    "class",
-    "state",
-    "zone",
-    "zone_id",
-    "level",
-    "kind",
-    "rule",
-    "severity",
-    "camera",
-    "time_source",
-    "stream",
-    "line",
-];
-
-/// Writes one stream's batches to Parquet files (one per partition and worker).
+/// Writes one stream's batches to Parquet files (one per partition).
 struct PartitionWriter {
     config: ParquetSinkConfig,
-    stream: StreamKind,
+    schema: SchemaRef,
     worker: usize,
     open: BTreeMap<Millis, OpenFile>,
     props: WriterProperties,
 }
 
 impl PartitionWriter {
-    fn new(config: ParquetSinkConfig, stream: StreamKind, worker: usize) -> Self {
+    fn new(config: ParquetSinkConfig, schema: SchemaRef, worker: usize) -> Self {
         // Dictionary encoding pays only for columns with few distinct values; for coordinates,
         // scores and ids it costs a hash per value and saves nothing (measured: the interner was
         // the hottest function of `vigil bench`).
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_dictionary_enabled(false);
-        for field in stream.schema().fields() {
-            if LOW_CARDINALITY.contains(&field.name().as_str()) {
+        for field in schema.fields() {
+            if config.dictionary.iter().any(|d| d == field.name()) {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
             }
         }
         let props = props.build();
-        Self { config, stream, worker, open: BTreeMap::new(), props }
+        Self { config, schema, worker, open: BTreeMap::new(), props }
     }
 
     fn partition_of(&self, t: Millis) -> Millis {
@@ -121,12 +147,14 @@ impl PartitionWriter {
 
     fn file_for(&mut self, part: Millis, cap: &Capability<Time>) -> Result<&mut OpenFile> {
         if !self.open.contains_key(&part) {
-            let dir = self.config.stream_dir(self.stream);
-            let name = format!("{}-{}-w{}.parquet", self.stream.name(), file_stamp(part), self.worker);
-            let tmp = dir.join(format!(".{name}.inprogress"));
-            let path = dir.join(name);
+            let c = &self.config;
+            let tag = if c.tag.is_empty() { String::new() } else { format!("-{}", c.tag) };
+            let name =
+                format!("{}-{}-e{}-w{}{tag}.parquet", c.prefix, file_stamp(part), c.epoch, self.worker);
+            let tmp = c.dir.join(format!(".{name}.inprogress"));
+            let path = c.dir.join(name);
             let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
-            let writer = ArrowWriter::try_new(file, self.stream.schema(), Some(self.props.clone())).map_err(
+            let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(
                 |source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source },
             )?;
             let at = (part.max(0) as Time).max(*cap.time());
@@ -140,7 +168,7 @@ impl PartitionWriter {
             return Ok(());
         }
         let floor = self.partition_of(batch_time as Millis);
-        let times = event_times(data)?;
+        let times = times_of(data, &self.config.time_column)?;
         let first = self.partition_of(times[0]).max(floor);
         if times.iter().all(|&t| self.partition_of(t).max(floor) == first) {
             return self.append(first, data, cap);
@@ -151,7 +179,7 @@ impl PartitionWriter {
             let mask: BooleanArray =
                 times.iter().map(|&t| Some(self.partition_of(t).max(floor) == part)).collect();
             let rows = filter_record_batch(data, &mask).map_err(|source| EngineError::Arrow {
-                context: format!("splitting {} rows by partition", self.stream.name()),
+                context: format!("splitting {} rows by partition", self.config.prefix),
                 source,
             })?;
             self.append(part, &rows, cap)?;
@@ -194,41 +222,73 @@ fn close_file(f: OpenFile) -> Result<()> {
     Ok(())
 }
 
-/// Extension trait: write a stream's batches to Parquet.
+/// The `event_time` column (milliseconds) of a batch.
+pub fn event_times(batch: &RecordBatch) -> Result<&[i64]> {
+    times_of(batch, EVENT_TIME)
+}
+
+/// Timestamp column `column` (milliseconds) of a batch.
+fn times_of<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a [i64]> {
+    use arrow::array::{Array, TimestampMillisecondArray};
+    let col = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+        .ok_or_else(|| EngineError::Schema(format!("a batch without a millisecond {column} column")))?;
+    debug_assert_eq!(col.null_count(), 0);
+    Ok(col.values())
+}
+
+/// Extension trait: write batches to Parquet.
 pub trait WriteParquet<'scope> {
-    /// Writes every batch of `stream` to partitioned Parquet files; other batches pass by.
-    /// The returned stream carries nothing; probe it to know when every file is closed.
-    /// Write errors are reported through `on_error` and the batch is dropped, so a full disk
-    /// stops the files, not the engine.
+    /// Writes every batch (of schema `schema`) to partitioned Parquet files as `config` says.
+    /// The returned stream carries nothing; probe it to know when every file is closed. Write
+    /// errors are reported through `on_error` and the batch is dropped, so a full disk stops the
+    /// files, not the engine.
+    ///
+    /// ```
+    /// use vigil_engine::ids::Epoch;
+    /// use vigil_engine::parquet_sink::{ParquetSinkConfig, WriteParquet};
+    /// use vigil_engine::stream::{Batch, Timestamp};
+    ///
+    /// let dir = std::env::temp_dir().join("vigil-doc-parquet");
+    /// let config = ParquetSinkConfig::new(&dir, "ticks", 60_000, Epoch::default());
+    /// let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+    ///     vigil_engine::stream::field::<Timestamp>("event_time"),
+    /// ]));
+    /// timely::example(move |scope| {
+    ///     let batches = timely::dataflow::operators::generic::operator::empty::<_, Vec<Batch>>(scope);
+    ///     batches.write_parquet(schema, config, 0, |e| eprintln!("{e}"));
+    /// });
+    /// ```
     fn write_parquet(
         self,
-        stream: StreamKind,
+        schema: SchemaRef,
         config: ParquetSinkConfig,
         worker: usize,
         on_error: impl FnMut(EngineError) + 'static,
-    ) -> Stream<'scope, Time, Vec<EventBatch>>;
+    ) -> Stream<'scope, Time, Vec<()>>;
 }
 
-impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
+impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
     fn write_parquet(
         self,
-        stream: StreamKind,
+        schema: SchemaRef,
         config: ParquetSinkConfig,
         worker: usize,
         mut on_error: impl FnMut(EngineError) + 'static,
-    ) -> Stream<'scope, Time, Vec<EventBatch>> {
-        let name = format!("ParquetSink({})", stream.name());
-        self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
+    ) -> Stream<'scope, Time, Vec<()>> {
+        let name = format!("ParquetSink({}{})", config.prefix, if config.tag.is_empty() { "" } else { "+" });
+        self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Pipeline,
             &name,
             move |_default_cap, _info| {
                 // The default capability is dropped here: open files hold their own.
-                let mut writer = PartitionWriter::new(config, stream, worker);
+                let mut writer = PartitionWriter::new(config, schema, worker);
                 move |(input, frontier), _output| {
                     input.for_each(|time, data| {
                         let Some(cap) = time.retain_least(0) else { return };
-                        for b in data.iter().filter(|b| b.stream() == Some(stream)) {
-                            if let Err(e) = writer.write(*cap.time(), &b.data, &cap) {
+                        for b in data.iter() {
+                            if let Err(e) = writer.write(*cap.time(), &b.rows, &cap) {
                                 on_error(e);
                             }
                         }
@@ -243,15 +303,14 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
     }
 }
 
-/// Lists the complete Parquet files of a stream under `root`, sorted by name.
-pub fn list_files(root: &Path, stream: StreamKind) -> Result<Vec<PathBuf>> {
-    let dir = root.join(stream.name());
+/// Lists the complete Parquet files directly under `dir`, sorted by name.
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if !dir.exists() {
         return Ok(out);
     }
-    for entry in std::fs::read_dir(&dir).map_err(|e| EngineError::io("listing", &dir, e))? {
-        let path = entry.map_err(|e| EngineError::io("listing", &dir, e))?.path();
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io("listing", dir, e))? {
+        let path = entry.map_err(|e| EngineError::io("listing", dir, e))?.path();
         if path.extension().is_some_and(|x| x == "parquet") {
             out.push(path);
         }
@@ -260,25 +319,12 @@ pub fn list_files(root: &Path, stream: StreamKind) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Deletes complete partition files of `streams` whose partition started before `cutoff`
-/// (event-time milliseconds): retention enforced on disk. Returns how many were deleted.
-pub fn enforce_retention(root: &Path, streams: &[StreamKind], cutoff: Millis) -> Result<usize> {
-    let mut deleted = 0;
-    for &s in streams {
-        for path in list_files(root, s)? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            // NAME-YYYYMMDDTHHMMSSZ-wN.parquet
-            let stamp = name.strip_prefix(s.name()).and_then(|r| r.get(1..17));
-            let start = stamp.and_then(|st| chrono::NaiveDateTime::parse_from_str(st, "%Y%m%dT%H%M%SZ").ok());
-            if let Some(start) = start
-                && start.and_utc().timestamp_millis() < cutoff
-            {
-                std::fs::remove_file(&path).map_err(|e| EngineError::io("removing", &path, e))?;
-                deleted += 1;
-            }
-        }
-    }
-    Ok(deleted)
+/// The partition start of a file named `PREFIX-YYYYMMDDTHHMMSSZ-...parquet`, if it is one.
+pub fn partition_start(path: &Path, prefix: &str) -> Option<Millis> {
+    let name = path.file_name()?.to_str()?;
+    let stamp = name.strip_prefix(prefix)?.strip_prefix('-')?.get(..16)?;
+    let start = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
+    Some(start.and_utc().timestamp_millis())
 }
 
 #[cfg(test)]
@@ -286,28 +332,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retention_deletes_only_partitions_that_started_before_the_cutoff() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().join("alerts");
-        std::fs::create_dir_all(&d).unwrap();
-        let names = [
-            "alerts-20260601T000000Z-w0.parquet",             // old: deleted
-            "alerts-20260614T195900Z-w1.parquet",             // old: deleted
-            "alerts-20260614T200000Z-w0.parquet",             // at the cutoff: kept
-            ".alerts-20260101T000000Z-w0.parquet.inprogress", // not a complete file: not ours to judge
-            "notes.parquet",                                  // not a partition name: kept
-        ];
-        for n in names {
-            std::fs::write(d.join(n), b"x").unwrap();
-        }
-        let cutoff = crate::time::parse_rfc3339("2026-06-14T20:00:00Z").unwrap();
-        let deleted = enforce_retention(dir.path(), &[StreamKind::Alerts], cutoff).unwrap();
-        assert_eq!(deleted, 2);
-        let mut left: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, vec![names[3], "alerts-20260614T200000Z-w0.parquet", "notes.parquet"]);
+    fn partition_names_carry_their_start() {
+        let p = Path::new("x/alerts-20260614T200000Z-e3-w1-r4.parquet");
+        let start = crate::time::parse_rfc3339("2026-06-14T20:00:00Z");
+        assert_eq!(partition_start(p, "alerts"), start);
+        assert_eq!(partition_start(p, "alert"), None);
+        assert_eq!(partition_start(Path::new("notes.parquet"), "alerts"), None);
     }
 }

@@ -1,72 +1,51 @@
-//! The timely runtime: worker threads whose single input carries Arrow batches at event time.
+//! The timely runtime: worker threads whose main dataflow is fed Arrow batches at event time,
+//! and dataflows added while it runs.
 //!
-//! [`Runtime::start`] spawns `workers` timely workers. Each builds the same dataflow (through
-//! the caller's `build` function) over one input stream of [`EventBatch`]es, fed from a bounded
-//! channel. The ingest side ([`crate::ingest::Ingest`]) decides which worker gets which batch
-//! and, identically for every worker, when the watermark advances: a worker delays its input
-//! capability to a batch's time to send it, and downgrades the capability to the watermark.
-//! Because every worker holds the same watermark, the frontier (and therefore every window
-//! decision) is the same whatever the number of workers.
+//! [`Runtime::start`] spawns `workers` timely workers. Each builds the main dataflow over one
+//! input of [`Input`]s, fed from a bounded channel: the input is split once into a stream per
+//! input definition ([`Graph::split`]), the caller's `build` adds its operators, and every stream
+//! of the resulting graph is *shared* ([`crate::share`]): retained for backfill and queries,
+//! and readable by dataflows added later. The ingest side ([`crate::ingest::Ingest`]) decides
+//! which worker gets which batch and, identically for every worker, when the watermark
+//! advances: a worker delays its input capability to a batch's time to send it, and
+//! downgrades the capability to the watermark. Because every worker holds the same watermark,
+//! the frontier (and so every window decision) is the same whatever the number of workers.
 //!
-//! Dataflows can also be added while the runtime runs ([`Runtime::install`]), each with its
-//! own input: every worker builds it at the same point of its message sequence, replays the
-//! batches it is given (backfill, at their own times), then receives every later batch, so the
-//! new dataflow sees a gap-free input and the others are not touched. [`Runtime::remove`]
-//! closes such a dataflow's input; it drains and ends.
+//! Dataflows added while the runtime runs ([`Runtime::install`]) get a graph that imports the
+//! main dataflow's streams on demand, from a given time: backfill from the retained batches,
+//! then everything later. [`Runtime::remove`] ends a dataflow's imports; it drains and ends.
 //!
-//! Shutting down ([`Runtime::finish`]) drops the inputs' capabilities, so the frontier becomes
+//! Shutting down ([`Runtime::finish`]) drops the input's capability, so the frontier becomes
 //! empty, every window closes and every sink flushes before the worker threads end.
 
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use timely::dataflow::Stream;
 use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::{Scope, Stream};
 
 use crate::error::{EngineError, Result};
-use crate::schema::StreamKind;
+use crate::graph::Graph;
+use crate::share::{Hubs, Retained};
+use crate::stream::{Batch, StreamInfo};
 
 /// Logical time of the dataflow: milliseconds of event time since the Unix epoch.
 pub type Time = u64;
 
-/// What a batch on the dataflow's input is.
-#[derive(Clone, Debug, PartialEq)]
-pub enum BatchKind {
-    /// Events of a stream, on time.
-    Events(StreamKind),
-    /// Rows added to (`diff > 0`) or removed from (`diff < 0`) a reference table.
-    Reference {
-        /// The table's name (`watchlist`, `zones`, ...).
-        table: Arc<str>,
-        /// +1 to add the rows, -1 to remove them.
-        diff: i64,
-    },
-}
-
-/// An Arrow batch travelling through the dataflow, tagged with what it holds.
+/// One batch on the main dataflow's input, with the stream it belongs to.
 #[derive(Clone, Debug)]
-pub struct EventBatch {
-    /// What the rows are.
-    pub kind: BatchKind,
-    /// The rows.
-    pub data: RecordBatch,
+pub struct Input {
+    /// The stream (or reference table).
+    pub stream: &'static StreamInfo,
+    /// Its rows and their multiplicity.
+    pub batch: Batch,
 }
 
-impl EventBatch {
-    /// The batch's stream, if it holds events.
-    pub fn stream(&self) -> Option<StreamKind> {
-        match self.kind {
-            BatchKind::Events(s) => Some(s),
-            BatchKind::Reference { .. } => None,
-        }
-    }
-}
-
-/// The dataflow input stream type handed to the `build` function.
-pub type BatchStream<'scope> = Stream<'scope, Time, Vec<EventBatch>>;
+/// The main dataflow's input, before [`Graph::split`].
+pub type InputStream<'scope> = Stream<'scope, Time, Vec<Input>>;
 
 /// Runtime options.
 #[derive(Clone, Debug)]
@@ -76,51 +55,43 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// Messages that may wait in each worker's queue before the ingest side blocks.
     pub queue_depth: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self { workers: 1, queue_depth: 1024 }
-    }
+    /// The streams and tables the main dataflow is fed.
+    pub inputs: Vec<&'static StreamInfo>,
+    /// Where shared batches are kept (backfill, queries).
+    pub retained: Arc<Mutex<Retained>>,
 }
 
 impl RuntimeConfig {
-    /// A configuration with `workers` workers and the default queue depth.
-    pub fn with_workers(workers: usize) -> Self {
-        Self { workers: workers.max(1), ..Self::default() }
+    /// `workers` workers fed `inputs`, keeping nothing in memory.
+    pub fn new(workers: usize, inputs: Vec<&'static StreamInfo>) -> Self {
+        let workers = workers.max(1);
+        Self { workers, queue_depth: 1024, inputs, retained: Retained::shared(workers, 0, usize::MAX) }
+    }
+
+    /// Keeps shared batches in `retained`.
+    pub fn with_retained(mut self, retained: Arc<Mutex<Retained>>) -> Self {
+        self.retained = retained;
+        self
     }
 }
 
-/// Builds a dataflow over an input stream of batches on one worker; returns a probe on its
-/// outputs. Called once per worker with `(scope, input, worker_index)`.
-pub type Builder = Arc<
-    dyn for<'scope> Fn(Scope<'scope, Time>, BatchStream<'scope>, usize) -> ProbeHandle<Time> + Send + Sync,
->;
+/// Builds a dataflow on one worker from its graph; returns a probe on its outputs. The main
+/// dataflow's graph holds its inputs; an added dataflow's imports what it asks for.
+pub type Builder = Arc<dyn for<'scope> Fn(&mut Graph<'scope>) -> ProbeHandle<Time> + Send + Sync>;
 
 enum Msg {
-    Batch(Time, EventBatch),
+    Batch(Time, Input),
     Advance(Time),
-    Install { id: u64, build: Builder, backfill: Vec<(Time, EventBatch)> },
+    Install { id: u64, build: Builder, from: Time },
     Remove(u64),
 }
 
-/// What an added dataflow's input is given.
-enum Feed {
-    Batch(Time, EventBatch),
-    Advance(Time),
-}
-
-/// A dataflow added at runtime, on one worker: its input (owned by `feed`) and its probe.
-struct Added {
-    feed: Box<dyn FnMut(Feed)>,
-    probe: ProbeHandle<Time>,
-}
-
-/// A running dataflow. Feed it with [`send`](Self::send) and [`advance`](Self::advance).
+/// A running engine. Feed it with [`send`](Self::send) and [`advance`](Self::advance).
 pub struct Runtime {
     senders: Vec<SyncSender<Msg>>,
     guards: timely::communication::initialize::WorkerGuards<Result<()>>,
     watermark: Time,
+    retained: Arc<Mutex<Retained>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -133,14 +104,11 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Starts the workers; each calls `build(scope, input, worker_index)` once to construct its
-    /// dataflow, which returns a probe on the dataflow's outputs.
+    /// Starts the workers; each calls `build(graph)` once to construct its main dataflow, which
+    /// returns a probe on the dataflow's outputs.
     pub fn start<B>(config: RuntimeConfig, start: Time, build: B) -> Result<Runtime>
     where
-        B: for<'scope> Fn(Scope<'scope, Time>, BatchStream<'scope>, usize) -> ProbeHandle<Time>
-            + Send
-            + Sync
-            + 'static,
+        B: for<'scope> Fn(&mut Graph<'scope>) -> ProbeHandle<Time> + Send + Sync + 'static,
     {
         let workers = config.workers.max(1);
         let mut senders = Vec::with_capacity(workers);
@@ -151,81 +119,65 @@ impl Runtime {
             receivers.push(Some(rx));
         }
         let receivers = Arc::new(Mutex::new(receivers));
+        let (inputs, retained) = (config.inputs, Arc::clone(&config.retained));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let rx = receivers.lock().map_err(|_| EngineError::Internal("receiver table poisoned".into()))?
                 [index]
                 .take()
                 .ok_or_else(|| EngineError::Internal(format!("worker {index} started twice")))?;
+            let hubs = Rc::new(Hubs::new(index, Arc::clone(&retained)));
             let (mut handle, mut cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let ((handle, cap), stream) = scope
-                    .new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>>();
-                let probe = build(scope, stream, index);
+                let ((handle, cap), input) =
+                    scope.new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<Input>>>();
+                let mut graph = Graph::split(scope, index, input, &inputs);
+                let probe = build(&mut graph);
+                for (info, stream) in graph.streams() {
+                    hubs.share(info, stream);
+                }
                 (handle, cap, probe)
             });
             cap.downgrade(&start);
-            let mut added: std::collections::BTreeMap<u64, Added> = std::collections::BTreeMap::new();
+            // Added dataflows, and removed ones still draining.
+            let mut added: std::collections::BTreeMap<u64, ProbeHandle<Time>> = Default::default();
+            let mut draining: Vec<ProbeHandle<Time>> = Vec::new();
+            // The latest time given to the input: a removed dataflow still gets what was sent
+            // before its removal (everything before this time), then ends.
+            let mut latest: Time = start;
             drive_worker(worker, &rx, |worker, msg| match msg {
-                Msg::Batch(time, batch) => {
+                Msg::Batch(time, input) => {
                     let at = cap.delayed(&time.max(*cap.time()));
-                    for a in added.values_mut() {
-                        (a.feed)(Feed::Batch(time, batch.clone()));
-                    }
-                    handle.activate().session(&at).give(batch);
+                    latest = latest.max(*at.time());
+                    handle.activate().session(&at).give(input);
                 }
                 Msg::Advance(time) => {
                     if time > *cap.time() {
                         cap.downgrade(&time);
                     }
-                    for a in added.values_mut() {
-                        (a.feed)(Feed::Advance(time));
-                    }
                 }
-                Msg::Install { id, build, backfill } => {
-                    let (mut handle, cap0, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                        let ((handle, cap), stream) = scope
-                                    .new_unordered_input::<timely::container::CapacityContainerBuilder<
-                                    Vec<EventBatch>,
-                                >>();
-                        let probe = build(scope, stream, index);
-                        (handle, cap, probe)
+                Msg::Install { id, build, from } => {
+                    let probe = worker.dataflow::<Time, _, _>(|scope| {
+                        let mut graph = Graph::imported(scope, index, Rc::clone(&hubs), id, from);
+                        build(&mut graph)
                     });
-                    // The input starts at time 0: backfill goes in at its own times, then the
-                    // input joins the others at the watermark.
-                    let mut new_cap = cap0;
-                    for (t, batch) in backfill {
-                        let at = new_cap.delayed(&t.max(*new_cap.time()));
-                        handle.activate().session(&at).give(batch);
-                    }
-                    new_cap.downgrade(cap.time());
-                    let feed = move |f: Feed| match f {
-                        Feed::Batch(time, batch) => {
-                            let at = new_cap.delayed(&time.max(*new_cap.time()));
-                            handle.activate().session(&at).give(batch);
-                        }
-                        Feed::Advance(time) => {
-                            if time > *new_cap.time() {
-                                new_cap.downgrade(&time);
-                            }
-                        }
-                    };
-                    added.insert(id, Added { feed: Box::new(feed), probe });
+                    added.insert(id, probe);
                 }
                 Msg::Remove(id) => {
-                    // Dropping the input and its capability lets the dataflow drain and end.
-                    added.remove(&id);
+                    hubs.close(id, latest.max(*cap.time()) + 1);
+                    draining.retain(|p| !p.done());
+                    draining.extend(added.remove(&id));
                 }
             });
             drop(cap);
             drop(handle);
-            let probes: Vec<ProbeHandle<Time>> = added.into_values().map(|a| a.probe).collect();
+            let probes: Vec<ProbeHandle<Time>> = added.into_values().chain(draining).collect();
             while !probe.done() || probes.iter().any(|p| !p.done()) {
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             Ok(())
         })
         .map_err(|e| EngineError::Internal(format!("starting timely workers: {e}")))?;
-        Ok(Runtime { senders, guards, watermark: start })
+        Ok(Runtime { senders, guards, watermark: start, retained: config.retained })
     }
 
     /// Number of workers.
@@ -238,28 +190,32 @@ impl Runtime {
         self.watermark
     }
 
-    /// Sends `batch` to `worker` at logical `time`; a time behind the watermark is moved up
+    /// The store of shared batches.
+    pub fn retained(&self) -> &Arc<Mutex<Retained>> {
+        &self.retained
+    }
+
+    /// Sends `input` to `worker` at logical `time`; a time behind the watermark is moved up
     /// to the watermark (the ingest side routes late events before they get here).
-    pub fn send(&self, worker: usize, time: Time, batch: EventBatch) -> Result<()> {
+    pub fn send(&self, worker: usize, time: Time, input: Input) -> Result<()> {
         let time = time.max(self.watermark);
         self.senders[worker % self.senders.len()]
-            .send(Msg::Batch(time, batch))
+            .send(Msg::Batch(time, input))
             .map_err(|_| EngineError::Internal(format!("worker {worker} stopped early")))
     }
 
-    /// Adds a dataflow built by `build` on every worker, identified by `id`. Worker `w` first
-    /// receives `backfill[w]` (batches at their times, which may be behind the watermark),
-    /// then every batch sent after this call.
-    pub fn install(&self, id: u64, build: Builder, mut backfill: Vec<Vec<(Time, EventBatch)>>) -> Result<()> {
-        backfill.resize_with(self.senders.len(), Vec::new);
-        for (i, (s, b)) in self.senders.iter().zip(backfill).enumerate() {
-            s.send(Msg::Install { id, build: Arc::clone(&build), backfill: b })
+    /// Adds a dataflow built by `build` on every worker, identified by `id`, whose imports start
+    /// at `from` (retained batches from then on, then every later one).
+    pub fn install(&self, id: u64, build: Builder, from: Time) -> Result<()> {
+        for (i, s) in self.senders.iter().enumerate() {
+            s.send(Msg::Install { id, build: Arc::clone(&build), from })
                 .map_err(|_| EngineError::Internal(format!("worker {i} stopped early")))?;
         }
         Ok(())
     }
 
-    /// Closes the input of dataflow `id` on every worker; it finishes what it holds and ends.
+    /// Ends the imports of dataflow `id` on every worker, after what was sent before this call;
+    /// it finishes what it holds and ends.
     pub fn remove(&self, id: u64) -> Result<()> {
         for (i, s) in self.senders.iter().enumerate() {
             s.send(Msg::Remove(id))

@@ -1,5 +1,6 @@
-//! Ingest against a real timely dataflow: per-tick batching per worker, batch timestamps,
-//! late frames turned into `late_events`, and counters.
+//! Ingest against a real timely dataflow: per-tick batching per worker, batch timestamps, late
+//! frames turned into late rows, dataflows added at runtime importing the main one's streams
+//! (with and without backfill), and what the retained store keeps.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,55 +8,81 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use vigil_engine::graph::Graph;
 use vigil_engine::ingest::Ingest;
-use vigil_engine::runtime::{Runtime, RuntimeConfig};
-use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, StreamKind, event_times};
+use vigil_engine::parquet_sink::event_times;
+use vigil_engine::runtime::{Builder, Runtime, RuntimeConfig};
+use vigil_engine::share::Retained;
+use vigil_engine::stream::{Batches, Str, StreamDef, Timestamp};
 use vigil_engine::time::WatermarkPolicy;
 
-/// (worker, logical time, stream, rows, least event time) of every batch the dataflow saw.
-type Seen = Arc<Mutex<Vec<(usize, u64, StreamKind, usize, i64)>>>;
+vigil_engine::stream! {
+    /// Sightings, the test's camera rows.
+    pub struct Sightings {
+        name: "sightings", class: Personal, keys: [camera_id, event_time, event_id], personal: [],
+        row: Sighting, builder: SightingRows, reader: SightingCols,
+        columns: { camera_id: u32, event_time: Timestamp, event_id: u64 }
+    }
+}
 
-fn start(workers: usize, seen: &Seen) -> Ingest {
+vigil_engine::stream! {
+    /// Late rows.
+    pub struct Late {
+        name: "late", class: Record, keys: [camera_id, event_time, event_id], personal: [],
+        row: LateRow, builder: LateRows, reader: LateCols,
+        columns: { camera_id: u32, event_time: Timestamp, event_id: u64, stream: Str, watermark: Timestamp }
+    }
+}
+
+/// (worker, logical time, stream, rows, least event time) of every batch the dataflow saw.
+type Seen = Arc<Mutex<Vec<(usize, u64, &'static str, usize, i64)>>>;
+
+/// Records every batch of `stream` into `seen`.
+fn record(stream: Batches<'_>, name: &'static str, worker: usize, seen: &Seen, probe: &ProbeHandle<u64>) {
     let seen = Arc::clone(seen);
-    let rt = Runtime::start(RuntimeConfig::with_workers(workers), 0, move |_scope, input, index| {
+    stream
+        .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "Record",
+            move |_, _| {
+                move |input, _output| {
+                    input.for_each(|cap, data| {
+                        let t = *cap.retain_least(0).expect("a time").time();
+                        for b in data.iter() {
+                            let least = event_times(&b.rows).unwrap().iter().copied().min().unwrap();
+                            seen.lock().unwrap().push((worker, t, name, b.rows.num_rows(), least));
+                        }
+                    });
+                }
+            },
+        )
+        .probe_with(probe);
+}
+
+fn start(workers: usize, seen: &Seen, retained: Arc<Mutex<Retained>>) -> Ingest {
+    let seen = Arc::clone(seen);
+    let config = RuntimeConfig::new(workers, vec![Sightings::info(), Late::info()]).with_retained(retained);
+    let rt = Runtime::start(config, 0, move |graph: &mut Graph<'_>| {
         let probe = ProbeHandle::new();
-        let seen = Arc::clone(&seen);
-        input
-            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                Pipeline,
-                "Capture",
-                move |_, _| {
-                    move |input, _output| {
-                        input.for_each(|cap, data| {
-                            let t = *cap.retain_least(0).expect("a time").time();
-                            for b in data.iter() {
-                                let least = event_times(&b.data).unwrap().iter().copied().min().unwrap();
-                                let stream = b.stream().expect("events");
-                                seen.lock().unwrap().push((index, t, stream, b.data.num_rows(), least));
-                            }
-                        });
-                    }
-                },
-            )
-            .probe_with(&probe);
+        let worker = graph.worker();
+        for (info, s) in graph.streams().collect::<Vec<_>>() {
+            record(s, info.name, worker, &seen, &probe);
+        }
         probe
     })
     .unwrap();
-    Ingest::new(rt, WatermarkPolicy { allowed_lateness_ms: 100, idle_timeout_ms: 10_000 }, 0)
+    Ingest::new(rt, WatermarkPolicy { allowed_lateness_ms: 100, idle_timeout_ms: 10_000 }, 0, Late::info())
+}
+
+fn keep_all(workers: usize) -> Arc<Mutex<Retained>> {
+    Retained::shared(workers, 60_000, usize::MAX)
 }
 
 fn frame(ingest: &mut Ingest, camera: u32, frame: u64, t: i64, now: i64, n: usize) {
     ingest
-        .push_rows(camera, t, now, |b: &mut DetectionsBuilder| {
+        .push_rows(camera, t, now, |b: &mut SightingRows| {
             for i in 0..n {
-                let d = Detection {
-                    class: "person",
-                    score: 0.9,
-                    bbox: [0.0; 4],
-                    ground: [0.0; 2],
-                    zone_id: None,
-                };
-                b.push(camera, t, EventId::pack(camera, frame, i as u32).unwrap(), &d);
+                b.push(&Sighting { camera_id: camera, event_time: t, event_id: (frame << 8) | i as u64 });
             }
         })
         .unwrap();
@@ -64,7 +91,7 @@ fn frame(ingest: &mut Ingest, camera: u32, frame: u64, t: i64, now: i64, n: usiz
 #[test]
 fn frames_of_a_tick_become_one_batch_per_worker_at_their_least_time() {
     let seen: Seen = Arc::default();
-    let mut ingest = start(2, &seen);
+    let mut ingest = start(2, &seen, keep_all(2));
     // Cameras 0 and 2 go to worker 0, camera 1 to worker 1.
     frame(&mut ingest, 0, 0, 1_000, 1_000, 3);
     frame(&mut ingest, 2, 0, 990, 1_000, 2);
@@ -73,19 +100,16 @@ fn frames_of_a_tick_become_one_batch_per_worker_at_their_least_time() {
     let stats = ingest.finish().unwrap();
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
-    assert_eq!(
-        seen,
-        vec![(0, 990, StreamKind::Detections, 5, 990), (1, 1_000, StreamKind::Detections, 4, 1_000)]
-    );
-    assert_eq!(stats.rows.get("detections"), Some(&9));
+    assert_eq!(seen, vec![(0, 990, "sightings", 5, 990), (1, 1_000, "sightings", 4, 1_000)]);
+    assert_eq!(stats.rows.get("sightings"), Some(&9));
     assert_eq!(stats.batches_sent, 2);
     assert_eq!(stats.total_late(), 0);
 }
 
 #[test]
-fn a_frame_behind_the_watermark_becomes_late_events_counted_for_its_camera() {
+fn a_frame_behind_the_watermark_becomes_late_rows_counted_for_its_camera() {
     let seen: Seen = Arc::default();
-    let mut ingest = start(1, &seen);
+    let mut ingest = start(1, &seen, keep_all(1));
     frame(&mut ingest, 0, 0, 5_000, 5_000, 1);
     frame(&mut ingest, 1, 0, 5_000, 5_000, 1);
     let watermark = ingest.tick(5_000).unwrap();
@@ -99,18 +123,21 @@ fn a_frame_behind_the_watermark_becomes_late_events_counted_for_its_camera() {
     assert_eq!(stats.late_rows.get(&1), Some(&3));
     assert_eq!(stats.late_rows.get(&0), None);
     let seen = seen.lock().unwrap().clone();
-    let late: Vec<_> = seen.iter().filter(|s| s.2 == StreamKind::LateEvents).collect();
+    let late: Vec<_> = seen.iter().filter(|s| s.2 == "late").collect();
     // Sent at the watermark, keeping the rows' own (older) event times.
-    assert_eq!(late, vec![&(0, 4_900, StreamKind::LateEvents, 3, 4_000)]);
+    assert_eq!(late, vec![&(0, 4_900, "late", 3, 4_000)]);
 }
 
-/// A builder for an added dataflow that records the (logical time, rows) of its batches.
-fn recorder(seen: &Arc<Mutex<Vec<(u64, usize)>>>) -> vigil_engine::runtime::Builder {
+/// A builder for an added dataflow that imports `sightings` and records (logical time, rows).
+fn recorder(seen: &Arc<Mutex<Vec<(u64, usize)>>>) -> Builder {
     let seen = Arc::clone(seen);
-    Arc::new(move |_scope, input, _index| {
+    Arc::new(move |graph: &mut Graph<'_>| {
         let probe = ProbeHandle::new();
         let seen = Arc::clone(&seen);
-        input
+        graph
+            .get::<Sightings>()
+            .expect("imported")
+            .into_inner()
             .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
                 "Record",
@@ -119,7 +146,7 @@ fn recorder(seen: &Arc<Mutex<Vec<(u64, usize)>>>) -> vigil_engine::runtime::Buil
                         input.for_each(|cap, data| {
                             let t = *cap.retain_least(0).expect("a time").time();
                             for b in data.iter() {
-                                seen.lock().unwrap().push((t, b.data.num_rows()));
+                                seen.lock().unwrap().push((t, b.rows.num_rows()));
                             }
                         });
                     }
@@ -133,7 +160,7 @@ fn recorder(seen: &Arc<Mutex<Vec<(u64, usize)>>>) -> vigil_engine::runtime::Buil
 #[test]
 fn dataflows_added_at_runtime_see_a_gap_free_input_with_or_without_backfill() {
     let seen: Seen = Arc::default();
-    let mut ingest = start(2, &seen).with_retention(5_000);
+    let mut ingest = start(2, &seen, Retained::shared(2, 5_000, usize::MAX));
     for (i, t) in [1_000, 2_000, 3_000].into_iter().enumerate() {
         frame(&mut ingest, 0, i as u64, t, t, 2);
         ingest.tick(t).unwrap();
@@ -155,39 +182,45 @@ fn dataflows_added_at_runtime_see_a_gap_free_input_with_or_without_backfill() {
     let mut backfilled = backfilled.lock().unwrap().clone();
     backfilled.sort();
     assert_eq!(backfilled, vec![(1_000, 2), (2_000, 2), (3_000, 2), (4_000, 3), (5_000, 4)]);
-    assert_eq!(seen.lock().unwrap().len(), 5, "the first dataflow was not disturbed");
+    assert_eq!(seen.lock().unwrap().len(), 5, "the main dataflow was not disturbed");
 }
 
 #[test]
 fn the_memory_budget_drops_the_oldest_batches_and_backfill_starts_after_them() {
     let seen: Seen = Arc::default();
-    let mut ingest = start(1, &seen).with_retention(60_000);
-    let retained = ingest.retained();
+    let retained = keep_all(1);
+    let mut ingest = start(1, &seen, Arc::clone(&retained));
     for (i, t) in (1..=6).map(|k| k * 1_000).enumerate() {
         frame(&mut ingest, 0, i as u64, t, t, 50);
         ingest.tick(t).unwrap();
     }
+    // Let the worker share what it was sent (the store fills from the dataflow).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while retained.lock().unwrap().batches("sightings").len() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // A budget that holds exactly the three newest batches.
     let budget: usize = {
         let mut r = retained.lock().unwrap();
-        let sizes: Vec<usize> =
-            r.batches(StreamKind::Detections).iter().map(|b| b.get_array_memory_size()).collect();
+        let sizes: Vec<usize> = r.batches("sightings").iter().map(|b| b.get_array_memory_size()).collect();
         assert_eq!(sizes.len(), 6);
         let budget = sizes[3..].iter().sum();
         r.set_memory_budget(budget);
         budget
     };
     {
-        let r = retained.lock().unwrap();
-        let times: Vec<i64> =
-            r.batches(StreamKind::Detections).iter().map(|b| event_times(b).unwrap()[0]).collect();
+        let mut r = retained.lock().unwrap();
+        let times: Vec<i64> = r.batches("sightings").iter().map(|b| event_times(b).unwrap()[0]).collect();
         assert_eq!(times, vec![4_000, 5_000, 6_000], "the three newest batches fit");
         assert!(r.bytes() <= budget, "{} bytes kept for a budget of {budget}", r.bytes());
         assert_eq!(r.complete_from(), 3_001);
+        let (_, by_budget) = r.take_dropped();
+        assert_eq!(by_budget.get("sightings"), Some(&150), "the drops are counted for the log");
     }
     // A dataflow asking for 60 s of backfill gets a gap-free input from the first complete time.
     let backfilled: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
-    ingest.install(1, recorder(&backfilled), 60_000).unwrap();
+    let late_by = ingest.install(1, recorder(&backfilled), 60_000).unwrap();
+    assert!(late_by > 0, "the caller is told the backfill starts later than asked");
     ingest.finish().unwrap();
     let mut got = backfilled.lock().unwrap().clone();
     got.sort();
@@ -197,15 +230,16 @@ fn the_memory_budget_drops_the_oldest_batches_and_backfill_starts_after_them() {
 #[test]
 fn retention_drops_batches_beyond_the_horizon() {
     let seen: Seen = Arc::default();
-    let mut ingest = start(1, &seen).with_retention(1_000);
+    let retained = Retained::shared(1, 1_000, usize::MAX);
+    let mut ingest = start(1, &seen, Arc::clone(&retained));
     for (i, t) in [1_000, 2_000, 3_000, 4_000].into_iter().enumerate() {
         frame(&mut ingest, 0, i as u64, t, t, 1);
         ingest.tick(t).unwrap();
     }
-    let retained = ingest.retained();
-    let kept: usize =
-        retained.lock().unwrap().batches(StreamKind::Detections).iter().map(|b| b.num_rows()).sum();
+    ingest.finish().unwrap();
+    // Expiry runs at each tick against what the workers had shared by then; once more here.
+    retained.lock().unwrap().expire(3_900).unwrap();
+    let kept: usize = retained.lock().unwrap().batches("sightings").iter().map(|b| b.num_rows()).sum();
     // Watermark 3_900, horizon 1_000: batches at 3_000 and 4_000 stay.
     assert_eq!(kept, 2);
-    ingest.finish().unwrap();
 }

@@ -31,20 +31,106 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Float64Builder, Int32Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array, UInt32Builder,
-};
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::alerts::{Alert, AlertsBuilder};
-use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
+use vigil_engine::error::ErrorSink;
+use vigil_engine::ids::Epoch;
+use vigil_engine::stream::{Batch, Events, Str, Timestamp};
 use vigil_engine::time::Millis;
 use vigil_engine::waiting::Waiting;
 
+use crate::alerts::{Alert, AlertRows, Alerts};
+use crate::detection::{DetectionCols, Detections};
 use crate::zones::Zone;
+
+vigil_engine::stream! {
+    /// Persons in a zone over a sliding window, fused across the zone's cameras; one row per
+    /// zone and step (1 s). Its `event_time` is the window's last millisecond; its `event_id`
+    /// packs the run's epoch, the zone (14 bits) and the step number (38 bits).
+    pub struct ZoneDensity {
+        name: "zone_density",
+        class: Aggregate,
+        keys: [zone_id, window_end],
+        personal: [],
+        row: ZoneDensityRow,
+        builder: ZoneDensityRows,
+        reader: ZoneDensityCols,
+        columns: {
+            /// The zone's first camera.
+            camera_id: u32,
+            /// The window's last millisecond.
+            event_time: Timestamp,
+            /// See the stream's documentation.
+            event_id: u64,
+            /// The zone.
+            zone_id: u32,
+            /// Its name.
+            zone: Str,
+            /// Window start.
+            window_start: Timestamp,
+            /// Window end (exclusive).
+            window_end: Timestamp,
+            /// People in the zone (mean over the window's snapshots), after fusing the cameras.
+            persons: f64,
+            /// Persons per m².
+            density: f64,
+            /// Fruin level of service (walkways), `A` to `F`.
+            level: Str,
+            /// Cameras that contributed.
+            cameras: u32,
+            /// The people the cameras reported before fusion.
+            raw_persons: f64,
+        }
+    }
+}
+
+vigil_engine::stream! {
+    /// Persons per 1 m ground cell of a zone over a window (the heatmap); one row per zone,
+    /// occupied cell and window. Its `event_id` packs the run's epoch, the zone (10 bits), the
+    /// window number (25 bits, wrapping after 388 days or more) and the cell within the zone's
+    /// bounding box (17 bits: zones up to 131,072 m²).
+    pub struct DensityGrid {
+        name: "density_grid",
+        class: Aggregate,
+        keys: [zone_id, window_end, cell_x, cell_y],
+        personal: [],
+        row: GridRow,
+        builder: GridRows,
+        reader: GridCols,
+        columns: {
+            /// The zone's first camera.
+            camera_id: u32,
+            /// The window's last millisecond.
+            event_time: Timestamp,
+            /// See the stream's documentation.
+            event_id: u64,
+            /// The zone.
+            zone_id: u32,
+            /// Its name.
+            zone: Str,
+            /// Window start.
+            window_start: Timestamp,
+            /// Window end (exclusive).
+            window_end: Timestamp,
+            /// The cell's south-west corner, whole metres in the city frame.
+            cell_x: i32,
+            /// The cell's south-west corner, metres.
+            cell_y: i32,
+            /// Mean persons in the 1 m² cell over the window: persons per m².
+            density: f64,
+        }
+    }
+}
+
+/// Bits of a grid id's zone, window and cell (see [`DensityGrid`]).
+const GRID_ZONE_BITS: u32 = 10;
+const GRID_WINDOW_BITS: u32 = 25;
+const GRID_CELL_BITS: u32 = 17;
+/// The largest zone bounding box the grid's ids can tell cells apart in, m².
+pub const GRID_MAX_CELLS: u64 = 1 << GRID_CELL_BITS;
+/// The most zones the grid's ids can tell apart.
+pub const GRID_MAX_ZONES: u32 = 1 << GRID_ZONE_BITS;
 
 /// Fruin walkway level of service for a density in persons per m².
 pub fn fruin_level(density: f64) -> &'static str {
@@ -75,6 +161,8 @@ pub struct DensityConfig {
     pub hold_ms: Millis,
     /// The zones to measure.
     pub zones: Vec<Zone>,
+    /// The run's epoch, in row and alert ids.
+    pub epoch: Epoch,
 }
 
 impl DensityConfig {
@@ -88,6 +176,7 @@ impl DensityConfig {
             fusion_radius_m: 0.5,
             hold_ms: 3_000,
             zones,
+            epoch: Epoch::default(),
         }
     }
 }
@@ -107,82 +196,118 @@ pub struct Point {
     pub y: f32,
 }
 
-/// Extension trait: the density operator.
-pub trait ZoneDensity<'scope> {
-    /// Emits `zone_density`, `density_grid` and `alerts` batches for the `detections` of `self`.
-    fn zone_density(self, config: DensityConfig) -> Stream<'scope, Time, Vec<EventBatch>>;
+/// The streams the density operator derives.
+pub struct DensityStreams<'scope> {
+    /// `zone_density`.
+    pub density: Events<'scope, ZoneDensity>,
+    /// `density_grid`.
+    pub grid: Events<'scope, DensityGrid>,
+    /// Density alerts (raised and cleared).
+    pub alerts: Events<'scope, Alerts>,
 }
 
-impl<'scope> ZoneDensity<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn zone_density(self, config: DensityConfig) -> Stream<'scope, Time, Vec<EventBatch>> {
-        let points = self.unary::<timely::container::CapacityContainerBuilder<Vec<Point>>, _, _, _>(
-            Pipeline,
-            "PersonPoints",
-            |_cap, _info| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut session = output.session(&cap);
-                        for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Detections)) {
-                            person_points(&b.data, |p| session.give(p));
-                        }
-                    });
-                }
-            },
-        );
-        points.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
-            Exchange::new(|p: &Point| u64::from(p.zone)),
-            "ZoneDensity",
-            move |_cap, _info| {
-                let mut density = Density::new(config);
-                let mut waiting: Waiting<Point> = Waiting::default();
-                let mut ready: Vec<Point> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else { return };
-                        for p in data.drain(..) {
-                            waiting.push(p.t, p);
-                        }
-                        waiting.hold(cap);
-                    });
-                    // Points the watermark has passed are complete: apply them in time order.
-                    let f = frontier.frontier().iter().min().copied();
-                    ready.extend(waiting.take_ready(f).into_values().flatten());
-                    let mut out = Outputs::default();
-                    density.advance(&mut ready, f.map(|f| f as Millis), &mut out);
-                    ready.clear();
-                    if let Some(cap) = out.earliest.and_then(|t| waiting.cap_at(t)) {
-                        let mut session = output.session(&cap);
-                        for (kind, data) in out.finish() {
-                            session.give(EventBatch { kind: BatchKind::Events(kind), data });
-                        }
+/// Extension trait: the density operator.
+pub trait CrowdDensity<'scope> {
+    /// The zones' densities, grid and alerts from these detections. Batches that cannot be read
+    /// go to `errors`.
+    ///
+    /// ```
+    /// use vigil_engine::error::ErrorSink;
+    /// use vigil_engine::graph::Graph;
+    /// use vigil_engine::stream::StreamDef;
+    /// use vigil_operators::density::{CrowdDensity, DensityConfig, ZoneDensity};
+    /// use vigil_operators::detection::Detections;
+    ///
+    /// timely::example(|scope| {
+    ///     let input = timely::dataflow::operators::generic::operator::empty(scope);
+    ///     let mut graph = Graph::split(scope, 0, input, &[Detections::info()]);
+    ///     let out = graph.get::<Detections>().unwrap().zone_density(DensityConfig::new(vec![]), &ErrorSink::log());
+    ///     assert_eq!(out.density.info().name, ZoneDensity::NAME);
+    /// });
+    /// ```
+    fn zone_density(self, config: DensityConfig, errors: &ErrorSink) -> DensityStreams<'scope>;
+}
+
+impl<'scope> CrowdDensity<'scope> for Events<'scope, Detections> {
+    fn zone_density(self, config: DensityConfig, errors: &ErrorSink) -> DensityStreams<'scope> {
+        let errors = errors.clone();
+        let points =
+            self.into_inner().unary::<timely::container::CapacityContainerBuilder<Vec<Point>>, _, _, _>(
+                Pipeline,
+                "PersonPoints",
+                move |_cap, _info| {
+                    move |input, output| {
+                        input.for_each(|cap, data| {
+                            let mut session = output.session(&cap);
+                            for b in data.iter() {
+                                if let Err(e) = person_points(&b.rows, |p| session.give(p)) {
+                                    errors.report("PersonPoints", e);
+                                }
+                            }
+                        });
                     }
-                    // Zones with state still emit snapshots as the frontier advances.
-                    waiting.release(f, !density.is_idle());
-                }
-            },
-        )
+                },
+            );
+        let tagged = points
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(u64, Batch)>>, _, _, _>(
+                Exchange::new(|p: &Point| u64::from(p.zone)),
+                "ZoneDensity",
+                move |_cap, _info| {
+                    let mut density = Density::new(config);
+                    let mut waiting: Waiting<Point> = Waiting::default();
+                    let mut ready: Vec<Point> = Vec::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            let Some(cap) = cap.retain_least(0) else { return };
+                            for p in data.drain(..) {
+                                waiting.push(p.t, p);
+                            }
+                            waiting.hold(cap);
+                        });
+                        // Points the watermark has passed are complete: apply them in time order.
+                        let f = frontier.frontier().iter().min().copied();
+                        ready.extend(waiting.take_ready(f).into_values().flatten());
+                        let mut out = Outputs::default();
+                        density.advance(&mut ready, f.map(|f| f as Millis), &mut out);
+                        ready.clear();
+                        if let Some(cap) = out.earliest.and_then(|t| waiting.cap_at(t)) {
+                            let mut session = output.session(&cap);
+                            let (d, g, a) = out.finish();
+                            for (part, b) in [(0, d), (1, g), (2, a)] {
+                                if let Some(b) = b {
+                                    session.give((part, Batch::new(b)));
+                                }
+                            }
+                        }
+                        // Zones with state still emit snapshots as the frontier advances.
+                        waiting.release(f, !density.is_idle());
+                    }
+                },
+            );
+        let mut parts = tagged
+            .partition::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(3, |x| x)
+            .into_iter();
+        let mut next = || parts.next().expect("three parts");
+        DensityStreams {
+            density: Events::new(next()),
+            grid: Events::new(next()),
+            alerts: Events::new(next()),
+        }
     }
 }
 
 /// Reads the `person` detections with a zone from a `detections` batch.
-pub fn person_points(batch: &RecordBatch, mut give: impl FnMut(Point)) {
-    let col = |name: &str| batch.column_by_name(name);
-    let (Ok(times), Some(class), Some(zone), Some(camera), Some(gx), Some(gy)) = (
-        event_times(batch),
-        col("class").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-        col("zone_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        col("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        col("ground_x").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
-        col("ground_y").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
-    ) else {
-        return;
-    };
-    for (i, &t) in times.iter().enumerate() {
-        if zone.is_null(i) || class.value(i) != "person" {
-            continue;
+pub fn person_points(
+    batch: &arrow::array::RecordBatch,
+    mut give: impl FnMut(Point),
+) -> vigil_engine::Result<()> {
+    let cols = DetectionCols::new(batch)?;
+    for r in cols.rows() {
+        if let (Some(zone), "person") = (r.zone_id, r.class) {
+            give(Point { zone, camera: r.camera_id, t: r.event_time, x: r.ground_x, y: r.ground_y });
         }
-        give(Point { zone: zone.value(i), camera: camera.value(i), t, x: gx.value(i), y: gy.value(i) });
     }
+    Ok(())
 }
 
 /// A fused person: the mean of its cameras' points.
@@ -289,27 +414,27 @@ pub struct Density {
 /// What one call of [`Density::advance`] produced.
 #[derive(Default)]
 pub struct Outputs {
-    rows: DensityRows,
+    rows: ZoneDensityRows,
     grid: GridRows,
-    alerts: AlertsBuilder,
+    alerts: AlertRows,
     /// The earliest event time among the outputs.
     earliest: Option<Millis>,
 }
 
 impl Outputs {
-    /// The non-empty batches, by stream.
-    pub fn finish(mut self) -> Vec<(StreamKind, RecordBatch)> {
-        let mut out = Vec::new();
-        if self.rows.len() > 0 {
-            out.push((StreamKind::ZoneDensity, self.rows.finish()));
-        }
-        if self.grid.len() > 0 {
-            out.push((StreamKind::DensityGrid, self.grid.finish()));
-        }
-        if !self.alerts.is_empty() {
-            out.push((StreamKind::Alerts, self.alerts.finish()));
-        }
-        out
+    /// The non-empty batches: `zone_density`, `density_grid`, alerts.
+    pub fn finish(
+        mut self,
+    ) -> (
+        Option<arrow::array::RecordBatch>,
+        Option<arrow::array::RecordBatch>,
+        Option<arrow::array::RecordBatch>,
+    ) {
+        (
+            (!self.rows.is_empty()).then(|| self.rows.finish()),
+            (!self.grid.is_empty()).then(|| self.grid.finish()),
+            (!self.alerts.is_empty()).then(|| self.alerts.finish()),
+        )
     }
 
     fn saw(&mut self, t: Millis) {
@@ -447,9 +572,23 @@ fn emit_window(
     let density = persons / area;
     let level = fruin_level(density);
     let event_time = end - 1;
-    let event_id = (u64::from(zone.id) << 32) | ((end / c.step_ms) as u64 & 0xFFFF_FFFF);
+    let body = (u64::from(zone.id & 0x3FFF) << 38) | ((end / c.step_ms) as u64 & ((1 << 38) - 1));
+    let event_id = c.epoch.id(body);
     out.saw(event_time);
-    out.rows.push(zone, end - c.window_ms, end, persons, density, level, cameras, raw, event_id);
+    out.rows.push(&ZoneDensityRow {
+        camera_id: zone.camera_id(),
+        event_time,
+        event_id,
+        zone_id: zone.id,
+        zone: &zone.name,
+        window_start: end - c.window_ms,
+        window_end: end,
+        persons,
+        density,
+        level,
+        cameras,
+        raw_persons: raw,
+    });
     // Hysteresis: a change of state needs the density past the other threshold for `hold_ms`.
     let past = if state.raised { density < zone.clear_density } else { density >= zone.alert_density };
     state.run_ms = if past { state.run_ms + c.step_ms } else { 0 };
@@ -474,15 +613,19 @@ fn emit_window(
                 ),
             )
         };
-        out.alerts.push(&Alert {
+        let rule = format!("zone:{}", zone.name);
+        let alert = Alert::new(
+            c.epoch,
+            "density",
+            &rule,
+            severity,
+            zone.camera_id(),
             event_time,
-            kind: "density".into(),
-            rule: format!("zone:{}", zone.name),
-            severity: severity.into(),
-            camera_id: zone.camera_id(),
             event_id,
             message,
-        });
+            0,
+        );
+        out.alerts.push(&alert.row());
     }
     false
 }
@@ -497,134 +640,35 @@ fn emit_grid(c: &DensityConfig, zone: &Zone, state: &mut ZoneState, end: Millis,
         let mut cells: Vec<((i32, i32), u32)> = state.grid.drain().collect();
         cells.sort_unstable();
         out.saw(end - 1);
+        let window = ((end / c.window_ms) as u64) & ((1 << GRID_WINDOW_BITS) - 1);
+        let zone_bits = u64::from(zone.id) & u64::from(GRID_MAX_ZONES - 1);
         for ((cx, cy), count) in cells {
             let index = (i64::from(cx) - x0).max(0) + (i64::from(cy) - y0).max(0) * width;
-            let event_id = (u64::from(zone.id & 0xFFFF) << 48)
-                | (((end / c.window_ms) as u64 & 0xFF_FFFF) << 24)
-                | (index as u64 & 0xFF_FFFF);
-            out.grid.push(zone, end - c.window_ms, end, [cx, cy], f64::from(count) / n, event_id);
+            let body = (zone_bits << (GRID_WINDOW_BITS + GRID_CELL_BITS))
+                | (window << GRID_CELL_BITS)
+                | (index as u64 & (GRID_MAX_CELLS - 1));
+            out.grid.push(&GridRow {
+                camera_id: zone.camera_id(),
+                event_time: end - 1,
+                event_id: c.epoch.id(body),
+                zone_id: zone.id,
+                zone: &zone.name,
+                window_start: end - c.window_ms,
+                window_end: end,
+                cell_x: cx,
+                cell_y: cy,
+                density: f64::from(count) / n,
+            });
         }
     }
     state.grid.clear();
     state.grid_samples = 0;
 }
 
-fn utc(b: &mut TimestampMillisecondBuilder) -> ArrayRef {
-    Arc::new(b.finish().with_timezone("UTC"))
-}
-
-/// The columns `zone_density` and `density_grid` share: keys, zone and window.
-#[derive(Default)]
-struct ZoneWindowColumns {
-    keys: KeyColumns,
-    zone_id: UInt32Builder,
-    zone: StringBuilder,
-    window_start: TimestampMillisecondBuilder,
-    window_end: TimestampMillisecondBuilder,
-}
-
-impl ZoneWindowColumns {
-    /// A row of window `[start, end)`: its event time is the window's last millisecond.
-    fn push(&mut self, zone: &Zone, start: Millis, end: Millis, event_id: u64) {
-        self.keys.push(zone.camera_id(), end - 1, event_id);
-        self.zone_id.append_value(zone.id);
-        self.zone.append_value(&zone.name);
-        self.window_start.append_value(start);
-        self.window_end.append_value(end);
-    }
-
-    fn finish(&mut self) -> Vec<ArrayRef> {
-        let mut columns = self.keys.finish();
-        columns.push(Arc::new(self.zone_id.finish()));
-        columns.push(Arc::new(self.zone.finish()));
-        columns.push(utc(&mut self.window_start));
-        columns.push(utc(&mut self.window_end));
-        columns
-    }
-}
-
-#[derive(Default)]
-struct DensityRows {
-    head: ZoneWindowColumns,
-    persons: Float64Builder,
-    density: Float64Builder,
-    level: StringBuilder,
-    cameras: UInt32Builder,
-    raw_persons: Float64Builder,
-}
-
-impl DensityRows {
-    fn len(&self) -> usize {
-        self.head.keys.len()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        zone: &Zone,
-        start: Millis,
-        end: Millis,
-        persons: f64,
-        density: f64,
-        level: &str,
-        cameras: u32,
-        raw: f64,
-        event_id: u64,
-    ) {
-        self.head.push(zone, start, end, event_id);
-        self.persons.append_value(persons);
-        self.density.append_value(density);
-        self.level.append_value(level);
-        self.cameras.append_value(cameras);
-        self.raw_persons.append_value(raw);
-    }
-
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns = self.head.finish();
-        columns.push(Arc::new(self.persons.finish()));
-        columns.push(Arc::new(self.density.finish()));
-        columns.push(Arc::new(self.level.finish()));
-        columns.push(Arc::new(self.cameras.finish()));
-        columns.push(Arc::new(self.raw_persons.finish()));
-        RecordBatch::try_new(StreamKind::ZoneDensity.schema(), columns)
-            .expect("DensityRows columns match the zone_density schema")
-    }
-}
-
-#[derive(Default)]
-struct GridRows {
-    head: ZoneWindowColumns,
-    cell: [Int32Builder; 2],
-    density: Float64Builder,
-}
-
-impl GridRows {
-    fn len(&self) -> usize {
-        self.head.keys.len()
-    }
-
-    fn push(&mut self, zone: &Zone, start: Millis, end: Millis, cell: [i32; 2], density: f64, event_id: u64) {
-        self.head.push(zone, start, end, event_id);
-        for (b, v) in self.cell.iter_mut().zip(cell) {
-            b.append_value(v);
-        }
-        self.density.append_value(density);
-    }
-
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns = self.head.finish();
-        columns.extend(self.cell.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.push(Arc::new(self.density.finish()));
-        RecordBatch::try_new(StreamKind::DensityGrid.schema(), columns)
-            .expect("GridRows columns match the density_grid schema")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{AsArray, Float64Array};
-    use arrow::datatypes::Float64Type;
+    use arrow::array::RecordBatch;
     use proptest::prelude::*;
 
     #[test]
@@ -704,42 +748,48 @@ mod tests {
         cameras: Vec<u32>,
         seconds: i64,
         people: impl Fn(Millis) -> usize,
-    ) -> Vec<(StreamKind, RecordBatch)> {
+    ) -> (Vec<RecordBatch>, Vec<RecordBatch>, Vec<RecordBatch>) {
         let mut d = Density::new(DensityConfig {
             hold_ms: 2_000,
             window_ms: 4_000,
             ..DensityConfig::new(vec![zone(cameras.clone())])
         });
-        let mut out = Outputs::default();
+        let mut all = (Vec::new(), Vec::new(), Vec::new());
+        let mut keep = |out: Outputs| {
+            let (a, b, c) = out.finish();
+            all.0.extend(a);
+            all.1.extend(b);
+            all.2.extend(c);
+        };
         for t in (0..seconds * 1000).step_by(100) {
+            let mut out = Outputs::default();
             let mut pts: Vec<Point> = cameras.iter().flat_map(|&c| points(1, c, t, people(t))).collect();
             d.advance(&mut pts, Some(t + 1), &mut out);
+            keep(out);
         }
+        let mut out = Outputs::default();
         d.advance(&mut [], None, &mut out);
+        keep(out);
         assert!(d.is_idle());
-        out.finish()
+        all
     }
 
-    fn density_rows(out: &[(StreamKind, RecordBatch)]) -> Vec<(i64, f64, f64)> {
-        out.iter()
-            .filter(|(k, _)| *k == StreamKind::ZoneDensity)
-            .flat_map(|(_, b)| {
-                let end = b
-                    .column_by_name("window_end")
-                    .unwrap()
-                    .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-                let p = b.column_by_name("persons").unwrap().as_primitive::<Float64Type>();
-                let raw =
-                    b.column_by_name("raw_persons").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-                (0..b.num_rows()).map(|i| (end.value(i), p.value(i), raw.value(i))).collect::<Vec<_>>()
+    type Out = (Vec<RecordBatch>, Vec<RecordBatch>, Vec<RecordBatch>);
+
+    fn density_rows(out: &Out) -> Vec<(i64, f64, f64)> {
+        out.0
+            .iter()
+            .flat_map(|b| {
+                let cols = ZoneDensityCols::new(b).unwrap();
+                cols.rows().map(|r| (r.window_end, r.persons, r.raw_persons)).collect::<Vec<_>>()
             })
             .collect()
     }
 
-    fn alerts(out: &[(StreamKind, RecordBatch)]) -> Vec<(i64, String)> {
-        out.iter()
-            .filter(|(k, _)| *k == StreamKind::Alerts)
-            .flat_map(|(_, b)| vigil_engine::alerts::alerts_from_batch(b).unwrap())
+    fn alerts(out: &Out) -> Vec<(i64, String)> {
+        out.2
+            .iter()
+            .flat_map(|b| crate::alerts::alerts_from_batch(b).unwrap())
             .map(|a| (a.event_time, a.message))
             .collect()
     }
@@ -784,22 +834,19 @@ mod tests {
     fn grid_cells_hold_the_people() {
         let out = run(vec![0, 1], 8, |_| 9);
         let grid: Vec<(i32, i32, f64)> = out
+            .1
             .iter()
-            .filter(|(k, _)| *k == StreamKind::DensityGrid)
-            .flat_map(|(_, b)| {
-                let x = b.column_by_name("cell_x").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
-                let y = b.column_by_name("cell_y").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
-                let d = b.column_by_name("density").unwrap().as_primitive::<Float64Type>();
-                let end = b
-                    .column_by_name("window_end")
-                    .unwrap()
-                    .as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-                (0..b.num_rows())
-                    .filter(|&i| end.value(i) <= 8_000)
-                    .map(|i| (x.value(i), y.value(i), d.value(i)))
+            .flat_map(|b| {
+                let cols = GridCols::new(b).unwrap();
+                cols.rows()
+                    .filter(|r| r.window_end <= 8_000)
+                    .map(|r| (r.cell_x, r.cell_y, r.density))
                     .collect::<Vec<_>>()
             })
             .collect();
+        let ids: std::collections::BTreeSet<u64> =
+            out.1.iter().flat_map(|b| GridCols::new(b).unwrap().event_id.values().to_vec()).collect();
+        assert_eq!(ids.len(), out.1.iter().map(|b| b.num_rows()).sum::<usize>(), "grid ids are unique");
         // Nine people in a row 1.1 m apart at y = 0.5: cells (0..9, 0), one person each, in
         // each of the two windows while they stand there.
         assert_eq!(grid.len(), 18, "{grid:?}");

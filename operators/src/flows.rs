@@ -19,19 +19,92 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, Float64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
-};
-use timely::dataflow::Stream;
+use arrow::array::RecordBatch;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{KeyColumns, StreamKind, event_times};
+use vigil_engine::error::ErrorSink;
+use vigil_engine::ids::Epoch;
+use vigil_engine::stream::{Batch, Events, Str, Timestamp};
 use vigil_engine::time::Millis;
 use vigil_engine::waiting::Waiting;
 
+use crate::tracks::{TrackCols, Tracks};
 use crate::zones::Zone;
+
+vigil_engine::stream! {
+    /// A track crossing a gate line. Its `event_id` hashes the run's epoch, the track row's id
+    /// and the line ([`Epoch::hash_id`]).
+    pub struct LineCrossings {
+        name: "line_crossings",
+        class: Personal,
+        keys: [camera_id, event_time, event_id],
+        personal: [track_id, ground_x, ground_y],
+        row: Crossing,
+        builder: CrossingRows,
+        reader: CrossingCols,
+        columns: {
+            /// The line's camera.
+            camera_id: u32,
+            /// When the track was first clear of the line on its new side.
+            event_time: Timestamp,
+            /// See the stream's documentation.
+            event_id: u64,
+            /// The line.
+            line_id: u32,
+            /// Its name.
+            line: Str,
+            /// The track.
+            track_id: u64,
+            /// The track's class.
+            class: Str,
+            /// `in` or `out`, as the line's configuration defines them.
+            direction: Str,
+            /// The line's width, metres.
+            width_m: f64,
+            /// Where the track was, metres.
+            ground_x: f32,
+            /// Where the track was, metres.
+            ground_y: f32,
+        }
+    }
+}
+
+vigil_engine::stream! {
+    /// A track's stay in a zone, written when it leaves (or is lost for 5 s). Its `event_id`
+    /// hashes the run's epoch, the track, the zone and the time it entered.
+    pub struct ZoneVisits {
+        name: "zone_visits",
+        class: Personal,
+        keys: [camera_id, event_time, event_id],
+        personal: [track_id],
+        row: Visit,
+        builder: VisitRows,
+        reader: VisitCols,
+        columns: {
+            /// The track's camera.
+            camera_id: u32,
+            /// When the visit ended.
+            event_time: Timestamp,
+            /// See the stream's documentation.
+            event_id: u64,
+            /// The zone.
+            zone_id: u32,
+            /// Its name.
+            zone: Str,
+            /// The track.
+            track_id: u64,
+            /// The track's class.
+            class: Str,
+            /// When it entered.
+            entered_at: Timestamp,
+            /// When it was last seen in the zone.
+            left_at: Timestamp,
+            /// `left_at - entered_at`, seconds.
+            dwell_s: f64,
+        }
+    }
+}
 
 /// A gate line on the ground.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,12 +155,14 @@ pub struct FlowConfig {
     pub margin_m: f64,
     /// A track not seen for this long has left, ms (5 s).
     pub expire_ms: Millis,
+    /// The run's epoch, in row ids.
+    pub epoch: Epoch,
 }
 
 impl FlowConfig {
     /// Default margins for `lines` and `zones`.
     pub fn new(lines: Vec<GateLine>, zones: Vec<Zone>) -> Self {
-        Self { lines, zones, margin_m: 0.25, expire_ms: 5_000 }
+        Self { lines, zones, margin_m: 0.25, expire_ms: 5_000, epoch: Epoch::default() }
     }
 }
 
@@ -122,20 +197,45 @@ pub struct FlowRows {
 }
 
 impl FlowRows {
-    /// The non-empty batches, by stream.
-    pub fn finish(mut self) -> Vec<(StreamKind, RecordBatch)> {
-        let mut out = Vec::new();
-        if self.crossings.len() > 0 {
-            out.push((StreamKind::LineCrossings, self.crossings.finish()));
-        }
-        if self.visits.len() > 0 {
-            out.push((StreamKind::ZoneVisits, self.visits.finish()));
-        }
-        out
+    /// The non-empty batches: crossings, visits.
+    pub fn finish(mut self) -> (Option<RecordBatch>, Option<RecordBatch>) {
+        (
+            (!self.crossings.is_empty()).then(|| self.crossings.finish()),
+            (!self.visits.is_empty()).then(|| self.visits.finish()),
+        )
     }
 
     fn saw(&mut self, t: Millis) {
         self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
+    }
+
+    /// A visit of track `track` (of `camera`) to zone `zone_id` from `entered` to `left`.
+    #[allow(clippy::too_many_arguments)]
+    fn visit(
+        &mut self,
+        epoch: Epoch,
+        camera: u32,
+        track: u64,
+        class: &str,
+        zone: Option<&Zone>,
+        zone_id: u32,
+        entered: Millis,
+        left: Millis,
+    ) {
+        self.saw(left);
+        let event_id = epoch.hash_id(&[&track.to_le_bytes(), &zone_id.to_le_bytes(), &entered.to_le_bytes()]);
+        self.visits.push(&Visit {
+            camera_id: camera,
+            event_time: left,
+            event_id,
+            zone_id,
+            zone: zone.map_or("", |z| z.name.as_str()),
+            track_id: track,
+            class,
+            entered_at: entered,
+            left_at: left,
+            dwell_s: (left - entered) as f64 / 1000.0,
+        });
     }
 }
 
@@ -158,53 +258,29 @@ impl Flows {
     }
 
     /// Applies a `tracks` batch (rows in event-time order per track).
-    pub fn apply(&mut self, batch: &RecordBatch, out: &mut FlowRows) {
-        let col = |name: &str| batch.column_by_name(name);
-        let (
-            Ok(times),
-            Some(cam),
-            Some(ids),
-            Some(track),
-            Some(class),
-            Some(state),
-            Some(gx),
-            Some(gy),
-            Some(zone),
-        ) = (
-            event_times(batch),
-            col("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-            col("event_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
-            col("track_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
-            col("class").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-            col("state").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-            col("ground_x").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
-            col("ground_y").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
-            col("zone_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        )
-        else {
-            return;
-        };
+    pub fn apply(&mut self, batch: &RecordBatch, out: &mut FlowRows) -> vigil_engine::Result<()> {
+        let cols = TrackCols::new(batch)?;
         let lines = self.config.lines.len();
-        for (i, &t) in times.iter().enumerate() {
+        let epoch = self.config.epoch;
+        for r in cols.rows() {
             // A lost track's box is a prediction: it neither crosses lines nor stays in zones.
-            if !self.cameras.contains(&cam.value(i)) || state.value(i) != "tracked" {
+            if !self.cameras.contains(&r.camera_id) || r.state != "tracked" {
                 continue;
             }
-            let p = [f64::from(gx.value(i)), f64::from(gy.value(i))];
+            let p = [f64::from(r.ground_x), f64::from(r.ground_y)];
             if !(p[0].is_finite() && p[1].is_finite()) {
                 continue;
             }
-            let id = track.value(i);
-            let name = class.value(i);
+            let (id, t) = (r.track_id, r.event_time);
             let st = self.tracks.entry(id).or_insert_with(|| {
-                let class = match self.classes.iter().find(|c| &***c == name) {
+                let class = match self.classes.iter().find(|c| ***c == *r.class) {
                     Some(c) => Arc::clone(c),
                     None => {
-                        self.classes.push(Arc::from(name));
+                        self.classes.push(Arc::from(r.class));
                         Arc::clone(self.classes.last().expect("just pushed"))
                     }
                 };
-                TrackState { camera: cam.value(i), class, last_seen: t, sides: vec![0; lines], zone: None }
+                TrackState { camera: r.camera_id, class, last_seen: t, sides: vec![0; lines], zone: None }
             });
             st.last_seen = t;
             for (l, line) in self.config.lines.iter().enumerate() {
@@ -222,205 +298,135 @@ impl Flows {
                 if before != 0 && before != side && (-m..=line.width() + m).contains(&along) {
                     let direction = if f64::from(side) == line.in_sign() { "in" } else { "out" };
                     out.saw(t);
-                    out.crossings.push(st.camera, t, ids.value(i), line, id, &st.class, direction, p);
+                    out.crossings.push(&Crossing {
+                        camera_id: st.camera,
+                        event_time: t,
+                        event_id: epoch.hash_id(&[&r.event_id.to_le_bytes(), &line.id.to_le_bytes()]),
+                        line_id: line.id,
+                        line: &line.name,
+                        track_id: id,
+                        class: &st.class,
+                        direction,
+                        width_m: line.width(),
+                        ground_x: p[0] as f32,
+                        ground_y: p[1] as f32,
+                    });
                 }
             }
-            let now = (!zone.is_null(i)).then(|| zone.value(i));
-            match (st.zone, now) {
+            match (st.zone, r.zone_id) {
                 (Some((z, entered, _)), Some(n)) if z == n => st.zone = Some((z, entered, t)),
                 (old, now) => {
                     if let Some((z, entered, last)) = old {
-                        out.saw(last);
-                        out.visits.push(st.camera, id, &st.class, self.zones.get(&z), z, entered, last);
+                        out.visit(epoch, st.camera, id, &st.class, self.zones.get(&z), z, entered, last);
                     }
                     st.zone = now.map(|n| (n, t, t));
                 }
             }
         }
+        Ok(())
     }
 
     /// Ends the visits of tracks not seen since `frontier - expire_ms` and forgets them; with
     /// no frontier (the input has ended), ends them all.
     pub fn expire(&mut self, frontier: Option<Millis>, out: &mut FlowRows) {
         let cutoff = frontier.map(|f| f - self.config.expire_ms);
-        let zones = &self.zones;
+        let (zones, epoch) = (&self.zones, self.config.epoch);
         self.tracks.retain(|&id, st| {
             if cutoff.is_some_and(|c| st.last_seen >= c) {
                 return true;
             }
             if let Some((z, entered, last)) = st.zone {
-                out.saw(last);
-                out.visits.push(st.camera, id, &st.class, zones.get(&z), z, entered, last);
+                out.visit(epoch, st.camera, id, &st.class, zones.get(&z), z, entered, last);
             }
             false
         });
     }
 }
 
+/// The streams the flow operator derives.
+pub struct FlowStreams<'scope> {
+    /// `line_crossings`.
+    pub crossings: Events<'scope, LineCrossings>,
+    /// `zone_visits`.
+    pub visits: Events<'scope, ZoneVisits>,
+}
+
 /// Extension trait: the flow operator.
 pub trait TrackFlows<'scope> {
-    /// Emits `line_crossings` and `zone_visits` batches for the `tracks` batches of `self`.
-    fn track_flows(self, config: FlowConfig) -> Stream<'scope, Time, Vec<EventBatch>>;
+    /// Gate-line crossings and zone visits of these tracks. Batches that cannot be read go to
+    /// `errors`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vigil_engine::error::ErrorSink;
+    /// use vigil_engine::graph::Graph;
+    /// use vigil_engine::stream::StreamDef;
+    /// use vigil_operators::flows::{FlowConfig, LineCrossings, TrackFlows};
+    /// use vigil_operators::tracks::Tracks;
+    ///
+    /// timely::example(|scope| {
+    ///     let input = timely::dataflow::operators::generic::operator::empty(scope);
+    ///     let mut graph = Graph::split(scope, 0, input, &[Tracks::info()]);
+    ///     let flows = graph.get::<Tracks>().unwrap().track_flows(FlowConfig::new(vec![], vec![]), &ErrorSink::log());
+    ///     assert_eq!(flows.crossings.info().name, LineCrossings::NAME);
+    /// });
+    /// ```
+    fn track_flows(self, config: FlowConfig, errors: &ErrorSink) -> FlowStreams<'scope>;
 }
 
-impl<'scope> TrackFlows<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn track_flows(self, config: FlowConfig) -> Stream<'scope, Time, Vec<EventBatch>> {
-        self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
-            Pipeline,
-            "Flows",
-            move |_cap, _info| {
-                let mut flows = Flows::new(config);
-                // Rows are applied as they come (tracks arrive in time order); only the
-                // capability waits, for visits that end by expiry.
-                let mut waiting: Waiting<()> = Waiting::default();
-                move |(input, frontier), output| {
-                    let mut rows = FlowRows::default();
-                    input.for_each(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else { return };
-                        for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Tracks)) {
-                            flows.apply(&b.data, &mut rows);
+impl<'scope> TrackFlows<'scope> for Events<'scope, Tracks> {
+    fn track_flows(self, config: FlowConfig, errors: &ErrorSink) -> FlowStreams<'scope> {
+        let errors = errors.clone();
+        let tagged = self
+            .into_inner()
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(u64, Batch)>>, _, _, _>(
+                Pipeline,
+                "Flows",
+                move |_cap, _info| {
+                    let mut flows = Flows::new(config);
+                    // Rows are applied as they come (tracks arrive in time order); only the
+                    // capability waits, for visits that end by expiry.
+                    let mut waiting: Waiting<()> = Waiting::default();
+                    move |(input, frontier), output| {
+                        let mut rows = FlowRows::default();
+                        input.for_each(|cap, data| {
+                            let Some(cap) = cap.retain_least(0) else { return };
+                            for b in data.iter() {
+                                if let Err(e) = flows.apply(&b.rows, &mut rows) {
+                                    errors.report("Flows", e);
+                                }
+                            }
+                            waiting.hold(cap);
+                        });
+                        let f = frontier.frontier().iter().min().copied();
+                        flows.expire(f.map(|f| f as Millis), &mut rows);
+                        if let Some(cap) = waiting.cap()
+                            && rows.earliest.is_some()
+                        {
+                            let mut session = output.session(cap);
+                            let (c, v) = rows.finish();
+                            for (part, b) in [(0, c), (1, v)] {
+                                if let Some(b) = b {
+                                    session.give((part, Batch::new(b)));
+                                }
+                            }
                         }
-                        waiting.hold(cap);
-                    });
-                    let f = frontier.frontier().iter().min().copied();
-                    flows.expire(f.map(|f| f as Millis), &mut rows);
-                    if let Some(cap) = waiting.cap()
-                        && rows.earliest.is_some()
-                    {
-                        let mut session = output.session(cap);
-                        for (kind, data) in rows.finish() {
-                            session.give(EventBatch { kind: BatchKind::Events(kind), data });
-                        }
+                        // Visits still open may end (expire) at any time from the frontier on.
+                        waiting.release(f, flows.live() > 0);
                     }
-                    // Visits still open may end (expire) at any time from the frontier on.
-                    waiting.release(f, flows.live() > 0);
-                }
-            },
-        )
-    }
-}
-
-fn utc(b: &mut TimestampMillisecondBuilder) -> ArrayRef {
-    Arc::new(b.finish().with_timezone("UTC"))
-}
-
-#[derive(Default)]
-struct CrossingRows {
-    keys: KeyColumns,
-    line_id: UInt32Builder,
-    line: StringBuilder,
-    track_id: UInt64Builder,
-    class: StringBuilder,
-    direction: StringBuilder,
-    width: Float64Builder,
-    ground: [Float32Builder; 2],
-}
-
-impl CrossingRows {
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        camera: u32,
-        t: Millis,
-        event_id: u64,
-        line: &GateLine,
-        track: u64,
-        class: &str,
-        direction: &str,
-        p: [f64; 2],
-    ) {
-        self.keys.push(camera, t, event_id);
-        self.line_id.append_value(line.id);
-        self.line.append_value(&line.name);
-        self.track_id.append_value(track);
-        self.class.append_value(class);
-        self.direction.append_value(direction);
-        self.width.append_value(line.width());
-        for (b, v) in self.ground.iter_mut().zip(p) {
-            b.append_value(v as f32);
-        }
-    }
-
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns = self.keys.finish();
-        columns.extend([
-            Arc::new(self.line_id.finish()) as ArrayRef,
-            Arc::new(self.line.finish()),
-            Arc::new(self.track_id.finish()),
-            Arc::new(self.class.finish()),
-            Arc::new(self.direction.finish()),
-            Arc::new(self.width.finish()),
-        ]);
-        columns.extend(self.ground.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        RecordBatch::try_new(StreamKind::LineCrossings.schema(), columns)
-            .expect("CrossingRows columns match the line_crossings schema")
-    }
-}
-
-#[derive(Default)]
-struct VisitRows {
-    keys: KeyColumns,
-    zone_id: UInt32Builder,
-    zone: StringBuilder,
-    track_id: UInt64Builder,
-    class: StringBuilder,
-    entered: TimestampMillisecondBuilder,
-    left: TimestampMillisecondBuilder,
-    dwell: Float64Builder,
-}
-
-impl VisitRows {
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// A visit's event time is when it ended; its event id packs (track, entry time): a track
-    /// enters a zone at most once per millisecond.
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        camera: u32,
-        track: u64,
-        class: &str,
-        zone: Option<&Zone>,
-        zone_id: u32,
-        entered: Millis,
-        left: Millis,
-    ) {
-        self.keys.push(camera, left, track.rotate_left(24) ^ entered as u64);
-        self.zone_id.append_value(zone_id);
-        self.zone.append_value(zone.map_or("", |z| z.name.as_str()));
-        self.track_id.append_value(track);
-        self.class.append_value(class);
-        self.entered.append_value(entered);
-        self.left.append_value(left);
-        self.dwell.append_value((left - entered) as f64 / 1000.0);
-    }
-
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns = self.keys.finish();
-        columns.extend([
-            Arc::new(self.zone_id.finish()) as ArrayRef,
-            Arc::new(self.zone.finish()),
-            Arc::new(self.track_id.finish()),
-            Arc::new(self.class.finish()),
-            utc(&mut self.entered),
-            utc(&mut self.left),
-            Arc::new(self.dwell.finish()),
-        ]);
-        RecordBatch::try_new(StreamKind::ZoneVisits.schema(), columns)
-            .expect("VisitRows columns match the zone_visits schema")
+                },
+            );
+        let mut parts = tagged
+            .partition::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(2, |x| x)
+            .into_iter();
+        let mut next = || parts.next().expect("two parts");
+        FlowStreams { crossings: Events::new(next()), visits: Events::new(next()) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::AsArray;
 
     fn line() -> GateLine {
         GateLine {
@@ -435,39 +441,39 @@ mod tests {
 
     /// A tracks batch: one track per (id, t, x, y, zone), all tracked.
     fn tracks(rows: &[(u64, Millis, f32, f32, Option<u32>)]) -> RecordBatch {
-        use arrow::array::{Float32Array, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array};
-        let n = rows.len();
-        let f = |v: Vec<f32>| Arc::new(Float32Array::from(v)) as ArrayRef;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(vec![0; n])),
-            Arc::new(
-                TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(UInt64Array::from((0..n as u64).collect::<Vec<_>>())),
-            Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(vec!["person"; n])),
-            f(vec![0.0; n]),
-            f(vec![0.0; n]),
-            f(vec![1.0; n]),
-            f(vec![1.0; n]),
-            f(vec![0.0; n]),
-            f(vec![0.0; n]),
-            Arc::new(StringArray::from(vec!["tracked"; n])),
-            f(rows.iter().map(|r| r.2).collect()),
-            f(rows.iter().map(|r| r.3).collect()),
-            Arc::new(UInt32Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
-        ];
-        RecordBatch::try_new(StreamKind::Tracks.schema(), columns).unwrap()
+        let mut b = crate::tracks::TrackRows::default();
+        for (i, r) in rows.iter().enumerate() {
+            b.push(&crate::tracks::TrackRow {
+                camera_id: 0,
+                event_time: r.1,
+                event_id: i as u64,
+                track_id: r.0,
+                class: "person",
+                x: 0.0,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+                vx: 0.0,
+                vy: 0.0,
+                state: "tracked",
+                ground_x: r.2,
+                ground_y: r.3,
+                zone_id: r.4,
+            });
+        }
+        b.finish()
     }
 
-    fn crossings(out: Vec<(StreamKind, RecordBatch)>) -> Vec<(u64, String)> {
-        out.iter()
-            .filter(|(k, _)| *k == StreamKind::LineCrossings)
-            .flat_map(|(_, b)| {
-                let t = b.column_by_name("track_id").unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
-                let d = b.column_by_name("direction").unwrap().as_string::<i32>();
-                (0..b.num_rows()).map(|i| (t.value(i), d.value(i).to_owned())).collect::<Vec<_>>()
+    fn crossings(out: FlowRows) -> Vec<(u64, String)> {
+        out.finish()
+            .0
+            .iter()
+            .flat_map(|b| {
+                CrossingCols::new(b)
+                    .unwrap()
+                    .rows()
+                    .map(|r| (r.track_id, r.direction.to_owned()))
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -488,8 +494,8 @@ mod tests {
             rows.push((3, t, 3.0, if k % 2 == 0 { 0.1 } else { -0.1 }, None));
             rows.push((4, t, 7.0, y, None));
         }
-        f.apply(&tracks(&rows), &mut out);
-        let mut c = crossings(out.finish());
+        f.apply(&tracks(&rows), &mut out).unwrap();
+        let mut c = crossings(out);
         c.sort();
         assert_eq!(c, vec![(1, "in".to_owned()), (2, "out".to_owned())]);
     }
@@ -509,19 +515,17 @@ mod tests {
         // Track 1: zone 7 from 0 to 3 s, then zone 8 from 3.1 s until it vanishes at 5 s.
         let rows: Vec<_> =
             (0..=50).map(|k| (1, k * 100, 0.0, 0.0, Some(if k <= 30 { 7 } else { 8 }))).collect();
-        f.apply(&tracks(&rows), &mut out);
+        f.apply(&tracks(&rows), &mut out).unwrap();
         f.expire(Some(8_000), &mut out);
         assert_eq!(f.live(), 1, "seen 3 s ago: not expired yet");
         f.expire(Some(10_001), &mut out);
         assert_eq!(f.live(), 0);
         let visits: Vec<(u32, f64)> = out
             .finish()
+            .1
             .iter()
-            .filter(|(k, _)| *k == StreamKind::ZoneVisits)
-            .flat_map(|(_, b)| {
-                let z = b.column_by_name("zone_id").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
-                let d = b.column_by_name("dwell_s").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
-                (0..b.num_rows()).map(|i| (z.value(i), d.value(i))).collect::<Vec<_>>()
+            .flat_map(|b| {
+                VisitCols::new(b).unwrap().rows().map(|r| (r.zone_id, r.dwell_s)).collect::<Vec<_>>()
             })
             .collect();
         assert_eq!(visits, vec![(7, 3.0), (8, 1.9)]);

@@ -1,16 +1,22 @@
-//! vigil's dataflow operators: zones, crowd density, plate normalization and the watchlist join.
+//! vigil's dataflow operators, and the definitions of the streams they produce.
 //!
-//! Each operator is an extension trait on the engine's batch stream:
-//! - [`density::ZoneDensity`]: persons per zone, fused across cameras, over a sliding window,
-//!   with hysteresis alerts and a 1 m density grid;
-//! - [`flows::TrackFlows`]: gate-line crossings and zone visits (dwell) from `tracks`;
-//! - [`watchlist::WatchlistJoin`]: plate reads against a runtime-updatable watchlist;
-//! - [`plate::normalize`] and [`zones::ZoneIndex`] run at ingest, per row.
-//!
-//! - [`tracks::TrackObjects`]: `tracks` from `detections`, a [`tracker::Tracker`] (ByteTrack-class)
+//! Each operator is an extension trait on the typed stream it reads, and returns the typed
+//! streams it derives; each stream is defined (with [`vigil_engine::stream!`]) next to its
+//! operator:
+//! - [`detection`]: `detections` (what detectors produce), camera event ids, `late_events`;
+//! - [`tracks::TrackObjects`]: `detections` → `tracks`, a ByteTrack-class [`tracker::Tracker`]
 //!   per camera, fed in capture order once the watermark passes;
+//! - [`density::CrowdDensity`]: `detections` → `zone_density`, `density_grid` and density
+//!   alerts, fused across cameras, over a sliding window, with hysteresis;
+//! - [`flows::TrackFlows`]: `tracks` → `line_crossings` and `zone_visits`;
+//! - [`watchlist::WatchlistJoin`]: `plate_reads` against the `watchlist` table → alerts;
+//! - [`alerts`]: the `alerts` stream and the bus that fans alerts out;
+//! - [`plate::normalize`], [`zones::ZoneIndex`] and [`homography::Homography`] run at ingest.
 
+pub mod alerts;
 pub mod density;
+pub mod detection;
+pub mod error;
 pub mod flows;
 pub mod homography;
 pub mod plate;
@@ -18,3 +24,5 @@ pub mod tracker;
 pub mod tracks;
 pub mod watchlist;
 pub mod zones;
+
+pub use error::{OperatorError, Result};

@@ -12,6 +12,36 @@
 
 use std::fmt;
 
+use vigil_engine::stream::{Str, Timestamp};
+
+vigil_engine::stream! {
+    /// A licence plate an OCR read in a frame. Its `event_id` is a camera row's
+    /// ([`crate::detection::EventId`]).
+    pub struct PlateReads {
+        name: "plate_reads",
+        class: Personal,
+        keys: [camera_id, event_time, event_id],
+        personal: [plate_raw, plate],
+        row: PlateRead,
+        builder: PlateReadRows,
+        reader: PlateReadCols,
+        columns: {
+            /// The camera.
+            camera_id: u32,
+            /// Capture time of the frame.
+            event_time: Timestamp,
+            /// See [`crate::detection::EventId`].
+            event_id: u64,
+            /// The text as the OCR read it.
+            plate_raw: Str,
+            /// Canonical form (`12345-ب-6`), null when the text is not a plate.
+            plate: Option<Str>,
+            /// OCR confidence in `[0, 1]`.
+            confidence: f32,
+        }
+    }
+}
+
 /// Arabic letters in issue, with the Latin equivalents seen on plates (sources differ for و).
 const LETTERS: &[(char, &[char])] = &[
     ('أ', &['A', 'ا', 'إ', 'آ']),

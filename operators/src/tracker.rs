@@ -71,6 +71,8 @@ pub struct Observation {
     pub score: f32,
     /// Class (tracks never change class).
     pub class: u32,
+    /// The caller's name for the detection (its event id); a track keeps its first one.
+    pub tag: u64,
 }
 
 /// Where a track is in its life.
@@ -111,6 +113,8 @@ pub struct TrackOut {
     pub state: TrackState,
     /// Score of the matched detection (0 when lost).
     pub score: f32,
+    /// The tag of the detection that started the track.
+    pub birth: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +128,7 @@ struct Track {
     lost_for: u32,
     score: f32,
     matched: bool,
+    birth: u64,
 }
 
 /// The tracker of one camera.
@@ -338,6 +343,7 @@ impl Tracker {
                 lost_for: 0,
                 score: d.score,
                 matched: true,
+                birth: d.tag,
             });
             self.next_id += 1;
         }
@@ -354,6 +360,7 @@ impl Tracker {
                 velocity: [t.mean[4], t.mean[5]],
                 state: t.state,
                 score: if tracked { t.score } else { 0.0 },
+                birth: t.birth,
             });
         }
     }
@@ -411,7 +418,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn obs(x: f32, y: f32, score: f32) -> Observation {
-        Observation { bbox: [x, y, 20.0, 50.0], score, class: 0 }
+        Observation { bbox: [x, y, 20.0, 50.0], score, class: 0, tag: 0 }
     }
 
     #[test]
@@ -579,6 +586,7 @@ mod kalman_tests {
             lost_for: 0,
             score: 0.9,
             matched: false,
+            birth: 0,
         };
         predict(&mut t);
         let h = mean[3];
@@ -588,7 +596,7 @@ mod kalman_tests {
         assert!((t.mean - f * mean).abs().max() < 1e-4);
         assert!((t.cov - want_cov).abs().max() < 1e-3, "{}", (t.cov - want_cov).abs().max());
         let (m0, c0) = (t.mean, t.cov);
-        let d = Observation { bbox: [1.0, 2.0, 3.0, 6.0], score: 0.8, class: 0 };
+        let d = Observation { bbox: [1.0, 2.0, 3.0, 6.0], score: 0.8, class: 0, tag: 0 };
         correct(&mut t, &d);
         let h = m0[3];
         let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];

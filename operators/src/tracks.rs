@@ -7,25 +7,68 @@
 //! same worker (`camera % workers`), so each tracker lives on one worker and the operator needs
 //! no exchange. State: the waiting detections (bounded by the lateness) and the live tracks.
 //!
-//! Each track row also carries its foot point on the ground and the zone there, through the
-//! camera's calibration ([`Locate`]), so flows and dwell times can be measured in metres.
+//! A track's `track_id` is the `event_id` of the detection that started it, so track ids are
+//! unique across cameras, runs and restarts, like event ids. A track row's own `event_id` packs
+//! (camera, frame, index among the frame's tracks) with the detection's epoch ([`EventId`]).
+//! Each row also carries its foot point on the ground and the zone there, through the camera's
+//! calibration ([`Locate`]), so flows and dwell times can be measured in metres.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, RecordBatch, StringArray, StringBuilder, UInt32Array,
-    UInt32Builder, UInt64Array, UInt64Builder,
-};
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::{EventId, KeyColumns, StreamKind, event_times};
-use vigil_engine::time::Millis;
+use vigil_engine::error::ErrorSink;
+use vigil_engine::stream::{Batch, Events, Str, Timestamp};
 use vigil_engine::waiting::Waiting;
 
+use crate::detection::{DetectionCols, Detections, EventId};
 use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfig};
+
+vigil_engine::stream! {
+    /// A tracked object in a frame: one row per confirmed track (tracked or lost) and frame.
+    pub struct Tracks {
+        name: "tracks",
+        class: Personal,
+        keys: [camera_id, event_time, event_id],
+        personal: [track_id, x, y, w, h, vx, vy, ground_x, ground_y],
+        row: TrackRow,
+        builder: TrackRows,
+        reader: TrackCols,
+        columns: {
+            /// The camera.
+            camera_id: u32,
+            /// Capture time of the frame.
+            event_time: Timestamp,
+            /// (camera, frame, index among the frame's tracks), see the module documentation.
+            event_id: u64,
+            /// The `event_id` of the detection that started the track.
+            track_id: u64,
+            /// Class of the detections that started it.
+            class: Str,
+            /// Box (Kalman state) in pixels: top-left corner, width, height.
+            x: f32,
+            /// Box top, pixels.
+            y: f32,
+            /// Box width, pixels.
+            w: f32,
+            /// Box height, pixels.
+            h: f32,
+            /// Velocity of the box centre, pixels per frame.
+            vx: f32,
+            /// Velocity, pixels per frame.
+            vy: f32,
+            /// `tracked` (matched this frame) or `lost` (predicted).
+            state: Str,
+            /// Foot point on the ground, metres (NaN for an uncalibrated camera).
+            ground_x: f32,
+            /// Foot point on the ground, metres.
+            ground_y: f32,
+            /// The zone containing the foot point, if any.
+            zone_id: Option<u32>,
+        }
+    }
+}
 
 /// One detection row, as the tracker needs it.
 #[derive(Clone, Copy, Debug)]
@@ -42,13 +85,43 @@ pub type Locate = Arc<dyn Fn(u32, [f32; 4]) -> Option<([f32; 2], Option<u32>)> +
 
 /// Extension trait: the tracking operator.
 pub trait TrackObjects<'scope> {
-    /// Emits `tracks` batches for the `detections` batches of `self`.
-    fn track_objects(self, config: TrackerConfig, locate: Locate) -> Stream<'scope, Time, Vec<EventBatch>>;
+    /// The `tracks` of these detections. Batches that cannot be read go to `errors`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vigil_engine::error::ErrorSink;
+    /// use vigil_engine::graph::Graph;
+    /// use vigil_engine::stream::StreamDef;
+    /// use vigil_operators::detection::Detections;
+    /// use vigil_operators::tracker::TrackerConfig;
+    /// use vigil_operators::tracks::{Locate, TrackObjects, Tracks};
+    ///
+    /// timely::example(|scope| {
+    ///     let input = timely::dataflow::operators::generic::operator::empty(scope);
+    ///     let mut graph = Graph::split(scope, 0, input, &[Detections::info()]);
+    ///     let locate: Locate = Arc::new(|_camera, _bbox| None);
+    ///     let detections = graph.get::<Detections>().unwrap();
+    ///     let tracks = detections.track_objects(TrackerConfig::default(), locate, &ErrorSink::log());
+    ///     assert_eq!(tracks.info().name, Tracks::NAME);
+    /// });
+    /// ```
+    fn track_objects(
+        self,
+        config: TrackerConfig,
+        locate: Locate,
+        errors: &ErrorSink,
+    ) -> Events<'scope, Tracks>;
 }
 
-impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn track_objects(self, config: TrackerConfig, locate: Locate) -> Stream<'scope, Time, Vec<EventBatch>> {
-        self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
+impl<'scope> TrackObjects<'scope> for Events<'scope, Detections> {
+    fn track_objects(
+        self,
+        config: TrackerConfig,
+        locate: Locate,
+        errors: &ErrorSink,
+    ) -> Events<'scope, Tracks> {
+        let errors = errors.clone();
+        let stream = self.into_inner().unary_frontier::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
             Pipeline,
             "Track",
             move |_cap, _info| {
@@ -58,138 +131,81 @@ impl<'scope> TrackObjects<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                 let mut classes: Vec<Arc<str>> = Vec::new();
                 let mut out_tracks: Vec<TrackOut> = Vec::new();
                 let mut frame: Vec<Observation> = Vec::new();
+                let mut rows = TrackRows::default();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(cap) = cap.retain_least(0) else { return };
-                        for b in data.iter().filter(|b| b.stream() == Some(StreamKind::Detections)) {
-                            collect(&b.data, &mut classes, &mut waiting);
+                        for b in data.iter() {
+                            if let Err(e) = collect(b, &mut classes, &mut waiting) {
+                                errors.report("Track", e);
+                            }
                         }
                         waiting.hold(cap);
                     });
                     let f = frontier.frontier().iter().min().copied();
-                    let mut rows = TrackRows::default();
                     for (t, mut dets) in waiting.take_ready(f) {
                         dets.sort_unstable_by_key(|d| d.id);
                         for group in dets.chunk_by(|a, b| a.camera == b.camera) {
-                            let (camera, frame_no) = (group[0].camera, group[0].id.unpack().1);
+                            let (epoch, camera, frame_no, _) = group[0].id.unpack();
+                            let epoch = vigil_engine::ids::Epoch::new(epoch).expect("an epoch unpacked from an id fits");
                             frame.clear();
                             frame.extend(group.iter().map(|d| d.obs));
                             let tracker = trackers.entry(camera).or_insert_with(|| Tracker::new(config));
                             tracker.update(&frame, &mut out_tracks);
                             for (i, tr) in out_tracks.iter().enumerate() {
-                                let Ok(id) = EventId::pack(camera, frame_no, i as u32) else { continue };
-                                let ground = locate(camera, tr.bbox);
-                                rows.push(camera, t, id, tr, &classes[tr.class as usize], ground);
+                                let Ok(id) = EventId::pack(epoch, camera, frame_no, i as u32) else {
+                                    errors.report("Track", format!("camera {camera}: more than 1,024 tracks in a frame; the rest are not written"));
+                                    break;
+                                };
+                                let (g, zone_id) = locate(camera, tr.bbox).unwrap_or(([f32::NAN; 2], None));
+                                rows.push(&TrackRow {
+                                    camera_id: camera,
+                                    event_time: t,
+                                    event_id: id.0,
+                                    track_id: tr.birth,
+                                    class: &classes[tr.class as usize],
+                                    x: tr.bbox[0],
+                                    y: tr.bbox[1],
+                                    w: tr.bbox[2],
+                                    h: tr.bbox[3],
+                                    vx: tr.velocity[0],
+                                    vy: tr.velocity[1],
+                                    state: tr.state.name(),
+                                    ground_x: g[0],
+                                    ground_y: g[1],
+                                    zone_id,
+                                });
                             }
                         }
                     }
                     if let Some(cap) = waiting.cap()
-                        && rows.len() > 0
+                        && !rows.is_empty()
                     {
-                        output.session(cap).give(EventBatch {
-                            kind: BatchKind::Events(StreamKind::Tracks),
-                            data: rows.finish(),
-                        });
+                        output.session(cap).give(Batch::new(rows.finish()));
                     }
                     // Hold only what is still waiting.
                     waiting.release(f, false);
                 }
             },
-        )
+        );
+        Events::new(stream)
     }
 }
 
 /// Reads the rows of a `detections` batch into the waiting map.
-fn collect(batch: &RecordBatch, classes: &mut Vec<Arc<str>>, waiting: &mut Waiting<Det>) {
-    let col = |name: &str| batch.column_by_name(name);
-    let (Ok(times), Some(cam), Some(ids), Some(class), Some(score)) = (
-        event_times(batch),
-        col("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
-        col("event_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
-        col("class").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-        col("score").and_then(|c| c.as_any().downcast_ref::<Float32Array>()),
-    ) else {
-        return;
-    };
-    let b: Vec<&Float32Array> = ["x", "y", "w", "h"]
-        .iter()
-        .filter_map(|n| col(n).and_then(|c| c.as_any().downcast_ref::<Float32Array>()))
-        .collect();
-    if b.len() != 4 {
-        return;
-    }
-    for (i, &t) in times.iter().enumerate() {
-        let name = class.value(i);
-        let k = match classes.iter().position(|c| &**c == name) {
+fn collect(b: &Batch, classes: &mut Vec<Arc<str>>, waiting: &mut Waiting<Det>) -> vigil_engine::Result<()> {
+    let cols = DetectionCols::new(&b.rows)?;
+    for r in cols.rows() {
+        let k = match classes.iter().position(|c| **c == *r.class) {
             Some(k) => k,
             None => {
-                classes.push(Arc::from(name));
+                classes.push(Arc::from(r.class));
                 classes.len() - 1
             }
         };
-        let obs = Observation {
-            bbox: [b[0].value(i), b[1].value(i), b[2].value(i), b[3].value(i)],
-            score: score.value(i),
-            class: k as u32,
-        };
-        waiting.push(t, Det { camera: cam.value(i), id: EventId(ids.value(i)), obs });
+        let obs =
+            Observation { bbox: [r.x, r.y, r.w, r.h], score: r.score, class: k as u32, tag: r.event_id };
+        waiting.push(r.event_time, Det { camera: r.camera_id, id: EventId(r.event_id), obs });
     }
-}
-
-/// Builds `tracks` batches.
-#[derive(Default)]
-struct TrackRows {
-    keys: KeyColumns,
-    track: UInt64Builder,
-    class: StringBuilder,
-    bbox: [Float32Builder; 4],
-    velocity: [Float32Builder; 2],
-    state: StringBuilder,
-    ground: [Float32Builder; 2],
-    zone: UInt32Builder,
-}
-
-impl TrackRows {
-    fn push(
-        &mut self,
-        camera: u32,
-        t: Millis,
-        id: EventId,
-        tr: &TrackOut,
-        class: &str,
-        ground: Option<([f32; 2], Option<u32>)>,
-    ) {
-        self.keys.push(camera, t, id.0);
-        // Track ids are unique per camera: the camera goes in the high bits.
-        self.track.append_value((u64::from(camera) << 40) | tr.id);
-        self.class.append_value(class);
-        for (b, v) in self.bbox.iter_mut().zip(tr.bbox) {
-            b.append_value(v);
-        }
-        for (b, v) in self.velocity.iter_mut().zip(tr.velocity) {
-            b.append_value(v);
-        }
-        self.state.append_value(tr.state.name());
-        let (g, zone) = ground.unwrap_or(([f32::NAN; 2], None));
-        for (b, v) in self.ground.iter_mut().zip(g) {
-            b.append_value(v);
-        }
-        self.zone.append_option(zone);
-    }
-
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns = self.keys.finish();
-        columns.push(Arc::new(self.track.finish()));
-        columns.push(Arc::new(self.class.finish()));
-        columns.extend(self.bbox.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.extend(self.velocity.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.push(Arc::new(self.state.finish()));
-        columns.extend(self.ground.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.push(Arc::new(self.zone.finish()));
-        RecordBatch::try_new(StreamKind::Tracks.schema(), columns).expect("tracks columns match the schema")
-    }
+    Ok(())
 }

@@ -11,24 +11,37 @@
 //! hit is an *unverified* match that a person must confirm before anyone acts on it (ANPR
 //! readers err on 5–35% of hits).
 
-use std::sync::Arc;
-
-use arrow::array::{
-    Array, ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
-    UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::RecordBatch;
 use differential_dataflow::VecCollection;
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::alerts::{Alert, AlertsBuilder};
 use vigil_engine::bridge::{Diff, Finalize, ToUpdates};
-use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::StreamKind;
+use vigil_engine::error::ErrorSink;
+use vigil_engine::ids::Epoch;
+use vigil_engine::runtime::Time;
+use vigil_engine::stream::{Batch, Events, Str, StreamDef};
 
-/// The reference table's name.
-pub const TABLE: &str = "watchlist";
+use crate::alerts::{Alert, AlertRows, Alerts};
+use crate::plate::{PlateReadCols, PlateReads};
+
+vigil_engine::stream! {
+    /// Plates on the watchlist, each with its legal basis: a reference table changed at runtime.
+    pub struct Watchlist {
+        name: "watchlist",
+        class: Reference,
+        keys: [plate],
+        personal: [plate],
+        row: WatchRow,
+        builder: WatchRows,
+        reader: WatchCols,
+        columns: {
+            /// Canonical plate (see [`crate::plate::normalize`]).
+            plate: Str,
+            /// Why the plate is listed: the legal basis (warrant, stolen-vehicle report number, ...).
+            legal_basis: Str,
+        }
+    }
+}
 
 /// One watchlist entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,20 +52,13 @@ pub struct WatchEntry {
     pub legal_basis: String,
 }
 
-/// The Arrow schema of `watchlist` reference rows.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("plate", DataType::Utf8, false),
-        Field::new("legal_basis", DataType::Utf8, false),
-    ]))
-}
-
-/// Watchlist entries as a reference batch.
+/// Watchlist entries as rows of the `watchlist` table.
 pub fn to_batch(entries: &[WatchEntry]) -> RecordBatch {
-    let plate = StringArray::from_iter_values(entries.iter().map(|e| e.plate.as_str()));
-    let basis = StringArray::from_iter_values(entries.iter().map(|e| e.legal_basis.as_str()));
-    RecordBatch::try_new(schema(), vec![Arc::new(plate) as ArrayRef, Arc::new(basis)])
-        .expect("columns match the watchlist schema")
+    let mut b = WatchRows::default();
+    for e in entries {
+        b.push(&WatchRow { plate: &e.plate, legal_basis: &e.legal_basis });
+    }
+    b.finish()
 }
 
 /// What a hit needs to know about the read: (camera, event time, event id, raw text, confidence‰).
@@ -60,36 +66,64 @@ type ReadInfo = (u32, i64, u64, String, u16);
 
 /// Extension trait: the watchlist join.
 pub trait WatchlistJoin<'scope> {
-    /// Emits `alerts` batches for plate reads whose plate is on the watchlist at read time.
-    fn watchlist_hits(self) -> Stream<'scope, Time, Vec<EventBatch>>;
+    /// Alerts for the plate reads whose plate is on the watchlist at read time. Batches that
+    /// cannot be read go to `errors`.
+    ///
+    /// ```
+    /// use vigil_engine::error::ErrorSink;
+    /// use vigil_engine::graph::Graph;
+    /// use vigil_engine::ids::Epoch;
+    /// use vigil_engine::stream::StreamDef;
+    /// use vigil_operators::alerts::Alerts;
+    /// use vigil_operators::plate::PlateReads;
+    /// use vigil_operators::watchlist::{Watchlist, WatchlistJoin};
+    ///
+    /// timely::example(|scope| {
+    ///     let input = timely::dataflow::operators::generic::operator::empty(scope);
+    ///     let mut graph = Graph::split(scope, 0, input, &[PlateReads::info(), Watchlist::info()]);
+    ///     let reads = graph.get::<PlateReads>().unwrap();
+    ///     let hits = reads.watchlist_hits(graph.get::<Watchlist>().unwrap(), Epoch::default(), &ErrorSink::log());
+    ///     assert_eq!(hits.info().name, Alerts::NAME);
+    /// });
+    /// ```
+    fn watchlist_hits(
+        self,
+        watchlist: Events<'scope, Watchlist>,
+        epoch: Epoch,
+        errors: &ErrorSink,
+    ) -> Events<'scope, Alerts>;
 }
 
-impl<'scope> WatchlistJoin<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn watchlist_hits(self) -> Stream<'scope, Time, Vec<EventBatch>> {
+impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
+    fn watchlist_hits(
+        self,
+        watchlist: Events<'scope, Watchlist>,
+        epoch: Epoch,
+        errors: &ErrorSink,
+    ) -> Events<'scope, Alerts> {
+        let (e1, e2) = (errors.clone(), errors.clone());
         let reads: VecCollection<'scope, Time, (String, ReadInfo), Diff> =
-            self.clone().updates("PlateReads", |batch, _t, out| {
-                if batch.stream() == Some(StreamKind::PlateReads) {
-                    read_updates(&batch.data, out);
+            self.into_inner().updates("PlateReads", move |batch, _t, out| {
+                if let Err(e) = read_updates(&batch.rows, out) {
+                    e1.report("PlateReads", e);
                 }
             });
         let watchlist: VecCollection<'scope, Time, (String, String), Diff> =
-            self.updates("WatchlistRows", |batch, t, out| {
-                if let BatchKind::Reference { table, diff } = &batch.kind
-                    && &**table == TABLE
-                {
-                    entry_updates(&batch.data, t, *diff as Diff, out);
+            watchlist.into_inner().updates("WatchlistRows", move |batch, t, out| {
+                if let Err(e) = entry_updates(batch, t, out) {
+                    e2.report("WatchlistRows", e);
                 }
             });
-        reads
+        let alerts = reads
             .join(watchlist)
             .finalize("WatchlistHits")
-            .unary::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
+            .unary::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
                 Pipeline,
                 "WatchlistAlerts",
-                |_cap, _info| {
+                move |_cap, _info| {
                     move |input, output| {
                         input.for_each(|cap, data| {
-                            let mut alerts = AlertsBuilder::default();
+                            let mut alerts = AlertRows::default();
                             for (plate, ((camera_id, event_time, event_id, raw, conf), basis), _t, diff) in
                                 data.iter().map(|(d, t, r)| (&d.0, &d.1, t, *r))
                             {
@@ -97,67 +131,57 @@ impl<'scope> WatchlistJoin<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
                                 if diff <= 0 {
                                     continue;
                                 }
-                                alerts.push(&Alert {
-                                    event_time: *event_time,
-                                    kind: "watchlist".into(),
-                                    rule: TABLE.into(),
-                                    severity: "high".into(),
-                                    camera_id: *camera_id,
-                                    event_id: *event_id,
-                                    message: format!(
-                                        "plate {plate} (read {raw:?}, confidence {:.2}) is on the watchlist; legal basis: {basis}; UNVERIFIED: a person must confirm before acting",
-                                        f32::from(*conf) / 1000.0
-                                    ),
-                                });
+                                let message = format!(
+                                    "plate {plate} (read {raw:?}, confidence {:.2}) is on the watchlist; legal basis: {basis}; UNVERIFIED: a person must confirm before acting",
+                                    f32::from(*conf) / 1000.0
+                                );
+                                let alert = Alert::new(
+                                    epoch, "watchlist", Watchlist::NAME, "high", *camera_id, *event_time, *event_id, message, 0,
+                                );
+                                alerts.push(&alert.row());
                             }
                             if !alerts.is_empty() {
-                                output.session(&cap).give(EventBatch {
-                                    kind: BatchKind::Events(StreamKind::Alerts),
-                                    data: alerts.finish(),
-                                });
+                                output.session(&cap).give(Batch::new(alerts.finish()));
                             }
                         });
                     }
                 },
-            )
+            );
+        Events::new(alerts)
     }
 }
 
-fn read_updates(batch: &RecordBatch, out: &mut Vec<((String, ReadInfo), Time, Diff)>) {
-    let col = |name: &str| batch.column_by_name(name).map(|c| c.as_any());
-    let (Some(plate), Some(raw), Some(camera), Some(time), Some(id), Some(conf)) = (
-        col("plate").and_then(|c| c.downcast_ref::<StringArray>()),
-        col("plate_raw").and_then(|c| c.downcast_ref::<StringArray>()),
-        col("camera_id").and_then(|c| c.downcast_ref::<UInt32Array>()),
-        col("event_time").and_then(|c| c.downcast_ref::<TimestampMillisecondArray>()),
-        col("event_id").and_then(|c| c.downcast_ref::<UInt64Array>()),
-        col("confidence").and_then(|c| c.downcast_ref::<Float32Array>()),
-    ) else {
-        return;
-    };
-    for i in 0..batch.num_rows() {
+fn read_updates(
+    batch: &RecordBatch,
+    out: &mut Vec<((String, ReadInfo), Time, Diff)>,
+) -> vigil_engine::Result<()> {
+    let cols = PlateReadCols::new(batch)?;
+    for r in cols.rows() {
         // Reads that did not normalize cannot match an entry.
-        if plate.is_null(i) {
-            continue;
-        }
-        let t = time.value(i).max(0) as Time;
+        let Some(plate) = r.plate else { continue };
+        let t = r.event_time.max(0) as Time;
         let info = (
-            camera.value(i),
-            time.value(i),
-            id.value(i),
-            raw.value(i).to_owned(),
-            (conf.value(i).clamp(0.0, 1.0) * 1000.0).round() as u16,
+            r.camera_id,
+            r.event_time,
+            r.event_id,
+            r.plate_raw.to_owned(),
+            (r.confidence.clamp(0.0, 1.0) * 1000.0).round() as u16,
         );
-        let row = (plate.value(i).to_owned(), info);
+        let row = (plate.to_owned(), info);
         out.push((row.clone(), t, 1));
         out.push((row, t + 1, -1));
     }
+    Ok(())
 }
 
-fn entry_updates(batch: &RecordBatch, t: Time, diff: Diff, out: &mut Vec<((String, String), Time, Diff)>) {
-    let col = |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>());
-    let (Some(plate), Some(basis)) = (col("plate"), col("legal_basis")) else { return };
-    for i in 0..batch.num_rows() {
-        out.push(((plate.value(i).to_owned(), basis.value(i).to_owned()), t, diff));
+fn entry_updates(
+    batch: &Batch,
+    t: Time,
+    out: &mut Vec<((String, String), Time, Diff)>,
+) -> vigil_engine::Result<()> {
+    let cols = WatchCols::new(&batch.rows)?;
+    for r in cols.rows() {
+        out.push(((r.plate.to_owned(), r.legal_basis.to_owned()), t, batch.diff as Diff));
     }
+    Ok(())
 }

@@ -3,38 +3,49 @@
 //! Zone membership runs once per detection at ingest, so the lookup is a bounding-box test
 //! followed by an even-odd ray cast over a handful of vertices; no allocation.
 //!
-//! Zones are also a reference table (`zones`) that SQL rules can join: [`TABLE`], [`schema`]
-//! and [`to_batch`].
+//! Zones are also a reference table ([`Zones`]) that SQL rules can join ([`to_batch`]).
 
-use std::sync::Arc;
+use arrow::array::RecordBatch;
+use vigil_engine::stream::Str;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-
-/// The reference table's name.
-pub const TABLE: &str = "zones";
-
-/// The Arrow schema of `zones` reference rows.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("zone_id", DataType::UInt32, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("camera_id", DataType::UInt32, false),
-        Field::new("area_m2", DataType::Float64, false),
-        Field::new("alert_density", DataType::Float64, false),
-    ]))
+vigil_engine::stream! {
+    /// The configured zones, a reference table rules can join (`d.zone_id = z.zone_id`).
+    pub struct Zones {
+        name: "zones",
+        class: Reference,
+        keys: [zone_id],
+        personal: [],
+        row: ZoneRow,
+        builder: ZoneRows,
+        reader: ZoneCols,
+        columns: {
+            /// The zone's id.
+            zone_id: u32,
+            /// Its name.
+            name: Str,
+            /// Its first camera.
+            camera_id: u32,
+            /// Its area, m².
+            area_m2: f64,
+            /// The density that raises an alert, persons per m².
+            alert_density: f64,
+        }
+    }
 }
 
-/// Zones as a reference batch.
+/// Zones as rows of the `zones` table.
 pub fn to_batch(zones: &[Zone]) -> RecordBatch {
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt32Array::from_iter_values(zones.iter().map(|z| z.id))),
-        Arc::new(StringArray::from_iter_values(zones.iter().map(|z| z.name.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(zones.iter().map(Zone::camera_id))),
-        Arc::new(Float64Array::from_iter_values(zones.iter().map(Zone::area))),
-        Arc::new(Float64Array::from_iter_values(zones.iter().map(|z| z.alert_density))),
-    ];
-    RecordBatch::try_new(schema(), columns).expect("columns match the zones schema")
+    let mut b = ZoneRows::default();
+    for z in zones {
+        b.push(&ZoneRow {
+            zone_id: z.id,
+            name: &z.name,
+            camera_id: z.camera_id(),
+            area_m2: z.area(),
+            alert_density: z.alert_density,
+        });
+    }
+    b.finish()
 }
 
 /// A zone as the operators need it.

@@ -35,6 +35,60 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
+use vigil_engine::stream::{Str, Timestamp};
+use vigil_operators::detection::EventId;
+
+/// The most objects one frame may hold (what a frame's event ids can tell apart).
+pub const MAX_OBJECTS: usize = EventId::MAX_INDEX as usize + 1;
+
+vigil_engine::stream! {
+    /// A camera's health, one row per camera every second: connection state, rates, errors and
+    /// lag. Its `event_id` packs the run's epoch, the camera and the report's number like a
+    /// camera row ([`EventId`]).
+    pub struct CameraHealth {
+        name: "camera_health",
+        class: Aggregate,
+        keys: [camera_id, event_time],
+        personal: [],
+        row: HealthRow,
+        builder: HealthRows,
+        reader: HealthCols,
+        columns: {
+            /// The camera.
+            camera_id: u32,
+            /// When the report was made (receive clock).
+            event_time: Timestamp,
+            /// See the stream's documentation.
+            event_id: u64,
+            /// The camera's name.
+            camera: Str,
+            /// `connecting`, `streaming`, `backoff` or `failed`.
+            state: Str,
+            /// Frames per second received (decoded) since the last report.
+            fps_in: f64,
+            /// Frames per second passed on to analytics since the last report.
+            fps_out: f64,
+            /// Frames dropped by the detection stage, since start.
+            frames_dropped: u64,
+            /// Frames the decoder rejected, since start.
+            decode_errors: u64,
+            /// Frames refused as bad data (too many objects, ...), since start.
+            frames_rejected: u64,
+            /// Frames lost to detector errors, since start.
+            frames_failed: u64,
+            /// Times the camera came back, since start.
+            reconnects: u64,
+            /// Receive time minus capture time of the last frame, ms.
+            lag_ms: Option<f64>,
+            /// Camera clock (RTCP sender reports) minus receive clock, ms; null before the first report.
+            clock_skew_ms: Option<f64>,
+            /// Where event times come from: `rtcp` or `receive`.
+            time_source: Str,
+            /// The last error, if any.
+            last_error: Option<Str>,
+        }
+    }
+}
 
 /// One camera to ingest.
 #[derive(Clone)]
@@ -178,6 +232,10 @@ pub struct Health {
     pub frames_dropped: AtomicU64,
     /// Frames the decoder rejected.
     pub decode_errors: AtomicU64,
+    /// Frames refused as bad data (more objects than a frame may hold, ...): counted, skipped.
+    pub frames_rejected: AtomicU64,
+    /// Frames lost to detector errors.
+    pub frames_failed: AtomicU64,
     /// Times the camera came back: sessions that delivered frames, after the first.
     pub reconnects: AtomicU64,
     /// Sessions that delivered frames.
@@ -198,6 +256,8 @@ impl Health {
             frames_out: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
+            frames_rejected: AtomicU64::new(0),
+            frames_failed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
@@ -481,6 +541,17 @@ async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64
                     }
                 };
                 for f in frames {
+                    // A frame holds at most as many objects as event ids can tell apart: one
+                    // that claims more is bad data, refused and counted, never the end of the run.
+                    if f.objects.len() > MAX_OBJECTS {
+                        health.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            camera = spec.id,
+                            "ONVIF frame with {} objects refused (at most {MAX_OBJECTS})",
+                            f.objects.len()
+                        );
+                        continue;
+                    }
                     // The camera's own timestamp when its clock is right, else the receive time.
                     let capture_ms = f
                         .utc_ms

@@ -166,8 +166,17 @@ impl Default for Sinks {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
-    /// Days Parquet partitions are kept.
+    /// Days data is kept, on disk and in memory (every class without its own period).
     pub days: Spanned<i64>,
+    /// Hours data is kept, instead of `days` (below a day: tests, short events).
+    pub hours: Option<Spanned<i64>>,
+    /// Period of personal data (detections, tracks, plate reads, crossings, visits, snapshots,
+    /// rules over them), such as `"6h"` or `"30d"`.
+    pub personal: Option<Spanned<String>>,
+    /// Period of aggregates (densities, the grid, camera health).
+    pub aggregate: Option<Spanned<String>>,
+    /// Period of records (alerts, late events, rules over them).
+    pub record: Option<Spanned<String>>,
     /// Seconds of events kept in memory, for rule backfill and ad-hoc queries over psql.
     pub memory_s: Spanned<i64>,
     /// At most this many MiB of events kept in memory; the oldest go first when it is reached.
@@ -178,6 +187,10 @@ impl Default for Retention {
     fn default() -> Self {
         Self {
             days: Spanned::new(0..0, 7),
+            hours: None,
+            personal: None,
+            aggregate: None,
+            record: None,
             memory_s: Spanned::new(0..0, 600),
             memory_mb: Spanned::new(0..0, 4_096),
         }
@@ -559,7 +572,7 @@ impl Config {
             );
         }
         let s = &self.simulation;
-        let max_cameras = i64::from(vigil_engine::schema::EventId::MAX_CAMERA);
+        let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
         let whole: [(&Spanned<i64>, &str, i64, i64); 15] = [
             (&self.engine.workers, "engine.workers", 1, 64),
@@ -615,6 +628,36 @@ impl Config {
                 );
             }
         }
+        let r = &self.retention;
+        if let Some(h) = &r.hours
+            && !(1..=90 * 24).contains(h.get_ref())
+        {
+            return err(
+                h.span(),
+                format!("retention.hours = {} is out of range", h.get_ref()),
+                "keep data from 1 to 2160 hours (CNDP deliberation 350-2013: at most 3 months)",
+            );
+        }
+        for (v, name) in [(&r.personal, "personal"), (&r.aggregate, "aggregate"), (&r.record, "record")] {
+            let Some(v) = v else { continue };
+            match parse_period(v.get_ref()) {
+                Some(ms) if ms > 0 && ms <= 90 * 86_400_000 => {}
+                Some(_) => {
+                    return err(
+                        v.span(),
+                        format!("retention.{name} = {:?} is out of range", v.get_ref()),
+                        "keep data at most 90 days (CNDP deliberation 350-2013: at most 3 months)",
+                    );
+                }
+                None => {
+                    return err(
+                        v.span(),
+                        format!("retention.{name} = {:?} is not a period", v.get_ref()),
+                        "write a period such as \"6h\", \"30d\" or \"90m\"",
+                    );
+                }
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, c) in self.cameras.iter().enumerate() {
             let id = c.id.as_ref().map_or(i as i64, |v| *v.get_ref());
@@ -623,7 +666,7 @@ impl Config {
                 return err(
                     span,
                     format!("camera id {id} is out of range or used twice"),
-                    "give each camera a unique id from 0 to 1048575",
+                    &format!("give each camera a unique id from 0 to {max_cameras}"),
                 );
             }
             match url::Url::parse(c.url.get_ref()) {
@@ -770,6 +813,13 @@ impl Config {
         } else {
             "use the id of a [[cameras]] entry".to_owned()
         };
+        if self.zones.len() > vigil_operators::density::GRID_MAX_ZONES as usize {
+            return err(
+                self.zones[0].name.span(),
+                format!("{} zones", self.zones.len()),
+                "define at most 1,024 zones per city (or run one vigil per district)",
+            );
+        }
         let mut names = std::collections::BTreeSet::new();
         for z in &self.zones {
             if !names.insert(z.name.get_ref().clone()) {
@@ -814,6 +864,17 @@ impl Config {
                 }
             }
             let poly = z.polygon.get_ref();
+            let bb = poly.iter().fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |b, p| {
+                [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
+            });
+            let cells = ((bb[2].ceil() - bb[0].floor()) * (bb[3].ceil() - bb[1].floor())).abs();
+            if cells > vigil_operators::density::GRID_MAX_CELLS as f64 {
+                return err(
+                    z.polygon.span(),
+                    format!("zone {:?}: its bounding box covers {cells:.0} m²", z.name.get_ref()),
+                    "split it into zones of at most 131,072 m² (the density grid names cells within a zone)",
+                );
+            }
             if poly.len() < 3 {
                 return err(
                     z.polygon.span(),
@@ -942,22 +1003,38 @@ impl Config {
         Ok(())
     }
 
-    /// Maps a (line, column) inside an inline TOML string starting at byte `span_start` to the
-    /// file's own line and column (escapes in the string are not accounted for).
-    pub fn inline_position(&self, span_start: usize, line: u64, column: u64) -> (usize, usize) {
-        let rest = self.text.get(span_start..).unwrap_or_default();
-        let mut skip = if rest.starts_with("\"\"\"") || rest.starts_with("'''") { 3 } else { 1 };
-        if skip == 3 && rest[3..].starts_with('\n') {
-            skip += 1;
-        }
-        let (l0, c0) = line_col(&self.text, span_start + skip);
-        if line <= 1 { (l0, c0 + column as usize - 1) } else { (l0 + line as usize - 1, column as usize) }
-    }
-
     /// The clock's start in milliseconds.
     pub fn start_ms(&self) -> i64 {
         vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).unwrap_or(0)
     }
+}
+
+/// Maps a (line, column) inside an inline TOML string starting at byte `span_start` of `text`
+/// to the file's own line and column (escapes in the string are not accounted for).
+pub fn inline_position(text: &str, span_start: usize, line: u64, column: u64) -> (usize, usize) {
+    let rest = text.get(span_start..).unwrap_or_default();
+    let mut skip = if rest.starts_with("\"\"\"") || rest.starts_with("'''") { 3 } else { 1 };
+    if skip == 3 && rest[3..].starts_with('\n') {
+        skip += 1;
+    }
+    let (l0, c0) = line_col(text, span_start + skip);
+    if line <= 1 { (l0, c0 + column as usize - 1) } else { (l0 + line as usize - 1, column as usize) }
+}
+
+/// A retention period (`"90m"`, `"6h"`, `"30d"`, `"45s"`) in milliseconds.
+pub fn parse_period(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let unit_ms = match unit.trim() {
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
 }
 
 fn polygon_area(p: &[[f64; 2]]) -> f64 {

@@ -88,7 +88,15 @@ impl DetectStage {
                             }
                         }
                     }
-                    Err(e) => on_error(e.to_string()),
+                    Err(e) => {
+                        // The batch's frames are lost: counted for their cameras.
+                        for f in &batch {
+                            if let Some(h) = s.health.get(&f.camera) {
+                                h.frames_failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        on_error(format!("{e} ({} frame(s) lost)", batch.len()));
+                    }
                 }
             }
         })?;

@@ -1,17 +1,21 @@
-//! vigil's pipelines: the city simulator, configuration, and the wiring behind the `vigil`
-//! binary.
+//! vigil's pipelines: configuration, the city simulator, camera ingestion, and the wiring
+//! behind the `vigil` binary.
 //!
-//! Entry points: [`config::Config`] (TOML, strict), [`sim::CameraSim`] (the deterministic
-//! city), and [`app::run`] (simulator → ingest → dataflow → Parquet and alerts). Camera
-//! ingestion over RTSP and the HTTP server arrive in later issues.
+//! Entry points: [`config::Config`] (the TOML file, strict) checked once into
+//! [`settings::Settings`]; [`derive`] (the streams the main dataflow derives, and the catalog
+//! they make); [`app::run`] (sources → ingest → dataflow → Parquet, alerts and rules, until
+//! stopped); [`sim::CameraSim`] (the deterministic city); [`live`] and [`camera`] (RTSP
+//! cameras); [`replay`] (rules over recorded events).
 
 pub mod app;
 pub mod camera;
 pub mod config;
+pub mod derive;
 pub mod detect;
 pub mod live;
 pub mod mot;
 pub mod onvif;
 pub mod render;
 pub mod replay;
+pub mod settings;
 pub mod sim;

@@ -17,24 +17,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
-use vigil_engine::alerts::Alert;
+use vigil_engine::ids::Epoch;
 use vigil_engine::ingest::Ingest;
-use vigil_engine::schema::{Detection, DetectionsBuilder, EventId, KeyColumns, StreamKind};
 use vigil_engine::time::Millis;
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_models::yolo::{YoloConfig, YoloDetector};
+use vigil_operators::alerts::Alert;
+use vigil_operators::detection::{Detection, DetectionRows, EventId};
 use vigil_operators::homography::Homography;
 use vigil_operators::tracks::Locate;
 use vigil_operators::zones::{Zone, ZoneIndex};
 
-use crate::camera::{self, CameraObjects, CameraSpec, Frame, Health, Sinks, TimeSource};
-use crate::config::Config;
+use crate::camera::{
+    self, CameraHealth, CameraObjects, CameraSpec, Frame, Health, HealthRow, HealthRows, Sinks, TimeSource,
+};
 use crate::detect::{DetectStage, Detected, StageConfig};
+use crate::settings::{CameraSettings, PasswordSource, Settings};
 
 /// The ingest source id health rows are sent under (not a camera: health is timed by the
 /// receive clock and must not move any camera's watermark).
-pub const HEALTH_SOURCE: u32 = EventId::MAX_CAMERA;
+pub const HEALTH_SOURCE: u32 = u32::MAX;
 
 /// Everything live.
 pub struct Live {
@@ -51,6 +53,8 @@ pub struct Live {
     health_seq: u64,
     snapshots: Option<Snapshots>,
     errors: Arc<Mutex<Vec<String>>>,
+    epoch: Epoch,
+    rows: HealthRows,
 }
 
 impl std::fmt::Debug for Live {
@@ -60,42 +64,33 @@ impl std::fmt::Debug for Live {
 }
 
 /// Reads a camera's password from its environment variable or file.
-fn password(config: &Config, c: &crate::config::CameraConfig, id: u32) -> anyhow::Result<Option<String>> {
-    if let Some(var) = &c.password_env {
-        let v = std::env::var(var.get_ref()).map_err(|_| {
+fn password(c: &CameraSettings) -> anyhow::Result<Option<(String, String)>> {
+    let Some((user, source)) = &c.credentials else { return Ok(None) };
+    let pw = match source {
+        PasswordSource::Env(var) => std::env::var(var).map_err(|_| {
             anyhow::anyhow!(
-                "camera {id}: the password variable ${} is not set; fix: export it before starting vigil",
-                var.get_ref()
+                "camera {}: the password variable ${var} is not set; fix: export it before starting vigil",
+                c.id
             )
-        })?;
-        return Ok(Some(v));
-    }
-    if let Some(file) = &c.password_file {
-        let p = config.base_dir.join(file.get_ref());
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("camera {id}: reading the password file {}", p.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
-    }
-    Ok(None)
+        })?,
+        PasswordSource::File(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("camera {}: reading the password file {}", c.id, p.display()))?;
+            text.lines().next().unwrap_or("").to_owned()
+        }
+    };
+    Ok(Some((user.clone(), pw)))
 }
 
-/// The cameras of a configuration.
-pub fn camera_specs(config: &Config) -> anyhow::Result<Vec<CameraSpec>> {
-    let fps = *config.city.fps.get_ref();
-    config
+/// The cameras of the settings.
+pub fn camera_specs(settings: &Settings) -> anyhow::Result<Vec<CameraSpec>> {
+    settings
         .cameras
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let id = c.id.as_ref().map_or(i as u32, |v| *v.get_ref() as u32);
-            let url = url::Url::parse(c.url.get_ref()).expect("validated");
-            let name = c.name.clone().unwrap_or_else(|| format!("camera-{id}"));
-            let mut spec = CameraSpec::new(id, name, url, c.fps.as_ref().map_or(fps, |f| *f.get_ref()));
-            spec.onvif = c.analytics.get_ref() == "auto";
-            if let Some(user) = &c.user {
-                let pw = password(config, c, id)?.unwrap_or_default();
-                spec.credentials = Some((user.clone(), pw));
-            }
+        .map(|c| {
+            let mut spec = CameraSpec::new(c.id, c.name.clone(), c.url.clone(), c.fps);
+            spec.onvif = c.onvif;
+            spec.credentials = password(c)?;
             Ok(spec)
         })
         .collect()
@@ -118,9 +113,28 @@ impl Ground {
 
 /// The row of one detection: on the ground and in a zone when the camera is calibrated (else
 /// the ground position is NaN and there is no zone).
-fn detection_row(ground: Option<&Ground>, class: &'static str, score: f32, bbox: [f32; 4]) -> Detection {
-    let (ground, zone_id) = ground.map_or(([f32::NAN; 2], None), |g| g.locate(bbox));
-    Detection { class, score, bbox, ground, zone_id }
+fn detection_row<'a>(
+    ground: Option<&Ground>,
+    (camera_id, event_time, event_id): (u32, Millis, u64),
+    class: &'a str,
+    score: f32,
+    bbox: [f32; 4],
+) -> Detection<'a> {
+    let (g, zone_id) = ground.map_or(([f32::NAN; 2], None), |g| g.locate(bbox));
+    Detection {
+        camera_id,
+        event_time,
+        event_id,
+        class,
+        score,
+        x: bbox[0],
+        y: bbox[1],
+        w: bbox[2],
+        h: bbox[3],
+        ground_x: g[0],
+        ground_y: g[1],
+        zone_id,
+    }
 }
 
 /// The calibrated cameras by id, shared by ingest (detections) and the tracking operator.
@@ -128,21 +142,19 @@ pub type Calibrated = Arc<HashMap<u32, Ground>>;
 
 /// The calibrated cameras, by id: each camera's homography (its reprojection error printed) and
 /// the zones it sees.
-pub fn calibrate(config: &Config, zones: &[Zone]) -> anyhow::Result<Calibrated> {
-    let specs = camera_specs(config)?;
+pub fn calibrate(settings: &Settings) -> Calibrated {
     let mut ground = HashMap::new();
-    for (spec, c) in specs.iter().zip(&config.cameras) {
-        let Some(cal) = &c.calibration else { continue };
-        let homography = Homography::fit(&cal.get_ref().image, &cal.get_ref().ground)?;
+    for c in &settings.cameras {
+        let Some(homography) = c.calibration.clone() else { continue };
         eprintln!(
             "camera {} calibrated: reprojection error {:.3} m RMS, worst {:.3} m at point {}",
-            spec.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
+            c.id, homography.rms_error_m, homography.max_error_m.0, homography.max_error_m.1
         );
-        let mine: Vec<Zone> = zones.iter().filter(|z| z.cameras.contains(&spec.id)).cloned().collect();
+        let mine: Vec<Zone> = settings.zones.iter().filter(|z| z.cameras.contains(&c.id)).cloned().collect();
         let zones = (!mine.is_empty()).then(|| ZoneIndex::new(mine));
-        ground.insert(spec.id, Ground { homography, zones });
+        ground.insert(c.id, Ground { homography, zones });
     }
-    Ok(Arc::new(ground))
+    Arc::new(ground)
 }
 
 /// The tracking operator's locator over [`calibrate`]'s cameras: calibrated cameras map boxes
@@ -152,26 +164,31 @@ pub fn locator(ground: Calibrated) -> Locate {
 }
 
 impl Live {
-    /// Opens the models and starts the cameras; `ground` holds the calibrated ones.
-    pub fn start(config: &Config, out: &std::path::Path, ground: Calibrated) -> anyhow::Result<Live> {
-        let specs = camera_specs(config)?;
-        let Some(dc) = &config.models.detector else {
-            bail!("{}: cameras need [models.detector]", config.source)
+    /// Opens the models and starts the cameras; `ground` holds the calibrated ones, `epoch` is
+    /// the run's (in event ids).
+    pub fn start(
+        settings: &Settings,
+        out: &std::path::Path,
+        ground: Calibrated,
+        epoch: Epoch,
+    ) -> anyhow::Result<Live> {
+        let specs = camera_specs(settings)?;
+        let Some(dc) = &settings.detector else {
+            bail!("{}: cameras need [models.detector]", settings.source)
         };
-        let ort_path = config.models.onnxruntime.as_ref().map(|p| config.base_dir.join(p));
-        let env = vigil_models::runtime::environment(ort_path.as_deref())?;
-        let classes: Vec<String> = dc.classes.get_ref().clone();
-        let mut yolo = YoloConfig::new(config.base_dir.join(dc.path.get_ref()), classes.clone());
-        yolo.layout = dc.layout.get_ref().parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let env = vigil_models::runtime::environment(settings.onnxruntime.as_deref())?;
+        let classes: Vec<String> = dc.classes.clone();
+        let mut yolo = YoloConfig::new(dc.path.clone(), classes.clone());
+        yolo.layout = dc.layout;
         yolo.score_threshold = dc.score_threshold;
         yolo.class_thresholds = dc.class_thresholds.iter().map(|(k, v)| (k.clone(), *v)).collect();
         yolo.iou_threshold = dc.iou_threshold;
-        yolo.threads = dc.threads.max(1) as usize;
+        yolo.threads = dc.threads;
         let detector = YoloDetector::new(&env, yolo)?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-        let snapshots = if config.snapshots.enabled {
-            let dir = match config.models.faces.as_ref().and_then(|f| f.dir.clone()) {
-                Some(d) => config.base_dir.join(d),
+        let snapshots = if settings.snapshots {
+            let dir = match &settings.faces_dir {
+                Some(d) => d.clone(),
                 None => Mtcnn::locate(&std::env::current_dir()?)
                     .or_else(|| std::env::current_exe().ok().and_then(|e| Mtcnn::locate(&e)))
                     .context("snapshots need the MTCNN face networks to blur faces; fix: run scripts/setup-models or set [models.faces] dir")?,
@@ -180,7 +197,7 @@ impl Live {
             Some(Snapshots::start(
                 mtcnn,
                 out.join("snapshots"),
-                config.snapshots.min_interval_s,
+                settings.snapshot_interval_s,
                 Arc::clone(&errors),
             )?)
         } else {
@@ -197,9 +214,9 @@ impl Live {
         let stage = DetectStage::start(
             detector,
             StageConfig {
-                batch: *dc.batch.get_ref() as usize,
-                deadline: std::time::Duration::from_millis(*dc.deadline_ms.get_ref() as u64),
-                queue: *dc.queue.get_ref() as usize,
+                batch: dc.batch,
+                deadline: std::time::Duration::from_millis(dc.deadline_ms),
+                queue: dc.queue,
             },
             by_id,
             tx,
@@ -240,6 +257,8 @@ impl Live {
             health_seq: 0,
             snapshots,
             errors,
+            epoch,
+            rows: HealthRows::default(),
         })
     }
 
@@ -248,46 +267,70 @@ impl Live {
         std::mem::take(&mut self.errors.lock().expect("errors"))
     }
 
-    /// Hands detections to ingest, and a health row per camera every second.
+    /// Hands detections to ingest, and a health row per camera every second. A frame whose
+    /// objects cannot be given ids (more than a frame may hold) is refused and counted for its
+    /// camera; the run goes on.
     pub fn drain(&mut self, ingest: &mut Ingest, now: Millis) -> anyhow::Result<()> {
+        let epoch = self.epoch;
         while let Ok(d) = self.detected.try_recv() {
             let f = &d.frame;
-            let ids = |index: usize| EventId::pack(f.camera, f.seq, index as u32);
-            ids(d.detections.len())?;
+            let ids = |index: usize| EventId::pack(epoch, f.camera, f.seq, index as u32);
+            if let Err(e) = ids(d.detections.len().saturating_sub(1)) {
+                self.reject(f.camera, e);
+                continue;
+            }
             let classes = &self.classes;
             let ground = self.ground.get(&f.camera);
-            ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionsBuilder| {
+            ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionRows| {
                 for (i, x) in d.detections.iter().enumerate() {
-                    let row = detection_row(ground, classes[x.class], x.score, x.bbox);
-                    det.push(f.camera, f.capture_ms, ids(i).expect("checked above"), &row);
+                    let Ok(id) = ids(i) else { continue };
+                    let key = (f.camera, f.capture_ms, id.0);
+                    det.push(&detection_row(ground, key, classes[x.class], x.score, x.bbox));
                 }
             })?;
             self.latest.insert(f.camera, d.frame);
         }
         // Detections the cameras made themselves (ONVIF metadata): no model, same stream.
         while let Ok(o) = self.objects.try_recv() {
-            let ids = |index: usize| EventId::pack(o.camera, o.seq, index as u32);
-            ids(o.objects.len())?;
+            let ids = |index: usize| EventId::pack(epoch, o.camera, o.seq, index as u32);
+            if let Err(e) = ids(o.objects.len().saturating_sub(1)) {
+                self.reject(o.camera, e);
+                continue;
+            }
             // Boxes in pixels of the camera's video; in fractions of the frame without video.
             let (w, h) = o.frame_size.map_or((1.0, 1.0), |(w, h)| (w as f32, h as f32));
             let ground = self.ground.get(&o.camera);
-            ingest.push_rows(o.camera, o.capture_ms, now, |det: &mut DetectionsBuilder| {
+            ingest.push_rows(o.camera, o.capture_ms, now, |det: &mut DetectionRows| {
                 for (i, x) in o.objects.iter().enumerate() {
+                    let Ok(id) = ids(i) else { continue };
                     let bbox = crate::onvif::to_pixels(x.bbox, w, h);
-                    let row = detection_row(ground, x.class, x.likelihood, bbox);
-                    det.push(o.camera, o.capture_ms, ids(i).expect("checked above"), &row);
+                    det.push(&detection_row(
+                        ground,
+                        (o.camera, o.capture_ms, id.0),
+                        x.class,
+                        x.likelihood,
+                        bbox,
+                    ));
                 }
             })?;
         }
         let due = self.last_report.as_ref().is_none_or(|(t, _)| t.elapsed().as_millis() >= 1000);
         if due {
             let batch = self.health_batch(now)?;
-            ingest.push(HEALTH_SOURCE, StreamKind::CameraHealth, now, batch, now)?;
+            ingest.push::<CameraHealth>(HEALTH_SOURCE, now, batch, now)?;
         }
         Ok(())
     }
 
-    fn health_batch(&mut self, now: Millis) -> anyhow::Result<RecordBatch> {
+    /// Counts a frame refused as bad data for its camera.
+    fn reject(&self, camera: u32, e: impl std::fmt::Display) {
+        if let Some(h) = self.health.iter().find(|h| h.camera == camera) {
+            h.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(camera, "frame refused: {e}");
+    }
+
+    fn health_batch(&mut self, now: Millis) -> anyhow::Result<arrow::array::RecordBatch> {
         let counts: Vec<(u64, u64)> = self
             .health
             .iter()
@@ -297,50 +340,31 @@ impl Live {
             Some((t, prev)) => (t.elapsed().as_secs_f64().max(1e-3), prev.clone()),
             None => (1.0, counts.clone()),
         };
-        let n = self.health.len();
-        let mut keys = KeyColumns::default();
-        let mut name = StringBuilder::new();
-        let mut state = StringBuilder::new();
-        let (mut fin, mut fout) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
-        let (mut dropped, mut errors, mut reconnects) = (
-            UInt64Builder::with_capacity(n),
-            UInt64Builder::with_capacity(n),
-            UInt64Builder::with_capacity(n),
-        );
-        let (mut lag, mut skew) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
-        let (mut source, mut last_error) = (StringBuilder::new(), StringBuilder::new());
         self.health_seq += 1;
         for (i, h) in self.health.iter().enumerate() {
             let s = h.status();
-            keys.push(h.camera, now, EventId::pack(h.camera, self.health_seq, 0)?.0);
-            name.append_value(&h.name);
-            state.append_value(s.state.name());
-            fin.append_value((counts[i].0 - prev[i].0) as f64 / secs);
-            fout.append_value((counts[i].1 - prev[i].1) as f64 / secs);
-            dropped.append_value(h.frames_dropped.load(Ordering::Relaxed));
-            errors.append_value(h.decode_errors.load(Ordering::Relaxed));
-            reconnects.append_value(h.reconnects.load(Ordering::Relaxed));
-            lag.append_option(s.lag_ms);
-            skew.append_option(s.clock_skew_ms);
-            source.append_value(if s.time_source == TimeSource::Rtcp { "rtcp" } else { "receive" });
-            last_error.append_option(s.last_error.as_deref());
+            let id = EventId::pack(self.epoch, h.camera, self.health_seq, 0)?;
+            self.rows.push(&HealthRow {
+                camera_id: h.camera,
+                event_time: now,
+                event_id: id.0,
+                camera: &h.name,
+                state: s.state.name(),
+                fps_in: (counts[i].0 - prev[i].0) as f64 / secs,
+                fps_out: (counts[i].1 - prev[i].1) as f64 / secs,
+                frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
+                decode_errors: h.decode_errors.load(Ordering::Relaxed),
+                frames_rejected: h.frames_rejected.load(Ordering::Relaxed),
+                frames_failed: h.frames_failed.load(Ordering::Relaxed),
+                reconnects: h.reconnects.load(Ordering::Relaxed),
+                lag_ms: s.lag_ms,
+                clock_skew_ms: s.clock_skew_ms,
+                time_source: if s.time_source == TimeSource::Rtcp { "rtcp" } else { "receive" },
+                last_error: s.last_error.as_deref(),
+            });
         }
         self.last_report = Some((Instant::now(), counts));
-        let mut columns = keys.finish();
-        columns.extend([
-            Arc::new(name.finish()) as ArrayRef,
-            Arc::new(state.finish()),
-            Arc::new(fin.finish()),
-            Arc::new(fout.finish()),
-            Arc::new(dropped.finish()),
-            Arc::new(errors.finish()),
-            Arc::new(reconnects.finish()),
-            Arc::new(lag.finish()),
-            Arc::new(skew.finish()),
-            Arc::new(source.finish()),
-            Arc::new(last_error.finish()),
-        ]);
-        Ok(RecordBatch::try_new(StreamKind::CameraHealth.schema(), columns)?)
+        Ok(self.rows.finish())
     }
 
     /// Queues a snapshot for an alert of a camera (when enabled, and at most one per camera per

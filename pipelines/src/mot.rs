@@ -111,7 +111,7 @@ pub fn track_file(det: &Path, out: &Path, config: TrackerConfig) -> anyhow::Resu
     for frame in 1..=last {
         obs.clear();
         while i < dets.len() && dets[i].frame == frame {
-            obs.push(Observation { bbox: dets[i].bbox, score: dets[i].conf, class: 0 });
+            obs.push(Observation { bbox: dets[i].bbox, score: dets[i].conf, class: 0, tag: 0 });
             i += 1;
         }
         let t0 = std::time::Instant::now();

@@ -1,8 +1,10 @@
 //! `vigil replay`: run SQL rules over recorded Parquet events, at full speed, deterministically.
 //!
-//! The events directory is what `vigil run` writes (`<stream>/.../*.parquet`, plus
-//! `reference/<table>.parquet` with a `valid_from` column). Rows are regrouped into frames (one
-//! camera, one event time, one stream) and handed to the same [`Ingest`] the live engine uses,
+//! The events directory is what `vigil run` writes (`<stream>/.../*.parquet` for every stream of
+//! the catalog, plus `reference/<table>-e<epoch>.parquet` with a `valid_from` column). Every
+//! stream recorded is fed as an input (derived streams are replayed as they were recorded, not
+//! derived again). Rows are regrouped into frames (one camera, one event time, one stream) and
+//! handed to the same [`Ingest`] the live engine uses,
 //! in *arrival* order: by default a frame arrives at its event time; `disorder_ms` delays each
 //! frame by a pseudo-random amount below it (a hash of camera and time, so runs repeat), which
 //! exercises out-of-order input; frames that end up behind the watermark are late, exactly as
@@ -22,13 +24,15 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
+use vigil_engine::catalog::Catalog;
 use vigil_engine::ingest::Ingest;
 use vigil_engine::parquet_sink::list_files;
-use vigil_engine::runtime::{EventBatch, Runtime, RuntimeConfig};
-use vigil_engine::schema::StreamKind;
+use vigil_engine::runtime::{Runtime, RuntimeConfig};
+use vigil_engine::stream::{Batch, StreamDef, StreamInfo};
 use vigil_engine::time::{Millis, WatermarkPolicy};
+use vigil_operators::detection::LateEvents;
 use vigil_sql::capture::{self, Errors, Outputs};
-use vigil_sql::catalog::{STREAMS, reference_tables};
+use vigil_sql::registry::file_name;
 use vigil_sql::rule::Rule;
 
 /// How to replay.
@@ -78,21 +82,22 @@ pub struct ReplaySummary {
 /// One frame to feed: arrival time, stream, camera, event time, rows.
 struct Frame {
     arrival: Millis,
-    stream: StreamKind,
+    stream: &'static StreamInfo,
     camera: u32,
     event_time: Millis,
     rows: RecordBatch,
 }
 
-/// Replays `rules` over the events in `opts.events`.
-pub fn replay(rules: Vec<Rule>, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
+/// Replays `rules` (compiled against `streams`) over the events in `opts.events`.
+pub fn replay(rules: Vec<Rule>, streams: &Catalog, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
     let mut frames = Vec::new();
-    for stream in STREAMS {
+    for stream in streams.streams().filter(|s| s.name != LateEvents::NAME) {
         frames.extend(read_frames(&opts.events, stream, opts.disorder_ms)?);
     }
-    frames.sort_by_key(|f| (f.arrival, f.event_time, f.camera, f.stream as u8));
+    frames.sort_by_key(|f| (f.arrival, f.event_time, f.camera, f.stream.name));
     let start = frames.iter().map(|f| f.event_time).min().unwrap_or(0);
-    let references = read_references(&opts.events)?;
+    let references = read_references(&opts.events, streams)?;
+    let inputs: Vec<&'static StreamInfo> = streams.all().collect();
 
     let rules = Arc::new(rules);
     let outputs: Outputs = capture::outputs(rules.len());
@@ -101,54 +106,50 @@ pub fn replay(rules: Vec<Rule>, opts: &ReplayOptions) -> anyhow::Result<ReplaySu
     let runtime = {
         let (rules, outputs, errors, late) =
             (Arc::clone(&rules), Arc::clone(&outputs), Arc::clone(&errors), Arc::clone(&late));
-        Runtime::start(
-            RuntimeConfig::with_workers(opts.workers),
-            start.max(0) as u64,
-            move |_scope, input, _| {
-                let probe = ProbeHandle::new();
-                capture::capture(&rules, &input, &outputs, &errors, &probe);
-                let late = Arc::clone(&late);
-                input
+        Runtime::start(RuntimeConfig::new(opts.workers, inputs), start.max(0) as u64, move |graph| {
+            let probe = ProbeHandle::new();
+            capture::capture(&rules, graph, &outputs, &errors, &probe);
+            let late = Arc::clone(&late);
+            if let Some(rows) = graph.get::<LateEvents>() {
+                rows.into_inner()
                     .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                         Pipeline,
                         "CaptureLate",
                         move |_, _| {
                             move |input, _| {
-                                input.for_each(|_, data: &mut Vec<EventBatch>| {
-                                    let mut late = late.lock().expect("late rows");
-                                    for b in
-                                        data.iter().filter(|b| b.stream() == Some(StreamKind::LateEvents))
-                                    {
-                                        late.push(b.data.clone());
-                                    }
+                                input.for_each(|_, data: &mut Vec<Batch>| {
+                                    late.lock()
+                                        .expect("late rows")
+                                        .extend(data.iter().map(|b| b.rows.clone()));
                                 })
                             }
                         },
                     )
                     .probe_with(&probe);
-                probe
-            },
-        )?
+            }
+            probe
+        })?
     };
     let policy = WatermarkPolicy { allowed_lateness_ms: opts.lateness_ms, ..WatermarkPolicy::default() };
-    let mut ingest = Ingest::new(runtime, policy, start);
+    let mut ingest = Ingest::new(runtime, policy, start, LateEvents::info());
     let mut pending_refs = references.into_iter().peekable();
     let mut next_tick = start;
     for f in frames {
         while let Some((valid_from, _, _)) = pending_refs.peek()
             && *valid_from <= f.arrival
         {
-            let (_, table, rows) = pending_refs.next().expect("peeked");
-            ingest.push_reference(&table, rows, 1)?;
+            if let Some((_, table, rows)) = pending_refs.next() {
+                ingest.push_table_untyped(table, rows, 1)?;
+            }
         }
         while f.arrival >= next_tick + opts.tick_ms {
             next_tick += opts.tick_ms;
             ingest.tick(next_tick)?;
         }
-        ingest.push(f.camera, f.stream, f.event_time, f.rows, f.arrival)?;
+        ingest.push_untyped(f.stream, f.camera, f.event_time, f.rows, f.arrival)?;
     }
     for (_, table, rows) in pending_refs {
-        ingest.push_reference(&table, rows, 1)?;
+        ingest.push_table_untyped(table, rows, 1)?;
     }
     let stats = ingest.finish()?;
 
@@ -168,16 +169,9 @@ pub fn replay(rules: Vec<Rule>, opts: &ReplayOptions) -> anyhow::Result<ReplaySu
         summary.rules.push((rule.name.clone(), path, rows.num_rows()));
     }
     let late = std::mem::take(&mut *late.lock().expect("late rows"));
-    let late = concat_batches(&StreamKind::LateEvents.schema(), &late)?;
+    let late = concat_batches(&LateEvents::schema(), &late)?;
     write_parquet(&opts.out.join("late_events.parquet"), &late)?;
     Ok(summary)
-}
-
-/// A rule name as a file name (`a/b` and other separators become `_`).
-pub fn file_name(rule: &str) -> String {
-    rule.chars()
-        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' || c == '#' { c } else { '_' })
-        .collect()
 }
 
 /// Writes `rows`; duplicate column names (a join's `event_time` on both sides) get `_2`, `_3`
@@ -222,10 +216,10 @@ fn conform(
     Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
 }
 
-fn read_frames(root: &Path, stream: StreamKind, disorder_ms: Millis) -> anyhow::Result<Vec<Frame>> {
-    let schema = stream.schema();
+fn read_frames(root: &Path, stream: &'static StreamInfo, disorder_ms: Millis) -> anyhow::Result<Vec<Frame>> {
+    let schema = Arc::clone(&stream.schema);
     let mut batches = Vec::new();
-    for path in list_files(root, stream)? {
+    for path in list_files(&root.join(stream.name))? {
         for b in read_file(&path)? {
             batches.push(conform(&b, &schema, &path)?);
         }
@@ -234,12 +228,17 @@ fn read_frames(root: &Path, stream: StreamKind, disorder_ms: Millis) -> anyhow::
         return Ok(Vec::new());
     }
     let all = concat_batches(&schema, &batches)?;
-    let camera = all.column(0).as_any().downcast_ref::<UInt32Array>().expect("camera_id").clone();
+    // Frames are one source's rows of one time: the source is the `camera_id` column when the
+    // stream has one (each camera has its own watermark), else one source for the stream.
     let time =
-        all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("event_time").clone();
+        vigil_engine::stream::column::<vigil_engine::stream::Timestamp>(&all, stream.name, "event_time")?;
+    let time: &TimestampMillisecondArray = time;
+    let camera =
+        all.column_by_name("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).cloned();
     let mut groups: BTreeMap<(Millis, u32), Vec<u32>> = BTreeMap::new();
     for i in 0..all.num_rows() {
-        groups.entry((time.value(i), camera.value(i))).or_default().push(i as u32);
+        let source = camera.as_ref().map_or(u32::MAX, |c| c.value(i));
+        groups.entry((time.value(i), source)).or_default().push(i as u32);
     }
     let mut frames = Vec::with_capacity(groups.len());
     for ((event_time, camera), idx) in groups {
@@ -256,31 +255,39 @@ fn read_frames(root: &Path, stream: StreamKind, disorder_ms: Millis) -> anyhow::
     Ok(frames)
 }
 
-/// Reference rows: (valid from, table, rows), in time order.
-fn read_references(root: &Path) -> anyhow::Result<Vec<(Millis, String, RecordBatch)>> {
+/// Reference rows: (valid from, table, rows), in time order, from every run's file of each table.
+fn read_references(
+    root: &Path,
+    streams: &Catalog,
+) -> anyhow::Result<Vec<(Millis, &'static StreamInfo, RecordBatch)>> {
     let mut out = Vec::new();
-    for (table, schema) in reference_tables() {
-        let path = root.join("reference").join(format!("{table}.parquet"));
-        if !path.exists() {
-            continue;
-        }
-        for b in read_file(&path)? {
-            let rows = conform(&b, &schema, &path)?;
-            let valid = b
-                .column_by_name("valid_from")
-                .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
-                .transpose()?;
-            let valid = valid.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
-            let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
-            for i in 0..rows.num_rows() {
-                let t = valid.filter(|v| v.is_valid(i)).map_or(Millis::MIN, |v| v.value(i));
-                by_time.entry(t).or_default().push(i as u32);
-            }
-            for (t, idx) in by_time {
-                out.push((t, table.clone(), take_record_batch(&rows, &UInt32Array::from(idx))?));
+    let files = list_files(&root.join("reference"))?;
+    for table in streams.tables() {
+        let prefix = format!("{}-e", table.name);
+        for path in files.iter().filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) || n == format!("{}.parquet", table.name))
+        }) {
+            for b in read_file(path)? {
+                let rows = conform(&b, &table.schema, path)?;
+                let valid = b
+                    .column_by_name("valid_from")
+                    .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
+                    .transpose()?;
+                let valid =
+                    valid.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
+                let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+                for i in 0..rows.num_rows() {
+                    let t = valid.filter(|v| v.is_valid(i)).map_or(Millis::MIN, |v| v.value(i));
+                    by_time.entry(t).or_default().push(i as u32);
+                }
+                for (t, idx) in by_time {
+                    out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?));
+                }
             }
         }
     }
-    out.sort_by_key(|(t, table, _)| (*t, table.clone()));
+    out.sort_by_key(|(t, table, _)| (*t, table.name));
     Ok(out)
 }

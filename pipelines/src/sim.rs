@@ -126,7 +126,9 @@ pub struct SimParams {
 }
 
 impl SimParams {
-    /// Reads the parameters from a validated configuration.
+    /// Reads the parameters from a validated configuration (what [`Settings`] does once).
+    ///
+    /// [`Settings`]: crate::settings::Settings
     pub fn from_config(c: &Config) -> SimParams {
         let s = &c.simulation;
         let surge = s.surge.as_ref().and_then(|surge| {

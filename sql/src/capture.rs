@@ -12,11 +12,12 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
-use vigil_engine::runtime::{EventBatch, Time};
+use vigil_engine::error::ErrorSink;
+use vigil_engine::graph::Graph;
+use vigil_engine::runtime::Time;
 
 use crate::delta::Delta;
 use crate::operator::render_rule;
@@ -33,25 +34,24 @@ pub fn outputs(n: usize) -> Outputs {
     Arc::new(Mutex::new(vec![Vec::new(); n]))
 }
 
-/// Renders every rule over `events`, appending outputs to `out` and errors to `errors`; the
-/// probe follows every rule's output.
-pub fn capture<'s>(
+/// Renders every rule over the streams of `graph`, appending outputs to `out` and errors to
+/// `errors`; the probe follows every rule's output.
+pub fn capture(
     rules: &[Rule],
-    events: &Stream<'s, Time, Vec<EventBatch>>,
+    graph: &mut Graph<'_>,
     out: &Outputs,
     errors: &Errors,
     probe: &ProbeHandle<Time>,
 ) {
+    let errs = Arc::clone(errors);
+    let sink = ErrorSink::new(move |name, e| errs.lock().expect("errors").push((name.to_owned(), e)));
     for (i, rule) in rules.iter().enumerate() {
-        let errs = Arc::clone(errors);
-        let deltas = render_rule(rule, events, move |name, e| {
-            errs.lock().expect("errors").push((name.to_owned(), e));
-        });
+        let deltas = render_rule(rule, graph, &sink);
         let out = Arc::clone(out);
         deltas
             .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
-                "CaptureRule",
+                &format!("{}: Capture", rule.name),
                 move |_, _| {
                     move |input, _output| {
                         input.for_each(|cap, data| {

@@ -1,6 +1,6 @@
-//! The catalog analysts' SQL is planned against: the engine's live streams and the reference
-//! tables as tables, DataFusion's built-in scalar and aggregate functions, and the window
-//! functions `tumble`, `hop` and `session`.
+//! The catalog analysts' SQL is planned against: the engine's streams and reference tables (its
+//! [`vigil_engine::catalog::Catalog`]) as tables, DataFusion's built-in scalar and aggregate
+//! functions, and the window functions `tumble`, `hop` and `session`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,27 +12,7 @@ use datafusion::logical_expr::logical_plan::builder::LogicalTableSource;
 use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion::sql::planner::ContextProvider;
-use vigil_engine::schema::StreamKind;
-
-/// Streams a rule may read from.
-pub const STREAMS: [StreamKind; 8] = [
-    StreamKind::Detections,
-    StreamKind::Tracks,
-    StreamKind::PlateReads,
-    StreamKind::ZoneDensity,
-    StreamKind::CameraHealth,
-    StreamKind::DensityGrid,
-    StreamKind::LineCrossings,
-    StreamKind::ZoneVisits,
-];
-
-/// The reference tables rules can join: name and schema.
-pub fn reference_tables() -> Vec<(String, SchemaRef)> {
-    vec![
-        (vigil_operators::watchlist::TABLE.to_owned(), vigil_operators::watchlist::schema()),
-        (vigil_operators::zones::TABLE.to_owned(), vigil_operators::zones::schema()),
-    ]
-}
+use vigil_engine::catalog::Catalog as Streams;
 
 /// Implements DataFusion's `ContextProvider` over vigil's streams and reference tables.
 pub struct Catalog {
@@ -41,6 +21,8 @@ pub struct Catalog {
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     options: ConfigOptions,
     planners: Vec<Arc<dyn ExprPlanner>>,
+    /// Set when planning asked for a table that does not exist (the error's kind).
+    missing: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -49,14 +31,12 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-impl Default for Catalog {
-    fn default() -> Self {
+impl Catalog {
+    /// The catalog of `streams` (every stream and reference table the engine has).
+    pub fn new(streams: &Streams) -> Self {
         let source = |schema: SchemaRef| Arc::new(LogicalTableSource::new(schema)) as Arc<dyn TableSource>;
-        let tables = STREAMS
-            .iter()
-            .map(|s| (s.name().to_owned(), source(s.schema())))
-            .chain(reference_tables().into_iter().map(|(name, schema)| (name, source(schema))))
-            .collect();
+        let tables =
+            streams.all().map(|info| (info.name.to_owned(), source(Arc::clone(&info.schema)))).collect();
         let scalars = by_name(
             datafusion::functions::all_default_functions().into_iter().chain(crate::window::window_udfs()),
             |f| (f.name(), f.aliases()),
@@ -73,7 +53,7 @@ impl Default for Catalog {
             Arc::new(datafusion::functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion::functions_aggregate::planner::AggregateFunctionPlanner),
         ];
-        Self { tables, scalars, aggregates, options, planners }
+        Self { tables, scalars, aggregates, options, planners, missing: std::cell::Cell::new(false) }
     }
 }
 
@@ -93,6 +73,11 @@ fn by_name<F>(
 }
 
 impl Catalog {
+    /// True when planning asked for a table that does not exist.
+    pub fn missed_a_table(&self) -> bool {
+        self.missing.get()
+    }
+
     /// Names of the tables, sorted, for error messages.
     pub fn table_names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.tables.keys().map(String::as_str).collect();
@@ -105,7 +90,10 @@ impl ContextProvider for Catalog {
     fn get_table_source(&self, name: TableReference) -> DfResult<Arc<dyn TableSource>> {
         match self.tables.get(name.table()) {
             Some(t) if name.schema().is_none() => Ok(Arc::clone(t)),
-            _ => plan_err!("table '{name}' not found"),
+            _ => {
+                self.missing.set(true);
+                plan_err!("table '{name}' not found")
+            }
         }
     }
 

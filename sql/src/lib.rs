@@ -1,8 +1,9 @@
 //! vigil's SQL front end: analysts' rules planned by DataFusion and lowered onto the dataflow.
 //!
-//! Entry points: [`rule::compile`] / [`rule::compile_file`] turn SQL into [`rule::Rule`]s;
-//! [`operator::RunRules`] runs them continuously over the engine's batch stream, emitting each
-//! output row as an alert. The catalog of streams is [`catalog::Catalog`].
+//! Entry points: [`rule::compile`] / [`rule::compile_file`] turn SQL into [`rule::Rule`]s against
+//! the engine's streams ([`catalog::Catalog`]); [`operator::render_rule`] renders one over a
+//! dataflow's streams ([`render`], one file per operator); [`registry::Registry`] runs every rule
+//! in a dataflow of its own, with durable outputs; [`server`] serves psql.
 
 pub mod capture;
 pub mod catalog;
@@ -16,4 +17,4 @@ pub mod rule;
 pub mod server;
 pub mod window;
 
-pub use error::{Position, SqlError};
+pub use error::{Kind, Position, SqlError};

@@ -1,106 +1,83 @@
-//! Running rules: each compiled rule is rendered as its own operators over the engine's batch
-//! stream ([`render_rule`]), and the rows it inserts become alerts ([`RunRules::run_rules`]).
+//! Running a rule: its [`Node`](crate::plan::Node) tree rendered over a dataflow's streams
+//! ([`render_rule`]), and the rows it inserts turned into alerts ([`alerts_of`]).
 //!
-//! An output row becomes an alert carrying its `camera_id` and `event_id` columns when the rule
-//! selects them (0 and a hash of the row otherwise), the row's time as event time, and the
-//! row's columns as message. Retractions (from `emit = 'updates'` or reference-table changes)
-//! reach subscribers and replay output but raise no alert.
+//! An output row becomes an alert carrying its `camera_id` when the rule selects one (0
+//! otherwise), its `event_id` as the alert's trigger (a hash of the row otherwise), the row's
+//! time as event time, and the row's columns as message. Retractions (from `emit = 'updates'`
+//! or reference-table changes) reach subscribers and the rule's Parquet rows but raise no alert.
 
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt32Array, UInt64Array};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::alerts::{Alert, AlertsBuilder};
-use vigil_engine::runtime::{BatchKind, EventBatch, Time};
-use vigil_engine::schema::StreamKind;
+use vigil_engine::error::ErrorSink;
+use vigil_engine::graph::Graph;
+use vigil_engine::ids::Epoch;
+use vigil_engine::stream::{Batch, Events};
+use vigil_operators::alerts::{Alert, AlertRows, Alerts};
 
 use crate::delta::{Delta, hash_bytes};
 use crate::render::{Deltas, RenderContext, render};
 use crate::rule::Rule;
 
-/// Renders `rule` over `events`: the stream of changes to the rule's output.
-pub fn render_rule<'s>(
-    rule: &Rule,
-    events: &Stream<'s, Time, Vec<EventBatch>>,
-    on_error: impl Fn(&str, String) + 'static,
-) -> Deltas<'s> {
-    let name = rule.name.clone();
+/// Renders `rule` over the streams of `graph`: the stream of changes to the rule's output.
+/// A batch the rule fails on (a bug: rules are checked when compiled) goes to `errors`.
+///
+/// ```
+/// use vigil_engine::catalog::Catalog;
+/// use vigil_engine::error::ErrorSink;
+/// use vigil_engine::graph::Graph;
+/// use vigil_engine::stream::StreamDef;
+/// use vigil_operators::detection::Detections;
+///
+/// let streams = Catalog::new([Detections::info()]).unwrap();
+/// let rule = vigil_sql::rule::compile("busy", "SELECT camera_id FROM detections WHERE score > 0.9", "<doc>", &streams)
+///     .unwrap()
+///     .remove(0);
+/// timely::example(move |scope| {
+///     let input = timely::dataflow::operators::generic::operator::empty(scope);
+///     let mut graph = Graph::split(scope, 0, input, &[Detections::info()]);
+///     let _deltas = vigil_sql::operator::render_rule(&rule, &mut graph, &ErrorSink::log());
+/// });
+/// ```
+pub fn render_rule<'s>(rule: &Rule, graph: &mut Graph<'s>, errors: &ErrorSink) -> Deltas<'s> {
+    let (name, errors) = (rule.name.clone(), errors.clone());
     let cx = RenderContext {
-        peers: events.scope().peers(),
+        rule: rule.name.clone(),
+        peers: graph.peers(),
         retention_ms: rule.options.retention_ms,
-        on_error: Rc::new(move |e| on_error(&name, e)),
+        on_error: Rc::new(move |e| errors.report(&name, e)),
     };
-    render(&rule.node, events, &cx)
+    render(&rule.node, graph, &cx)
 }
 
-/// Extension trait: run SQL rules over a batch stream.
-pub trait RunRules<'scope> {
-    /// Emits an `alerts` batch for the rows each rule inserts. A rule that fails on a batch
-    /// (a bug, since rules are checked when compiled) reports through `on_error` and the other
-    /// rules keep running.
-    fn run_rules(
-        self,
-        rules: Arc<Vec<Rule>>,
-        on_error: impl Fn(&str, String) + Clone + 'static,
-    ) -> Stream<'scope, Time, Vec<EventBatch>>;
-}
-
-impl<'scope> RunRules<'scope> for Stream<'scope, Time, Vec<EventBatch>> {
-    fn run_rules(
-        self,
-        rules: Arc<Vec<Rule>>,
-        on_error: impl Fn(&str, String) + Clone + 'static,
-    ) -> Stream<'scope, Time, Vec<EventBatch>> {
-        let mut all: Option<Stream<'scope, Time, Vec<EventBatch>>> = None;
-        for rule in rules.iter() {
-            let alerts = alerts_of(rule, render_rule(rule, &self, on_error.clone()));
-            all = Some(match all {
-                None => alerts,
-                Some(a) => a.concat(alerts),
-            });
-        }
-        all.unwrap_or_else(|| {
-            // No rules: an empty stream of the right type.
-            self.unary::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
-                Pipeline,
-                "NoRules",
-                |_, _| |input, _output| input.for_each(|_, _| {}),
-            )
-        })
-    }
-}
-
-/// Turns a rule's inserted rows into `alerts` batches.
-pub fn alerts_of<'s>(rule: &Rule, deltas: Deltas<'s>) -> Stream<'s, Time, Vec<EventBatch>> {
+/// The alerts of a rule's inserted rows, with ids of run `epoch`.
+pub fn alerts_of<'s>(rule: &Rule, deltas: Deltas<'s>, epoch: Epoch) -> Events<'s, Alerts> {
     let (name, severity) = (rule.name.clone(), rule.severity.clone());
-    deltas.unary::<timely::container::CapacityContainerBuilder<Vec<EventBatch>>, _, _, _>(
+    let stream = deltas.unary::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         Pipeline,
-        "RuleAlerts",
+        &format!("{name}: Alerts"),
         move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {
-                    let mut alerts = AlertsBuilder::default();
+                    let mut alerts = AlertRows::default();
                     for d in data.iter() {
-                        push_alerts(&name, &severity, d, &mut alerts);
+                        push_alerts(&name, &severity, d, epoch, &mut alerts);
                     }
                     if !alerts.is_empty() {
-                        output.session(&cap).give(EventBatch {
-                            kind: BatchKind::Events(StreamKind::Alerts),
-                            data: alerts.finish(),
-                        });
+                        output.session(&cap).give(Batch::new(alerts.finish()));
                     }
                 });
             }
         },
-    )
+    );
+    Events::new(stream)
 }
 
-fn push_alerts(name: &str, severity: &str, d: &Delta, alerts: &mut AlertsBuilder) {
+fn push_alerts(name: &str, severity: &str, d: &Delta, epoch: Epoch, alerts: &mut AlertRows) {
     let rows = &d.rows;
     let camera = rows.column_by_name("camera_id").and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
     let id = rows.column_by_name("event_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
@@ -108,6 +85,8 @@ fn push_alerts(name: &str, severity: &str, d: &Delta, alerts: &mut AlertsBuilder
     let formatters: Vec<_> =
         rows.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
     let schema = rows.schema();
+    // Identical rows in one delta get ranks 0, 1, ...: their alerts keep distinct ids.
+    let mut ranks: HashMap<String, u32> = HashMap::new();
     for i in 0..rows.num_rows() {
         if d.diffs[i] <= 0 {
             continue;
@@ -119,18 +98,26 @@ fn push_alerts(name: &str, severity: &str, d: &Delta, alerts: &mut AlertsBuilder
             .map(|(f, fmt)| format!("{}={}", f.name(), fmt.value(i)))
             .collect::<Vec<_>>()
             .join(" ");
-        let event_id = match id {
+        let trigger = match id {
             Some(c) if c.is_valid(i) => c.value(i),
             _ => hash_bytes(message.as_bytes()),
         };
-        alerts.push(&Alert {
-            event_time: d.times[i] as i64,
-            kind: "rule".into(),
-            rule: name.to_owned(),
-            severity: severity.to_owned(),
-            camera_id: camera.filter(|c| c.is_valid(i)).map_or(0, |c| c.value(i)),
-            event_id,
-            message,
-        });
+        let camera_id = camera.filter(|c| c.is_valid(i)).map_or(0, |c| c.value(i));
+        for _ in 0..d.diffs[i] {
+            let rank = ranks.entry(message.clone()).or_default();
+            let alert = Alert::new(
+                epoch,
+                "rule",
+                name,
+                severity,
+                camera_id,
+                d.times[i] as i64,
+                trigger,
+                message.clone(),
+                *rank,
+            );
+            *rank += 1;
+            alerts.push(&alert.row());
+        }
     }
 }

@@ -19,9 +19,9 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
-use vigil_engine::schema::StreamKind;
+use vigil_engine::catalog::Catalog as Streams;
+use vigil_engine::stream::StreamInfo;
 
-use crate::catalog::STREAMS;
 use crate::window::{WindowKind, as_window};
 
 /// A physical expression.
@@ -119,14 +119,12 @@ pub enum Node {
     /// Events of a live stream.
     Source {
         /// The stream.
-        stream: StreamKind,
+        stream: &'static StreamInfo,
     },
     /// Changes to a reference table.
     Reference {
         /// The table.
-        table: String,
-        /// Its schema.
-        schema: SchemaRef,
+        table: &'static StreamInfo,
     },
     /// Vectorized steps.
     Map {
@@ -159,10 +157,8 @@ impl Node {
     /// The node's output schema.
     pub fn schema(&self) -> SchemaRef {
         match self {
-            Node::Source { stream } => stream.schema(),
-            Node::Reference { schema, .. } | Node::Map { schema, .. } | Node::Union { schema, .. } => {
-                Arc::clone(schema)
-            }
+            Node::Source { stream: info } | Node::Reference { table: info } => Arc::clone(&info.schema),
+            Node::Map { schema, .. } | Node::Union { schema, .. } => Arc::clone(schema),
             Node::Aggregate(a) => Arc::clone(&a.schema),
             Node::Join(j) => Arc::clone(&j.schema),
             Node::Distinct { input } => input.schema(),
@@ -170,7 +166,7 @@ impl Node {
     }
 
     /// The live streams the node reads.
-    pub fn streams(&self) -> Vec<StreamKind> {
+    pub fn streams(&self) -> Vec<&'static StreamInfo> {
         let mut out = match self {
             Node::Source { stream } => vec![*stream],
             Node::Reference { .. } => Vec::new(),
@@ -179,8 +175,8 @@ impl Node {
             Node::Join(j) => [j.left.streams(), j.right.streams()].concat(),
             Node::Union { inputs, .. } => inputs.iter().flat_map(Node::streams).collect(),
         };
-        out.sort();
-        out.dedup();
+        out.sort_by_key(|i| i.name);
+        out.dedup_by_key(|i| i.name);
         out
     }
 
@@ -210,11 +206,14 @@ impl Node {
         };
         match self {
             Node::Source { stream } => {
-                let _ = writeln!(s, "{pad}Source: stream={}", stream.name());
+                let _ = writeln!(s, "{pad}Source: stream={}", stream.name);
             }
-            Node::Reference { table, .. } => {
-                let _ =
-                    writeln!(s, "{pad}Reference: table={table} (kept whole, changes applied incrementally)");
+            Node::Reference { table } => {
+                let _ = writeln!(
+                    s,
+                    "{pad}Reference: table={} (kept whole, changes applied incrementally)",
+                    table.name
+                );
             }
             Node::Map { input, steps, .. } => {
                 for step in steps.iter().rev() {
@@ -305,8 +304,8 @@ fn unsupported(what: impl Into<String>, word: Option<&'static str>) -> Unsupport
 
 type Lowered<T> = std::result::Result<T, Unsupported>;
 
-/// Reference tables a rule may read: name and schema.
-pub type References<'a> = &'a [(String, SchemaRef)];
+/// The streams and reference tables a rule may read.
+pub type References<'a> = &'a Streams;
 
 /// Lowers a (type-coerced) logical plan.
 pub fn lower(plan: &LogicalPlan, refs: References<'_>, emit: Emit) -> Lowered<Node> {
@@ -319,14 +318,10 @@ pub fn lower(plan: &LogicalPlan, refs: References<'_>, emit: Emit) -> Lowered<No
     match plan {
         LogicalPlan::TableScan(scan) => {
             let name = scan.table_name.table();
-            let (node, full) = if let Some(stream) =
-                StreamKind::from_name(name).filter(|s| STREAMS.contains(s))
-            {
-                (Node::Source { stream }, stream.schema())
-            } else if let Some((table, schema)) = refs.iter().find(|(t, _)| t == name) {
-                (Node::Reference { table: table.clone(), schema: Arc::clone(schema) }, Arc::clone(schema))
-            } else {
-                return Err(unsupported(format!("reading {}", scan.table_name), None));
+            let (node, full) = match refs.get(name) {
+                Some(table) if table.is_table() => (Node::Reference { table }, Arc::clone(&table.schema)),
+                Some(stream) => (Node::Source { stream }, Arc::clone(&stream.schema)),
+                None => return Err(unsupported(format!("reading {}", scan.table_name), None)),
             };
             let mut steps = Vec::new();
             let df_full = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &full)

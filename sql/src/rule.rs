@@ -24,7 +24,10 @@ use datafusion::sql::sqlparser::ast::{SetExpr, SetOperator, SetQuantifier, Spann
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use crate::catalog::{Catalog, reference_tables};
+use vigil_engine::catalog::Catalog as Streams;
+
+use crate::catalog::Catalog;
+use crate::error::Kind;
 use crate::error::{Position, Result, SqlError};
 use crate::plan::{Emit, Node, Unsupported, lower};
 use crate::window::rewrite_window_columns;
@@ -80,9 +83,10 @@ impl Rule {
     }
 }
 
-/// Compiles every statement of `sql`; `source` names the text in errors (a file name).
-/// Bare `SELECT`s take `name` (`name#2`, `name#3`... when there are several).
-pub fn compile(name: &str, sql: &str, source: &str) -> Result<Vec<Rule>> {
+/// Compiles every statement of `sql` against `streams` (the streams and tables the engine
+/// has); `source` names the text in errors (a file name). Bare `SELECT`s take `name`
+/// (`name#2`, `name#3`... when there are several).
+pub fn compile(name: &str, sql: &str, source: &str, streams: &Streams) -> Result<Vec<Rule>> {
     let statements = split_statements(sql, source)?;
     if statements.is_empty() {
         return Err(SqlError::user(
@@ -109,7 +113,7 @@ pub fn compile(name: &str, sql: &str, source: &str) -> Result<Vec<Rule>> {
                 format!("rename one of them; the first is `{}`", first_line(&prev.sql)),
             ));
         }
-        rules.push(compile_query(&rule_name, options, &text, &st.text, source)?);
+        rules.push(compile_query(&rule_name, options, &text, &st.text, source, streams)?);
     }
     Ok(rules)
 }
@@ -119,11 +123,11 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Reads and compiles a rule file; bare SELECTs are named after the file's stem.
-pub fn compile_file(path: &Path) -> Result<Vec<Rule>> {
+pub fn compile_file(path: &Path, streams: &Streams) -> Result<Vec<Rule>> {
     let sql = std::fs::read_to_string(path)
         .map_err(|source| SqlError::Io { path: path.display().to_string(), source })?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
-    compile(name, &sql, &path.display().to_string())
+    compile(name, &sql, &path.display().to_string(), streams)
 }
 
 /// One statement of a text: its own text, and the whole text with everything else blanked
@@ -309,7 +313,8 @@ fn apply_option(
                     Some(value_pos),
                     format!("unknown severity '{value}'"),
                     "use 'low', 'medium' or 'high'",
-                ));
+                )
+                .kind(Kind::InvalidParameter));
             }
         },
         "emit" => match value.to_ascii_lowercase().as_str() {
@@ -320,7 +325,8 @@ fn apply_option(
                     Some(value_pos),
                     format!("unknown emit mode '{value}'"),
                     "use 'close' or 'updates'",
-                ));
+                )
+                .kind(Kind::InvalidParameter));
             }
         },
         "backfill" | "retention" => {
@@ -330,6 +336,7 @@ fn apply_option(
                     format!("'{value}' is not a duration"),
                     "write a duration such as '10 minutes' or '30 s'",
                 )
+                .kind(Kind::InvalidParameter)
             })?;
             if key == "backfill" {
                 o.backfill_ms = ms;
@@ -342,7 +349,8 @@ fn apply_option(
                 Some(key_pos),
                 format!("unknown rule option {key}"),
                 "the options are severity, emit, backfill and retention",
-            ));
+            )
+            .kind(Kind::InvalidParameter));
         }
     }
     Ok(())
@@ -365,7 +373,14 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     (n >= 0.0 && n.is_finite()).then(|| (n * ms).round() as u64)
 }
 
-fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, source: &str) -> Result<Rule> {
+fn compile_query(
+    name: &str,
+    options: RuleOptions,
+    blanked: &str,
+    text: &str,
+    source: &str,
+    streams: &Streams,
+) -> Result<Rule> {
     let sql = blanked;
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(|e| from_datafusion(e, sql, source, None))?;
@@ -378,7 +393,9 @@ fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, so
         column: loc.column.max(1),
     };
     let DfStatement::Statement(stmt) = &mut st else {
-        return Err(SqlError::user(None, "only SELECT statements can be rules", SUPPORTED));
+        return Err(
+            SqlError::user(None, "only SELECT statements can be rules", SUPPORTED).kind(Kind::Unsupported)
+        );
     };
     let start = at(stmt.span().start);
     let Statement::Query(query) = stmt.as_ref() else {
@@ -394,6 +411,7 @@ fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, so
             format!("{what} is not supported in rules"),
             fix.map_or_else(|| format!("write {SUPPORTED}"), str::to_owned),
         )
+        .kind(Kind::Unsupported)
     };
     if query.order_by.is_some() {
         return Err(unsupported(
@@ -424,7 +442,7 @@ fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, so
     }
     rewrite_window_columns(stmt.as_mut());
 
-    let catalog = Catalog::default();
+    let catalog = Catalog::new(streams);
     let options_df = ParserOptions::default().with_collect_spans(true);
     let planner = SqlToRel::new_with_options(&catalog, options_df);
     let plan = planner
@@ -436,18 +454,19 @@ fn compile_query(name: &str, options: RuleOptions, blanked: &str, text: &str, so
         .map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
     let plan = decorrelate(plan).map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
     let logical = plan.display_indent_schema().to_string();
-    let refs = reference_tables();
-    let node = lower(&plan, &refs, options.emit).map_err(|u: Unsupported| {
+    let node = lower(&plan, streams, options.emit).map_err(|u: Unsupported| {
         let pos = u.word.and_then(|w| locate_word(sql, w, &start)).unwrap_or(start.clone());
         let message = if u.wrong_argument { u.what } else { format!("{} is not supported in rules", u.what) };
-        SqlError::user(Some(pos), message, u.fix.unwrap_or_else(|| format!("write {SUPPORTED}")))
+        let kind = if u.wrong_argument { Kind::InvalidParameter } else { Kind::Unsupported };
+        SqlError::user(Some(pos), message, u.fix.unwrap_or_else(|| format!("write {SUPPORTED}"))).kind(kind)
     })?;
     if node.is_reference() {
         return Err(SqlError::user(
             Some(start),
             "reading only reference tables (the rule would never see an event) is not supported in rules",
-            "read a stream: detections, tracks, plate_reads, zone_density, camera_health, density_grid, line_crossings or zone_visits",
-        ));
+            format!("read a stream: {}", streams.streams().map(|s| s.name).collect::<Vec<_>>().join(", ")),
+        )
+        .kind(Kind::Unsupported));
     }
     let schema = node.schema();
     Ok(Rule {
@@ -499,6 +518,7 @@ fn from_datafusion(
         line: line.max(1),
         column: column.max(1),
     };
+    let kind = error_kind(&e, ctx.map(|(_, c)| c));
     if let Some(d) = e.diagnostic() {
         let position = d.span.map(|s| at(s.start.line, s.start.column));
         let mut fix: Vec<String> = d.helps.iter().map(|h| h.message.clone()).collect();
@@ -512,7 +532,7 @@ fn from_datafusion(
             }
         }
         if let Some(p) = position {
-            return SqlError::user(Some(p), d.message.clone(), fix.join("; "));
+            return SqlError::user(Some(p), d.message.clone(), fix.join("; ")).kind(kind);
         }
     }
     let root = e.find_root();
@@ -555,9 +575,27 @@ fn from_datafusion(
             Some(start.clone()),
             text,
             "correct the rule; type errors need matching types or a CAST",
-        );
+        )
+        .kind(if kind == Kind::Invalid { Kind::Datatype } else { kind });
     }
-    SqlError::user(None, text, "correct the SQL")
+    SqlError::user(None, text, "correct the SQL").kind(kind)
+}
+
+/// The kind of a DataFusion error, from its variant (and from the catalog, which knows when a
+/// table was missing).
+fn error_kind(e: &DataFusionError, catalog: Option<&Catalog>) -> Kind {
+    use datafusion::common::SchemaError;
+    match e.find_root() {
+        DataFusionError::SQL(..) => Kind::Syntax,
+        DataFusionError::SchemaError(e, _) if matches!(**e, SchemaError::FieldNotFound { .. }) => {
+            Kind::UndefinedColumn
+        }
+        DataFusionError::SchemaError(..) => Kind::Invalid,
+        _ if catalog.is_some_and(Catalog::missed_a_table) => Kind::UndefinedTable,
+        // DataFusion has no variant for an unknown function; its planner names it this way.
+        DataFusionError::Plan(m) if m.starts_with("Invalid function") => Kind::UndefinedFunction,
+        _ => Kind::Invalid,
+    }
 }
 
 /// Finds the first token equal to `word` (case-insensitive) at or after `from`.

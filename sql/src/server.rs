@@ -117,21 +117,13 @@ struct Session {
 const SOURCE: &str = "psql";
 
 fn user_error(e: SqlError) -> Response {
-    let (code, message, hint) = match &e {
-        SqlError::User { position, message, fix } => {
+    let code = e.sqlstate();
+    let (message, hint) = match &e {
+        SqlError::User { position, message, fix, .. } => {
             let at = position.as_ref().map(|p| format!("{p}: ")).unwrap_or_default();
-            let code = if message.contains("not supported") {
-                "0A000"
-            } else if message.starts_with("syntax error") {
-                "42601"
-            } else if message.contains("not found") || message.starts_with("no rule") {
-                "42P01"
-            } else {
-                "42000"
-            };
-            (code, format!("{at}{message}"), Some(fix.clone()))
+            (format!("{at}{message}"), Some(fix.clone()))
         }
-        other => ("XX000", other.to_string(), None),
+        other => (other.to_string(), None),
     };
     let mut info = ErrorInfo::new("ERROR".into(), code.into(), message);
     info.hint = hint;
@@ -206,7 +198,7 @@ impl Session {
                         plan.lines().map(|l| vec![Some(l.to_owned())]).collect();
                     text_response(&["plan"], rows)
                 }
-                None => error("42P01", format!("no rule named {}", w.get(2).map_or("", String::as_str))),
+                None => error("42704", format!("no rule named {}", w.get(2).map_or("", String::as_str))),
             },
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
@@ -248,11 +240,9 @@ impl Session {
     async fn subscribe(&self, name: Option<&String>) -> Response {
         let Some(name) = name else { return error("42601", "SUBSCRIBE needs a rule name") };
         let Some(entry) = self.registry.get(name.trim_matches('"')) else {
-            return error("42P01", format!("no rule named {name}; SHOW RULES lists them"));
+            return error("42704", format!("no rule named {name}; SHOW RULES lists them"));
         };
-        let Some(out) = entry.out else {
-            return error("0A000", format!("rule {name} comes from the configuration; its rows are alerts"));
-        };
+        let out = entry.out;
         let schema = entry.rule.schema.clone();
         let (snapshot, rx) = match out.snapshot_and_subscribe(&schema) {
             Ok(x) => x,
@@ -260,19 +250,33 @@ impl Session {
         };
         let columns = schema.fields().len() + 2;
         let first = copy_rows(&snapshot, None, out.latest());
-        let live = stream::unfold(rx, |mut rx| async move {
-            loop {
+        // A subscriber that falls behind by more than the channel holds has missed changes: it is
+        // told how many, with an error that ends the SUBSCRIBE (its view would be wrong).
+        let rule = name.clone();
+        let live = stream::unfold(Some(rx), move |rx| {
+            let rule = rule.clone();
+            async move {
+                let mut rx = rx?;
                 match rx.recv().await {
-                    Ok(d) => return Some((copy_delta(&d), rx)),
+                    Ok(d) => Some((Ok(copy_delta(&d)), Some(rx))),
                     Err(RecvError::Lagged(n)) => {
-                        tracing::warn!("a subscriber lagged and missed {n} changes");
-                        continue;
+                        tracing::warn!(rule = %rule, "a SUBSCRIBE fell behind and missed {n} changes");
+                        let info = ErrorInfo::new(
+                            "ERROR".into(),
+                            "54000".into(),
+                            format!(
+                                "SUBSCRIBE {rule} fell behind and missed {n} changes (it may fall {} behind); \
+                                 read them from the rule's Parquet rows (<out>/rules/), or subscribe again",
+                                crate::registry::SUBSCRIBE_CAPACITY
+                            ),
+                        );
+                        Some((Err(PgWireError::UserError(Box::new(info))), None))
                     }
-                    Err(RecvError::Closed) => return None,
+                    Err(RecvError::Closed) => None,
                 }
             }
         });
-        let data = stream::iter(first.into_iter().map(Ok)).chain(live.map(Ok));
+        let data = stream::iter(first.into_iter().map(Ok)).chain(live);
         Response::CopyOut(CopyResponse::new(0, columns, data))
     }
 }

@@ -4,8 +4,10 @@
 use vigil_sql::SqlError;
 use vigil_sql::rule::compile;
 
+mod common;
+
 fn err(sql: &str) -> SqlError {
-    match compile("r", sql, "rules/r.sql") {
+    match compile("r", sql, "rules/r.sql", &common::streams()) {
         Ok(r) => panic!("{sql} compiled: {:?}", r.iter().map(|r| r.explain()).collect::<Vec<_>>()),
         Err(e) => e,
     }
@@ -115,6 +117,7 @@ fn options_and_names_are_taken_from_create_rule() {
          SELECT plate, count(*) FROM plate_reads GROUP BY tumble(event_time, INTERVAL '1 minute'), plate;\n\
          SELECT camera_id FROM detections",
         "f.sql",
+        &common::streams(),
     )
     .unwrap();
     assert_eq!(rules[0].name, "loud");
@@ -183,7 +186,8 @@ mod fuzz {
 
         #[test]
         fn arbitrary_text_gets_an_answer(text in "\\PC{0,80}") {
-            if let Err(e) = compile("r", &text, "fuzz.sql") {
+            let streams = super::common::streams();
+            if let Err(e) = compile("r", &text, "fuzz.sql", &streams) {
                 prop_assert!(e.to_string().contains("fix:") || matches!(e, vigil_sql::SqlError::Internal(_)), "{e}");
             }
             let _ = parse_duration(&text);
@@ -192,7 +196,8 @@ mod fuzz {
         #[test]
         fn sql_shaped_text_gets_an_answer(words in proptest::collection::vec(proptest::sample::select(WORDS), 0..30)) {
             let text = words.join(" ");
-            if let Err(e) = compile("r", &text, "fuzz.sql") {
+            let streams = super::common::streams();
+            if let Err(e) = compile("r", &text, "fuzz.sql", &streams) {
                 let msg = e.to_string();
                 prop_assert!(msg.contains("fix:"), "{text}: {msg}");
             }

@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use vigil_engine::runtime::{BatchKind, EventBatch, Runtime, RuntimeConfig, Time};
-use vigil_engine::schema::{EventId, PlateReadsBuilder, StreamKind};
+use vigil_engine::ids::Epoch;
+use vigil_engine::runtime::{Input, Runtime, RuntimeConfig, Time};
+use vigil_engine::stream::{Batch, StreamDef};
+use vigil_operators::detection::EventId;
+use vigil_operators::plate::{PlateRead, PlateReadRows, PlateReads};
+use vigil_operators::watchlist::Watchlist;
 use vigil_sql::capture::{self, Errors, Outputs};
 use vigil_sql::delta::Delta;
 use vigil_sql::rule::{Rule, compile};
+
+mod common;
 
 /// Drives a runtime by hand.
 struct Feed {
@@ -18,21 +24,19 @@ struct Feed {
 
 impl Feed {
     fn reads(&self, worker: usize, reads: &[(u32, i64, &str)]) {
-        let mut b = PlateReadsBuilder::default();
+        let mut b = PlateReadRows::default();
         for (i, (camera, t, plate)) in reads.iter().enumerate() {
-            b.push(
-                *camera,
-                *t,
-                EventId::pack(*camera, *t as u64, i as u32).unwrap(),
-                plate,
-                Some(plate),
-                0.9,
-            );
+            b.push(&PlateRead {
+                camera_id: *camera,
+                event_time: *t,
+                event_id: EventId::pack(Epoch::default(), *camera, *t as u64, i as u32).unwrap().0,
+                plate_raw: plate,
+                plate: Some(plate),
+                confidence: 0.9,
+            });
         }
         let t = reads.iter().map(|r| r.1).min().unwrap() as Time;
-        self.rt
-            .send(worker, t, EventBatch { kind: BatchKind::Events(StreamKind::PlateReads), data: b.finish() })
-            .unwrap();
+        self.rt.send(worker, t, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
     }
 
     fn watch(&self, plate: &str, diff: i64) {
@@ -41,16 +45,7 @@ impl Feed {
             legal_basis: "warrant 7/2026".into(),
         }]);
         let t = self.rt.watermark();
-        self.rt
-            .send(
-                0,
-                t,
-                EventBatch {
-                    kind: BatchKind::Reference { table: Arc::from("watchlist"), diff },
-                    data: batch,
-                },
-            )
-            .unwrap();
+        self.rt.send(0, t, Input { stream: Watchlist::info(), batch: Batch { rows: batch, diff } }).unwrap();
     }
 
     fn advance(&mut self, t: Time) {
@@ -69,9 +64,10 @@ fn run(rules: Vec<Rule>, workers: usize, feed: impl FnOnce(&mut Feed)) -> Ran {
     let errors: Errors = Arc::default();
     let rt = {
         let (rules, out, errors) = (Arc::clone(&rules), Arc::clone(&out), Arc::clone(&errors));
-        Runtime::start(RuntimeConfig::with_workers(workers), 0, move |_scope, input, _| {
+        let inputs = common::streams().all().collect();
+        Runtime::start(RuntimeConfig::new(workers, inputs), 0, move |graph| {
             let probe = ProbeHandle::new();
-            capture::capture(&rules, &input, &out, &errors, &probe);
+            capture::capture(&rules, graph, &out, &errors, &probe);
             probe
         })
         .unwrap()
@@ -85,7 +81,7 @@ fn run(rules: Vec<Rule>, workers: usize, feed: impl FnOnce(&mut Feed)) -> Ran {
 }
 
 fn rule(sql: &str) -> Rule {
-    compile("r", sql, "r.sql").unwrap_or_else(|e| panic!("{e}")).remove(0)
+    compile("r", sql, "r.sql", &common::streams()).unwrap_or_else(|e| panic!("{e}")).remove(0)
 }
 
 fn final_rows(rule: &Rule, deltas: &[(Time, Delta)]) -> RecordBatch {

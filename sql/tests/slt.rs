@@ -18,12 +18,14 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sqllogictest::{DBOutput, DefaultColumnType};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use vigil_engine::runtime::{BatchKind, EventBatch, Runtime, RuntimeConfig, Time};
-use vigil_engine::schema::event_times;
+use vigil_engine::parquet_sink::event_times;
+use vigil_engine::runtime::{Input, Runtime, RuntimeConfig, Time};
+use vigil_engine::stream::Batch;
 use vigil_sql::SqlError;
 use vigil_sql::capture::{self, Errors, Outputs};
-use vigil_sql::catalog::{STREAMS, reference_tables};
 use vigil_sql::rule::{Rule, compile};
+
+mod common;
 
 struct Vigil {
     ctx: SessionContext,
@@ -34,13 +36,9 @@ struct Vigil {
 impl Vigil {
     fn new() -> Self {
         let ctx = SessionContext::new();
-        for s in STREAMS {
-            let t = MemTable::try_new(s.schema(), vec![vec![]]).unwrap();
-            ctx.register_table(s.name(), Arc::new(t)).unwrap();
-        }
-        for (name, schema) in reference_tables() {
-            let t = MemTable::try_new(schema, vec![vec![]]).unwrap();
-            ctx.register_table(name.as_str(), Arc::new(t)).unwrap();
+        for s in common::streams().all() {
+            let t = MemTable::try_new(Arc::clone(&s.schema), vec![vec![]]).unwrap();
+            ctx.register_table(s.name, Arc::new(t)).unwrap();
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Self { ctx, rt, rules: Vec::new() }
@@ -59,24 +57,24 @@ impl Vigil {
         let errors: Errors = Arc::default();
         let mut runtime = {
             let (rules, out, errors) = (Arc::clone(&rules), Arc::clone(&out), Arc::clone(&errors));
-            Runtime::start(RuntimeConfig::with_workers(2), 0, move |_s, input, _| {
+            Runtime::start(RuntimeConfig::new(2, common::streams().all().collect()), 0, move |graph| {
                 let probe = ProbeHandle::new();
-                capture::capture(&rules, &input, &out, &errors, &probe);
+                capture::capture(&rules, graph, &out, &errors, &probe);
                 probe
             })
             .map_err(|e| SqlError::Internal(e.to_string()))?
         };
-        for (name, _) in reference_tables() {
-            for b in self.table(&name).into_iter().filter(|b| b.num_rows() > 0) {
-                let kind = BatchKind::Reference { table: Arc::from(name.as_str()), diff: 1 };
-                runtime.send(0, 0, EventBatch { kind, data: b }).unwrap();
+        let streams = common::streams();
+        for table in streams.tables() {
+            for b in self.table(table.name).into_iter().filter(|b| b.num_rows() > 0) {
+                runtime.send(0, 0, Input { stream: table, batch: Batch::new(b) }).unwrap();
             }
         }
         // Events one time at a time, alternating workers, the watermark following.
-        let mut timed: Vec<(i64, usize, EventBatch)> = Vec::new();
-        for s in STREAMS {
-            let batches = self.table(s.name());
-            let all = concat_batches(&s.schema(), &batches).unwrap();
+        let mut timed: Vec<(i64, usize, Input)> = Vec::new();
+        for s in streams.streams() {
+            let batches = self.table(s.name);
+            let all = concat_batches(&s.schema, &batches).unwrap();
             if all.num_rows() == 0 {
                 continue;
             }
@@ -85,7 +83,7 @@ impl Vigil {
             let times = event_times(&sorted).unwrap().to_vec();
             for (i, t) in times.iter().enumerate() {
                 let row = sorted.slice(i, 1);
-                timed.push((*t, i, EventBatch { kind: BatchKind::Events(s), data: row }));
+                timed.push((*t, i, Input { stream: s, batch: Batch::new(row) }));
             }
         }
         timed.sort_by_key(|(t, i, _)| (*t, *i));
@@ -132,7 +130,7 @@ impl sqllogictest::DB for Vigil {
                 Ok(DBOutput::StatementComplete(0))
             }
             ["CREATE", "RULE", ..] => {
-                let compiled = compile("slt", sql, "slt")?;
+                let compiled = compile("slt", sql, "slt", &common::streams())?;
                 self.rules.retain(|r| !compiled.iter().any(|c| c.name == r.name));
                 self.rules.extend(compiled);
                 Ok(DBOutput::StatementComplete(0))
@@ -146,7 +144,7 @@ impl sqllogictest::DB for Vigil {
                 Ok(rows(rule.explain().lines().map(|l| vec![l.trim_end().to_owned()]).collect()))
             }
             _ => {
-                let rule = compile("query", sql, "slt")?.remove(0);
+                let rule = compile("query", sql, "slt", &common::streams())?.remove(0);
                 Ok(rows(self.run_rule(rule)?))
             }
         }

@@ -1,9 +1,10 @@
 //! The `vigil` command: run the demo city, a configured city, or the city-scale benchmark.
 //!
-//! `vigil demo` runs the embedded city; `vigil run --config FILE` runs a configured one;
-//! `vigil bench` measures sustained events/s and alert latency. Alerts print one per line on
-//! stdout; the live status line goes to stderr. Ctrl-C stops cleanly: inputs close, windows
-//! close, Parquet files are completed and renamed; a second Ctrl-C exits at once.
+//! `vigil demo` runs the embedded city (60 s unless told otherwise); `vigil run --config FILE`
+//! runs a configured one until it is stopped (or for `--duration`); `vigil bench` measures
+//! sustained events/s and alert latency. Alerts print one per line on stdout; the live status
+//! line goes to stderr. SIGINT (Ctrl-C) or SIGTERM stops cleanly: inputs close, windows close,
+//! Parquet files are completed and renamed; a second signal exits at once.
 
 // The binary's job is to print alerts and summaries; libraries never print.
 #![allow(clippy::print_stdout)]
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use vigil_engine::alerts::AlertBus;
+use vigil_operators::alerts::AlertBus;
 use vigil_pipelines::app::{self, Progress, RunOptions, Summary};
-use vigil_pipelines::config::Config;
+use vigil_pipelines::settings::Settings;
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Stream-processing engine for city camera analytics")]
@@ -31,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run the embedded demo city: density alerts, watchlist hits, a SQL rule, Parquet output.
     Demo {
-        /// Simulated seconds to run.
+        /// Simulated seconds to run (0: until stopped).
         #[arg(long, default_value_t = 60.0)]
         duration: f64,
         /// Run as fast as the machine allows (same output as a paced run).
@@ -55,9 +56,9 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// Simulated seconds to run.
-        #[arg(long, default_value_t = 60.0)]
-        duration: f64,
+        /// Seconds to run (simulated, or wall-clock for cameras); default: until SIGINT/SIGTERM.
+        #[arg(long)]
+        duration: Option<f64>,
         /// Run as fast as the machine allows.
         #[arg(long)]
         fast: bool,
@@ -168,7 +169,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()),
+            // Warnings, and every deletion retention makes (what and why): an operator's record.
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| "warn,vigil::retention=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -185,12 +188,13 @@ fn main() -> std::process::ExitCode {
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
+    // SIGINT and SIGTERM (ctrlc's `termination` feature) both stop the run cleanly.
     ctrlc::set_handler(move || {
         if s.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond interrupt: exiting without flushing");
+            eprintln!("\nsecond signal: exiting without flushing");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: closing windows and flushing Parquet files (Ctrl-C again to abort)");
+        eprintln!("\nstopping: closing windows and flushing Parquet files (signal again to abort)");
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
@@ -199,22 +203,24 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Demo { duration, fast, workers, out, quiet, pg_listen } => {
-            remove_previous_output(&out)?;
-            live(Config::embedded(), workers, duration, fast, out, quiet, pg_listen)
+            app::remove_previous_output(&out, &vigil_pipelines::derive::city_catalog()?)?;
+            let duration = (duration > 0.0).then_some(duration);
+            live(Settings::embedded(), workers, duration, fast, out, quiet, pg_listen)
         }
         Command::Run { config, duration, fast, out, workers, quiet, pg_listen } => {
-            let config = Config::load(&config)?;
-            let out = out.unwrap_or_else(|| config.base_dir.join(&config.sinks.out));
-            live(config, workers, duration, fast, out, quiet, pg_listen)
+            let settings = Settings::load(&config)?;
+            let out = out.unwrap_or_else(|| settings.out.clone());
+            live(settings, workers, duration, fast, out, quiet, pg_listen)
         }
         Command::Replay { events, rules, out, workers, lateness_ms, disorder_ms } => {
-            let rules = vigil_sql::rule::compile_file(&rules)?;
+            let streams = vigil_pipelines::derive::city_catalog()?;
+            let rules = vigil_sql::rule::compile_file(&rules, &streams)?;
             let mut opts = vigil_pipelines::replay::ReplayOptions::new(events, out);
             opts.workers = workers.max(1);
             opts.lateness_ms = lateness_ms.max(0);
             opts.disorder_ms = disorder_ms.max(0);
             let began = std::time::Instant::now();
-            let summary = vigil_pipelines::replay::replay(rules, &opts)?;
+            let summary = vigil_pipelines::replay::replay(rules, &streams, &opts)?;
             for (name, path, rows) in &summary.rules {
                 println!("{name}: {rows} rows -> {}", path.display());
             }
@@ -237,8 +243,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             bench(cameras, fps, objects, seconds, workers)
         }
         Command::MotSim { out, frames, camera, people, noise_px, miss_rate, false_positives, seed } => {
-            let config = vigil_pipelines::config::Config::embedded();
-            let mut params = vigil_pipelines::sim::SimParams::from_config(&config);
+            let mut params = Settings::embedded().sim;
             params.seed = seed;
             params.pedestrians = people;
             params.noise_px = noise_px;
@@ -268,40 +273,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-/// Replaces what a previous demo wrote in `out` (only vigil's stream directories).
-fn remove_previous_output(out: &std::path::Path) -> anyhow::Result<()> {
-    for s in app::WRITTEN.iter().map(|s| s.name()).chain(["ground_truth"]) {
-        let dir = out.join(s);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing previous demo output {}", dir.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Runs `config` live: alerts on stdout, a status line on stderr, a summary at the end.
+/// Runs `settings` live: alerts on stdout, a status line on stderr, a summary at the end.
 fn live(
-    mut config: Config,
+    mut settings: Settings,
     workers: Option<usize>,
-    duration_s: f64,
+    duration_s: Option<f64>,
     fast: bool,
     out: PathBuf,
     quiet: bool,
     pg_listen: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = workers {
-        config.engine.workers = toml::Spanned::new(0..0, w as i64);
+        if !(1..=64).contains(&w) {
+            anyhow::bail!("--workers {w} is out of range; fix: use 1 to 64 workers");
+        }
+        settings.engine.workers = w;
     }
-    let opts = RunOptions {
-        duration_s,
-        fast,
-        out,
-        parquet: true,
-        ground_truth: config.sinks.ground_truth,
-        pg_listen,
-    };
-    let (config, opts) = (&config, &opts);
+    let opts =
+        RunOptions { duration_s, fast, out, parquet: true, ground_truth: settings.ground_truth, pg_listen };
+    let (settings, opts) = (&settings, &opts);
     let stop = stop_flag()?;
     let bus = AlertBus::new(65_536);
     let progress = Arc::new(Progress::default());
@@ -323,7 +313,7 @@ fn live(
         })
     };
     let status = {
-        let (bar, p, stop) = (bar.clone(), Arc::clone(&progress), Arc::clone(&stop));
+        let (bar, p, stop, alerts) = (bar.clone(), Arc::clone(&progress), Arc::clone(&stop), bus.clone());
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let handle = std::thread::spawn(move || {
@@ -335,7 +325,7 @@ fn live(
                     "sim {:>6.1}s | {:>9.0} events/s | alerts {} | late {}{}",
                     p.sim_ms.load(Ordering::Relaxed) as f64 / 1000.0,
                     rows as f64 / secs,
-                    p.alerts.load(Ordering::Relaxed),
+                    alerts.total(),
                     p.late.load(Ordering::Relaxed),
                     if stop.load(Ordering::Relaxed) { " | stopping" } else { "" }
                 ));
@@ -345,7 +335,7 @@ fn live(
         });
         (handle, done)
     };
-    let result = app::run(config, opts, &bus, &stop, &progress);
+    let result = app::run(settings, opts, &bus, &stop, &progress);
     status.1.store(true, Ordering::Relaxed);
     let _ = status.0.join();
     drop(bus);
@@ -378,7 +368,13 @@ fn print_summary(s: &Summary) {
     if s.errors > 0 {
         println!("Errors: {} (see the log above)", s.errors);
     }
-    println!("Parquet output under {}:", s.out.display());
+    if s.deleted > 0 {
+        println!(
+            "Retention deleted {} file(s) while running (see the log lines of vigil::retention)",
+            s.deleted
+        );
+    }
+    println!("Parquet output under {} (run epoch {}):", s.out.display(), s.epoch);
     for (stream, n) in &s.files {
         println!("  {}/{stream}/  {n} file(s)", s.out.display());
     }
@@ -392,19 +388,17 @@ fn bench(
     seconds: f64,
     workers: usize,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let mut config = Config::embedded();
-    config.simulation.cameras = toml::Spanned::new(0..0, i64::from(cameras));
-    config.simulation.pedestrians_per_camera = toml::Spanned::new(0..0, i64::from(objects));
-    config.city.fps = toml::Spanned::new(0..0, fps);
-    config.engine.workers = toml::Spanned::new(0..0, workers as i64);
-    config.rules.push(vigil_pipelines::config::RuleConfig {
-        name: Some("bench_confident_person".into()),
-        sql: Some(toml::Spanned::new(
-            0..0,
-            "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985"
-                .into(),
-        )),
-        path: None,
+    let mut settings = Settings::embedded();
+    settings.sim.cameras = cameras;
+    settings.sim.pedestrians = objects as usize;
+    settings.sim.fps = fps;
+    settings.fps = fps;
+    settings.engine.workers = workers.max(1);
+    settings.rules.push(vigil_pipelines::settings::RuleSource::Inline {
+        name: "bench_confident_person".into(),
+        sql: "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985"
+            .into(),
+        at: 0,
     });
     let dir = tempfile_dir()?;
     let stop = AtomicBool::new(false);
@@ -416,14 +410,14 @@ fn bench(
     let bus = AlertBus::new(1 << 20);
     let progress = Arc::new(Progress::default());
     let opts = RunOptions {
-        duration_s: seconds,
+        duration_s: Some(seconds),
         fast: true,
         out: dir.join("fast"),
         parquet: true,
         ground_truth: false,
         pg_listen: None,
     };
-    let s = app::run(&config, &opts, &bus, &stop, &progress)?;
+    let s = app::run(&settings, &opts, &bus, &stop, &progress)?;
     let rows = s.ingest.total_rows();
     println!(
         "throughput (unpaced, simulator included): {:.0} events/s ({} events in {:.2} s wall, {:.2}x real time)",
@@ -436,7 +430,7 @@ fn bench(
     // Phase 2: paced on the wall clock; latency from event time to alert emission.
     let bus = AlertBus::new(1 << 20);
     let mut rx = bus.subscribe();
-    let start_ms = config.start_ms();
+    let start_ms = settings.start_ms;
     let wall0 = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let w = Arc::clone(&wall0);
     let collector = std::thread::spawn(move || {
@@ -452,14 +446,14 @@ fn bench(
     *wall0.lock().expect("wall0") = Some(Instant::now());
     let progress = Arc::new(Progress::default());
     let opts = RunOptions {
-        duration_s: seconds,
+        duration_s: Some(seconds),
         fast: false,
         out: dir.join("paced"),
         parquet: true,
         ground_truth: false,
         pg_listen: None,
     };
-    let s = app::run(&config, &opts, &bus, &stop, &progress)?;
+    let s = app::run(&settings, &opts, &bus, &stop, &progress)?;
     drop(bus);
     let lat = collector.join().map_err(|_| anyhow::anyhow!("latency collector panicked"))?;
     let rows = s.ingest.total_rows();

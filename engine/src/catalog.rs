@@ -1,0 +1,97 @@
+//! The stream catalog: every stream and reference table a running engine knows, by name.
+//!
+//! The catalog is not a list anyone keeps by hand: it is made from the definitions of the
+//! streams the engine is fed and of those its operators derive (each operator says what it
+//! produces). The Parquet sinks, the SQL catalog, psql `SELECT`, replay and retention all
+//! iterate it.
+
+use std::collections::BTreeMap;
+
+use crate::error::{EngineError, Result};
+use crate::stream::{Class, StreamInfo};
+
+/// Streams and tables by name; see the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    by_name: BTreeMap<&'static str, &'static StreamInfo>,
+}
+
+impl Catalog {
+    /// A catalog of `infos`; the same definition may come twice (it is kept once), two different
+    /// definitions may not share a name.
+    pub fn new(infos: impl IntoIterator<Item = &'static StreamInfo>) -> Result<Self> {
+        let mut c = Self::default();
+        for info in infos {
+            c.add(info)?;
+        }
+        Ok(c)
+    }
+
+    /// Adds a definition (see [`new`](Self::new)).
+    pub fn add(&mut self, info: &'static StreamInfo) -> Result<()> {
+        match self.by_name.get(info.name) {
+            Some(known) if std::ptr::eq(*known, info) => Ok(()),
+            Some(_) => Err(EngineError::Schema(format!("two different streams are named {}", info.name))),
+            None => {
+                self.by_name.insert(info.name, info);
+                Ok(())
+            }
+        }
+    }
+
+    /// A stream or table by name.
+    pub fn get(&self, name: &str) -> Option<&'static StreamInfo> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Every stream and table, by name.
+    pub fn all(&self) -> impl Iterator<Item = &'static StreamInfo> + '_ {
+        self.by_name.values().copied()
+    }
+
+    /// The event streams (not the reference tables), by name.
+    pub fn streams(&self) -> impl Iterator<Item = &'static StreamInfo> + '_ {
+        self.all().filter(|i| i.class != Class::Reference)
+    }
+
+    /// The reference tables, by name.
+    pub fn tables(&self) -> impl Iterator<Item = &'static StreamInfo> + '_ {
+        self.all().filter(|i| i.class == Class::Reference)
+    }
+
+    /// Names, for error messages.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.by_name.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamDef;
+
+    crate::stream! {
+        /// A.
+        pub struct A {
+            name: "a", class: Record, keys: [], personal: [],
+            row: ARow, builder: ARows, reader: ACols,
+            columns: { event_time: crate::stream::Timestamp }
+        }
+    }
+
+    #[test]
+    fn one_definition_per_name() {
+        let c = Catalog::new([A::info(), A::info()]).unwrap();
+        assert_eq!(c.names(), vec!["a"]);
+        let other: &'static StreamInfo = Box::leak(Box::new(StreamInfo::new(
+            "a",
+            "",
+            Class::Record,
+            vec![crate::stream::field::<crate::stream::Timestamp>("event_time")],
+            &[],
+            &[],
+        )));
+        let e = Catalog::new([A::info(), other]).unwrap_err().to_string();
+        assert!(e.contains("two different streams are named a"), "{e}");
+    }
+}

@@ -1,0 +1,487 @@
+//! Streams shared between dataflows: computed once in the main dataflow, read by every rule.
+//!
+//! Every stream of the main dataflow (what ingest feeds and what its operators derive) ends in
+//! a *share* sink on each worker. The sink keeps each batch in the [`Retained`] store (for
+//! backfill and ad-hoc queries) and hands it to the worker's [`Hub`] of that stream, which passes
+//! it, with the stream's frontier, to every subscriber. A dataflow added at runtime (a rule)
+//! *imports* the streams it reads: an import is a source operator fed by its subscription. It
+//! starts with the retained batches from the backfill time (this worker's share, with their
+//! times), then receives everything the hub sees after, and holds its capability at the hub's
+//! frontier. So a rule sees exactly the batches the main dataflow made (the `track_id`s Parquet
+//! holds), at the same times, and ten rules over `tracks` cost one tracker.
+//!
+//! Subscribing happens on the worker thread between two steps, so nothing is seen twice or
+//! missed: what the sink has kept is the backfill, what it sees later is live. This is timely's
+//! capture and replay (`timely::dataflow::operators::capture`) specialised to late joiners:
+//! a replayer must see progress from the start, an import starts from a retained point.
+//!
+//! Retention is enforced here, in memory: batches older than the horizon behind the watermark
+//! are dropped ([`Retained::expire`]), and a memory budget drops the oldest first
+//! (backfill then starts after them, so a new rule still sees a gap-free input). Reference-table
+//! changes are kept from the start, compacted into one snapshot behind the horizon.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::Activator;
+
+use crate::error::{EngineError, Result};
+use crate::runtime::Time;
+use crate::stream::{Batch, Batches, StreamInfo};
+use crate::time::Millis;
+
+/// How much the store dropped by age since the last [`Retained::take_dropped`]: rows by stream.
+pub type Dropped = BTreeMap<&'static str, u64>;
+
+/// One stream's batches per worker: (time, rows) in the order seen.
+type PerWorker = Vec<VecDeque<(Time, RecordBatch)>>;
+/// A table's changes in order.
+type Changes = Vec<(Time, Batch)>;
+
+/// Batches of every stream, kept in memory for backfill and ad-hoc queries; shared by all
+/// workers (each appends its own) and the psql endpoint (which reads).
+#[derive(Debug)]
+pub struct Retained {
+    horizon_ms: Millis,
+    budget_bytes: usize,
+    bytes: usize,
+    /// Times before this may have lost batches to the budget: backfill starts here at the
+    /// earliest.
+    complete_from: Time,
+    /// Per event stream, per worker: (time, rows) in the order seen.
+    events: BTreeMap<&'static str, (&'static StreamInfo, PerWorker)>,
+    /// Per table: its changes in order, the oldest compacted into one snapshot.
+    tables: BTreeMap<&'static str, (&'static StreamInfo, Changes)>,
+    /// Rows dropped by age or budget since the last report, by stream.
+    dropped_age: Dropped,
+    dropped_budget: Dropped,
+    workers: usize,
+}
+
+impl Retained {
+    /// An empty store for `workers` workers, keeping `horizon_ms` behind the watermark within
+    /// `budget_bytes` of Arrow memory.
+    pub fn new(workers: usize, horizon_ms: Millis, budget_bytes: usize) -> Self {
+        Self {
+            horizon_ms: horizon_ms.max(0),
+            budget_bytes,
+            bytes: 0,
+            complete_from: 0,
+            events: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            dropped_age: BTreeMap::new(),
+            dropped_budget: BTreeMap::new(),
+            workers: workers.max(1),
+        }
+    }
+
+    /// A store shared between threads.
+    pub fn shared(workers: usize, horizon_ms: Millis, budget_bytes: usize) -> Arc<Mutex<Retained>> {
+        Arc::new(Mutex::new(Self::new(workers, horizon_ms, budget_bytes)))
+    }
+
+    /// Keeps a batch worker `worker` saw at `time`.
+    pub fn keep(&mut self, info: &'static StreamInfo, worker: usize, time: Time, batch: &Batch) {
+        if batch.rows.num_rows() == 0 {
+            return;
+        }
+        if info.is_table() {
+            let (_, changes) = self.tables.entry(info.name).or_insert_with(|| (info, Vec::new()));
+            changes.push((time, batch.clone()));
+            return;
+        }
+        let workers = self.workers;
+        let (_, queues) =
+            self.events.entry(info.name).or_insert_with(|| (info, vec![VecDeque::new(); workers]));
+        self.bytes += batch.rows.get_array_memory_size();
+        queues[worker % workers].push_back((time, batch.rows.clone()));
+        self.enforce_budget();
+    }
+
+    /// Every retained batch of event stream `name`, oldest first per worker.
+    pub fn batches(&self, name: &str) -> Vec<RecordBatch> {
+        self.events
+            .get(name)
+            .map(|(_, qs)| qs.iter().flatten().map(|(_, b)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every change of table `name` so far (old ones compacted), in order.
+    pub fn table_changes(&self, name: &str) -> Vec<(Time, Batch)> {
+        self.tables.get(name).map(|(_, c)| c.clone()).unwrap_or_default()
+    }
+
+    /// What worker `worker` must be given to start stream `info` at `from`: its retained
+    /// batches at or after `from` (tables: every change, on worker 0 only).
+    pub fn backfill(&self, info: &StreamInfo, worker: usize, from: Time) -> Vec<(Time, Batch)> {
+        if info.is_table() {
+            return if worker == 0 { self.table_changes(info.name) } else { Vec::new() };
+        }
+        let from = from.max(self.complete_from);
+        self.events
+            .get(info.name)
+            .and_then(|(_, qs)| qs.get(worker))
+            .map(|q| q.iter().filter(|(t, _)| *t >= from).map(|(t, b)| (*t, Batch::new(b.clone()))).collect())
+            .unwrap_or_default()
+    }
+
+    /// Keeps at most `bytes` of event batches (the oldest go first).
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.budget_bytes = bytes;
+        self.enforce_budget();
+    }
+
+    /// Keeps event batches for `ms` behind the watermark.
+    pub fn set_horizon(&mut self, ms: Millis) {
+        self.horizon_ms = ms.max(0);
+    }
+
+    /// Bytes of event batches kept now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Rows kept now, by stream.
+    pub fn rows(&self) -> BTreeMap<&'static str, usize> {
+        self.events
+            .iter()
+            .map(|(name, (_, qs))| (*name, qs.iter().flatten().map(|(_, b)| b.num_rows()).sum()))
+            .collect()
+    }
+
+    /// The earliest time a backfill can start from (later than the horizon when the memory
+    /// budget dropped older batches).
+    pub fn complete_from(&self) -> Time {
+        self.complete_from
+    }
+
+    /// Rows dropped since the last call: (by age, by the memory budget), by stream.
+    pub fn take_dropped(&mut self) -> (Dropped, Dropped) {
+        (std::mem::take(&mut self.dropped_age), std::mem::take(&mut self.dropped_budget))
+    }
+
+    /// Drops the oldest batches (of any worker) while over budget.
+    fn enforce_budget(&mut self) {
+        while self.bytes > self.budget_bytes {
+            let oldest = self
+                .events
+                .values_mut()
+                .flat_map(|(info, qs)| qs.iter_mut().map(move |q| (info.name, q)))
+                .filter(|(_, q)| !q.is_empty())
+                .min_by_key(|(_, q)| q.front().map(|(t, _)| *t));
+            let Some((name, q)) = oldest else { break };
+            let Some((t, b)) = q.pop_front() else { break };
+            self.bytes = self.bytes.saturating_sub(b.get_array_memory_size());
+            *self.dropped_budget.entry(name).or_default() += b.num_rows() as u64;
+            self.complete_from = self.complete_from.max(t + 1);
+        }
+    }
+
+    /// Drops event batches older than the horizon behind `watermark`, and compacts table
+    /// changes behind it.
+    pub fn expire(&mut self, watermark: Millis) -> Result<()> {
+        let cutoff = watermark.saturating_sub(self.horizon_ms).max(0) as Time;
+        for (info, qs) in self.events.values_mut() {
+            for q in qs.iter_mut() {
+                // Batches are kept in (nearly) time order: drop from the front.
+                while q.front().is_some_and(|(t, _)| *t < cutoff) {
+                    if let Some((_, b)) = q.pop_front() {
+                        self.bytes = self.bytes.saturating_sub(b.get_array_memory_size());
+                        *self.dropped_age.entry(info.name).or_default() += b.num_rows() as u64;
+                    }
+                }
+            }
+        }
+        for (info, changes) in self.tables.values_mut() {
+            let old = changes.partition_point(|(t, _)| *t < cutoff);
+            if old > 1 {
+                let snapshot = consolidate(info, &changes[..old])?;
+                let rest = changes.split_off(old);
+                *changes = snapshot.map(|b| (cutoff.saturating_sub(1), b)).into_iter().chain(rest).collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The net rows of a table's changes: each row with its summed multiplicity, repeated.
+pub fn consolidate(info: &StreamInfo, changes: &[(Time, Batch)]) -> Result<Option<Batch>> {
+    let arrow = |context: &str| {
+        let context = format!("{context} table {}", info.name);
+        move |source| EngineError::Arrow { context, source }
+    };
+    let batches: Vec<RecordBatch> = changes.iter().map(|(_, b)| b.rows.clone()).collect();
+    let all = concat_batches(&info.schema, &batches).map_err(arrow("concatenating"))?;
+    let converter = RowConverter::new(
+        info.schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect(),
+    )
+    .map_err(arrow("keying"))?;
+    let rows = converter.convert_columns(all.columns()).map_err(arrow("keying"))?;
+    let mut net: BTreeMap<OwnedRow, (i64, u32)> = BTreeMap::new();
+    let mut i = 0u32;
+    for (_, b) in changes {
+        for _ in 0..b.rows.num_rows() {
+            net.entry(rows.row(i as usize).owned()).or_insert((0, i)).0 += b.diff;
+            i += 1;
+        }
+    }
+    let idx: Vec<u32> =
+        net.values().filter(|(n, _)| *n > 0).flat_map(|&(n, i)| std::iter::repeat_n(i, n as usize)).collect();
+    if idx.is_empty() {
+        return Ok(None);
+    }
+    let rows = arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(idx))
+        .map_err(arrow("compacting"))?;
+    Ok(Some(Batch::new(rows)))
+}
+
+/// One subscription: what the import operator has yet to emit, and how far the stream is.
+#[derive(Debug, Default)]
+struct Subscription {
+    queue: VecDeque<(Time, Batch)>,
+    /// The stream's frontier; `None` once it has ended (or the subscription was closed).
+    frontier: Option<Time>,
+    activator: Option<Activator>,
+}
+
+impl Subscription {
+    fn wake(&self) {
+        if let Some(a) = &self.activator {
+            a.activate();
+        }
+    }
+}
+
+/// One subscriber of a hub: its owner (a dataflow), its subscription, and the time from which it
+/// is closed (once removed: it gets what comes before, then ends).
+#[derive(Debug)]
+struct Subscriber {
+    owner: u64,
+    sub: Rc<RefCell<Subscription>>,
+    /// The subscription starts here: earlier batches (sent before it, shared after) are not its.
+    from: Time,
+    close_at: Option<Time>,
+}
+
+/// One stream's hub on one worker: its frontier and its subscribers.
+#[derive(Debug)]
+struct Hub {
+    frontier: Option<Time>,
+    subscribers: Vec<Subscriber>,
+}
+
+/// The hubs of one worker, by stream; see the module documentation.
+#[derive(Debug)]
+pub struct Hubs {
+    worker: usize,
+    retained: Arc<Mutex<Retained>>,
+    hubs: RefCell<BTreeMap<&'static str, Rc<RefCell<Hub>>>>,
+}
+
+impl Hubs {
+    /// The hubs of worker `worker`, keeping batches in `retained`.
+    pub fn new(worker: usize, retained: Arc<Mutex<Retained>>) -> Self {
+        Self { worker, retained, hubs: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// The store batches are kept in.
+    pub fn retained(&self) -> &Arc<Mutex<Retained>> {
+        &self.retained
+    }
+
+    /// Ends `stream` in a share sink: every batch is retained and passed to the subscribers.
+    pub fn share<'s>(self: &Rc<Self>, info: &'static StreamInfo, stream: Batches<'s>) {
+        let hub = Rc::new(RefCell::new(Hub { frontier: Some(0), subscribers: Vec::new() }));
+        self.hubs.borrow_mut().insert(info.name, Rc::clone(&hub));
+        let (worker, retained) = (self.worker, Arc::clone(&self.retained));
+        stream.sink(Pipeline, &format!("Share({})", info.name), move |(input, frontier)| {
+            let mut hub = hub.borrow_mut();
+            input.for_each(|cap, data| {
+                let t = cap.least().copied().unwrap_or_default();
+                {
+                    let mut r = retained.lock().expect("retained batches");
+                    for b in data.iter() {
+                        r.keep(info, worker, t, b);
+                    }
+                }
+                for s in hub.subscribers.iter().filter(|s| t >= s.from && s.close_at.is_none_or(|c| t < c)) {
+                    s.sub.borrow_mut().queue.extend(data.iter().map(|b| (t, b.clone())));
+                }
+            });
+            let f = frontier.frontier().first().copied();
+            hub.frontier = f;
+            hub.subscribers.retain(|s| {
+                // A closing subscriber ends once everything before its close time has passed.
+                let ended = f.is_none() || s.close_at.is_some_and(|c| f.is_some_and(|f| f >= c));
+                let mut sub = s.sub.borrow_mut();
+                sub.frontier = if ended { None } else { f };
+                sub.wake();
+                !ended
+            });
+        });
+    }
+
+    /// Stream `info` in another dataflow (of this worker), for subscriber `owner`: the retained
+    /// batches from `from` on, then everything the main dataflow produces. A stream the main
+    /// dataflow does not have is empty and complete.
+    pub fn import<'s>(
+        &self,
+        scope: Scope<'s, Time>,
+        info: &'static StreamInfo,
+        owner: u64,
+        from: Time,
+    ) -> Batches<'s> {
+        let sub = Rc::new(RefCell::new(Subscription::default()));
+        if let Some(hub) = self.hubs.borrow().get(info.name) {
+            let mut hub = hub.borrow_mut();
+            let mut s = sub.borrow_mut();
+            // Under the worker's turn: nothing reaches the sink between these two lines.
+            s.queue.extend(self.retained.lock().expect("retained batches").backfill(info, self.worker, from));
+            s.frontier = hub.frontier;
+            if hub.frontier.is_some() {
+                let from = if info.is_table() { 0 } else { from };
+                hub.subscribers.push(Subscriber { owner, sub: Rc::clone(&sub), from, close_at: None });
+            }
+        }
+        let name = format!("Import({})", info.name);
+        source::<_, timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(
+            scope,
+            &name,
+            move |cap, op| {
+                sub.borrow_mut().activator = Some(scope.activator_for(op.address));
+                let mut cap = Some(cap);
+                move |output| {
+                    let mut s = sub.borrow_mut();
+                    let Some(c) = cap.as_mut() else {
+                        s.queue.clear();
+                        return;
+                    };
+                    while let Some((t, b)) = s.queue.pop_front() {
+                        // Times are never behind the capability: backfill comes first, and the hub's
+                        // frontier (which the capability follows) never passes data still to come.
+                        output.session(&c.delayed(&t.max(*c.time()))).give(b);
+                    }
+                    match s.frontier {
+                        Some(f) if f > *c.time() => c.downgrade(&f),
+                        Some(_) => {}
+                        None => cap = None,
+                    }
+                }
+            },
+        )
+    }
+
+    /// Ends the subscriptions of `owner` (a dataflow being removed) at time `at`: they get what
+    /// the main dataflow makes before `at` (so everything sent to it before the removal, when
+    /// `at` is past those times), then complete.
+    pub fn close(&self, owner: u64, at: Time) {
+        for hub in self.hubs.borrow().values() {
+            let mut hub = hub.borrow_mut();
+            let frontier = hub.frontier;
+            hub.subscribers.retain_mut(|s| {
+                if s.owner != owner {
+                    return true;
+                }
+                s.close_at = Some(at);
+                let ended = frontier.is_none_or(|f| f >= at);
+                if ended {
+                    let mut sub = s.sub.borrow_mut();
+                    sub.frontier = None;
+                    sub.wake();
+                }
+                !ended
+            });
+        }
+    }
+
+    /// Subscriptions open now (for tests and metrics).
+    pub fn subscriptions(&self) -> usize {
+        self.hubs.borrow().values().map(|h| h.borrow().subscribers.len()).sum()
+    }
+}
+
+/// A stream with no data whose frontier is complete at once (what a missing input imports as).
+pub fn empty<'s>(scope: Scope<'s, Time>) -> Stream<'s, Time, Vec<Batch>> {
+    timely::dataflow::operators::generic::operator::empty(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{StreamDef, Timestamp};
+    use std::sync::Arc;
+
+    crate::stream! {
+        /// Rows.
+        pub struct T1 {
+            name: "t1", class: Record, keys: [], personal: [],
+            row: T1Row, builder: T1Rows, reader: T1Cols,
+            columns: { event_time: Timestamp, v: i64 }
+        }
+    }
+
+    crate::stream! {
+        /// A table.
+        pub struct Tab {
+            name: "tab", class: Reference, keys: [k], personal: [],
+            row: TabRow, builder: TabRows, reader: TabCols,
+            columns: { k: i64 }
+        }
+    }
+
+    fn batch(t: i64, v: i64) -> Batch {
+        let mut b = T1Rows::default();
+        b.push(&T1Row { event_time: t, v });
+        Batch::new(b.finish())
+    }
+
+    #[test]
+    fn the_horizon_and_the_budget_bound_what_is_kept() {
+        let mut r = Retained::new(2, 1_000, usize::MAX);
+        for t in 0..10 {
+            r.keep(T1::info(), (t % 2) as usize, t as Time * 500, &batch(t * 500, t));
+        }
+        assert_eq!(r.rows()["t1"], 10);
+        r.expire(4_500).unwrap();
+        // Kept: times >= 3,500.
+        assert_eq!(r.rows()["t1"], 3);
+        let (age, budget) = r.take_dropped();
+        assert_eq!((age["t1"], budget.len()), (7, 0));
+        let one = batch(0, 0).rows.get_array_memory_size();
+        r.set_memory_budget(one);
+        assert_eq!(r.rows()["t1"], 1);
+        assert_eq!(r.complete_from(), 4_001);
+        assert_eq!(r.backfill(T1::info(), 1, 0).len(), 1);
+    }
+
+    #[test]
+    fn old_table_changes_are_compacted_into_their_net_rows() {
+        let mut r = Retained::new(1, 1_000, usize::MAX);
+        let rows = |ks: &[i64]| {
+            let mut b = TabRows::default();
+            for &k in ks {
+                b.push(&TabRow { k });
+            }
+            b.finish()
+        };
+        r.keep(Tab::info(), 0, 0, &Batch::new(rows(&[1, 2, 3])));
+        r.keep(Tab::info(), 0, 10, &Batch { rows: rows(&[2]), diff: -1 });
+        r.keep(Tab::info(), 0, 5_000, &Batch::new(rows(&[4])));
+        r.expire(3_000).unwrap();
+        let changes = r.table_changes("tab");
+        assert_eq!(changes.len(), 2);
+        let first = TabCols::new(&changes[0].1.rows).unwrap().rows().map(|r| r.k).collect::<Vec<_>>();
+        assert_eq!(first, vec![1, 3]);
+        assert_eq!(changes[1].0, 5_000);
+        let _ = Arc::new(0);
+    }
+}

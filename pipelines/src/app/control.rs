@@ -1,0 +1,217 @@
+//! The control loop: what happens once per tick, whatever drives the city.
+//!
+//! Each [`Control::tick`]: watchlist entries that come due are added, rules created or dropped
+//! from psql take effect (their dataflows added or removed), ingest sends what it holds and
+//! the watermark advances, retention runs when due ([`Sweeper`]), and the status counters move.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use vigil_engine::catalog::Catalog;
+use vigil_engine::ingest::Ingest;
+use vigil_engine::parquet_sink::partition_start;
+use vigil_engine::retention::{human_period, sweep};
+use vigil_engine::stream::Class;
+use vigil_engine::time::Millis;
+use vigil_operators::watchlist::{self, WatchEntry, Watchlist};
+use vigil_sql::registry::{Control as RuleControl, Registry, file_name, rule_class};
+
+use super::Progress;
+use crate::settings::{RetentionSettings, Settings};
+
+/// What a [`Control`] is made of.
+pub struct ControlParts {
+    /// The ingest side.
+    pub ingest: Ingest,
+    /// Rules to add or drop, from the registry.
+    pub rules: std::sync::mpsc::Receiver<RuleControl>,
+    /// The rule catalog (for rules' retention classes).
+    pub registry: Arc<Registry>,
+    /// Watchlist entries and when they become active, in time order.
+    pub watch: Vec<(Millis, WatchEntry)>,
+    /// Retention on disk, when there is output.
+    pub retention: Option<Sweeper>,
+    /// Status counters.
+    pub progress: Arc<Progress>,
+    /// The clock's start.
+    pub start_ms: Millis,
+}
+
+/// The control loop's state; see the module documentation.
+pub struct Control {
+    ingest: Ingest,
+    rules: std::sync::mpsc::Receiver<RuleControl>,
+    registry: Arc<Registry>,
+    watch: VecDeque<(Millis, WatchEntry)>,
+    retention: Option<Sweeper>,
+    progress: Arc<Progress>,
+    start_ms: Millis,
+}
+
+impl Control {
+    /// A control loop over `parts`.
+    pub fn new(parts: ControlParts) -> Self {
+        Self {
+            ingest: parts.ingest,
+            rules: parts.rules,
+            registry: parts.registry,
+            watch: parts.watch.into(),
+            retention: parts.retention,
+            progress: parts.progress,
+            start_ms: parts.start_ms,
+        }
+    }
+
+    /// The ingest side, to hand it rows.
+    pub fn ingest(&mut self) -> &mut Ingest {
+        &mut self.ingest
+    }
+
+    /// Adds the watchlist entries due by `now`.
+    pub fn push_due_watch(&mut self, now: Millis) -> anyhow::Result<()> {
+        while self.watch.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, entry)) = self.watch.pop_front() {
+                self.ingest.push_table::<Watchlist>(watchlist::to_batch(&[entry]), 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a tick at ingest time `now`; see the module documentation.
+    pub fn tick(&mut self, now: Millis) -> anyhow::Result<()> {
+        while let Ok(c) = self.rules.try_recv() {
+            match c {
+                RuleControl::Install { id, name, build, backfill_ms } => {
+                    let late_by = self.ingest.install(id, build, backfill_ms)?;
+                    if late_by > 0 {
+                        tracing::warn!(
+                            "rule {name}: backfill starts {late_by} ms later than asked: older events were dropped to keep within the memory budget (retention.memory_mb)"
+                        );
+                    }
+                }
+                RuleControl::Remove { id } => self.ingest.remove(id)?,
+            }
+        }
+        let watermark = self.ingest.tick(now)?;
+        if let Some(s) = self.retention.as_mut() {
+            let deleted = s.maybe_sweep(watermark, &self.registry, &self.ingest);
+            self.progress.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+        }
+        let stats = self.ingest.stats();
+        self.progress.rows.store(stats.total_rows(), Ordering::Relaxed);
+        self.progress.late.store(stats.total_late(), Ordering::Relaxed);
+        self.progress.sim_ms.store((now - self.start_ms).max(0) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends the loop: a last sweep; returns the ingest side (to finish) and the files deleted.
+    pub fn finish(mut self) -> anyhow::Result<(Ingest, u64)> {
+        if let Some(s) = self.retention.as_mut() {
+            let w = self.ingest.watermark();
+            let deleted = s.sweep(w, &self.registry, &self.ingest);
+            self.progress.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+        }
+        Ok((self.ingest, self.progress.deleted.load(Ordering::Relaxed)))
+    }
+}
+
+/// Retention on a schedule: every minute of event time, files past their class's period are
+/// deleted (Parquet partitions of every stream, rules' rows, snapshots), and the rows dropped
+/// from memory since the last sweep are logged.
+pub struct Sweeper {
+    out: PathBuf,
+    streams: Vec<(&'static str, Class)>,
+    periods: RetentionSettings,
+    last: Option<Millis>,
+}
+
+/// How often retention runs, in event time.
+pub const SWEEP_EVERY_MS: Millis = 60_000;
+
+impl Sweeper {
+    /// Retention of the files under `out` for the streams of `catalog`.
+    pub fn new(out: &Path, catalog: &Catalog, settings: &Settings) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            streams: catalog.streams().map(|s| (s.name, s.class)).collect(),
+            periods: settings.retention.clone(),
+            last: None,
+        }
+    }
+
+    /// Sweeps when a minute of event time has passed since the last sweep; returns the files
+    /// deleted.
+    pub fn maybe_sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
+        match self.last {
+            Some(l) if watermark - l < SWEEP_EVERY_MS => 0,
+            _ => self.sweep(watermark, registry, ingest),
+        }
+    }
+
+    /// Deletes everything past its period at `watermark`; returns the files deleted. A failure
+    /// to delete is logged and retried at the next sweep.
+    pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
+        self.last = Some(watermark);
+        let mut deleted = 0;
+        let mut run = |dir: PathBuf,
+                       recursive: bool,
+                       class: Class,
+                       time_of: &dyn Fn(&Path) -> Option<Millis>| {
+            let period = self.periods.period(class);
+            match sweep(&dir, recursive, watermark - period, class, period, time_of) {
+                Ok(d) => deleted += d.len(),
+                Err(e) => tracing::error!("retention of {}: {e} (retried at the next sweep)", dir.display()),
+            }
+        };
+        for &(name, class) in &self.streams {
+            let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, name)).flatten();
+            run(self.out.join(name), false, class, &time_of);
+        }
+        // Rules' rows: the class of the rule (the most protective of what it reads); a rule
+        // dropped since keeps the class of personal data.
+        let classes: Vec<(String, Class)> =
+            registry.list().iter().map(|e| (file_name(&e.rule.name), rule_class(&e.rule))).collect();
+        if let Ok(dirs) = std::fs::read_dir(self.out.join("rules")) {
+            for dir in dirs.flatten().map(|d| d.path()).filter(|p| p.is_dir()) {
+                let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                let class = classes.iter().find(|(n, _)| *n == name).map_or(Class::Personal, |(_, c)| *c);
+                let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, &name)).flatten();
+                run(dir.clone(), false, class, &time_of);
+            }
+        }
+        // Snapshots: `<out>/snapshots/camera=<id>/<YYYYMMDDTHHMMSSZ>_<rule>.jpg`.
+        run(self.out.join("snapshots"), true, Class::Personal, &snapshot_time);
+        let (age, budget) = ingest.retained().lock().expect("retained batches").take_dropped();
+        let horizon = human_period(self.periods.memory_ms);
+        for (stream, rows) in age {
+            tracing::info!(
+                target: "vigil::retention",
+                "dropped {rows} rows of {stream} from memory: older than the in-memory horizon ({horizon})"
+            );
+        }
+        for (stream, rows) in budget {
+            tracing::info!(
+                target: "vigil::retention",
+                "dropped {rows} rows of {stream} from memory: retention.memory_mb was reached (the oldest go first)"
+            );
+        }
+        deleted
+    }
+}
+
+fn parquet_file(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "parquet")
+}
+
+/// The capture time in a snapshot's file name.
+pub fn snapshot_time(p: &Path) -> Option<Millis> {
+    let name = p.file_name()?.to_str()?;
+    if !name.ends_with(".jpg") {
+        return None;
+    }
+    let stamp = name.get(..16)?;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
+    Some(t.and_utc().timestamp_millis())
+}

@@ -1,0 +1,389 @@
+//! Running a city: settings in, a running engine, Parquet and alerts out, until stopped.
+//!
+//! [`run`] (and [`run_with`], which takes extra [`Derivation`]s) is what `vigil demo`, `vigil
+//! run` and `vigil bench` share. It is three rooms:
+//! - [`graph`]: the main dataflow each worker builds: the derivations (tracks, flows, density,
+//!   watchlist hits, and any given), Parquet for every stream of the catalog, alerts to the bus;
+//! - [`drive`]: the sources: the simulated city (frames at capture time, delivered after their
+//!   network delay) or live cameras (on the wall clock);
+//! - [`control`]: the loop both drive, once per tick: watchlist entries that come due, rules
+//!   added or dropped from psql, the watermark, retention on disk and in memory, counters.
+//!
+//! With no duration the run goes on until `stop` is set (SIGINT, SIGTERM); then the inputs
+//! close, every window and file closes, and the summary is returned.
+
+pub mod control;
+pub mod drive;
+pub mod graph;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use vigil_engine::catalog::Catalog;
+use vigil_engine::error::ErrorSink;
+use vigil_engine::ids::Epoch;
+use vigil_engine::ingest::{Ingest, IngestStats};
+use vigil_engine::parquet_sink::list_files;
+use vigil_engine::runtime::{Runtime, RuntimeConfig};
+use vigil_engine::share::Retained;
+use vigil_engine::stream::StreamDef;
+use vigil_engine::time::{Millis, WatermarkPolicy};
+use vigil_operators::alerts::AlertBus;
+use vigil_operators::detection::LateEvents;
+use vigil_operators::tracks::Locate;
+use vigil_operators::watchlist::{self, WatchEntry, Watchlist};
+use vigil_operators::zones::{self, ZoneIndex, Zones};
+use vigil_sql::registry::{Control, Registry, RuleSinks};
+use vigil_sql::rule::Rule;
+
+use crate::derive::{self, Derivation};
+use crate::settings::{RuleSource, Settings};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Seconds to run (simulated or wall-clock); `None`: until stopped.
+    pub duration_s: Option<f64>,
+    /// Run as fast as possible instead of on the wall clock.
+    pub fast: bool,
+    /// Output directory (overrides the settings').
+    pub out: PathBuf,
+    /// Write Parquet at all (the bench may turn it off).
+    pub parquet: bool,
+    /// Write the simulator's ground truth.
+    pub ground_truth: bool,
+    /// Serve psql on this address (overrides the settings' `server.pg_listen`).
+    pub pg_listen: Option<String>,
+}
+
+/// Live counters, readable while the run goes on (for the status line).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// On-time rows ingested.
+    pub rows: AtomicU64,
+    /// Late rows.
+    pub late: AtomicU64,
+    /// Simulated (or wall-clock) milliseconds done.
+    pub sim_ms: AtomicU64,
+    /// Errors reported by operators, sinks and rules.
+    pub errors: AtomicU64,
+    /// Files deleted by retention.
+    pub deleted: AtomicU64,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Ingest counters.
+    pub ingest: IngestStats,
+    /// Alerts by kind.
+    pub alerts: BTreeMap<String, u64>,
+    /// Parquet files per stream.
+    pub files: BTreeMap<&'static str, usize>,
+    /// Output root.
+    pub out: PathBuf,
+    /// The run's epoch.
+    pub epoch: Epoch,
+    /// Simulated seconds run.
+    pub simulated_s: f64,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// Paced runs: the most the feed fell behind its schedule (zero when it kept up).
+    pub behind_max: Duration,
+    /// Wall time from the last input to the end (the watermark's lateness drained, files closed).
+    pub drain: Duration,
+    /// True when a signal stopped it before its duration.
+    pub interrupted: bool,
+    /// Operator, sink or rule errors.
+    pub errors: u64,
+    /// Files deleted by retention while it ran.
+    pub deleted: u64,
+}
+
+/// Compiles the configured rules against `streams`, placing errors in the configuration file.
+pub fn compile_rules(settings: &Settings, streams: &Catalog) -> anyhow::Result<Vec<Rule>> {
+    let mut rules = Vec::new();
+    for r in &settings.rules {
+        match r {
+            RuleSource::Inline { name, sql, at } => {
+                match vigil_sql::rule::compile(name, sql, &settings.source, streams) {
+                    Ok(r) => rules.extend(r),
+                    // Place the error in the configuration file, not in the SQL string.
+                    Err(vigil_sql::SqlError::User { position: Some(p), message, fix, .. }) => {
+                        let (line, column) = settings.inline_position(*at, p.line, p.column);
+                        bail!("{}:{line}:{column}: rule {name}: {message}; fix: {fix}", settings.source)
+                    }
+                    Err(e) => bail!("{}: rule {name}: {e}", settings.source),
+                }
+            }
+            RuleSource::File(path) => rules.extend(vigil_sql::rule::compile_file(path, streams)?),
+        }
+    }
+    Ok(rules)
+}
+
+/// The zone index of each camera (a zone seen by several cameras is in each one's index).
+pub fn zones_by_camera(zones: &[zones::Zone]) -> BTreeMap<u32, ZoneIndex> {
+    let mut m: BTreeMap<u32, Vec<zones::Zone>> = BTreeMap::new();
+    for z in zones {
+        for &c in &z.cameras {
+            m.entry(c).or_default().push(z.clone());
+        }
+    }
+    m.into_iter().map(|(c, zs)| (c, ZoneIndex::new(zs))).collect()
+}
+
+/// Runs the city `settings` describes; `stop` ends it (Ctrl-C, SIGTERM), `bus` receives every
+/// alert.
+pub fn run(
+    settings: &Settings,
+    opts: &RunOptions,
+    bus: &AlertBus,
+    stop: &AtomicBool,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Summary> {
+    run_with(settings, opts, Vec::new(), bus, stop, progress)
+}
+
+/// [`run`], with `extra` derivations beside the city's: their streams are computed, written,
+/// queryable and retained like the city's own.
+pub fn run_with(
+    settings: &Settings,
+    opts: &RunOptions,
+    extra: Vec<Arc<dyn Derivation>>,
+    bus: &AlertBus,
+    stop: &AtomicBool,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Summary> {
+    let began = Instant::now();
+    let live = !settings.cameras.is_empty();
+    let start_ms = if live { drive::wall_ms() } else { settings.start_ms };
+    let epoch = if opts.parquet {
+        Epoch::next(&opts.out)
+            .with_context(|| format!("taking the next run epoch of {}", opts.out.display()))?
+    } else {
+        Epoch::default()
+    };
+    let index_by_camera = Arc::new(zones_by_camera(&settings.zones));
+    let calibrated = live.then(|| crate::live::calibrate(settings));
+    let locate: Locate = match &calibrated {
+        Some(c) => crate::live::locator(Arc::clone(c)),
+        None => {
+            let (params, index) = (settings.sim.clone(), Arc::clone(&index_by_camera));
+            Arc::new(move |camera, bbox| Some(drive::sim_locate(&params, index.get(&camera), camera, bbox)))
+        }
+    };
+    let mut derivations = derive::city(settings, locate);
+    derivations.extend(extra);
+    let catalog = derive::catalog(&derivations)?;
+    let rules = compile_rules(settings, &catalog)?;
+    if opts.parquet {
+        // Rules' files a killed run left half-written (the streams' own are cleared by their sinks).
+        for dir in std::fs::read_dir(opts.out.join("rules")).into_iter().flatten().flatten() {
+            if dir.path().is_dir() {
+                vigil_engine::parquet_sink::remove_unfinished(&dir.path())?;
+            }
+        }
+    }
+    let errors = {
+        let p = Arc::clone(progress);
+        ErrorSink::new(move |who, e| {
+            p.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("{who}: {e}");
+        })
+    };
+    let workers = settings.engine.workers;
+    let r = &settings.retention;
+    // In memory, nothing is kept longer than on disk.
+    let horizon = r.periods.values().copied().min().unwrap_or(r.memory_ms).min(r.memory_ms);
+    let retained = Retained::shared(workers, horizon, r.memory_bytes);
+    let runtime = Runtime::start(
+        RuntimeConfig::new(workers, derive::inputs()).with_retained(Arc::clone(&retained)),
+        start_ms.max(0) as u64,
+        graph::main(graph::MainGraph {
+            derivations,
+            catalog: catalog.clone(),
+            out: opts.parquet.then(|| opts.out.clone()),
+            partition_ms: settings.partition_ms,
+            epoch,
+            bus: bus.clone(),
+            errors: errors.clone(),
+        })?,
+    )?;
+    let policy = WatermarkPolicy {
+        allowed_lateness_ms: settings.engine.allowed_lateness_ms,
+        idle_timeout_ms: settings.engine.idle_timeout_ms,
+    };
+    vigil_engine::ingest::late_info_matches(LateEvents::info(), &derive::inputs())?;
+    let mut ingest = Ingest::new(runtime, policy, start_ms, LateEvents::info());
+    let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
+    let registry = Arc::new(Registry::new(
+        control_tx,
+        catalog.clone(),
+        retained,
+        opts.parquet.then(|| opts.out.join("catalog").join("rules.sql")),
+        RuleSinks {
+            out: opts.parquet.then(|| opts.out.clone()),
+            partition_ms: settings.partition_ms,
+            epoch,
+            bus: Some(bus.clone()),
+            errors,
+        },
+    ));
+    // However the run ends, the registry lets go of the alert bus (its readers wait for that).
+    struct CloseOnDrop(Arc<Registry>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = CloseOnDrop(Arc::clone(&registry));
+    registry.add_config(rules, &settings.source)?;
+    match registry.load() {
+        Ok(names) if !names.is_empty() => eprintln!("rules restored from the catalog: {}", names.join(", ")),
+        Ok(_) => {}
+        // A stored rule that no longer compiles must not keep the city from running.
+        Err(e) => eprintln!("error: the stored rules were not restored: {e}"),
+    }
+    if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
+        start_pg_server(&addr, settings, Arc::clone(&registry))?;
+    }
+    // Watchlist entries active from the start go in before any frame.
+    let watch: Vec<(Millis, WatchEntry)> =
+        settings.watchlist.iter().map(|(t, e)| (start_ms + t, e.clone())).collect();
+    ingest.push_table::<Zones>(zones::to_batch(&settings.zones), 1)?;
+    if opts.parquet {
+        write_references(&opts.out, settings, &watch, start_ms, epoch)?;
+    }
+    let mut control = control::Control::new(control::ControlParts {
+        ingest,
+        rules: control_rx,
+        registry: Arc::clone(&registry),
+        watch,
+        retention: opts.parquet.then(|| control::Sweeper::new(&opts.out, &catalog, settings)),
+        progress: Arc::clone(progress),
+        start_ms,
+    });
+    let driven = match calibrated {
+        Some(c) => drive::live(settings, opts, c, epoch, &mut control, bus, stop)?,
+        None => drive::simulated(settings, opts, &index_by_camera, epoch, &mut control, stop)?,
+    };
+    let (ingest, deleted) = control.finish()?;
+    let stats = ingest.finish()?;
+    registry.close();
+    if let Some(t) = driven.truth {
+        t.finish().context("writing ground truth")?;
+    }
+    let mut files = BTreeMap::new();
+    for info in catalog.streams() {
+        files.insert(info.name, list_files(&opts.out.join(info.name))?.len());
+    }
+    Ok(Summary {
+        simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + driven.tick_ms) / 1000.0,
+        ingest: stats,
+        alerts: bus.counts(),
+        files,
+        out: opts.out.clone(),
+        epoch,
+        wall: began.elapsed(),
+        behind_max: driven.behind_max,
+        drain: driven.fed.elapsed(),
+        interrupted: driven.interrupted,
+        errors: progress.errors.load(Ordering::Relaxed),
+        deleted,
+    })
+}
+
+/// Writes the reference tables as they will be at each time
+/// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`
+/// sees what the live rules saw.
+fn write_references(
+    out: &std::path::Path,
+    settings: &Settings,
+    watch: &[(Millis, WatchEntry)],
+    start: Millis,
+    epoch: Epoch,
+) -> anyhow::Result<()> {
+    use arrow::array::{ArrayRef, RecordBatch};
+    use arrow::datatypes::{Field, Schema};
+    let dir = out.join("reference");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let with_valid_from = |batch: RecordBatch, times: Vec<Millis>| -> anyhow::Result<RecordBatch> {
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(vigil_engine::stream::field::<vigil_engine::stream::Timestamp>("valid_from"));
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        cols.push(Arc::new(arrow::array::TimestampMillisecondArray::from(times).with_timezone("UTC")));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    };
+    let entries: Vec<WatchEntry> = watch.iter().map(|(_, e)| e.clone()).collect();
+    let tables = [
+        (Zones::NAME, with_valid_from(zones::to_batch(&settings.zones), vec![start; settings.zones.len()])?),
+        (
+            Watchlist::NAME,
+            with_valid_from(watchlist::to_batch(&entries), watch.iter().map(|(t, _)| *t).collect())?,
+        ),
+    ];
+    for (table, batch) in tables {
+        let path = dir.join(format!("{table}-e{epoch}.parquet"));
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+        w.write(&batch)?;
+        w.close()?;
+    }
+    Ok(())
+}
+
+/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
+/// happens here, so a busy port or a missing password is an error of the command itself.
+fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> anyhow::Result<()> {
+    let server = &settings.server;
+    let password = std::env::var(&server.pg_password_env).map_err(|_| {
+        anyhow::anyhow!(
+            "the psql endpoint needs a password: set the environment variable {} (there is no anonymous access)",
+            server.pg_password_env
+        )
+    })?;
+    if password.len() < 8 {
+        bail!("{} is shorter than 8 characters; choose a longer password", server.pg_password_env);
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    eprintln!(
+        "psql endpoint listening on {bound} (user {}, password from ${})",
+        server.pg_user, server.pg_password_env
+    );
+    let credentials = vigil_sql::server::Credentials { user: server.pg_user.clone(), password };
+    std::thread::Builder::new().name("psql".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!("psql endpoint: {e}"),
+        };
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => vigil_sql::server::serve(l, registry, credentials).await,
+                Err(e) => tracing::error!("psql endpoint: {e}"),
+            }
+        });
+    })?;
+    Ok(())
+}
+
+/// Removes what earlier runs wrote in `out` (the demo starts fresh; rules created from psql and
+/// the epoch counter stay).
+pub fn remove_previous_output(out: &std::path::Path, streams: &Catalog) -> anyhow::Result<()> {
+    let dirs = streams.streams().map(|s| s.name).chain(["ground_truth", "rules", "reference", "snapshots"]);
+    for d in dirs {
+        let dir = out.join(d);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing previous output {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Settings: the configuration checked once and turned into the types the engine uses.
+//!
+//! [`Config`] is the file as written (every value with its place, for errors);
+//! [`Settings::from_config`] validates it (errors name file, line, column and the fix) and
+//! converts it once: zones and lines as the operators take them, watchlist plates normalized,
+//! durations in milliseconds, cameras with parsed URLs and fitted calibrations. Nothing after
+//! this step reads the raw file or re-checks it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use vigil_engine::stream::Class;
+use vigil_engine::time::Millis;
+use vigil_operators::flows::GateLine;
+use vigil_operators::homography::Homography;
+use vigil_operators::watchlist::WatchEntry;
+use vigil_operators::zones::Zone;
+
+use crate::config::{Config, ConfigError, line_col};
+
+/// The engine's settings.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Lateness a source is allowed, ms.
+    pub allowed_lateness_ms: Millis,
+    /// A source silent this long stops holding the watermark, ms.
+    pub idle_timeout_ms: Millis,
+    /// Density window, step and sample period, ms.
+    pub density_window_ms: Millis,
+    /// How often a density window is emitted, ms.
+    pub density_step_ms: Millis,
+    /// How often a zone's cameras are fused, ms.
+    pub density_sample_ms: Millis,
+    /// Points of different cameras closer than this are one person, metres.
+    pub fusion_radius_m: f64,
+    /// How long a density must stay past a threshold to raise or clear an alert, ms.
+    pub density_hold_ms: Millis,
+}
+
+/// Retention: how long each class of data is kept, on disk and in memory.
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// Period per class, ms (`[retention] days`, or the class's own key).
+    pub periods: BTreeMap<Class, Millis>,
+    /// Events kept in memory for backfill and psql queries, ms.
+    pub memory_ms: Millis,
+    /// At most this much memory for them, bytes.
+    pub memory_bytes: usize,
+}
+
+impl RetentionSettings {
+    /// The period of `class`, ms.
+    pub fn period(&self, class: Class) -> Millis {
+        self.periods.get(&class).copied().unwrap_or(90 * 86_400_000)
+    }
+}
+
+/// The psql endpoint.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Where it listens, if anywhere.
+    pub pg_listen: Option<String>,
+    /// The account's user name.
+    pub pg_user: String,
+    /// The environment variable holding the account's password.
+    pub pg_password_env: String,
+}
+
+/// Where a rule comes from.
+#[derive(Clone, Debug)]
+pub enum RuleSource {
+    /// SQL written in the configuration file; `at` is where its text starts there.
+    Inline {
+        /// The rule's name.
+        name: String,
+        /// Its SQL.
+        sql: String,
+        /// Byte offset of the string in the configuration file.
+        at: usize,
+    },
+    /// A `.sql` file.
+    File(PathBuf),
+}
+
+/// Where a camera's password is read from.
+#[derive(Clone, Debug)]
+pub enum PasswordSource {
+    /// An environment variable.
+    Env(String),
+    /// The first line of a file.
+    File(PathBuf),
+}
+
+/// One RTSP camera.
+#[derive(Clone, Debug)]
+pub struct CameraSettings {
+    /// Its id (`camera_id`).
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its stream.
+    pub url: url::Url,
+    /// User and password source, if it needs credentials.
+    pub credentials: Option<(String, PasswordSource)>,
+    /// Analytics frames per second.
+    pub fps: f64,
+    /// Use the camera's ONVIF analytics when it sends them.
+    pub onvif: bool,
+    /// Its ground calibration.
+    pub calibration: Option<Homography>,
+}
+
+/// The detector cameras' frames go through.
+#[derive(Clone, Debug)]
+pub struct DetectorSettings {
+    /// The `.onnx` file.
+    pub path: PathBuf,
+    /// Class names in the model's order.
+    pub classes: Vec<String>,
+    /// Output layout.
+    pub layout: vigil_models::yolo::Layout,
+    /// Minimum confidence.
+    pub score_threshold: f32,
+    /// Per-class minimum confidence.
+    pub class_thresholds: BTreeMap<String, f32>,
+    /// NMS overlap.
+    pub iou_threshold: f32,
+    /// Frames per batch.
+    pub batch: usize,
+    /// Longest wait for a batch, ms.
+    pub deadline_ms: u64,
+    /// Frames waiting at most.
+    pub queue: usize,
+    /// Intra-op threads.
+    pub threads: usize,
+}
+
+/// Everything a run needs, checked; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file it came from (`<embedded>` for the demo city).
+    pub source: String,
+    /// Relative paths are resolved against this.
+    pub base_dir: PathBuf,
+    /// The configuration's text (to place errors in inline rules).
+    pub text: String,
+    /// The city's name.
+    pub name: String,
+    /// The simulator's seed.
+    pub seed: u64,
+    /// The clock's start, ms (the simulated city's; live cameras run on the wall clock).
+    pub start_ms: Millis,
+    /// Analytics frames per second per camera.
+    pub fps: f64,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// Output root.
+    pub out: PathBuf,
+    /// Parquet partition length, ms.
+    pub partition_ms: Millis,
+    /// Write the simulator's ground truth.
+    pub ground_truth: bool,
+    /// Retention.
+    pub retention: RetentionSettings,
+    /// The psql endpoint.
+    pub server: ServerSettings,
+    /// The zones, ids from 1.
+    pub zones: Vec<Zone>,
+    /// The gate lines, ids from 1.
+    pub lines: Vec<GateLine>,
+    /// Watchlist entries and when they become active, ms after the start.
+    pub watchlist: Vec<(Millis, WatchEntry)>,
+    /// The rules.
+    pub rules: Vec<RuleSource>,
+    /// Live cameras (none: the city is simulated).
+    pub cameras: Vec<CameraSettings>,
+    /// The ONNX Runtime library, if given.
+    pub onnxruntime: Option<PathBuf>,
+    /// The detector, if any.
+    pub detector: Option<DetectorSettings>,
+    /// The MTCNN directory, if given.
+    pub faces_dir: Option<PathBuf>,
+    /// Store blurred snapshots with alerts.
+    pub snapshots: bool,
+    /// At most one snapshot per camera this often, seconds.
+    pub snapshot_interval_s: f64,
+    /// The simulated city.
+    pub sim: crate::sim::SimParams,
+}
+
+impl Settings {
+    /// Validates `config` and converts it.
+    pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
+        config.validate(&config.text)?;
+        let err = |span: std::ops::Range<usize>, what: String, fix: &str| {
+            let (line, column) = line_col(&config.text, span.start);
+            ConfigError { file: config.source.clone(), line, column, what, fix: fix.into() }
+        };
+        let t = &config.thresholds;
+        let zones: Vec<Zone> = config
+            .zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let alert_density =
+                    z.alert_density.as_ref().map_or(*t.density_alert.get_ref(), |a| *a.get_ref());
+                let clear_density = z
+                    .clear_density
+                    .as_ref()
+                    .or(t.density_clear.as_ref())
+                    .map_or(alert_density * 0.8, |c| *c.get_ref());
+                Zone {
+                    id: i as u32 + 1,
+                    name: z.name.get_ref().clone(),
+                    cameras: z.camera_ids(),
+                    polygon: z.polygon.get_ref().clone(),
+                    alert_density,
+                    clear_density,
+                }
+            })
+            .collect();
+        let lines = config
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| GateLine {
+                id: i as u32 + 1,
+                name: l.name.get_ref().clone(),
+                camera: *l.camera.get_ref() as u32,
+                from: *l.from.get_ref(),
+                to: *l.to.get_ref(),
+                in_side: *l.in_side.get_ref(),
+            })
+            .collect();
+        let mut watchlist = Vec::new();
+        for w in &config.watchlist {
+            let plate = vigil_operators::plate::normalize(w.plate.get_ref())
+                .map_err(|e| err(w.plate.span(), e.to_string(), "write the plate as serial-letter-region"))?;
+            let entry = WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() };
+            watchlist.push(((w.active_from_s * 1000.0) as Millis, entry));
+        }
+        watchlist.sort_by_key(|(t, _)| *t);
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| match (&r.sql, &r.path, &r.name) {
+                (Some(sql), _, Some(name)) => Ok(RuleSource::Inline {
+                    name: name.clone(),
+                    sql: sql.get_ref().clone(),
+                    at: sql.span().start,
+                }),
+                (_, Some(path), _) => Ok(RuleSource::File(config.base_dir.join(path.get_ref()))),
+                _ => {
+                    Err(err(0..0, "a rule needs sql and name, or path".into(), "see [[rules]] in README.md"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fps = *config.city.fps.get_ref();
+        let mut cameras = Vec::new();
+        for (i, c) in config.cameras.iter().enumerate() {
+            let id = c.id.as_ref().map_or(i as i64, |v| *v.get_ref()) as u32;
+            let url = url::Url::parse(c.url.get_ref()).map_err(|e| {
+                err(c.url.span(), format!("{:?}: {e}", c.url.get_ref()), "write rtsp://host:port/path")
+            })?;
+            let password = match (&c.password_env, &c.password_file) {
+                (Some(v), _) => Some(PasswordSource::Env(v.get_ref().clone())),
+                (None, Some(f)) => Some(PasswordSource::File(config.base_dir.join(f.get_ref()))),
+                (None, None) => None,
+            };
+            let calibration = match &c.calibration {
+                Some(cal) => {
+                    Some(Homography::fit(&cal.get_ref().image, &cal.get_ref().ground).map_err(|e| {
+                        err(
+                            cal.span(),
+                            format!("camera {id}: calibration: {e}"),
+                            "measure at least 4 point pairs",
+                        )
+                    })?)
+                }
+                None => None,
+            };
+            cameras.push(CameraSettings {
+                id,
+                name: c.name.clone().unwrap_or_else(|| format!("camera-{id}")),
+                url,
+                credentials: c.user.clone().zip(password),
+                fps: c.fps.as_ref().map_or(fps, |f| *f.get_ref()),
+                onvif: c.analytics.get_ref() == "auto",
+                calibration,
+            });
+        }
+        let detector = match &config.models.detector {
+            Some(d) => Some(DetectorSettings {
+                path: config.base_dir.join(d.path.get_ref()),
+                classes: d.classes.get_ref().clone(),
+                layout: d
+                    .layout
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| err(d.layout.span(), e, "use auto, v5 or v8"))?,
+                score_threshold: d.score_threshold,
+                class_thresholds: d.class_thresholds.clone(),
+                iou_threshold: d.iou_threshold,
+                batch: *d.batch.get_ref() as usize,
+                deadline_ms: *d.deadline_ms.get_ref() as u64,
+                queue: *d.queue.get_ref() as usize,
+                threads: d.threads.max(1) as usize,
+            }),
+            None => None,
+        };
+        let e = &config.engine;
+        let r = &config.retention;
+        let day = 86_400_000;
+        let all = r.hours.as_ref().map_or(*r.days.get_ref() * day, |h| *h.get_ref() * 3_600_000);
+        let mut periods: BTreeMap<Class, Millis> =
+            [Class::Personal, Class::Aggregate, Class::Record].into_iter().map(|c| (c, all)).collect();
+        for (class, value) in
+            [(Class::Personal, &r.personal), (Class::Aggregate, &r.aggregate), (Class::Record, &r.record)]
+        {
+            if let Some(v) = value {
+                let ms = crate::config::parse_period(v.get_ref()).ok_or_else(|| {
+                    err(
+                        v.span(),
+                        format!("{:?} is not a period", v.get_ref()),
+                        "write a period such as \"6h\", \"30d\" or \"90m\"",
+                    )
+                })?;
+                periods.insert(class, ms);
+            }
+        }
+        Ok(Settings {
+            source: config.source.clone(),
+            base_dir: config.base_dir.clone(),
+            text: config.text.clone(),
+            name: config.city.name.clone(),
+            seed: config.city.seed,
+            start_ms: config.start_ms(),
+            fps,
+            engine: EngineSettings {
+                workers: *e.workers.get_ref() as usize,
+                allowed_lateness_ms: *e.allowed_lateness_ms.get_ref(),
+                idle_timeout_ms: *e.idle_timeout_ms.get_ref(),
+                density_window_ms: e.density_window_s.get_ref() * 1000,
+                density_step_ms: e.density_step_s.get_ref() * 1000,
+                density_sample_ms: *e.density_sample_ms.get_ref(),
+                fusion_radius_m: *e.fusion_radius_m.get_ref(),
+                density_hold_ms: t.density_hold_s.get_ref() * 1000,
+            },
+            out: config.base_dir.join(&config.sinks.out),
+            partition_ms: config.sinks.partition_s.get_ref() * 1000,
+            ground_truth: config.sinks.ground_truth,
+            retention: RetentionSettings {
+                periods,
+                memory_ms: r.memory_s.get_ref() * 1000,
+                memory_bytes: *r.memory_mb.get_ref() as usize * (1 << 20),
+            },
+            server: ServerSettings {
+                pg_listen: config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()),
+                pg_user: config.server.pg_user.clone(),
+                pg_password_env: config.server.pg_password_env.clone(),
+            },
+            zones,
+            lines,
+            watchlist,
+            rules,
+            cameras,
+            onnxruntime: config.models.onnxruntime.as_ref().map(|p| config.base_dir.join(p)),
+            detector,
+            faces_dir: config
+                .models
+                .faces
+                .as_ref()
+                .and_then(|f| f.dir.as_ref())
+                .map(|d| config.base_dir.join(d)),
+            snapshots: config.snapshots.enabled,
+            snapshot_interval_s: config.snapshots.min_interval_s,
+            sim: crate::sim::SimParams::from_config(config),
+        })
+    }
+
+    /// The embedded demo city's settings.
+    pub fn embedded() -> Settings {
+        Self::from_config(&Config::embedded()).expect("the embedded city is valid (tested)")
+    }
+
+    /// Loads, validates and converts the file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        Self::from_config(&Config::load(path)?)
+    }
+
+    /// Maps a (line, column) inside an inline rule starting at byte `at` of the file to the
+    /// file's own line and column.
+    pub fn inline_position(&self, at: usize, line: u64, column: u64) -> (usize, usize) {
+        crate::config::inline_position(&self.text, at, line, column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_default_to_days_and_classes_take_their_own() {
+        let c = Config::parse(
+            "[city]\nfps = 10.0\n[retention]\ndays = 30\npersonal = \"6h\"\n",
+            "c.toml",
+            PathBuf::new(),
+        )
+        .unwrap();
+        let s = Settings::from_config(&c).unwrap();
+        assert_eq!(s.retention.period(Class::Personal), 6 * 3_600_000);
+        assert_eq!(s.retention.period(Class::Record), 30 * 86_400_000);
+        let e =
+            Config::parse("[city]\nfps = 10.0\n[retention]\nrecord = \"91d\"\n", "c.toml", PathBuf::new())
+                .unwrap_err();
+        assert_eq!((e.line, e.column), (4, 10), "{e}");
+        assert!(e.fix.contains("CNDP"), "{e}");
+    }
+}

@@ -1,0 +1,196 @@
+//! vigil as a service, run as an operator runs it: `vigil run` with no duration runs until
+//! SIGTERM and exits 0 with every file complete; retention set in hours deletes old partitions,
+//! snapshots and in-memory rows while it runs, each with its log line; and a restart into the
+//! same output directory keeps the first run's files, with ids that never repeat.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{duckdb, vigil};
+
+/// A small city: two cameras, a zone with a gate line, a watchlist plate driving around.
+fn city(dir: &Path, seed: u64, retention: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("city-{seed}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[city]\nseed = {seed}\nfps = 5.0\n\n[sinks]\nout = \"out\"\npartition_s = 60\nground_truth = false\n\n\
+             [retention]\n{retention}\n\n\
+             [simulation]\ncameras = 2\npedestrians_per_camera = 6\nvehicles_per_minute = 4\nlaggy_camera_every = 0\n\n\
+             [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\nalert_density = 0.05\n\n\
+             [[lines]]\nname = \"entry\"\ncamera = 0\nfrom = [10.0, 10.0]\nto = [30.0, 10.0]\nin_side = [20.0, 14.0]\n\n\
+             [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"stolen-vehicle report DGSN-2026-00118\"\n\n\
+             [[rules]]\nname = \"persons\"\nsql = \"SELECT camera_id, event_time, event_id FROM detections WHERE class = 'person' AND score > 0.97\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| n.ends_with(".parquet"));
+    v.sort();
+    v
+}
+
+#[test]
+fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = city(dir.path(), 1, "hours = 1\nmemory_s = 300");
+    // Snapshots a live run left (faces already blurred): one 5 minutes into the clock, one
+    // 10 hours in. The first ages past an hour while the city runs; the second does not.
+    let snaps = dir.path().join("out/snapshots/camera=0");
+    std::fs::create_dir_all(&snaps).unwrap();
+    std::fs::write(snaps.join("20260614T200500Z_persons.jpg"), b"jpeg").unwrap();
+    std::fs::write(snaps.join("20260615T060000Z_persons.jpg"), b"jpeg").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", config.to_str().unwrap(), "--fast", "--quiet"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = {
+        let (log, stderr) = (Arc::clone(&log), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        })
+    };
+    // Let it run through more than two and a half simulated hours.
+    let det = dir.path().join("out/detections");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let files = parquet_files(&det);
+        if files.iter().any(|f| f.as_str() >= "detections-20260614T223000Z") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "vigil ended on its own: {:?}", log.lock().unwrap());
+        assert!(Instant::now() < deadline, "2.5 simulated hours took too long: {files:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // While it runs: the first hour's partitions are gone, with their log lines.
+    let files = parquet_files(&det);
+    assert!(
+        !files.iter().any(|f| f.as_str() < "detections-20260614T210000Z"),
+        "partitions older than an hour are still there: {:?}",
+        &files[..files.len().min(5)]
+    );
+    assert!(!snaps.join("20260614T200500Z_persons.jpg").exists(), "the old snapshot was not deleted");
+    assert!(snaps.join("20260615T060000Z_persons.jpg").exists(), "a young snapshot was deleted");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        code.success(),
+        "SIGTERM is the normal end of a run without duration: {code:?}\n{}",
+        log.join("\n")
+    );
+    let has = |words: &[&str]| log.iter().any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(
+        has(&[
+            "vigil::retention",
+            "deleted",
+            "detections-20260614T200000Z-e1-w0.parquet",
+            "personal data is kept 1 h"
+        ]),
+        "no log line for the first detections partition:\n{}",
+        log.join("\n")
+    );
+    assert!(
+        has(&["vigil::retention", "deleted", "20260614T200500Z_persons.jpg", "personal"]),
+        "{}",
+        log.join("\n")
+    );
+    assert!(has(&["vigil::retention", "dropped", "rows of detections from memory"]), "{}", log.join("\n"));
+    assert!(has(&["vigil::retention", "deleted", "rules/persons/"]), "rule outputs too:\n{}", log.join("\n"));
+    // Every file is complete: nothing in progress, and DuckDB reads every stream written.
+    let out = dir.path().join("out");
+    for entry in walk(&out) {
+        assert!(!entry.ends_with(".inprogress"), "{entry} was left half-written");
+    }
+    for stream in
+        ["detections", "tracks", "plate_reads", "zone_density", "density_grid", "line_crossings", "alerts"]
+    {
+        let n = duckdb(&format!("SELECT count(*) FROM read_parquet('{}/{stream}/*.parquet')", out.display()));
+        assert!(n[0][0].parse::<u64>().unwrap() > 0, "{stream} is empty");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_restart_keeps_the_first_runs_files_and_no_id_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = city(dir.path(), 1, "days = 7");
+    let second = city(dir.path(), 2, "days = 7");
+    vigil(&["run", "--config", first.to_str().unwrap(), "--fast", "--duration", "90", "--quiet"], dir.path());
+    let out = dir.path().join("out");
+    let before = parquet_files(&out.join("detections"));
+    assert!(!before.is_empty() && before.iter().all(|f| f.contains("-e1-")), "{before:?}");
+    vigil(
+        &["run", "--config", second.to_str().unwrap(), "--fast", "--duration", "90", "--quiet"],
+        dir.path(),
+    );
+    let after = parquet_files(&out.join("detections"));
+    for f in &before {
+        assert!(after.contains(f), "the second run replaced {f}");
+    }
+    assert!(after.iter().any(|f| f.contains("-e2-")), "{after:?}");
+    // Both runs' rows are there, and no event_id repeats in any stream.
+    let streams = [
+        "detections",
+        "tracks",
+        "plate_reads",
+        "zone_density",
+        "density_grid",
+        "line_crossings",
+        "zone_visits",
+        "alerts",
+    ];
+    for stream in streams {
+        let r = duckdb(&format!(
+            "SELECT count(*), count(*) - count(DISTINCT event_id), \
+                    count(DISTINCT regexp_extract(filename, '-e([0-9]+)-', 1)) \
+             FROM read_parquet('{}/{stream}/*.parquet', filename = true)",
+            out.display()
+        ));
+        assert!(r[0][0].parse::<u64>().unwrap() > 0, "{stream}: {r:?}");
+        assert_eq!(r[0][1], "0", "{stream} has duplicate event ids: {r:?}");
+        assert_eq!(r[0][2], "2", "{stream} lacks a run: {r:?}");
+    }
+    // Track ids of the two runs are disjoint.
+    let t = format!("read_parquet('{}/tracks/*.parquet', filename = true)", out.display());
+    let r = duckdb(&format!(
+        "SELECT (SELECT count(DISTINCT track_id) FROM {t} WHERE filename LIKE '%-e1-%'), \
+                (SELECT count(DISTINCT track_id) FROM {t} WHERE filename LIKE '%-e2-%'), \
+                (SELECT count(*) FROM (SELECT track_id FROM {t} WHERE filename LIKE '%-e1-%' \
+                                       INTERSECT SELECT track_id FROM {t} WHERE filename LIKE '%-e2-%'))"
+    ));
+    assert!(r[0][0] != "0" && r[0][1] != "0", "{r:?}");
+    assert_eq!(r[0][2], "0", "a track id of the first run came back in the second: {r:?}");
+}
