@@ -37,7 +37,8 @@ ONVIF_TYPES = {"person": "Human", "car": "Vehicle"}
 
 
 class OnvifPay(GstRtp.RTPBasePayload):
-    """One XML document per RTP packet, marker set (ONVIF Streaming Specification 5.1.2.1)."""
+    """One XML document per access unit: split over RTP packets of at most 1,400 bytes with one
+    timestamp, the marker set on the last (ONVIF Streaming Specification 5.1.2.1)."""
 
     __gstmetadata__ = ("ONVIF metadata payloader", "Codec/Payloader/Network/RTP",
                        "Payloads ONVIF analytics metadata (test fixture)", "vigil")
@@ -61,22 +62,29 @@ class OnvifPay(GstRtp.RTPBasePayload):
         # writer needs a buffer that Python does not also hold a reference to. SSRC, sequence
         # and timestamp offsets are the ones the server announced (RTP-Info, Transport).
         stats = self.get_property("stats")
-        self.seq += 1
-        seq = (stats.get_value("seqnum-offset") + self.seq) & 0xFFFF
         pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else 0
         ts = (stats.get_value("timestamp-offset") + pts * 90000 // Gst.SECOND) & 0xFFFFFFFF
-        header = bytes([0x80, 0x80 | self.get_property("pt")]) + seq.to_bytes(2, "big") \
-            + ts.to_bytes(4, "big") + stats.get_value("ssrc").to_bytes(4, "big")
-        packet = header + data
-        out = Gst.Buffer.new_allocate(None, len(packet), None)
-        out.fill(0, packet)
-        out.pts = buf.pts
         pad = self.get_static_pad("src")
-        if self.seq == 1:
-            segment = Gst.Segment()
-            segment.init(Gst.Format.TIME)
-            pad.push_event(Gst.Event.new_segment(segment))
-        return pad.push(out)
+        chunks = [data[i:i + 1400] for i in range(0, len(data), 1400)] or [b""]
+        ret = Gst.FlowReturn.OK
+        for k, chunk in enumerate(chunks):
+            self.seq += 1
+            seq = (stats.get_value("seqnum-offset") + self.seq) & 0xFFFF
+            marker = 0x80 if k == len(chunks) - 1 else 0
+            header = bytes([0x80, marker | self.get_property("pt")]) + seq.to_bytes(2, "big") \
+                + ts.to_bytes(4, "big") + stats.get_value("ssrc").to_bytes(4, "big")
+            packet = header + chunk
+            out = Gst.Buffer.new_allocate(None, len(packet), None)
+            out.fill(0, packet)
+            out.pts = buf.pts
+            if self.seq == 1:
+                segment = Gst.Segment()
+                segment.init(Gst.Format.TIME)
+                pad.push_event(Gst.Event.new_segment(segment))
+            ret = pad.push(out)
+            if ret != Gst.FlowReturn.OK:
+                break
+        return ret
 
 
 def onvif_document(objects, width, height):

@@ -264,6 +264,42 @@ fn stored_snapshots_have_their_faces_blurred() {
     assert!(p.0.iter().zip([110u8, 112, 108]).all(|(a, b)| a.abs_diff(b) < 20), "{p:?}");
 }
 
+/// Regression: one ONVIF frame with thousands of objects used to end the whole run (its ids did
+/// not fit). Now it is refused and counted for its camera, and the run goes on.
+#[test]
+fn an_onvif_frame_with_too_many_objects_is_refused_and_counted_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = render_frames(dir.path(), 4, 20);
+    let truth = dir.path().join("cam4.truth.jsonl");
+    // Every fourth metadata document claims 1,500 objects (the most a frame may hold is 1,024).
+    let lines: Vec<String> = std::fs::read_to_string(&truth).unwrap().lines().map(str::to_owned).collect();
+    let flood: Vec<serde_json::Value> = serde_json::from_str(&lines[0]).unwrap();
+    let flood = serde_json::to_string(&vec![flood[0].clone(); 1500]).unwrap();
+    let text: Vec<String> =
+        lines.iter().enumerate().map(|(i, l)| if i % 4 == 3 { flood.clone() } else { l.clone() }).collect();
+    std::fs::write(&truth, text.join("\n") + "\n").unwrap();
+    let server = RtspServer::start(
+        0,
+        &[format!("--mount=/cam4={}", raw.display()), format!("--onvif=/cam4={}", truth.display())],
+        &[],
+    );
+    let cfg = config(dir.path(), &[(4, server.port, "/cam4")], "");
+    let log = finish(run_vigil(&cfg, 8));
+    let out = dir.path().join("out");
+    let frames = duckdb(&format!(
+        "SELECT count(*), max(n) FROM (SELECT event_time, count(*) n FROM read_parquet('{}/detections/**/*.parquet') \
+         WHERE camera_id = 4 GROUP BY event_time)",
+        out.display()
+    ));
+    assert!(frames[0][0].parse::<u64>().unwrap() >= 20, "the good frames went on: {frames:?}\n{log}");
+    assert!(frames[0][1].parse::<u64>().unwrap() < 1024, "no flooded frame got in: {frames:?}");
+    let health = duckdb(&format!(
+        "SELECT max(frames_rejected), max(decode_errors), max(fps_out), max(last_error) FROM read_parquet('{}/camera_health/**/*.parquet') WHERE camera_id = 4",
+        out.display()
+    ));
+    assert!(health[0][0].parse::<u64>().unwrap() >= 5, "refused frames are counted: {health:?}");
+}
+
 #[test]
 fn an_onvif_camera_feeds_its_own_detections_without_the_model() {
     let dir = tempfile::tempdir().unwrap();

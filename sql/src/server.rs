@@ -250,35 +250,42 @@ impl Session {
         };
         let columns = schema.fields().len() + 2;
         let first = copy_rows(&snapshot, None, out.latest());
-        // A subscriber that falls behind by more than the channel holds has missed changes: it is
-        // told how many, with an error that ends the SUBSCRIBE (its view would be wrong).
-        let rule = name.clone();
-        let live = stream::unfold(Some(rx), move |rx| {
-            let rule = rule.clone();
-            async move {
-                let mut rx = rx?;
-                match rx.recv().await {
-                    Ok(d) => Some((Ok(copy_delta(&d)), Some(rx))),
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(rule = %rule, "a SUBSCRIBE fell behind and missed {n} changes");
-                        let info = ErrorInfo::new(
-                            "ERROR".into(),
-                            "54000".into(),
-                            format!(
-                                "SUBSCRIBE {rule} fell behind and missed {n} changes (it may fall {} behind); \
-                                 read them from the rule's Parquet rows (<out>/rules/), or subscribe again",
-                                crate::registry::SUBSCRIBE_CAPACITY
-                            ),
-                        );
-                        Some((Err(PgWireError::UserError(Box::new(info))), None))
-                    }
-                    Err(RecvError::Closed) => None,
-                }
-            }
-        });
+        let live = live_changes(rx, name.clone());
         let data = stream::iter(first.into_iter().map(Ok)).chain(live);
         Response::CopyOut(CopyResponse::new(0, columns, data))
     }
+}
+
+/// A subscription's live changes as COPY rows. A subscriber that falls behind by more than the
+/// channel holds has missed changes: it is told how many, with an error that ends the
+/// `SUBSCRIBE` (its view would otherwise be silently wrong).
+fn live_changes(
+    rx: tokio::sync::broadcast::Receiver<Arc<Delta>>,
+    rule: String,
+) -> impl futures::Stream<Item = PgWireResult<CopyData>> {
+    stream::unfold(Some(rx), move |rx| {
+        let rule = rule.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Ok(d) => Some((Ok(copy_delta(&d)), Some(rx))),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(rule = %rule, "a SUBSCRIBE fell behind and missed {n} changes");
+                    let info = ErrorInfo::new(
+                        "ERROR".into(),
+                        "54000".into(),
+                        format!(
+                            "SUBSCRIBE {rule} fell behind and missed {n} changes (it may fall {} behind); \
+                             read them from the rule's Parquet rows (<out>/rules/), or subscribe again",
+                            crate::registry::SUBSCRIBE_CAPACITY
+                        ),
+                    );
+                    Some((Err(PgWireError::UserError(Box::new(info))), None))
+                }
+                Err(RecvError::Closed) => None,
+            }
+        }
+    })
 }
 
 /// COPY text rows for a delta: `time_ms \t diff \t columns...`.
@@ -368,4 +375,34 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch]) -> Response {
         }
     }
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_how_many_changes_it_missed() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let (tx, rx) = tokio::sync::broadcast::channel::<Arc<Delta>>(4);
+        for v in 0..10i64 {
+            let rows =
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![v]))]).unwrap();
+            tx.send(Arc::new(Delta::inserts(rows, vec![v as u64]))).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let items: Vec<PgWireResult<CopyData>> = rt.block_on(async {
+            drop(tx);
+            live_changes(rx, "busy".into()).collect().await
+        });
+        // The lag ends the stream at once: one error, naming the rule and the count.
+        assert_eq!(items.len(), 1);
+        let Err(PgWireError::UserError(info)) = &items[0] else { panic!("{:?}", items[0].as_ref().err()) };
+        assert_eq!(info.code, "54000");
+        assert!(info.message.contains("SUBSCRIBE busy fell behind and missed 6 changes"), "{}", info.message);
+    }
 }
