@@ -542,6 +542,13 @@ impl Batch {
 /// A timely stream of batches, untyped (what sinks and the SQL front end see).
 pub type Batches<'s> = Stream<'s, Time, Vec<Batch>>;
 
+/// Splits the output of an operator that makes several streams, each batch tagged with its
+/// stream's position (`0..parts`), into one stream per position.
+pub fn untag<'s>(tagged: Stream<'s, Time, Vec<(u64, Batch)>>, parts: u64) -> Vec<Batches<'s>> {
+    use timely::dataflow::operators::core::Partition;
+    tagged.partition::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(parts, |x| x)
+}
+
 /// A timely stream of one stream's batches; see the [module documentation](crate::stream).
 pub struct Events<'s, S> {
     inner: Batches<'s>,

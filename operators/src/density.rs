@@ -32,7 +32,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
@@ -284,9 +283,7 @@ impl<'scope> CrowdDensity<'scope> for Events<'scope, Detections> {
                     }
                 },
             );
-        let mut parts = tagged
-            .partition::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(3, |x| x)
-            .into_iter();
+        let mut parts = vigil_engine::stream::untag(tagged, 3).into_iter();
         let mut next = || parts.next().expect("three parts");
         DensityStreams {
             density: Events::new(next()),

@@ -80,6 +80,35 @@ vigil_engine::stream! {
     }
 }
 
+impl<'a> Detection<'a> {
+    /// The row of a box `[x, y, w, h]` (pixels) of `class` found with `score` in the frame
+    /// `(camera_id, event_time, event_id)`, whose foot point lies at `ground` (metres; NaN for an
+    /// uncalibrated camera) in zone `zone_id`.
+    pub fn boxed(
+        (camera_id, event_time, event_id): (u32, i64, u64),
+        class: &'a str,
+        score: f32,
+        bbox: [f32; 4],
+        (ground, zone_id): ([f32; 2], Option<u32>),
+    ) -> Self {
+        let [x, y, w, h] = bbox;
+        Detection {
+            camera_id,
+            event_time,
+            event_id,
+            class,
+            score,
+            x,
+            y,
+            w,
+            h,
+            ground_x: ground[0],
+            ground_y: ground[1],
+            zone_id,
+        }
+    }
+}
+
 /// A camera row's id: epoch, camera, frame and index packed into 64 bits; see the module
 /// documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

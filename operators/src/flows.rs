@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
@@ -416,9 +415,7 @@ impl<'scope> TrackFlows<'scope> for Events<'scope, Tracks> {
                     }
                 },
             );
-        let mut parts = tagged
-            .partition::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _>(2, |x| x)
-            .into_iter();
+        let mut parts = vigil_engine::stream::untag(tagged, 2).into_iter();
         let mut next = || parts.next().expect("two parts");
         FlowStreams { crossings: Events::new(next()), visits: Events::new(next()) }
     }

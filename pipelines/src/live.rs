@@ -115,26 +115,13 @@ impl Ground {
 /// the ground position is NaN and there is no zone).
 fn detection_row<'a>(
     ground: Option<&Ground>,
-    (camera_id, event_time, event_id): (u32, Millis, u64),
+    key: (u32, Millis, u64),
     class: &'a str,
     score: f32,
     bbox: [f32; 4],
 ) -> Detection<'a> {
-    let (g, zone_id) = ground.map_or(([f32::NAN; 2], None), |g| g.locate(bbox));
-    Detection {
-        camera_id,
-        event_time,
-        event_id,
-        class,
-        score,
-        x: bbox[0],
-        y: bbox[1],
-        w: bbox[2],
-        h: bbox[3],
-        ground_x: g[0],
-        ground_y: g[1],
-        zone_id,
-    }
+    let place = ground.map_or(([f32::NAN; 2], None), |g| g.locate(bbox));
+    Detection::boxed(key, class, score, bbox, place)
 }
 
 /// The calibrated cameras by id, shared by ingest (detections) and the tracking operator.

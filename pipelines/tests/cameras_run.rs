@@ -373,33 +373,7 @@ fn analysts_query_live_camera_detections_and_health_from_psql() {
         let _ = stderr.read_to_string(&mut sink);
     });
     std::thread::sleep(Duration::from_secs(7));
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "vigil",
-                "-d",
-                "vigil",
-                "-A",
-                "-t",
-                "-F",
-                "|",
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(Stdio::null())
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let psql = |sql: &str| common::psql(port, password, sql);
     let counts = psql(
         "SELECT camera_id, count(*) FROM detections WHERE class = 'person' GROUP BY camera_id ORDER BY camera_id",
     );

@@ -4,8 +4,6 @@
 //! while the engine runs. The engine runs in this process (`app::run_with`) so that the test can
 //! hand it the derivation; nothing in the library was edited for it.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +19,8 @@ use vigil_pipelines::derive::{Derivation, DeriveContext};
 use vigil_pipelines::settings::Settings;
 
 mod common;
+
+use common::{parquet_names, psql, psql_try};
 
 vigil_engine::stream! {
     /// Tracks moving faster than 3 pixels per frame, with their speed.
@@ -92,42 +92,6 @@ impl Derivation for Speeding {
     }
 }
 
-fn psql(port: u16, password: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "vigil",
-            "-d",
-            "vigil",
-            "-A",
-            "-t",
-            "-F",
-            "|",
-        ])
-        .args(["-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs (scripts/test installs postgresql-client)");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.retain(|n| n.ends_with(".parquet"));
-    v.sort();
-    v
-}
-
 #[test]
 fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,28 +135,9 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let n: u64 = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let ok = Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "vigil",
-                "-d",
-                "vigil",
-                "-A",
-                "-t",
-            ])
-            .args(["-c", "SELECT count(*) FROM fast_tracks"])
-            .env("PGPASSWORD", password)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
+        let ok = psql_try(port, password, "SELECT count(*) FROM fast_tracks")
             .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok());
+            .and_then(|o| o.trim().parse().ok());
         if let Some(n) = ok.filter(|n| *n > 0) {
             break n;
         }
@@ -200,6 +145,7 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
     };
     assert!(n > 0);
     let cols = psql(port, password, "SELECT min(speed) > 3, count(DISTINCT track_id) > 0 FROM fast_tracks");
+    let cols = cols.trim();
     assert_eq!(cols, "true|true", "psql SELECT reads the new stream's own columns");
     psql(
         port,
@@ -212,7 +158,7 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
     // of fast_tracks are deleted while the city runs.
     let dir_fast = out.join("fast_tracks");
     let first = loop {
-        let f = files(&dir_fast);
+        let f = parquet_names(&dir_fast);
         if let Some(first) = f.first().cloned() {
             break first;
         }
@@ -220,8 +166,8 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let deadline = Instant::now() + Duration::from_secs(240);
-    while files(&dir_fast).contains(&first) {
-        assert!(Instant::now() < deadline, "{first} was never deleted: {:?}", files(&dir_fast));
+    while parquet_names(&dir_fast).contains(&first) {
+        assert!(Instant::now() < deadline, "{first} was never deleted: {:?}", parquet_names(&dir_fast));
         std::thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, Ordering::SeqCst);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{duckdb, vigil};
+use common::{duckdb, parquet_names, vigil};
 
 /// A small city: two cameras, a zone with a gate line, a watchlist plate driving around.
 fn city(dir: &Path, seed: u64, retention: &str) -> std::path::PathBuf {
@@ -30,15 +30,6 @@ fn city(dir: &Path, seed: u64, retention: &str) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-fn parquet_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.retain(|n| n.ends_with(".parquet"));
-    v.sort();
-    v
 }
 
 #[test]
@@ -72,7 +63,7 @@ fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_run
     let det = dir.path().join("out/detections");
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let files = parquet_files(&det);
+        let files = parquet_names(&det);
         if files.iter().any(|f| f.as_str() >= "detections-20260614T223000Z") {
             break;
         }
@@ -81,7 +72,7 @@ fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_run
         std::thread::sleep(Duration::from_millis(500));
     }
     // While it runs: the first hour's partitions are gone, with their log lines.
-    let files = parquet_files(&det);
+    let files = parquet_names(&det);
     assert!(
         !files.iter().any(|f| f.as_str() < "detections-20260614T210000Z"),
         "partitions older than an hour are still there: {:?}",
@@ -150,13 +141,13 @@ fn a_restart_keeps_the_first_runs_files_and_no_id_repeats() {
     let second = city(dir.path(), 2, "days = 7");
     vigil(&["run", "--config", first.to_str().unwrap(), "--fast", "--duration", "90", "--quiet"], dir.path());
     let out = dir.path().join("out");
-    let before = parquet_files(&out.join("detections"));
+    let before = parquet_names(&out.join("detections"));
     assert!(!before.is_empty() && before.iter().all(|f| f.contains("-e1-")), "{before:?}");
     vigil(
         &["run", "--config", second.to_str().unwrap(), "--fast", "--duration", "90", "--quiet"],
         dir.path(),
     );
-    let after = parquet_files(&out.join("detections"));
+    let after = parquet_names(&out.join("detections"));
     for f in &before {
         assert!(after.contains(f), "the second run replaced {f}");
     }

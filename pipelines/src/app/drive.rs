@@ -191,22 +191,9 @@ fn deliver_frame(
     ingest.push_rows(f.camera, f.capture_ms, now, |det: &mut DetectionRows| {
         let detected = f.objects.iter().filter_map(|o| o.detected.map(|d| (o.class, d)));
         for (index, (class, (bbox, score))) in detected.enumerate() {
-            let (ground, zone_id) = sim_locate(params, zones, f.camera, bbox);
             let Ok(id) = ids(index) else { continue };
-            det.push(&Detection {
-                camera_id: f.camera,
-                event_time: f.capture_ms,
-                event_id: id.0,
-                class,
-                score,
-                x: bbox[0],
-                y: bbox[1],
-                w: bbox[2],
-                h: bbox[3],
-                ground_x: ground[0],
-                ground_y: ground[1],
-                zone_id,
-            });
+            let place = sim_locate(params, zones, f.camera, bbox);
+            det.push(&Detection::boxed((f.camera, f.capture_ms, id.0), class, score, bbox, place));
         }
     })?;
     if !f.plates.is_empty() {

@@ -122,3 +122,50 @@ pub fn duckdb(sql: &str) -> Vec<Vec<String>> {
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect()
 }
+
+/// Runs `sql` with the real `psql` against the endpoint on `port` (user `vigil`, tuples only,
+/// `|`-separated); returns the output, or `None` when psql failed (with its error printed).
+pub fn psql_try(port: u16, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "vigil",
+            "-d",
+            "vigil",
+            "-A",
+            "-t",
+            "-F",
+            "|",
+        ])
+        .args(["-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql runs (scripts/test installs postgresql-client)");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// [`psql_try`], asserting success.
+pub fn psql(port: u16, password: &str, sql: &str) -> String {
+    psql_try(port, password, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The names of the complete Parquet files directly under `dir`, sorted.
+pub fn parquet_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| n.ends_with(".parquet"));
+    v.sort();
+    v
+}
