@@ -272,6 +272,9 @@ fn a_runtime_rule_over_tracks_sees_the_tracks_parquet_holds_and_its_outputs_are_
         assert!(Instant::now() < deadline, "the rule over tracks produced nothing: {out}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Its alerts are kept in memory with the operators' own: psql reads them from `alerts`.
+    let kept = city.ok("SELECT count(*) FROM alerts WHERE rule = 'cam3_tracks'");
+    assert!(kept.lines().nth(1).is_some_and(|l| l.trim() != "0"), "{kept}");
     city.ok("DROP RULE cam3_tracks");
     // Dropping keeps what it wrote; the city runs to its end, every file closes.
     let mut child = city.child;

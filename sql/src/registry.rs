@@ -302,7 +302,7 @@ impl Registry {
                 .map_err(|source| SqlError::Io { path: rows.dir.display().to_string(), source })?;
         }
         let out = Arc::new(RuleOut::new(rule.options.retention_ms));
-        let build = builder(&rule, id, &out, sinks);
+        let build = builder(&rule, id, &out, sinks, Arc::clone(&self.retained));
         let control = Control::Install {
             id,
             name: rule.name.clone(),
@@ -475,8 +475,14 @@ pub fn rule_class(rule: &Rule) -> Class {
 }
 
 /// The dataflow of a rule: its deltas go to `out`, its rows to Parquet, its inserted rows to
-/// the alerts stream and the bus.
-fn builder(rule: &Rule, id: u64, out: &Arc<RuleOut>, sinks: RuleSinks) -> Builder {
+/// the alerts stream (Parquet, and the alerts kept in memory for psql) and the bus.
+fn builder(
+    rule: &Rule,
+    id: u64,
+    out: &Arc<RuleOut>,
+    sinks: RuleSinks,
+    retained: Arc<Mutex<Retained>>,
+) -> Builder {
     let (rule, out) = (rule.clone(), Arc::clone(out));
     Arc::new(move |graph| {
         let probe = ProbeHandle::new();
@@ -500,27 +506,29 @@ fn builder(rule: &Rule, id: u64, out: &Arc<RuleOut>, sinks: RuleSinks) -> Builde
             )
             .probe_with(&probe);
         let alerts = alerts_of(&rule, deltas.clone(), sinks.epoch);
-        if let Some(bus) = sinks.bus.clone() {
-            alerts
-                .inner()
-                .clone()
-                .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                    Pipeline,
-                    &format!("{}: PublishAlerts", rule.name),
-                    move |_, _| {
-                        move |input, _| {
-                            input.for_each(|_, data| {
-                                for b in data.iter() {
-                                    for a in alerts_from_batch(&b.rows).unwrap_or_default() {
-                                        bus.publish(a);
-                                    }
+        let (bus, retained) = (sinks.bus.clone(), Arc::clone(&retained));
+        alerts
+            .inner()
+            .clone()
+            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                &format!("{}: PublishAlerts", rule.name),
+                move |_, _| {
+                    move |input, _| {
+                        input.for_each(|cap, data| {
+                            let t = cap.least().copied().unwrap_or_default();
+                            for b in data.iter() {
+                                retained.lock().expect("retained batches").keep(Alerts::info(), worker, t, b);
+                                let Some(bus) = &bus else { continue };
+                                for a in alerts_from_batch(&b.rows).unwrap_or_default() {
+                                    bus.publish(a);
                                 }
-                            })
-                        }
-                    },
-                )
-                .probe_with(&probe);
-        }
+                            }
+                        })
+                    }
+                },
+            )
+            .probe_with(&probe);
         if let Some(root) = &sinks.out {
             let (rows, alert_files) = sink_configs(root, &rule, id, &sinks);
             let errors = sinks.errors.clone();
