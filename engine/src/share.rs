@@ -58,7 +58,9 @@ pub struct Retained {
     /// earliest.
     complete_from: Time,
     /// Per event stream, per worker: (time, rows) in the order seen.
-    events: BTreeMap<&'static str, (&'static StreamInfo, PerWorker)>,
+    /// Per (stream, shared): batches shared with the rules' dataflows (backfill reads them), and
+    /// batches kept only for queries (rules' alerts, made outside the main dataflow).
+    events: BTreeMap<(&'static str, bool), (&'static StreamInfo, PerWorker)>,
     /// Per table: its changes in order, the oldest compacted into one snapshot.
     tables: BTreeMap<&'static str, (&'static StreamInfo, Changes)>,
     /// Rows dropped by age or budget since the last report, by stream.
@@ -89,8 +91,18 @@ impl Retained {
         Arc::new(Mutex::new(Self::new(workers, horizon_ms, budget_bytes)))
     }
 
-    /// Keeps a batch worker `worker` saw at `time`.
+    /// Keeps a batch of the main dataflow that worker `worker` saw at `time`.
     pub fn keep(&mut self, info: &'static StreamInfo, worker: usize, time: Time, batch: &Batch) {
+        self.keep_in(info, worker, time, batch, true);
+    }
+
+    /// Keeps a batch made outside the main dataflow (a rule's alerts): queries read it, backfill
+    /// does not (a rule's imports follow the main dataflow, where it is not).
+    pub fn keep_for_queries(&mut self, info: &'static StreamInfo, worker: usize, time: Time, batch: &Batch) {
+        self.keep_in(info, worker, time, batch, false);
+    }
+
+    fn keep_in(&mut self, info: &'static StreamInfo, worker: usize, time: Time, batch: &Batch, shared: bool) {
         if batch.rows.num_rows() == 0 {
             return;
         }
@@ -101,7 +113,7 @@ impl Retained {
         }
         let workers = self.workers;
         let (_, queues) =
-            self.events.entry(info.name).or_insert_with(|| (info, vec![VecDeque::new(); workers]));
+            self.events.entry((info.name, shared)).or_insert_with(|| (info, vec![VecDeque::new(); workers]));
         self.bytes += batch.rows.get_array_memory_size();
         queues[worker % workers].push_back((time, batch.rows.clone()));
         self.enforce_budget();
@@ -109,10 +121,11 @@ impl Retained {
 
     /// Every retained batch of event stream `name`, oldest first per worker.
     pub fn batches(&self, name: &str) -> Vec<RecordBatch> {
-        self.events
-            .get(name)
-            .map(|(_, qs)| qs.iter().flatten().map(|(_, b)| b.clone()).collect())
-            .unwrap_or_default()
+        [true, false]
+            .iter()
+            .filter_map(|shared| self.events.get(&(name, *shared)))
+            .flat_map(|(_, qs)| qs.iter().flatten().map(|(_, b)| b.clone()))
+            .collect()
     }
 
     /// Every change of table `name` so far (old ones compacted), in order.
@@ -128,7 +141,7 @@ impl Retained {
         }
         let from = from.max(self.complete_from);
         self.events
-            .get(info.name)
+            .get(&(info.name, true))
             .and_then(|(_, qs)| qs.get(worker))
             .map(|q| q.iter().filter(|(t, _)| *t >= from).map(|(t, b)| (*t, Batch::new(b.clone()))).collect())
             .unwrap_or_default()
@@ -152,10 +165,11 @@ impl Retained {
 
     /// Rows kept now, by stream.
     pub fn rows(&self) -> BTreeMap<&'static str, usize> {
-        self.events
-            .iter()
-            .map(|(name, (_, qs))| (*name, qs.iter().flatten().map(|(_, b)| b.num_rows()).sum()))
-            .collect()
+        let mut rows = BTreeMap::new();
+        for ((name, _), (_, qs)) in &self.events {
+            *rows.entry(*name).or_default() += qs.iter().flatten().map(|(_, b)| b.num_rows()).sum::<usize>();
+        }
+        rows
     }
 
     /// The earliest time a backfill can start from (later than the horizon when the memory

@@ -518,7 +518,12 @@ fn builder(
                         input.for_each(|cap, data| {
                             let t = cap.least().copied().unwrap_or_default();
                             for b in data.iter() {
-                                retained.lock().expect("retained batches").keep(Alerts::info(), worker, t, b);
+                                retained.lock().expect("retained batches").keep_for_queries(
+                                    Alerts::info(),
+                                    worker,
+                                    t,
+                                    b,
+                                );
                                 let Some(bus) = &bus else { continue };
                                 for a in alerts_from_batch(&b.rows).unwrap_or_default() {
                                     bus.publish(a);
