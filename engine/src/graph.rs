@@ -24,7 +24,7 @@
 //!     let mut graph = Graph::split(scope, 0, input, &[Ticks::info()]);
 //!     let ticks: Events<Ticks> = graph.get::<Ticks>().expect("an input");
 //!     assert_eq!(ticks.info().name, "ticks");
-//!     assert!(graph.stream("ticks").is_some() && graph.stream("tocks").is_none());
+//!     assert_eq!(graph.names(), vec!["ticks"]);
 //! });
 //! ```
 
@@ -86,11 +86,6 @@ impl<'s> Graph<'s> {
         Self { scope, worker, streams: BTreeMap::new(), imports: Some(Imports { hubs, owner, from }) }
     }
 
-    /// A graph with no streams (tests, and dataflows built by hand).
-    pub fn new(scope: Scope<'s, Time>, worker: usize) -> Self {
-        Self { scope, worker, streams: BTreeMap::new(), imports: None }
-    }
-
     /// The dataflow's scope.
     pub fn scope(&self) -> Scope<'s, Time> {
         self.scope
@@ -109,12 +104,6 @@ impl<'s> Graph<'s> {
     /// Stream `S`, if the graph has it (or can import it).
     pub fn get<S: StreamDef>(&mut self) -> Option<Events<'s, S>> {
         self.lookup(S::info()).map(Events::new)
-    }
-
-    /// A stream by name, with its definition, if the graph has it; an imported graph imports
-    /// it from the main dataflow (`info` tells it which definition, for streams it has not seen).
-    pub fn stream(&self, name: &str) -> Option<(&'static StreamInfo, Batches<'s>)> {
-        self.streams.get(name).map(|(i, s)| (*i, s.clone()))
     }
 
     /// Stream `info` (imported on first use in an imported graph).

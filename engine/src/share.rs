@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -57,7 +59,6 @@ pub struct Retained {
     /// Times before this may have lost batches to the budget: backfill starts here at the
     /// earliest.
     complete_from: Time,
-    /// Per event stream, per worker: (time, rows) in the order seen.
     /// Per (stream, shared): batches shared with the rules' dataflows (backfill reads them), and
     /// batches kept only for queries (rules' alerts, made outside the main dataflow).
     events: BTreeMap<(&'static str, bool), (&'static StreamInfo, PerWorker)>,
@@ -153,11 +154,6 @@ impl Retained {
         self.enforce_budget();
     }
 
-    /// Keeps event batches for `ms` behind the watermark.
-    pub fn set_horizon(&mut self, ms: Millis) {
-        self.horizon_ms = ms.max(0);
-    }
-
     /// Bytes of event batches kept now.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -229,33 +225,35 @@ impl Retained {
 
 /// The net rows of a table's changes: each row with its summed multiplicity, repeated.
 pub fn consolidate(info: &StreamInfo, changes: &[(Time, Batch)]) -> Result<Option<Batch>> {
-    let arrow = |context: &str| {
-        let context = format!("{context} table {}", info.name);
-        move |source| EngineError::Arrow { context, source }
-    };
     let batches: Vec<RecordBatch> = changes.iter().map(|(_, b)| b.rows.clone()).collect();
-    let all = concat_batches(&info.schema, &batches).map_err(arrow("concatenating"))?;
-    let converter = RowConverter::new(
-        info.schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect(),
-    )
-    .map_err(arrow("keying"))?;
-    let rows = converter.convert_columns(all.columns()).map_err(arrow("keying"))?;
+    let diffs: Vec<i64> =
+        changes.iter().flat_map(|(_, b)| std::iter::repeat_n(b.diff, b.rows.num_rows())).collect();
+    let rows = net_rows(&info.schema, &batches, &diffs).map_err(|source| EngineError::Arrow {
+        context: format!("compacting table {}", info.name),
+        source,
+    })?;
+    Ok((rows.num_rows() > 0).then(|| Batch::new(rows)))
+}
+
+/// Rows with their net multiplicity: `batches`' rows (of `schema`), row `i` counted `diffs[i]`
+/// times; each row whose sum is positive comes out that many times, sorted by its values (so the
+/// result does not depend on the order of the changes).
+pub fn net_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    diffs: &[i64],
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let all = concat_batches(schema, batches)?;
+    let converter =
+        RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+    let rows = converter.convert_columns(all.columns())?;
     let mut net: BTreeMap<OwnedRow, (i64, u32)> = BTreeMap::new();
-    let mut i = 0u32;
-    for (_, b) in changes {
-        for _ in 0..b.rows.num_rows() {
-            net.entry(rows.row(i as usize).owned()).or_insert((0, i)).0 += b.diff;
-            i += 1;
-        }
+    for (i, d) in diffs.iter().enumerate() {
+        net.entry(rows.row(i).owned()).or_insert((0, i as u32)).0 += d;
     }
     let idx: Vec<u32> =
         net.values().filter(|(n, _)| *n > 0).flat_map(|&(n, i)| std::iter::repeat_n(i, n as usize)).collect();
-    if idx.is_empty() {
-        return Ok(None);
-    }
-    let rows = arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(idx))
-        .map_err(arrow("compacting"))?;
-    Ok(Some(Batch::new(rows)))
+    arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(idx))
 }
 
 /// One subscription: what the import operator has yet to emit, and how far the stream is.
@@ -415,11 +413,6 @@ impl Hubs {
                 !ended
             });
         }
-    }
-
-    /// Subscriptions open now (for tests and metrics).
-    pub fn subscriptions(&self) -> usize {
-        self.hubs.borrow().values().map(|h| h.borrow().subscribers.len()).sum()
     }
 }
 

@@ -157,11 +157,6 @@ impl EventId {
             (body & u64::from(Self::MAX_INDEX)) as u32,
         )
     }
-
-    /// The camera this id was packed from.
-    pub fn camera(self) -> u32 {
-        self.unpack().1
-    }
 }
 
 #[cfg(test)]

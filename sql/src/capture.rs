@@ -4,14 +4,11 @@
 //! shared [`Outputs`]; [`consolidate`] folds a rule's deltas into its final contents (rows whose
 //! net multiplicity is positive, each repeated that many times) in a deterministic order.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::row::{RowConverter, SortField};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
@@ -70,17 +67,6 @@ pub fn capture(
 /// sorted by the row's values.
 pub fn consolidate(schema: &SchemaRef, deltas: &[Delta]) -> Result<RecordBatch, ArrowError> {
     let batches: Vec<RecordBatch> = deltas.iter().map(|d| d.rows.clone()).collect();
-    let all = concat_batches(schema, &batches)?;
     let diffs: Vec<i64> = deltas.iter().flat_map(|d| d.diffs.iter().copied()).collect();
-    let converter =
-        RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
-    let rows = converter.convert_columns(all.columns())?;
-    let mut net: BTreeMap<datafusion::arrow::row::OwnedRow, (i64, u32)> = BTreeMap::new();
-    for (i, d) in diffs.iter().enumerate() {
-        let e = net.entry(rows.row(i).owned()).or_insert((0, i as u32));
-        e.0 += d;
-    }
-    let idx: Vec<u32> =
-        net.values().filter(|(n, _)| *n > 0).flat_map(|&(n, i)| std::iter::repeat_n(i, n as usize)).collect();
-    take_record_batch(&all, &UInt32Array::from(idx))
+    vigil_engine::share::net_rows(schema, &batches, &diffs)
 }
