@@ -201,6 +201,19 @@ fn expect_config_error(toml: &str, line: usize, words: &[&str]) {
 }
 
 #[test]
+fn workers_beyond_what_the_config_allows_are_refused_with_the_fix() {
+    for args in [
+        &["demo", "--fast", "--duration", "1", "--workers", "1000"][..],
+        &["bench", "--workers", "0", "--seconds", "1"],
+    ] {
+        let out = run(vigil().args(args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("out of range; fix: use 1 to 64 workers"), "{stderr}");
+    }
+}
+
+#[test]
 fn bad_config_unknown_key() {
     expect_config_error("[city]\nfps = 10.0\n\n[sinks]\nout_dir = \"x\"\n", 5, &["out_dir"]);
 }

@@ -284,10 +284,7 @@ fn live(
     pg_listen: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = workers {
-        if !(1..=64).contains(&w) {
-            anyhow::bail!("--workers {w} is out of range; fix: use 1 to 64 workers");
-        }
-        settings.engine.workers = w;
+        settings.engine.workers = check_workers(w)?;
     }
     let opts =
         RunOptions { duration_s, fast, out, parquet: true, ground_truth: settings.ground_truth, pg_listen };
@@ -393,7 +390,7 @@ fn bench(
     settings.sim.pedestrians = objects as usize;
     settings.sim.fps = fps;
     settings.fps = fps;
-    settings.engine.workers = workers.max(1);
+    settings.engine.workers = check_workers(workers)?;
     settings.rules.push(vigil_pipelines::settings::RuleSource::Inline {
         name: "bench_confident_person".into(),
         sql: "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.985"
@@ -481,6 +478,14 @@ fn bench(
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `--workers`, within what the configuration allows (`engine.workers`: 1 to 64).
+fn check_workers(w: usize) -> anyhow::Result<usize> {
+    if !(1..=64).contains(&w) {
+        anyhow::bail!("--workers {w} is out of range; fix: use 1 to 64 workers");
+    }
+    Ok(w)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
