@@ -78,9 +78,15 @@ impl EngineError {
 }
 
 /// Where operators report the errors they survive (a batch they cannot read, a rule that fails
-/// on one batch): the application logs and counts them; the dataflow goes on.
+/// on one batch): the application logs and counts them; the dataflow goes on. Errors the run must
+/// not survive (a sink that cannot write: going on would lose accepted rows silently) are
+/// reported with [`fatal`](Self::fatal); the driver polls [`fatal_cause`](Self::fatal_cause)
+/// and stops the run loudly.
 #[derive(Clone)]
-pub struct ErrorSink(std::sync::Arc<Report>);
+pub struct ErrorSink {
+    report: std::sync::Arc<Report>,
+    fatal: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
 
 /// What an [`ErrorSink`] calls: `(operator, message)`.
 type Report = dyn Fn(&str, String) + Send + Sync;
@@ -88,7 +94,7 @@ type Report = dyn Fn(&str, String) + Send + Sync;
 impl ErrorSink {
     /// Reports to `f(operator, message)`.
     pub fn new(f: impl Fn(&str, String) + Send + Sync + 'static) -> Self {
-        Self(std::sync::Arc::new(f))
+        Self { report: std::sync::Arc::new(f), fatal: Default::default() }
     }
 
     /// Reports to the log only (tests, tools).
@@ -98,12 +104,27 @@ impl ErrorSink {
 
     /// Reports `e`, raised by `who` (an operator's or rule's name).
     pub fn report(&self, who: &str, e: impl std::fmt::Display) {
-        (self.0)(who, e.to_string())
+        (self.report)(who, e.to_string())
+    }
+
+    /// Reports `e` as an error the run must stop for; the first one is its cause.
+    pub fn fatal(&self, who: &str, e: impl std::fmt::Display) {
+        let message = e.to_string();
+        self.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| format!("{who}: {message}"));
+        (self.report)(who, message)
+    }
+
+    /// The first fatal error reported, if any.
+    pub fn fatal_cause(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 impl std::fmt::Debug for ErrorSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ErrorSink")
+        f.debug_struct("ErrorSink").field("fatal", &self.fatal_cause()).finish()
     }
 }

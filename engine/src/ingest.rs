@@ -178,6 +178,11 @@ impl Ingest {
         Ok(late_by)
     }
 
+    /// Drops dataflow `id` at once (see [`Runtime::kill`]).
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        self.runtime.kill(id)
+    }
+
     /// Removes dataflow `id` (see [`Runtime::remove`]).
     pub fn remove(&mut self, id: u64) -> Result<()> {
         self.runtime.remove(id)

@@ -15,7 +15,8 @@
 //!   ([`bridge::Finalize`]);
 //! - [`waiting::Waiting`]: items held until the watermark passes them;
 //! - [`parquet_sink::WriteParquet`] and [`retention`]: files, and their deletion on time;
-//! - [`ids::Epoch`]: ids unique across runs and restarts.
+//! - [`ids::Epoch`]: ids unique across runs and restarts;
+//! - [`text_file::read`]: text inputs read with a size limit.
 
 pub mod bridge;
 pub mod catalog;
@@ -29,6 +30,7 @@ pub mod retention;
 pub mod runtime;
 pub mod share;
 pub mod stream;
+pub mod text_file;
 pub mod time;
 pub mod waiting;
 

@@ -1,18 +1,24 @@
-//! The Parquet sink: one file per stream per event-time partition per worker and run, never
-//! half-written.
+//! The Parquet sink: files per stream per event-time partition per worker and run, never
+//! half-written, committed every few seconds.
 //!
 //! Rows go to the partition of their `event_time`, or to the partition of the batch's logical
-//! time when that is later (late rows arrive after their own partition has closed). A partition
-//! file is written under a hidden temporary name (`.NAME.inprogress`) and renamed to
-//! `PREFIX-YYYYMMDDTHHMMSSZ-eE-wN[-TAG].parquet` once the frontier has passed the partition's end,
-//! so a reader globbing `*.parquet` only ever sees complete files. `E` is the run's epoch, so a
-//! restart into the same directory never replaces an earlier run's files. While a file is open
-//! the sink holds a capability at its partition start: a probe on the sink's output is done only
-//! when every file is closed.
+//! time when that is later (late rows arrive after their own partition has closed). A file is
+//! written under a hidden temporary name (`.NAME.inprogress`) and renamed (after an fsync) to
+//! `PREFIX-YYYYMMDDTHHMMSSZ-eE-wN[-TAG][-cK].parquet`, so a reader globbing `*.parquet` only ever
+//! sees complete files. A file is committed when the frontier passes its partition's end, and
+//! also once it has been open for the commit interval ([`ParquetSinkConfig::commit`], 5 s by
+//! default): the partition goes on in a new piece (`-c1`, `-c2`, ...). So a SIGKILL loses at most
+//! the rows of the last interval, not the partition's. A worker that panics commits what its
+//! sinks hold while it unwinds, and [`request_flush`] makes every sink commit at once. `E` is
+//! the run's epoch, so a restart into the same directory never replaces an earlier run's files.
+//! While a file is open the sink holds a capability at its partition start: a probe on the
+//! sink's output is done only when every file is closed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -50,6 +56,20 @@ pub struct ParquetSinkConfig {
     pub dictionary: Vec<String>,
     /// The timestamp column rows are partitioned by (`event_time`).
     pub time_column: String,
+    /// The longest a row waits in an open file before the file is committed (wall clock).
+    pub commit: Duration,
+}
+
+/// How long rows wait in an open file, by default: what a SIGKILL can lose.
+pub const DEFAULT_COMMIT: Duration = Duration::from_secs(5);
+
+static FLUSH: AtomicBool = AtomicBool::new(false);
+
+/// Makes every sink of the process commit its open files at its next activation (within one
+/// commit interval), and from then on after every batch: what a run does when it must end
+/// without its frontiers closing (a worker panicked).
+pub fn request_flush() {
+    FLUSH.store(true, Ordering::SeqCst);
 }
 
 impl ParquetSinkConfig {
@@ -68,7 +88,14 @@ impl ParquetSinkConfig {
             tag: String::new(),
             dictionary: Vec::new(),
             time_column: EVENT_TIME.to_owned(),
+            commit: DEFAULT_COMMIT,
         }
+    }
+
+    /// The same, committing open files after `commit` (at least 100 ms).
+    pub fn with_commit(mut self, commit: Duration) -> Self {
+        self.commit = commit.max(Duration::from_millis(100));
+        self
     }
 
     /// The same, partitioning rows by timestamp column `column`.
@@ -112,6 +139,7 @@ struct OpenFile {
     writer: ArrowWriter<File>,
     tmp: PathBuf,
     path: PathBuf,
+    opened: Instant,
     _cap: Capability<Time>,
 }
 
@@ -121,6 +149,8 @@ struct PartitionWriter {
     schema: SchemaRef,
     worker: usize,
     open: BTreeMap<Millis, OpenFile>,
+    /// Pieces already committed, per partition still open to rows (names the next piece).
+    pieces: BTreeMap<Millis, u32>,
     props: WriterProperties,
 }
 
@@ -138,7 +168,7 @@ impl PartitionWriter {
             }
         }
         let props = props.build();
-        Self { config, schema, worker, open: BTreeMap::new(), props }
+        Self { config, schema, worker, open: BTreeMap::new(), pieces: BTreeMap::new(), props }
     }
 
     fn partition_of(&self, t: Millis) -> Millis {
@@ -149,8 +179,17 @@ impl PartitionWriter {
         if !self.open.contains_key(&part) {
             let c = &self.config;
             let tag = if c.tag.is_empty() { String::new() } else { format!("-{}", c.tag) };
-            let name =
-                format!("{}-{}-e{}-w{}{tag}.parquet", c.prefix, file_stamp(part), c.epoch, self.worker);
+            let piece = match self.pieces.get(&part) {
+                Some(k) => format!("-c{k}"),
+                None => String::new(),
+            };
+            let name = format!(
+                "{}-{}-e{}-w{}{tag}{piece}.parquet",
+                c.prefix,
+                file_stamp(part),
+                c.epoch,
+                self.worker
+            );
             let tmp = c.dir.join(format!(".{name}.inprogress"));
             let path = c.dir.join(name);
             let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
@@ -158,7 +197,8 @@ impl PartitionWriter {
                 |source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source },
             )?;
             let at = (part.max(0) as Time).max(*cap.time());
-            self.open.insert(part, OpenFile { writer, tmp, path, _cap: cap.delayed(&at) });
+            self.open
+                .insert(part, OpenFile { writer, tmp, path, opened: Instant::now(), _cap: cap.delayed(&at) });
         }
         Ok(self.open.get_mut(&part).expect("inserted above"))
     }
@@ -205,15 +245,51 @@ impl PartitionWriter {
             .filter(|&p| frontier.is_none_or(|f| (p + size).max(0) as Time <= f))
             .collect();
         for p in done {
+            self.pieces.remove(&p);
             let f = self.open.remove(&p).expect("key listed above");
             close_file(f)?;
         }
         Ok(())
     }
+
+    /// Commits every file open for the commit interval or longer (all of them after
+    /// [`request_flush`]); their partitions go on in new pieces. Returns how long until the
+    /// next file is due, if any is open.
+    fn commit_due(&mut self) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        let flush = FLUSH.load(Ordering::Relaxed);
+        let commit = self.config.commit;
+        let due: Vec<Millis> = self
+            .open
+            .iter()
+            .filter(|(_, f)| flush || now.duration_since(f.opened) >= commit)
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            let f = self.open.remove(&p).expect("key listed above");
+            *self.pieces.entry(p).or_default() += 1;
+            close_file(f)?;
+        }
+        Ok(self.open.values().map(|f| commit.saturating_sub(now.duration_since(f.opened))).min())
+    }
+}
+
+impl Drop for PartitionWriter {
+    /// A sink dropped with files open commits them: a worker that unwinds (a panic elsewhere
+    /// in its dataflows), or a dataflow dropped before it finished (a rule over its budget).
+    /// A sink that finished has none open.
+    fn drop(&mut self) {
+        for (_, f) in std::mem::take(&mut self.open) {
+            let tmp = f.tmp.clone();
+            if let Err(e) = close_file(f) {
+                tracing::error!("committing {} as its sink is dropped: {e}", tmp.display());
+            }
+        }
+    }
 }
 
 fn close_file(f: OpenFile) -> Result<()> {
-    let OpenFile { writer, tmp, path, _cap } = f;
+    let OpenFile { writer, tmp, path, _cap, .. } = f;
     let file = writer
         .into_inner()
         .map_err(|source| EngineError::Parquet { context: format!("finishing {}", tmp.display()), source })?;
@@ -242,8 +318,8 @@ fn times_of<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a [i64]> {
 pub trait WriteParquet<'scope> {
     /// Writes every batch (of schema `schema`) to partitioned Parquet files as `config` says.
     /// The returned stream carries nothing; probe it to know when every file is closed. Write
-    /// errors are reported through `on_error` and the batch is dropped, so a full disk stops the
-    /// files, not the engine.
+    /// errors are reported through `on_error` (the application stops the run: rows it goes on
+    /// accepting could not be written).
     ///
     /// ```
     /// use vigil_engine::ids::Epoch;
@@ -278,12 +354,16 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
         mut on_error: impl FnMut(EngineError) + 'static,
     ) -> Stream<'scope, Time, Vec<()>> {
         let name = format!("ParquetSink({}{})", config.prefix, if config.tag.is_empty() { "" } else { "+" });
+        let scope = self.scope();
         self.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Pipeline,
             &name,
-            move |_default_cap, _info| {
+            move |_default_cap, info| {
                 // The default capability is dropped here: open files hold their own.
                 let mut writer = PartitionWriter::new(config, schema, worker);
+                // Wakes the sink when its oldest open file is due, even with no input.
+                let activator = scope.activator_for(info.address);
+                let mut wake: Option<Instant> = None;
                 move |(input, frontier), _output| {
                     input.for_each(|time, data| {
                         let Some(cap) = time.retain_least(0) else { return };
@@ -296,6 +376,19 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
                     let f = frontier.frontier().first().copied();
                     if let Err(e) = writer.close_until(f) {
                         on_error(e);
+                    }
+                    match writer.commit_due() {
+                        Ok(Some(next)) => {
+                            // One pending wake-up at a time, not one per batch.
+                            let (now, delay) = (Instant::now(), next.max(Duration::from_millis(10)));
+                            let at = now + delay;
+                            if wake.is_none_or(|w| w <= now || w > at) {
+                                activator.activate_after(delay);
+                                wake = Some(at);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => on_error(e),
                     }
                 }
             },
