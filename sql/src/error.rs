@@ -50,6 +50,10 @@ pub enum Kind {
     InvalidParameter,
     /// Anything else wrong with the statement (42000).
     Invalid,
+    /// Over a limit on size, depth or cost (54000); the message says which and by how much.
+    ProgramLimit,
+    /// Stopped: over its time, or its client went away (57014).
+    Canceled,
 }
 
 impl Kind {
@@ -66,6 +70,8 @@ impl Kind {
             Kind::Unsupported => "0A000",
             Kind::InvalidParameter => "22023",
             Kind::Invalid => "42000",
+            Kind::ProgramLimit => "54000",
+            Kind::Canceled => "57014",
         }
     }
 }

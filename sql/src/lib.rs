@@ -5,10 +5,12 @@
 //! dataflow's streams ([`render`], one file per operator); [`registry::Registry`] runs every rule
 //! in a dataflow of its own, with durable outputs; [`server`] serves psql.
 
+pub mod admission;
 pub mod capture;
 pub mod catalog;
 pub mod delta;
 pub mod error;
+pub mod limits;
 pub mod operator;
 pub mod plan;
 pub mod registry;

@@ -20,7 +20,7 @@ use vigil_engine::stream::{Batch, Events};
 use vigil_operators::alerts::{Alert, AlertRows, Alerts};
 
 use crate::delta::{Delta, hash_bytes};
-use crate::render::{Deltas, RenderContext, render};
+use crate::render::{Deltas, RenderContext, StateMeter, render};
 use crate::rule::Rule;
 
 /// Renders `rule` over the streams of `graph`: the stream of changes to the rule's output.
@@ -44,12 +44,23 @@ use crate::rule::Rule;
 /// });
 /// ```
 pub fn render_rule<'s>(rule: &Rule, graph: &mut Graph<'s>, errors: &ErrorSink) -> Deltas<'s> {
+    render_metered(rule, graph, errors, &StateMeter::default())
+}
+
+/// [`render_rule`], its stateful operators reporting the rows they hold to `state`.
+pub fn render_metered<'s>(
+    rule: &Rule,
+    graph: &mut Graph<'s>,
+    errors: &ErrorSink,
+    state: &StateMeter,
+) -> Deltas<'s> {
     let (name, errors) = (rule.name.clone(), errors.clone());
     let cx = RenderContext {
         rule: rule.name.clone(),
         peers: graph.peers(),
         retention_ms: rule.options.retention_ms,
         on_error: Rc::new(move |e| errors.report(&name, e)),
+        state: state.clone(),
     };
     render(&rule.node, graph, &cx)
 }

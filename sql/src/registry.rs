@@ -41,10 +41,12 @@ use vigil_engine::stream::{Batch, Class, StreamDef};
 use vigil_engine::time::Millis;
 use vigil_operators::alerts::{AlertBus, Alerts, alerts_from_batch};
 
+use crate::admission::{Budget, Estimate, Rates, check, distinct_values, estimate, kept_share};
 use crate::capture::consolidate;
 use crate::delta::Delta;
-use crate::error::{Kind, Result, SqlError};
-use crate::operator::{alerts_of, render_rule};
+use crate::error::{Kind, Position, Result, SqlError};
+use crate::limits::{Limits, check_depth, check_keyword_nesting, check_length};
+use crate::operator::{alerts_of, render_metered};
 use crate::rule::{Rule, compile, split_statements};
 
 /// What the registry asks of the engine driver.
@@ -65,6 +67,11 @@ pub enum Control {
         /// Dataflow id.
         id: u64,
     },
+    /// Drop dataflow `id` at once, with what it holds (a rule over its budget).
+    Kill {
+        /// Dataflow id.
+        id: u64,
+    },
 }
 
 impl std::fmt::Debug for Control {
@@ -74,6 +81,7 @@ impl std::fmt::Debug for Control {
                 write!(f, "Install({id} {name}, backfill {backfill_ms} ms)")
             }
             Control::Remove { id } => write!(f, "Remove({id})"),
+            Control::Kill { id } => write!(f, "Kill({id})"),
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct RuleSinks {
     pub bus: Option<AlertBus>,
     /// Where rules' errors go.
     pub errors: ErrorSink,
+    /// How often the rules' sinks commit their open files.
+    pub commit: std::time::Duration,
 }
 
 /// How many changes a `SUBSCRIBE` may fall behind before it is told it missed some.
@@ -105,30 +115,57 @@ pub struct RuleOut {
     keep_ms: u64,
     /// The latest time of any change so far (what a snapshot is "as of").
     latest: AtomicU64,
+    /// Rows emitted so far (the budget check measures their rate).
+    emitted: AtomicU64,
+    /// Why the rule was stopped, if it was.
+    failed: Mutex<Option<String>>,
+    /// Rows its operators hold.
+    state: crate::render::StateMeter,
+    /// Most rows kept in `recent` (the oldest changes go first).
+    max_rows: usize,
 }
 
 impl RuleOut {
-    fn new(keep_ms: u64) -> Self {
+    fn new(keep_ms: u64, max_rows: usize) -> Self {
         Self {
             tx: broadcast::channel(SUBSCRIBE_CAPACITY).0,
             recent: Mutex::new(VecDeque::new()),
             keep_ms,
             latest: AtomicU64::new(0),
+            emitted: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            state: Default::default(),
+            max_rows,
         }
     }
 
+    /// Rows its operators hold now.
+    pub fn rows_held(&self) -> i64 {
+        self.state.rows()
+    }
+
+    /// Why the rule was stopped, if it was (`SHOW RULES` shows it).
+    pub fn failed(&self) -> Option<String> {
+        self.failed.lock().expect("rule state").clone()
+    }
+
     fn publish(&self, d: Delta) {
+        self.emitted.fetch_add(d.times.len() as u64, Ordering::Relaxed);
         let newest = d.times.iter().copied().max().unwrap_or(0);
         self.latest.fetch_max(newest, Ordering::Relaxed);
         // Under the lock, so that a subscriber's snapshot and its live changes never overlap.
         let mut recent = self.recent.lock().expect("rule output");
+        if self.failed.lock().expect("rule state").is_some() {
+            return;
+        }
         recent.push_back(d.clone());
-        // Keep what is within the retention of the newest change (memory stays bounded).
-        while recent
-            .front()
-            .is_some_and(|f| f.times.iter().copied().max().unwrap_or(0) + self.keep_ms < newest)
-        {
-            recent.pop_front();
+        // Keep what is within the retention of the newest change, and at most `max_rows`
+        // rows (memory stays bounded whatever the rule emits).
+        let mut rows: usize = recent.iter().map(Delta::len).sum();
+        while recent.front().is_some_and(|f| {
+            f.times.iter().copied().max().unwrap_or(0) + self.keep_ms < newest || rows > self.max_rows
+        }) {
+            rows -= recent.pop_front().map_or(0, |d| d.len());
         }
         let _ = self.tx.send(Arc::new(d));
     }
@@ -172,6 +209,8 @@ pub struct Entry {
     pub out: Arc<RuleOut>,
     /// Where it comes from: `runtime` or the configuration file.
     pub origin: String,
+    /// What it was estimated to cost when it was admitted.
+    pub estimate: Estimate,
 }
 
 impl Entry {
@@ -193,6 +232,64 @@ pub struct Registry {
     sinks: Mutex<Option<RuleSinks>>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    limits: Limits,
+    /// Ad-hoc queries running at once.
+    queries: Arc<tokio::sync::Semaphore>,
+    admission: Admission,
+    /// Emitted-row counts at the last budget check, per dataflow id.
+    checked: Mutex<(std::time::Instant, BTreeMap<u64, u64>)>,
+}
+
+/// What rules may cost, and what the estimate assumes before rates are observed.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// The budgets.
+    pub budget: Budget,
+    /// Rows per second assumed for a stream with no retained rows yet.
+    pub nominal_rows_per_s: f64,
+    /// How long windows wait for late rows, ms.
+    pub lateness_ms: f64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self { budget: Budget::default(), nominal_rows_per_s: 0.0, lateness_ms: 0.0 }
+    }
+}
+
+/// Rates observed on the retained rows.
+struct RetainedRates<'a> {
+    retained: &'a Mutex<Retained>,
+    nominal: f64,
+}
+
+impl Rates for RetainedRates<'_> {
+    fn rows_per_s(&self, stream: &vigil_engine::stream::StreamInfo) -> f64 {
+        let batches = self.retained.lock().expect("retained").batches(stream.name);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let times = batches.iter().filter_map(|b| vigil_engine::parquet_sink::event_times(b).ok());
+        let (lo, hi) = times
+            .flat_map(|t| t.first().copied().into_iter().chain(t.last().copied()))
+            .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        if rows == 0 || hi - lo < 1_000 {
+            return self.nominal;
+        }
+        (rows as f64 / ((hi - lo) as f64 / 1000.0)).max(self.nominal)
+    }
+
+    fn distinct(&self, stream: &vigil_engine::stream::StreamInfo, columns: &[String]) -> Option<f64> {
+        let batches = self.retained.lock().expect("retained").batches(stream.name);
+        distinct_values(&batches, columns)
+    }
+
+    fn selectivity(
+        &self,
+        stream: &vigil_engine::stream::StreamInfo,
+        steps: &[crate::plan::Step],
+    ) -> Option<f64> {
+        let batches = self.retained.lock().expect("retained").batches(stream.name);
+        kept_share(&batches, steps)
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -221,7 +318,74 @@ impl Registry {
             sinks: Mutex::new(Some(sinks)),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            queries: Arc::new(tokio::sync::Semaphore::new(Limits::default().concurrent_queries)),
+            limits: Limits::default(),
+            admission: Admission::default(),
+            checked: Mutex::new((std::time::Instant::now(), BTreeMap::new())),
         }
+    }
+
+    /// The same, admitting rules within `admission`.
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Stops every rule that emitted more than its budget since the last check (at most once
+    /// a second): its dataflow is dropped with what it holds, and it shows as failed in `SHOW
+    /// RULES` until it is dropped. Returns the rules stopped.
+    pub fn enforce(&self) -> Vec<String> {
+        let mut checked = self.checked.lock().expect("budget checks");
+        let elapsed = checked.0.elapsed().as_secs_f64();
+        if elapsed < 1.0 {
+            return Vec::new();
+        }
+        checked.0 = std::time::Instant::now();
+        let map = self.rules.lock().expect("rules");
+        let mut stopped = Vec::new();
+        let mut seen = BTreeMap::new();
+        for e in map.values() {
+            let now = e.out.emitted.load(Ordering::Relaxed);
+            let before = checked.1.get(&e.id).copied().unwrap_or(0);
+            seen.insert(e.id, now);
+            let rate = (now - before.min(now)) as f64 / elapsed;
+            let held = e.out.rows_held();
+            let budget = &self.admission.budget;
+            let reason = if e.out.failed().is_some() {
+                continue;
+            } else if rate > budget.rows_per_s {
+                format!(
+                    "stopped: it emitted {rate:.0} rows/s, over its budget of {:.0} rows/s; DROP RULE {} and narrow it",
+                    budget.rows_per_s, e.rule.name
+                )
+            } else if held as f64 > budget.rule_rows {
+                format!(
+                    "stopped: it held {held} rows, over its budget of {:.0}; DROP RULE {} and narrow it (a shorter window, bound or retention)",
+                    budget.rule_rows, e.rule.name
+                )
+            } else {
+                continue;
+            };
+            tracing::error!(rule = %e.rule.name, "{reason}");
+            *e.out.failed.lock().expect("rule state") = Some(reason);
+            e.out.recent.lock().expect("rule output").clear();
+            let _ = self.control.lock().expect("control").send(Control::Kill { id: e.id });
+            stopped.push(e.rule.name.clone());
+        }
+        checked.1 = seen;
+        if !stopped.is_empty()
+            && let Err(e) = self.persist(&map)
+        {
+            tracing::error!("writing the rules catalog: {e}");
+        }
+        stopped
+    }
+
+    /// The same, with `limits` on ad-hoc queries.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.queries = Arc::new(tokio::sync::Semaphore::new(limits.concurrent_queries.max(1)));
+        self.limits = limits;
+        self
     }
 
     /// The streams and tables rules are compiled against.
@@ -293,6 +457,16 @@ impl Registry {
             return Err(SqlError::ShuttingDown);
         }
         let sinks = self.sinks.lock().expect("sinks").clone().ok_or(SqlError::ShuttingDown)?;
+        let a = &self.admission;
+        let rates = RetainedRates { retained: &self.retained, nominal: a.nominal_rows_per_s };
+        let estimate = estimate(&rule.node, &rates, rule.options.retention_ms as f64, a.lateness_ms);
+        let others: f64 = map.values().filter(|e| e.out.failed().is_none()).map(|e| e.estimate.rows).sum();
+        if let Err((message, fix)) = check(&estimate, others, &a.budget) {
+            return Err(
+                SqlError::user(None, format!("rule {}: {message}", rule.name), fix).kind(Kind::ProgramLimit)
+            );
+        }
+        tracing::info!(rule = %rule.name, "admitted: estimated {estimate}");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // The rule's directory is made here, once, not by each worker (a worker must never
         // clear the files another has open).
@@ -301,7 +475,7 @@ impl Registry {
             std::fs::create_dir_all(&rows.dir)
                 .map_err(|source| SqlError::Io { path: rows.dir.display().to_string(), source })?;
         }
-        let out = Arc::new(RuleOut::new(rule.options.retention_ms));
+        let out = Arc::new(RuleOut::new(rule.options.retention_ms, a.budget.rule_rows as usize));
         let build = builder(&rule, id, &out, sinks, Arc::clone(&self.retained));
         let control = Control::Install {
             id,
@@ -310,7 +484,7 @@ impl Registry {
             backfill_ms: rule.options.backfill_ms as Millis,
         };
         self.control.lock().expect("control").send(control).map_err(|_| SqlError::ShuttingDown)?;
-        map.insert(rule.name.clone(), Entry { id, rule, statement, out, origin: origin.into() });
+        map.insert(rule.name.clone(), Entry { id, rule, statement, out, origin: origin.into(), estimate });
         Ok(())
     }
 
@@ -361,12 +535,17 @@ impl Registry {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let sql = std::fs::read_to_string(path)
-            .map_err(|source| SqlError::Io { path: path.display().to_string(), source })?;
-        if sql.trim().is_empty() {
-            return Ok(Vec::new());
+        let sql = crate::rule::read_rule_file(path)?;
+        let source = path.display().to_string();
+        // Each rule on its own: one that no longer compiles or fits keeps the others.
+        let mut names = Vec::new();
+        for st in split_statements(&sql, &source)? {
+            match self.create(&st.blanked, &source) {
+                Ok(n) => names.extend(n),
+                Err(e) => tracing::error!("a stored rule was not restored: {e}"),
+            }
         }
-        self.create(&sql, &path.display().to_string())
+        Ok(names)
     }
 
     fn persist(&self, map: &BTreeMap<String, Entry>) -> Result<()> {
@@ -374,6 +553,13 @@ impl Registry {
         let mut text =
             String::from("-- Rules created at runtime (CREATE RULE); vigil rewrites this file.\n\n");
         for e in map.values().filter(|e| e.is_runtime()) {
+            if let Some(reason) = e.out.failed() {
+                // Kept as a comment: a rule that failed must not come back by itself.
+                text.push_str(&format!("-- {reason}\n-- "));
+                text.push_str(&e.statement.trim().trim_end_matches(';').replace('\n', "\n-- "));
+                text.push_str("\n\n");
+                continue;
+            }
             text.push_str(e.statement.trim().trim_end_matches(';'));
             text.push_str(";\n\n");
         }
@@ -388,8 +574,68 @@ impl Registry {
 
     /// Runs a `SELECT` over the engine's in-memory state: the retained batches of every stream,
     /// the reference tables, and each rule's current contents (as a table named after the rule).
-    pub async fn query(&self, sql: &str) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), String> {
-        let ctx = SessionContext::new();
+    ///
+    /// The query runs on a thread of its own with a large stack, under a memory pool and a
+    /// time limit (its result counts against the pool), at most [`Limits::concurrent_queries`]
+    /// at once; dropping the returned future (its client went away) stops it.
+    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let limits = self.limits.clone();
+        let deadline = tokio::time::Instant::now() + limits.query_timeout;
+        let timeout = limits.query_timeout;
+        let over_time = move || {
+            SqlError::user(
+                None,
+                format!("the query ran longer than {} s", timeout.as_secs()),
+                "narrow it (a WHERE on event_time, a LIMIT), or make it a rule that keeps its result up to date",
+            )
+            .kind(Kind::Canceled)
+        };
+        let _turn = tokio::time::timeout_at(deadline, Arc::clone(&self.queries).acquire_owned())
+            .await
+            .map_err(|_| over_time())?
+            .map_err(|_| SqlError::ShuttingDown)?;
+        let tables = self.query_tables()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        // Set when this future is dropped (the client went away) or done: the thread stops.
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = StopOnDrop(Arc::clone(&stop));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sql = sql.to_owned();
+        std::thread::Builder::new()
+            .name("vigil-query".into())
+            .stack_size(crate::limits::STACK_BYTES)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(tx.send(Err(SqlError::Internal(e.to_string())))),
+                };
+                let run = run_query(tables, &sql, &limits, &stop);
+                let stopped = async {
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                };
+                let r = rt.block_on(async {
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, run) => r.unwrap_or_else(|_| Err(over_time())),
+                        _ = stopped => Err(SqlError::user(None, "the query was cancelled", "run it again").kind(Kind::Canceled)),
+                    }
+                });
+                let _ = tx.send(r);
+            })
+            .map_err(|e| SqlError::Internal(format!("starting a query thread: {e}")))?;
+        rx.await.map_err(|_| SqlError::Internal("the query thread ended without an answer".into()))?
+    }
+
+    /// What ad-hoc queries read: every stream's retained batches, the reference tables, and
+    /// the rules' current contents.
+    fn query_tables(&self) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
+        let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
         let mut tables: Vec<(String, SchemaRef, Vec<RecordBatch>)> = Vec::new();
         {
             let r = self.retained.lock().expect("retained");
@@ -398,7 +644,7 @@ impl Registry {
             }
             for info in self.streams.tables() {
                 let changes = r.table_changes(info.name);
-                let rows = consolidate_table(info, &changes).map_err(|e| e.to_string())?;
+                let rows = consolidate_table(info, &changes).map_err(|e| internal(&e))?;
                 tables.push((
                     info.name.to_owned(),
                     Arc::clone(&info.schema),
@@ -407,21 +653,80 @@ impl Registry {
             }
         }
         for e in self.list() {
-            let rows = e.out.contents(&e.rule.schema).map_err(|e| e.to_string())?;
+            let rows = e.out.contents(&e.rule.schema)?;
             let schema = unique_names(&e.rule.schema);
             let rows = RecordBatch::try_new(Arc::clone(&schema), rows.columns().to_vec())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| internal(&e))?;
             tables.push((e.rule.name.clone(), schema, vec![rows]));
         }
-        for (name, schema, batches) in tables {
-            let t = MemTable::try_new(schema, vec![batches]).map_err(|e| e.to_string())?;
-            ctx.register_table(name.as_str(), Arc::new(t)).map_err(|e| e.to_string())?;
-        }
-        let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| e.to_string())?;
-        Ok((schema, batches))
+        Ok(tables)
     }
+}
+
+/// Plans and runs an ad-hoc query over `tables` within `limits`, until `stop`.
+async fn run_query(
+    tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+    sql: &str,
+    limits: &Limits,
+    stop: &AtomicBool,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    use futures::StreamExt;
+    let df_err = |e: datafusion::error::DataFusionError| {
+        let text = e.to_string();
+        if text.contains("Resources exhausted") {
+            over_memory(limits)
+        } else {
+            SqlError::user(
+                None,
+                text,
+                "see the DataFusion SQL reference; SHOW RULES lists the rules you can query",
+            )
+            .kind(Kind::Invalid)
+        }
+    };
+    let source = Position { source: "psql".into(), line: 1, column: 1 };
+    check_length(sql, source.clone(), limits)?;
+    check_keyword_nesting(sql, source.clone())?;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.query_memory, 1.0)
+        .build_arc()
+        .map_err(|e| SqlError::Internal(e.to_string()))?;
+    let ctx = SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime);
+    for (name, schema, batches) in tables {
+        let t = MemTable::try_new(schema, vec![batches]).map_err(df_err)?;
+        ctx.register_table(name.as_str(), Arc::new(t)).map_err(df_err)?;
+    }
+    let state = ctx.state();
+    let statement = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic).map_err(df_err)?;
+    if let datafusion::sql::parser::Statement::Statement(st) = &statement {
+        check_depth(st, limits, source)?;
+    }
+    let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+    let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await.map_err(df_err)?;
+    let (mut batches, mut bytes) = (Vec::new(), 0usize);
+    while let Some(b) = stream.next().await {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SqlError::user(None, "the query was cancelled", "run it again").kind(Kind::Canceled));
+        }
+        let b = b.map_err(df_err)?;
+        bytes += b.get_array_memory_size();
+        if bytes > limits.query_memory {
+            return Err(over_memory(limits));
+        }
+        batches.push(b);
+    }
+    Ok((schema, batches))
+}
+
+fn over_memory(limits: &Limits) -> SqlError {
+    SqlError::user(
+        None,
+        format!("the query needs more than {} MiB", limits.query_memory >> 20),
+        "narrow it (a WHERE, a LIMIT, an aggregate instead of a join of whole streams), or raise server.query_memory_mb",
+    )
+    .kind(Kind::ProgramLimit)
 }
 
 /// A schema whose duplicate column names get `_2`, `_3` suffixes (a join's `event_time`).
@@ -487,7 +792,7 @@ fn builder(
     Arc::new(move |graph| {
         let probe = ProbeHandle::new();
         let worker = graph.worker();
-        let deltas = render_rule(&rule, graph, &sinks.errors);
+        let deltas = render_metered(&rule, graph, &sinks.errors, &out.state);
         let publish = Arc::clone(&out);
         deltas
             .clone()
@@ -538,7 +843,8 @@ fn builder(
             let (rows, alert_files) = sink_configs(root, &rule, id, &sinks);
             let errors = sinks.errors.clone();
             let name = rule.name.clone();
-            let report = move |e| errors.report(&name, e);
+            // A rule whose rows cannot be written stops the run like any sink.
+            let report = move |e| errors.fatal(&name, e);
             rule_rows(&rule, deltas)
                 .write_parquet(rows_schema(&rule), rows, worker, report.clone())
                 .probe_with(&probe);
@@ -563,10 +869,12 @@ fn sink_configs(
     let rows =
         ParquetSinkConfig::new(root.join("rules").join(&dir_name), dir_name, sinks.partition_ms, sinks.epoch)
             .with_time_column(TIME_COLUMN)
+            .with_commit(sinks.commit)
             .tagged(format!("r{id}"));
     let alerts =
         ParquetSinkConfig::new(root.join(Alerts::NAME), Alerts::NAME, sinks.partition_ms, sinks.epoch)
             .tagged(format!("r{id}"))
+            .with_commit(sinks.commit)
             .with_dictionary(&["camera_id", "kind", "rule", "severity"]);
     (rows, alerts)
 }
@@ -609,7 +917,7 @@ mod tests {
     #[test]
     fn a_snapshot_and_the_live_changes_after_it_hold_every_change_exactly_once() {
         let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-        let out = Arc::new(RuleOut::new(u64::MAX / 4));
+        let out = Arc::new(RuleOut::new(u64::MAX / 4, usize::MAX));
         let writer = {
             let (out, schema) = (Arc::clone(&out), Arc::clone(&schema));
             std::thread::spawn(move || {

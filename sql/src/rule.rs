@@ -22,13 +22,14 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{SetExpr, SetOperator, SetQuantifier, Spanned, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use vigil_engine::catalog::Catalog as Streams;
 
 use crate::catalog::Catalog;
 use crate::error::Kind;
 use crate::error::{Position, Result, SqlError};
+use crate::limits::{Limits, check_depth, check_keyword_nesting, check_length, on_big_stack};
 use crate::plan::{Emit, Node, Unsupported, lower};
 use crate::window::rewrite_window_columns;
 
@@ -83,11 +84,94 @@ impl Rule {
     }
 }
 
+/// The longest rule name (PostgreSQL's identifier limit).
+pub const MAX_NAME: usize = 63;
+
+/// A name as SQL reads it: unquoted, folded to lower case (`Gate_Dense` is `gate_dense`);
+/// `"quoted"`, as written.
+pub fn ident(w: &Word) -> String {
+    match w.quote_style {
+        Some(_) => w.value.clone(),
+        None => w.value.to_lowercase(),
+    }
+}
+
+/// Checks a rule name: letters, digits and `_`, not starting with a digit, at most
+/// [`MAX_NAME`] characters, and not the name of a stream or table of `streams` (rules are
+/// queried by name beside them). So a name is the same in CREATE, DROP, SUBSCRIBE, the rules
+/// file and the rule's output directory, and two rules never write the same file.
+pub fn check_name(name: &str, streams: &Streams) -> std::result::Result<(), (String, String)> {
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        return Err((
+            format!("{name:?} is not a rule name"),
+            format!(
+                "name a rule with letters, digits and _ (not starting with a digit, at most {MAX_NAME} characters), such as gate_dense"
+            ),
+        ));
+    }
+    if streams.get(name).is_some() || RESERVED.contains(&name) {
+        return Err((
+            format!("{name} is the name of a stream or table"),
+            "choose another name for the rule, such as dense_".to_owned() + name,
+        ));
+    }
+    Ok(())
+}
+
+/// The words of a statement as SQL reads them (names through [`ident`]; parentheses,
+/// semicolons, spaces and comments left out), for the statements vigil parses itself (`DROP
+/// RULE "x"`, `SUBSCRIBE x`); `None` when the text does not tokenize (an open quote).
+pub fn statement_words(text: &str) -> Option<Vec<String>> {
+    let tokens = Tokenizer::new(&GenericDialect {}, text).tokenize().ok()?;
+    Some(
+        tokens
+            .iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_) | Token::LParen | Token::RParen | Token::SemiColon))
+            .map(|t| match t {
+                Token::Word(w) => ident(w),
+                other => other.to_string(),
+            })
+            .collect(),
+    )
+}
+
+/// Names rules cannot take besides the catalog's: files the engine writes beside the rules'.
+const RESERVED: [&str; 3] = ["late_events", "rules", "catalog"];
+
+/// A bare query's rule name from a file name: what [`check_name`] accepts, other characters
+/// as `_`.
+fn name_from_file(stem: &str) -> String {
+    let mut n: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(MAX_NAME - 4)
+        .collect();
+    if n.is_empty() || n.starts_with(|c: char| c.is_ascii_digit()) {
+        n.insert(0, '_');
+    }
+    n
+}
+
 /// Compiles every statement of `sql` against `streams` (the streams and tables the engine
-/// has); `source` names the text in errors (a file name). Bare `SELECT`s take `name`
-/// (`name#2`, `name#3`... when there are several).
+/// has); `source` names the text in errors (a file name). Bare `SELECT`s take `name` made a
+/// rule name (`name_2`, `name_3`... when there are several).
+///
+/// Statements longer or deeper than [`Limits`] are refused; compiling runs on a thread with a
+/// large stack ([`crate::limits`] says why).
 pub fn compile(name: &str, sql: &str, source: &str, streams: &Streams) -> Result<Vec<Rule>> {
+    on_big_stack(|| compile_here(name, sql, source, streams))
+}
+
+fn compile_here(name: &str, sql: &str, source: &str, streams: &Streams) -> Result<Vec<Rule>> {
     let statements = split_statements(sql, source)?;
+    for st in &statements {
+        check_length(&st.text, st.start.clone(), &Limits::default())?;
+        check_keyword_nesting(&st.text, st.start.clone())?;
+    }
     if statements.is_empty() {
         return Err(SqlError::user(
             Some(Position { source: source.into(), line: 1, column: 1 }),
@@ -102,10 +186,14 @@ pub fn compile(name: &str, sql: &str, source: &str, streams: &Streams) -> Result
             Some(c) => c,
             None => {
                 bare += 1;
-                let n = if bare == 1 { name.to_owned() } else { format!("{name}#{bare}") };
+                let base = name_from_file(name);
+                let n = if bare == 1 { base } else { format!("{base}_{bare}") };
                 (n, RuleOptions::default(), st.blanked.clone())
             }
         };
+        if let Err((message, fix)) = check_name(&rule_name, streams) {
+            return Err(SqlError::user(Some(st.start.clone()), message, fix).kind(Kind::Invalid));
+        }
         if let Some(prev) = rules.iter().find(|r| r.name == rule_name) {
             return Err(SqlError::user(
                 Some(st.start.clone()),
@@ -123,11 +211,40 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Reads and compiles a rule file; bare SELECTs are named after the file's stem.
+///
+/// The file is read with a size limit, and a file that does not start with a statement is
+/// refused without quoting it (a wrong path must not print another file's contents).
 pub fn compile_file(path: &Path, streams: &Streams) -> Result<Vec<Rule>> {
-    let sql = std::fs::read_to_string(path)
-        .map_err(|source| SqlError::Io { path: path.display().to_string(), source })?;
+    let sql = read_rule_file(path)?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
     compile(name, &sql, &path.display().to_string(), streams)
+}
+
+/// The text of a rule file (or of the rules catalog), refused without being quoted when it is
+/// too large, not text, or does not start with a SQL statement.
+pub fn read_rule_file(path: &Path) -> Result<String> {
+    let sql = vigil_engine::text_file::read(path, "rule file", 4 * vigil_engine::text_file::SMALL).map_err(
+        |e| match e {
+            vigil_engine::EngineError::Io { source, .. } => {
+                SqlError::Io { path: path.display().to_string(), source }
+            }
+            other => SqlError::user(None, other.to_string(), "give the path of a .sql file of rules"),
+        },
+    )?;
+    let first = Tokenizer::new(&GenericDialect {}, &sql).tokenize().ok().and_then(|t| {
+        t.into_iter().find(|t| !matches!(t, Token::Whitespace(_))).map(|t| match t {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            _ => String::new(),
+        })
+    });
+    match first.as_deref() {
+        None | Some("select" | "with" | "create" | "values") => Ok(sql),
+        Some(_) => Err(SqlError::user(
+            Some(Position { source: path.display().to_string(), line: 1, column: 1 }),
+            "the file does not start with a SQL statement",
+            "give the path of a .sql file of rules (SELECT ... or CREATE RULE ...)",
+        )),
+    }
 }
 
 /// One statement of a text: its own text, and the whole text with everything else blanked
@@ -224,7 +341,7 @@ fn parse_create_rule(
     }
     let usage = "write CREATE RULE name [WITH (severity = 'high', backfill = '10 minutes')] AS SELECT ...";
     let name = match t.get(2).map(|x| &x.token) {
-        Some(Token::Word(w)) if w.quote_style.is_none() || w.quote_style == Some('"') => w.value.clone(),
+        Some(Token::Word(w)) if w.quote_style.is_none() || w.quote_style == Some('"') => ident(w),
         _ => return Err(SqlError::user(Some(at(2)), "CREATE RULE needs a rule name", usage)),
     };
     let mut i = 3;
@@ -398,6 +515,7 @@ fn compile_query(
         );
     };
     let start = at(stmt.span().start);
+    check_depth(stmt, &Limits::default(), start.clone())?;
     let Statement::Query(query) = stmt.as_ref() else {
         return Err(SqlError::user(
             Some(start),

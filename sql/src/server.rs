@@ -10,11 +10,17 @@
 //!   events of each stream, the reference tables, and each runtime rule by its name.
 //!
 //! Authentication is SCRAM-SHA-256 against one configured user; there is no anonymous access.
+//! At most [`Edge::max_connections`] connections are held, each must log in within
+//! [`Edge::auth_timeout`], and failed logins are logged and answered more slowly each time from
+//! the same source or for the same user. A query's client that goes away stops the query.
 //! Errors carry the SQLSTATE, the position (`psql:line:column`) and the fix as the hint; a
 //! wrong statement never stops the engine or another rule.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,6 +28,7 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, StreamExt, stream};
+use pgwire::api::PgWireConnectionState;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
@@ -32,15 +39,15 @@ use pgwire::api::results::{
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::CopyData;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::delta::Delta;
 use crate::error::SqlError;
 use crate::registry::{Registry, unique_names};
-use crate::rule::split_statements;
+use crate::rule::{split_statements, statement_words};
 
 /// The one account of the endpoint.
 #[derive(Clone)]
@@ -57,19 +64,143 @@ impl Debug for Credentials {
     }
 }
 
-/// Serves connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: Credentials) {
-    let factory =
-        Arc::new(Factory { session: Arc::new(Session { registry }), credentials: Arc::new(credentials) });
+/// Limits at the network edge.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// Connections open at once; more are refused (logged) until one closes.
+    pub max_connections: usize,
+    /// A connection that has not logged in by then is closed.
+    pub auth_timeout: Duration,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self { max_connections: 64, auth_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Serves connections on `listener` until the task is dropped: at most
+/// [`Edge::max_connections`] at once, each logged in within [`Edge::auth_timeout`], failed
+/// logins logged and answered more slowly each time from the same source or for the same user.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: Credentials, edge: Edge) {
+    let credentials = Arc::new(credentials);
+    let failures = Arc::new(Failures::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections.max(1)));
     loop {
-        let Ok((socket, peer)) = listener.accept().await else { continue };
-        let factory = Arc::clone(&factory);
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!("psql endpoint: accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                "psql connection refused: {} connections are open (server.max_connections)",
+                edge.max_connections
+            );
+            continue;
+        };
+        // A second handle on the socket, to notice the client leaving while a query runs.
+        let (socket, watch) = match split_watch(socket) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(%peer, "psql connection: {e}");
+                continue;
+            }
+        };
+        let authed = Arc::new(AtomicBool::new(false));
+        let factory = Arc::new(Factory {
+            session: Arc::new(Session { registry: Arc::clone(&registry), watch }),
+            credentials: Arc::clone(&credentials),
+            failures: Arc::clone(&failures),
+            authed: Arc::clone(&authed),
+        });
+        let auth_timeout = edge.auth_timeout;
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
+            let _slot = slot;
+            let session = pgwire::tokio::process_socket(socket, None, factory);
+            tokio::pin!(session);
+            let ended = tokio::select! {
+                r = &mut session => Some(r),
+                _ = tokio::time::sleep(auth_timeout) => None,
+            };
+            let r = match ended {
+                Some(r) => r,
+                None if !authed.load(Ordering::SeqCst) => {
+                    tracing::warn!(%peer, "psql connection closed: not logged in within {} s", auth_timeout.as_secs());
+                    return;
+                }
+                None => session.await,
+            };
+            if let Err(e) = r {
                 tracing::info!(%peer, "psql session ended: {e}");
             }
         });
     }
+}
+
+fn split_watch(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+    let std = socket.into_std()?;
+    let watch = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, tokio::net::TcpStream::from_std(watch)?))
+}
+
+/// Resolves when the client has closed its side of the connection.
+async fn client_gone(watch: &tokio::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match watch.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            // The client sent more (it pipelines): look again later.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Failed logins, per source address and per user name, within the last [`FAILURE_WINDOW`].
+#[derive(Debug, Default)]
+struct Failures {
+    by: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// Failures older than this are forgotten.
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+
+impl Failures {
+    /// Records a failure of `keys`; returns the failures counted for the worst of them.
+    fn record(&self, keys: &[String]) -> u32 {
+        let mut by = self.by.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        by.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
+        // Bounded: an attacker rotating user names could otherwise grow the map without end.
+        if by.len() > 100_000 {
+            by.clear();
+        }
+        keys.iter()
+            .map(|k| {
+                let e = by.entry(k.clone()).or_insert((0, now));
+                *e = (e.0 + 1, now);
+                e.0
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn clear(&self, key: &str) {
+        self.by.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// How long a failed login waits for its answer after `n` failures: 250 ms, doubling, at
+/// most 8 s (300 guesses then take over half an hour from one source, or for one user).
+fn failure_delay(n: u32) -> Duration {
+    Duration::from_millis(250u64 << n.saturating_sub(1).min(5))
 }
 
 const ITERATIONS: usize = 4096;
@@ -92,6 +223,8 @@ impl AuthSource for Accounts {
 struct Factory {
     session: Arc<Session>,
     credentials: Arc<Credentials>,
+    failures: Arc<Failures>,
+    authed: Arc<AtomicBool>,
 }
 
 impl PgWireServerHandlers for Factory {
@@ -102,15 +235,58 @@ impl PgWireServerHandlers for Factory {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         let mut scram = ScramAuth::new(Arc::new(Accounts(Arc::clone(&self.credentials))));
         scram.set_iterations(ITERATIONS);
-        Arc::new(
-            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+        Arc::new(Login {
+            inner: SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                 .with_scram(scram),
-        )
+            failures: Arc::clone(&self.failures),
+            authed: Arc::clone(&self.authed),
+        })
+    }
+}
+
+/// SCRAM login, with failures logged and delayed, and success noted (the auth timeout).
+struct Login<H> {
+    inner: H,
+    failures: Arc<Failures>,
+    authed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl<H: StartupHandler> StartupHandler for Login<H> {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let r = self.inner.on_startup(client, message).await;
+        let source = format!("source {}", client.socket_addr().ip());
+        let user = format!("user {}", client.metadata().get("user").map_or("", String::as_str));
+        match &r {
+            Err(PgWireError::InvalidPassword(_)) => {
+                let n = self.failures.record(&[source.clone(), user.clone()]);
+                let delay = failure_delay(n);
+                tracing::warn!(
+                    "psql login failed ({source}, {user}): {n} failure(s) in the last {} min; answering in {} ms",
+                    FAILURE_WINDOW.as_secs() / 60,
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
+                self.authed.store(true, Ordering::SeqCst);
+                self.failures.clear(&source);
+                self.failures.clear(&user);
+            }
+            _ => {}
+        }
+        r
     }
 }
 
 struct Session {
     registry: Arc<Registry>,
+    watch: tokio::net::TcpStream,
 }
 
 /// Source name of statements typed in psql, in error positions.
@@ -132,13 +308,6 @@ fn user_error(e: SqlError) -> Response {
 
 fn error(code: &str, message: impl Into<String>) -> Response {
     Response::Error(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message.into())))
-}
-
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';')
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn upper(w: &[String], i: usize) -> String {
@@ -173,7 +342,8 @@ impl SimpleQueryHandler for Session {
 
 impl Session {
     async fn statement(&self, text: &str, blanked: &str) -> Response {
-        let w = words(text);
+        // split_statements tokenized the text already, so this does not fail.
+        let w = statement_words(text).unwrap_or_default();
         match (upper(&w, 0).as_str(), upper(&w, 1).as_str()) {
             ("CREATE", "RULE") => match self.registry.create(blanked, SOURCE) {
                 Ok(_) => Response::Execution(Tag::new("CREATE RULE")),
@@ -202,10 +372,20 @@ impl Session {
             },
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
-            ("SELECT" | "WITH" | "VALUES", _) => match self.registry.query(text).await {
-                Ok((schema, batches)) => batches_response(&schema, &batches),
-                Err(e) => error("42000", format!("{SOURCE}: {e}")),
-            },
+            ("SELECT" | "WITH" | "VALUES", _) => {
+                let r = tokio::select! {
+                    r = self.registry.query(text) => r,
+                    // Dropping the query stops it.
+                    _ = client_gone(&self.watch) => {
+                        tracing::info!("a psql client went away: its query was stopped");
+                        return error("57014", "the client went away");
+                    }
+                };
+                match r {
+                    Ok((schema, batches)) => batches_response(&schema, &batches),
+                    Err(e) => user_error(e),
+                }
+            }
             _ => error(
                 "0A000",
                 format!(
@@ -230,16 +410,18 @@ impl Session {
                     Some(format!("{:?}", o.emit).to_ascii_lowercase()),
                     Some(format!("{} s", o.backfill_ms / 1000)),
                     Some(e.origin.clone()),
+                    Some(e.out.failed().unwrap_or_else(|| "running".into())),
+                    Some(e.out.rows_held().to_string()),
                     Some(e.rule.sql.split_whitespace().collect::<Vec<_>>().join(" ")),
                 ]
             })
             .collect();
-        text_response(&["name", "severity", "emit", "backfill", "origin", "sql"], rows)
+        text_response(&["name", "severity", "emit", "backfill", "origin", "state", "rows_held", "sql"], rows)
     }
 
     async fn subscribe(&self, name: Option<&String>) -> Response {
         let Some(name) = name else { return error("42601", "SUBSCRIBE needs a rule name") };
-        let Some(entry) = self.registry.get(name.trim_matches('"')) else {
+        let Some(entry) = self.registry.get(name) else {
             return error("42704", format!("no rule named {name}; SHOW RULES lists them"));
         };
         let out = entry.out;

@@ -33,6 +33,7 @@ pub fn render_distinct<'s>(input: Deltas<'s>, cx: &RenderContext) -> Deltas<'s> 
         }
     });
     let err = Rc::clone(&cx.on_error);
+    let mut held = cx.state.share();
     keyed.unary_frontier::<CB<Delta>, _, _, _>(by_worker(), &cx.name("Distinct"), move |_cap, _info| {
         let mut stash: ByTime<Vec<Delta>> = ByTime::default();
         // row → (count, last time seen)
@@ -82,6 +83,7 @@ pub fn render_distinct<'s>(input: Deltas<'s>, cx: &RenderContext) -> Deltas<'s> 
             } else {
                 seen.clear();
             }
+            held.set(seen.len() + stash.held(|ds| ds.iter().map(Delta::len).sum()));
         }
     })
 }

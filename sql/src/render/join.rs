@@ -134,6 +134,11 @@ pub(crate) struct RefRows {
 }
 
 impl RefRows {
+    /// Rows held (present or removed, until compacted).
+    pub(crate) fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
     /// Gathers the present rows into one batch once most held rows are removed ones, so a table
     /// changed for months holds its rows, not its history.
     pub(crate) fn compact(&mut self) -> Result<(), String> {
@@ -173,6 +178,7 @@ pub fn render_join<'s>(j: &JoinNode, left: Deltas<'s>, right: Deltas<'s>, cx: &R
     let null_aware = j.null_aware;
     let shape = j.shape.clone();
     let retention = cx.retention_ms as i64;
+    let mut held = cx.state.share();
     left.binary_frontier::<_, CB<Delta>, _, _, _, _>(
         right,
         by_worker(),
@@ -247,6 +253,8 @@ pub fn render_join<'s>(j: &JoinNode, left: Deltas<'s>, right: Deltas<'s>, cx: &R
                 }
                 lkept.expire(f);
                 rkept.expire(f);
+                let pending = stash.held(|(ls, rs)| ls.iter().chain(rs).map(Delta::len).sum());
+                held.set(lkept.live + rkept.live + refs.rows() + pending);
             }
         },
     )

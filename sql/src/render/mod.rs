@@ -62,6 +62,49 @@ pub struct RenderContext {
     pub retention_ms: u64,
     /// Where evaluation errors go (they are bugs: rules are checked when compiled).
     pub on_error: Rc<dyn Fn(String)>,
+    /// Where the stateful operators report the rows they hold.
+    pub state: StateMeter,
+}
+
+/// Rows a rule's operators hold, summed over its operators and workers: what the registry
+/// checks against the rule's budget while the rule runs (and `SHOW RULES` shows).
+#[derive(Clone, Debug, Default)]
+pub struct StateMeter(Arc<std::sync::atomic::AtomicI64>);
+
+impl StateMeter {
+    /// The rows held now.
+    pub fn rows(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One operator's share, set after each of its activations and given back when the
+    /// operator is dropped (its dataflow ended or was dropped).
+    pub(crate) fn share(&self) -> Held {
+        Held { meter: self.clone(), last: 0 }
+    }
+}
+
+/// One operator's share of a [`StateMeter`].
+pub(crate) struct Held {
+    meter: StateMeter,
+    last: i64,
+}
+
+impl Held {
+    /// The operator holds `rows` rows now.
+    pub(crate) fn set(&mut self, rows: usize) {
+        let rows = rows as i64;
+        if rows != self.last {
+            self.meter.0.fetch_add(rows - self.last, std::sync::atomic::Ordering::Relaxed);
+            self.last = rows;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 impl RenderContext {
@@ -270,6 +313,11 @@ impl<D: Default> ByTime<D> {
     /// The input held for `cap`'s time (created empty).
     pub(crate) fn at(&mut self, cap: &Capability<Time>) -> &mut D {
         &mut self.pending.entry(*cap.time()).or_insert_with(|| (cap.clone(), D::default())).1
+    }
+
+    /// The size of what is held, by `size` of each time's input.
+    pub(crate) fn held(&self, size: impl Fn(&D) -> usize) -> usize {
+        self.pending.values().map(|(_, d)| size(d)).sum()
     }
 
     /// Removes the earliest time the frontier has passed, if any.

@@ -156,6 +156,15 @@ struct WindowAgg {
 }
 
 impl WindowAgg {
+    /// Group states held: one per (group, pane), session or sealed pane, and per emitted
+    /// (window, group) in updates mode.
+    fn held(&self) -> usize {
+        self.panes.values().map(HashMap::len).sum::<usize>()
+            + self.sessions.values().map(BTreeMap::len).sum::<usize>()
+            + self.sliding.values().map(|s| s.front.len() - s.head + s.back.len()).sum::<usize>()
+            + self.emitted.len()
+    }
+
     fn new(a: &AggregateNode) -> Result<Self, String> {
         let input = a.input.schema();
         let mut fields = a
@@ -628,6 +637,7 @@ fn update(accs: &mut Accs, args: &[Vec<ArrayRef>], idx: &[u32], sign: i64) -> Re
 pub fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderContext) -> Deltas<'s> {
     let err = Rc::clone(&cx.on_error);
     let state = WindowAgg::new(a);
+    let mut held = cx.state.share();
     key_by(input, a.keys.clone(), cx).unary_frontier::<CB<Delta>, _, _, _>(
         by_worker(),
         &cx.name("WindowAggregate"),
@@ -714,6 +724,7 @@ pub fn render_aggregate<'s>(a: &AggregateNode, input: Deltas<'s>, cx: &RenderCon
                 }
                 // Release capabilities for windows that have closed.
                 caps.retain(|e, _| !window_closed(*e, f));
+                held.set(state.held() + stash.held(|ds| ds.iter().map(Delta::len).sum()));
             }
         },
     )
