@@ -128,6 +128,12 @@ pub struct Engine {
     pub density_sample_ms: Spanned<i64>,
     /// Points of different cameras closer than this are one person, metres.
     pub fusion_radius_m: Spanned<f64>,
+    /// Rows one rule may hold in its operators (estimated before, measured while it runs).
+    pub rule_max_rows: Spanned<i64>,
+    /// Rows all rules together may hold, by their estimates.
+    pub rules_max_rows: Spanned<i64>,
+    /// Rows per second one rule may emit.
+    pub rule_max_rows_per_s: Spanned<i64>,
 }
 
 impl Default for Engine {
@@ -140,6 +146,9 @@ impl Default for Engine {
             density_step_s: Spanned::new(0..0, 1),
             density_sample_ms: Spanned::new(0..0, 200),
             fusion_radius_m: Spanned::new(0..0, 0.5),
+            rule_max_rows: Spanned::new(0..0, 2_000_000),
+            rules_max_rows: Spanned::new(0..0, 8_000_000),
+            rule_max_rows_per_s: Spanned::new(0..0, 1_000_000),
         }
     }
 }
@@ -154,11 +163,19 @@ pub struct Sinks {
     pub partition_s: Spanned<i64>,
     /// Write the simulator's ground truth.
     pub ground_truth: bool,
+    /// Seconds rows may wait in an open Parquet file before it is committed: what a SIGKILL
+    /// or a crash can lose.
+    pub commit_s: Spanned<i64>,
 }
 
 impl Default for Sinks {
     fn default() -> Self {
-        Self { out: "vigil-out".into(), partition_s: Spanned::new(0..0, 60), ground_truth: true }
+        Self {
+            out: "vigil-out".into(),
+            partition_s: Spanned::new(0..0, 60),
+            ground_truth: true,
+            commit_s: Spanned::new(0..0, 5),
+        }
     }
 }
 
@@ -207,11 +224,27 @@ pub struct Server {
     pub pg_user: String,
     /// The environment variable holding the account's password (never in this file).
     pub pg_password_env: String,
+    /// psql connections open at once.
+    pub max_connections: Spanned<i64>,
+    /// Seconds a connection has to log in.
+    pub auth_timeout_s: Spanned<i64>,
+    /// Memory an ad-hoc query may use, MiB.
+    pub query_memory_mb: Spanned<i64>,
+    /// Seconds an ad-hoc query may run.
+    pub query_timeout_s: Spanned<i64>,
 }
 
 impl Default for Server {
     fn default() -> Self {
-        Self { pg_listen: None, pg_user: "vigil".into(), pg_password_env: "VIGIL_PG_PASSWORD".into() }
+        Self {
+            pg_listen: None,
+            pg_user: "vigil".into(),
+            pg_password_env: "VIGIL_PG_PASSWORD".into(),
+            max_connections: Spanned::new(0..0, 64),
+            auth_timeout_s: Spanned::new(0..0, 10),
+            query_memory_mb: Spanned::new(0..0, 256),
+            query_timeout_s: Spanned::new(0..0, 30),
+        }
     }
 }
 
@@ -291,11 +324,11 @@ pub struct Surge {
     /// The zone's name.
     pub zone: Spanned<String>,
     /// Start, seconds after the clock's start.
-    pub at_s: f64,
+    pub at_s: Spanned<f64>,
     /// Seconds to build up (and to disperse).
-    pub ramp_s: f64,
+    pub ramp_s: Spanned<f64>,
     /// Seconds at full strength.
-    pub hold_s: f64,
+    pub hold_s: Spanned<f64>,
     /// People at full strength.
     pub people: Spanned<i64>,
 }
@@ -505,13 +538,14 @@ pub struct RuleConfig {
 impl Config {
     /// Loads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: 1,
-            column: 1,
-            what: format!("cannot read the file: {e}"),
-            fix: "give the path of a readable TOML file".into(),
-        })?;
+        let text = vigil_engine::text_file::read(path, "configuration", vigil_engine::text_file::SMALL)
+            .map_err(|e| ConfigError {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                what: format!("cannot read the file: {e}"),
+                fix: "give the path of a readable TOML file".into(),
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &path.display().to_string(), base)
     }
@@ -574,7 +608,7 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 15] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 23] = [
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
@@ -584,6 +618,14 @@ impl Config {
             (&self.thresholds.density_hold_s, "thresholds.density_hold_s", 0, 3_600),
             (&s.overlap, "simulation.overlap", 1, 64),
             (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
+            (&self.sinks.commit_s, "sinks.commit_s", 1, 300),
+            (&self.engine.rule_max_rows, "engine.rule_max_rows", 1_000, 100_000_000),
+            (&self.engine.rules_max_rows, "engine.rules_max_rows", 1_000, 1_000_000_000),
+            (&self.engine.rule_max_rows_per_s, "engine.rule_max_rows_per_s", 100, 100_000_000),
+            (&self.server.max_connections, "server.max_connections", 1, 1_024),
+            (&self.server.auth_timeout_s, "server.auth_timeout_s", 1, 300),
+            (&self.server.query_memory_mb, "server.query_memory_mb", 16, 16_384),
+            (&self.server.query_timeout_s, "server.query_timeout_s", 1, 3_600),
             (&self.retention.days, "retention.days", 1, 90),
             (&self.retention.memory_s, "retention.memory_s", 0, 86_400),
             (&self.retention.memory_mb, "retention.memory_mb", 16, 1_048_576),
@@ -614,17 +656,18 @@ impl Config {
                 );
             }
         }
-        for (v, name) in [
-            (&s.false_positive_rate, "simulation.false_positive_rate"),
-            (&s.position_noise_px, "simulation.position_noise_px"),
-            (&s.vehicles_per_minute, "simulation.vehicles_per_minute"),
-            (&self.thresholds.density_alert, "thresholds.density_alert"),
+        // (value, key, most): each bounded so that memory and CPU per frame stay bounded.
+        for (v, name, most) in [
+            (&s.false_positive_rate, "simulation.false_positive_rate", 10.0),
+            (&s.position_noise_px, "simulation.position_noise_px", 100.0),
+            (&s.vehicles_per_minute, "simulation.vehicles_per_minute", 600.0),
+            (&self.thresholds.density_alert, "thresholds.density_alert", 10.0),
         ] {
-            if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) {
+            if !(v.get_ref().is_finite() && (0.0..=most).contains(v.get_ref())) {
                 return err(
                     v.span(),
-                    format!("{name} = {} must not be negative", v.get_ref()),
-                    "use a number of 0 or more",
+                    format!("{name} = {} is out of range", v.get_ref()),
+                    &format!("use a number from 0 to {most}"),
                 );
             }
         }
@@ -695,6 +738,18 @@ impl Config {
                     c.analytics.span(),
                     format!("analytics = {:?} is unknown", c.analytics.get_ref()),
                     "use \"auto\" (ONVIF metadata when the camera sends it) or \"model\"",
+                );
+            }
+            if let Some(cal) = &c.calibration
+                && [&cal.get_ref().image, &cal.get_ref().ground]
+                    .iter()
+                    .flat_map(|v| v.iter().flatten())
+                    .any(|x| !(x.is_finite() && x.abs() <= MAX_COORD_M))
+            {
+                return err(
+                    cal.span(),
+                    format!("camera {id}: a calibration point lies beyond {MAX_COORD_M} (pixels or metres)"),
+                    "give image points in pixels and ground points in site metres, within 100 km of the origin",
                 );
             }
             if let Some(cal) = &c.calibration
@@ -864,6 +919,16 @@ impl Config {
                 }
             }
             let poly = z.polygon.get_ref();
+            if poly.iter().flatten().any(|c| !(c.is_finite() && c.abs() <= MAX_COORD_M)) {
+                return err(
+                    z.polygon.span(),
+                    format!(
+                        "zone {:?}: a point lies beyond {MAX_COORD_M} m of the site origin",
+                        z.name.get_ref()
+                    ),
+                    "give site coordinates in metres, within 100 km of the origin",
+                );
+            }
             let bb = poly.iter().fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |b, p| {
                 [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
             });
@@ -931,6 +996,16 @@ impl Config {
                 );
             }
             let (a, b, p) = (l.from.get_ref(), l.to.get_ref(), l.in_side.get_ref());
+            if [a, b, p].iter().flat_map(|x| x.iter()).any(|c| !(c.is_finite() && c.abs() <= MAX_COORD_M)) {
+                return err(
+                    l.from.span(),
+                    format!(
+                        "line {:?}: a point lies beyond {MAX_COORD_M} m of the site origin",
+                        l.name.get_ref()
+                    ),
+                    "give site coordinates in metres, within 100 km of the origin",
+                );
+            }
             let len = (b[0] - a[0]).hypot(b[1] - a[1]);
             if !(len.is_finite() && len >= 0.1) {
                 return err(
@@ -955,6 +1030,19 @@ impl Config {
                     format!("surge zone {:?} is not defined", surge.zone.get_ref()),
                     "name a zone from a [[zones]] table",
                 );
+            }
+            for (v, name, least, most) in [
+                (&surge.at_s, "at_s", 0.0, 90.0 * 86_400.0),
+                (&surge.ramp_s, "ramp_s", 1.0, 3_600.0),
+                (&surge.hold_s, "hold_s", 0.0, 86_400.0),
+            ] {
+                if !(v.get_ref().is_finite() && (least..=most).contains(v.get_ref())) {
+                    return err(
+                        v.span(),
+                        format!("simulation.surge.{name} = {} is out of range", v.get_ref()),
+                        &format!("use seconds from {least} to {most}"),
+                    );
+                }
             }
             if *surge.people.get_ref() < 0 || *surge.people.get_ref() > 4_000 {
                 return err(
@@ -1020,6 +1108,10 @@ pub fn inline_position(text: &str, span_start: usize, line: u64, column: u64) ->
     let (l0, c0) = line_col(text, span_start + skip);
     if line <= 1 { (l0, c0 + column as usize - 1) } else { (l0 + line as usize - 1, column as usize) }
 }
+
+/// How far from the site origin a zone or line may lie, metres: far enough for a city, near
+/// enough that areas and grid cells stay exact.
+pub const MAX_COORD_M: f64 = 100_000.0;
 
 /// A retention period (`"90m"`, `"6h"`, `"30d"`, `"45s"`) in milliseconds.
 pub fn parse_period(s: &str) -> Option<i64> {
@@ -1104,6 +1196,51 @@ mod tests {
     fn retention_is_capped_at_three_months() {
         let e = parse("[city]\nfps = 10.0\n[retention]\ndays = 365\n").unwrap_err();
         assert!(e.fix.contains("CNDP"), "{e}");
+    }
+
+    #[test]
+    fn values_that_would_exhaust_the_machine_are_refused_where_they_are_written() {
+        let city = "[city]\nfps = 10.0\n";
+        let zone = "[city]\nfps = 10.0\n[[zones]]\nname = \"z\"\ncamera = 0\n";
+        // (text, line of the value, what the error says)
+        let cases = [
+            (
+                "[simulation]\nfalse_positive_rate = 1e9\n",
+                4,
+                "false_positive_rate = 1000000000 is out of range",
+            ),
+            ("[simulation]\nposition_noise_px = 1e12\n", 4, "position_noise_px"),
+            ("[sinks]\ncommit_s = 0\n", 4, "sinks.commit_s = 0 is out of range"),
+            ("[server]\nmax_connections = 100000\n", 4, "server.max_connections"),
+            ("[server]\nquery_memory_mb = 1000000\n", 4, "server.query_memory_mb"),
+            ("[server]\nquery_timeout_s = 0\n", 4, "server.query_timeout_s"),
+            ("[engine]\nworkers = 1000\n", 4, "engine.workers = 1000"),
+        ];
+        for (text, line, what) in cases {
+            let e = parse(&format!("{city}{text}")).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.what.contains(what), "{text}: {e}");
+        }
+        let e = parse(&format!("{zone}polygon = [[1e300, 0.0], [-1e300, 0.0], [0.0, 1e300]]\n")).unwrap_err();
+        assert!(e.what.contains("beyond 100000 m") && e.line == 6, "{e}");
+        let surge = format!(
+            "{zone}polygon = [[0.0, 0.0], [5.0, 0.0], [5.0, 5.0]]\n[simulation.surge]\nzone = \"z\"\nat_s = 1.0\nramp_s = 0.0\nhold_s = 5.0\npeople = 10\n"
+        );
+        let e = parse(&surge).unwrap_err();
+        assert!(e.what.contains("surge.ramp_s = 0 is out of range") && e.line == 10, "{e}");
+    }
+
+    #[test]
+    fn files_that_are_not_configurations_are_refused_without_quoting_them() {
+        let e = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.what.contains("not a regular file"), "{e}");
+        let dir = std::env::temp_dir().join(format!("vigil-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret.toml");
+        std::fs::write(&secret, "rootpassword hunter2\n").unwrap();
+        let e = Config::load(&secret).unwrap_err().to_string();
+        assert!(!e.contains("hunter2") && !e.contains("rootpassword"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

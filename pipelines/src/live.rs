@@ -74,8 +74,8 @@ fn password(c: &CameraSettings) -> anyhow::Result<Option<(String, String)>> {
             )
         })?,
         PasswordSource::File(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("camera {}: reading the password file {}", c.id, p.display()))?;
+            let text = vigil_engine::text_file::read(p, "password file", 4096)
+                .with_context(|| format!("camera {}: reading the password file", c.id))?;
             text.lines().next().unwrap_or("").to_owned()
         }
     };

@@ -76,11 +76,11 @@ pub fn parse_detections(text: &str, file: &str) -> Result<Vec<MotDetection>, Mot
                 .ok_or_else(|| err(c, format!("{s:?} is not a number"), "write a decimal number"))
         };
         let frame = num(0)?;
-        if frame < 1.0 || frame.fract() != 0.0 || frame > f64::from(u32::MAX) {
+        if frame < 1.0 || frame.fract() != 0.0 || frame > f64::from(MAX_FRAME) {
             return Err(err(
                 fields[0].0,
                 format!("frame {frame} is not a frame number"),
-                "frames count from 1",
+                "frames count from 1 to 10,000,000 (over 11 days at 10 fps: split longer sequences)",
             ));
         }
         let bbox = [num(2)? as f32, num(3)? as f32, num(4)? as f32, num(5)? as f32];
@@ -92,11 +92,18 @@ pub fn parse_detections(text: &str, file: &str) -> Result<Vec<MotDetection>, Mot
     Ok(out)
 }
 
+/// The last frame a sequence may have: the tracker steps through every frame up to the last,
+/// so one stray line with frame 4294967295 would otherwise take hours of CPU.
+pub const MAX_FRAME: u32 = 10_000_000;
+
+/// The largest detections file read, bytes.
+pub const MAX_FILE: u64 = 1 << 30;
+
 /// Runs the tracker over MOT detections and writes MOT tracks; returns (frames, track rows,
 /// seconds spent tracking, without parsing and writing).
 pub fn track_file(det: &Path, out: &Path, config: TrackerConfig) -> anyhow::Result<(u32, usize, f64)> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(det).with_context(|| format!("reading {}", det.display()))?;
+    let text = vigil_engine::text_file::read(det, "detections file", MAX_FILE)?;
     let mut dets = parse_detections(&text, &det.display().to_string())?;
     dets.sort_by_key(|d| d.frame);
     let last = dets.last().map_or(0, |d| d.frame);

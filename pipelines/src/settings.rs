@@ -23,6 +23,8 @@ use crate::config::{Config, ConfigError, line_col};
 pub struct EngineSettings {
     /// Timely worker threads.
     pub workers: usize,
+    /// What rules may cost.
+    pub rule_budget: vigil_sql::admission::Budget,
     /// Lateness a source is allowed, ms.
     pub allowed_lateness_ms: Millis,
     /// A source silent this long stops holding the watermark, ms.
@@ -66,6 +68,10 @@ pub struct ServerSettings {
     pub pg_user: String,
     /// The environment variable holding the account's password.
     pub pg_password_env: String,
+    /// Connection limit and login timeout.
+    pub edge: vigil_sql::server::Edge,
+    /// What one statement or ad-hoc query may cost.
+    pub limits: vigil_sql::limits::Limits,
 }
 
 /// Where a rule comes from.
@@ -160,6 +166,8 @@ pub struct Settings {
     pub out: PathBuf,
     /// Parquet partition length, ms.
     pub partition_ms: Millis,
+    /// How long rows may wait in an open Parquet file (what a crash can lose).
+    pub commit: std::time::Duration,
     /// Write the simulator's ground truth.
     pub ground_truth: bool,
     /// Retention.
@@ -340,6 +348,12 @@ impl Settings {
             fps,
             engine: EngineSettings {
                 workers: *e.workers.get_ref() as usize,
+                rule_budget: vigil_sql::admission::Budget {
+                    rule_rows: *e.rule_max_rows.get_ref() as f64,
+                    total_rows: *e.rules_max_rows.get_ref() as f64,
+                    rows_per_s: *e.rule_max_rows_per_s.get_ref() as f64,
+                    ..Default::default()
+                },
                 allowed_lateness_ms: *e.allowed_lateness_ms.get_ref(),
                 idle_timeout_ms: *e.idle_timeout_ms.get_ref(),
                 density_window_ms: e.density_window_s.get_ref() * 1000,
@@ -350,6 +364,7 @@ impl Settings {
             },
             out: config.base_dir.join(&config.sinks.out),
             partition_ms: config.sinks.partition_s.get_ref() * 1000,
+            commit: std::time::Duration::from_secs(*config.sinks.commit_s.get_ref() as u64),
             ground_truth: config.sinks.ground_truth,
             retention: RetentionSettings {
                 periods,
@@ -360,6 +375,19 @@ impl Settings {
                 pg_listen: config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()),
                 pg_user: config.server.pg_user.clone(),
                 pg_password_env: config.server.pg_password_env.clone(),
+                edge: vigil_sql::server::Edge {
+                    max_connections: *config.server.max_connections.get_ref() as usize,
+                    auth_timeout: std::time::Duration::from_secs(
+                        *config.server.auth_timeout_s.get_ref() as u64
+                    ),
+                },
+                limits: vigil_sql::limits::Limits {
+                    query_memory: (*config.server.query_memory_mb.get_ref() as usize) << 20,
+                    query_timeout: std::time::Duration::from_secs(
+                        *config.server.query_timeout_s.get_ref() as u64
+                    ),
+                    ..Default::default()
+                },
             },
             zones,
             lines,

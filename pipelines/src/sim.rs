@@ -139,9 +139,9 @@ impl SimParams {
             Some((
                 z.camera_ids().first().copied().unwrap_or(0),
                 bb,
-                surge.at_s,
-                surge.ramp_s,
-                surge.hold_s,
+                *surge.at_s.get_ref(),
+                *surge.ramp_s.get_ref(),
+                *surge.hold_s.get_ref(),
                 *surge.people.get_ref() as usize,
             ))
         });

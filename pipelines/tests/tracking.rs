@@ -73,4 +73,17 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.txt:2:") && err.contains("no area"), "{err}");
+
+    // One line with the largest frame number is refused at once, not tracked for an hour.
+    std::fs::write(dir.path().join("far.txt"), "1,-1,10,20,30,40,0.9\n4294967295,-1,10,20,30,40,0.9\n")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["track", "--mot-det", "far.txt", "--out", "t.txt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("far.txt:2:1") && err.contains("10,000,000"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
 }

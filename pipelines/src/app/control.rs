@@ -37,6 +37,8 @@ pub struct ControlParts {
     pub progress: Arc<Progress>,
     /// The clock's start.
     pub start_ms: Millis,
+    /// Where operators and sinks report; a fatal error stops the run.
+    pub errors: vigil_engine::error::ErrorSink,
 }
 
 /// The control loop's state; see the module documentation.
@@ -48,6 +50,7 @@ pub struct Control {
     retention: Option<Sweeper>,
     progress: Arc<Progress>,
     start_ms: Millis,
+    errors: vigil_engine::error::ErrorSink,
 }
 
 impl Control {
@@ -61,6 +64,7 @@ impl Control {
             retention: parts.retention,
             progress: parts.progress,
             start_ms: parts.start_ms,
+            errors: parts.errors,
         }
     }
 
@@ -81,6 +85,11 @@ impl Control {
 
     /// The end of a tick at ingest time `now`; see the module documentation.
     pub fn tick(&mut self, now: Millis) -> anyhow::Result<()> {
+        // A sink that cannot write stops the run: going on would accept rows and lose them.
+        if let Some(cause) = self.errors.fatal_cause() {
+            anyhow::bail!("the run stopped: {cause}; rows accepted before it were written");
+        }
+        self.registry.enforce();
         while let Ok(c) = self.rules.try_recv() {
             match c {
                 RuleControl::Install { id, name, build, backfill_ms } => {
@@ -92,6 +101,7 @@ impl Control {
                     }
                 }
                 RuleControl::Remove { id } => self.ingest.remove(id)?,
+                RuleControl::Kill { id } => self.ingest.kill(id)?,
             }
         }
         let watermark = self.ingest.tick(now)?;

@@ -68,6 +68,7 @@ pub fn simulated(
     let total_frames = opts.duration_s.map(|d| (d * params.fps).round() as u64);
     let mut interrupted = false;
     let mut behind_max = Duration::ZERO;
+    tracing::info!(target: "vigil::run", "feeding from event time {} ms", params.frame_ms(0));
     let wall0 = Instant::now();
     let mut frame = 0u64;
     while total_frames.is_none_or(|n| frame < n) {

@@ -53,6 +53,8 @@ pub struct MainGraph {
     pub partition_ms: Millis,
     /// The run's epoch.
     pub epoch: Epoch,
+    /// How often sinks commit their open files.
+    pub commit: std::time::Duration,
     /// Where alerts are published.
     pub bus: AlertBus,
     /// Where errors go.
@@ -103,7 +105,7 @@ pub fn main(
                             Arc::clone(&info.schema),
                             sink_config(out, info.name, &g),
                             worker,
-                            move |e| errors.report(&name, e),
+                            move |e| errors.fatal(&name, e),
                         )
                         .probe_with(&probe);
                 }
@@ -117,5 +119,7 @@ pub fn main(
 }
 
 fn sink_config(out: &std::path::Path, name: &str, g: &MainGraph) -> ParquetSinkConfig {
-    ParquetSinkConfig::new(out.join(name), name, g.partition_ms, g.epoch).with_dictionary(&DICTIONARY)
+    ParquetSinkConfig::new(out.join(name), name, g.partition_ms, g.epoch)
+        .with_dictionary(&DICTIONARY)
+        .with_commit(g.commit)
 }

@@ -202,7 +202,9 @@ pub fn run_with(
     let horizon = r.periods.values().copied().min().unwrap_or(r.memory_ms).min(r.memory_ms);
     let retained = Retained::shared(workers, horizon, r.memory_bytes);
     let runtime = Runtime::start(
-        RuntimeConfig::new(workers, derive::inputs()).with_retained(Arc::clone(&retained)),
+        RuntimeConfig::new(workers, derive::inputs())
+            .with_retained(Arc::clone(&retained))
+            .with_commit(settings.commit),
         start_ms.max(0) as u64,
         graph::main(graph::MainGraph {
             derivations,
@@ -210,6 +212,7 @@ pub fn run_with(
             out: opts.parquet.then(|| opts.out.clone()),
             partition_ms: settings.partition_ms,
             epoch,
+            commit: settings.commit,
             bus: bus.clone(),
             errors: errors.clone(),
         })?,
@@ -221,19 +224,28 @@ pub fn run_with(
     vigil_engine::ingest::late_info_matches(LateEvents::info(), &derive::inputs())?;
     let mut ingest = Ingest::new(runtime, policy, start_ms, LateEvents::info());
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
-    let registry = Arc::new(Registry::new(
-        control_tx,
-        catalog.clone(),
-        retained,
-        opts.parquet.then(|| opts.out.join("catalog").join("rules.sql")),
-        RuleSinks {
-            out: opts.parquet.then(|| opts.out.clone()),
-            partition_ms: settings.partition_ms,
-            epoch,
-            bus: Some(bus.clone()),
-            errors,
-        },
-    ));
+    let registry = Arc::new(
+        Registry::new(
+            control_tx,
+            catalog.clone(),
+            retained,
+            opts.parquet.then(|| opts.out.join("catalog").join("rules.sql")),
+            RuleSinks {
+                out: opts.parquet.then(|| opts.out.clone()),
+                partition_ms: settings.partition_ms,
+                epoch,
+                bus: Some(bus.clone()),
+                errors: errors.clone(),
+                commit: settings.commit,
+            },
+        )
+        .with_limits(settings.server.limits.clone())
+        .with_admission(vigil_sql::registry::Admission {
+            nominal_rows_per_s: nominal_rows_per_s(settings),
+            lateness_ms: settings.engine.allowed_lateness_ms as f64,
+            budget: settings.engine.rule_budget.clone(),
+        }),
+    );
     // However the run ends, the registry lets go of the alert bus (its readers wait for that).
     struct CloseOnDrop(Arc<Registry>);
     impl Drop for CloseOnDrop {
@@ -267,6 +279,7 @@ pub fn run_with(
         retention: opts.parquet.then(|| control::Sweeper::new(&opts.out, &catalog, settings)),
         progress: Arc::clone(progress),
         start_ms,
+        errors: errors.clone(),
     });
     let driven = match calibrated {
         Some(c) => drive::live(settings, opts, c, epoch, &mut control, bus, stop)?,
@@ -339,6 +352,20 @@ fn write_references(
 
 /// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
 /// happens here, so a busy port or a missing password is an error of the command itself.
+/// The rows per second a stream is assumed to carry before any is retained (rules restored at
+/// start): every camera's frames times the objects a view holds.
+fn nominal_rows_per_s(settings: &Settings) -> f64 {
+    if settings.cameras.is_empty() {
+        let s = &settings.sim;
+        s.cameras as f64 * s.fps * (s.pedestrians as f64 + 1.0)
+    } else {
+        settings.cameras.iter().map(|c| c.fps * 15.0).sum()
+    }
+}
+
+/// File descriptors the psql endpoint leaves to the sinks, cameras and models.
+const FD_RESERVE: u64 = 192;
+
 fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> anyhow::Result<()> {
     let server = &settings.server;
     let password = std::env::var(&server.pg_password_env).map_err(|_| {
@@ -354,6 +381,18 @@ fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> 
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let mut edge = server.edge.clone();
+    // Each connection holds two descriptors; the sinks keep theirs (FD_RESERVE) whatever the
+    // network does, or their writes would fail with "too many open files".
+    let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let most = (fds.saturating_sub(FD_RESERVE) / 2).max(1) as usize;
+    if edge.max_connections > most {
+        tracing::warn!(
+            "server.max_connections = {} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks",
+            edge.max_connections
+        );
+        edge.max_connections = most;
+    }
     eprintln!(
         "psql endpoint listening on {bound} (user {}, password from ${})",
         server.pg_user, server.pg_password_env
@@ -366,7 +405,7 @@ fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> 
         };
         rt.block_on(async move {
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => vigil_sql::server::serve(l, registry, credentials).await,
+                Ok(l) => vigil_sql::server::serve(l, registry, credentials, edge).await,
                 Err(e) => tracing::error!("psql endpoint: {e}"),
             }
         });
