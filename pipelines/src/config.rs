@@ -1247,4 +1247,47 @@ mod tests {
     fn line_col_counts_characters() {
         assert_eq!(line_col("ab\nبc", 5), (2, 2));
     }
+
+    proptest::proptest! {
+        /// The commented example city with one value replaced by a hostile one, or cut short
+        /// anywhere: accepted, or refused at a line of the file with a fix; never a panic.
+        #[test]
+        fn hostile_values_get_a_placed_answer(
+            pick in 0usize..1_000,
+            value in proptest::sample::select(&[
+                "0", "-1", "1e300", "-1e300", "nan", "inf", "-inf", "9223372036854775807", "-9223372036854775808",
+                "4294967296", "1e-300", "\"\"", "\"x\"", "[]", "[[1e300, 0.0]]", "{}", "true",
+            ][..]),
+            cut in proptest::option::of(0usize..20_000),
+        ) {
+            let text = include_str!("default_city.toml");
+            let settable: Vec<usize> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim_start().starts_with('#') && l.contains(" = "))
+                .map(|(i, _)| i)
+                .collect();
+            let target = settable[pick % settable.len()];
+            let mut edited: String = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == target { format!("{} = {value}\n", l.split(" = ").next().unwrap_or(l)) } else { format!("{l}\n") }
+                })
+                .collect();
+            if let Some(cut) = cut {
+                edited.truncate(edited.floor_char_boundary(cut.min(edited.len())));
+            }
+            let result = parse(&edited);
+            // No setting takes a value that is not finite or beyond any machine's range.
+            if cut.is_none() && ["nan", "inf", "-inf", "1e300", "-1e300"].contains(&value) {
+                proptest::prop_assert!(result.is_err(), "line {}: {value} accepted", target + 1);
+            }
+            if let Err(e) = result {
+                let lines = edited.lines().count().max(1);
+                proptest::prop_assert!((1..=lines + 1).contains(&e.line), "{e} (file of {lines} lines)");
+                proptest::prop_assert!(e.column >= 1 && !e.fix.trim().is_empty(), "{e}");
+            }
+        }
+    }
 }
