@@ -387,8 +387,12 @@ pub struct WatchlistConfig {
     /// Legal basis of the entry (required: no entry without one).
     pub legal_basis: Spanned<String>,
     /// Seconds after the start at which the entry is added (default: from the start).
-    #[serde(default)]
-    pub active_from_s: f64,
+    #[serde(default = "from_the_start")]
+    pub active_from_s: Spanned<f64>,
+}
+
+fn from_the_start() -> Spanned<f64> {
+    Spanned::new(0..0, 0.0)
 }
 
 /// `[[cameras]]`: an RTSP camera.
@@ -514,12 +518,12 @@ pub struct Snapshots {
     /// Store snapshots at all (default false: no frame ever reaches the disk).
     pub enabled: bool,
     /// At most one snapshot per camera in this many seconds.
-    pub min_interval_s: f64,
+    pub min_interval_s: Spanned<f64>,
 }
 
 impl Default for Snapshots {
     fn default() -> Self {
-        Self { enabled: false, min_interval_s: 10.0 }
+        Self { enabled: false, min_interval_s: Spanned::new(0..0, 10.0) }
     }
 }
 
@@ -955,12 +959,12 @@ impl Config {
                 );
             }
             if let Some(a) = &z.alert_density
-                && !(a.get_ref().is_finite() && *a.get_ref() > 0.0)
+                && !(*a.get_ref() > 0.0 && *a.get_ref() <= 10.0)
             {
                 return err(
                     a.span(),
                     format!("zone {:?}: alert_density = {} is not a density", z.name.get_ref(), a.get_ref()),
-                    "use persons per m² above 0, such as 2.15 (Fruin level E/F)",
+                    "use persons per m² above 0 and at most 10, such as 2.15 (Fruin level E/F)",
                 );
             }
             let alert =
@@ -1067,6 +1071,22 @@ impl Config {
                     "state the legal basis (warrant, report number): law 09-08 requires one",
                 );
             }
+            let from = *w.active_from_s.get_ref();
+            if !(0.0..=7_776_000.0).contains(&from) {
+                return err(
+                    w.active_from_s.span(),
+                    format!("watchlist active_from_s = {from:?} is out of range"),
+                    "use seconds from 0 to 7776000 (90 days) after the start",
+                );
+            }
+        }
+        let every = *self.snapshots.min_interval_s.get_ref();
+        if !(0.1..=86_400.0).contains(&every) {
+            return err(
+                self.snapshots.min_interval_s.span(),
+                format!("snapshots.min_interval_s = {every} is out of range"),
+                "use seconds from 0.1 to 86400",
+            );
         }
         for r in &self.rules {
             match (&r.sql, &r.path) {
@@ -1215,6 +1235,12 @@ mod tests {
             ("[server]\nquery_memory_mb = 1000000\n", 4, "server.query_memory_mb"),
             ("[server]\nquery_timeout_s = 0\n", 4, "server.query_timeout_s"),
             ("[engine]\nworkers = 1000\n", 4, "engine.workers = 1000"),
+            ("[snapshots]\nmin_interval_s = 0.0\n", 4, "snapshots.min_interval_s = 0 is out of range"),
+            (
+                "[[watchlist]]\nplate = \"12345-B-6\"\nlegal_basis = \"x\"\nactive_from_s = 1e300\n",
+                6,
+                "active_from_s = 1e300 is out of range",
+            ),
         ];
         for (text, line, what) in cases {
             let e = parse(&format!("{city}{text}")).unwrap_err();

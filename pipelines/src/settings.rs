@@ -247,7 +247,7 @@ impl Settings {
             let plate = vigil_operators::plate::normalize(w.plate.get_ref())
                 .map_err(|e| err(w.plate.span(), e.to_string(), "write the plate as serial-letter-region"))?;
             let entry = WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() };
-            watchlist.push(((w.active_from_s * 1000.0) as Millis, entry));
+            watchlist.push(((*w.active_from_s.get_ref() * 1000.0) as Millis, entry));
         }
         watchlist.sort_by_key(|(t, _)| *t);
         let rules = config
@@ -403,7 +403,7 @@ impl Settings {
                 .and_then(|f| f.dir.as_ref())
                 .map(|d| config.base_dir.join(d)),
             snapshots: config.snapshots.enabled,
-            snapshot_interval_s: config.snapshots.min_interval_s,
+            snapshot_interval_s: *config.snapshots.min_interval_s.get_ref(),
             sim: crate::sim::SimParams::from_config(config),
         })
     }
