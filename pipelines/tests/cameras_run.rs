@@ -335,7 +335,7 @@ fn an_onvif_camera_feeds_its_own_detections_without_the_model() {
 
 #[test]
 fn analysts_query_live_camera_detections_and_health_from_psql() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::BufReader;
     let dir = tempfile::tempdir().unwrap();
     let mounts: Vec<String> =
         (0..2).map(|c| format!("--mount=/cam{c}={}", render_frames(dir.path(), c, 20).display())).collect();
@@ -360,18 +360,9 @@ fn analysts_query_live_camera_detections_and_health_from_psql() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port: u16 = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before listening");
-        if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
-            break rest.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = stderr.read_to_string(&mut sink);
-    });
+    let (port, _) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
+    let port: u16 = port.parse().unwrap();
+    common::keep_reading(stderr, Default::default());
     std::thread::sleep(Duration::from_secs(7));
     let psql = |sql: &str| common::psql(port, password, sql);
     let counts = psql(

@@ -3,7 +3,7 @@
 //! sink failure, stops loudly naming the cause), that other rules keep producing, and that the
 //! rows it accepted are all in readable Parquet afterwards.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,24 +52,10 @@ impl City {
             .spawn()
             .expect("vigil starts");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut line = String::new();
-        let port = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before listening");
-            log.lock().unwrap().push_str(&line);
-            if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
-                break rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a port");
-            }
-        };
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
+        let (port, first) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
+        let port = port.parse().expect("a port");
+        let log = Arc::new(Mutex::new(first));
+        common::keep_reading(stderr, Arc::clone(&log));
         City { child, port, log, dir: dir.to_owned() }
     }
 
@@ -300,22 +286,11 @@ fn feeding(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, i64, Ins
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let start_ms: i64 = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before feeding");
-        if let Some(at) = line.find("feeding from event time ") {
-            break line[at + 24..].split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let (start_ms, _) = common::read_until(&mut stderr, "feeding from event time ");
+    let start_ms: i64 = start_ms.parse().unwrap();
     let fed = Instant::now();
     let log = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        sink.lock().unwrap().push_str(&rest);
-    });
+    common::keep_reading(stderr, Arc::clone(&log));
     (child, start_ms, fed, log)
 }
 
@@ -486,16 +461,8 @@ fn idle_connections_never_take_the_sinks_file_descriptors() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut log = String::new();
-    let port: u16 = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before listening: {log}");
-        log.push_str(&line);
-        if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let (port, log) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
+    let port: u16 = port.parse().unwrap();
     assert!(log.contains("server.max_connections = 64 lowered to 32"), "{log}");
     let socks: Vec<TcpStream> =
         (0..300).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();

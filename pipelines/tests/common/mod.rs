@@ -2,8 +2,10 @@
 
 #![allow(dead_code)] // each test crate uses a subset
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -168,4 +170,32 @@ pub fn parquet_names(dir: &Path) -> Vec<String> {
     v.retain(|n| n.ends_with(".parquet"));
     v.sort();
     v
+}
+
+/// Reads a child's stderr up to the first line containing `marker`; returns the first word
+/// after the marker and every line read, that one included. Panics, with the lines, if the
+/// child ends first.
+pub fn read_until(stderr: &mut BufReader<ChildStderr>, marker: &str) -> (String, String) {
+    let (mut line, mut log) = (String::new(), String::new());
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "vigil exited before {marker:?}: {log}");
+        log.push_str(&line);
+        if let Some(at) = line.find(marker) {
+            let word = line[at + marker.len()..].split_whitespace().next().unwrap_or("").to_owned();
+            return (word, log);
+        }
+    }
+}
+
+/// The rest of a child's stderr, appended to `log` as it comes (on a thread of its own).
+pub fn keep_reading(mut stderr: BufReader<ChildStderr>, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        // Bytes, not lines of UTF-8: the pipe is drained whatever the child writes.
+        let mut line = Vec::new();
+        while stderr.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            log.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+            line.clear();
+        }
+    });
 }
