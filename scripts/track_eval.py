@@ -9,7 +9,9 @@ positives), then tracks the same det.txt with
   - vigil (`vigil track`, ByteTrack-class, Rust), and
   - Roboflow's ByteTrack (`trackers.ByteTrackTracker`, PyPI `trackers`, on `supervision`),
 and scores both with `trackers.eval` (a clean-room TrackEval: MOTA and ID switches from CLEAR,
-IDF1 from Identity, HOTA). py-motmetrics 1.4.0 calls `np.asfarray`, which NumPy 2 removed, so
+IDF1 from Identity, HOTA). Before it scores anything, the judge must reproduce, within 0.005,
+the scores py-motmetrics states for the real tracker output it ships on TUD-Campus and
+TUD-Stadtmitte. py-motmetrics 1.4.0 calls `np.asfarray`, which NumPy 2 removed, so
 the TrackEval-parity evaluator of `trackers` is the judge here. Frames per second count the
 tracking alone (vigil reports its own; Roboflow's loop is timed here).
 """
@@ -64,6 +66,45 @@ def roboflow(det_path, out_path, n_frames, fps):
     return n_frames / max(elapsed, 1e-9)
 
 
+# What py-motmetrics 1.4.0 states for the real tracker output it ships (`data/TUD-*/test.txt`
+# against `gt.txt`, IoU threshold 0.5): `motmetrics/tests/test_metrics.py::test_motchallenge_files`.
+MOTMETRICS_STATED = {
+    "TUD-Campus": {"MOTA": 0.526462, "IDF1": 0.557659},
+    "TUD-Stadtmitte": {"MOTA": 0.564014, "IDF1": 0.644619},
+}
+
+
+def check_scorer(work):
+    """Scores motmetrics' TUD files with our judge before it judges anything else; returns the
+    scores, and fails if any is more than 0.005 from what motmetrics states. motmetrics is
+    installed without its dependencies: only its data is read (its code needs NumPy < 2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("motmetrics")
+    if spec is None:
+        sys.exit("motmetrics==1.4.0 is not installed (scripts/test installs it): it holds the TUD ground truth")
+    data = os.path.join(spec.submodule_search_locations[0], "data")
+    out = {}
+    for name, stated in MOTMETRICS_STATED.items():
+        # MOTChallenge gt: column 7 is "consider", 8 the class, 9 the visibility; motmetrics'
+        # files leave class and visibility at -1, which TrackEval's pedestrian filter drops.
+        gt = os.path.join(work, f"{name}-gt.txt")
+        with open(os.path.join(data, name, "gt.txt")) as src, open(gt, "w") as dst:
+            for line in src:
+                f = line.strip().split(",")
+                if len(f) >= 6:
+                    dst.write(",".join(f[:6] + ["1", "1", "1"]) + "\n")
+        r = evaluate_mot_sequence(gt, os.path.join(data, name, "test.txt"), metrics=["CLEAR", "Identity"])
+        got = {"MOTA": float(r.CLEAR.MOTA), "IDF1": float(r.Identity.IDF1)}
+        for metric, want in stated.items():
+            if abs(got[metric] - want) > 0.005:
+                sys.exit(f"the scorer gives {name} {metric} {got[metric]:.4f}; motmetrics states {want:.4f}")
+        out[name] = {"scored": got, "motmetrics": stated}
+        print(f"scorer check {name}: MOTA {got['MOTA']:.4f} (motmetrics {stated['MOTA']:.4f}), "
+              f"IDF1 {got['IDF1']:.4f} (motmetrics {stated['IDF1']:.4f})")
+    return out
+
+
 def score(gt, tracks):
     r = evaluate_mot_sequence(gt, tracks, metrics=["CLEAR", "HOTA", "Identity"])
     return {"MOTA": float(r.CLEAR.MOTA), "IDF1": float(r.Identity.IDF1), "IDSW": int(r.CLEAR.IDSW), "HOTA": float(r.HOTA.HOTA)}
@@ -77,7 +118,8 @@ def main():
     p.add_argument("--people", type=int, default=15)
     p.add_argument("--json")
     a = p.parse_args()
-    results = {}
+    os.makedirs(a.work, exist_ok=True)
+    results = {"scorer_check": check_scorer(a.work)}
     for level, knobs in LEVELS.items():
         seq = os.path.join(a.work, level)
         args = [a.vigil, "mot-sim", "--out", seq, "--frames", str(a.frames), "--people", str(a.people)]
@@ -97,6 +139,8 @@ def main():
         }
     print(f"{'noise':8} {'tracker':20} {'MOTA':>7} {'IDF1':>7} {'HOTA':>7} {'IDSW':>6} {'frames/s':>10}")
     for level, r in results.items():
+        if level == "scorer_check":
+            continue
         for name, s in r.items():
             print(f"{level:8} {name:20} {s['MOTA']:7.3f} {s['IDF1']:7.3f} {s['HOTA']:7.3f} {s['IDSW']:6d} {s['fps']:10.0f}")
     if a.json:
