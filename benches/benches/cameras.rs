@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use openh264::formats::{RgbSliceU8, YUVBuffer, YUVSource};
 use ort::value::TensorRef;
-use vigil_models::yolo::{YoloConfig, YoloDetector, letterbox_into};
+use vigil_models::detector::{Detector, DetectorConfig};
+use vigil_models::yolo::letterbox_into;
 use vigil_pipelines::render::Renderer;
 
 fn cpu_seconds() -> f64 {
@@ -78,7 +79,7 @@ fn main() {
     let env = vigil_models::runtime::environment(None).expect("ONNX Runtime: run scripts/setup-models");
     let model = root().join(".models/shapes_v8.onnx");
     let mut det =
-        YoloDetector::new(&env, YoloConfig::new(&model, vec!["person".into(), "car".into()])).expect("model");
+        Detector::new(&env, DetectorConfig::new(&model, vec!["person".into(), "car".into()])).expect("model");
     let pics = frames(1280, 720, 8);
     for batch in [1usize, 8] {
         let refs: Vec<&image::RgbImage> = pics.iter().take(batch).collect();

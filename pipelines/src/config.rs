@@ -447,17 +447,24 @@ pub struct Models {
     pub faces: Option<FacesConfig>,
 }
 
-/// `[models.detector]`: a YOLO-family ONNX export.
+/// `[models.detector]`: a YOLO export or an SSD-style graph, in ONNX.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     /// The `.onnx` file, relative to this file.
     pub path: Spanned<PathBuf>,
-    /// Class names in the model's order.
+    /// Class names in the model's order (YOLO), or in the order of `class_ids` (SSD).
     pub classes: Spanned<Vec<String>>,
-    /// `auto`, `v5` or `v8`.
+    /// SSD only: each class's label-map id (default 1, 2, …).
+    #[serde(default)]
+    pub class_ids: Option<Spanned<Vec<i64>>>,
+    /// `auto`, `v5`, `v8` or `ssd`.
     #[serde(default = "default_layout")]
     pub layout: Spanned<String>,
+    /// `[width, height]` frames are resized to when the graph's input size is not fixed
+    /// (default 300 × 300, SSD300's size).
+    #[serde(default)]
+    pub input_size: Option<Spanned<Vec<i64>>>,
     /// Minimum confidence.
     #[serde(default = "default_score")]
     pub score_threshold: f32,
@@ -791,11 +798,34 @@ impl Config {
             );
         }
         if let Some(d) = &self.models.detector {
-            if d.layout.get_ref().parse::<vigil_models::yolo::Layout>().is_err() {
+            if d.layout.get_ref().parse::<vigil_models::detector::Layout>().is_err() {
                 return err(
                     d.layout.span(),
                     format!("layout = {:?} is unknown", d.layout.get_ref()),
-                    "use \"auto\", \"v5\" or \"v8\"",
+                    "use \"auto\", \"v5\", \"v8\" or \"ssd\"",
+                );
+            }
+            if let Some(ids) = &d.class_ids
+                && (ids.get_ref().len() != d.classes.get_ref().len()
+                    || ids.get_ref().iter().any(|i| !(0..=100_000).contains(i)))
+            {
+                return err(
+                    ids.span(),
+                    format!(
+                        "class_ids has {} ids for {} classes",
+                        ids.get_ref().len(),
+                        d.classes.get_ref().len()
+                    ),
+                    "give one label-map id (0 to 100000) per class, such as class_ids = [1, 3] for [\"person\", \"car\"] in COCO",
+                );
+            }
+            if let Some(size) = &d.input_size
+                && !matches!(size.get_ref().as_slice(), [w, h] if (16..=4096).contains(w) && (16..=4096).contains(h))
+            {
+                return err(
+                    size.span(),
+                    format!("input_size = {:?} is not [width, height]", size.get_ref()),
+                    "give two whole numbers from 16 to 4096, such as input_size = [300, 300]",
                 );
             }
             if d.classes.get_ref().is_empty() {

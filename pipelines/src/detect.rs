@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vigil_models::yolo::{Detection, YoloDetector};
+use vigil_models::detector::{Detection, Detector};
 
 use crate::camera::{Frame, FrameSink, Health};
 
@@ -63,7 +63,7 @@ impl DetectStage {
     /// Starts the inference thread. `health` holds every camera that may offer frames (drops
     /// are counted there); results go to `out`, errors to `on_error`.
     pub fn start(
-        mut detector: YoloDetector,
+        mut detector: Detector,
         config: StageConfig,
         health: HashMap<u32, Arc<Health>>,
         out: Sender<Detected>,

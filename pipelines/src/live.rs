@@ -20,8 +20,8 @@ use anyhow::{Context, bail};
 use vigil_engine::ids::Epoch;
 use vigil_engine::ingest::Ingest;
 use vigil_engine::time::Millis;
+use vigil_models::detector::{Detector, DetectorConfig};
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
-use vigil_models::yolo::{YoloConfig, YoloDetector};
 use vigil_operators::alerts::Alert;
 use vigil_operators::detection::{Detection, DetectionRows, EventId};
 use vigil_operators::homography::Homography;
@@ -165,13 +165,15 @@ impl Live {
         };
         let env = vigil_models::runtime::environment(settings.onnxruntime.as_deref())?;
         let classes: Vec<String> = dc.classes.clone();
-        let mut yolo = YoloConfig::new(dc.path.clone(), classes.clone());
-        yolo.layout = dc.layout;
-        yolo.score_threshold = dc.score_threshold;
-        yolo.class_thresholds = dc.class_thresholds.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        yolo.iou_threshold = dc.iou_threshold;
-        yolo.threads = dc.threads;
-        let detector = YoloDetector::new(&env, yolo)?;
+        let mut config = DetectorConfig::new(dc.path.clone(), classes.clone());
+        config.layout = dc.layout;
+        config.class_ids = dc.class_ids.clone();
+        config.input_size = dc.input_size;
+        config.score_threshold = dc.score_threshold;
+        config.class_thresholds = dc.class_thresholds.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        config.iou_threshold = dc.iou_threshold;
+        config.threads = dc.threads;
+        let detector = Detector::new(&env, config)?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let snapshots = if settings.snapshots {
             let dir = match &settings.faces_dir {

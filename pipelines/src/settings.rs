@@ -125,8 +125,12 @@ pub struct DetectorSettings {
     pub path: PathBuf,
     /// Class names in the model's order.
     pub classes: Vec<String>,
-    /// Output layout.
-    pub layout: vigil_models::yolo::Layout,
+    /// SSD label-map ids of the classes.
+    pub class_ids: Option<Vec<i64>>,
+    /// Graph family and output layout.
+    pub layout: vigil_models::detector::Layout,
+    /// Resize target when the graph's input size is not fixed.
+    pub input_size: Option<(u32, u32)>,
     /// Minimum confidence.
     pub score_threshold: f32,
     /// Per-class minimum confidence.
@@ -307,7 +311,9 @@ impl Settings {
                     .layout
                     .get_ref()
                     .parse()
-                    .map_err(|e: String| err(d.layout.span(), e, "use auto, v5 or v8"))?,
+                    .map_err(|e: String| err(d.layout.span(), e, "use auto, v5, v8 or ssd"))?,
+                class_ids: d.class_ids.as_ref().map(|i| i.get_ref().clone()),
+                input_size: d.input_size.as_ref().map(|s| (s.get_ref()[0] as u32, s.get_ref()[1] as u32)),
                 score_threshold: d.score_threshold,
                 class_thresholds: d.class_thresholds.clone(),
                 iou_threshold: d.iou_threshold,

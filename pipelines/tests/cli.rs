@@ -374,7 +374,17 @@ fn bad_config_detector_batch_and_layout() {
     expect_config_error(
         "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\nlayout = \"v9000\"\n",
         7,
-        &["layout", "\"v5\""],
+        &["layout", "\"v5\"", "\"ssd\""],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\", \"car\"]\nclass_ids = [1]\n",
+        7,
+        &["class_ids has 1 ids for 2 classes", "class_ids = [1, 3]"],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\ninput_size = [300]\n",
+        7,
+        &["input_size", "from 16 to 4096"],
     );
 }
 

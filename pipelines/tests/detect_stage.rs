@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use vigil_models::yolo::{YoloConfig, YoloDetector};
+use vigil_models::detector::{Detector, DetectorConfig};
 use vigil_pipelines::camera::{Frame, Health};
 use vigil_pipelines::detect::{DetectStage, StageConfig};
 
@@ -18,7 +18,7 @@ fn a_flood_of_frames_is_dropped_by_policy_and_counted_with_bounded_memory() {
     let env = vigil_models::runtime::environment(None).expect("run scripts/setup-models");
     let model = common::root().join(".models/shapes_v8.onnx");
     let detector =
-        YoloDetector::new(&env, YoloConfig::new(model, vec!["person".into(), "car".into()])).unwrap();
+        Detector::new(&env, DetectorConfig::new(model, vec!["person".into(), "car".into()])).unwrap();
     let health: HashMap<u32, Arc<Health>> = (0..2).map(|c| (c, Arc::new(Health::new(c, "cam")))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let config = StageConfig { batch: 2, deadline: Duration::from_millis(5), queue: 4 };
