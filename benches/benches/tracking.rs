@@ -45,8 +45,8 @@ fn main() {
             let mut tracker = Tracker::new(TrackerConfig::default());
             let t = Instant::now();
             let mut reported = 0;
-            for f in &by_frame[1..] {
-                tracker.update(f, &mut out);
+            for (i, f) in by_frame[1..].iter().enumerate() {
+                tracker.update(i as f64 * 0.1, f, &mut out);
                 reported += out.len();
             }
             best = best.max(f64::from(frames) / t.elapsed().as_secs_f64());

@@ -5,7 +5,9 @@
 //! detections wait, keyed by event time, until the input frontier (the watermark) has passed
 //! them; then they are fed frame by frame, in event-time order. Ingest sends every camera to the
 //! same worker (`camera % workers`), so each tracker lives on one worker and the operator needs
-//! no exchange. State: the waiting detections (bounded by the lateness) and the live tracks.
+//! no exchange. State: the waiting detections (bounded by the lateness) and the live tracks;
+//! trackers are fed capture times, and the watermark expires the lost tracks of cameras that
+//! send nothing (a camera with no tracks left holds no tracker).
 //!
 //! A track's `track_id` is the `event_id` of the detection that started it, so track ids are
 //! unique across cameras, runs and restarts, like event ids. A track row's own `event_id` packs
@@ -23,7 +25,7 @@ use vigil_engine::stream::{Batch, Events, Str, Timestamp};
 use vigil_engine::waiting::Waiting;
 
 use crate::detection::{DetectionCols, Detections, EventId};
-use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfig};
+use crate::tracker::{Observation, TrackOut, Tracker, TrackerConfigs};
 
 vigil_engine::stream! {
     /// A tracked object in a frame: one row per confirmed track (tracked or lost) and frame.
@@ -85,7 +87,8 @@ pub type Locate = Arc<dyn Fn(u32, [f32; 4]) -> Option<([f32; 2], Option<u32>)> +
 
 /// Extension trait: the tracking operator.
 pub trait TrackObjects<'scope> {
-    /// The `tracks` of these detections. Batches that cannot be read go to `errors`.
+    /// The `tracks` of these detections, each camera tracked with its own settings. Batches that
+    /// cannot be read go to `errors`.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -101,13 +104,13 @@ pub trait TrackObjects<'scope> {
     ///     let mut graph = Graph::split(scope, 0, input, &[Detections::info()]);
     ///     let locate: Locate = Arc::new(|_camera, _bbox| None);
     ///     let detections = graph.get::<Detections>().unwrap();
-    ///     let tracks = detections.track_objects(TrackerConfig::default(), locate, &ErrorSink::log());
+    ///     let tracks = detections.track_objects(TrackerConfig::default().into(), locate, &ErrorSink::log());
     ///     assert_eq!(tracks.info().name, Tracks::NAME);
     /// });
     /// ```
     fn track_objects(
         self,
-        config: TrackerConfig,
+        config: TrackerConfigs,
         locate: Locate,
         errors: &ErrorSink,
     ) -> Events<'scope, Tracks>;
@@ -116,7 +119,7 @@ pub trait TrackObjects<'scope> {
 impl<'scope> TrackObjects<'scope> for Events<'scope, Detections> {
     fn track_objects(
         self,
-        config: TrackerConfig,
+        config: TrackerConfigs,
         locate: Locate,
         errors: &ErrorSink,
     ) -> Events<'scope, Tracks> {
@@ -150,8 +153,10 @@ impl<'scope> TrackObjects<'scope> for Events<'scope, Detections> {
                             let epoch = vigil_engine::ids::Epoch::new(epoch).expect("an epoch unpacked from an id fits");
                             frame.clear();
                             frame.extend(group.iter().map(|d| d.obs));
-                            let tracker = trackers.entry(camera).or_insert_with(|| Tracker::new(config));
-                            tracker.update(&frame, &mut out_tracks);
+                            let tracker = trackers.entry(camera).or_insert_with(|| Tracker::new(config.camera(camera)));
+                            // Capture time, so that dropped frames and frames with no detections
+                            // (which send no rows) age the tracks by their real gap.
+                            tracker.update(t as f64 / 1000.0, &frame, &mut out_tracks);
                             for (i, tr) in out_tracks.iter().enumerate() {
                                 let Ok(id) = EventId::pack(epoch, camera, frame_no, i as u32) else {
                                     errors.report("Track", format!("camera {camera}: more than 1,024 tracks in a frame; the rest are not written"));
@@ -177,6 +182,12 @@ impl<'scope> TrackObjects<'scope> for Events<'scope, Detections> {
                                 });
                             }
                         }
+                    }
+                    // Cameras that have gone quiet: their lost tracks expire by the watermark.
+                    if let Some(f) = f {
+                        let now = f as f64 / 1000.0;
+                        trackers.values_mut().for_each(|tr| tr.expire(now));
+                        trackers.retain(|_, tr| tr.live() > 0);
                     }
                     if let Some(cap) = waiting.cap()
                         && !rows.is_empty()

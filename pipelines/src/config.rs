@@ -71,6 +71,9 @@ pub struct Config {
     /// Models (ONNX Runtime, detector, face detector).
     #[serde(default)]
     pub models: Models,
+    /// Tracker settings for every camera (a camera's own `tracker` overrides them).
+    #[serde(default)]
+    pub tracker: TrackerSection,
     /// Frame snapshots stored with alerts (off by default).
     #[serde(default)]
     pub snapshots: Snapshots,
@@ -419,6 +422,110 @@ pub struct CameraConfig {
     pub analytics: Spanned<String>,
     /// Ground calibration: image points (pixels) and the ground points (metres) they show.
     pub calibration: Option<Spanned<Calibration>>,
+    /// This camera's tracker settings, over `[tracker]`.
+    pub tracker: Option<TrackerSection>,
+}
+
+/// `[tracker]`, and `tracker = { … }` on a camera: the multi-object tracker's settings; unset
+/// ones keep their defaults (`vigil_operators::tracker::TrackerConfig`, chosen on the tuning
+/// split of `scripts/track_eval.py`). The Kalman time step is the camera's frame interval
+/// (1 / its fps), not a setting.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSection {
+    /// Detections at or above this score are associated first.
+    pub high_score: Option<Spanned<f64>>,
+    /// Detections below this score are ignored.
+    pub low_score: Option<Spanned<f64>>,
+    /// Unmatched detections at or above this score start tracks.
+    pub birth_score: Option<Spanned<f64>>,
+    /// Least IoU of a match with a high-score detection (between buffered boxes).
+    pub match_iou: Option<Spanned<f64>>,
+    /// Share of width and height boxes are widened by on each side for the first association.
+    pub match_buffer: Option<Spanned<f64>>,
+    /// Least IoU of a match with a low-score detection.
+    pub low_match_iou: Option<Spanned<f64>>,
+    /// Seconds a lost track is kept for re-identification.
+    pub max_lost_s: Option<Spanned<f64>>,
+    /// Consecutive matched frames before a new track is reported.
+    pub confirm_frames: Option<Spanned<i64>>,
+    /// A tracked track reports its matched detection's box rather than the filtered state.
+    pub report_detection: Option<bool>,
+    /// The detector's box noise, as a multiple of ByteTrack's (1/20 of the box height).
+    pub measurement_noise: Option<Spanned<f64>>,
+}
+
+impl TrackerSection {
+    /// The first setting out of its range: (place, message, fix).
+    fn out_of_range(&self, table: &str) -> Option<(std::ops::Range<usize>, String, String)> {
+        for (v, name) in [
+            (&self.high_score, "high_score"),
+            (&self.low_score, "low_score"),
+            (&self.birth_score, "birth_score"),
+            (&self.match_iou, "match_iou"),
+            (&self.match_buffer, "match_buffer"),
+            (&self.low_match_iou, "low_match_iou"),
+        ] {
+            if let Some(v) = v
+                && !(0.0..=1.0).contains(v.get_ref())
+            {
+                return Some((
+                    v.span(),
+                    format!("{table}.{name} = {} is out of range", v.get_ref()),
+                    "use a number from 0 to 1".into(),
+                ));
+            }
+        }
+        if let Some(v) = &self.max_lost_s
+            && !(0.0..=600.0).contains(v.get_ref())
+        {
+            return Some((
+                v.span(),
+                format!("{table}.max_lost_s = {} is out of range", v.get_ref()),
+                "use seconds from 0 to 600 (lost tracks are held in memory that long)".into(),
+            ));
+        }
+        if let Some(v) = &self.measurement_noise
+            && !(0.01..=100.0).contains(v.get_ref())
+        {
+            return Some((
+                v.span(),
+                format!("{table}.measurement_noise = {} is out of range", v.get_ref()),
+                "use a multiple of ByteTrack's box noise from 0.01 to 100 (1 is ByteTrack's)".into(),
+            ));
+        }
+        if let Some(v) = &self.confirm_frames
+            && !(1..=100).contains(v.get_ref())
+        {
+            return Some((
+                v.span(),
+                format!("{table}.confirm_frames = {} is out of range", v.get_ref()),
+                "use a whole number of frames from 1 to 100".into(),
+            ));
+        }
+        None
+    }
+
+    /// `base` with the settings given here.
+    pub fn apply(
+        &self,
+        base: vigil_operators::tracker::TrackerConfig,
+    ) -> vigil_operators::tracker::TrackerConfig {
+        let f = |v: &Option<Spanned<f64>>, d: f32| v.as_ref().map_or(d, |v| *v.get_ref() as f32);
+        vigil_operators::tracker::TrackerConfig {
+            high_score: f(&self.high_score, base.high_score),
+            low_score: f(&self.low_score, base.low_score),
+            birth_score: f(&self.birth_score, base.birth_score),
+            match_iou: f(&self.match_iou, base.match_iou),
+            match_buffer: f(&self.match_buffer, base.match_buffer),
+            low_match_iou: f(&self.low_match_iou, base.low_match_iou),
+            max_lost_s: f(&self.max_lost_s, base.max_lost_s),
+            confirm_frames: self.confirm_frames.as_ref().map_or(base.confirm_frames, |v| *v.get_ref() as u32),
+            report_detection: self.report_detection.unwrap_or(base.report_detection),
+            measurement_noise: f(&self.measurement_noise, base.measurement_noise),
+            frame_interval_s: base.frame_interval_s,
+        }
+    }
 }
 
 /// `calibration = { image = [[x, y], ...], ground = [[x, y], ...] }`: at least 4 pairs.
@@ -680,6 +787,17 @@ impl Config {
                     format!("{name} = {} is out of range", v.get_ref()),
                     &format!("use a number from 0 to {most}"),
                 );
+            }
+        }
+        let tracker_sections = std::iter::once(("tracker".to_string(), &self.tracker)).chain(
+            self.cameras
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.tracker.as_ref().map(|t| (format!("cameras[{i}].tracker"), t))),
+        );
+        for (table, section) in tracker_sections {
+            if let Some((span, what, fix)) = section.out_of_range(&table) {
+                return err(span, what, &fix);
             }
         }
         let r = &self.retention;

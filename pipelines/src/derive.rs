@@ -49,7 +49,7 @@ use vigil_operators::density::{CrowdDensity, DensityConfig, DensityGrid, ZoneDen
 use vigil_operators::detection::{Detections, LateEvents};
 use vigil_operators::flows::{FlowConfig, LineCrossings, TrackFlows, ZoneVisits};
 use vigil_operators::plate::PlateReads;
-use vigil_operators::tracker::TrackerConfig;
+use vigil_operators::tracker::TrackerConfigs;
 use vigil_operators::tracks::{Locate, TrackObjects, Tracks};
 use vigil_operators::watchlist::{Watchlist, WatchlistJoin};
 use vigil_operators::zones::Zones;
@@ -89,8 +89,8 @@ pub fn inputs() -> Vec<&'static StreamInfo> {
 
 /// Tracks from detections, one tracker per camera.
 pub struct Tracking {
-    /// Tracker settings.
-    pub config: TrackerConfig,
+    /// Tracker settings, per camera.
+    pub config: TrackerConfigs,
     /// Cameras' calibrations (foot points on the ground).
     pub locate: Locate,
 }
@@ -101,7 +101,7 @@ impl Derivation for Tracking {
     }
     fn build(&self, graph: &mut Graph<'_>, cx: &DeriveContext) {
         let Some(detections) = graph.get::<Detections>() else { return };
-        graph.add(detections.track_objects(self.config, Arc::clone(&self.locate), &cx.errors));
+        graph.add(detections.track_objects(self.config.clone(), Arc::clone(&self.locate), &cx.errors));
     }
 }
 
@@ -172,7 +172,7 @@ pub fn city(settings: &Settings, locate: Locate) -> Vec<Arc<dyn Derivation>> {
         ..DensityConfig::new(settings.zones.clone())
     };
     vec![
-        Arc::new(Tracking { config: TrackerConfig::default(), locate }),
+        Arc::new(Tracking { config: settings.tracker.clone(), locate }),
         Arc::new(Flows { config: FlowConfig::new(settings.lines.clone(), settings.zones.clone()) }),
         Arc::new(Density { config: density }),
         Arc::new(WatchlistHits),

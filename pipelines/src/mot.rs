@@ -122,7 +122,7 @@ pub fn track_file(det: &Path, out: &Path, config: TrackerConfig) -> anyhow::Resu
             i += 1;
         }
         let t0 = std::time::Instant::now();
-        tracker.update(&obs, &mut tracks);
+        tracker.update(f64::from(frame - 1) * f64::from(config.frame_interval_s), &obs, &mut tracks);
         tracking += t0.elapsed();
         for t in tracks.iter().filter(|t| t.state == TrackState::Tracked) {
             write_track(&mut w, frame, t)?;

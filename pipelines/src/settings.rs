@@ -188,6 +188,8 @@ pub struct Settings {
     pub rules: Vec<RuleSource>,
     /// Live cameras (none: the city is simulated).
     pub cameras: Vec<CameraSettings>,
+    /// Tracker settings, per camera.
+    pub tracker: vigil_operators::tracker::TrackerConfigs,
     /// The ONNX Runtime library, if given.
     pub onnxruntime: Option<PathBuf>,
     /// The detector, if any.
@@ -344,7 +346,26 @@ impl Settings {
                 periods.insert(class, ms);
             }
         }
+        // The tracker: defaults, then [tracker], then each camera's own; the time step is the
+        // camera's frame interval.
+        let base = |fps: f64| vigil_operators::tracker::TrackerConfig {
+            frame_interval_s: (1.0 / fps) as f32,
+            ..Default::default()
+        };
+        let tracker = vigil_operators::tracker::TrackerConfigs {
+            default: config.tracker.apply(base(fps)),
+            cameras: config
+                .cameras
+                .iter()
+                .zip(&cameras)
+                .map(|(c, s)| {
+                    let global = config.tracker.apply(base(s.fps));
+                    (s.id, c.tracker.as_ref().map_or(global, |t| t.apply(global)))
+                })
+                .collect(),
+        };
         Ok(Settings {
+            tracker,
             source: config.source.clone(),
             base_dir: config.base_dir.clone(),
             text: config.text.clone(),

@@ -388,6 +388,21 @@ fn bad_config_detector_batch_and_layout() {
     );
 }
 
+#[test]
+fn bad_config_tracker_settings_are_placed() {
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[tracker]\nmax_lost_s = 1e9\n",
+        5,
+        &["tracker.max_lost_s", "from 0 to 600"],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\ntracker = { match_iou = 1.5 }\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        6,
+        &["cameras[0].tracker.match_iou = 1.5", "from 0 to 1"],
+    );
+    expect_config_error("[city]\nfps = 10.0\n\n[tracker]\nmax_lost = 30\n", 5, &["max_lost"]);
+}
+
 /// Starts `vigil run` on `toml` and returns its stderr, asserting it refused to start.
 fn expect_start_error(toml: &str, envs: &[(&str, &str)]) -> String {
     let tmp = tempfile::tempdir().unwrap();

@@ -151,19 +151,48 @@ enum Command {
         /// Tracks to write, MOTChallenge format.
         #[arg(long)]
         out: PathBuf,
-        /// Detections at or above this score are associated first.
-        #[arg(long, default_value_t = 0.6)]
-        high_score: f32,
-        /// Unmatched detections at or above this score start tracks.
-        #[arg(long, default_value_t = 0.6)]
-        birth_score: f32,
-        /// Frames a lost track is kept.
-        #[arg(long, default_value_t = 30)]
-        max_lost: u32,
-        /// Least IoU of a match with a high-score detection.
-        #[arg(long, default_value_t = 0.1)]
-        match_iou: f32,
+        /// The sequence's frame rate (frames are 1 / fps apart in time).
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Tracker settings (`[tracker]` in the configuration); unset ones keep their defaults.
+        #[command(flatten)]
+        tracker: TrackerArgs,
     },
+}
+
+/// `vigil track`'s tracker settings, as `[tracker]` names them.
+#[derive(clap::Args, Debug)]
+struct TrackerArgs {
+    /// Detections at or above this score are associated first.
+    #[arg(long)]
+    high_score: Option<f32>,
+    /// Detections below this score are ignored.
+    #[arg(long)]
+    low_score: Option<f32>,
+    /// Unmatched detections at or above this score start tracks.
+    #[arg(long)]
+    birth_score: Option<f32>,
+    /// Least IoU of a match with a high-score detection.
+    #[arg(long)]
+    match_iou: Option<f32>,
+    /// Share of width and height boxes are widened by on each side for the first association.
+    #[arg(long)]
+    match_buffer: Option<f32>,
+    /// Least IoU of a match with a low-score detection.
+    #[arg(long)]
+    low_match_iou: Option<f32>,
+    /// Seconds a lost track is kept.
+    #[arg(long)]
+    max_lost_s: Option<f32>,
+    /// Consecutive matched frames before a track is reported.
+    #[arg(long)]
+    confirm_frames: Option<u32>,
+    /// Report the matched detection's box (true) or the filtered state (false).
+    #[arg(long)]
+    report_detection: Option<bool>,
+    /// Box noise of the detector, as a multiple of ByteTrack's (1/20 of the box height).
+    #[arg(long)]
+    measurement_noise: Option<f32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -254,13 +283,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("{frames} frames: {gt} ground-truth boxes, {det} detections in {}", out.display());
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Track { mot_det, out, high_score, birth_score, max_lost, match_iou } => {
+        Command::Track { mot_det, out, fps, tracker: t } => {
+            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
+                anyhow::bail!(
+                    "--fps {fps} is not a frame rate; fix: give the sequence's frames per second, such as 25"
+                );
+            }
+            let d = vigil_operators::tracker::TrackerConfig::default();
             let config = vigil_operators::tracker::TrackerConfig {
-                high_score,
-                birth_score,
-                max_lost,
-                match_iou,
-                ..Default::default()
+                high_score: t.high_score.unwrap_or(d.high_score),
+                low_score: t.low_score.unwrap_or(d.low_score),
+                birth_score: t.birth_score.unwrap_or(d.birth_score),
+                match_iou: t.match_iou.unwrap_or(d.match_iou),
+                match_buffer: t.match_buffer.unwrap_or(d.match_buffer),
+                low_match_iou: t.low_match_iou.unwrap_or(d.low_match_iou),
+                max_lost_s: t.max_lost_s.unwrap_or(d.max_lost_s),
+                confirm_frames: t.confirm_frames.unwrap_or(d.confirm_frames).max(1),
+                report_detection: t.report_detection.unwrap_or(d.report_detection),
+                measurement_noise: t.measurement_noise.unwrap_or(d.measurement_noise),
+                frame_interval_s: (1.0 / fps) as f32,
             };
             let (frames, rows, secs) = vigil_pipelines::mot::track_file(&mot_det, &out, config)?;
             eprintln!(
