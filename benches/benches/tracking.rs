@@ -1,6 +1,6 @@
 //! The tracker: frames per second per core at 15 and at 100 objects per frame, against Roboflow's
-//! ByteTrack (PyPI `trackers`, what a team would otherwise pick) on the same detections in the
-//! same run.
+//! ByteTrack, OC-SORT and SORT (PyPI `trackers`, what a team would otherwise pick) on the same
+//! detections in the same run.
 //!
 //! A plain harness (not criterion): the figure is a ratio of two whole runs.
 //! `cargo bench -p vigil-benches --bench tracking` runs the full size; under `cargo test` a small
@@ -54,18 +54,21 @@ fn main() {
         }
         let py =
             std::env::var_os("VIGIL_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from);
-        let run = std::process::Command::new(py)
-            .arg(root().join("scripts/bench_tracker.py"))
-            .arg(&det_path)
-            .arg(frames.to_string())
-            .output()
-            .expect("python");
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let theirs: f64 = String::from_utf8_lossy(&run.stdout).trim().parse().expect("frames/s");
         println!(
-            "{people} people ({per_frame:.1} detections/frame): vigil {best:.0} frames/s, Roboflow ByteTrack {theirs:.0} frames/s: {:.1}x; {:.2} us per detection",
-            best / theirs,
+            "{people} people ({per_frame:.1} detections/frame): vigil {best:.0} frames/s; {:.2} us per detection",
             1e6 / (best * per_frame)
         );
+        for (name, kind) in [("Roboflow ByteTrack", "bytetrack"), ("OC-SORT", "ocsort"), ("SORT", "sort")] {
+            let run = std::process::Command::new(&py)
+                .arg(root().join("scripts/bench_tracker.py"))
+                .arg(&det_path)
+                .arg(frames.to_string())
+                .arg(kind)
+                .output()
+                .expect("python");
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            let theirs: f64 = String::from_utf8_lossy(&run.stdout).trim().parse().expect("frames/s");
+            println!("  {name} {theirs:.0} frames/s: vigil {:.1}x", best / theirs);
+        }
     }
 }
