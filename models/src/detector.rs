@@ -312,56 +312,40 @@ impl Detector {
         self.run(frames)
     }
 
-    fn failed(&self, e: impl std::fmt::Display) -> ModelError {
-        ModelError::Inference { model: self.config.model.display().to_string(), reason: e.to_string() }
-    }
-
     fn run(&mut self, frames: &[&RgbImage]) -> Result<Vec<Vec<Detection>>> {
-        let found =
-            match &mut self.input {
-                Input::Yolo(buf) => {
-                    let (w, h) = (self.size_w as usize, self.size_h as usize);
-                    let per = 3 * w * h;
-                    buf.resize(per * frames.len(), 0.0);
-                    let boxes: Vec<Letterbox> = frames
-                        .iter()
-                        .zip(buf.chunks_mut(per))
-                        .map(|(f, out)| yolo::letterbox_into(f, self.size_w, self.size_h, out))
-                        .collect();
-                    let tensor = TensorRef::from_array_view(([frames.len(), 3, h, w], buf.as_slice()))
-                        .map_err(|e| ModelError::Inference {
-                            model: self.config.model.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    let outputs = self.session.run(ort::inputs![tensor]);
-                    let outputs = outputs.map_err(|e| ModelError::Inference {
-                        model: self.config.model.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                    decode_yolo(self.layout, &outputs, &boxes, &self.config, &self.thresholds)
+        let model = &self.config.model;
+        let fail = |e: &dyn std::fmt::Display| ModelError::Inference {
+            model: model.display().to_string(),
+            reason: e.to_string(),
+        };
+        let (w, h) = (self.size_w as usize, self.size_h as usize);
+        let per = 3 * w * h;
+        let found = match &mut self.input {
+            Input::Yolo(buf) => {
+                buf.resize(per * frames.len(), 0.0);
+                let boxes: Vec<Letterbox> = frames
+                    .iter()
+                    .zip(buf.chunks_mut(per))
+                    .map(|(f, out)| yolo::letterbox_into(f, self.size_w, self.size_h, out))
+                    .collect();
+                let tensor = TensorRef::from_array_view(([frames.len(), 3, h, w], buf.as_slice()))
+                    .map_err(|e| fail(&e))?;
+                let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| fail(&e))?;
+                decode_yolo(self.layout, &outputs, &boxes, &self.config, &self.thresholds)
+            }
+            Input::Ssd(buf, places) => {
+                buf.resize(per * frames.len(), 0);
+                for (f, out) in frames.iter().zip(buf.chunks_mut(per)) {
+                    ssd::resize_into(f, self.size_w, self.size_h, out);
                 }
-                Input::Ssd(buf, places) => {
-                    let (w, h) = (self.size_w as usize, self.size_h as usize);
-                    let per = 3 * w * h;
-                    buf.resize(per * frames.len(), 0);
-                    for (f, out) in frames.iter().zip(buf.chunks_mut(per)) {
-                        ssd::resize_into(f, self.size_w, self.size_h, out);
-                    }
-                    let places = *places;
-                    let tensor = TensorRef::from_array_view(([frames.len(), h, w, 3], buf.as_slice()))
-                        .map_err(|e| ModelError::Inference {
-                            model: self.config.model.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    let outputs = self.session.run(ort::inputs![tensor]);
-                    let outputs = outputs.map_err(|e| ModelError::Inference {
-                        model: self.config.model.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                    decode_ssd(&outputs, places, frames, &self.config, &self.thresholds)
-                }
-            };
-        let found = found.map_err(|e| self.failed(e))?;
+                let places = *places;
+                let tensor = TensorRef::from_array_view(([frames.len(), h, w, 3], buf.as_slice()))
+                    .map_err(|e| fail(&e))?;
+                let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| fail(&e))?;
+                decode_ssd(&outputs, places, frames, &self.config, &self.thresholds)
+            }
+        };
+        let found = found.map_err(|e| fail(&e))?;
         Ok(found.into_iter().map(|d| nms(d, self.config.iou_threshold, self.config.max_detections)).collect())
     }
 }
