@@ -67,12 +67,6 @@ pub struct TrackerConfig {
     pub max_lost_s: f32,
     /// Consecutive matched frames before a new track is confirmed (reported).
     pub confirm_frames: u32,
-    /// The detector's box noise, as a multiple of ByteTrack's (1/20 of the box height): lower
-    /// trusts each detection more and lags less behind people who turn or stop.
-    pub measurement_noise: f32,
-    /// A tracked track reports the box of the detection it matched (as Roboflow's trackers
-    /// do) rather than the filtered state; a lost one reports its prediction either way.
-    pub report_detection: bool,
     /// The camera's nominal frame interval, seconds (1 / its analytics fps): the Kalman
     /// filter's time step, and the unit of the reported velocity.
     pub frame_interval_s: f32,
@@ -89,8 +83,6 @@ impl Default for TrackerConfig {
             low_match_iou: 0.5,
             max_lost_s: 1.5,
             confirm_frames: 2,
-            report_detection: false,
-            measurement_noise: 1.0,
             frame_interval_s: 0.1,
         }
     }
@@ -184,8 +176,6 @@ struct Track {
     hits: u32,
     /// Capture time of the last matched frame, seconds.
     last_seen: f64,
-    /// The box of the last matched detection.
-    seen: [f32; 4],
     score: f32,
     matched: bool,
     birth: u64,
@@ -367,7 +357,7 @@ impl Tracker {
                 continue;
             }
             used[self.high[hi]] = true;
-            correct(&mut self.tracks[ti], d, cfg.measurement_noise);
+            correct(&mut self.tracks[ti], d);
         }
         // 2. Active tracks still unmatched against the low-score detections.
         let rest: Vec<usize> = (0..self.tracks.len())
@@ -381,7 +371,7 @@ impl Tracker {
                 continue;
             }
             used[self.low[li]] = true;
-            correct(&mut self.tracks[rest[ri]], d, cfg.measurement_noise);
+            correct(&mut self.tracks[rest[ri]], d);
         }
         // 3. Unmatched tracks: lost (tentative ones are dropped at once), then removed.
         for tr in &mut self.tracks {
@@ -440,7 +430,6 @@ impl Tracker {
                 state,
                 hits: 1,
                 last_seen: t,
-                seen: d.bbox,
                 score: d.score,
                 matched: true,
                 birth: d.tag,
@@ -455,9 +444,8 @@ impl Tracker {
             out.push(TrackOut {
                 id: t.id,
                 class: t.class,
-                // The filtered state, as ByteTrack reports it (smoother than any one detection),
-                // or the matched detection's box.
-                bbox: if tracked && cfg.report_detection { t.seen } else { to_tlwh(&t.mean) },
+                // The filtered state, as ByteTrack reports it: smoother than any one detection.
+                bbox: to_tlwh(&t.mean),
                 velocity: [t.mean[4], t.mean[5]],
                 state: t.state,
                 score: if tracked { t.score } else { 0.0 },
@@ -499,9 +487,9 @@ fn predict(t: &mut Track, dt: f32) {
 
 /// Kalman correction with the observation H = [I, 0]: P Hᵀ is P's first four columns and H P
 /// its first four rows, so no product with H is formed.
-fn correct(t: &mut Track, d: &Observation, noise: f32) {
+fn correct(t: &mut Track, d: &Observation) {
     let h = t.mean[3];
-    let r = [noise * STD_POS * h, noise * STD_POS * h, 1e-1, noise * STD_POS * h];
+    let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];
     let pht: SMatrix<f32, 8, 4> = t.cov.fixed_columns::<4>(0).into_owned();
     let mut s: Mat4 = pht.fixed_rows::<4>(0).into_owned();
     for (i, v) in r.iter().enumerate() {
@@ -514,7 +502,6 @@ fn correct(t: &mut Track, d: &Observation, noise: f32) {
     let hp: Mat4x8 = t.cov.fixed_rows::<4>(0).into_owned();
     t.cov -= k * hp;
     t.score = d.score;
-    t.seen = d.bbox;
     t.matched = true;
 }
 
@@ -722,7 +709,6 @@ mod kalman_tests {
             state: TrackState::Tracked,
             hits: 1,
             last_seen: 0.0,
-            seen: [0.0; 4],
             score: 0.9,
             matched: false,
             birth: 0,
@@ -737,7 +723,7 @@ mod kalman_tests {
         assert!((t.cov - want_cov).abs().max() < 1e-3, "{}", (t.cov - want_cov).abs().max());
         let (m0, c0) = (t.mean, t.cov);
         let d = Observation { bbox: [1.0, 2.0, 3.0, 6.0], score: 0.8, class: 0, tag: 0 };
-        correct(&mut t, &d, 1.0);
+        correct(&mut t, &d);
         let h = m0[3];
         let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];
         let s = hm * c0 * hm.transpose()

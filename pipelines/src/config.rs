@@ -449,10 +449,6 @@ pub struct TrackerSection {
     pub max_lost_s: Option<Spanned<f64>>,
     /// Consecutive matched frames before a new track is reported.
     pub confirm_frames: Option<Spanned<i64>>,
-    /// A tracked track reports its matched detection's box rather than the filtered state.
-    pub report_detection: Option<bool>,
-    /// The detector's box noise, as a multiple of ByteTrack's (1/20 of the box height).
-    pub measurement_noise: Option<Spanned<f64>>,
 }
 
 impl TrackerSection {
@@ -485,15 +481,6 @@ impl TrackerSection {
                 "use seconds from 0 to 600 (lost tracks are held in memory that long)".into(),
             ));
         }
-        if let Some(v) = &self.measurement_noise
-            && !(0.01..=100.0).contains(v.get_ref())
-        {
-            return Some((
-                v.span(),
-                format!("{table}.measurement_noise = {} is out of range", v.get_ref()),
-                "use a multiple of ByteTrack's box noise from 0.01 to 100 (1 is ByteTrack's)".into(),
-            ));
-        }
         if let Some(v) = &self.confirm_frames
             && !(1..=100).contains(v.get_ref())
         {
@@ -521,8 +508,6 @@ impl TrackerSection {
             low_match_iou: f(&self.low_match_iou, base.low_match_iou),
             max_lost_s: f(&self.max_lost_s, base.max_lost_s),
             confirm_frames: self.confirm_frames.as_ref().map_or(base.confirm_frames, |v| *v.get_ref() as u32),
-            report_detection: self.report_detection.unwrap_or(base.report_detection),
-            measurement_noise: f(&self.measurement_noise, base.measurement_noise),
             frame_interval_s: base.frame_interval_s,
         }
     }

@@ -187,12 +187,6 @@ struct TrackerArgs {
     /// Consecutive matched frames before a track is reported.
     #[arg(long)]
     confirm_frames: Option<u32>,
-    /// Report the matched detection's box (true) or the filtered state (false).
-    #[arg(long)]
-    report_detection: Option<bool>,
-    /// Box noise of the detector, as a multiple of ByteTrack's (1/20 of the box height).
-    #[arg(long)]
-    measurement_noise: Option<f32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -299,8 +293,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 low_match_iou: t.low_match_iou.unwrap_or(d.low_match_iou),
                 max_lost_s: t.max_lost_s.unwrap_or(d.max_lost_s),
                 confirm_frames: t.confirm_frames.unwrap_or(d.confirm_frames).max(1),
-                report_detection: t.report_detection.unwrap_or(d.report_detection),
-                measurement_noise: t.measurement_noise.unwrap_or(d.measurement_noise),
                 frame_interval_s: (1.0 / fps) as f32,
             };
             let (frames, rows, secs) = vigil_pipelines::mot::track_file(&mot_det, &out, config)?;
