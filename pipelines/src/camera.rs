@@ -20,9 +20,10 @@
 //! off by more than [`CameraSpec::max_skew`] is reported (`clock_skew_ms`) and timed by receive
 //! time instead, so a wrong camera clock cannot push its events out of the watermark's reach.
 //!
-//! Decoding runs inline in the task (OpenH264 is synchronous and its decoder is `Send`): the
-//! camera runtime has as many threads as configured, so decoding is spread over them without a
-//! second hand-off. Credentials go to retina's `SessionOptions::creds`, never into URLs or logs.
+//! Decoding runs on the [`DecodePool`], threads sized to the cores: a task only reads the network
+//! and times frames, so a slow decode never holds up another camera's RTSP keep-alives. Frames are
+//! sampled to the analytics rate before colour conversion, and the detector batches across
+//! cameras. Credentials go to retina's `SessionOptions::creds`, never into URLs or logs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
+
+use crate::decode::{DecodePool, SessionSpec};
 use vigil_engine::stream::{Str, Timestamp};
 use vigil_operators::detection::EventId;
 
@@ -224,7 +227,7 @@ pub struct Health {
     pub camera: u32,
     /// Camera name.
     pub name: String,
-    /// Frames decoded (or ONVIF metadata documents received).
+    /// Frames received (or ONVIF metadata documents).
     pub frames_in: AtomicU64,
     /// Frames passed on to analytics (or ONVIF metadata frames passed on as objects).
     pub frames_out: AtomicU64,
@@ -278,7 +281,7 @@ impl Health {
         self.status.lock().expect("camera status").clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Status)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.lock().expect("camera status"));
     }
 }
@@ -389,20 +392,22 @@ pub fn ntp_to_unix_ms(ntp: u64) -> i64 {
     secs * 1000 + frac_ms as i64
 }
 
-/// Starts a camera's task on `rt`.
+/// Starts a camera's task on `rt`, decoding on `pool`.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
+    pool: Arc<DecodePool>,
     spec: CameraSpec,
     sink: Sinks,
     health: Arc<Health>,
 ) -> tokio::task::JoinHandle<()> {
     rt.spawn(async move {
         let mut attempt = 0u32;
-        let mut seq = 0u64;
+        // The camera's frame numbers, across its sessions (event ids stay unique).
+        let seq = Arc::new(AtomicU64::new(0));
         loop {
             health.update(|s| s.state = CameraState::Connecting);
             health.attempts.fetch_add(1, Ordering::Relaxed);
-            let result = session(&spec, &sink, &health, &mut seq).await;
+            let result = session(&spec, &pool, &sink, &health, &seq).await;
             let delivered = health.status().streaming_since.is_some();
             if delivered {
                 attempt = 0;
@@ -433,7 +438,13 @@ struct SenderReport {
     clock_rate: u32,
 }
 
-async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64) -> Result<(), CameraError> {
+async fn session(
+    spec: &CameraSpec,
+    pool: &DecodePool,
+    sink: &Sinks,
+    health: &Arc<Health>,
+    seq: &Arc<AtomicU64>,
+) -> Result<(), CameraError> {
     let url = spec.url.to_string();
     let rtsp = |e: retina::Error| match e.status_code() {
         Some(401) => CameraError::Unauthorized { camera: spec.id, url: url.clone() },
@@ -495,14 +506,20 @@ async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64
         .map_err(|_| frozen())?
         .map_err(rtsp)?;
     let mut demuxed = playing.demuxed().map_err(rtsp)?;
-    let mut decoder = openh264::decoder::Decoder::new().map_err(|e| CameraError::Rtsp {
-        camera: spec.id,
-        url: url.clone(),
-        message: format!("H.264 decoder: {e}"),
-    })?;
+    let decoding = pool
+        .open(SessionSpec {
+            camera: spec.id,
+            fps: spec.fps,
+            seq: Arc::clone(seq),
+            health: Arc::clone(health),
+            sink: Arc::clone(&sink.frames),
+        })
+        .map_err(|e| CameraError::Rtsp {
+            camera: spec.id,
+            url: url.clone(),
+            message: format!("H.264 decoder: {e}"),
+        })?;
     let mut report: Option<SenderReport> = None;
-    let period_ms = 1000.0 / spec.fps.max(0.001);
-    let mut next_due: f64 = f64::MIN;
     loop {
         let item = tokio::time::timeout(spec.frame_timeout, demuxed.next()).await.map_err(|_| frozen())?;
         let item = match item {
@@ -557,11 +574,10 @@ async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64
                         .utc_ms
                         .filter(|t| (t - received).unsigned_abs() <= spec.max_skew.as_millis() as u64)
                         .unwrap_or(received);
-                    *seq += 1;
                     health.frames_out.fetch_add(1, Ordering::Relaxed);
                     (sink.objects)(CameraObjects {
                         camera: spec.id,
-                        seq: *seq,
+                        seq: seq.fetch_add(1, Ordering::Relaxed) + 1,
                         capture_ms,
                         frame_size,
                         objects: f.objects,
@@ -576,52 +592,24 @@ async fn session(spec: &CameraSpec, sink: &Sinks, health: &Health, seq: &mut u64
             CodecItem::VideoFrame(frame) => {
                 let received = wall_ms();
                 health.frames_in.fetch_add(1, Ordering::Relaxed);
-                let decoded = match decoder.decode(frame.data()) {
-                    Ok(Some(yuv)) => yuv,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        health.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(camera = spec.id, "decode error: {e}");
-                        continue;
-                    }
-                };
-                // One lock per frame, no copy of the status: is this the session's first
-                // frame, and which clock times it.
-                let (first, time_source) = {
+                // One lock per frame: which clock times it, and the lag it shows.
+                let capture_ms = {
                     let mut s = health.status.lock().expect("camera status");
-                    let first = s.streaming_since.is_none();
-                    if first {
-                        s.state = CameraState::Streaming;
-                        s.streaming_since = Some(Instant::now());
-                        s.backoff = None;
-                    }
-                    (first, s.time_source)
+                    let capture_ms = match (report, s.time_source) {
+                        (Some(r), TimeSource::Rtcp) => {
+                            r.unix_ms
+                                + (frame.timestamp().timestamp() - r.rtp) * 1000
+                                    / i64::from(r.clock_rate.max(1))
+                        }
+                        _ => received,
+                    };
+                    s.lag_ms = Some((received - capture_ms) as f64);
+                    capture_ms
                 };
-                if first && health.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
-                    health.reconnects.fetch_add(1, Ordering::Relaxed);
+                // Decoded, sampled and passed on by the pool; this waits only when it is full.
+                if decoding.send(frame.into_data(), capture_ms).await.is_err() {
+                    return Ok(());
                 }
-                let capture_ms = match (report, time_source) {
-                    (Some(r), TimeSource::Rtcp) => {
-                        r.unix_ms
-                            + (frame.timestamp().timestamp() - r.rtp) * 1000 / i64::from(r.clock_rate.max(1))
-                    }
-                    _ => received,
-                };
-                health.update(|s| s.lag_ms = Some((received - capture_ms) as f64));
-                let t = capture_ms as f64;
-                if t + period_ms * 0.25 < next_due {
-                    continue;
-                }
-                next_due = if t - next_due > period_ms { t + period_ms } else { next_due + period_ms };
-                use openh264::formats::YUVSource;
-                let (w, h) = decoded.dimensions();
-                // Converted straight into the frame's own buffer: it is shared (Arc) from here on.
-                let mut rgb = vec![0u8; w * h * 3];
-                decoded.write_rgb8(&mut rgb);
-                let Some(image) = RgbImage::from_raw(w as u32, h as u32, rgb) else { continue };
-                *seq += 1;
-                health.frames_out.fetch_add(1, Ordering::Relaxed);
-                (sink.frames)(Frame { camera: spec.id, seq: *seq, capture_ms, image: Arc::new(image) });
             }
             _ => {}
         }

@@ -137,6 +137,8 @@ pub struct Engine {
     pub rules_max_rows: Spanned<i64>,
     /// Rows per second one rule may emit.
     pub rule_max_rows_per_s: Spanned<i64>,
+    /// Threads that decode camera video (0: one per core).
+    pub decode_threads: Spanned<i64>,
 }
 
 impl Default for Engine {
@@ -152,6 +154,7 @@ impl Default for Engine {
             rule_max_rows: Spanned::new(0..0, 2_000_000),
             rules_max_rows: Spanned::new(0..0, 8_000_000),
             rule_max_rows_per_s: Spanned::new(0..0, 1_000_000),
+            decode_threads: Spanned::new(0..0, 0),
         }
     }
 }
@@ -715,7 +718,7 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 23] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 24] = [
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
@@ -729,6 +732,7 @@ impl Config {
             (&self.engine.rule_max_rows, "engine.rule_max_rows", 1_000, 100_000_000),
             (&self.engine.rules_max_rows, "engine.rules_max_rows", 1_000, 1_000_000_000),
             (&self.engine.rule_max_rows_per_s, "engine.rule_max_rows_per_s", 100, 100_000_000),
+            (&self.engine.decode_threads, "engine.decode_threads", 0, 256),
             (&self.server.max_connections, "server.max_connections", 1, 1_024),
             (&self.server.auth_timeout_s, "server.auth_timeout_s", 1, 300),
             (&self.server.query_memory_mb, "server.query_memory_mb", 16, 16_384),
@@ -1381,6 +1385,7 @@ mod tests {
             ("[server]\nquery_memory_mb = 1000000\n", 4, "server.query_memory_mb"),
             ("[server]\nquery_timeout_s = 0\n", 4, "server.query_timeout_s"),
             ("[engine]\nworkers = 1000\n", 4, "engine.workers = 1000"),
+            ("[engine]\ndecode_threads = -1\n", 4, "engine.decode_threads = -1 is out of range"),
             ("[snapshots]\nmin_interval_s = 0.0\n", 4, "snapshots.min_interval_s = 0 is out of range"),
             (
                 "[[watchlist]]\nplate = \"12345-B-6\"\nlegal_basis = \"x\"\nactive_from_s = 1e300\n",

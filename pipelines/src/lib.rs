@@ -5,11 +5,12 @@
 //! [`settings::Settings`]; [`derive`] (the streams the main dataflow derives, and the catalog
 //! they make); [`app::run`] (sources → ingest → dataflow → Parquet, alerts and rules, until
 //! stopped); [`sim::CameraSim`] (the deterministic city); [`live`] and [`camera`] (RTSP
-//! cameras); [`replay`] (rules over recorded events).
+//! cameras), decoding on [`decode::DecodePool`]; [`replay`] (rules over recorded events).
 
 pub mod app;
 pub mod camera;
 pub mod config;
+pub mod decode;
 pub mod derive;
 pub mod detect;
 pub mod live;

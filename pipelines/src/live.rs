@@ -33,6 +33,7 @@ use vigil_operators::zones::{Zone, ZoneIndex};
 use crate::camera::{
     self, CameraHealth, CameraObjects, CameraSpec, Frame, Health, HealthRow, HealthRows, Sinks, TimeSource,
 };
+use crate::decode::DecodePool;
 use crate::detect::{DetectStage, Detected, StageConfig};
 use crate::settings::{CameraSettings, PasswordSource, Settings};
 
@@ -225,6 +226,9 @@ impl Live {
             tx,
             move |e| e2.lock().expect("errors").push(format!("inference: {e}")),
         )?;
+        // The tasks only read the network and time frames (decoding is on the pool): two
+        // threads carry thousands of RTSP sessions.
+        let decode = Arc::new(DecodePool::new(settings.engine.decode_threads)?);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("camera")
@@ -243,7 +247,7 @@ impl Live {
             .zip(&health)
             .map(|(spec, h)| {
                 eprintln!("camera {} ({}): connecting to {}", spec.id, spec.name, spec.url);
-                camera::spawn(rt.handle(), spec, sinks.clone(), Arc::clone(h))
+                camera::spawn(rt.handle(), Arc::clone(&decode), spec, sinks.clone(), Arc::clone(h))
             })
             .collect();
         Ok(Live {

@@ -39,6 +39,8 @@ pub struct EngineSettings {
     pub fusion_radius_m: f64,
     /// How long a density must stay past a threshold to raise or clear an alert, ms.
     pub density_hold_ms: Millis,
+    /// Threads that decode camera video (0: one per core).
+    pub decode_threads: usize,
 }
 
 /// Retention: how long each class of data is kept, on disk and in memory.
@@ -392,6 +394,7 @@ impl Settings {
                 density_sample_ms: *e.density_sample_ms.get_ref(),
                 fusion_radius_m: *e.fusion_radius_m.get_ref(),
                 density_hold_ms: t.density_hold_s.get_ref() * 1000,
+                decode_threads: *e.decode_threads.get_ref() as usize,
             },
             out: config.base_dir.join(&config.sinks.out),
             partition_ms: config.sinks.partition_s.get_ref() * 1000,

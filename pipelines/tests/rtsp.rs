@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{RtspServer, render_frames};
 use url::Url;
 use vigil_pipelines::camera::{self, CameraSpec, CameraState, Frame, Health, TimeSource};
+use vigil_pipelines::decode::DecodePool;
 
 type Frames = Arc<Mutex<Vec<(Instant, Frame)>>>;
 
@@ -42,7 +43,8 @@ fn start_with_objects(
         frames: Arc::new(move |fr| f.lock().unwrap().push((Instant::now(), fr))),
         objects: Arc::new(move |ob| o.lock().unwrap().push(ob)),
     };
-    let handle = camera::spawn(rt.handle(), spec, sinks, Arc::clone(&health));
+    let handle =
+        camera::spawn(rt.handle(), Arc::new(DecodePool::new(1).unwrap()), spec, sinks, Arc::clone(&health));
     (frames, objects, health, handle)
 }
 
