@@ -27,8 +27,10 @@ use tokio::sync::mpsc;
 
 use crate::camera::{CameraState, Frame, FrameSink, Health};
 
-/// Encoded frames a pool thread holds at most before camera tasks wait.
-const QUEUE: usize = 256;
+/// Encoded frames a pool thread holds at most before camera tasks wait: enough to smooth a key
+/// frame's longer decode, small enough that an overloaded pool pushes back within a fraction of
+/// a second instead of hiding seconds of lag in its queue.
+const QUEUE: usize = 16;
 
 /// Threads that decode every camera's video.
 pub struct DecodePool {
