@@ -15,9 +15,11 @@
 //!   ([`bridge::Finalize`]);
 //! - [`waiting::Waiting`]: items held until the watermark passes them;
 //! - [`parquet_sink::WriteParquet`] and [`retention`]: files, and their deletion on time;
+//! - [`audit::AuditLog`]: the append-only, hash-chained audit log, and [`audit::verify`];
 //! - [`ids::Epoch`]: ids unique across runs and restarts;
 //! - [`text_file::read`]: text inputs read with a size limit.
 
+pub mod audit;
 pub mod bridge;
 pub mod catalog;
 pub mod error;
