@@ -414,6 +414,8 @@ impl Settings {
                     auth_timeout: std::time::Duration::from_secs(
                         *config.server.auth_timeout_s.get_ref() as u64
                     ),
+                    // The run opens the log under its output directory.
+                    audit: None,
                 },
                 limits: vigil_sql::limits::Limits {
                     query_memory: (*config.server.query_memory_mb.get_ref() as usize) << 20,

@@ -321,3 +321,73 @@ fn the_endpoint_refuses_to_start_without_a_password() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("VIGIL_PG_PASSWORD") && stderr.contains("no anonymous access"), "{stderr}");
 }
+
+/// `vigil audit verify` on `out`: (succeeded, stdout + stderr).
+fn audit_verify(out: &Path) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["audit", "verify", "--out"])
+        .arg(out)
+        .output()
+        .expect("vigil runs");
+    (
+        o.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+#[test]
+fn logins_statements_and_watchlist_changes_are_in_a_chain_that_shows_any_tampering() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 120);
+    let denied = city.psql_as("mallory", "not-the-password", "SELECT 1");
+    assert!(!denied.status.success());
+    city.ok("SELECT count(*) FROM plate_reads WHERE plate = '12345-ب-6'");
+    city.ok("CREATE RULE audited AS SELECT camera_id, plate FROM plate_reads WHERE plate IS NOT NULL");
+    city.ok("DROP RULE audited");
+    city.fails("SELECT nothing FROM nowhere");
+    city.stop();
+
+    let out = tmp.path().join("city");
+    let (ok, said) = audit_verify(&out);
+    assert!(ok, "{said}");
+    assert!(said.contains("chain intact"), "{said}");
+    let log = out.join("audit/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let has = |actor: &str, action: &str, object: Option<&str>| {
+        records
+            .iter()
+            .any(|r| r["actor"] == actor && r["action"] == action && object.is_none_or(|o| r["object"] == o))
+    };
+    assert!(has("config", "config.load", None), "{text}");
+    assert!(has("config", "watchlist.add", None), "the demo's watchlist: {text}");
+    assert!(has("mallory", "login.failed", Some("psql")), "{text}");
+    assert!(has("vigil", "login", Some("psql")), "{text}");
+    assert!(
+        has("vigil", "rule.create", Some("audited")) && has("vigil", "rule.drop", Some("audited")),
+        "{text}"
+    );
+    let failed = records.iter().any(|r| {
+        r["action"] == "query" && r["detail"]["result"].as_str().is_some_and(|x| x.starts_with("error 4"))
+    });
+    let succeeded =
+        records.iter().filter(|r| r["action"] == "query" && r["detail"]["result"] == "ok").count();
+    assert!(failed && succeeded >= 1, "{text}");
+    // Ids and digests only: the plate in the query and the watchlist's plates are not there.
+    assert!(!text.contains("12345") && !text.contains('ب'), "{text}");
+
+    // One byte changed in the third record: verify fails and names its line.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut changed = lines.clone();
+    let tampered = lines[2].replacen("\"actor\":\"", "\"actor\":\"x", 1);
+    changed[2] = &tampered;
+    std::fs::write(&log, changed.join("\n") + "\n").unwrap();
+    let (ok, said) = audit_verify(&out);
+    assert!(!ok && said.contains("audit.log:3:") && said.contains("changed"), "{said}");
+    // The second record removed: the record that follows it is named.
+    let mut removed = lines.clone();
+    removed.remove(1);
+    std::fs::write(&log, removed.join("\n") + "\n").unwrap();
+    let (ok, said) = audit_verify(&out);
+    assert!(!ok && said.contains("audit.log:2:") && said.contains("removed or reordered"), "{said}");
+}

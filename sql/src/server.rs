@@ -15,6 +15,10 @@
 //! the same source or for the same user. A query's client that goes away stops the query.
 //! Errors carry the SQLSTATE, the position (`psql:line:column`) and the fix as the hint; a
 //! wrong statement never stops the engine or another rule.
+//!
+//! With an audit log ([`Edge::audit`]), every login, failed login and statement is recorded
+//! before its answer is sent: who, what kind, the rule or stream it named, a keyed digest of its
+//! text (a query may hold a plate) and whether it succeeded.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -43,6 +47,7 @@ use pgwire::messages::copy::CopyData;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
+use vigil_engine::audit::AuditLog;
 
 use crate::delta::Delta;
 use crate::error::SqlError;
@@ -71,11 +76,13 @@ pub struct Edge {
     pub max_connections: usize,
     /// A connection that has not logged in by then is closed.
     pub auth_timeout: Duration,
+    /// Where logins and statements are recorded, if anywhere.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl Default for Edge {
     fn default() -> Self {
-        Self { max_connections: 64, auth_timeout: Duration::from_secs(10) }
+        Self { max_connections: 64, auth_timeout: Duration::from_secs(10), audit: None }
     }
 }
 
@@ -114,10 +121,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
         };
         let authed = Arc::new(AtomicBool::new(false));
         let factory = Arc::new(Factory {
-            session: Arc::new(Session { registry: Arc::clone(&registry), watch }),
+            session: Arc::new(Session { registry: Arc::clone(&registry), watch, audit: edge.audit.clone() }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
             authed: Arc::clone(&authed),
+            audit: edge.audit.clone(),
         });
         let auth_timeout = edge.auth_timeout;
         tokio::spawn(async move {
@@ -225,6 +233,7 @@ struct Factory {
     credentials: Arc<Credentials>,
     failures: Arc<Failures>,
     authed: Arc<AtomicBool>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl PgWireServerHandlers for Factory {
@@ -240,6 +249,7 @@ impl PgWireServerHandlers for Factory {
                 .with_scram(scram),
             failures: Arc::clone(&self.failures),
             authed: Arc::clone(&self.authed),
+            audit: self.audit.clone(),
         })
     }
 }
@@ -249,6 +259,7 @@ struct Login<H> {
     inner: H,
     failures: Arc<Failures>,
     authed: Arc<AtomicBool>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 #[async_trait]
@@ -260,10 +271,15 @@ impl<H: StartupHandler> StartupHandler for Login<H> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let r = self.inner.on_startup(client, message).await;
-        let source = format!("source {}", client.socket_addr().ip());
-        let user = format!("user {}", client.metadata().get("user").map_or("", String::as_str));
+        let ip = client.socket_addr().ip().to_string();
+        let name = actor(client.metadata().get("user").map_or("", String::as_str));
+        let source = format!("source {ip}");
+        let user = format!("user {name}");
         match &r {
             Err(PgWireError::InvalidPassword(_)) => {
+                if let Some(a) = &self.audit {
+                    a.record(&name, "login.failed", "psql", &[("source", &ip)]);
+                }
                 let n = self.failures.record(&[source.clone(), user.clone()]);
                 let delay = failure_delay(n);
                 tracing::warn!(
@@ -274,6 +290,9 @@ impl<H: StartupHandler> StartupHandler for Login<H> {
                 tokio::time::sleep(delay).await;
             }
             Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
+                if let Some(a) = &self.audit {
+                    a.record(&name, "login", "psql", &[("source", &ip)]);
+                }
                 self.authed.store(true, Ordering::SeqCst);
                 self.failures.clear(&source);
                 self.failures.clear(&user);
@@ -287,6 +306,13 @@ impl<H: StartupHandler> StartupHandler for Login<H> {
 struct Session {
     registry: Arc<Registry>,
     watch: tokio::net::TcpStream,
+    audit: Option<Arc<AuditLog>>,
+}
+
+/// A user name as the audit log holds it: printable, at most 64 characters (a failed login may
+/// claim any name).
+fn actor(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 /// Source name of statements typed in psql, in error positions.
@@ -316,7 +342,7 @@ fn upper(w: &[String], i: usize) -> String {
 
 #[async_trait]
 impl SimpleQueryHandler for Session {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -328,8 +354,10 @@ impl SimpleQueryHandler for Session {
             Err(e) => return Ok(vec![user_error(e)]),
         };
         let mut out = Vec::new();
+        let user = actor(client.metadata().get("user").map_or("", String::as_str));
         for st in statements {
             let r = self.statement(&st.text, &st.blanked).await;
+            self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
             out.push(r);
             if failed {
@@ -341,6 +369,30 @@ impl SimpleQueryHandler for Session {
 }
 
 impl Session {
+    /// Records a statement and its outcome: its kind, the rule or stream it named, a digest of
+    /// its text.
+    fn audit(&self, user: &str, text: &str, r: &Response) {
+        let Some(a) = &self.audit else { return };
+        let w = statement_words(text).unwrap_or_default();
+        let (w0, w1) = (upper(&w, 0), upper(&w, 1));
+        let named = |i: usize| {
+            let i = if upper(&w, i) == "IF" { i + 2 + usize::from(upper(&w, i + 1) == "NOT") } else { i };
+            w.get(i).cloned().unwrap_or_default()
+        };
+        let (action, object) = match (w0.as_str(), w1.as_str()) {
+            ("CREATE", "RULE") => ("rule.create", named(2)),
+            ("DROP", "RULE") => ("rule.drop", named(2)),
+            ("SUBSCRIBE", _) => ("subscribe", named(if w1 == "TO" { 2 } else { 1 })),
+            ("COPY", "SUBSCRIBE") => ("subscribe", named(if upper(&w, 2) == "TO" { 3 } else { 2 })),
+            _ => ("query", String::new()),
+        };
+        let result = match r {
+            Response::Error(e) => format!("error {}", e.code),
+            _ => "ok".to_owned(),
+        };
+        a.record(user, action, &actor(&object), &[("sql", &a.digest(text)), ("result", &result)]);
+    }
+
     async fn statement(&self, text: &str, blanked: &str) -> Response {
         // split_statements tokenized the text already, so this does not fail.
         let w = statement_words(text).unwrap_or_default();

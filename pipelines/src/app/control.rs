@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use vigil_engine::audit::AuditLog;
 use vigil_engine::catalog::Catalog;
 use vigil_engine::ingest::Ingest;
 use vigil_engine::parquet_sink::partition_start;
@@ -39,6 +40,8 @@ pub struct ControlParts {
     pub start_ms: Millis,
     /// Where operators and sinks report; a fatal error stops the run.
     pub errors: vigil_engine::error::ErrorSink,
+    /// Where watchlist changes are recorded.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// The control loop's state; see the module documentation.
@@ -51,6 +54,7 @@ pub struct Control {
     progress: Arc<Progress>,
     start_ms: Millis,
     errors: vigil_engine::error::ErrorSink,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Control {
@@ -65,6 +69,7 @@ impl Control {
             progress: parts.progress,
             start_ms: parts.start_ms,
             errors: parts.errors,
+            audit: parts.audit,
         }
     }
 
@@ -77,6 +82,15 @@ impl Control {
     pub fn push_due_watch(&mut self, now: Millis) -> anyhow::Result<()> {
         while self.watch.front().is_some_and(|(t, _)| *t <= now) {
             if let Some((_, entry)) = self.watch.pop_front() {
+                if let Some(a) = &self.audit {
+                    let plate = a.digest(&entry.plate);
+                    a.record(
+                        "config",
+                        "watchlist.add",
+                        &plate,
+                        &[("legal_basis", &a.digest(&entry.legal_basis))],
+                    );
+                }
                 self.ingest.push_table::<Watchlist>(watchlist::to_batch(&[entry]), 1)?;
             }
         }
@@ -135,6 +149,7 @@ pub struct Sweeper {
     streams: Vec<(&'static str, Class)>,
     periods: RetentionSettings,
     last: Option<Millis>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// How often retention runs, in event time.
@@ -142,12 +157,13 @@ pub const SWEEP_EVERY_MS: Millis = 60_000;
 
 impl Sweeper {
     /// Retention of the files under `out` for the streams of `catalog`.
-    pub fn new(out: &Path, catalog: &Catalog, settings: &Settings) -> Self {
+    pub fn new(out: &Path, catalog: &Catalog, settings: &Settings, audit: Option<Arc<AuditLog>>) -> Self {
         Self {
             out: out.to_path_buf(),
             streams: catalog.streams().map(|s| (s.name, s.class)).collect(),
             periods: settings.retention.clone(),
             last: None,
+            audit,
         }
     }
 
@@ -165,13 +181,29 @@ impl Sweeper {
     pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         self.last = Some(watermark);
         let mut deleted = 0;
+        let (out, audit) = (&self.out, &self.audit);
         let mut run = |dir: PathBuf,
                        recursive: bool,
                        class: Class,
                        time_of: &dyn Fn(&Path) -> Option<Millis>| {
             let period = self.periods.period(class);
             match sweep(&dir, recursive, watermark - period, class, period, time_of) {
-                Ok(d) => deleted += d.len(),
+                Ok(d) => {
+                    deleted += d.len();
+                    // Paths name a stream, a partition's time and a run: no personal data.
+                    if let Some(a) = audit {
+                        let (class, period) = (format!("{class:?}").to_lowercase(), human_period(period));
+                        for f in &d {
+                            let path = f.path.strip_prefix(out).unwrap_or(&f.path).display().to_string();
+                            a.record(
+                                "system",
+                                "retention.delete",
+                                &path,
+                                &[("class", &class), ("period", &period)],
+                            );
+                        }
+                    }
+                }
                 Err(e) => tracing::error!("retention of {}: {e} (retried at the next sweep)", dir.display()),
             }
         };

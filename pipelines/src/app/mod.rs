@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use vigil_engine::audit::AuditLog;
 use vigil_engine::catalog::Catalog;
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
@@ -168,6 +169,14 @@ pub fn run_with(
     } else {
         Epoch::default()
     };
+    // The audit log lives with the output it accounts for, across runs.
+    let audit = if opts.parquet {
+        let log = Arc::new(AuditLog::open(&audit_path(&opts.out))?);
+        log.record("config", "config.load", &settings.name, &[("digest", &log.digest(&settings.text))]);
+        Some(log)
+    } else {
+        None
+    };
     let index_by_camera = Arc::new(zones_by_camera(&settings.zones));
     let calibrated = live.then(|| crate::live::calibrate(settings));
     let locate: Locate = match &calibrated {
@@ -262,7 +271,7 @@ pub fn run_with(
         Err(e) => eprintln!("error: the stored rules were not restored: {e}"),
     }
     if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
-        start_pg_server(&addr, settings, Arc::clone(&registry))?;
+        start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
     }
     // Watchlist entries active from the start go in before any frame.
     let watch: Vec<(Millis, WatchEntry)> =
@@ -276,7 +285,8 @@ pub fn run_with(
         rules: control_rx,
         registry: Arc::clone(&registry),
         watch,
-        retention: opts.parquet.then(|| control::Sweeper::new(&opts.out, &catalog, settings)),
+        retention: opts.parquet.then(|| control::Sweeper::new(&opts.out, &catalog, settings, audit.clone())),
+        audit: audit.clone(),
         progress: Arc::clone(progress),
         start_ms,
         errors: errors.clone(),
@@ -366,7 +376,17 @@ fn nominal_rows_per_s(settings: &Settings) -> f64 {
 /// File descriptors the psql endpoint leaves to the sinks, cameras and models.
 const FD_RESERVE: u64 = 192;
 
-fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> anyhow::Result<()> {
+/// The audit log of the output directory `out`.
+pub fn audit_path(out: &std::path::Path) -> PathBuf {
+    out.join("audit").join("audit.log")
+}
+
+fn start_pg_server(
+    addr: &str,
+    settings: &Settings,
+    registry: Arc<Registry>,
+    audit: Option<Arc<AuditLog>>,
+) -> anyhow::Result<()> {
     let server = &settings.server;
     let password = std::env::var(&server.pg_password_env).map_err(|_| {
         anyhow::anyhow!(
@@ -382,6 +402,7 @@ fn start_pg_server(addr: &str, settings: &Settings, registry: Arc<Registry>) -> 
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let mut edge = server.edge.clone();
+    edge.audit = audit;
     // Each connection holds two descriptors; the sinks keep theirs (FD_RESERVE) whatever the
     // network does, or their writes would fail with "too many open files".
     let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);

@@ -9,7 +9,7 @@
 // The binary's job is to print alerts and summaries; libraries never print.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -158,6 +158,28 @@ enum Command {
         #[command(flatten)]
         tracker: TrackerArgs,
     },
+    /// The audit log of an output directory.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the log's hash chain: exit 0 when every record is as written, 1 naming the first
+    /// changed, removed or reordered record.
+    Verify {
+        /// The log (default: `audit/audit.log` under the output directory).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// The configuration whose output directory holds the log (`[sinks] out`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The output directory (default: the configuration's, else `vigil-out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `vigil track`'s tracker settings, as `[tracker]` names them.
@@ -276,6 +298,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let (gt, det) = vigil_pipelines::mot::simulate_sequence(&params, camera, frames, &out)?;
             eprintln!("{frames} frames: {gt} ground-truth boxes, {det} detections in {}", out.display());
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Audit { what: AuditCommand::Verify { log, config, out } } => {
+            let log = match (log, out, config) {
+                (Some(log), _, _) => log,
+                (None, Some(out), _) => app::audit_path(&out),
+                (None, None, Some(config)) => app::audit_path(&Settings::load(&config)?.out),
+                (None, None, None) => app::audit_path(Path::new("vigil-out")),
+            };
+            if !log.is_file() {
+                anyhow::bail!(
+                    "{}: no audit log there; fix: give --log, or the --out / --config of the run",
+                    log.display()
+                );
+            }
+            match vigil_engine::audit::verify(&log) {
+                Ok(v) => {
+                    println!("{}: {} records, chain intact", log.display(), v.records);
+                    println!(
+                        "head: {} {} (keep a copy outside this machine to anchor the log)",
+                        v.records, v.head
+                    );
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("audit log broken: {e}");
+                    eprintln!("records before line {} are intact", e.line);
+                    Ok(std::process::ExitCode::from(1))
+                }
+            }
         }
         Command::Track { mot_det, out, fps, tracker: t } => {
             if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
