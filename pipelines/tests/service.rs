@@ -108,8 +108,15 @@ fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_run
     );
     assert!(has(&["vigil::retention", "dropped", "rows of detections from memory"]), "{}", log.join("\n"));
     assert!(has(&["vigil::retention", "deleted", "rules/persons/"]), "rule outputs too:\n{}", log.join("\n"));
-    // Every file is complete: nothing in progress, and DuckDB reads every stream written.
     let out = dir.path().join("out");
+    // Each deletion is also in the audit log, whose chain holds.
+    let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
+    let recorded =
+        |path: &str| audit.lines().any(|l| l.contains("\"action\":\"retention.delete\"") && l.contains(path));
+    assert!(recorded("detections/detections-20260614T200000Z-e1-w0.parquet"), "{audit}");
+    assert!(recorded("snapshots/camera=0/20260614T200500Z_persons.jpg"), "{audit}");
+    assert!(vigil_engine::audit::verify(&out.join("audit/audit.log")).is_ok());
+    // Every file is complete: nothing in progress, and DuckDB reads every stream written.
     for entry in walk(&out) {
         assert!(!entry.ends_with(".inprogress"), "{entry} was left half-written");
     }
