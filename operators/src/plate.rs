@@ -4,8 +4,11 @@
 //! and a prefecture/province code of 1–2 digits. The same car can be read as `12345-ب-6`,
 //! `12345-B-6` (rear plates for driving abroad carry the Latin letter and `MA`), in Eastern
 //! Arabic digits, right to left (`6 | ب | 12345`), or from a two-line plate (letter and code
-//! on top). Older plates are digits only: `1234-56 | 7`. [`normalize`] maps all of these to
-//! `12345-ب-6` (or `1234-56-7`), so a watchlist match is an exact string comparison.
+//! on top). Older plates are digits only: `1234-56 | 7`. State vehicles carry a red `M` (or
+//! `المغرب`) beside a serial, diplomatic ones `CD` between two numbers. [`normalize`] maps all of
+//! these to one text (`12345-ب-6`, `1234-56-7`, `123456-M`, `12-CD-345`), so a watchlist match is
+//! a string comparison. A letter the OCR could not read (`?`) stays unknown (`12345-?-6`): it is
+//! never guessed, and the watchlist join decides what an unknown letter may match.
 //!
 //! Written by hand rather than with a regex crate: the grammar is three tokens with a few
 //! orderings, and the per-read cost matters on the ANPR hot path.
@@ -54,6 +57,9 @@ const LETTERS: &[(char, &[char])] = &[
     ('ج', &['J']),
 ];
 
+/// The letter of a plate whose letter could not be read.
+pub const UNKNOWN_LETTER: char = '?';
+
 /// A parsed plate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Plate {
@@ -61,7 +67,7 @@ pub enum Plate {
     Current {
         /// 1..=99999.
         serial: u32,
-        /// One of the issued Arabic letters.
+        /// One of the issued Arabic letters, or [`UNKNOWN_LETTER`].
         letter: char,
         /// Prefecture or province code, 1..=89.
         region: u8,
@@ -75,6 +81,26 @@ pub enum Plate {
         /// Region code, 1..=89.
         region: u8,
     },
+    /// A state vehicle: red `M` (`المغرب`) and a serial.
+    State {
+        /// 1..=999999.
+        serial: u32,
+    },
+    /// A diplomatic vehicle: `CD` with the mission's number before it and the vehicle's after
+    /// (either may be missing on a reading).
+    Diplomatic {
+        /// The mission's number, when read.
+        mission: Option<u32>,
+        /// The vehicle's number, when read.
+        vehicle: Option<u32>,
+    },
+}
+
+impl Plate {
+    /// False when the plate's letter could not be read.
+    pub fn letter_known(&self) -> bool {
+        !matches!(self, Plate::Current { letter: UNKNOWN_LETTER, .. })
+    }
 }
 
 impl fmt::Display for Plate {
@@ -82,6 +108,17 @@ impl fmt::Display for Plate {
         match self {
             Plate::Current { serial, letter, region } => write!(f, "{serial}-{letter}-{region}"),
             Plate::Old { serial, series, region } => write!(f, "{serial}-{series:02}-{region}"),
+            Plate::State { serial } => write!(f, "{serial}-M"),
+            Plate::Diplomatic { mission, vehicle } => {
+                if let Some(m) = mission {
+                    write!(f, "{m}-")?;
+                }
+                write!(f, "CD")?;
+                if let Some(v) = vehicle {
+                    write!(f, "-{v}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -89,7 +126,7 @@ impl fmt::Display for Plate {
 /// Why a text is not a plate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "not a Moroccan plate: {input:?}: {reason}; expected `12345-ب-6` (serial, letter, region) or `1234-56-7`"
+    "not a Moroccan plate: {input:?}: {reason}; expected `12345-ب-6` (serial, letter, region), `1234-56-7`, `123456-M` or `12-CD-345`"
 )]
 pub struct PlateError {
     /// The text as given.
@@ -102,6 +139,10 @@ pub struct PlateError {
 enum Token {
     Digits(u32, usize),
     Letter(char),
+    /// `M` or `المغرب`: a state vehicle.
+    State,
+    /// `CD`: a diplomatic vehicle.
+    Diplomatic,
 }
 
 fn canonical_letter(c: char) -> Option<char> {
@@ -128,8 +169,8 @@ fn tokenize(input: &str) -> Result<Vec<Token>, &'static str> {
             while let Some(d) = chars.peek().and_then(|&c| ascii_digit(c)) {
                 chars.next();
                 len += 1;
-                if len > 5 {
-                    return Err("a digit group is longer than 5 digits");
+                if len > 6 {
+                    return Err("a digit group is longer than 6 digits");
                 }
                 value = value * 10 + d;
             }
@@ -149,11 +190,22 @@ fn tokenize(input: &str) -> Result<Vec<Token>, &'static str> {
             if word.eq_ignore_ascii_case("MA") {
                 continue;
             }
+            if word.eq_ignore_ascii_case("M") || word == "المغرب" {
+                tokens.push(Token::State);
+                continue;
+            }
+            if word.eq_ignore_ascii_case("CD") {
+                tokens.push(Token::Diplomatic);
+                continue;
+            }
             let mut it = word.chars();
             match (it.next().and_then(canonical_letter), it.next()) {
                 (Some(l), None) => tokens.push(Token::Letter(l)),
                 _ => return Err("letters other than one issued plate letter"),
             }
+        } else if matches!(c, '?' | '\u{FFFD}') {
+            // What an OCR gives for a letter it could not read.
+            tokens.push(Token::Letter(UNKNOWN_LETTER));
         } else if c.is_whitespace() || matches!(c, '-' | '|' | '/' | '.' | '_' | '\u{200F}' | '\u{200E}') {
             continue;
         } else {
@@ -176,7 +228,7 @@ pub fn parse(input: &str) -> Result<Plate, PlateError> {
     let serial = |v: u32, len: usize, max_len: usize| -> Result<u32, PlateError> {
         if len <= max_len && v >= 1 { Ok(v) } else { Err(err("serial must be 1 to 5 digits, not zero")) }
     };
-    use Token::{Digits, Letter};
+    use Token::{Digits, Diplomatic, Letter, State};
     match tokens.as_slice() {
         // Written order, or a two-line plate read bottom line last: serial | letter | region.
         [Digits(s, sl), Letter(l), Digits(r, rl)] => {
@@ -197,6 +249,18 @@ pub fn parse(input: &str) -> Result<Plate, PlateError> {
             }
             Ok(Plate::Old { serial: serial(*s, *sl, 4)?, series: *m as u8, region: region(*r, *rl)? })
         }
+        [State, Digits(s, sl)] | [Digits(s, sl), State] => {
+            if (1..=999_999).contains(s) && *sl <= 6 {
+                Ok(Plate::State { serial: *s })
+            } else {
+                Err(err("a state plate's serial is 1 to 6 digits, not zero"))
+            }
+        }
+        [Digits(m, _), Diplomatic, Digits(v, _)] => {
+            Ok(Plate::Diplomatic { mission: Some(*m), vehicle: Some(*v) })
+        }
+        [Digits(m, _), Diplomatic] => Ok(Plate::Diplomatic { mission: Some(*m), vehicle: None }),
+        [Diplomatic, Digits(v, _)] => Ok(Plate::Diplomatic { mission: None, vehicle: Some(*v) }),
         [] => Err(err("empty")),
         _ => Err(err("groups not in a plate's order")),
     }
@@ -206,6 +270,14 @@ pub fn parse(input: &str) -> Result<Plate, PlateError> {
 pub fn normalize(input: &str) -> Result<String, PlateError> {
     parse(input).map(|p| p.to_string())
 }
+
+/// `normalize_plate(text)` for readers of `plate_reads` and the watchlist (SQL: the canonical
+/// text, or `NULL` when the text is not a plate).
+pub static NORMALIZE_PLATE: vigil_engine::catalog::TextFunction = vigil_engine::catalog::TextFunction {
+    name: "normalize_plate",
+    doc: "the canonical text of a plate reading (12345-ب-6), NULL when the text is not a plate",
+    f: |s| normalize(s).ok(),
+};
 
 #[cfg(test)]
 mod tests {
@@ -239,6 +311,40 @@ mod tests {
         }
     }
 
+    /// Every form an analyst or an OCR may give, and its one canonical text.
+    #[test]
+    fn the_canonical_form_of_each_kind_of_reading() {
+        for (reading, canonical) in [
+            // Two-line plates, read top line first (letter and code on top).
+            ("ب 6\n12345", "12345-ب-6"),
+            ("6 ب\n12345", "12345-ب-6"),
+            // Eastern Arabic (Arabic-Indic and Persian) digits, and direction marks.
+            ("\u{200F}١٢٣٤٥ | ب | ٦", "12345-ب-6"),
+            ("۱۲۳۴۵-ب-۶", "12345-ب-6"),
+            // A letter the OCR could not read stays unknown, in every order.
+            ("12345-?-6", "12345-?-6"),
+            ("12345 \u{FFFD} 6", "12345-?-6"),
+            ("6 | ? | 12345", "12345-?-6"),
+            // Old digit-only plates.
+            ("1234-56 | 7", "1234-56-7"),
+            ("١٢٣٤-٥٦-٧", "1234-56-7"),
+            // State vehicles: red M, or المغرب.
+            ("123456 M", "123456-M"),
+            ("M 4521", "4521-M"),
+            ("المغرب 4521", "4521-M"),
+            // Diplomatic: mission number, CD, vehicle number.
+            ("12 CD 345", "12-CD-345"),
+            ("12-cd-345", "12-CD-345"),
+            ("CD 345", "CD-345"),
+            ("12 CD", "12-CD"),
+        ] {
+            assert_eq!(normalize(reading).as_deref(), Ok(canonical), "reading {reading:?}");
+            assert_eq!(normalize(canonical).as_deref(), Ok(canonical), "{canonical} is a fixed point");
+        }
+        assert!(!parse("12345-?-6").unwrap().letter_known());
+        assert!(parse("12345-ب-6").unwrap().letter_known());
+    }
+
     #[test]
     fn old_plates() {
         assert_eq!(normalize("1234-56 | 7").as_deref(), Ok("1234-56-7"));
@@ -251,7 +357,10 @@ mod tests {
             ("", "empty"),
             ("12345-ب-0", "region code must be 1 to 89"),
             ("12345-ب-90", "region code must be 1 to 89"),
-            ("123456-ب-6", "a digit group is longer than 5 digits"),
+            ("123456-ب-6", "serial must be 1 to 5 digits, not zero"),
+            ("1234567-M", "a digit group is longer than 6 digits"),
+            ("0-M", "a state plate's serial is 1 to 6 digits, not zero"),
+            ("12345-ب-?", "groups not in a plate's order"),
             ("12345-X-6", "letters other than one issued plate letter"),
             ("12345-ب-6-7", "more than three groups"),
             ("12345*ب-6", "a character that is neither digit, plate letter nor separator"),
@@ -270,6 +379,18 @@ mod tests {
         fn never_panics_and_is_idempotent(s in "\\PC{0,24}") {
             if let Ok(p) = normalize(&s) {
                 prop_assert_eq!(normalize(&p), Ok(p.clone()));
+            }
+        }
+
+        /// Fuzzing with the alphabet of plates (digits of three scripts, letters, marks,
+        /// separators), which reaches every branch of the parser far more often than any text.
+        #[test]
+        fn plate_like_text_never_panics_and_normalizes_to_a_fixed_point(
+            s in "[0-9٠-٩۰-۹بأدهوطيجABDHWTYJMCa?\u{FFFD}| \\-/.\n]{0,20}|(المغرب|CD|MA| |[0-9]{1,7}|[بB?])*"
+        ) {
+            if let Ok(p) = normalize(&s) {
+                prop_assert_eq!(normalize(&p), Ok(p.clone()));
+                prop_assert!(!p.is_empty());
             }
         }
 
