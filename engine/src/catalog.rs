@@ -4,6 +4,10 @@
 //! streams the engine is fed and of those its operators derive (each operator says what it
 //! produces). The Parquet sinks, the SQL catalog, psql `SELECT`, replay and retention all
 //! iterate it.
+//!
+//! Beside the streams, the catalog holds the [`TextFunction`]s their definitions offer readers
+//! (a plate's canonical form, say): the SQL front end exposes each as a scalar function, so the
+//! function lives next to the stream it serves and no other crate names it.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,19 @@ use crate::stream::{Class, StreamInfo};
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     by_name: BTreeMap<&'static str, &'static StreamInfo>,
+    functions: BTreeMap<&'static str, &'static TextFunction>,
+}
+
+/// A function from text to text that a stream's definition offers its readers; `None` is
+/// SQL's `NULL` (the text has no such form).
+#[derive(Debug)]
+pub struct TextFunction {
+    /// Its name (lower case, as SQL calls it).
+    pub name: &'static str,
+    /// What it does, for humans.
+    pub doc: &'static str,
+    /// The function.
+    pub f: fn(&str) -> Option<String>,
 }
 
 impl Catalog {
@@ -37,6 +54,21 @@ impl Catalog {
                 Ok(())
             }
         }
+    }
+
+    /// Adds a function; the same definition may come twice, two may not share a name.
+    pub fn add_function(&mut self, f: &'static TextFunction) -> Result<()> {
+        match self.functions.insert(f.name, f) {
+            Some(known) if !std::ptr::eq(known, f) => {
+                Err(EngineError::Schema(format!("two different functions are named {}", f.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The functions, by name.
+    pub fn functions(&self) -> impl Iterator<Item = &'static TextFunction> + '_ {
+        self.functions.values().copied()
     }
 
     /// A stream or table by name.

@@ -184,6 +184,8 @@ pub fn city(settings: &Settings, locate: Locate) -> Vec<Arc<dyn Derivation>> {
 pub fn catalog(derivations: &[Arc<dyn Derivation>]) -> vigil_engine::Result<vigil_engine::catalog::Catalog> {
     let mut c = vigil_engine::catalog::Catalog::new(inputs())?;
     c.add(Alerts::info())?;
+    // Plate reads are an input: their readers' function comes with them.
+    c.add_function(&vigil_operators::plate::NORMALIZE_PLATE)?;
     for d in derivations {
         for info in d.produces() {
             c.add(info)?;

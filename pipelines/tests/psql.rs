@@ -342,6 +342,9 @@ fn logins_statements_and_watchlist_changes_are_in_a_chain_that_shows_any_tamperi
     let denied = city.psql_as("mallory", "not-the-password", "SELECT 1");
     assert!(!denied.status.success());
     city.ok("SELECT count(*) FROM plate_reads WHERE plate = '12345-ب-6'");
+    // The plate function of plate_reads' definition, in an ad-hoc query.
+    let p = city.ok("SELECT normalize_plate('6 | B | 12345') AS p, normalize_plate('not a plate') AS q");
+    assert_eq!(p.lines().nth(1), Some("12345-ب-6|"), "{p}");
     city.ok("CREATE RULE audited AS SELECT camera_id, plate FROM plate_reads WHERE plate IS NOT NULL");
     city.ok("DROP RULE audited");
     city.fails("SELECT nothing FROM nowhere");

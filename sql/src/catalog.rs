@@ -1,6 +1,7 @@
 //! The catalog analysts' SQL is planned against: the engine's streams and reference tables (its
 //! [`vigil_engine::catalog::Catalog`]) as tables, DataFusion's built-in scalar and aggregate
-//! functions, and the window functions `tumble`, `hop` and `session`.
+//! functions, the window functions `tumble`, `hop` and `session`, and the text functions the
+//! streams offer (`normalize_plate`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +39,10 @@ impl Catalog {
         let tables =
             streams.all().map(|info| (info.name.to_owned(), source(Arc::clone(&info.schema)))).collect();
         let scalars = by_name(
-            datafusion::functions::all_default_functions().into_iter().chain(crate::window::window_udfs()),
+            datafusion::functions::all_default_functions()
+                .into_iter()
+                .chain(crate::window::window_udfs())
+                .chain(crate::functions::text_udfs(streams)),
             |f| (f.name(), f.aliases()),
         );
         let aggregates = by_name(datafusion::functions_aggregate::all_default_aggregate_functions(), |f| {

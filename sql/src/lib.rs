@@ -10,6 +10,7 @@ pub mod capture;
 pub mod catalog;
 pub mod delta;
 pub mod error;
+pub mod functions;
 pub mod limits;
 pub mod operator;
 pub mod plan;

@@ -595,6 +595,7 @@ impl Registry {
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
         let tables = self.query_tables()?;
+        let udfs = crate::functions::text_udfs(&self.streams);
         let stop = Arc::new(AtomicBool::new(false));
         // Set when this future is dropped (the client went away) or done: the thread stops.
         struct StopOnDrop(Arc<AtomicBool>);
@@ -614,7 +615,7 @@ impl Registry {
                     Ok(rt) => rt,
                     Err(e) => return drop(tx.send(Err(SqlError::Internal(e.to_string())))),
                 };
-                let run = run_query(tables, &sql, &limits, &stop);
+                let run = run_query(tables, udfs, &sql, &limits, &stop);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -666,6 +667,7 @@ impl Registry {
 /// Plans and runs an ad-hoc query over `tables` within `limits`, until `stop`.
 async fn run_query(
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+    udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
     sql: &str,
     limits: &Limits,
     stop: &AtomicBool,
@@ -692,6 +694,9 @@ async fn run_query(
         .build_arc()
         .map_err(|e| SqlError::Internal(e.to_string()))?;
     let ctx = SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime);
+    for f in udfs {
+        ctx.register_udf(Arc::unwrap_or_clone(f));
+    }
     for (name, schema, batches) in tables {
         let t = MemTable::try_new(schema, vec![batches]).map_err(df_err)?;
         ctx.register_table(name.as_str(), Arc::new(t)).map_err(df_err)?;

@@ -9,7 +9,7 @@ use vigil_operators::{alerts, density, detection, flows, plate, tracks, watchlis
 
 /// The streams and tables of the operators crate.
 pub fn streams() -> Catalog {
-    Catalog::new([
+    let mut c = Catalog::new([
         detection::Detections::info(),
         detection::LateEvents::info(),
         plate::PlateReads::info(),
@@ -22,5 +22,7 @@ pub fn streams() -> Catalog {
         zones::Zones::info(),
         watchlist::Watchlist::info(),
     ])
-    .expect("distinct names")
+    .expect("distinct names");
+    c.add_function(&plate::NORMALIZE_PLATE).expect("one function of the name");
+    c
 }
