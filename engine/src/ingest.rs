@@ -294,6 +294,14 @@ impl Ingest {
         self.push_table_untyped(S::info(), rows, diff)
     }
 
+    /// A change of table `S` that takes effect at event time `at` (a row valid from, or expiring
+    /// at, a given moment), or at the watermark if that has passed `at`.
+    pub fn push_table_at<S: StreamDef>(&mut self, rows: RecordBatch, diff: i64, at: Millis) -> Result<()> {
+        crate::stream::check_schema(S::info(), &rows)?;
+        let time = to_time(self.tracker.watermark().max(at));
+        self.runtime.send(0, time, Input { stream: S::info(), batch: Batch { rows, diff } })
+    }
+
     /// [`push_table`](Self::push_table) for a table known by its definition.
     pub fn push_table_untyped(
         &mut self,

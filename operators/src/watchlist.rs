@@ -7,9 +7,13 @@
 //! while the city runs therefore matches the reads that follow it, and not the ones before.
 //! Hits are released by [`Finalize`] once their time is complete, as `watchlist` alerts.
 //!
-//! Privacy by design: every entry carries its legal basis, which travels with each hit, and a
-//! hit is an *unverified* match that a person must confirm before anyone acts on it (ANPR
-//! readers err on 5–35% of hits).
+//! Privacy by design: every entry carries its legal basis, which travels with each hit, and an
+//! expiry: an entry leaves the table at `expires_at` by itself (the run retracts it then), so
+//! it stops matching without anyone remembering to remove it. A hit is an *unverified* match
+//! that a person must confirm before anyone acts on it (ANPR readers err on 5–35% of hits).
+//!
+//! Entries come from the configuration, from a CSV file ([`load_csv`]: a bad row is refused
+//! with its line while the good rows load), and at run time from psql.
 
 use arrow::array::RecordBatch;
 use differential_dataflow::VecCollection;
@@ -19,7 +23,8 @@ use vigil_engine::bridge::{Diff, Finalize, ToUpdates};
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
 use vigil_engine::runtime::Time;
-use vigil_engine::stream::{Batch, Events, Str, StreamDef};
+use vigil_engine::stream::{Batch, Events, Str, StreamDef, Timestamp};
+use vigil_engine::time::{Millis, parse_rfc3339};
 
 use crate::alerts::{Alert, AlertRows, Alerts};
 use crate::plate::{PlateReadCols, PlateReads};
@@ -37,8 +42,18 @@ vigil_engine::stream! {
         columns: {
             /// Canonical plate (see [`crate::plate::normalize`]).
             plate: Str,
-            /// Why the plate is listed: the legal basis (warrant, stolen-vehicle report number, ...).
+            /// Why the plate is listed: stolen vehicle, warrant, ...
+            reason: Str,
+            /// The legal basis: the warrant's or the report's reference (required).
             legal_basis: Str,
+            /// The authority that asked for the entry.
+            authority: Str,
+            /// Who added it.
+            added_by: Str,
+            /// From when it matches.
+            valid_from: Timestamp,
+            /// When it stops matching (required): the entry leaves the table then.
+            expires_at: Timestamp,
         }
     }
 }
@@ -48,17 +63,168 @@ vigil_engine::stream! {
 pub struct WatchEntry {
     /// Canonical plate (see [`crate::plate::normalize`]).
     pub plate: String,
-    /// Why the plate is listed: the legal basis (warrant, stolen-vehicle report number, ...).
+    /// Why the plate is listed: stolen vehicle, warrant, ...
+    pub reason: String,
+    /// The legal basis: the warrant's or the report's reference.
     pub legal_basis: String,
+    /// The authority that asked for the entry.
+    pub authority: String,
+    /// Who added it.
+    pub added_by: String,
+    /// From when it matches, ms since the epoch.
+    pub valid_from: Millis,
+    /// When it stops matching, ms since the epoch.
+    pub expires_at: Millis,
 }
 
 /// Watchlist entries as rows of the `watchlist` table.
 pub fn to_batch(entries: &[WatchEntry]) -> RecordBatch {
     let mut b = WatchRows::default();
     for e in entries {
-        b.push(&WatchRow { plate: &e.plate, legal_basis: &e.legal_basis });
+        b.push(&WatchRow {
+            plate: &e.plate,
+            reason: &e.reason,
+            legal_basis: &e.legal_basis,
+            authority: &e.authority,
+            added_by: &e.added_by,
+            valid_from: e.valid_from,
+            expires_at: e.expires_at,
+        });
     }
     b.finish()
+}
+
+/// A watchlist CSV that cannot be read at all (no header, a required column missing).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {what}; fix: {fix}")]
+pub struct CsvError {
+    /// The file.
+    pub source_name: String,
+    /// What is wrong.
+    pub what: String,
+    /// How to make it right.
+    pub fix: String,
+}
+
+/// The columns of a watchlist CSV (header row, any order; `authority`, `reason`, `added_by` and
+/// `valid_from` may be left empty or out).
+pub const CSV_COLUMNS: [&str; 7] =
+    ["plate", "reason", "legal_basis", "authority", "added_by", "valid_from", "expires_at"];
+
+/// Reads a watchlist CSV: the entries of its good rows, and for each refused row a message
+/// naming `source_name`, its line, what is wrong and the fix. A row is refused when its plate is
+/// not a plate, it has no legal basis, no expiry (RFC 3339, such as `2026-09-30T00:00:00Z`), an
+/// expiry not after its start, or has expired by `now`. `valid_from` defaults to `now`,
+/// `added_by` to `default_added_by`.
+pub fn load_csv(
+    text: &str,
+    source_name: &str,
+    now: Millis,
+    default_added_by: &str,
+) -> Result<(Vec<WatchEntry>, Vec<String>), CsvError> {
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let fail =
+        |what: String, fix: &str| CsvError { source_name: source_name.to_owned(), what, fix: fix.to_owned() };
+    let header = reader
+        .headers()
+        .map_err(|e| fail(format!("no header row ({e})"), "start with a header row"))?
+        .clone();
+    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    if let Some(unknown) = header.iter().find(|h| !CSV_COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(h))) {
+        return Err(fail(
+            format!("unknown column {unknown:?}"),
+            &format!("use the columns {}", CSV_COLUMNS.join(", ")),
+        ));
+    }
+    let (Some(plate_c), Some(basis_c), Some(expires_c)) =
+        (col("plate"), col("legal_basis"), col("expires_at"))
+    else {
+        return Err(fail(
+            "the header lacks plate, legal_basis or expires_at".into(),
+            &format!(
+                "use the columns {} (plate, legal_basis and expires_at are required)",
+                CSV_COLUMNS.join(", ")
+            ),
+        ));
+    };
+    let (reason_c, authority_c, by_c, from_c) =
+        (col("reason"), col("authority"), col("added_by"), col("valid_from"));
+    let (mut entries, mut refused) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                refused.push(format!(
+                    "{source_name}:{line}: unreadable row ({e}); fix: quote fields that hold commas"
+                ));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("");
+        let refuse = |what: String, fix: &str| format!("{source_name}:{line}: {what}; fix: {fix}");
+        let plate = match crate::plate::normalize(field(Some(plate_c))) {
+            Ok(p) => p,
+            Err(e) => {
+                refused.push(refuse(
+                    e.to_string(),
+                    "write the plate as serial-letter-region, such as 12345-ب-6",
+                ));
+                continue;
+            }
+        };
+        let basis = field(Some(basis_c));
+        if basis.is_empty() {
+            refused.push(refuse(
+                format!("entry for {plate} without a legal basis"),
+                "give the warrant's or the report's reference: law 09-08 requires one",
+            ));
+            continue;
+        }
+        let Some(expires_at) = parse_rfc3339(field(Some(expires_c))) else {
+            refused.push(refuse(
+                format!("entry for {plate} without a valid expiry ({:?})", field(Some(expires_c))),
+                "give expires_at as RFC 3339, such as 2026-09-30T00:00:00Z: no entry is kept for ever",
+            ));
+            continue;
+        };
+        let valid_from = match field(from_c) {
+            "" => now,
+            t => match parse_rfc3339(t) {
+                Some(t) => t,
+                None => {
+                    refused.push(refuse(
+                        format!("valid_from {t:?} is not a time"),
+                        "use RFC 3339, or leave it empty for now",
+                    ));
+                    continue;
+                }
+            },
+        };
+        if expires_at <= valid_from || expires_at <= now {
+            refused.push(refuse(
+                format!("entry for {plate} expires at {}, before it would match", field(Some(expires_c))),
+                "give an expiry after valid_from and after now",
+            ));
+            continue;
+        }
+        let added_by = match field(by_c) {
+            "" => default_added_by,
+            b => b,
+        };
+        entries.push(WatchEntry {
+            plate,
+            reason: field(reason_c).to_owned(),
+            legal_basis: basis.to_owned(),
+            authority: field(authority_c).to_owned(),
+            added_by: added_by.to_owned(),
+            valid_from,
+            expires_at,
+        });
+    }
+    Ok((entries, refused))
 }
 
 /// What a hit needs to know about the read: (camera, event time, event id, raw text, confidence‰).
@@ -184,4 +350,65 @@ fn entry_updates(
         out.push(((r.plate.to_owned(), r.legal_basis.to_owned()), t, batch.diff as Diff));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: Millis = 1_781_467_200_000; // 2026-06-14T20:00:00Z
+
+    #[test]
+    fn good_rows_load_and_each_bad_row_is_refused_with_its_line() {
+        let text = "plate,reason,legal_basis,authority,added_by,valid_from,expires_at\n\
+            12345-B-6,stolen vehicle,DGSN-2026-00118,DGSN Rabat,analyst1,,2026-09-14T00:00:00Z\n\
+            4821-د-33,warrant,,TPI Agadir,analyst1,,2026-09-14T00:00:00Z\n\
+            77-A-1,warrant,TPI-2026/77,TPI Agadir,,2026-06-15T00:00:00Z,2026-07-15T00:00:00Z\n\
+            9-A-9,stolen vehicle,DGSN-1,DGSN,analyst2,,\n\
+            not a plate,stolen vehicle,DGSN-2,DGSN,analyst2,,2026-09-14T00:00:00Z\n\
+            1-B-1,stolen vehicle,DGSN-3,DGSN,analyst2,,2026-06-01T00:00:00Z\n";
+        let (entries, refused) = load_csv(text, "wl.csv", NOW, "csv").unwrap();
+        let plates: Vec<&str> = entries.iter().map(|e| e.plate.as_str()).collect();
+        assert_eq!(plates, ["12345-ب-6", "77-أ-1"]);
+        assert_eq!(entries[0].valid_from, NOW, "valid_from defaults to now");
+        assert_eq!(entries[1].added_by, "csv", "added_by defaults to the loader");
+        assert_eq!(entries[1].valid_from, parse_rfc3339("2026-06-15T00:00:00Z").unwrap());
+        assert_eq!(refused.len(), 4, "{refused:#?}");
+        for (line, what) in [
+            (3, "without a legal basis"),
+            (5, "without a valid expiry"),
+            (6, "not a Moroccan plate"),
+            (7, "before it would match"),
+        ] {
+            assert!(
+                refused.iter().any(|r| r.starts_with(&format!("wl.csv:{line}: "))
+                    && r.contains(what)
+                    && r.contains("fix:")),
+                "line {line}: {refused:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_without_the_required_columns_is_refused_whole() {
+        let e = load_csv("plate,reason\n12345-B-6,x\n", "wl.csv", NOW, "csv").unwrap_err();
+        assert!(e.to_string().contains("lacks plate, legal_basis or expires_at"), "{e}");
+        let e = load_csv("plate,legal_basis,expires_at,colour\n", "wl.csv", NOW, "csv").unwrap_err();
+        assert!(e.to_string().contains("unknown column \"colour\""), "{e}");
+    }
+
+    proptest! {
+        /// Fuzzing: any text is a file that loads (some rows, some refusals) or is refused
+        /// whole; never a panic, and every entry has a legal basis and an expiry after now.
+        #[test]
+        fn any_text_loads_or_is_refused(body in "[0-9A-Za-zب,\"\\- :\\n]{0,200}") {
+            let text = format!("plate,legal_basis,expires_at\n{body}");
+            if let Ok((entries, _)) = load_csv(&text, "f.csv", NOW, "csv") {
+                for e in entries {
+                    prop_assert!(!e.legal_basis.is_empty() && e.expires_at > NOW);
+                }
+            }
+        }
+    }
 }

@@ -62,6 +62,10 @@ pub struct Config {
     /// Watchlist entries.
     #[serde(default)]
     pub watchlist: Vec<WatchlistConfig>,
+    /// A watchlist CSV loaded at start (relative to this file); its bad rows are refused, one
+    /// by one, and the good ones load.
+    #[serde(default)]
+    pub watchlist_csv: Option<Spanned<PathBuf>>,
     /// SQL rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -392,6 +396,14 @@ pub struct WatchlistConfig {
     pub plate: Spanned<String>,
     /// Legal basis of the entry (required: no entry without one).
     pub legal_basis: Spanned<String>,
+    /// When the entry stops matching, RFC 3339 (required: no entry is kept for ever).
+    pub expires_at: Spanned<String>,
+    /// Why the plate is listed.
+    #[serde(default)]
+    pub reason: String,
+    /// The authority that asked for it.
+    #[serde(default)]
+    pub authority: String,
     /// Seconds after the start at which the entry is added (default: from the start).
     #[serde(default = "from_the_start")]
     pub active_from_s: Spanned<f64>,
@@ -1221,6 +1233,13 @@ impl Config {
                     "state the legal basis (warrant, report number): law 09-08 requires one",
                 );
             }
+            if vigil_engine::time::parse_rfc3339(w.expires_at.get_ref()).is_none() {
+                return err(
+                    w.expires_at.span(),
+                    format!("watchlist expires_at = {:?} is not a time", w.expires_at.get_ref()),
+                    "give the expiry as RFC 3339, such as \"2026-09-30T00:00:00Z\"",
+                );
+            }
             let from = *w.active_from_s.get_ref();
             if !(0.0..=7_776_000.0).contains(&from) {
                 return err(
@@ -1354,12 +1373,19 @@ mod tests {
     }
 
     #[test]
-    fn watchlist_needs_a_legal_basis_and_a_plate() {
+    fn watchlist_needs_a_legal_basis_an_expiry_and_a_plate() {
         let base = "[city]\nfps = 10.0\n[[watchlist]]\n";
-        let e = parse(&format!("{base}plate = \"12345-B-6\"\nlegal_basis = \" \"\n")).unwrap_err();
+        let until = "expires_at = \"2026-09-01T00:00:00Z\"\n";
+        let e = parse(&format!("{base}plate = \"12345-B-6\"\nlegal_basis = \" \"\n{until}")).unwrap_err();
         assert!(e.what.contains("legal basis"), "{e}");
-        let e = parse(&format!("{base}plate = \"hello\"\nlegal_basis = \"x\"\n")).unwrap_err();
+        let e = parse(&format!("{base}plate = \"hello\"\nlegal_basis = \"x\"\n{until}")).unwrap_err();
         assert_eq!(e.line, 4, "{e}");
+        // No expiry: refused (serde names the missing key), and a wrong one is located.
+        let e = parse(&format!("{base}plate = \"12345-B-6\"\nlegal_basis = \"x\"\n")).unwrap_err();
+        assert!(e.what.contains("expires_at"), "{e}");
+        let e = parse(&format!("{base}plate = \"12345-B-6\"\nlegal_basis = \"x\"\nexpires_at = \"soon\"\n"))
+            .unwrap_err();
+        assert!(e.line == 6 && e.fix.contains("RFC 3339"), "{e}");
     }
 
     #[test]
@@ -1388,8 +1414,8 @@ mod tests {
             ("[engine]\ndecode_threads = -1\n", 4, "engine.decode_threads = -1 is out of range"),
             ("[snapshots]\nmin_interval_s = 0.0\n", 4, "snapshots.min_interval_s = 0 is out of range"),
             (
-                "[[watchlist]]\nplate = \"12345-B-6\"\nlegal_basis = \"x\"\nactive_from_s = 1e300\n",
-                6,
+                "[[watchlist]]\nplate = \"12345-B-6\"\nlegal_basis = \"x\"\nexpires_at = \"2026-09-01T00:00:00Z\"\nactive_from_s = 1e300\n",
+                7,
                 "active_from_s = 1e300 is out of range",
             ),
         ];

@@ -135,11 +135,11 @@ pub fn replay(rules: Vec<Rule>, streams: &Catalog, opts: &ReplayOptions) -> anyh
     let mut pending_refs = references.into_iter().peekable();
     let mut next_tick = start;
     for f in frames {
-        while let Some((valid_from, _, _)) = pending_refs.peek()
-            && *valid_from <= f.arrival
+        while let Some((at, _, _, _)) = pending_refs.peek()
+            && *at <= f.arrival
         {
-            if let Some((_, table, rows)) = pending_refs.next() {
-                ingest.push_table_untyped(table, rows, 1)?;
+            if let Some((_, table, rows, diff)) = pending_refs.next() {
+                ingest.push_table_untyped(table, rows, diff)?;
             }
         }
         while f.arrival >= next_tick + opts.tick_ms {
@@ -148,8 +148,10 @@ pub fn replay(rules: Vec<Rule>, streams: &Catalog, opts: &ReplayOptions) -> anyh
         }
         ingest.push_untyped(f.stream, f.camera, f.event_time, f.rows, f.arrival)?;
     }
-    for (_, table, rows) in pending_refs {
-        ingest.push_table_untyped(table, rows, 1)?;
+    // Expiries after the last recorded frame did not happen within the recorded period: the
+    // replayed rules end as the live ones stood then.
+    for (_, table, rows, diff) in pending_refs.filter(|r| r.3 > 0) {
+        ingest.push_table_untyped(table, rows, diff)?;
     }
     let stats = ingest.finish()?;
 
@@ -255,11 +257,13 @@ fn read_frames(root: &Path, stream: &'static StreamInfo, disorder_ms: Millis) ->
     Ok(frames)
 }
 
-/// Reference rows: (valid from, table, rows), in time order, from every run's file of each table.
+/// Reference rows: (time, table, rows, diff), in time order, from every run's file of each
+/// table: each row is added at its `valid_from`, and retracted at its `expires_at` when the table
+/// has one (a watchlist entry stops matching by itself).
 fn read_references(
     root: &Path,
     streams: &Catalog,
-) -> anyhow::Result<Vec<(Millis, &'static StreamInfo, RecordBatch)>> {
+) -> anyhow::Result<Vec<(Millis, &'static StreamInfo, RecordBatch, i64)>> {
     let mut out = Vec::new();
     let files = list_files(&root.join("reference"))?;
     for table in streams.tables() {
@@ -283,11 +287,26 @@ fn read_references(
                     by_time.entry(t).or_default().push(i as u32);
                 }
                 for (t, idx) in by_time {
-                    out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?));
+                    out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?, 1));
+                }
+                let expires = b
+                    .column_by_name("expires_at")
+                    .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
+                    .transpose()?;
+                if let Some(e) =
+                    expires.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
+                {
+                    let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+                    for i in (0..rows.num_rows()).filter(|&i| e.is_valid(i)) {
+                        by_time.entry(e.value(i)).or_default().push(i as u32);
+                    }
+                    for (t, idx) in by_time {
+                        out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?, -1));
+                    }
                 }
             }
         }
     }
-    out.sort_by_key(|(t, table, _)| (*t, table.name));
+    out.sort_by_key(|(t, table, _, diff)| (*t, table.name, *diff));
     Ok(out)
 }

@@ -184,8 +184,11 @@ pub struct Settings {
     pub zones: Vec<Zone>,
     /// The gate lines, ids from 1.
     pub lines: Vec<GateLine>,
-    /// Watchlist entries and when they become active, ms after the start.
+    /// Watchlist entries of the configuration and when they become active, ms after the start
+    /// (their `valid_from` is set from it when the run starts).
     pub watchlist: Vec<(Millis, WatchEntry)>,
+    /// A watchlist CSV to load at start.
+    pub watchlist_csv: Option<PathBuf>,
     /// The rules.
     pub rules: Vec<RuleSource>,
     /// Live cameras (none: the city is simulated).
@@ -258,7 +261,18 @@ impl Settings {
         for w in &config.watchlist {
             let plate = vigil_operators::plate::normalize(w.plate.get_ref())
                 .map_err(|e| err(w.plate.span(), e.to_string(), "write the plate as serial-letter-region"))?;
-            let entry = WatchEntry { plate, legal_basis: w.legal_basis.get_ref().clone() };
+            let expires_at = vigil_engine::time::parse_rfc3339(w.expires_at.get_ref())
+                .ok_or_else(|| err(w.expires_at.span(), "expires_at is not a time".into(), "use RFC 3339"))?;
+            // `valid_from` is the run's start plus the offset, set when the run starts.
+            let entry = WatchEntry {
+                plate,
+                reason: w.reason.clone(),
+                legal_basis: w.legal_basis.get_ref().clone(),
+                authority: w.authority.clone(),
+                added_by: "config".into(),
+                valid_from: 0,
+                expires_at,
+            };
             watchlist.push(((*w.active_from_s.get_ref() * 1000.0) as Millis, entry));
         }
         watchlist.sort_by_key(|(t, _)| *t);
@@ -428,6 +442,7 @@ impl Settings {
             zones,
             lines,
             watchlist,
+            watchlist_csv: config.watchlist_csv.as_ref().map(|p| config.base_dir.join(p.get_ref())),
             rules,
             cameras,
             onnxruntime: config.models.onnxruntime.as_ref().map(|p| config.base_dir.join(p)),

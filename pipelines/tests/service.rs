@@ -24,7 +24,7 @@ fn city(dir: &Path, seed: u64, retention: &str) -> std::path::PathBuf {
              [simulation]\ncameras = 2\npedestrians_per_camera = 6\nvehicles_per_minute = 4\nlaggy_camera_every = 0\n\n\
              [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\nalert_density = 0.05\n\n\
              [[lines]]\nname = \"entry\"\ncamera = 0\nfrom = [10.0, 10.0]\nto = [30.0, 10.0]\nin_side = [20.0, 14.0]\n\n\
-             [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"stolen-vehicle report DGSN-2026-00118\"\n\n\
+             [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"stolen-vehicle report DGSN-2026-00118\"\nexpires_at = \"2026-09-12T20:00:00Z\"\n\n\
              [[rules]]\nname = \"persons\"\nsql = \"SELECT camera_id, event_time, event_id FROM detections WHERE class = 'person' AND score > 0.97\"\n"
         ),
     )
@@ -191,4 +191,69 @@ fn a_restart_keeps_the_first_runs_files_and_no_id_repeats() {
     ));
     assert!(r[0][0] != "0" && r[0][1] != "0", "{r:?}");
     assert_eq!(r[0][2], "0", "a track id of the first run came back in the second: {r:?}");
+}
+
+#[test]
+fn watchlist_entries_load_from_csv_row_by_row_and_stop_matching_when_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wl.csv"),
+        "plate,reason,legal_basis,authority,added_by,valid_from,expires_at\n\
+         4821-D-33,warrant,TPI-Agadir 2026/77,TPI Agadir,analyst1,,2026-09-01T00:00:00Z\n\
+         777-B-7,stolen vehicle,,DGSN Rabat,analyst1,,2026-09-01T00:00:00Z\n\
+         888-B-8,stolen vehicle,DGSN-2026-00200,DGSN Rabat,analyst1,,\n",
+    )
+    .unwrap();
+    // 12345-ب-6 passes a camera every 5 s of the simulated city; its entry expires at 20:01.
+    let config = dir.path().join("city.toml");
+    std::fs::write(
+        &config,
+        "watchlist_csv = \"wl.csv\"\n\n[city]\nseed = 3\nfps = 5.0\n\n[sinks]\nout = \"out\"\nground_truth = false\n\n\
+         [simulation]\ncameras = 2\npedestrians_per_camera = 2\nvehicles_per_minute = 2\nlaggy_camera_every = 0\n\n\
+         [[watchlist]]\nplate = \"12345-ب-6\"\nreason = \"stolen vehicle\"\nlegal_basis = \"DGSN-2026-00118\"\n\
+         expires_at = \"2026-06-14T20:01:00Z\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", config.to_str().unwrap(), "--duration", "150", "--fast", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Each bad row is refused with its line and the fix; the good row loads.
+    assert!(stderr.contains("wl.csv:3: entry for 777-ب-7 without a legal basis; fix:"), "{stderr}");
+    assert!(stderr.contains("wl.csv:4: entry for 888-ب-8 without a valid expiry"), "{stderr}");
+    assert!(stderr.contains("1 entries loaded from"), "{stderr}");
+    let o = dir.path().join("out");
+    let listed = duckdb(&format!(
+        "SELECT plate, legal_basis, added_by, strftime(expires_at, '%Y-%m-%dT%H:%M:%S') \
+         FROM read_parquet('{}/reference/watchlist-*.parquet') ORDER BY plate",
+        o.display()
+    ));
+    assert_eq!(
+        listed,
+        [
+            ["12345-ب-6", "DGSN-2026-00118", "config", "2026-06-14T20:01:00"],
+            ["4821-د-33", "TPI-Agadir 2026/77", "analyst1", "2026-09-01T00:00:00"],
+        ]
+    );
+    // Hits while the entry is valid, none from its expiry on, though the plate is still read.
+    let q = |sql: &str| duckdb(&sql.replace("{o}", &o.display().to_string()))[0][0].parse::<u64>().unwrap();
+    let before = q("SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE kind = 'watchlist' \
+         AND event_time < TIMESTAMPTZ '2026-06-14 20:01:00+00'");
+    let after = q("SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE kind = 'watchlist' \
+         AND event_time >= TIMESTAMPTZ '2026-06-14 20:01:00+00'");
+    let reads_after =
+        q("SELECT count(*) FROM read_parquet('{o}/plate_reads/*.parquet') WHERE plate = '12345-ب-6' \
+         AND event_time >= TIMESTAMPTZ '2026-06-14 20:01:00+00'");
+    assert!(before >= 3, "{before} hits before the expiry");
+    assert!(reads_after >= 3, "the plate was read {reads_after} times after the expiry");
+    assert_eq!(after, 0, "an expired entry matched");
+    // The audit log has the additions and the expiry.
+    let audit = std::fs::read_to_string(o.join("audit/audit.log")).unwrap();
+    assert!(
+        audit.contains("\"action\":\"watchlist.expire\"") && audit.contains("\"actor\":\"analyst1\""),
+        "{audit}"
+    );
 }

@@ -42,7 +42,12 @@ impl Feed {
     fn watch(&self, plate: &str, diff: i64) {
         let batch = vigil_operators::watchlist::to_batch(&[vigil_operators::watchlist::WatchEntry {
             plate: plate.into(),
+            reason: "warrant".into(),
             legal_basis: "warrant 7/2026".into(),
+            authority: "TPI Rabat".into(),
+            added_by: "test".into(),
+            valid_from: 0,
+            expires_at: i64::MAX,
         }]);
         let t = self.rt.watermark();
         self.rt.send(0, t, Input { stream: Watchlist::info(), batch: Batch { rows: batch, diff } }).unwrap();

@@ -30,8 +30,8 @@ pub struct ControlParts {
     pub rules: std::sync::mpsc::Receiver<RuleControl>,
     /// The rule catalog (for rules' retention classes).
     pub registry: Arc<Registry>,
-    /// Watchlist entries and when they become active, in time order.
-    pub watch: Vec<(Millis, WatchEntry)>,
+    /// Watchlist entries (each is added at its `valid_from` and retracted at its `expires_at`).
+    pub watch: Vec<WatchEntry>,
     /// Retention on disk, when there is output.
     pub retention: Option<Sweeper>,
     /// Status counters.
@@ -49,7 +49,8 @@ pub struct Control {
     ingest: Ingest,
     rules: std::sync::mpsc::Receiver<RuleControl>,
     registry: Arc<Registry>,
-    watch: VecDeque<(Millis, WatchEntry)>,
+    /// Watchlist changes to make, in time order: (when, entry, +1 added or -1 expired).
+    watch: VecDeque<(Millis, WatchEntry, i64)>,
     retention: Option<Sweeper>,
     progress: Arc<Progress>,
     start_ms: Millis,
@@ -64,7 +65,15 @@ impl Control {
             ingest: parts.ingest,
             rules: parts.rules,
             registry: parts.registry,
-            watch: parts.watch.into(),
+            watch: {
+                let mut w: Vec<(Millis, WatchEntry, i64)> = parts
+                    .watch
+                    .into_iter()
+                    .flat_map(|e| [(e.valid_from, e.clone(), 1), (e.expires_at, e, -1)])
+                    .collect();
+                w.sort_by_key(|(t, _, diff)| (*t, *diff));
+                w.into()
+            },
             retention: parts.retention,
             progress: parts.progress,
             start_ms: parts.start_ms,
@@ -78,20 +87,24 @@ impl Control {
         &mut self.ingest
     }
 
-    /// Adds the watchlist entries due by `now`.
+    /// Adds the watchlist entries due by `now`, and retracts those that expired by then: an
+    /// expired entry stops matching by itself.
     pub fn push_due_watch(&mut self, now: Millis) -> anyhow::Result<()> {
-        while self.watch.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, entry)) = self.watch.pop_front() {
+        while self.watch.front().is_some_and(|(t, _, _)| *t <= now) {
+            if let Some((_, entry, diff)) = self.watch.pop_front() {
                 if let Some(a) = &self.audit {
                     let plate = a.digest(&entry.plate);
-                    a.record(
-                        "config",
-                        "watchlist.add",
-                        &plate,
-                        &[("legal_basis", &a.digest(&entry.legal_basis))],
-                    );
+                    let (actor, action) = if diff > 0 {
+                        (entry.added_by.as_str(), "watchlist.add")
+                    } else {
+                        ("system", "watchlist.expire")
+                    };
+                    a.record(actor, action, &plate, &[("legal_basis", &a.digest(&entry.legal_basis))]);
                 }
-                self.ingest.push_table::<Watchlist>(watchlist::to_batch(&[entry]), 1)?;
+                // At the entry's own time: it matches from valid_from and not from expires_at,
+                // to the millisecond, whatever the tick.
+                let at = if diff > 0 { entry.valid_from } else { entry.expires_at };
+                self.ingest.push_table_at::<Watchlist>(watchlist::to_batch(&[entry]), diff, at)?;
             }
         }
         Ok(())

@@ -274,8 +274,7 @@ pub fn run_with(
         start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
     }
     // Watchlist entries active from the start go in before any frame.
-    let watch: Vec<(Millis, WatchEntry)> =
-        settings.watchlist.iter().map(|(t, e)| (start_ms + t, e.clone())).collect();
+    let watch = watchlist_entries(settings, start_ms)?;
     ingest.push_table::<Zones>(zones::to_batch(&settings.zones), 1)?;
     if opts.parquet {
         write_references(&opts.out, settings, &watch, start_ms, epoch)?;
@@ -324,10 +323,45 @@ pub fn run_with(
 /// Writes the reference tables as they will be at each time
 /// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`
 /// sees what the live rules saw.
+/// The configuration's watchlist entries (active from the start plus their offset) and the
+/// good rows of its watchlist CSV, loaded at `start_ms`; each refused row is reported with its
+/// line, and so is an entry that has expired already.
+fn watchlist_entries(settings: &Settings, start_ms: Millis) -> anyhow::Result<Vec<WatchEntry>> {
+    let mut entries: Vec<WatchEntry> = settings
+        .watchlist
+        .iter()
+        .map(|(t, e)| WatchEntry { valid_from: start_ms + t, ..e.clone() })
+        .collect();
+    if let Some(path) = &settings.watchlist_csv {
+        let text = vigil_engine::text_file::read(path, "watchlist CSV", 256 << 20)
+            .with_context(|| format!("reading the watchlist {}", path.display()))?;
+        let name = path.display().to_string();
+        let by = format!("csv:{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("watchlist"));
+        let (loaded, refused) = watchlist::load_csv(&text, &name, start_ms, &by)?;
+        for r in &refused {
+            eprintln!("watchlist: refused {r}");
+        }
+        eprintln!("watchlist: {} entries loaded from {name}, {} rows refused", loaded.len(), refused.len());
+        entries.extend(loaded);
+    }
+    entries.retain(|e| {
+        let live = e.expires_at > e.valid_from && e.expires_at > start_ms;
+        if !live {
+            eprintln!(
+                "watchlist: the entry for {} expired before the run started; it is not loaded",
+                e.plate
+            );
+        }
+        live
+    });
+    entries.sort_by_key(|e| e.valid_from);
+    Ok(entries)
+}
+
 fn write_references(
     out: &std::path::Path,
     settings: &Settings,
-    watch: &[(Millis, WatchEntry)],
+    watch: &[WatchEntry],
     start: Millis,
     epoch: Epoch,
 ) -> anyhow::Result<()> {
@@ -342,13 +376,10 @@ fn write_references(
         cols.push(Arc::new(arrow::array::TimestampMillisecondArray::from(times).with_timezone("UTC")));
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
     };
-    let entries: Vec<WatchEntry> = watch.iter().map(|(_, e)| e.clone()).collect();
+    // The watchlist's rows carry their own valid_from and expires_at.
     let tables = [
         (Zones::NAME, with_valid_from(zones::to_batch(&settings.zones), vec![start; settings.zones.len()])?),
-        (
-            Watchlist::NAME,
-            with_valid_from(watchlist::to_batch(&entries), watch.iter().map(|(t, _)| *t).collect())?,
-        ),
+        (Watchlist::NAME, watchlist::to_batch(watch)),
     ];
     for (table, batch) in tables {
         let path = dir.join(format!("{table}-e{epoch}.parquet"));
