@@ -19,7 +19,34 @@ use crate::stream::{Class, StreamInfo};
 pub struct Catalog {
     by_name: BTreeMap<&'static str, &'static StreamInfo>,
     functions: BTreeMap<&'static str, &'static TextFunction>,
+    writes: BTreeMap<&'static str, &'static TableWrites>,
 }
+
+/// How users may change a reference table at run time (SQL `INSERT` and `DELETE`): its
+/// definition checks and completes the rows given, so that nothing the table's rules refuse
+/// (a missing legal basis, say) gets in by another door.
+#[derive(Debug)]
+pub struct TableWrites {
+    /// The table.
+    pub table: &'static str,
+    /// The column `DELETE … WHERE <key> = …` names.
+    pub key: &'static str,
+    /// Canonical form of a key value (`DELETE` finds rows by it).
+    pub canonical_key: fn(&str) -> Option<String>,
+    /// Rows from text columns (name, one value per row), at time `now` by user `user`: the
+    /// table's rows, or what is wrong with the first bad row (numbered from 1) and the fix.
+    pub check: CheckRows,
+}
+
+/// Text columns as users gave them: (column name, one value per row, `None` for NULL).
+pub type TextColumns = [(String, Vec<Option<String>>)];
+
+/// See [`TableWrites::check`].
+pub type CheckRows = fn(
+    columns: &TextColumns,
+    now: crate::time::Millis,
+    user: &str,
+) -> std::result::Result<arrow::array::RecordBatch, String>;
 
 /// A function from text to text that a stream's definition offers its readers; `None` is
 /// SQL's `NULL` (the text has no such form).
@@ -64,6 +91,20 @@ impl Catalog {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Lets users change a table (see [`TableWrites`]).
+    pub fn add_writes(&mut self, w: &'static TableWrites) -> Result<()> {
+        if self.get(w.table).is_none_or(|i| !i.is_table()) {
+            return Err(EngineError::Schema(format!("{} is not a reference table of the catalog", w.table)));
+        }
+        self.writes.insert(w.table, w);
+        Ok(())
+    }
+
+    /// How users may change `table`, if they may.
+    pub fn writes(&self, table: &str) -> Option<&'static TableWrites> {
+        self.writes.get(table).copied()
     }
 
     /// The functions, by name.

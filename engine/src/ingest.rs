@@ -297,9 +297,20 @@ impl Ingest {
     /// A change of table `S` that takes effect at event time `at` (a row valid from, or expiring
     /// at, a given moment), or at the watermark if that has passed `at`.
     pub fn push_table_at<S: StreamDef>(&mut self, rows: RecordBatch, diff: i64, at: Millis) -> Result<()> {
-        crate::stream::check_schema(S::info(), &rows)?;
+        self.push_table_untyped_at(S::info(), rows, diff, at)
+    }
+
+    /// [`push_table_at`](Self::push_table_at) for a table known by its definition.
+    pub fn push_table_untyped_at(
+        &mut self,
+        info: &'static StreamInfo,
+        rows: RecordBatch,
+        diff: i64,
+        at: Millis,
+    ) -> Result<()> {
+        crate::stream::check_schema(info, &rows)?;
         let time = to_time(self.tracker.watermark().max(at));
-        self.runtime.send(0, time, Input { stream: S::info(), batch: Batch { rows, diff } })
+        self.runtime.send(0, time, Input { stream: info, batch: Batch { rows, diff } })
     }
 
     /// [`push_table`](Self::push_table) for a table known by its definition.

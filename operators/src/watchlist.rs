@@ -163,68 +163,107 @@ pub fn load_csv(
             }
         };
         let line = record.position().map_or(0, |p| p.line());
-        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("");
-        let refuse = |what: String, fix: &str| format!("{source_name}:{line}: {what}; fix: {fix}");
-        let plate = match crate::plate::normalize(field(Some(plate_c))) {
-            Ok(p) => p,
-            Err(e) => {
-                refused.push(refuse(
-                    e.to_string(),
-                    "write the plate as serial-letter-region, such as 12345-ب-6",
-                ));
-                continue;
-            }
+        let at = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("");
+        let field = |name: &str| match name {
+            "plate" => at(Some(plate_c)),
+            "legal_basis" => at(Some(basis_c)),
+            "expires_at" => at(Some(expires_c)),
+            "reason" => at(reason_c),
+            "authority" => at(authority_c),
+            "added_by" => at(by_c),
+            "valid_from" => at(from_c),
+            _ => "",
         };
-        let basis = field(Some(basis_c));
-        if basis.is_empty() {
-            refused.push(refuse(
-                format!("entry for {plate} without a legal basis"),
-                "give the warrant's or the report's reference: law 09-08 requires one",
-            ));
-            continue;
+        match entry_from(field, now, default_added_by) {
+            Ok(e) => entries.push(e),
+            Err((what, fix)) => refused.push(format!("{source_name}:{line}: {what}; fix: {fix}")),
         }
-        let Some(expires_at) = parse_rfc3339(field(Some(expires_c))) else {
-            refused.push(refuse(
-                format!("entry for {plate} without a valid expiry ({:?})", field(Some(expires_c))),
-                "give expires_at as RFC 3339, such as 2026-09-30T00:00:00Z: no entry is kept for ever",
-            ));
-            continue;
-        };
-        let valid_from = match field(from_c) {
-            "" => now,
-            t => match parse_rfc3339(t) {
-                Some(t) => t,
-                None => {
-                    refused.push(refuse(
-                        format!("valid_from {t:?} is not a time"),
-                        "use RFC 3339, or leave it empty for now",
-                    ));
-                    continue;
-                }
-            },
-        };
-        if expires_at <= valid_from || expires_at <= now {
-            refused.push(refuse(
-                format!("entry for {plate} expires at {}, before it would match", field(Some(expires_c))),
-                "give an expiry after valid_from and after now",
-            ));
-            continue;
-        }
-        let added_by = match field(by_c) {
-            "" => default_added_by,
-            b => b,
-        };
-        entries.push(WatchEntry {
-            plate,
-            reason: field(reason_c).to_owned(),
-            legal_basis: basis.to_owned(),
-            authority: field(authority_c).to_owned(),
-            added_by: added_by.to_owned(),
-            valid_from,
-            expires_at,
-        });
     }
     Ok((entries, refused))
+}
+
+/// One entry from its fields by name (empty when absent), checked as a CSV row or an `INSERT`
+/// is: the entry, or what is wrong and the fix.
+fn entry_from<'a>(
+    field: impl Fn(&str) -> &'a str,
+    now: Millis,
+    default_added_by: &str,
+) -> Result<WatchEntry, (String, &'static str)> {
+    let plate = crate::plate::normalize(field("plate"))
+        .map_err(|e| (e.to_string(), "write the plate as serial-letter-region, such as 12345-ب-6"))?;
+    let basis = field("legal_basis");
+    if basis.is_empty() {
+        return Err((
+            format!("entry for {plate} without a legal basis"),
+            "give the warrant's or the report's reference: law 09-08 requires one",
+        ));
+    }
+    let Some(expires_at) = parse_rfc3339(field("expires_at")) else {
+        return Err((
+            format!("entry for {plate} without a valid expiry ({:?})", field("expires_at")),
+            "give expires_at as RFC 3339, such as 2026-09-30T00:00:00Z: no entry is kept for ever",
+        ));
+    };
+    let valid_from = match field("valid_from") {
+        "" => now,
+        t => parse_rfc3339(t).ok_or_else(|| {
+            (format!("valid_from {t:?} is not a time"), "use RFC 3339, or leave it empty for now")
+        })?,
+    };
+    if expires_at <= valid_from || expires_at <= now {
+        return Err((
+            format!("entry for {plate} expires at {}, before it would match", field("expires_at")),
+            "give an expiry after valid_from and after now",
+        ));
+    }
+    let added_by = match field("added_by") {
+        "" => default_added_by,
+        b => b,
+    };
+    Ok(WatchEntry {
+        plate,
+        reason: field("reason").to_owned(),
+        legal_basis: basis.to_owned(),
+        authority: field("authority").to_owned(),
+        added_by: added_by.to_owned(),
+        valid_from,
+        expires_at,
+    })
+}
+
+/// Entries analysts add from psql (`INSERT INTO watchlist (plate, reason, legal_basis,
+/// authority, expires_at) VALUES …`) and remove (`DELETE FROM watchlist WHERE plate = …`): the
+/// same checks as a CSV row, `added_by` the user, and the statement refused whole when a row is
+/// bad.
+pub static WRITES: vigil_engine::catalog::TableWrites = vigil_engine::catalog::TableWrites {
+    table: "watchlist",
+    key: "plate",
+    canonical_key: |s| crate::plate::normalize(s).ok(),
+    check: check_insert,
+};
+
+fn check_insert(
+    columns: &[(String, Vec<Option<String>>)],
+    now: Millis,
+    user: &str,
+) -> Result<RecordBatch, String> {
+    if let Some((unknown, _)) = columns.iter().find(|(c, _)| !CSV_COLUMNS.contains(&c.as_str())) {
+        return Err(format!("watchlist has no column {unknown:?}; fix: use {}", CSV_COLUMNS.join(", ")));
+    }
+    if columns.iter().any(|(c, _)| c == "added_by") {
+        return Err("added_by is the user who inserts; fix: leave it out".into());
+    }
+    let rows = columns.first().map_or(0, |(_, v)| v.len());
+    let mut entries = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let field = |name: &str| {
+            columns.iter().find(|(c, _)| c == name).and_then(|(_, v)| v[i].as_deref()).unwrap_or("")
+        };
+        let e = entry_from(field, now, user)
+            .map_err(|(what, fix)| format!("row {}: {what}; fix: {fix}", i + 1))?;
+        entries.push(e);
+    }
+    Ok(to_batch(&entries))
 }
 
 /// What a hit needs to know about the read: (camera, event time, event id, raw text, confidence‰).

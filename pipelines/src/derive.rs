@@ -186,6 +186,8 @@ pub fn catalog(derivations: &[Arc<dyn Derivation>]) -> vigil_engine::Result<vigi
     c.add(Alerts::info())?;
     // Plate reads are an input: their readers' function comes with them.
     c.add_function(&vigil_operators::plate::NORMALIZE_PLATE)?;
+    // Analysts change the watchlist from psql, through its definition's checks.
+    c.add_writes(&vigil_operators::watchlist::WRITES)?;
     for d in derivations {
         for info in d.produces() {
             c.add(info)?;

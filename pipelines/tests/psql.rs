@@ -394,3 +394,70 @@ fn logins_statements_and_watchlist_changes_are_in_a_chain_that_shows_any_tamperi
     let (ok, said) = audit_verify(&out);
     assert!(!ok && said.contains("audit.log:2:") && said.contains("removed or reordered"), "{said}");
 }
+
+#[test]
+fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 120);
+    let added = city.ok("INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES \
+         ('777-B-7', 'stolen vehicle', 'DGSN-2026-00300', 'DGSN Rabat', '2026-09-01T00:00:00Z'), \
+         ('6 | و | 88', 'warrant', 'TPI-Rabat 2026/12', 'TPI Rabat', '2026-08-01T00:00:00Z')");
+    assert!(added.contains("INSERT 0 2"), "{added}");
+    // Refused whole, naming the row and the fix: no legal basis, no expiry, not a plate.
+    for (values, what) in [
+        ("('1-B-1', 'x', '', 'y', '2026-09-01T00:00:00Z')", "row 1: entry for 1-ب-1 without a legal basis"),
+        (
+            "('1-B-1', 'x', 'z', 'y', '2026-09-01T00:00:00Z'), ('2-B-2', 'x', 'z', 'y', NULL)",
+            "row 2: entry for 2-ب-2 without a valid expiry",
+        ),
+        ("('hello', 'x', 'z', 'y', '2026-09-01T00:00:00Z')", "row 1: not a Moroccan plate"),
+    ] {
+        let e = city.fails(&format!(
+            "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES {values}"
+        ));
+        assert!(e.contains(what) && e.contains("fix:"), "{values}: {e}");
+    }
+    let e = city.fails("INSERT INTO zones (name) VALUES ('z')");
+    assert!(e.contains("zones cannot be changed from SQL"), "{e}");
+    // The entries are in the table (after the next tick), added by the analyst, canonical.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let l = city.ok("SELECT plate, added_by, legal_basis FROM watchlist ORDER BY plate");
+        if l.contains("777-ب-7") || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(listed.contains("777-ب-7|vigil|DGSN-2026-00300"), "{listed}");
+    assert!(listed.contains("6-و-88|vigil|TPI-Rabat 2026/12"), "{listed}");
+    // Nothing inserted by the refused statements.
+    assert!(!listed.contains("1-ب-1") && !listed.contains("2-ب-2"), "{listed}");
+
+    // 12345-ب-6 passes a camera every 5 s: it hits until it is deleted, then no more.
+    let n = |sql: &str| city.ok(sql).lines().nth(1).and_then(|l| l.trim().parse::<i64>().ok()).unwrap_or(0);
+    let hits_sql = "SELECT count(*) FROM alerts WHERE kind = 'watchlist' AND message LIKE '%12345-ب-6%'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n(hits_sql) == 0 {
+        assert!(Instant::now() < deadline, "no hit for 12345-ب-6 before the delete");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deleted = city.ok("DELETE FROM watchlist WHERE plate IN ('12345-B-6', '999-B-9')");
+    assert!(deleted.contains("DELETE 1"), "{deleted}");
+    let cut = n("SELECT CAST(max(event_time) AS BIGINT) FROM plate_reads") + 2_000;
+    std::thread::sleep(Duration::from_secs(14));
+    let reads_after = n(&format!(
+        "SELECT count(*) FROM plate_reads WHERE plate = '12345-ب-6' AND CAST(event_time AS BIGINT) > {cut}"
+    ));
+    let hits_after = n(&format!("{hits_sql} AND CAST(event_time AS BIGINT) > {cut}"));
+    assert!(reads_after >= 1, "the plate was not read after the delete");
+    assert_eq!(hits_after, 0, "a deleted entry matched");
+    let left = city.ok("SELECT count(*) FROM watchlist WHERE plate = '12345-ب-6'");
+    assert_eq!(left.lines().nth(1).map(str::trim), Some("0"), "{left}");
+    city.stop();
+    let audit = std::fs::read_to_string(tmp.path().join("city/audit/audit.log")).unwrap();
+    for action in
+        ["\"action\":\"watchlist.add\",", "\"action\":\"watchlist.remove\",", "\"action\":\"table.insert\","]
+    {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+}

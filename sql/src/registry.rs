@@ -72,6 +72,18 @@ pub enum Control {
         /// Dataflow id.
         id: u64,
     },
+    /// Change a reference table: rows users inserted (`diff` 1) or deleted (-1), checked by
+    /// the table's definition ([`vigil_engine::catalog::TableWrites`]).
+    Table {
+        /// The table.
+        info: &'static vigil_engine::stream::StreamInfo,
+        /// The rows.
+        rows: RecordBatch,
+        /// 1 or -1.
+        diff: i64,
+        /// Who.
+        user: String,
+    },
 }
 
 impl std::fmt::Debug for Control {
@@ -82,6 +94,9 @@ impl std::fmt::Debug for Control {
             }
             Control::Remove { id } => write!(f, "Remove({id})"),
             Control::Kill { id } => write!(f, "Kill({id})"),
+            Control::Table { info, rows, diff, user } => {
+                write!(f, "Table({} {diff} x {} rows by {user})", info.name, rows.num_rows())
+            }
         }
     }
 }
@@ -238,6 +253,8 @@ pub struct Registry {
     admission: Admission,
     /// Emitted-row counts at the last budget check, per dataflow id.
     checked: Mutex<(std::time::Instant, BTreeMap<u64, u64>)>,
+    /// The engine's clock (event time of the last tick), for rows users write.
+    now: std::sync::atomic::AtomicI64,
 }
 
 /// What rules may cost, and what the estimate assumes before rates are observed.
@@ -322,6 +339,7 @@ impl Registry {
             limits: Limits::default(),
             admission: Admission::default(),
             checked: Mutex::new((std::time::Instant::now(), BTreeMap::new())),
+            now: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -398,6 +416,157 @@ impl Registry {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.sinks.lock().expect("sinks").take();
+    }
+
+    /// The engine's clock, set every tick: what "now" means for rows users write.
+    pub fn set_now(&self, now: Millis) {
+        self.now.store(now, Ordering::Relaxed);
+    }
+
+    /// Runs `INSERT INTO <table> (columns) VALUES …` or `DELETE FROM <table> WHERE <key> = …`
+    /// (or `IN (…)`) on a reference table its definition lets users change, as `user`. The rows
+    /// are checked by the table's definition, all or none; returns the command tag and the rows
+    /// changed. The change takes effect at the next tick.
+    pub fn write(&self, sql: &str, user: &str) -> Result<(&'static str, usize)> {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, FromTable, SetExpr, Statement};
+        let bad = |what: String, fix: &str| SqlError::user(None, what, fix);
+        let statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+            sql,
+        )
+        .map_err(|e| {
+            bad(
+                e.to_string(),
+                "write INSERT INTO table (columns) VALUES (...) or DELETE FROM table WHERE key = '...'",
+            )
+        })?;
+        let [statement] = statements.as_slice() else {
+            return Err(bad("one statement at a time".into(), "send each INSERT or DELETE on its own"));
+        };
+        let writes_of = |name: String| {
+            let w = self.streams.writes(&name).ok_or_else(|| {
+                bad(
+                    format!("{name} cannot be changed from SQL"),
+                    "only the watchlist takes INSERT and DELETE",
+                )
+            })?;
+            let info = self
+                .streams
+                .get(w.table)
+                .ok_or_else(|| SqlError::Internal(format!("{name} has no definition")))?;
+            Ok::<_, SqlError>((w, info))
+        };
+        let now = self.now.load(Ordering::Relaxed);
+        match statement {
+            Statement::Insert(ins) => {
+                let (w, info) = writes_of(ins.table.to_string())?;
+                if ins.columns.is_empty() {
+                    return Err(bad(
+                        "INSERT needs its column names".into(),
+                        "write INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES (...)",
+                    ));
+                }
+                let Some(SetExpr::Values(values)) = ins.source.as_ref().map(|q| q.body.as_ref()) else {
+                    return Err(bad("INSERT takes VALUES".into(), "write INSERT INTO … VALUES (…), (…)"));
+                };
+                let mut columns: Vec<(String, Vec<Option<String>>)> =
+                    ins.columns.iter().map(|c| (c.to_string(), Vec::new())).collect();
+                for (i, row) in values.rows.iter().enumerate() {
+                    let row = &row.content;
+                    if row.len() != columns.len() {
+                        return Err(bad(
+                            format!("row {} has {} values for {} columns", i + 1, row.len(), columns.len()),
+                            "give one value per column",
+                        ));
+                    }
+                    for (c, e) in columns.iter_mut().zip(row) {
+                        c.1.push(literal(e).ok_or_else(|| {
+                            bad(
+                                format!("row {}: {e} is not a literal", i + 1),
+                                "give text in single quotes, or NULL",
+                            )
+                        })?);
+                    }
+                }
+                let rows = (w.check)(&columns, now, user).map_err(|e| bad(e.clone(), "see the message"))?;
+                let n = rows.num_rows();
+                self.send_table(info, rows, 1, user)?;
+                Ok(("INSERT", n))
+            }
+            Statement::Delete(del) => {
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &del.from;
+                let [table] = from.as_slice() else {
+                    return Err(bad(
+                        "DELETE from one table".into(),
+                        "write DELETE FROM watchlist WHERE plate = '...'",
+                    ));
+                };
+                let (w, info) = writes_of(table.relation.to_string())?;
+                let needs =
+                    format!("write DELETE FROM {} WHERE {} = '...' (or IN ('...', ...))", w.table, w.key);
+                let (column, values): (&Expr, Vec<&Expr>) = match &del.selection {
+                    Some(Expr::BinaryOp { left, op: BinaryOperator::Eq, right }) => {
+                        (left, vec![right.as_ref()])
+                    }
+                    Some(Expr::InList { expr, list, negated: false }) => (expr, list.iter().collect()),
+                    _ => return Err(bad("DELETE needs WHERE on the key".into(), &needs)),
+                };
+                if column.to_string() != w.key {
+                    return Err(bad(format!("DELETE selects by {}, not {column}", w.key), &needs));
+                }
+                let mut keys = Vec::new();
+                for v in values {
+                    let text = literal(v)
+                        .flatten()
+                        .ok_or_else(|| bad(format!("{v} is not a text literal"), &needs))?;
+                    keys.push(
+                        (w.canonical_key)(&text)
+                            .ok_or_else(|| bad(format!("{text:?} is not a {}", w.key), &needs))?,
+                    );
+                }
+                let changes = self.retained.lock().expect("retained").table_changes(info.name);
+                let Some(current) =
+                    consolidate_table(info, &changes).map_err(|e| SqlError::Internal(e.to_string()))?
+                else {
+                    return Ok(("DELETE", 0));
+                };
+                let col = current
+                    .rows
+                    .column_by_name(w.key)
+                    .ok_or_else(|| SqlError::Internal(format!("no column {}", w.key)))?;
+                let col =
+                    datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Utf8)
+                        .map_err(|e| SqlError::Internal(e.to_string()))?;
+                let col = col
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .ok_or_else(|| SqlError::Internal("key is not text".into()))?;
+                let keep: datafusion::arrow::array::BooleanArray =
+                    col.iter().map(|k| Some(k.is_some_and(|k| keys.iter().any(|x| x == k)))).collect();
+                let rows = datafusion::arrow::compute::filter_record_batch(&current.rows, &keep)
+                    .map_err(|e| SqlError::Internal(e.to_string()))?;
+                let n = rows.num_rows();
+                if n > 0 {
+                    self.send_table(info, rows, -1, user)?;
+                }
+                Ok(("DELETE", n))
+            }
+            _ => Err(bad("not an INSERT or a DELETE".into(), "use INSERT INTO or DELETE FROM")),
+        }
+    }
+
+    fn send_table(
+        &self,
+        info: &'static vigil_engine::stream::StreamInfo,
+        rows: RecordBatch,
+        diff: i64,
+        user: &str,
+    ) -> Result<()> {
+        self.control
+            .lock()
+            .expect("control")
+            .send(Control::Table { info, rows, diff, user: user.to_owned() })
+            .map_err(|_| SqlError::ShuttingDown)
     }
 
     /// Installs the rules of the configuration (`origin` names the file): they run like any
@@ -910,6 +1079,19 @@ fn rule_rows<'s>(rule: &Rule, deltas: crate::render::Deltas<'s>) -> vigil_engine
             }
         },
     )
+}
+
+/// A literal's text: `'it''s'` is `it's`, numbers as written, `NULL` is `None`; `None` outside
+/// (not a literal).
+fn literal(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<Option<String>> {
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
+    let Expr::Value(v) = e else { return None };
+    match &v.value {
+        Value::Null => Some(None),
+        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(Some(s.clone())),
+        Value::Number(n, _) => Some(Some(n.to_string())),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

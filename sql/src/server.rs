@@ -8,6 +8,8 @@
 //!   them as they arrive.
 //! - any other `SELECT` (or `WITH ...`): run by DataFusion over the in-memory state: retained
 //!   events of each stream, the reference tables, and each runtime rule by its name.
+//! - `INSERT INTO watchlist (…) VALUES …`, `DELETE FROM watchlist WHERE plate = …`: the tables
+//!   whose definition lets users change them, checked by it ([`Registry::write`]).
 //!
 //! Authentication is SCRAM-SHA-256 against one configured user; there is no anonymous access.
 //! At most [`Edge::max_connections`] connections are held, each must log in within
@@ -356,7 +358,7 @@ impl SimpleQueryHandler for Session {
         let mut out = Vec::new();
         let user = actor(client.metadata().get("user").map_or("", String::as_str));
         for st in statements {
-            let r = self.statement(&st.text, &st.blanked).await;
+            let r = self.statement(&st.text, &st.blanked, &user).await;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
             out.push(r);
@@ -381,6 +383,8 @@ impl Session {
         };
         let (action, object) = match (w0.as_str(), w1.as_str()) {
             ("CREATE", "RULE") => ("rule.create", named(2)),
+            ("INSERT", _) => ("table.insert", upper(&w, 2).to_lowercase()),
+            ("DELETE", _) => ("table.delete", upper(&w, 2).to_lowercase()),
             ("DROP", "RULE") => ("rule.drop", named(2)),
             ("SUBSCRIBE", _) => ("subscribe", named(if w1 == "TO" { 2 } else { 1 })),
             ("COPY", "SUBSCRIBE") => ("subscribe", named(if upper(&w, 2) == "TO" { 3 } else { 2 })),
@@ -393,7 +397,7 @@ impl Session {
         a.record(user, action, &actor(&object), &[("sql", &a.digest(text)), ("result", &result)]);
     }
 
-    async fn statement(&self, text: &str, blanked: &str) -> Response {
+    async fn statement(&self, text: &str, blanked: &str, user: &str) -> Response {
         // split_statements tokenized the text already, so this does not fail.
         let w = statement_words(text).unwrap_or_default();
         match (upper(&w, 0).as_str(), upper(&w, 1).as_str()) {
@@ -412,6 +416,11 @@ impl Session {
                 }
             }
             ("SHOW", "RULES") => self.show_rules(),
+            ("INSERT", _) | ("DELETE", _) => match self.registry.write(text, user) {
+                Ok(("INSERT", n)) => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n)),
+                Ok((tag, n)) => Response::Execution(Tag::new(tag).with_rows(n)),
+                Err(e) => user_error(e),
+            },
             ("EXPLAIN", "RULE") => match w.get(2).and_then(|n| self.registry.get(n)) {
                 Some(e) => {
                     let plan =
@@ -442,7 +451,7 @@ impl Session {
                 "0A000",
                 format!(
                     "{SOURCE}: {} is not a statement vigil runs; use CREATE RULE, DROP RULE, SHOW RULES, \
-                     EXPLAIN RULE, SUBSCRIBE or SELECT",
+                     EXPLAIN RULE, SUBSCRIBE, SELECT, or INSERT and DELETE on the watchlist",
                     w.first().map_or("an empty statement", String::as_str)
                 ),
             ),

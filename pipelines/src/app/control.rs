@@ -4,17 +4,18 @@
 //! from psql take effect (their dataflows added or removed), ingest sends what it holds and
 //! the watermark advances, retention runs when due ([`Sweeper`]), and the status counters move.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use arrow::array::{RecordBatch, TimestampMillisecondArray};
 use vigil_engine::audit::AuditLog;
 use vigil_engine::catalog::Catalog;
 use vigil_engine::ingest::Ingest;
 use vigil_engine::parquet_sink::partition_start;
 use vigil_engine::retention::{human_period, sweep};
 use vigil_engine::stream::Class;
+use vigil_engine::stream::{StreamDef, StreamInfo};
 use vigil_engine::time::Millis;
 use vigil_operators::watchlist::{self, WatchEntry, Watchlist};
 use vigil_sql::registry::{Control as RuleControl, Registry, file_name, rule_class};
@@ -49,8 +50,11 @@ pub struct Control {
     ingest: Ingest,
     rules: std::sync::mpsc::Receiver<RuleControl>,
     registry: Arc<Registry>,
-    /// Watchlist changes to make, in time order: (when, entry, +1 added or -1 expired).
-    watch: VecDeque<(Millis, WatchEntry, i64)>,
+    /// Reference-table changes to make, in time order: (when, table, one row, +1 in or -1
+    /// expired).
+    schedule: Vec<(Millis, &'static StreamInfo, RecordBatch, i64)>,
+    /// The watchlist entries of the configuration and its CSV, scheduled at the first tick.
+    watch: Vec<WatchEntry>,
     retention: Option<Sweeper>,
     progress: Arc<Progress>,
     start_ms: Millis,
@@ -65,15 +69,8 @@ impl Control {
             ingest: parts.ingest,
             rules: parts.rules,
             registry: parts.registry,
-            watch: {
-                let mut w: Vec<(Millis, WatchEntry, i64)> = parts
-                    .watch
-                    .into_iter()
-                    .flat_map(|e| [(e.valid_from, e.clone(), 1), (e.expires_at, e, -1)])
-                    .collect();
-                w.sort_by_key(|(t, _, diff)| (*t, *diff));
-                w.into()
-            },
+            schedule: Vec::new(),
+            watch: parts.watch,
             retention: parts.retention,
             progress: parts.progress,
             start_ms: parts.start_ms,
@@ -87,27 +84,83 @@ impl Control {
         &mut self.ingest
     }
 
-    /// Adds the watchlist entries due by `now`, and retracts those that expired by then: an
-    /// expired entry stops matching by itself.
+    /// Makes the reference-table changes due by `now`: rows whose `valid_from` has come, and
+    /// the retraction of rows whose `expires_at` has (an expired watchlist entry stops matching
+    /// by itself).
     pub fn push_due_watch(&mut self, now: Millis) -> anyhow::Result<()> {
-        while self.watch.front().is_some_and(|(t, _, _)| *t <= now) {
-            if let Some((_, entry, diff)) = self.watch.pop_front() {
-                if let Some(a) = &self.audit {
-                    let plate = a.digest(&entry.plate);
-                    let (actor, action) = if diff > 0 {
-                        (entry.added_by.as_str(), "watchlist.add")
-                    } else {
-                        ("system", "watchlist.expire")
-                    };
-                    a.record(actor, action, &plate, &[("legal_basis", &a.digest(&entry.legal_basis))]);
-                }
-                // At the entry's own time: it matches from valid_from and not from expires_at,
-                // to the millisecond, whatever the tick.
-                let at = if diff > 0 { entry.valid_from } else { entry.expires_at };
-                self.ingest.push_table_at::<Watchlist>(watchlist::to_batch(&[entry]), diff, at)?;
+        if !self.watch.is_empty() {
+            let entries = std::mem::take(&mut self.watch);
+            return self.change_table(Watchlist::info(), &watchlist::to_batch(&entries), 1, "config", now);
+        }
+        while self.schedule.first().is_some_and(|(t, _, _, _)| *t <= now) {
+            let (at, info, row, diff) = self.schedule.remove(0);
+            if diff < 0 {
+                self.audit_rows(info, &row, "system", "expire");
             }
+            // At the row's own time: it matches from valid_from and not from expires_at, to the
+            // millisecond, whatever the tick.
+            self.ingest.push_table_untyped_at(info, row, diff, at)?;
         }
         Ok(())
+    }
+
+    /// A change of a reference table by `actor` at `now`: inserted rows go in at their
+    /// `valid_from` (now, or later) and are scheduled out at their `expires_at` when the table
+    /// has one; deleted rows go out now, and their scheduled expiry is dropped.
+    pub fn change_table(
+        &mut self,
+        info: &'static StreamInfo,
+        rows: &RecordBatch,
+        diff: i64,
+        actor: &str,
+        now: Millis,
+    ) -> anyhow::Result<()> {
+        let times = |name: &str| {
+            rows.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
+        };
+        let (from, until) = (times("valid_from"), times("expires_at"));
+        for i in 0..rows.num_rows() {
+            let row = rows.slice(i, 1);
+            if diff > 0 {
+                self.audit_rows(info, &row, actor, "add");
+                let at = from.as_ref().map_or(now, |f| f.value(i)).max(now);
+                self.schedule_change(at, info, row.clone(), 1);
+                if let Some(u) = &until {
+                    self.schedule_change(u.value(i), info, row, -1);
+                }
+            } else {
+                self.audit_rows(info, &row, actor, "remove");
+                self.schedule.retain(|(_, inf, r, _)| !(std::ptr::eq(*inf, info) && *r == row));
+                self.ingest.push_table_untyped_at(info, row, -1, now)?;
+            }
+        }
+        self.push_due_watch(now)
+    }
+
+    fn schedule_change(&mut self, at: Millis, info: &'static StreamInfo, row: RecordBatch, diff: i64) {
+        let pos = self.schedule.partition_point(|(t, _, _, d)| (*t, *d) <= (at, diff));
+        self.schedule.insert(pos, (at, info, row, diff));
+    }
+
+    /// Records `<table>.<what>` for one row: by its `added_by` when adding and it has one, the
+    /// object a digest of its key (a plate is personal data).
+    fn audit_rows(&self, info: &'static StreamInfo, row: &RecordBatch, actor: &str, what: &str) {
+        let Some(a) = &self.audit else { return };
+        let text = |name: &str| {
+            let c = row.column_by_name(name)?;
+            let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok()?;
+            c.as_any().downcast_ref::<arrow::array::StringArray>().map(|s| s.value(0).to_owned())
+        };
+        let key = info.keys.first().and_then(|k| text(k)).unwrap_or_default();
+        let by = if what == "add" { text("added_by").filter(|b| !b.is_empty()) } else { None };
+        let basis = text("legal_basis").map(|b| a.digest(&b)).unwrap_or_default();
+        a.record(
+            by.as_deref().unwrap_or(actor),
+            &format!("{}.{what}", info.name),
+            &a.digest(&key),
+            &[("legal_basis", &basis)],
+        );
     }
 
     /// The end of a tick at ingest time `now`; see the module documentation.
@@ -117,6 +170,7 @@ impl Control {
             anyhow::bail!("the run stopped: {cause}; rows accepted before it were written");
         }
         self.registry.enforce();
+        self.registry.set_now(now);
         while let Ok(c) = self.rules.try_recv() {
             match c {
                 RuleControl::Install { id, name, build, backfill_ms } => {
@@ -129,6 +183,9 @@ impl Control {
                 }
                 RuleControl::Remove { id } => self.ingest.remove(id)?,
                 RuleControl::Kill { id } => self.ingest.kill(id)?,
+                RuleControl::Table { info, rows, diff, user } => {
+                    self.change_table(info, &rows, diff, &user, now)?
+                }
             }
         }
         let watermark = self.ingest.tick(now)?;
