@@ -211,6 +211,13 @@ pub fn verify(log: &Path) -> std::result::Result<Verified, Broken> {
     Ok(Verified { records: seq, head: prev })
 }
 
+/// The records of `log` that parse, with their hashes, in file order (no chain check: that is
+/// [`verify`]'s job).
+pub fn records(log: &Path) -> Result<Vec<(Record, String)>> {
+    let text = std::fs::read_to_string(log).map_err(|e| EngineError::io("reading", log, e))?;
+    Ok(text.lines().filter_map(|l| parse(l).ok()).collect())
+}
+
 impl AuditLog {
     /// Opens (or creates) the log at `path`, with its key beside it. A partial last line (the
     /// process was killed mid-write) is cut off and the cut recorded. A log that does not verify

@@ -69,6 +69,9 @@ pub struct Config {
     /// SQL rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// psql accounts, each with its role (without any: `server.pg_user` is the one account, admin).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     /// RTSP cameras; when there are any, `vigil run` ingests them instead of simulating.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -386,6 +389,18 @@ pub struct LineConfig {
     pub to: Spanned<[f64; 2]>,
     /// A ground point on the side a track enters: crossing towards it is `in`.
     pub in_side: Spanned<[f64; 2]>,
+}
+
+/// `[[users]]`: a psql account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name.
+    pub name: Spanned<String>,
+    /// `analyst`, `crowd_manager`, `data_team`, `auditor` or `admin`.
+    pub role: Spanned<String>,
+    /// The environment variable holding the password (never in this file).
+    pub password_env: Spanned<String>,
 }
 
 /// `[[watchlist]]`.
@@ -1216,6 +1231,26 @@ impl Config {
                     "simulation.surge.people is out of range".into(),
                     "use 0 to 4000 people",
                 );
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for u in &self.users {
+            if let Err(e) = u.role.get_ref().parse::<vigil_sql::roles::Role>() {
+                return err(u.role.span(), e, "give each user one of the five roles");
+            }
+            let name = u.name.get_ref();
+            if name.is_empty()
+                || name.len() > 63
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return err(
+                    u.name.span(),
+                    format!("user name {name:?} is not usable"),
+                    "use letters, digits and _ (at most 63)",
+                );
+            }
+            if !names.insert(name.clone()) {
+                return err(u.name.span(), format!("user {name} is given twice"), "give each account once");
             }
         }
         for w in &self.watchlist {

@@ -70,6 +70,9 @@ pub struct ServerSettings {
     pub pg_user: String,
     /// The environment variable holding the account's password.
     pub pg_password_env: String,
+    /// The accounts with roles: (user, role, password variable). Empty: `pg_user` is the one
+    /// account, admin.
+    pub users: Vec<(String, vigil_sql::roles::Role, String)>,
     /// Connection limit and login timeout.
     pub edge: vigil_sql::server::Edge,
     /// What one statement or ad-hoc query may cost.
@@ -423,6 +426,14 @@ impl Settings {
                 pg_listen: config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()),
                 pg_user: config.server.pg_user.clone(),
                 pg_password_env: config.server.pg_password_env.clone(),
+                users: config
+                    .users
+                    .iter()
+                    .map(|u| {
+                        let role = u.role.get_ref().parse().unwrap_or(vigil_sql::roles::Role::Auditor);
+                        (u.name.get_ref().clone(), role, u.password_env.get_ref().clone())
+                    })
+                    .collect(),
                 edge: vigil_sql::server::Edge {
                     max_connections: *config.server.max_connections.get_ref() as usize,
                     auth_timeout: std::time::Duration::from_secs(

@@ -20,18 +20,16 @@ struct City {
 
 impl City {
     fn start(dir: &Path, seconds: u32) -> City {
+        let seconds = seconds.to_string();
+        City::start_with(dir, &["demo", "--duration", &seconds], &[("VIGIL_PG_PASSWORD", PASSWORD)])
+    }
+
+    /// `vigil <args> --out city --quiet --pg-listen 127.0.0.1:0` with `env`.
+    fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> City {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args([
-                "demo",
-                "--duration",
-                &seconds.to_string(),
-                "--out",
-                "city",
-                "--quiet",
-                "--pg-listen",
-                "127.0.0.1:0",
-            ])
-            .env("VIGIL_PG_PASSWORD", PASSWORD)
+            .args(args)
+            .args(["--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -460,4 +458,93 @@ fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
     {
         assert!(audit.contains(action), "{action}: {audit}");
     }
+}
+
+#[test]
+fn each_role_sees_what_it_may_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let users = [
+        ("amina", "analyst"),
+        ("karim", "crowd_manager"),
+        ("salma", "data_team"),
+        ("youssef", "auditor"),
+        ("root_admin", "admin"),
+    ];
+    let mut config = String::from(
+        "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 4\nvehicles_per_minute = 6\n\n\
+         [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\n\n\
+         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n",
+    );
+    let passwords: Vec<(String, String)> =
+        users.iter().map(|(u, _)| (format!("PW_{}", u.to_uppercase()), format!("{u}-password-1"))).collect();
+    for ((user, role), (var, _)) in users.iter().zip(&passwords) {
+        config.push_str(&format!(
+            "[[users]]\nname = \"{user}\"\nrole = \"{role}\"\npassword_env = \"{var}\"\n\n"
+        ));
+    }
+    std::fs::write(tmp.path().join("city.toml"), config).unwrap();
+    let env: Vec<(&str, &str)> = passwords.iter().map(|(v, p)| (v.as_str(), p.as_str())).collect();
+    let city = City::start_with(tmp.path(), &["run", "--config", "city.toml", "--duration", "120"], &env);
+    let run = |user: &str, sql: &str| {
+        let password = format!("{user}-password-1");
+        let out = city.psql_as(user, &password, sql);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    // An analyst's rule over personal data, and one over aggregates.
+    let (ok, said) = run(
+        "amina",
+        "CREATE RULE plates_seen AS SELECT camera_id, plate FROM plate_reads WHERE plate IS NOT NULL",
+    );
+    assert!(ok, "{said}");
+    let (ok, said) = run(
+        "amina",
+        "CREATE RULE gate_peak AS SELECT zone_id, max(persons) AS peak FROM zone_density \
+         GROUP BY tumble(event_time, INTERVAL '10 seconds'), zone_id",
+    );
+    assert!(ok, "{said}");
+    // (statement, roles that may run it)
+    let matrix: [(&str, &[&str]); 10] = [
+        ("SELECT count(*) FROM detections", &["amina", "root_admin"]),
+        ("SELECT count(*) FROM plate_reads", &["amina", "root_admin"]),
+        ("SELECT count(*) FROM watchlist", &["amina", "root_admin"]),
+        ("SELECT count(*) FROM plates_seen", &["amina", "root_admin"]),
+        ("SELECT count(*) FROM zone_density", &["amina", "root_admin", "karim", "salma"]),
+        ("SELECT count(*) FROM zones", &["amina", "root_admin", "karim", "salma"]),
+        ("SELECT count(*) FROM gate_peak", &["amina", "root_admin", "karim", "salma"]),
+        ("SELECT count(*) FROM audit_log WHERE action = 'rule.create'", &["youssef"]),
+        ("CREATE RULE x AS SELECT zone_id FROM zone_density WHERE persons > 100", &["amina", "root_admin"]),
+        (
+            "INSERT INTO watchlist (plate, legal_basis, expires_at) VALUES ('777-B-7', 'DGSN-1', '2026-09-01T00:00:00Z')",
+            &["amina", "root_admin"],
+        ),
+    ];
+    for (sql, allowed) in matrix {
+        for (user, role) in users {
+            let (ok, said) = run(user, sql);
+            if allowed.contains(&user) {
+                assert!(ok, "{user} ({role}) may run {sql}: {said}");
+            } else {
+                assert!(
+                    !ok && said.contains("permission denied"),
+                    "{user} ({role}) may not run {sql}: {said}"
+                );
+            }
+            if ok && sql.starts_with("CREATE RULE x") {
+                run(user, "DROP RULE x");
+            }
+        }
+    }
+    // SHOW RULES lists only the rules a role may read.
+    let (_, shown) = run("karim", "SHOW RULES");
+    assert!(shown.contains("gate_peak") && !shown.contains("plates_seen"), "{shown}");
+    // The auditor reads the records of everyone's actions, with digests for personal data.
+    let (ok, log) = run(
+        "youssef",
+        "SELECT actor, action FROM audit_log WHERE action IN ('rule.create', 'login') ORDER BY seq",
+    );
+    assert!(ok && log.contains("amina|rule.create") && log.contains("karim|login"), "{log}");
+    city.stop();
 }

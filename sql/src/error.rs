@@ -54,6 +54,8 @@ pub enum Kind {
     ProgramLimit,
     /// Stopped: over its time, or its client went away (57014).
     Canceled,
+    /// Not allowed for the user's role (42501).
+    Permission,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             Kind::Invalid => "42000",
             Kind::ProgramLimit => "54000",
             Kind::Canceled => "57014",
+            Kind::Permission => "42501",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! in a dataflow of its own, with durable outputs; [`server`] serves psql.
 
 pub mod admission;
+pub mod audit_table;
 pub mod capture;
 pub mod catalog;
 pub mod delta;
@@ -16,6 +17,7 @@ pub mod operator;
 pub mod plan;
 pub mod registry;
 pub mod render;
+pub mod roles;
 pub mod rule;
 pub mod server;
 pub mod window;

@@ -47,6 +47,7 @@ use crate::delta::Delta;
 use crate::error::{Kind, Position, Result, SqlError};
 use crate::limits::{Limits, check_depth, check_keyword_nesting, check_length};
 use crate::operator::{alerts_of, render_metered};
+use crate::roles::{AUDIT_TABLE, Role};
 use crate::rule::{Rule, compile, split_statements};
 
 /// What the registry asks of the engine driver.
@@ -255,6 +256,8 @@ pub struct Registry {
     checked: Mutex<(std::time::Instant, BTreeMap<u64, u64>)>,
     /// The engine's clock (event time of the last tick), for rows users write.
     now: std::sync::atomic::AtomicI64,
+    /// The audit log, read as the `audit_log` table by auditors.
+    audit_path: Option<PathBuf>,
 }
 
 /// What rules may cost, and what the estimate assumes before rates are observed.
@@ -340,6 +343,7 @@ impl Registry {
             admission: Admission::default(),
             checked: Mutex::new((std::time::Instant::now(), BTreeMap::new())),
             now: std::sync::atomic::AtomicI64::new(0),
+            audit_path: None,
         }
     }
 
@@ -416,6 +420,31 @@ impl Registry {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.sinks.lock().expect("sinks").take();
+    }
+
+    /// Lets auditors read the audit log at `path` as the `audit_log` table.
+    pub fn with_audit_path(mut self, path: PathBuf) -> Self {
+        self.audit_path = Some(path);
+        self
+    }
+
+    /// May `role` read the rows of `rule` (by the class of what it reads)?
+    pub fn may_read_rule(&self, role: Role, rule: &Rule) -> bool {
+        let class = rule_class(rule);
+        role.may_read(class, class == Class::Personal)
+    }
+
+    /// The tables, streams and rules `role` may not read.
+    fn hidden_tables(&self, role: Role) -> Vec<String> {
+        let mut hidden: Vec<String> =
+            self.streams.all().filter(|i| !role.may_read_stream(i)).map(|i| i.name.to_owned()).collect();
+        hidden.extend(
+            self.list().iter().filter(|e| !self.may_read_rule(role, &e.rule)).map(|e| e.rule.name.clone()),
+        );
+        if !role.may_read_audit() {
+            hidden.push(AUDIT_TABLE.to_owned());
+        }
+        hidden
     }
 
     /// The engine's clock, set every tick: what "now" means for rows users write.
@@ -747,7 +776,7 @@ impl Registry {
     /// The query runs on a thread of its own with a large stack, under a memory pool and a
     /// time limit (its result counts against the pool), at most [`Limits::concurrent_queries`]
     /// at once; dropping the returned future (its client went away) stops it.
-    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    pub async fn query(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let limits = self.limits.clone();
         let deadline = tokio::time::Instant::now() + limits.query_timeout;
         let timeout = limits.query_timeout;
@@ -763,7 +792,8 @@ impl Registry {
             .await
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
-        let tables = self.query_tables()?;
+        let tables = self.query_tables(role)?;
+        let hidden: Vec<String> = self.hidden_tables(role);
         let udfs = crate::functions::text_udfs(&self.streams);
         let stop = Arc::new(AtomicBool::new(false));
         // Set when this future is dropped (the client went away) or done: the thread stops.
@@ -796,6 +826,22 @@ impl Registry {
                         _ = stopped => Err(SqlError::user(None, "the query was cancelled", "run it again").kind(Kind::Canceled)),
                     }
                 });
+                // A table the role may not see was not registered: say so, not "not found".
+                let r = r.map_err(|e| {
+                    let text = e.to_string();
+                    let named = |t: &String| {
+                        text.contains(&format!("table '{t}' not found")) || text.contains(&format!(".{t}' not found"))
+                    };
+                    match hidden.iter().find(|t| named(t)) {
+                        Some(t) => SqlError::user(
+                            None,
+                            format!("permission denied for table {t}: the role {role} sees {}", role.sees()),
+                            "ask an administrator for an account with the role that reads it",
+                        )
+                        .kind(Kind::Permission),
+                        None => e,
+                    }
+                });
                 let _ = tx.send(r);
             })
             .map_err(|e| SqlError::Internal(format!("starting a query thread: {e}")))?;
@@ -804,15 +850,21 @@ impl Registry {
 
     /// What ad-hoc queries read: every stream's retained batches, the reference tables, and
     /// the rules' current contents.
-    fn query_tables(&self) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
+    fn query_tables(&self, role: Role) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
         let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
         let mut tables: Vec<(String, SchemaRef, Vec<RecordBatch>)> = Vec::new();
+        if role.may_read_audit()
+            && let Some(path) = &self.audit_path
+        {
+            let (schema, rows) = crate::audit_table::read(path).map_err(|e| internal(&e))?;
+            tables.push((AUDIT_TABLE.to_owned(), schema, vec![rows]));
+        }
         {
             let r = self.retained.lock().expect("retained");
-            for info in self.streams.streams() {
+            for info in self.streams.streams().filter(|i| role.may_read_stream(i)) {
                 tables.push((info.name.to_owned(), Arc::clone(&info.schema), r.batches(info.name)));
             }
-            for info in self.streams.tables() {
+            for info in self.streams.tables().filter(|i| role.may_read_stream(i)) {
                 let changes = r.table_changes(info.name);
                 let rows = consolidate_table(info, &changes).map_err(|e| internal(&e))?;
                 tables.push((
@@ -822,7 +874,7 @@ impl Registry {
                 ));
             }
         }
-        for e in self.list() {
+        for e in self.list().into_iter().filter(|e| self.may_read_rule(role, &e.rule)) {
             let rows = e.out.contents(&e.rule.schema)?;
             let schema = unique_names(&e.rule.schema);
             let rows = RecordBatch::try_new(Arc::clone(&schema), rows.columns().to_vec())

@@ -11,7 +11,8 @@
 //! - `INSERT INTO watchlist (…) VALUES …`, `DELETE FROM watchlist WHERE plate = …`: the tables
 //!   whose definition lets users change them, checked by it ([`Registry::write`]).
 //!
-//! Authentication is SCRAM-SHA-256 against one configured user; there is no anonymous access.
+//! Authentication is SCRAM-SHA-256 against the configured accounts, each with its role
+//! ([`crate::roles`]: what it may read and change); there is no anonymous access.
 //! At most [`Edge::max_connections`] connections are held, each must log in within
 //! [`Edge::auth_timeout`], and failed logins are logged and answered more slowly each time from
 //! the same source or for the same user. A query's client that goes away stops the query.
@@ -54,20 +55,41 @@ use vigil_engine::audit::AuditLog;
 use crate::delta::Delta;
 use crate::error::SqlError;
 use crate::registry::{Registry, unique_names};
+use crate::roles::Role;
 use crate::rule::{split_statements, statement_words};
 
-/// The one account of the endpoint.
+/// An account of the endpoint: its own credentials and role.
 #[derive(Clone)]
-pub struct Credentials {
+pub struct Account {
     /// User name.
     pub user: String,
     /// Password (never logged).
     pub password: String,
+    /// What the account may see and do.
+    pub role: Role,
 }
 
-impl Debug for Credentials {
+impl Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<hidden>").finish()
+        f.debug_struct("Account")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The accounts of the endpoint.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// Every account; user names are distinct.
+    pub accounts: Vec<Account>,
+}
+
+impl Credentials {
+    /// The role of `user`, if it has an account.
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.accounts.iter().find(|a| a.user == user).map(|a| a.role)
     }
 }
 
@@ -123,7 +145,12 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
         };
         let authed = Arc::new(AtomicBool::new(false));
         let factory = Arc::new(Factory {
-            session: Arc::new(Session { registry: Arc::clone(&registry), watch, audit: edge.audit.clone() }),
+            session: Arc::new(Session {
+                registry: Arc::clone(&registry),
+                watch,
+                audit: edge.audit.clone(),
+                credentials: Arc::clone(&credentials),
+            }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
             authed: Arc::clone(&authed),
@@ -221,11 +248,11 @@ struct Accounts(Arc<Credentials>);
 #[async_trait]
 impl AuthSource for Accounts {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        if login.user() != Some(self.0.user.as_str()) {
+        let Some(account) = self.0.accounts.iter().find(|a| Some(a.user.as_str()) == login.user()) else {
             return Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned()));
-        }
+        };
         let salt: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
-        let hash = gen_salted_password(&self.0.password, &salt, ITERATIONS);
+        let hash = gen_salted_password(&account.password, &salt, ITERATIONS);
         Ok(Password::new(Some(salt), hash))
     }
 }
@@ -309,6 +336,11 @@ struct Session {
     registry: Arc<Registry>,
     watch: tokio::net::TcpStream,
     audit: Option<Arc<AuditLog>>,
+    credentials: Arc<Credentials>,
+}
+
+fn denied(role: Role, what: &str) -> Response {
+    error("42501", format!("permission denied: the role {role} cannot {what}; it sees {}", role.sees()))
 }
 
 /// A user name as the audit log holds it: printable, at most 64 characters (a failed login may
@@ -357,8 +389,10 @@ impl SimpleQueryHandler for Session {
         };
         let mut out = Vec::new();
         let user = actor(client.metadata().get("user").map_or("", String::as_str));
+        // Logged in, so the account exists; were it gone, the session would get nothing.
+        let role = self.credentials.role_of(&user).unwrap_or(Role::Auditor);
         for st in statements {
-            let r = self.statement(&st.text, &st.blanked, &user).await;
+            let r = self.statement(&st.text, &st.blanked, &user, role).await;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
             out.push(r);
@@ -397,9 +431,28 @@ impl Session {
         a.record(user, action, &actor(&object), &[("sql", &a.digest(text)), ("result", &result)]);
     }
 
-    async fn statement(&self, text: &str, blanked: &str, user: &str) -> Response {
+    async fn statement(&self, text: &str, blanked: &str, user: &str, role: Role) -> Response {
         // split_statements tokenized the text already, so this does not fail.
         let w = statement_words(text).unwrap_or_default();
+        let changes = matches!(
+            (upper(&w, 0).as_str(), upper(&w, 1).as_str()),
+            ("CREATE", "RULE") | ("DROP", "RULE") | ("INSERT", _) | ("DELETE", _)
+        );
+        if changes && !role.may_change() {
+            return denied(role, "change rules or the watchlist");
+        }
+        let named = match (upper(&w, 0).as_str(), upper(&w, 1).as_str()) {
+            ("EXPLAIN", "RULE") => w.get(2),
+            ("SUBSCRIBE", "TO") => w.get(2),
+            ("SUBSCRIBE", _) => w.get(1),
+            ("COPY", "SUBSCRIBE") => w.get(if upper(&w, 2) == "TO" { 3 } else { 2 }),
+            _ => None,
+        };
+        if let Some(e) = named.and_then(|n| self.registry.get(n))
+            && !self.registry.may_read_rule(role, &e.rule)
+        {
+            return denied(role, &format!("read the rule {} (it reads personal data)", e.rule.name));
+        }
         match (upper(&w, 0).as_str(), upper(&w, 1).as_str()) {
             ("CREATE", "RULE") => match self.registry.create(blanked, SOURCE) {
                 Ok(_) => Response::Execution(Tag::new("CREATE RULE")),
@@ -415,7 +468,7 @@ impl Session {
                     Err(e) => user_error(e),
                 }
             }
-            ("SHOW", "RULES") => self.show_rules(),
+            ("SHOW", "RULES") => self.show_rules(role),
             ("INSERT", _) | ("DELETE", _) => match self.registry.write(text, user) {
                 Ok(("INSERT", n)) => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n)),
                 Ok((tag, n)) => Response::Execution(Tag::new(tag).with_rows(n)),
@@ -435,7 +488,7 @@ impl Session {
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
             ("SELECT" | "WITH" | "VALUES", _) => {
                 let r = tokio::select! {
-                    r = self.registry.query(text) => r,
+                    r = self.registry.query(text, role) => r,
                     // Dropping the query stops it.
                     _ = client_gone(&self.watch) => {
                         tracing::info!("a psql client went away: its query was stopped");
@@ -458,11 +511,12 @@ impl Session {
         }
     }
 
-    fn show_rules(&self) -> Response {
+    fn show_rules(&self, role: Role) -> Response {
         let rows = self
             .registry
             .list()
             .into_iter()
+            .filter(|e| self.registry.may_read_rule(role, &e.rule))
             .map(|e| {
                 let o = &e.rule.options;
                 vec![

@@ -233,28 +233,31 @@ pub fn run_with(
     vigil_engine::ingest::late_info_matches(LateEvents::info(), &derive::inputs())?;
     let mut ingest = Ingest::new(runtime, policy, start_ms, LateEvents::info());
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
-    let registry = Arc::new(
-        Registry::new(
-            control_tx,
-            catalog.clone(),
-            retained,
-            opts.parquet.then(|| opts.out.join("catalog").join("rules.sql")),
-            RuleSinks {
-                out: opts.parquet.then(|| opts.out.clone()),
-                partition_ms: settings.partition_ms,
-                epoch,
-                bus: Some(bus.clone()),
-                errors: errors.clone(),
-                commit: settings.commit,
-            },
-        )
-        .with_limits(settings.server.limits.clone())
-        .with_admission(vigil_sql::registry::Admission {
-            nominal_rows_per_s: nominal_rows_per_s(settings),
-            lateness_ms: settings.engine.allowed_lateness_ms as f64,
-            budget: settings.engine.rule_budget.clone(),
-        }),
-    );
+    let registry = Registry::new(
+        control_tx,
+        catalog.clone(),
+        retained,
+        opts.parquet.then(|| opts.out.join("catalog").join("rules.sql")),
+        RuleSinks {
+            out: opts.parquet.then(|| opts.out.clone()),
+            partition_ms: settings.partition_ms,
+            epoch,
+            bus: Some(bus.clone()),
+            errors: errors.clone(),
+            commit: settings.commit,
+        },
+    )
+    .with_limits(settings.server.limits.clone())
+    .with_admission(vigil_sql::registry::Admission {
+        nominal_rows_per_s: nominal_rows_per_s(settings),
+        lateness_ms: settings.engine.allowed_lateness_ms as f64,
+        budget: settings.engine.rule_budget.clone(),
+    });
+    // Auditors read the audit log as a table.
+    let registry = Arc::new(match &audit {
+        Some(log) => registry.with_audit_path(log.path().to_path_buf()),
+        None => registry,
+    });
     // However the run ends, the registry lets go of the alert bus (its readers wait for that).
     struct CloseOnDrop(Arc<Registry>);
     impl Drop for CloseOnDrop {
@@ -419,15 +422,36 @@ fn start_pg_server(
     audit: Option<Arc<AuditLog>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
-    let password = std::env::var(&server.pg_password_env).map_err(|_| {
-        anyhow::anyhow!(
-            "the psql endpoint needs a password: set the environment variable {} (there is no anonymous access)",
-            server.pg_password_env
-        )
-    })?;
-    if password.len() < 8 {
-        bail!("{} is shorter than 8 characters; choose a longer password", server.pg_password_env);
-    }
+    let password_of = |user: &str, var: &str| -> anyhow::Result<String> {
+        let password = std::env::var(var).map_err(|_| {
+            anyhow::anyhow!(
+                "the psql account {user} needs a password: set the environment variable {var} (there is no anonymous access)"
+            )
+        })?;
+        if password.len() < 8 {
+            bail!("{var} (the password of {user}) is shorter than 8 characters; choose a longer password");
+        }
+        Ok(password)
+    };
+    let accounts = if server.users.is_empty() {
+        vec![vigil_sql::server::Account {
+            user: server.pg_user.clone(),
+            password: password_of(&server.pg_user, &server.pg_password_env)?,
+            role: vigil_sql::roles::Role::Admin,
+        }]
+    } else {
+        server
+            .users
+            .iter()
+            .map(|(user, role, var)| {
+                Ok(vigil_sql::server::Account {
+                    user: user.clone(),
+                    password: password_of(user, var)?,
+                    role: *role,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -445,11 +469,9 @@ fn start_pg_server(
         );
         edge.max_connections = most;
     }
-    eprintln!(
-        "psql endpoint listening on {bound} (user {}, password from ${})",
-        server.pg_user, server.pg_password_env
-    );
-    let credentials = vigil_sql::server::Credentials { user: server.pg_user.clone(), password };
+    let who: Vec<String> = accounts.iter().map(|a| format!("{} ({})", a.user, a.role)).collect();
+    eprintln!("psql endpoint listening on {bound} (accounts: {})", who.join(", "));
+    let credentials = vigil_sql::server::Credentials { accounts };
     std::thread::Builder::new().name("psql".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
