@@ -351,34 +351,27 @@ fn an_onvif_camera_feeds_its_own_detections_without_the_model() {
 
 #[test]
 fn analysts_query_live_camera_detections_and_health_from_psql() {
-    use std::io::BufReader;
     let dir = tempfile::tempdir().unwrap();
     let mounts: Vec<String> =
         (0..2).map(|c| format!("--mount=/cam{c}={}", render_frames(dir.path(), c, 20).display())).collect();
     let server = RtspServer::start(0, &mounts, &[]);
     let cfg = config(dir.path(), &[(0, server.port, "/cam0"), (1, server.port, "/cam1")], "");
     let password = "live-cameras-pw";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--duration",
-            "14",
-            "--quiet",
-            "--pg-listen",
-            "127.0.0.1:0",
-        ])
-        .env("VIGIL_PG_PASSWORD", password)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (port, _) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
-    let port: u16 = port.parse().unwrap();
-    common::keep_reading(stderr, Default::default());
+    let (mut child, port, _log) = common::spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--duration",
+                "14",
+                "--quiet",
+                "--pg-listen",
+                "127.0.0.1:0",
+            ])
+            .env("VIGIL_PG_PASSWORD", password)
+            .stdout(Stdio::null()),
+    );
     std::thread::sleep(Duration::from_secs(7));
     let psql = |sql: &str| common::psql(port, password, sql);
     let counts = psql(

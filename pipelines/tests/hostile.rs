@@ -41,21 +41,14 @@ struct City {
 impl City {
     fn start(dir: &Path, extra: &str) -> City {
         let cfg = config(dir, extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["run", "--config", cfg.to_str().unwrap(), "--quiet", "--pg-listen", "127.0.0.1:0"])
-            .env("VIGIL_PG_PASSWORD", PASSWORD)
-            .env("VIGIL_LOG", "warn,vigil_sql=info")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vigil starts");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let (port, first) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
-        let port = port.parse().expect("a port");
-        let log = Arc::new(Mutex::new(first));
-        common::keep_reading(stderr, Arc::clone(&log));
+        let (child, port, log) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .args(["run", "--config", cfg.to_str().unwrap(), "--quiet", "--pg-listen", "127.0.0.1:0"])
+                .env("VIGIL_PG_PASSWORD", PASSWORD)
+                .env("VIGIL_LOG", "warn,vigil_sql=info")
+                .current_dir(dir)
+                .stdout(Stdio::piped()),
+        );
         City { child, port, log, dir: dir.to_owned() }
     }
 

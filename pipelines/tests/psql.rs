@@ -3,7 +3,7 @@
 //! while the city runs, SHOW RULES, EXPLAIN RULE, ad-hoc SELECT, errors that leave the engine
 //! and the other rules running, DROP RULE, and rules restored after a restart.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,30 +26,14 @@ impl City {
 
     /// `vigil <args> --out city --quiet --pg-listen 127.0.0.1:0` with `env`.
     fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> City {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(args)
-            .args(["--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vigil starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        let port = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).expect("stderr") > 0, "vigil exited before listening");
-            if let Some(rest) = line.strip_prefix("psql endpoint listening on 127.0.0.1:") {
-                break rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a port");
-            }
-        };
-        // Keep draining stderr so the city never blocks on it.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = stderr.read_to_string(&mut sink);
-        });
+        let (child, port, _log) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .args(args)
+                .args(["--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
+                .envs(env.iter().copied())
+                .current_dir(dir)
+                .stdout(Stdio::null()),
+        );
         City { child, port }
     }
 

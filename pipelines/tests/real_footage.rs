@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{RtspServer, duckdb, python, root};
@@ -68,19 +67,20 @@ fn vtest_over_rtsp_becomes_person_tracks_and_plaza_density_in_parquet_and_psql()
     let cfg = dir.path().join("city.toml");
     std::fs::write(&cfg, config).unwrap();
     let password = "vtest-pw";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--config", cfg.to_str().unwrap(), "--duration", "30", "--pg-listen", "127.0.0.1:0"])
-        .env("VIGIL_PG_PASSWORD", password)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (port, early) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
-    let port: u16 = port.parse().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(early));
-    common::keep_reading(stderr, std::sync::Arc::clone(&log));
+    let (mut child, port, log) = common::spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--duration",
+                "30",
+                "--pg-listen",
+                "127.0.0.1:0",
+            ])
+            .env("VIGIL_PG_PASSWORD", password)
+            .stdout(std::process::Stdio::null()),
+    );
 
     // Live, from psql: people tracked, and the plaza's density.
     std::thread::sleep(Duration::from_secs(18));

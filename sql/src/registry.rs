@@ -459,6 +459,8 @@ impl Registry {
     pub fn write(&self, sql: &str, user: &str) -> Result<(&'static str, usize)> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, FromTable, SetExpr, Statement};
         let bad = |what: String, fix: &str| SqlError::user(None, what, fix);
+        // Bounded like any statement before the parser sees it.
+        check_length(sql, Position { source: "psql".into(), line: 1, column: 1 }, &self.limits)?;
         let statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
             &datafusion::sql::sqlparser::dialect::GenericDialect {},
             sql,

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// The repository root.
@@ -198,4 +198,17 @@ pub fn keep_reading(mut stderr: BufReader<ChildStderr>, log: Arc<Mutex<String>>)
             line.clear();
         }
     });
+}
+
+/// Spawns `cmd` (vigil with `--pg-listen 127.0.0.1:0`, or a wrapper running it) and waits for
+/// its psql endpoint; returns the child, the port, and its log: the lines so far, then the rest
+/// as it comes. Its stdout is the caller's to set (null, or piped to read the summary).
+pub fn spawn_listening(cmd: &mut Command) -> (Child, u16, Arc<Mutex<String>>) {
+    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("vigil starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (port, early) = read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
+    let port = port.parse().expect("a port");
+    let log = Arc::new(Mutex::new(early));
+    keep_reading(stderr, Arc::clone(&log));
+    (child, port, log)
 }
