@@ -399,6 +399,17 @@ fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
         ));
         assert!(e.contains(what) && e.contains("fix:"), "{values}: {e}");
     }
+    // A bulk insert is audited as one record with its count and a digest of its plates.
+    let bulk: Vec<String> = (1..=17)
+        .map(|i| {
+            format!("('{i}-A-40', 'stolen vehicle', 'DGSN-2026-1{i:03}', 'DGSN', '2026-09-01T00:00:00Z')")
+        })
+        .collect();
+    let added = city.ok(&format!(
+        "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES {}",
+        bulk.join(", ")
+    ));
+    assert!(added.contains("INSERT 0 17"), "{added}");
     let e = city.fails("INSERT INTO zones (name) VALUES ('z')");
     assert!(e.contains("zones cannot be changed from SQL"), "{e}");
     // The entries are in the table (after the next tick), added by the analyst, canonical.
@@ -437,6 +448,7 @@ fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
     assert_eq!(left.lines().nth(1).map(str::trim), Some("0"), "{left}");
     city.stop();
     let audit = std::fs::read_to_string(tmp.path().join("city/audit/audit.log")).unwrap();
+    assert!(audit.contains("\"action\":\"watchlist.add\",\"object\":\"17 rows\""), "{audit}");
     for action in
         ["\"action\":\"watchlist.add\",", "\"action\":\"watchlist.remove\",", "\"action\":\"table.insert\","]
     {

@@ -4,6 +4,7 @@
 //! from psql take effect (their dataflows added or removed), ingest sends what it holds and
 //! the watermark advances, retention runs when due ([`Sweeper`]), and the status counters move.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,7 +53,11 @@ pub struct Control {
     registry: Arc<Registry>,
     /// Reference-table changes to make, in time order: (when, table, one row, +1 in or -1
     /// expired).
-    schedule: Vec<(Millis, &'static StreamInfo, RecordBatch, i64)>,
+    /// Keyed by (when, diff, a sequence number): a million-entry watchlist schedules in
+    /// O(n log n), and the next change is the first key.
+    schedule: BTreeMap<(Millis, i64, u64), (&'static StreamInfo, RecordBatch)>,
+    /// The next sequence number of `schedule`.
+    scheduled: u64,
     /// The watchlist entries of the configuration and its CSV, scheduled at the first tick.
     watch: Vec<WatchEntry>,
     retention: Option<Sweeper>,
@@ -69,7 +74,8 @@ impl Control {
             ingest: parts.ingest,
             rules: parts.rules,
             registry: parts.registry,
-            schedule: Vec::new(),
+            schedule: BTreeMap::new(),
+            scheduled: 0,
             watch: parts.watch,
             retention: parts.retention,
             progress: parts.progress,
@@ -92,15 +98,17 @@ impl Control {
             let entries = std::mem::take(&mut self.watch);
             return self.change_table(Watchlist::info(), &watchlist::to_batch(&entries), 1, "config", now);
         }
-        while self.schedule.first().is_some_and(|(t, _, _, _)| *t <= now) {
-            let (at, info, row, diff) = self.schedule.remove(0);
+        let mut expired = Vec::new();
+        while self.schedule.first_key_value().is_some_and(|((t, _, _), _)| *t <= now) {
+            let Some(((at, diff, _), (info, row))) = self.schedule.pop_first() else { break };
             if diff < 0 {
-                self.audit_rows(info, &row, "system", "expire");
+                expired.push((info, row.clone()));
             }
             // At the row's own time: it matches from valid_from and not from expires_at, to the
             // millisecond, whatever the tick.
             self.ingest.push_table_untyped_at(info, row, diff, at)?;
         }
+        self.audit_rows(&expired, "system", "expire");
         Ok(())
     }
 
@@ -120,18 +128,18 @@ impl Control {
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
         };
         let (from, until) = (times("valid_from"), times("expires_at"));
+        let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
+        self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
         for i in 0..rows.num_rows() {
             let row = rows.slice(i, 1);
             if diff > 0 {
-                self.audit_rows(info, &row, actor, "add");
                 let at = from.as_ref().map_or(now, |f| f.value(i)).max(now);
                 self.schedule_change(at, info, row.clone(), 1);
                 if let Some(u) = &until {
                     self.schedule_change(u.value(i), info, row, -1);
                 }
             } else {
-                self.audit_rows(info, &row, actor, "remove");
-                self.schedule.retain(|(_, inf, r, _)| !(std::ptr::eq(*inf, info) && *r == row));
+                self.schedule.retain(|_, (inf, r)| !(std::ptr::eq(*inf, info) && *r == row));
                 self.ingest.push_table_untyped_at(info, row, -1, now)?;
             }
         }
@@ -139,28 +147,46 @@ impl Control {
     }
 
     fn schedule_change(&mut self, at: Millis, info: &'static StreamInfo, row: RecordBatch, diff: i64) {
-        let pos = self.schedule.partition_point(|(t, _, _, d)| (*t, *d) <= (at, diff));
-        self.schedule.insert(pos, (at, info, row, diff));
+        self.scheduled += 1;
+        self.schedule.insert((at, diff, self.scheduled), (info, row));
     }
 
-    /// Records `<table>.<what>` for one row: by its `added_by` when adding and it has one, the
-    /// object a digest of its key (a plate is personal data).
-    fn audit_rows(&self, info: &'static StreamInfo, row: &RecordBatch, actor: &str, what: &str) {
+    /// Records `<table>.<what>` for one-row batches: a record per row, by its `added_by` when
+    /// adding and it has one, the object a digest of its key (a plate is personal data). Past
+    /// [`AUDIT_EACH`] rows (a large CSV, a day's expiries), one record per table holds the count
+    /// and a digest of all the keys, so a bulk change costs one synced write, not one per row.
+    fn audit_rows(&self, rows: &[(&'static StreamInfo, RecordBatch)], actor: &str, what: &str) {
         let Some(a) = &self.audit else { return };
-        let text = |name: &str| {
+        let text = |row: &RecordBatch, name: &str| {
             let c = row.column_by_name(name)?;
             let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok()?;
             c.as_any().downcast_ref::<arrow::array::StringArray>().map(|s| s.value(0).to_owned())
         };
-        let key = info.keys.first().and_then(|k| text(k)).unwrap_or_default();
-        let by = if what == "add" { text("added_by").filter(|b| !b.is_empty()) } else { None };
-        let basis = text("legal_basis").map(|b| a.digest(&b)).unwrap_or_default();
-        a.record(
-            by.as_deref().unwrap_or(actor),
-            &format!("{}.{what}", info.name),
-            &a.digest(&key),
-            &[("legal_basis", &basis)],
-        );
+        let key = |info: &StreamInfo, row: &RecordBatch| {
+            info.keys.first().and_then(|k| text(row, k)).unwrap_or_default()
+        };
+        if rows.len() > AUDIT_EACH {
+            let mut by_table: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+            for (info, row) in rows {
+                by_table.entry(info.name).or_default().push(key(info, row));
+            }
+            for (table, mut keys) in by_table {
+                keys.sort();
+                let (n, digest) = (keys.len().to_string(), a.digest(&keys.join("\n")));
+                a.record(actor, &format!("{table}.{what}"), &format!("{n} rows"), &[("keys", &digest)]);
+            }
+            return;
+        }
+        for (info, row) in rows {
+            let by = if what == "add" { text(row, "added_by").filter(|b| !b.is_empty()) } else { None };
+            let basis = text(row, "legal_basis").map(|b| a.digest(&b)).unwrap_or_default();
+            a.record(
+                by.as_deref().unwrap_or(actor),
+                &format!("{}.{what}", info.name),
+                &a.digest(&key(info, row)),
+                &[("legal_basis", &basis)],
+            );
+        }
     }
 
     /// The end of a tick at ingest time `now`; see the module documentation.
@@ -210,6 +236,9 @@ impl Control {
         Ok((self.ingest, self.progress.deleted.load(Ordering::Relaxed)))
     }
 }
+
+/// Rows a change audits one by one; more are audited as one record (see `Control::audit_rows`).
+const AUDIT_EACH: usize = 16;
 
 /// Retention on a schedule: every minute of event time, files past their class's period are
 /// deleted (Parquet partitions of every stream, rules' rows, snapshots), and the rows dropped
