@@ -116,11 +116,6 @@ impl DecodePool {
         Ok(DecodePool { threads })
     }
 
-    /// How many threads decode.
-    pub fn threads(&self) -> usize {
-        self.threads.len()
-    }
-
     /// Sessions open on each thread.
     pub fn load(&self) -> Vec<usize> {
         self.threads.iter().map(|t| t.sessions.load(Ordering::Relaxed)).collect()

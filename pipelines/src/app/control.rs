@@ -139,9 +139,13 @@ impl Control {
                     self.schedule_change(u.value(i), info, row, -1);
                 }
             } else {
-                self.schedule.retain(|_, (inf, r)| !(std::ptr::eq(*inf, info) && *r == row));
                 self.ingest.push_table_untyped_at(info, row, -1, now)?;
             }
+        }
+        if diff < 0 {
+            // The deleted rows' scheduled expiries go too, in one pass over the schedule.
+            let deleted: Vec<RecordBatch> = (0..rows.num_rows()).map(|i| rows.slice(i, 1)).collect();
+            self.schedule.retain(|_, (inf, r)| !(std::ptr::eq(*inf, info) && deleted.contains(r)));
         }
         self.push_due_watch(now)
     }
