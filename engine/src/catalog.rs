@@ -36,6 +36,8 @@ pub struct TableWrites {
     /// Rows from text columns (name, one value per row), at time `now` by user `user`: the
     /// table's rows, or what is wrong with the first bad row (numbered from 1) and the fix.
     pub check: CheckRows,
+    /// Why `DELETE` is refused and the fix, when rows cannot be deleted (`None`: they can).
+    pub delete: Option<(&'static str, &'static str)>,
 }
 
 /// Text columns as users gave them: (column name, one value per row, `None` for NULL).

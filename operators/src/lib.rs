@@ -9,7 +9,8 @@
 //! - [`density::CrowdDensity`]: `detections` → `zone_density`, `density_grid` and density
 //!   alerts, fused across cameras, over a sliding window, with hysteresis;
 //! - [`flows::TrackFlows`]: `tracks` → `line_crossings` and `zone_visits`;
-//! - [`watchlist::WatchlistJoin`]: `plate_reads` against the `watchlist` table → alerts;
+//! - [`watchlist::WatchlistJoin`]: `plate_reads` against the `watchlist` table, exact and fuzzy
+//!   ([`plate_match`]) → `hits`, verified by people through `hit_decisions` ([`hits`]), and alerts;
 //! - [`alerts`]: the `alerts` stream and the bus that fans alerts out;
 //! - [`plate::normalize`], [`zones::ZoneIndex`] and [`homography::Homography`] run at ingest.
 
@@ -18,8 +19,10 @@ pub mod density;
 pub mod detection;
 pub mod error;
 pub mod flows;
+pub mod hits;
 pub mod homography;
 pub mod plate;
+pub mod plate_match;
 pub mod tracker;
 pub mod tracks;
 pub mod watchlist;

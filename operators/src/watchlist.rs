@@ -27,7 +27,9 @@ use vigil_engine::stream::{Batch, Events, Str, StreamDef, Timestamp};
 use vigil_engine::time::{Millis, parse_rfc3339};
 
 use crate::alerts::{Alert, AlertRows, Alerts};
+use crate::hits::{Candidate, HitCols, HitConfig, HitDecisions, HitRow, Hits, VerifyHits, hit_id};
 use crate::plate::{PlateReadCols, PlateReads};
+use crate::plate_match;
 
 vigil_engine::stream! {
     /// Plates on the watchlist, each with its legal basis: a reference table changed at runtime.
@@ -240,6 +242,7 @@ pub static WRITES: vigil_engine::catalog::TableWrites = vigil_engine::catalog::T
     key: "plate",
     canonical_key: |s| crate::plate::normalize(s).ok(),
     check: check_insert,
+    delete: None,
 };
 
 fn check_insert(
@@ -266,84 +269,157 @@ fn check_insert(
     Ok(to_batch(&entries))
 }
 
-/// What a hit needs to know about the read: (camera, event time, event id, raw text, confidence‰).
-type ReadInfo = (u32, i64, u64, String, u16);
+/// A read in the join: (camera, event time, raw text, the plate it was taken as, what OCR
+/// confusions were undone (empty: none)).
+type ReadRec = (u32, i64, String, String, String);
+
+/// An entry's details: (legal basis, reason, authority).
+type EntryRec = (String, String, String);
+
+/// What the watchlist join produces.
+pub struct WatchlistOut<'scope> {
+    /// Every change in each hit's life (see [`crate::hits`]).
+    pub hits: Events<'scope, Hits>,
+    /// An alert when a hit appears (unverified) and when it becomes actionable.
+    pub alerts: Events<'scope, Alerts>,
+}
 
 /// Extension trait: the watchlist join.
 pub trait WatchlistJoin<'scope> {
-    /// Alerts for the plate reads whose plate is on the watchlist at read time. Batches that
-    /// cannot be read go to `errors`.
+    /// The hits of the plate reads against the watchlist, exact and fuzzy (see
+    /// [`crate::plate_match`]), verified by the decisions of `hit_decisions`. Each read stays
+    /// in the join for `config.lookback_ms`: an entry added finds the reads of that period
+    /// (retroactive hits) and every later one; an entry removed or expired retracts its
+    /// unconfirmed hits. Batches that cannot be read go to `errors`.
     ///
     /// ```
     /// use vigil_engine::error::ErrorSink;
     /// use vigil_engine::graph::Graph;
     /// use vigil_engine::ids::Epoch;
     /// use vigil_engine::stream::StreamDef;
-    /// use vigil_operators::alerts::Alerts;
+    /// use vigil_operators::hits::{HitConfig, HitDecisions, Hits};
     /// use vigil_operators::plate::PlateReads;
     /// use vigil_operators::watchlist::{Watchlist, WatchlistJoin};
     ///
     /// timely::example(|scope| {
     ///     let input = timely::dataflow::operators::generic::operator::empty(scope);
-    ///     let mut graph = Graph::split(scope, 0, input, &[PlateReads::info(), Watchlist::info()]);
+    ///     let infos = [PlateReads::info(), Watchlist::info(), HitDecisions::info()];
+    ///     let mut graph = Graph::split(scope, 0, input, &infos);
     ///     let reads = graph.get::<PlateReads>().unwrap();
-    ///     let hits = reads.watchlist_hits(graph.get::<Watchlist>().unwrap(), Epoch::default(), &ErrorSink::log());
-    ///     assert_eq!(hits.info().name, Alerts::NAME);
+    ///     let (watchlist, decisions) = (graph.get::<Watchlist>().unwrap(), graph.get::<HitDecisions>().unwrap());
+    ///     let out = reads.watchlist_hits(watchlist, decisions, HitConfig::default(), Epoch::default(), &ErrorSink::log());
+    ///     assert_eq!(out.hits.info().name, Hits::NAME);
     /// });
     /// ```
     fn watchlist_hits(
         self,
         watchlist: Events<'scope, Watchlist>,
+        decisions: Events<'scope, HitDecisions>,
+        config: HitConfig,
         epoch: Epoch,
         errors: &ErrorSink,
-    ) -> Events<'scope, Alerts>;
+    ) -> WatchlistOut<'scope>;
 }
 
 impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
     fn watchlist_hits(
         self,
         watchlist: Events<'scope, Watchlist>,
+        decisions: Events<'scope, HitDecisions>,
+        config: HitConfig,
         epoch: Epoch,
         errors: &ErrorSink,
-    ) -> Events<'scope, Alerts> {
-        let (e1, e2) = (errors.clone(), errors.clone());
-        let reads: VecCollection<'scope, Time, (String, ReadInfo), Diff> =
+    ) -> WatchlistOut<'scope> {
+        let (e1, e2, e3) = (errors.clone(), errors.clone(), errors.clone());
+        let lookback = config.lookback_ms.max(1) as Time;
+        let reads: VecCollection<'scope, Time, (u64, ReadRec), Diff> =
             self.into_inner().updates("PlateReads", move |batch, _t, out| {
-                if let Err(e) = read_updates(&batch.rows, out) {
+                if let Err(e) = read_updates(&batch.rows, lookback, out) {
                     e1.report("PlateReads", e);
                 }
             });
-        let watchlist: VecCollection<'scope, Time, (String, String), Diff> =
+        let entries: VecCollection<'scope, Time, (String, EntryRec), Diff> =
             watchlist.into_inner().updates("WatchlistRows", move |batch, t, out| {
                 if let Err(e) = entry_updates(batch, t, out) {
                     e2.report("WatchlistRows", e);
                 }
             });
-        let alerts = reads
-            .join(watchlist)
-            .finalize("WatchlistHits")
+        // Plates meet on blocking keys: (key, (event id, plate, confusions undone?)) and
+        // (key, listed plate), each listed plate once however many entries list it.
+        let read_keys = reads.clone().flat_map(|(id, (_, _, _, plate, fix))| {
+            let keys = crate::plate::parse(&plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
+            keys.into_iter().map(move |k| (k, (id, plate.clone(), !fix.is_empty())))
+        });
+        let listed = entries.clone().map(|(plate, _)| plate).distinct();
+        let entry_keys = listed.flat_map(|plate: String| {
+            let keys = crate::plate::parse(&plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
+            keys.into_iter().map(move |k| (k, plate.clone()))
+        });
+        let min_score = config.min_score;
+        let pairs = read_keys.arrange_by_key().join_core(
+            entry_keys.arrange_by_key(),
+            move |k, (id, plate, fixed), listed| {
+                let (r, l) = (crate::plate::parse(plate).ok()?, crate::plate::parse(listed).ok()?);
+                let (mut score, why) = plate_match::score(&r, &l)?;
+                if *fixed {
+                    score *= plate_match::CONFUSION;
+                }
+                // A pair sharing several keys is emitted on the first only.
+                let first = plate_match::first_shared_key(&plate_match::keys(&r), &plate_match::keys(&l));
+                (score >= min_score && first == Some(*k))
+                    .then(|| (*id, (listed.clone(), (score * 1000.0).round() as u16, why)))
+            },
+        );
+        let candidates = pairs
+            .join_map(reads, |id, (listed, score, why), read| {
+                (listed.clone(), (*id, read.clone(), *score, why.clone()))
+            })
+            .join_map(
+                entries,
+                |listed, (id, (camera, time, raw, plate, fix), score, why), (basis, reason, authority)| {
+                    let why = if fix.is_empty() { why.clone() } else { format!("{why}; {fix}") };
+                    Candidate {
+                        hit_id: hit_id(*id, listed, basis),
+                        camera_id: *camera,
+                        read_time: *time,
+                        event_id: *id,
+                        plate_raw: raw.clone(),
+                        plate: plate.clone(),
+                        listed_plate: listed.clone(),
+                        score_permille: *score,
+                        why,
+                        legal_basis: basis.clone(),
+                        reason: reason.clone(),
+                        authority: authority.clone(),
+                    }
+                },
+            )
+            .finalize("WatchlistMatches");
+        let decisions = decisions
+            .into_inner()
+            .updates("HitDecisions", move |batch, t, out| {
+                if let Err(e) = crate::hits::decision_updates(batch, t, out) {
+                    e3.report("HitDecisions", e);
+                }
+            })
+            .finalize("HitDecisionsDue");
+        let hits = candidates.verify_hits(decisions, config);
+        let alerts = hits
+            .clone()
+            .into_inner()
             .unary::<timely::container::CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
                 Pipeline,
-                "WatchlistAlerts",
+                "HitAlerts",
                 move |_cap, _info| {
                     move |input, output| {
                         input.for_each(|cap, data| {
                             let mut alerts = AlertRows::default();
-                            for (plate, ((camera_id, event_time, event_id, raw, conf), basis), _t, diff) in
-                                data.iter().map(|(d, t, r)| (&d.0, &d.1, t, *r))
-                            {
-                                // Retractions are the reads expiring; only insertions are hits.
-                                if diff <= 0 {
-                                    continue;
+                            for batch in data.iter() {
+                                let Ok(cols) = HitCols::new(&batch.rows) else { continue };
+                                for h in cols.rows() {
+                                    let Some(alert) = hit_alert(&h, epoch) else { continue };
+                                    alerts.push(&alert.row());
                                 }
-                                let message = format!(
-                                    "plate {plate} (read {raw:?}, confidence {:.2}) is on the watchlist; legal basis: {basis}; UNVERIFIED: a person must confirm before acting",
-                                    f32::from(*conf) / 1000.0
-                                );
-                                let alert = Alert::new(
-                                    epoch, "watchlist", Watchlist::NAME, "high", *camera_id, *event_time, *event_id, message, 0,
-                                );
-                                alerts.push(&alert.row());
                             }
                             if !alerts.is_empty() {
                                 output.session(&cap).give(Batch::new(alerts.finish()));
@@ -352,29 +428,51 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                     }
                 },
             );
-        Events::new(alerts)
+        WatchlistOut { hits, alerts: Events::new(alerts) }
     }
+}
+
+/// The alert of a hit's change: when it appears and when it becomes actionable.
+fn hit_alert(h: &HitRow<'_>, epoch: Epoch) -> Option<Alert> {
+    let head = format!(
+        "plate {} (read {:?}, score {:.2}: {}) is on the watchlist; hit {}; legal basis: {}",
+        h.listed_plate, h.plate_raw, h.score, h.why, h.hit_id, h.legal_basis
+    );
+    let (severity, message) = match h.status {
+        "candidate" => ("high", format!("{head}; UNVERIFIED: people must confirm it before anyone acts")),
+        "confirmed" => ("high", format!("{head}; CONFIRMED by {} people: actionable", h.confirmations)),
+        _ => return None,
+    };
+    let trigger = u64::from_str_radix(h.hit_id, 16).unwrap_or_default();
+    Some(Alert::new(
+        epoch,
+        "watchlist",
+        Watchlist::NAME,
+        severity,
+        h.camera_id,
+        h.event_time,
+        trigger,
+        message,
+        0,
+    ))
 }
 
 fn read_updates(
     batch: &RecordBatch,
-    out: &mut Vec<((String, ReadInfo), Time, Diff)>,
+    lookback: Time,
+    out: &mut Vec<((u64, ReadRec), Time, Diff)>,
 ) -> vigil_engine::Result<()> {
     let cols = PlateReadCols::new(batch)?;
     for r in cols.rows() {
-        // Reads that did not normalize cannot match an entry.
-        let Some(plate) = r.plate else { continue };
+        // A read that is not a plate, even with OCR confusions undone, cannot match.
+        let Some((plate, fix)) = plate_match::reading(r.plate_raw, r.plate) else { continue };
         let t = r.event_time.max(0) as Time;
-        let info = (
-            r.camera_id,
-            r.event_time,
-            r.event_id,
-            r.plate_raw.to_owned(),
-            (r.confidence.clamp(0.0, 1.0) * 1000.0).round() as u16,
-        );
-        let row = (plate.to_owned(), info);
+        let rec =
+            (r.camera_id, r.event_time, r.plate_raw.to_owned(), plate.to_string(), fix.unwrap_or_default());
+        let row = (r.event_id, rec);
+        // In the join for the lookback: entries added meanwhile find it.
         out.push((row.clone(), t, 1));
-        out.push((row, t + 1, -1));
+        out.push((row, t + lookback, -1));
     }
     Ok(())
 }
@@ -382,11 +480,12 @@ fn read_updates(
 fn entry_updates(
     batch: &Batch,
     t: Time,
-    out: &mut Vec<((String, String), Time, Diff)>,
+    out: &mut Vec<((String, EntryRec), Time, Diff)>,
 ) -> vigil_engine::Result<()> {
     let cols = WatchCols::new(&batch.rows)?;
     for r in cols.rows() {
-        out.push(((r.plate.to_owned(), r.legal_basis.to_owned()), t, batch.diff as Diff));
+        let rec = (r.legal_basis.to_owned(), r.reason.to_owned(), r.authority.to_owned());
+        out.push(((r.plate.to_owned(), rec), t, batch.diff as Diff));
     }
     Ok(())
 }

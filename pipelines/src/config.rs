@@ -81,6 +81,9 @@ pub struct Config {
     /// Tracker settings for every camera (a camera's own `tracker` overrides them).
     #[serde(default)]
     pub tracker: TrackerSection,
+    /// Watchlist hits: fuzzy matching and verification.
+    #[serde(default)]
+    pub hits: HitsSection,
     /// Frame snapshots stored with alerts (off by default).
     #[serde(default)]
     pub snapshots: Snapshots,
@@ -207,6 +210,11 @@ pub struct Retention {
     pub aggregate: Option<Spanned<String>>,
     /// Period of records (alerts, late events, rules over them).
     pub record: Option<Spanned<String>>,
+    /// Period of plate reads that match no watchlist entry (default `"24h"`): at most `hits`.
+    pub reads: Option<Spanned<String>>,
+    /// Period of watchlist hits and the reads that are their evidence (default `"30d"`): at
+    /// most 90 days.
+    pub hits: Option<Spanned<String>>,
     /// Seconds of events kept in memory, for rule backfill and ad-hoc queries over psql.
     pub memory_s: Spanned<i64>,
     /// At most this many MiB of events kept in memory; the oldest go first when it is reached.
@@ -221,6 +229,8 @@ impl Default for Retention {
             personal: None,
             aggregate: None,
             record: None,
+            reads: None,
+            hits: None,
             memory_s: Spanned::new(0..0, 600),
             memory_mb: Spanned::new(0..0, 4_096),
         }
@@ -283,6 +293,25 @@ impl Default for Thresholds {
     }
 }
 
+/// `[hits]`: how plate reads match the watchlist and how people verify the hits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HitsSection {
+    /// Distinct people who must confirm a hit before it is actionable.
+    pub confirmations: Spanned<i64>,
+    /// The lowest match score that makes a hit: 1 exact, 0.9 after OCR confusions undone, 0.8
+    /// with the letter unread, 0.7 with one edit on the serial (factors multiply).
+    pub min_score: Spanned<f64>,
+    /// How far back an entry added searches the reads (default: `retention.reads`, at most it).
+    pub lookback: Option<Spanned<String>>,
+}
+
+impl Default for HitsSection {
+    fn default() -> Self {
+        Self { confirmations: Spanned::new(0..0, 2), min_score: Spanned::new(0..0, 0.6), lookback: None }
+    }
+}
+
 /// `[simulation]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -310,6 +339,8 @@ pub struct Simulation {
     pub overlap: Spanned<i64>,
     /// Shift between the views of one scene's cameras, metres along x.
     pub overlap_shift_m: Spanned<f64>,
+    /// Plates of vehicles that pass a camera every 5 s, as the watchlist's do (listed or not).
+    pub plates: Vec<Spanned<String>>,
 }
 
 impl Default for Simulation {
@@ -326,6 +357,7 @@ impl Default for Simulation {
             surge: None,
             overlap: Spanned::new(0..0, 1),
             overlap_shift_m: Spanned::new(0..0, 6.0),
+            plates: Vec::new(),
         }
     }
 }
@@ -745,7 +777,8 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 24] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 25] = [
+            (&self.hits.confirmations, "hits.confirmations", 1, 5),
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
             (&self.engine.idle_timeout_ms, "engine.idle_timeout_ms", 1, 3_600_000),
@@ -857,6 +890,59 @@ impl Config {
                         "write a period such as \"6h\", \"30d\" or \"90m\"",
                     );
                 }
+            }
+        }
+        let ms = |v: &Spanned<String>, name: &str| match parse_period(v.get_ref()) {
+            Some(ms) if ms > 0 => Ok(ms),
+            _ => err(
+                v.span(),
+                format!("{name} = {:?} is not a period", v.get_ref()),
+                "write a period such as \"6h\", \"30d\" or \"90m\"",
+            )
+            .map(|()| 0),
+        };
+        let reads = match &r.reads {
+            Some(v) => (ms(v, "retention.reads")?, v.span()),
+            None => (DEFAULT_READS_MS, 0..0),
+        };
+        let hits = match &r.hits {
+            Some(v) => (ms(v, "retention.hits")?, v.span()),
+            None => (DEFAULT_HITS_MS.max(reads.0), 0..0),
+        };
+        if hits.0 > 90 * 86_400_000 {
+            return err(
+                hits.1,
+                "retention.hits is longer than 90 days".into(),
+                "keep hits at most 90 days (CNDP deliberation 350-2013: at most 3 months)",
+            );
+        }
+        if reads.0 > hits.0 {
+            return err(
+                if r.reads.is_some() { reads.1 } else { hits.1 },
+                "retention.reads is longer than retention.hits".into(),
+                "keep reads that match nothing no longer than hits (reads ≤ hits ≤ 90 days)",
+            );
+        }
+        if let Some(l) = &self.hits.lookback
+            && ms(l, "hits.lookback")? > reads.0
+        {
+            return err(
+                l.span(),
+                format!("hits.lookback = {:?} is longer than retention.reads", l.get_ref()),
+                "search back at most as far as reads are kept",
+            );
+        }
+        let score = *self.hits.min_score.get_ref();
+        if !(score.is_finite() && score > 0.0 && score <= 1.0) {
+            return err(
+                self.hits.min_score.span(),
+                format!("hits.min_score = {score} is out of range"),
+                "use a score above 0 and at most 1, such as 0.6 (1: exact matches only)",
+            );
+        }
+        for p in &s.plates {
+            if let Err(e) = vigil_operators::plate::normalize(p.get_ref()) {
+                return err(p.span(), e.to_string(), "write a plate such as \"12345-ب-6\"");
             }
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -1336,6 +1422,11 @@ pub fn inline_position(text: &str, span_start: usize, line: u64, column: u64) ->
 /// How far from the site origin a zone or line may lie, metres: far enough for a city, near
 /// enough that areas and grid cells stay exact.
 pub const MAX_COORD_M: f64 = 100_000.0;
+
+/// Default period of plate reads that match nothing: 24 hours.
+pub const DEFAULT_READS_MS: i64 = 86_400_000;
+/// Default period of hits: 30 days.
+pub const DEFAULT_HITS_MS: i64 = 30 * 86_400_000;
 
 /// A retention period (`"90m"`, `"6h"`, `"30d"`, `"45s"`) in milliseconds.
 pub fn parse_period(s: &str) -> Option<i64> {

@@ -48,6 +48,7 @@ use vigil_operators::alerts::Alerts;
 use vigil_operators::density::{CrowdDensity, DensityConfig, DensityGrid, ZoneDensity};
 use vigil_operators::detection::{Detections, LateEvents};
 use vigil_operators::flows::{FlowConfig, LineCrossings, TrackFlows, ZoneVisits};
+use vigil_operators::hits::{HitConfig, HitDecisions, Hits};
 use vigil_operators::plate::PlateReads;
 use vigil_operators::tracker::TrackerConfigs;
 use vigil_operators::tracks::{Locate, TrackObjects, Tracks};
@@ -84,6 +85,7 @@ pub fn inputs() -> Vec<&'static StreamInfo> {
         LateEvents::info(),
         Zones::info(),
         Watchlist::info(),
+        HitDecisions::info(),
     ]
 }
 
@@ -144,18 +146,26 @@ impl Derivation for Density {
     }
 }
 
-/// Watchlist hits (alerts) from plate reads and the watchlist.
-pub struct WatchlistHits;
+/// Watchlist hits from plate reads, the watchlist and people's decisions; alerts for new and
+/// confirmed hits.
+pub struct WatchlistHits {
+    /// Matching and verification.
+    pub config: HitConfig,
+}
 
 impl Derivation for WatchlistHits {
     fn produces(&self) -> Vec<&'static StreamInfo> {
-        vec![Alerts::info()]
+        vec![Hits::info(), Alerts::info()]
     }
     fn build(&self, graph: &mut Graph<'_>, cx: &DeriveContext) {
-        let (Some(reads), Some(watchlist)) = (graph.get::<PlateReads>(), graph.get::<Watchlist>()) else {
+        let (Some(reads), Some(watchlist), Some(decisions)) =
+            (graph.get::<PlateReads>(), graph.get::<Watchlist>(), graph.get::<HitDecisions>())
+        else {
             return;
         };
-        graph.add(reads.watchlist_hits(watchlist, cx.epoch, &cx.errors));
+        let out = reads.watchlist_hits(watchlist, decisions, self.config, cx.epoch, &cx.errors);
+        graph.add(out.hits);
+        graph.add(out.alerts);
     }
 }
 
@@ -175,7 +185,7 @@ pub fn city(settings: &Settings, locate: Locate) -> Vec<Arc<dyn Derivation>> {
         Arc::new(Tracking { config: settings.tracker.clone(), locate }),
         Arc::new(Flows { config: FlowConfig::new(settings.lines.clone(), settings.zones.clone()) }),
         Arc::new(Density { config: density }),
-        Arc::new(WatchlistHits),
+        Arc::new(WatchlistHits { config: settings.hits }),
     ]
 }
 
@@ -188,6 +198,8 @@ pub fn catalog(derivations: &[Arc<dyn Derivation>]) -> vigil_engine::Result<vigi
     c.add_function(&vigil_operators::plate::NORMALIZE_PLATE)?;
     // Analysts change the watchlist from psql, through its definition's checks.
     c.add_writes(&vigil_operators::watchlist::WRITES)?;
+    // People record their decisions on hits from psql.
+    c.add_writes(&vigil_operators::hits::WRITES)?;
     for d in derivations {
         for info in d.produces() {
             c.add(info)?;

@@ -52,6 +52,10 @@ pub struct RetentionSettings {
     pub memory_ms: Millis,
     /// At most this much memory for them, bytes.
     pub memory_bytes: usize,
+    /// Period of plate reads that match nothing, ms (`[retention] reads`).
+    pub reads_ms: Millis,
+    /// Period of hits and their evidence, ms (`[retention] hits`).
+    pub hits_ms: Millis,
 }
 
 impl RetentionSettings {
@@ -198,6 +202,8 @@ pub struct Settings {
     pub cameras: Vec<CameraSettings>,
     /// Tracker settings, per camera.
     pub tracker: vigil_operators::tracker::TrackerConfigs,
+    /// Watchlist matching and hit verification.
+    pub hits: vigil_operators::hits::HitConfig,
     /// The ONNX Runtime library, if given.
     pub onnxruntime: Option<PathBuf>,
     /// The detector, if any.
@@ -387,8 +393,20 @@ impl Settings {
                 })
                 .collect(),
         };
+        let period = |v: &Option<toml::Spanned<String>>| {
+            v.as_ref().and_then(|v| crate::config::parse_period(v.get_ref()))
+        };
+        let reads_ms = period(&r.reads).unwrap_or(crate::config::DEFAULT_READS_MS);
+        let hits_ms = period(&r.hits).unwrap_or(crate::config::DEFAULT_HITS_MS.max(reads_ms));
+        let hits = vigil_operators::hits::HitConfig {
+            confirmations: *config.hits.confirmations.get_ref() as u32,
+            keep_ms: hits_ms,
+            lookback_ms: period(&config.hits.lookback).unwrap_or(reads_ms),
+            min_score: *config.hits.min_score.get_ref() as f32,
+        };
         Ok(Settings {
             tracker,
+            hits,
             source: config.source.clone(),
             base_dir: config.base_dir.clone(),
             text: config.text.clone(),
@@ -421,6 +439,8 @@ impl Settings {
                 periods,
                 memory_ms: r.memory_s.get_ref() * 1000,
                 memory_bytes: *r.memory_mb.get_ref() as usize * (1 << 20),
+                reads_ms,
+                hits_ms,
             },
             server: ServerSettings {
                 pg_listen: config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()),

@@ -117,7 +117,7 @@ pub struct SimParams {
     pub laggy_every: u32,
     /// Surge: (camera, polygon bounding box, start s, ramp s, hold s, people).
     pub surge: Option<(u32, [f64; 4], f64, f64, f64, usize)>,
-    /// Watchlisted plates that drive around (canonical form).
+    /// Watchlisted plates, and `[simulation] plates`, that drive around (canonical form).
     pub watch_plates: Vec<String>,
     /// Cameras per scene: consecutive cameras share one scene, their views shifted along x.
     pub overlap: u32,
@@ -161,7 +161,9 @@ impl SimParams {
             watch_plates: c
                 .watchlist
                 .iter()
-                .filter_map(|w| vigil_operators::plate::normalize(w.plate.get_ref()).ok())
+                .map(|w| &w.plate)
+                .chain(&s.plates)
+                .filter_map(|p| vigil_operators::plate::normalize(p.get_ref()).ok())
                 .collect(),
             overlap: (*s.overlap.get_ref()).max(1) as u32,
             overlap_shift_m: *s.overlap_shift_m.get_ref(),

@@ -544,3 +544,163 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     assert!(ok && log.contains("amina|rule.create") && log.contains("karim|login"), "{log}");
     city.stop();
 }
+
+/// Rows of `psql -A` output without its header and row count.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('(') && !l.is_empty())
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Two plates drive around, unlisted at the start.
+    let config = "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\n\
+        vehicles_per_minute = 6\nocr_error_rate = 0.0\nplates = [\"4821-د-33\", \"5555-ه-7\"]\n\n\
+        [[users]]\nname = \"amina\"\nrole = \"analyst\"\npassword_env = \"PW_AMINA\"\n\n\
+        [[users]]\nname = \"omar\"\nrole = \"analyst\"\npassword_env = \"PW_OMAR\"\n\n\
+        [[users]]\nname = \"karim\"\nrole = \"crowd_manager\"\npassword_env = \"PW_KARIM\"\n";
+    std::fs::write(tmp.path().join("city.toml"), config).unwrap();
+    let env = [("PW_AMINA", "amina-pw-1"), ("PW_OMAR", "omar-pw-1"), ("PW_KARIM", "karim-pw-1")];
+    let city = City::start_with(tmp.path(), &["run", "--config", "city.toml", "--duration", "150"], &env);
+    let run = |user: &str, sql: &str| {
+        let out = city.psql_as(user, &format!("{user}-pw-1"), sql);
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{user}: {sql}: {said}");
+        said
+    };
+    let wait = |what: &str, sql: &str, done: &dyn Fn(&[Vec<String>]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let r = rows(&run("amina", sql));
+            if done(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{what}: {r:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let now = |user: &str| {
+        let r = rows(&run(user, "SELECT CAST(max(event_time) AS BIGINT) FROM plate_reads"));
+        r.first().and_then(|r| r[0].parse::<i64>().ok()).unwrap_or(0)
+    };
+    // Both plates are read a few times before anyone lists them.
+    wait(
+        "reads before listing",
+        "SELECT plate, count(*) FROM plate_reads WHERE plate IN ('4821-د-33', '5555-ه-7') GROUP BY plate",
+        &|r| r.len() == 2 && r.iter().all(|r| r[1].parse::<i64>().unwrap_or(0) >= 2),
+    );
+    let listed_at = now("amina");
+    let expiry = listed_at + 20_000;
+    let expires = chrono::DateTime::from_timestamp_millis(expiry).unwrap().to_rfc3339();
+    let said = run(
+        "amina",
+        &format!(
+            "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES \
+             ('4821-D-33', 'stolen vehicle', 'DGSN-2026-00777', 'DGSN Rabat', '2026-09-01T00:00:00Z'), \
+             ('5555-H-7', 'warrant', 'TPI-Rabat 2026/31', 'TPI Rabat', '{expires}')"
+        ),
+    );
+    assert!(said.contains("INSERT 0 2"), "{said}");
+    let hits_of = |plate: &str| {
+        format!(
+            "SELECT hit_id, status, CAST(read_time AS BIGINT) AS rt, CAST(event_time AS BIGINT) AS et, actionable, \
+             decided_by, note, score, why FROM hits WHERE listed_plate = '{plate}' ORDER BY et, status"
+        )
+    };
+    // Retroactive candidates for the reads before the entry, then live ones after it.
+    let h = wait("retroactive and live hits", &hits_of("4821-د-33"), &|r| {
+        r.iter().any(|h| h[2].parse::<i64>().unwrap() < listed_at - 1_000)
+            && r.iter().any(|h| h[2].parse::<i64>().unwrap() > listed_at + 1_000)
+    });
+    for hit in &h {
+        assert_eq!((hit[1].as_str(), hit[4].as_str()), ("candidate", "f"), "{h:?}");
+        assert!(
+            hit[3].parse::<i64>().unwrap() >= listed_at - 1_000,
+            "no hit before the entry existed: {h:?}"
+        );
+    }
+    let retro: Vec<&String> =
+        h.iter().filter(|x| x[2].parse::<i64>().unwrap() < listed_at - 1_000).map(|x| &x[0]).collect();
+    let (first, second) = (retro[0].clone(), h.last().unwrap()[0].clone());
+    assert_ne!(first, second);
+    // One analyst's confirmation is not enough, and counts once; a second person's is.
+    let confirm = |user: &str, id: &str| {
+        run(
+            user,
+            &format!("INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{id}', 'confirm', '')"),
+        )
+    };
+    confirm("amina", &first);
+    confirm("amina", &first);
+    let decided = |id: &str, n: usize| {
+        wait(
+            "decisions recorded",
+            &format!(
+                "SELECT status, decided_by, actionable, note FROM hits WHERE hit_id = '{id}' ORDER BY event_time, status"
+            ),
+            &|r| r.len() >= n,
+        )
+    };
+    let d = decided(&first, 3);
+    assert_eq!(d[1][..3], ["confirmation", "amina", "f"], "{d:?}");
+    assert_eq!(d[2][..3], ["ignored", "amina", "f"], "{d:?}");
+    assert!(d[2][3].contains("a different person must confirm"), "{d:?}");
+    confirm("omar", &first);
+    let d = decided(&first, 4);
+    assert_eq!(d[3][..3], ["confirmed", "omar", "t"], "{d:?}");
+    // A rejection needs a reason, and ends the hit.
+    let out = city.psql_as(
+        "omar",
+        "omar-pw-1",
+        &format!("INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{second}', 'reject', '')"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without its reason"), "{out:?}");
+    run(
+        "omar",
+        &format!(
+            "INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{second}', 'reject', 'another car')"
+        ),
+    );
+    let d = decided(&second, 2);
+    assert_eq!(d[1][..2], ["rejected", "omar"], "{d:?}");
+    // Decisions are final; crowd managers neither see hits nor decide.
+    let out =
+        city.psql_as("amina", "amina-pw-1", &format!("DELETE FROM hit_decisions WHERE hit_id = '{first}'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decisions are final"), "{out:?}");
+    for sql in [
+        "SELECT count(*) FROM hits",
+        "INSERT INTO hit_decisions (hit_id, decision) VALUES ('0000000000000001', 'confirm')",
+    ] {
+        let out = city.psql_as("karim", "karim-pw-1", sql);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{sql}: {out:?}");
+    }
+    // Removing the entry retracts its unconfirmed hits; the confirmed and the rejected stay.
+    let removed_at = now("amina");
+    run("amina", "DELETE FROM watchlist WHERE plate = '4821-د-33'");
+    let after = wait("retractions", &hits_of("4821-د-33"), &|r| r.iter().any(|h| h[1] == "retracted"));
+    let retracted: Vec<&String> = after.iter().filter(|h| h[1] == "retracted").map(|h| &h[0]).collect();
+    assert!(!retracted.contains(&&first) && !retracted.contains(&&second), "{after:?}");
+    let candidates: std::collections::BTreeSet<&String> = after
+        .iter()
+        .filter(|h| h[1] == "candidate" && h[3].parse::<i64>().unwrap() < removed_at)
+        .map(|h| &h[0])
+        .collect();
+    let settled: std::collections::BTreeSet<&String> =
+        retracted.iter().copied().chain([&first, &second]).collect();
+    assert!(candidates.is_subset(&settled), "a candidate was neither decided nor retracted: {after:?}");
+    // The expiring entry matched while it was in force, and not after.
+    let h = wait("the expiry passes", &hits_of("5555-ه-7"), &|_| now("amina") > expiry + 12_000);
+    assert!(h.iter().any(|x| x[1] == "candidate"), "no hit before the expiry: {h:?}");
+    assert!(
+        h.iter().all(|x| x[1] != "candidate" || x[3].parse::<i64>().unwrap() < expiry),
+        "an expired entry matched: {h:?}"
+    );
+    city.stop();
+    let audit = std::fs::read_to_string(tmp.path().join("city/audit/audit.log")).unwrap();
+    assert!(audit.contains("\"actor\":\"omar\",\"action\":\"hit_decisions.add\""), "{audit}");
+}

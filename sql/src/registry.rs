@@ -478,7 +478,7 @@ impl Registry {
             let w = self.streams.writes(&name).ok_or_else(|| {
                 bad(
                     format!("{name} cannot be changed from SQL"),
-                    "only the watchlist takes INSERT and DELETE",
+                    "INSERT and DELETE change the watchlist; INSERT records a decision in hit_decisions",
                 )
             })?;
             let info = self
@@ -533,6 +533,9 @@ impl Registry {
                     ));
                 };
                 let (w, info) = writes_of(table.relation.to_string())?;
+                if let Some((why, fix)) = w.delete {
+                    return Err(bad(format!("rows of {} cannot be deleted: {why}", w.table), fix));
+                }
                 let needs =
                     format!("write DELETE FROM {} WHERE {} = '...' (or IN ('...', ...))", w.table, w.key);
                 let (column, values): (&Expr, Vec<&Expr>) = match &del.selection {

@@ -594,6 +594,15 @@ fn copy_delta(d: &Delta) -> CopyData {
     CopyData::new(Bytes::from(text))
 }
 
+/// A value in PostgreSQL's text format: Arrow's display, but booleans as `t` and `f`, as psql
+/// and drivers expect them.
+fn pg_text(c: &dyn datafusion::arrow::array::Array, f: &ArrayFormatter<'_>, i: usize) -> String {
+    match c.as_any().downcast_ref::<datafusion::arrow::array::BooleanArray>() {
+        Some(b) => (if b.value(i) { "t" } else { "f" }).to_owned(),
+        None => f.value(i).to_string(),
+    }
+}
+
 /// COPY text rows; without a delta, a snapshot: diff 1 at time `as_of`.
 fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData> {
     let options = FormatOptions::default().with_null("\\N");
@@ -603,9 +612,10 @@ fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData>
         .map(|i| {
             let (t, diff) = d.map_or((as_of, 1), |d| (d.times[i], d.diffs[i]));
             let mut line = format!("{t}\t{diff}");
-            for f in &formatters {
+            for (c, f) in rows.columns().iter().zip(&formatters) {
                 line.push('\t');
-                line.push_str(&f.value(i).to_string().replace(['\t', '\n'], " "));
+                let v = if c.is_valid(i) { pg_text(c.as_ref(), f, i) } else { f.value(i).to_string() };
+                line.push_str(&v.replace(['\t', '\n'], " "));
             }
             line.push('\n');
             CopyData::new(Bytes::from(line))
@@ -663,7 +673,7 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch]) -> Response {
         for i in 0..b.num_rows() {
             let row = (|| {
                 for (c, f) in b.columns().iter().zip(&formatters) {
-                    let v: Option<String> = c.is_valid(i).then(|| f.value(i).to_string());
+                    let v: Option<String> = c.is_valid(i).then(|| pg_text(c.as_ref(), f, i));
                     encoder.encode_field(&v)?;
                 }
                 Ok(encoder.take_row())
