@@ -54,6 +54,8 @@ type Changes = Vec<(Time, Batch)>;
 #[derive(Debug)]
 pub struct Retained {
     horizon_ms: Millis,
+    /// Streams kept for less than `horizon_ms` (their retention period is shorter).
+    horizons: BTreeMap<&'static str, Millis>,
     budget_bytes: usize,
     bytes: usize,
     /// Times before this may have lost batches to the budget: backfill starts here at the
@@ -76,6 +78,7 @@ impl Retained {
     pub fn new(workers: usize, horizon_ms: Millis, budget_bytes: usize) -> Self {
         Self {
             horizon_ms: horizon_ms.max(0),
+            horizons: BTreeMap::new(),
             budget_bytes,
             bytes: 0,
             complete_from: 0,
@@ -196,11 +199,19 @@ impl Retained {
         }
     }
 
-    /// Drops event batches older than the horizon behind `watermark`, and compacts table
-    /// changes behind it.
+    /// Keeps `stream` at most `ms` behind the watermark, when that is less than the horizon
+    /// (a stream whose retention period is shorter than the memory horizon).
+    pub fn set_horizon(&mut self, stream: &'static str, ms: Millis) {
+        self.horizons.insert(stream, ms.max(0));
+    }
+
+    /// Drops event batches older than the horizon behind `watermark` (a batch goes once its
+    /// time is; its rows are of one tick), and compacts table changes behind it.
     pub fn expire(&mut self, watermark: Millis) -> Result<()> {
         let cutoff = watermark.saturating_sub(self.horizon_ms).max(0) as Time;
         for (info, qs) in self.events.values_mut() {
+            let own = self.horizons.get(info.name).filter(|h| **h < self.horizon_ms);
+            let cutoff = own.map_or(cutoff, |h| watermark.saturating_sub(*h).max(0) as Time);
             for q in qs.iter_mut() {
                 // Batches are kept in (nearly) time order: drop from the front.
                 while q.front().is_some_and(|(t, _)| *t < cutoff) {
@@ -468,6 +479,23 @@ mod tests {
         assert_eq!(r.rows()["t1"], 1);
         assert_eq!(r.complete_from(), 4_001);
         assert_eq!(r.backfill(T1::info(), 1, 0).len(), 1);
+    }
+
+    #[test]
+    fn a_stream_with_a_shorter_period_goes_sooner() {
+        let mut r = Retained::new(1, 10_000, usize::MAX);
+        r.set_horizon("t1", 2_000);
+        for t in 0..10 {
+            r.keep(T1::info(), 0, t as Time * 1_000, &batch(t * 1_000, t));
+        }
+        r.expire(9_000).unwrap();
+        // Kept: times >= 7,000, not the 10 s of the memory horizon.
+        assert_eq!(r.rows()["t1"], 3);
+        // A longer period of its own does not keep it past the memory horizon.
+        r.set_horizon("t1", 60_000);
+        r.keep(T1::info(), 0, 30_000, &batch(30_000, 30));
+        r.expire(30_000).unwrap();
+        assert_eq!(r.rows()["t1"], 1);
     }
 
     #[test]

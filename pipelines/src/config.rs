@@ -916,6 +916,17 @@ impl Config {
                 "keep hits at most 90 days (CNDP deliberation 350-2013: at most 3 months)",
             );
         }
+        let partition_ms = self.sinks.partition_s.get_ref() * 1000;
+        if reads.0 < 2 * partition_ms {
+            return err(
+                if r.reads.is_some() { reads.1.clone() } else { self.sinks.partition_s.span() },
+                format!(
+                    "retention.reads is shorter than two Parquet partitions ({} s each)",
+                    partition_ms / 1000
+                ),
+                "keep reads at least two partitions long, or shorten sinks.partition_s",
+            );
+        }
         if reads.0 > hits.0 {
             return err(
                 if r.reads.is_some() { reads.1 } else { hits.1 },

@@ -9,10 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vigil_engine::stream::Class;
+use vigil_engine::stream::{Class, StreamDef, StreamInfo};
 use vigil_engine::time::Millis;
 use vigil_operators::flows::GateLine;
+use vigil_operators::hits::Hits;
 use vigil_operators::homography::Homography;
+use vigil_operators::plate::PlateReads;
 use vigil_operators::watchlist::WatchEntry;
 use vigil_operators::zones::Zone;
 
@@ -62,6 +64,16 @@ impl RetentionSettings {
     /// The period of `class`, ms.
     pub fn period(&self, class: Class) -> Millis {
         self.periods.get(&class).copied().unwrap_or(90 * 86_400_000)
+    }
+
+    /// The period of a stream: plate reads and hits have their own (`[retention] reads` and
+    /// `hits`), every other stream its class's.
+    pub fn stream_period(&self, info: &StreamInfo) -> Millis {
+        match info.name {
+            n if n == PlateReads::NAME => self.reads_ms,
+            n if n == Hits::NAME => self.hits_ms,
+            _ => self.period(info.class),
+        }
     }
 }
 

@@ -257,3 +257,62 @@ fn watchlist_entries_load_from_csv_row_by_row_and_stop_matching_when_they_expire
         "{audit}"
     );
 }
+
+#[test]
+fn reads_that_match_nothing_go_after_their_period_and_hits_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Random plates (no hit) and a listed one (a hit every 5 s); reads kept 2 minutes, hits 6.
+    let config = dir.path().join("city.toml");
+    std::fs::write(
+        &config,
+        "[city]\nseed = 9\nfps = 5.0\n\n[sinks]\nout = \"out\"\npartition_s = 10\nground_truth = false\n\n\
+         [retention]\nreads = \"2m\"\nhits = \"6m\"\nmemory_s = 600\n\n\
+         [simulation]\ncameras = 2\npedestrians_per_camera = 2\nvehicles_per_minute = 20\nlaggy_camera_every = 0\n\n\
+         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-12T20:00:00Z\"\n",
+    )
+    .unwrap();
+    let (mut child, port, log) = common::spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--config", config.to_str().unwrap(), "--duration", "720", "--fast", "--quiet"])
+            .args(["--pg-listen", "127.0.0.1:0"])
+            .env("VIGIL_PG_PASSWORD", "pw-retention-1")
+            .current_dir(dir.path())
+            .stdout(Stdio::null()),
+    );
+    // While the city runs: what psql sees of plate_reads spans at most the period (plus the
+    // allowed lateness, by which the newest read may lead the engine's clock).
+    let mut samples = 0;
+    while child.try_wait().unwrap().is_none() {
+        let sql = "SELECT CAST(min(event_time) AS BIGINT), CAST(max(event_time) AS BIGINT) FROM plate_reads";
+        if let Ok(out) = common::psql_try(port, "pw-retention-1", sql)
+            && let Some((min, max)) = out.trim().split_once('|')
+            && let (Ok(min), Ok(max)) = (min.parse::<i64>(), max.parse::<i64>())
+            && max - 1_781_467_200_000 > 150_000
+        {
+            assert!(max - min <= 120_000 + 2_000, "psql sees reads {} s old", (max - min) / 1000);
+            samples += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.wait().unwrap().success(), "{}", log.lock().unwrap());
+    assert!(samples >= 3, "only {samples} samples past the first period");
+    // On disk: no read older than its period behind the last one; hits older than that remain
+    // (with the read they came from), none older than theirs.
+    let o = dir.path().join("out").display().to_string();
+    let q = |sql: &str| duckdb(&sql.replace("{o}", &o));
+    let reads = q(
+        "SELECT epoch_ms(min(event_time)), epoch_ms(max(event_time)), count(*) FROM read_parquet('{o}/plate_reads/*.parquet')",
+    );
+    let (min, last) = (reads[0][0].parse::<i64>().unwrap(), reads[0][1].parse::<i64>().unwrap());
+    assert!(last - min <= 120_000, "a read {} s old is still in Parquet", (last - min) / 1000);
+    let hits = q(
+        "SELECT epoch_ms(min(read_time)), count(*), count(DISTINCT plate_raw) FROM read_parquet('{o}/hits/*.parquet') WHERE status = 'candidate'",
+    );
+    let oldest_hit = hits[0][0].parse::<i64>().unwrap();
+    assert!(last - oldest_hit > 120_000, "no hit older than the reads' period was kept: {hits:?}");
+    assert!(last - oldest_hit <= 360_000, "a hit {} s old is still in Parquet", (last - oldest_hit) / 1000);
+    // Each deletion is in the audit log, with the period it enforced.
+    let audit = std::fs::read_to_string(dir.path().join("out/audit/audit.log")).unwrap();
+    assert!(audit.contains("\"object\":\"plate_reads/plate_reads-20260614T2000"), "{audit}");
+    assert!(audit.contains("\"period\":\"2 min\""), "{audit}");
+}

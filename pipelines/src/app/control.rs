@@ -244,18 +244,22 @@ impl Control {
 /// Rows a change audits one by one; more are audited as one record (see `Control::audit_rows`).
 const AUDIT_EACH: usize = 16;
 
-/// Retention on a schedule: every minute of event time, files past their class's period are
-/// deleted (Parquet partitions of every stream, rules' rows, snapshots), and the rows dropped
-/// from memory since the last sweep are logged.
+/// Retention on a schedule: every minute of event time (a quarter of the shortest period when
+/// that is less), files that would pass their period before the next sweep are deleted
+/// (Parquet partitions of every stream, rules' rows, snapshots), and the rows dropped from
+/// memory since the last sweep are logged. A stream's period is its class's, or its own
+/// (plate reads and hits, [`RetentionSettings::stream_period`]).
 pub struct Sweeper {
     out: PathBuf,
-    streams: Vec<(&'static str, Class)>,
+    streams: Vec<&'static StreamInfo>,
     periods: RetentionSettings,
+    /// Event time between sweeps: a minute, or a quarter of the shortest period.
+    every: Millis,
     last: Option<Millis>,
     audit: Option<Arc<AuditLog>>,
 }
 
-/// How often retention runs, in event time.
+/// How often retention runs, in event time, at most.
 pub const SWEEP_EVERY_MS: Millis = 60_000;
 
 impl Sweeper {
@@ -263,18 +267,25 @@ impl Sweeper {
     pub fn new(out: &Path, catalog: &Catalog, settings: &Settings, audit: Option<Arc<AuditLog>>) -> Self {
         Self {
             out: out.to_path_buf(),
-            streams: catalog.streams().map(|s| (s.name, s.class)).collect(),
+            streams: catalog.streams().collect(),
+            every: catalog
+                .streams()
+                .map(|s| settings.retention.stream_period(s) / 4)
+                .chain([settings.retention.period(Class::Personal) / 4, SWEEP_EVERY_MS])
+                .min()
+                .unwrap_or(SWEEP_EVERY_MS)
+                .max(1_000),
             periods: settings.retention.clone(),
             last: None,
             audit,
         }
     }
 
-    /// Sweeps when a minute of event time has passed since the last sweep; returns the files
-    /// deleted.
+    /// Sweeps when a minute of event time (less for short periods) has passed since the last
+    /// sweep; returns the files deleted.
     pub fn maybe_sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         match self.last {
-            Some(l) if watermark - l < SWEEP_EVERY_MS => 0,
+            Some(l) if watermark - l < self.every => 0,
             _ => self.sweep(watermark, registry, ingest),
         }
     }
@@ -284,13 +295,15 @@ impl Sweeper {
     pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         self.last = Some(watermark);
         let mut deleted = 0;
-        let (out, audit) = (&self.out, &self.audit);
+        let (out, audit, every) = (&self.out, &self.audit, self.every);
+        // One sweep early rather than late: what would pass its period before the next sweep
+        // goes now, so nothing is ever held past its period.
         let mut run = |dir: PathBuf,
                        recursive: bool,
                        class: Class,
+                       period: Millis,
                        time_of: &dyn Fn(&Path) -> Option<Millis>| {
-            let period = self.periods.period(class);
-            match sweep(&dir, recursive, watermark - period, class, period, time_of) {
+            match sweep(&dir, recursive, watermark - period + every, class, period, time_of) {
                 Ok(d) => {
                     deleted += d.len();
                     // Paths name a stream, a partition's time and a run: no personal data.
@@ -310,24 +323,38 @@ impl Sweeper {
                 Err(e) => tracing::error!("retention of {}: {e} (retried at the next sweep)", dir.display()),
             }
         };
-        for &(name, class) in &self.streams {
+        for info in &self.streams {
+            let name = info.name;
             let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, name)).flatten();
-            run(self.out.join(name), false, class, &time_of);
+            run(self.out.join(name), false, info.class, self.periods.stream_period(info), &time_of);
         }
-        // Rules' rows: the class of the rule (the most protective of what it reads); a rule
-        // dropped since keeps the class of personal data.
-        let classes: Vec<(String, Class)> =
-            registry.list().iter().map(|e| (file_name(&e.rule.name), rule_class(&e.rule))).collect();
+        // Rules' rows: the class of the rule (the most protective of what it reads) and the
+        // shortest period of what it reads (a rule over plate reads keeps them no longer than
+        // they are kept); a rule dropped since keeps the shortest personal period.
+        let personal = self.periods.period(Class::Personal).min(self.periods.reads_ms);
+        let rules: Vec<(String, Class, Millis)> = registry
+            .list()
+            .iter()
+            .map(|e| {
+                let inputs = e.rule.node.streams();
+                let period = inputs.iter().map(|s| self.periods.stream_period(s)).min().unwrap_or(personal);
+                (file_name(&e.rule.name), rule_class(&e.rule), period)
+            })
+            .collect();
         if let Ok(dirs) = std::fs::read_dir(self.out.join("rules")) {
             for dir in dirs.flatten().map(|d| d.path()).filter(|p| p.is_dir()) {
                 let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-                let class = classes.iter().find(|(n, _)| *n == name).map_or(Class::Personal, |(_, c)| *c);
+                let (class, period) = rules
+                    .iter()
+                    .find(|(n, ..)| *n == name)
+                    .map_or((Class::Personal, personal), |(_, c, p)| (*c, *p));
                 let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, &name)).flatten();
-                run(dir.clone(), false, class, &time_of);
+                run(dir.clone(), false, class, period, &time_of);
             }
         }
         // Snapshots: `<out>/snapshots/camera=<id>/<YYYYMMDDTHHMMSSZ>_<rule>.jpg`.
-        run(self.out.join("snapshots"), true, Class::Personal, &snapshot_time);
+        let snapshots = self.periods.period(Class::Personal);
+        run(self.out.join("snapshots"), true, Class::Personal, snapshots, &snapshot_time);
         let (age, budget) = ingest.retained().lock().expect("retained batches").take_dropped();
         let horizon = human_period(self.periods.memory_ms);
         for (stream, rows) in age {

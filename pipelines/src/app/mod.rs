@@ -210,6 +210,10 @@ pub fn run_with(
     // In memory, nothing is kept longer than on disk.
     let horizon = r.periods.values().copied().min().unwrap_or(r.memory_ms).min(r.memory_ms);
     let retained = Retained::shared(workers, horizon, r.memory_bytes);
+    // Streams with a shorter period of their own (plate reads) go sooner.
+    for info in catalog.streams() {
+        retained.lock().expect("retained").set_horizon(info.name, r.stream_period(info));
+    }
     let runtime = Runtime::start(
         RuntimeConfig::new(workers, derive::inputs())
             .with_retained(Arc::clone(&retained))
