@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod bridge;
 pub mod catalog;
+pub mod erase;
 pub mod error;
 pub mod geometry;
 pub mod graph;

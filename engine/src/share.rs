@@ -132,6 +132,36 @@ impl Retained {
             .collect()
     }
 
+    /// Removes from the batches of stream `name` the rows `selected` picks; returns how many
+    /// (see [`crate::erase`]).
+    pub fn erase(&mut self, name: &str, selected: crate::erase::Selector<'_>) -> Result<usize> {
+        let mut removed = 0;
+        for shared in [true, false] {
+            let Some((_, qs)) =
+                self.events.iter_mut().find(|((n, s), _)| *n == name && *s == shared).map(|(_, v)| v)
+            else {
+                continue;
+            };
+            for q in qs.iter_mut() {
+                for (_, b) in q.iter_mut() {
+                    let Some(mask) = selected(b) else { continue };
+                    let rows = arrow::compute::filter_record_batch(b, &crate::erase::unselected(&mask))
+                        .map_err(|source| crate::error::EngineError::Arrow {
+                            context: "erasing rows".into(),
+                            source,
+                        })?;
+                    if rows.num_rows() < b.num_rows() {
+                        removed += b.num_rows() - rows.num_rows();
+                        self.bytes = self.bytes.saturating_sub(b.get_array_memory_size())
+                            + rows.get_array_memory_size();
+                        *b = rows;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every change of table `name` so far (old ones compacted), in order.
     pub fn table_changes(&self, name: &str) -> Vec<(Time, Batch)> {
         self.tables.get(name).map(|(_, c)| c.clone()).unwrap_or_default()

@@ -30,8 +30,8 @@ use vigil_engine::time::Millis;
 vigil_engine::stream! {
     /// A change in a watchlist hit's life: it appeared (`candidate`), a person confirmed it
     /// (`confirmation`, then `confirmed` when enough distinct people have: actionable), a
-    /// person rejected it (`rejected`), its entry went (`retracted`), or a decision could not
-    /// apply (`ignored`, with why).
+    /// person rejected it (`rejected`), its entry or its read went (`retracted`: the hit id
+    /// only), or a decision could not apply (`ignored`, with why).
     pub struct Hits {
         name: "hits",
         class: Personal,
@@ -284,7 +284,9 @@ struct Book {
 
 impl Book {
     fn row(out: &mut HitRows, hit: &Hit, t: Time, status: &str, by: &str, note: &str) {
-        let c = &hit.c;
+        // A retraction names the hit only: it may follow the erasure of the read.
+        let blank = Candidate { hit_id: hit.c.hit_id, ..Candidate::default() };
+        let c = if status == "retracted" { &blank } else { &hit.c };
         out.push(&HitRow {
             hit_id: &format!("{:016x}", c.hit_id),
             event_time: t as Millis,

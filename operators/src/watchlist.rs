@@ -60,6 +60,29 @@ vigil_engine::stream! {
     }
 }
 
+vigil_engine::stream! {
+    /// Plate reads erased at a person's request: they leave the watchlist join at once, so no
+    /// entry added later finds them. A row lasts as long as the read could have stayed in the
+    /// join.
+    pub struct ErasedReads {
+        name: "erased_reads",
+        class: Reference,
+        keys: [event_id],
+        personal: [],
+        row: ErasedRead,
+        builder: ErasedReadRows,
+        reader: ErasedReadCols,
+        columns: {
+            /// The read's event id (a `plate_reads` row).
+            event_id: u64,
+            /// When it was erased.
+            erased_at: Timestamp,
+            /// When the row leaves the table (the read has left the join by then).
+            expires_at: Timestamp,
+        }
+    }
+}
+
 /// One watchlist entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchEntry {
@@ -290,7 +313,8 @@ pub trait WatchlistJoin<'scope> {
     /// [`crate::plate_match`]), verified by the decisions of `hit_decisions`. Each read stays
     /// in the join for `config.lookback_ms`: an entry added finds the reads of that period
     /// (retroactive hits) and every later one; an entry removed or expired retracts its
-    /// unconfirmed hits. Batches that cannot be read go to `errors`.
+    /// unconfirmed hits; a read in `erased` leaves the join then. Batches that cannot be read
+    /// go to `errors`.
     ///
     /// ```
     /// use vigil_engine::error::ErrorSink;
@@ -307,7 +331,7 @@ pub trait WatchlistJoin<'scope> {
     ///     let mut graph = Graph::split(scope, 0, input, &infos);
     ///     let reads = graph.get::<PlateReads>().unwrap();
     ///     let (watchlist, decisions) = (graph.get::<Watchlist>().unwrap(), graph.get::<HitDecisions>().unwrap());
-    ///     let out = reads.watchlist_hits(watchlist, decisions, HitConfig::default(), Epoch::default(), &ErrorSink::log());
+    ///     let out = reads.watchlist_hits(watchlist, decisions, None, HitConfig::default(), Epoch::default(), &ErrorSink::log());
     ///     assert_eq!(out.hits.info().name, Hits::NAME);
     /// });
     /// ```
@@ -315,6 +339,7 @@ pub trait WatchlistJoin<'scope> {
         self,
         watchlist: Events<'scope, Watchlist>,
         decisions: Events<'scope, HitDecisions>,
+        erased: Option<Events<'scope, ErasedReads>>,
         config: HitConfig,
         epoch: Epoch,
         errors: &ErrorSink,
@@ -326,6 +351,7 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
         self,
         watchlist: Events<'scope, Watchlist>,
         decisions: Events<'scope, HitDecisions>,
+        erased: Option<Events<'scope, ErasedReads>>,
         config: HitConfig,
         epoch: Epoch,
         errors: &ErrorSink,
@@ -338,6 +364,21 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                     e1.report("PlateReads", e);
                 }
             });
+        // Erased reads leave the join when they are erased.
+        let reads = match erased {
+            Some(erased) => {
+                let e4 = errors.clone();
+                let ids: VecCollection<'scope, Time, u64, Diff> = erased.into_inner().updates(
+                    "ErasedReads",
+                    move |batch, t, out| match ErasedReadCols::new(&batch.rows) {
+                        Ok(cols) => out.extend(cols.rows().map(|r| (r.event_id, t, batch.diff as Diff))),
+                        Err(e) => e4.report("ErasedReads", e),
+                    },
+                );
+                reads.antijoin(ids)
+            }
+            None => reads,
+        };
         let entries: VecCollection<'scope, Time, (String, EntryRec), Diff> =
             watchlist.into_inner().updates("WatchlistRows", move |batch, t, out| {
                 if let Err(e) = entry_updates(batch, t, out) {

@@ -52,7 +52,7 @@ use vigil_operators::hits::{HitConfig, HitDecisions, Hits};
 use vigil_operators::plate::PlateReads;
 use vigil_operators::tracker::TrackerConfigs;
 use vigil_operators::tracks::{Locate, TrackObjects, Tracks};
-use vigil_operators::watchlist::{Watchlist, WatchlistJoin};
+use vigil_operators::watchlist::{ErasedReads, Watchlist, WatchlistJoin};
 use vigil_operators::zones::Zones;
 
 use crate::camera::CameraHealth;
@@ -86,6 +86,7 @@ pub fn inputs() -> Vec<&'static StreamInfo> {
         Zones::info(),
         Watchlist::info(),
         HitDecisions::info(),
+        ErasedReads::info(),
     ]
 }
 
@@ -163,7 +164,8 @@ impl Derivation for WatchlistHits {
         else {
             return;
         };
-        let out = reads.watchlist_hits(watchlist, decisions, self.config, cx.epoch, &cx.errors);
+        let erased = graph.get::<ErasedReads>();
+        let out = reads.watchlist_hits(watchlist, decisions, erased, self.config, cx.epoch, &cx.errors);
         graph.add(out.hits);
         graph.add(out.alerts);
     }

@@ -460,3 +460,50 @@ fn a_missing_camera_password_file_is_named_with_the_camera() {
     );
     assert!(e.contains("camera 4: reading the password file") && e.contains("secrets/cam4"), "{e}");
 }
+
+#[test]
+fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    demo(tmp.path(), 1, 60);
+    let out = tmp.path().join("out");
+    let count = |plate: &str| {
+        py(
+            &format!(
+                "import duckdb\nprint(duckdb.sql(\"select count(*) from read_parquet('out/**/*.parquet', union_by_name = true, \
+                 filename = true) where (plate = '{plate}' or listed_plate = '{plate}') \
+                 and filename not like '%/reference/%'\").fetchall()[0][0])"
+            ),
+            tmp.path(),
+        )
+        .trim()
+        .parse::<i64>()
+        .unwrap()
+    };
+    // The demo's listed plate passes every 5 s: reads and (unconfirmed) hits.
+    let before = count("12345-ب-6");
+    assert!(before >= 10, "{before} rows of the plate");
+    let other = count("4821-د-33");
+    let shown = run(vigil().args(["plate", "show", "12345-B-6", "--out"]).arg(&out));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("parquet plate_reads"), "{text}");
+    let reads: i64 = text
+        .lines()
+        .find(|l| l.starts_with("reads") && l.contains("parquet plate_reads"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(reads >= 5, "{text}");
+    let erased = run(vigil().args(["plate", "erase", "12345 | ب | 6", "--out"]).arg(&out));
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    // No hit was confirmed: nothing of the plate is left (but its watchlist entry), and nothing
+    // of another plate went.
+    assert_eq!(count("12345-ب-6"), 0, "{}", String::from_utf8_lossy(&erased.stdout));
+    assert_eq!(count("4821-د-33"), other);
+    let verify = run(vigil().args(["audit", "verify", "--out"]).arg(&out));
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
+    assert!(
+        audit.contains("\"action\":\"plate.show\"") && audit.contains("\"action\":\"plate.erase\""),
+        "{audit}"
+    );
+}

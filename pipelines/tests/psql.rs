@@ -682,17 +682,18 @@ fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
     // Removing the entry retracts its unconfirmed hits; the confirmed and the rejected stay.
     let removed_at = now("amina");
     run("amina", "DELETE FROM watchlist WHERE plate = '4821-د-33'");
-    let after = wait("retractions", &hits_of("4821-د-33"), &|r| r.iter().any(|h| h[1] == "retracted"));
-    let retracted: Vec<&String> = after.iter().filter(|h| h[1] == "retracted").map(|h| &h[0]).collect();
-    assert!(!retracted.contains(&&first) && !retracted.contains(&&second), "{after:?}");
-    let candidates: std::collections::BTreeSet<&String> = after
-        .iter()
+    let candidates: std::collections::BTreeSet<String> = rows(&run("amina", &hits_of("4821-د-33")))
+        .into_iter()
         .filter(|h| h[1] == "candidate" && h[3].parse::<i64>().unwrap() < removed_at)
-        .map(|h| &h[0])
+        .map(|h| h[0].clone())
         .collect();
-    let settled: std::collections::BTreeSet<&String> =
-        retracted.iter().copied().chain([&first, &second]).collect();
-    assert!(candidates.is_subset(&settled), "a candidate was neither decided nor retracted: {after:?}");
+    // A retraction names the hit only.
+    let retracted_sql = "SELECT hit_id, listed_plate, plate_raw FROM hits WHERE status = 'retracted'";
+    let r = wait("retractions", retracted_sql, &|r| {
+        candidates.iter().filter(|c| **c != first && **c != second).all(|c| r.iter().any(|h| h[0] == *c))
+    });
+    assert!(r.iter().all(|h| h[1].is_empty() && h[2].is_empty()), "{r:?}");
+    assert!(!r.iter().any(|h| h[0] == first || h[0] == second), "a decided hit was retracted: {r:?}");
     // The expiring entry matched while it was in force, and not after.
     let h = wait("the expiry passes", &hits_of("5555-ه-7"), &|_| now("amina") > expiry + 12_000);
     assert!(h.iter().any(|x| x[1] == "candidate"), "no hit before the expiry: {h:?}");
@@ -703,4 +704,141 @@ fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
     city.stop();
     let audit = std::fs::read_to_string(tmp.path().join("city/audit/audit.log")).unwrap();
     assert!(audit.contains("\"actor\":\"omar\",\"action\":\"hit_decisions.add\""), "{audit}");
+}
+
+#[test]
+fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let users = [("amina", "analyst"), ("omar", "analyst"), ("youssef", "auditor"), ("root", "admin")];
+    let mut config = String::from(
+        "[city]\nfps = 5.0\n\n[sinks]\npartition_s = 10\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\n\
+         vehicles_per_minute = 6\nocr_error_rate = 0.0\n\n\
+         [[watchlist]]\nplate = \"4821-د-33\"\nlegal_basis = \"TPI-Agadir 2026/77\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n",
+    );
+    for (user, role) in users {
+        config.push_str(&format!(
+            "[[users]]\nname = \"{user}\"\nrole = \"{role}\"\npassword_env = \"PW_{user}\"\n\n"
+        ));
+    }
+    std::fs::write(tmp.path().join("city.toml"), config).unwrap();
+    let env: Vec<(String, String)> =
+        users.iter().map(|(u, _)| (format!("PW_{u}"), format!("{u}-pw-1"))).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let city = City::start_with(tmp.path(), &["run", "--config", "city.toml", "--duration", "150"], &env);
+    let try_run = |user: &str, sql: &str| {
+        let out = city.psql_as(user, &format!("{user}-pw-1"), sql);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let run = |user: &str, sql: &str| {
+        let (ok, said) = try_run(user, sql);
+        assert!(ok, "{user}: {sql}: {said}");
+        said
+    };
+    let n = |sql: &str| rows(&run("amina", sql)).first().and_then(|r| r[0].parse::<i64>().ok()).unwrap_or(-1);
+    // Three hits of the plate; two analysts confirm the first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hits = loop {
+        let h = rows(&run(
+            "amina",
+            "SELECT hit_id, event_id FROM hits WHERE status = 'candidate' ORDER BY event_time",
+        ));
+        if h.len() >= 3 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no hits: {h:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (first, evidence) = (hits[0][0].clone(), hits[0][1].parse::<u64>().unwrap());
+    for user in ["amina", "omar"] {
+        run(
+            user,
+            &format!(
+                "INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{first}', 'confirm', '')"
+            ),
+        );
+    }
+    let confirmed = format!("SELECT count(*) FROM hits WHERE hit_id = '{first}' AND status = 'confirmed'");
+    while n(&confirmed) != 1 {
+        assert!(Instant::now() < deadline, "the hit was not confirmed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The auditor lists what is held; an analyst may not ask.
+    let shown = run("youssef", "SHOW PLATE '4821-D-33'");
+    assert!(shown.contains("reads|memory|") && shown.contains("1 confirmed (evidence, kept)"), "{shown}");
+    let (ok, said) = try_run("amina", "ERASE PLATE '4821-D-33'");
+    assert!(!ok && said.contains("permission denied"), "{said}");
+    let reads_sql = |until: i64| {
+        format!(
+            "SELECT count(*) FROM plate_reads WHERE plate = '4821-د-33' AND CAST(event_time AS BIGINT) <= {until} \
+             AND event_id <> {evidence}"
+        )
+    };
+    let asked_at = n("SELECT CAST(max(event_time) AS BIGINT) FROM plate_reads");
+    assert!(n(&reads_sql(asked_at)) >= 2, "too few reads to erase");
+    let erased = run("root", "ERASE PLATE '4821-D-33'");
+    assert!(erased.contains("erased|memory|") && erased.contains("kept|memory and parquet|1|"), "{erased}");
+    // Once the files open at the request are committed (two commit intervals), nothing but
+    // the evidence is left: psql finds none in memory, then DuckDB none in any Parquet file.
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(n(&reads_sql(asked_at)), 0, "non-evidence reads in memory after the erasure");
+    assert_eq!(
+        n(&format!("SELECT count(*) FROM plate_reads WHERE event_id = {evidence}")),
+        1,
+        "the evidence went"
+    );
+    let unconfirmed = format!(
+        "SELECT count(*) FROM hits WHERE listed_plate = '4821-د-33' AND hit_id <> '{first}' AND CAST(event_time AS BIGINT) <= {asked_at}"
+    );
+    assert_eq!(n(&unconfirmed), 0, "unconfirmed hits in memory after the erasure");
+    let alerts = format!(
+        "SELECT count(*) FROM alerts WHERE message LIKE '%4821-د-33%' AND message NOT LIKE '%{first}%' \
+         AND CAST(event_time AS BIGINT) <= {asked_at}"
+    );
+    assert_eq!(n(&alerts), 0, "alerts of unconfirmed hits in memory after the erasure");
+    // The plate is still read after the request: that is new data, not the request's.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(n(&reads_sql(i64::MAX)) >= 1, "the plate is not read after the erasure");
+    city.stop();
+    let out = tmp.path().join("city");
+    let o = out.display();
+    let count = |sql: String| common_duckdb(&sql);
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM read_parquet('{o}/**/*.parquet', union_by_name = true) WHERE plate = '4821-د-33' \
+             AND epoch_ms(event_time) <= {asked_at} AND event_id <> {evidence}"
+        )),
+        0,
+        "non-evidence reads in Parquet after the erasure"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM read_parquet('{o}/plate_reads/*.parquet') WHERE event_id = {evidence}"
+        )),
+        1,
+        "the evidence is not in Parquet"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE message LIKE '%4821-د-33%' \
+             AND message NOT LIKE '%{first}%' AND epoch_ms(event_time) <= {asked_at}"
+        )),
+        0,
+        "alerts of unconfirmed hits in Parquet after the erasure"
+    );
+    let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
+    assert!(audit.contains("\"actor\":\"root\",\"action\":\"plate.erase\""), "{audit}");
+    assert!(audit.contains("\"actor\":\"youssef\",\"action\":\"plate.show\""), "{audit}");
+    assert!(!audit.contains("4821"), "the plate is in the audit log in clear");
+}
+
+/// One number from DuckDB.
+fn common_duckdb(sql: &str) -> i64 {
+    let python = common::python();
+    let script = "import duckdb, sys\nprint(duckdb.sql(sys.argv[1]).fetchall()[0][0])";
+    let out = Command::new(python).args(["-c", script, sql]).output().expect("python");
+    assert!(out.status.success(), "duckdb: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
 }

@@ -85,11 +85,29 @@ pub enum Control {
         /// Who.
         user: String,
     },
+    /// A request about one data subject (`SHOW PLATE '…'`, `ERASE PLATE '…'`): what is held
+    /// about them, and with `erase`, the erasure of what may be erased. Whoever runs the engine
+    /// answers on `reply`: rows of (what, where, rows, detail), or why not.
+    Subject {
+        /// What identifies the subject (`PLATE`).
+        kind: String,
+        /// Its value as the user gave it.
+        value: String,
+        /// Erase, not only list.
+        erase: bool,
+        /// Who asks.
+        user: String,
+        /// Where the answer goes.
+        reply: std::sync::mpsc::Sender<std::result::Result<Vec<[String; 4]>, String>>,
+    },
 }
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Control::Subject { kind, erase, user, .. } => {
+                write!(f, "Subject({kind}, erase {erase}, by {user})")
+            }
             Control::Install { id, name, backfill_ms, .. } => {
                 write!(f, "Install({id} {name}, backfill {backfill_ms} ms)")
             }
@@ -456,6 +474,32 @@ impl Registry {
     /// (or `IN (…)`) on a reference table its definition lets users change, as `user`. The rows
     /// are checked by the table's definition, all or none; returns the command tag and the rows
     /// changed. The change takes effect at the next tick.
+    /// Sends a request about one data subject to the engine and waits for its answer (see
+    /// [`Control::Subject`]); blocking, for up to `timeout`.
+    pub fn subject(
+        &self,
+        kind: &str,
+        value: &str,
+        erase: bool,
+        user: &str,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<Vec<[String; 4]>, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        let request = Control::Subject {
+            kind: kind.to_owned(),
+            value: value.to_owned(),
+            erase,
+            user: user.to_owned(),
+            reply,
+        };
+        self.control.lock().expect("control").send(request).map_err(|_| {
+            "the engine is shutting down; fix: run the request again after it restarts".to_owned()
+        })?;
+        answer.recv_timeout(timeout).map_err(|_| {
+            format!("no answer from the engine within {} s; fix: run the request again", timeout.as_secs())
+        })?
+    }
+
     pub fn write(&self, sql: &str, user: &str) -> Result<(&'static str, usize)> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, FromTable, SetExpr, Statement};
         let bad = |what: String, fix: &str| SqlError::user(None, what, fix);

@@ -81,6 +81,12 @@ impl Role {
         self == Role::Auditor
     }
 
+    /// May this role list and erase what is held about one data subject (`SHOW PLATE`,
+    /// `ERASE PLATE`)? Admins and the auditors who oversee them.
+    pub fn may_request_subject(self) -> bool {
+        matches!(self, Role::Auditor | Role::Admin)
+    }
+
     /// May this role create and drop rules, and change the watchlist?
     pub fn may_change(self) -> bool {
         matches!(self, Role::Analyst | Role::Admin)

@@ -420,6 +420,9 @@ impl Session {
             ("INSERT", _) => ("table.insert", upper(&w, 2).to_lowercase()),
             ("DELETE", _) => ("table.delete", upper(&w, 2).to_lowercase()),
             ("DROP", "RULE") => ("rule.drop", named(2)),
+            ("SHOW" | "ERASE", kind) if kind != "RULES" && !kind.is_empty() => {
+                (if w0 == "ERASE" { "subject.erase" } else { "subject.show" }, kind.to_lowercase())
+            }
             ("SUBSCRIBE", _) => ("subscribe", named(if w1 == "TO" { 2 } else { 1 })),
             ("COPY", "SUBSCRIBE") => ("subscribe", named(if upper(&w, 2) == "TO" { 3 } else { 2 })),
             _ => ("query", String::new()),
@@ -469,6 +472,36 @@ impl Session {
                 }
             }
             ("SHOW", "RULES") => self.show_rules(role),
+            ("SHOW" | "ERASE", kind) if !kind.is_empty() => {
+                let erase = upper(&w, 0) == "ERASE";
+                if !role.may_request_subject() {
+                    return denied(
+                        role,
+                        "list or erase what is held about a person (admins and auditors do)",
+                    );
+                }
+                let Some(value) = subject_value(text) else {
+                    return error(
+                        "42601",
+                        format!(
+                            "{SOURCE}: write SHOW {kind} '…' or ERASE {kind} '…', the value in single quotes"
+                        ),
+                    );
+                };
+                let (registry, kind, user) = (Arc::clone(&self.registry), kind.to_owned(), user.to_owned());
+                let answer = tokio::task::spawn_blocking(move || {
+                    registry.subject(&kind, &value, erase, &user, std::time::Duration::from_secs(120))
+                })
+                .await;
+                match answer {
+                    Ok(Ok(rows)) => text_response(
+                        &["what", "place", "rows", "detail"],
+                        rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect(),
+                    ),
+                    Ok(Err(e)) => error("22023", e),
+                    Err(e) => error("XX000", format!("the request failed: {e}")),
+                }
+            }
             ("INSERT", _) | ("DELETE", _) => match self.registry.write(text, user) {
                 Ok(("INSERT", n)) => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n)),
                 Ok((tag, n)) => Response::Execution(Tag::new(tag).with_rows(n)),
@@ -504,7 +537,7 @@ impl Session {
                 "0A000",
                 format!(
                     "{SOURCE}: {} is not a statement vigil runs; use CREATE RULE, DROP RULE, SHOW RULES, \
-                     EXPLAIN RULE, SUBSCRIBE, SELECT, or INSERT and DELETE on the watchlist",
+                     EXPLAIN RULE, SUBSCRIBE, SELECT, INSERT and DELETE on the watchlist, SHOW PLATE or ERASE PLATE",
                     w.first().map_or("an empty statement", String::as_str)
                 ),
             ),
@@ -592,6 +625,13 @@ fn copy_delta(d: &Delta) -> CopyData {
         text.push_str(std::str::from_utf8(&chunk.data).unwrap_or_default());
     }
     CopyData::new(Bytes::from(text))
+}
+
+/// The quoted value of `SHOW PLATE '…'` (a doubled quote is a quote).
+fn subject_value(text: &str) -> Option<String> {
+    let start = text.find('\'')?;
+    let end = text.rfind('\'')?;
+    (end > start).then(|| text[start + 1..end].replace("''", "'"))
 }
 
 /// A value in PostgreSQL's text format: Arrow's display, but booleans as `t` and `f`, as psql

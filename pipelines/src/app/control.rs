@@ -22,6 +22,7 @@ use vigil_operators::watchlist::{self, WatchEntry, Watchlist};
 use vigil_sql::registry::{Control as RuleControl, Registry, file_name, rule_class};
 
 use super::Progress;
+use super::subject::{self, PlateRequest};
 use crate::settings::{RetentionSettings, Settings};
 
 /// What a [`Control`] is made of.
@@ -44,6 +45,12 @@ pub struct ControlParts {
     pub errors: vigil_engine::error::ErrorSink,
     /// Where watchlist changes are recorded.
     pub audit: Option<Arc<AuditLog>>,
+    /// The output directory, when there is one.
+    pub out: Option<PathBuf>,
+    /// How long a read stays in the watchlist join.
+    pub lookback_ms: Millis,
+    /// How long a row may wait in an open Parquet file.
+    pub commit: std::time::Duration,
 }
 
 /// The control loop's state; see the module documentation.
@@ -65,6 +72,12 @@ pub struct Control {
     start_ms: Millis,
     errors: vigil_engine::error::ErrorSink,
     audit: Option<Arc<AuditLog>>,
+    out: Option<PathBuf>,
+    lookback_ms: Millis,
+    commit: std::time::Duration,
+    /// Erasures to run again once the Parquet files open at the request are committed: (when,
+    /// the plate).
+    erasing: Vec<(std::time::Instant, String, Millis)>,
 }
 
 impl Control {
@@ -82,6 +95,10 @@ impl Control {
             start_ms: parts.start_ms,
             errors: parts.errors,
             audit: parts.audit,
+            out: parts.out,
+            lookback_ms: parts.lookback_ms,
+            commit: parts.commit,
+            erasing: Vec::new(),
         }
     }
 
@@ -193,6 +210,78 @@ impl Control {
         }
     }
 
+    /// A request about one data subject (see [`super::subject`]): the rows of its answer.
+    fn subject(
+        &mut self,
+        kind: &str,
+        value: &str,
+        erase: bool,
+        user: &str,
+        now: Millis,
+    ) -> Result<Vec<[String; 4]>, String> {
+        if !kind.eq_ignore_ascii_case("PLATE") {
+            return Err(format!(
+                "vigil holds no data by {kind}; fix: write SHOW PLATE '…' or ERASE PLATE '…'"
+            ));
+        }
+        let retained = self.ingest.retained();
+        let request = PlateRequest::new(value, now, &retained, self.out.as_deref())?;
+        let digest = self.audit.as_ref().map(|a| a.digest(request.plate())).unwrap_or_default();
+        let counts = |rows: &[[String; 4]]| {
+            rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ")
+        };
+        if !erase {
+            let rows = request.show(&retained, self.out.as_deref())?;
+            if let Some(a) = &self.audit {
+                a.record(user, "plate.show", &digest, &[("found", &counts(&rows))]);
+            }
+            return Ok(rows);
+        }
+        // Rows in open files are erased by a second pass once the sinks have committed them.
+        vigil_engine::parquet_sink::request_flush();
+        let (rows, events) = request.erase(&retained, self.out.as_deref())?;
+        if !events.is_empty() {
+            let erased = subject::erased_reads(&events, now, self.lookback_ms);
+            self.ingest
+                .push_table_untyped_at(subject::erased_reads_table(), erased, 1, now)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(a) = &self.audit {
+            a.record(user, "plate.erase", &digest, &[("erased", &counts(&rows))]);
+        }
+        let again = std::time::Instant::now() + 2 * self.commit + std::time::Duration::from_secs(1);
+        self.erasing.push((again, request.plate().to_owned(), now));
+        Ok(rows)
+    }
+
+    /// The second pass of erasures whose files have been committed since.
+    fn erase_again(&mut self, now: Millis) {
+        let due = std::time::Instant::now();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.erasing).into_iter().partition(|(t, ..)| *t <= due);
+        self.erasing = waiting;
+        for (_, plate, until) in ready {
+            let retained = self.ingest.retained();
+            let pass = PlateRequest::new(&plate, until, &retained, self.out.as_deref())
+                .and_then(|r| r.erase(&retained, self.out.as_deref()));
+            match pass {
+                Ok((_, events)) => {
+                    if !events.is_empty() {
+                        let erased = subject::erased_reads(&events, now, self.lookback_ms);
+                        if let Err(e) =
+                            self.ingest.push_table_untyped_at(subject::erased_reads_table(), erased, 1, now)
+                        {
+                            tracing::error!("erasure: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("the second pass of an erasure failed (run ERASE PLATE again): {e}")
+                }
+            }
+        }
+    }
+
     /// The end of a tick at ingest time `now`; see the module documentation.
     pub fn tick(&mut self, now: Millis) -> anyhow::Result<()> {
         // A sink that cannot write stops the run: going on would accept rows and lose them.
@@ -216,8 +305,14 @@ impl Control {
                 RuleControl::Table { info, rows, diff, user } => {
                     self.change_table(info, &rows, diff, &user, now)?
                 }
+                RuleControl::Subject { kind, value, erase, user, reply } => {
+                    let answer = self.subject(&kind, &value, erase, &user, now);
+                    // The asker may have gone (a timeout): the request was still carried out.
+                    let _ = reply.send(answer);
+                }
             }
         }
+        self.erase_again(now);
         let watermark = self.ingest.tick(now)?;
         if let Some(s) = self.retention.as_mut() {
             let deleted = s.maybe_sweep(watermark, &self.registry, &self.ingest);

@@ -15,6 +15,7 @@
 pub mod control;
 pub mod drive;
 pub mod graph;
+pub mod subject;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -296,6 +297,9 @@ pub fn run_with(
         progress: Arc::clone(progress),
         start_ms,
         errors: errors.clone(),
+        out: opts.parquet.then(|| opts.out.clone()),
+        lookback_ms: settings.hits.lookback_ms,
+        commit: settings.commit,
     });
     let driven = match calibrated {
         Some(c) => drive::live(settings, opts, c, epoch, &mut control, bus, stop)?,

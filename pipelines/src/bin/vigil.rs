@@ -163,6 +163,38 @@ enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// A person's request about one plate, on an output directory whose engine is stopped
+    /// (while it runs, use psql: `SHOW PLATE '…'`, `ERASE PLATE '…'`, which also cover memory).
+    Plate {
+        #[command(subcommand)]
+        what: PlateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PlateCommand {
+    /// List what the Parquet files hold about a plate: reads, hits and decisions.
+    Show {
+        /// The plate, in any reading (`12345-B-6`, `12345 | ب | 6`).
+        plate: String,
+        /// The output directory (default: the configuration's, else `vigil-out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The configuration whose output directory to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Erase the plate's reads that are not evidence for a confirmed hit, in every Parquet file.
+    Erase {
+        /// The plate, in any reading.
+        plate: String,
+        /// The output directory (default: the configuration's, else `vigil-out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The configuration whose output directory to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +329,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             params.surge = None;
             let (gt, det) = vigil_pipelines::mot::simulate_sequence(&params, camera, frames, &out)?;
             eprintln!("{frames} frames: {gt} ground-truth boxes, {det} detections in {}", out.display());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Plate { what } => {
+            let (plate, out, config, erase) = match what {
+                PlateCommand::Show { plate, out, config } => (plate, out, config, false),
+                PlateCommand::Erase { plate, out, config } => (plate, out, config, true),
+            };
+            let out = match (out, config) {
+                (Some(out), _) => out,
+                (None, Some(config)) => Settings::load(&config)?.out,
+                (None, None) => PathBuf::from("vigil-out"),
+            };
+            if !out.is_dir() {
+                anyhow::bail!(
+                    "{}: no output directory there; fix: give --out or --config of the run",
+                    out.display()
+                );
+            }
+            let retained = std::sync::Mutex::new(vigil_engine::share::Retained::new(1, 0, usize::MAX));
+            let request = app::subject::PlateRequest::new(&plate, i64::MAX, &retained, Some(&out))
+                .map_err(anyhow::Error::msg)?;
+            let rows = if erase {
+                request.erase(&retained, Some(&out)).map_err(anyhow::Error::msg)?.0
+            } else {
+                request.show(&retained, Some(&out)).map_err(anyhow::Error::msg)?
+            };
+            let audit = vigil_engine::audit::AuditLog::open(&app::audit_path(&out))?;
+            let user = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let found =
+                rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ");
+            let (action, key) = if erase { ("plate.erase", "erased") } else { ("plate.show", "found") };
+            audit.record(&user, action, &audit.digest(request.plate()), &[(key, &found)]);
+            for r in rows.iter().filter(|r| r[1] != "memory") {
+                println!("{:<10} {:<32} {:>8}  {}", r[0], r[1], r[2], r[3]);
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit { what: AuditCommand::Verify { log, config, out } } => {

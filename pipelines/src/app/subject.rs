@@ -1,0 +1,318 @@
+//! Requests about one plate: everything held about it, and the erasure of what is not evidence.
+//!
+//! Law 09-08 gives a person the right to know what is held about them and to have it erased.
+//! For a plate, `SHOW PLATE '12345-ب-6'` (psql, admins and auditors) lists its reads, its hits
+//! and the decisions on them, and the exports that included it, in memory and in Parquet;
+//! `ERASE PLATE '…'` erases the reads that are not evidence for a confirmed hit, everywhere
+//! they live: the rows kept in memory for queries and backfill, every Parquet file of
+//! `plate_reads`, of rules' outputs that carry the plate, the hits and alerts of unconfirmed
+//! hits, and the watchlist join (an [`ErasedReads`] row takes each read out at once, so an
+//! entry added later cannot find it). A confirmed hit and its read stay: they are evidence.
+//! Rows still in a Parquet file being written are erased by a second pass once the sinks have
+//! committed. Both requests are audited, with the plate as a digest.
+//!
+//! A read belongs to a plate when its canonical text is the plate, or its raw text reads as
+//! the plate (with OCR confusions undone, as the watchlist join takes it).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray, UInt64Array};
+use vigil_engine::erase::{Selector, erase, select};
+use vigil_engine::share::Retained;
+use vigil_engine::stream::StreamDef;
+use vigil_engine::time::Millis;
+use vigil_operators::hits::{HitDecisions, Hits};
+use vigil_operators::plate::PlateReads;
+use vigil_operators::watchlist::{ErasedReadRows, ErasedReads};
+
+/// A plate's request: what is held and what to erase.
+pub struct PlateRequest {
+    plate: String,
+    /// Rows after this time are not the request's (the plate is still read after it).
+    until: Millis,
+    /// Event ids of the reads behind confirmed hits.
+    evidence: BTreeSet<u64>,
+    /// Confirmed hits.
+    confirmed: BTreeSet<String>,
+    /// Every hit about the plate.
+    hits: BTreeSet<String>,
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    b.column_by_name(name)?.as_any().downcast_ref::<StringArray>()
+}
+
+fn ids(b: &RecordBatch) -> Option<&UInt64Array> {
+    b.column_by_name("event_id")?.as_any().downcast_ref::<UInt64Array>()
+}
+
+impl PlateRequest {
+    /// The request for `value` (any reading of a plate), with what `retained` and the files
+    /// under `out` hold about its hits.
+    /// Rows with an `event_time` after `until` are left alone.
+    pub fn new(
+        value: &str,
+        until: Millis,
+        retained: &Mutex<Retained>,
+        out: Option<&Path>,
+    ) -> Result<Self, String> {
+        let plate =
+            vigil_operators::plate::normalize(value).map_err(|e| format!("{e}; fix: give the plate"))?;
+        let mut r = Self {
+            plate,
+            until,
+            evidence: BTreeSet::new(),
+            confirmed: BTreeSet::new(),
+            hits: BTreeSet::new(),
+        };
+        for b in r.hit_rows(retained, out)? {
+            let (Some(id), Some(status), Some(events)) =
+                (strings(&b, "hit_id"), strings(&b, "status"), ids(&b))
+            else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                r.hits.insert(id.value(i).to_owned());
+                if status.value(i) == "confirmed" {
+                    r.confirmed.insert(id.value(i).to_owned());
+                    r.evidence.insert(events.value(i));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The canonical plate.
+    pub fn plate(&self) -> &str {
+        &self.plate
+    }
+
+    fn hit_rows(&self, retained: &Mutex<Retained>, out: Option<&Path>) -> Result<Vec<RecordBatch>, String> {
+        let about = |b: &RecordBatch| self.hits_about(b);
+        let mut rows: Vec<RecordBatch> = retained
+            .lock()
+            .expect("retained")
+            .batches(Hits::NAME)
+            .iter()
+            .filter_map(|b| about(b).and_then(|m| arrow::compute::filter_record_batch(b, &m).ok()))
+            .collect();
+        if let Some(out) = out {
+            rows.extend(select(&out.join(Hits::NAME), &about).map_err(|e| e.to_string())?);
+        }
+        Ok(rows)
+    }
+
+    /// Rows of `hits` about the plate (read as it, or listing it).
+    fn hits_about(&self, b: &RecordBatch) -> Option<BooleanArray> {
+        let (plate, listed) = (strings(b, "plate")?, strings(b, "listed_plate")?);
+        Some(
+            (0..b.num_rows())
+                .map(|i| Some(plate.value(i) == self.plate || listed.value(i) == self.plate))
+                .collect(),
+        )
+    }
+
+    /// Rows that are reads of the plate: a `plate` or `plate_raw` column that reads as it.
+    fn reads_of(&self, b: &RecordBatch) -> Option<BooleanArray> {
+        if b.column_by_name("hit_id").is_some() {
+            return None;
+        }
+        let (plate, raw) = (strings(b, "plate"), strings(b, "plate_raw"));
+        if plate.is_none() && raw.is_none() {
+            return None;
+        }
+        fn at(c: Option<&StringArray>, i: usize) -> Option<&str> {
+            c.filter(|c| c.is_valid(i)).map(|c| c.value(i))
+        }
+        Some(
+            (0..b.num_rows())
+                .map(|i| {
+                    let canonical = at(plate, i).filter(|p| *p == self.plate).is_some();
+                    let read = || {
+                        at(raw, i)
+                            .and_then(|r| vigil_operators::plate_match::reading(r, None))
+                            .is_some_and(|(p, _)| p.to_string() == self.plate)
+                    };
+                    Some(canonical || read())
+                })
+                .collect(),
+        )
+    }
+
+    /// What an erasure takes from a batch of any stream, up to the request's time.
+    fn erasable(&self, b: &RecordBatch) -> Option<BooleanArray> {
+        let mask = self.erasable_any_time(b)?;
+        let Some(t) = b.column_by_name(vigil_engine::stream::EVENT_TIME) else { return Some(mask) };
+        let t = t.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>()?;
+        Some((0..b.num_rows()).map(|i| Some(mask.value(i) && t.value(i) <= self.until)).collect())
+    }
+
+    /// Reads of the plate that are not evidence, rows of its unconfirmed hits, and the alerts
+    /// of those hits.
+    fn erasable_any_time(&self, b: &RecordBatch) -> Option<BooleanArray> {
+        if let (Some(about), Some(id)) = (self.hits_about(b), strings(b, "hit_id")) {
+            let hit = |i: usize| self.hits.contains(id.value(i)) && !self.confirmed.contains(id.value(i));
+            return Some((0..b.num_rows()).map(|i| Some(hit(i) && about.value(i))).collect());
+        }
+        if let Some(reads) = self.reads_of(b) {
+            let events = ids(b);
+            let evidence = |i: usize| events.is_some_and(|e| self.evidence.contains(&e.value(i)));
+            return Some((0..b.num_rows()).map(|i| Some(reads.value(i) && !evidence(i))).collect());
+        }
+        let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
+        let unconfirmed: Vec<&String> = self.hits.iter().filter(|h| !self.confirmed.contains(*h)).collect();
+        Some(
+            (0..b.num_rows())
+                .map(|i| {
+                    Some(
+                        kind.value(i) == "watchlist"
+                            && unconfirmed.iter().any(|h| message.value(i).contains(&format!("hit {h};"))),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// What is held about the plate: rows of (what, where, rows, detail).
+    pub fn show(&self, retained: &Mutex<Retained>, out: Option<&Path>) -> Result<Vec<[String; 4]>, String> {
+        let mut rows = Vec::new();
+        let reads = |b: &RecordBatch| self.reads_of(b);
+        let count = |bs: &[RecordBatch], f: Selector<'_>| -> usize {
+            bs.iter().filter_map(f).map(|m| m.true_count()).sum()
+        };
+        let memory = retained.lock().expect("retained").batches(PlateReads::NAME);
+        let n = count(&memory, &reads);
+        let kept = memory
+            .iter()
+            .filter_map(|b| Some((reads(b)?, ids(b)?.clone())))
+            .map(|(m, e)| (0..m.len()).filter(|&i| m.value(i) && self.evidence.contains(&e.value(i))).count())
+            .sum::<usize>();
+        rows.push(row("reads", "memory", n, format!("{kept} are evidence for confirmed hits")));
+        for (place, dir) in files(out) {
+            let n: usize =
+                select(&dir, &reads).map_err(|e| e.to_string())?.iter().map(|b| b.num_rows()).sum();
+            if n > 0 || place == "parquet plate_reads" {
+                rows.push(row("reads", &place, n, String::new()));
+            }
+        }
+        rows.push(row(
+            "hits",
+            "memory and parquet",
+            self.hits.len(),
+            format!("{} confirmed (evidence, kept)", self.confirmed.len()),
+        ));
+        let decisions = retained.lock().expect("retained").table_changes(HitDecisions::NAME);
+        let n = decisions
+            .iter()
+            .filter(|(_, b)| b.diff > 0)
+            .filter_map(|(_, b)| strings(&b.rows, "hit_id").cloned())
+            .map(|ids| ids.iter().flatten().filter(|id| self.hits.contains(*id)).count())
+            .sum::<usize>();
+        rows.push(row(
+            "decisions",
+            "hit_decisions",
+            n,
+            "by hit_id: SELECT * FROM hits WHERE hit_id = …".into(),
+        ));
+        rows.push(row(
+            "exports",
+            "audit log",
+            0,
+            "no export has included it (vigil has no export yet)".into(),
+        ));
+        Ok(rows)
+    }
+
+    /// Erases what is not evidence; returns what was erased where, and the reads' event ids (to
+    /// take them out of the join).
+    pub fn erase(
+        &self,
+        retained: &Mutex<Retained>,
+        out: Option<&Path>,
+    ) -> Result<(Vec<[String; 4]>, Vec<u64>), String> {
+        let erasable = |b: &RecordBatch| self.erasable(b);
+        let mut rows = Vec::new();
+        let mut events: Vec<u64> = Vec::new();
+        {
+            let mut r = retained.lock().expect("retained");
+            for b in r.batches(PlateReads::NAME) {
+                if let (Some(m), Some(e)) = (erasable(&b), ids(&b)) {
+                    events.extend((0..m.len()).filter(|&i| m.value(i)).map(|i| e.value(i)));
+                }
+            }
+            let names: Vec<&'static str> = r.rows().keys().copied().collect();
+            let mut n = 0;
+            for name in names {
+                n += r.erase(name, &erasable).map_err(|e| e.to_string())?;
+            }
+            rows.push(row("erased", "memory", n, "reads, unconfirmed hits and their alerts".into()));
+        }
+        for (place, dir) in files(out) {
+            for b in select(&dir, &erasable).map_err(|e| e.to_string())? {
+                if let Some(e) = ids(&b).filter(|_| b.column_by_name("hit_id").is_none()) {
+                    events.extend(e.values().iter().copied());
+                }
+            }
+            let done = erase(&dir, &erasable).map_err(|e| e.to_string())?;
+            if done.rows > 0 {
+                let detail = format!("{} files rewritten, {} deleted", done.rewritten, done.deleted);
+                rows.push(row("erased", &place, done.rows, detail));
+            }
+        }
+        rows.push(row(
+            "kept",
+            "memory and parquet",
+            self.evidence.len(),
+            format!("reads that are evidence for {} confirmed hits", self.confirmed.len()),
+        ));
+        events.sort_unstable();
+        events.dedup();
+        Ok((rows, events))
+    }
+}
+
+fn row(what: &str, place: &str, n: usize, detail: String) -> [String; 4] {
+    [what.to_owned(), place.to_owned(), n.to_string(), detail]
+}
+
+/// The Parquet directories that may hold a plate: every stream's and every rule's.
+fn files(out: Option<&Path>) -> Vec<(String, PathBuf)> {
+    let Some(out) = out else { return Vec::new() };
+    let mut dirs = Vec::new();
+    for (prefix, root) in [("parquet", out.to_path_buf()), ("parquet rules/", out.join("rules"))] {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut found: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        found.sort();
+        for d in found {
+            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if ["rules", "snapshots", "audit", "reference"].contains(&name.as_str()) && prefix == "parquet" {
+                continue;
+            }
+            let place =
+                if prefix == "parquet" { format!("parquet {name}") } else { format!("{prefix}{name}") };
+            dirs.push((place, d));
+        }
+    }
+    dirs
+}
+
+/// The `erased_reads` rows that take `events` out of the join at `now`, until the reads would
+/// have left it (`lookback_ms`).
+pub fn erased_reads(events: &[u64], now: Millis, lookback_ms: Millis) -> RecordBatch {
+    let mut b = ErasedReadRows::default();
+    for &event_id in events {
+        b.push(&vigil_operators::watchlist::ErasedRead {
+            event_id,
+            erased_at: now,
+            expires_at: now + lookback_ms + 1_000,
+        });
+    }
+    b.finish()
+}
+
+/// The table [`erased_reads`] fills.
+pub fn erased_reads_table() -> &'static vigil_engine::stream::StreamInfo {
+    ErasedReads::info()
+}
