@@ -308,7 +308,7 @@ pub struct HitsSection {
 
 impl Default for HitsSection {
     fn default() -> Self {
-        Self { confirmations: Spanned::new(0..0, 2), min_score: Spanned::new(0..0, 0.6), lookback: None }
+        Self { confirmations: Spanned::new(0..0, 2), min_score: Spanned::new(0..0, 0.75), lookback: None }
     }
 }
 
@@ -948,7 +948,7 @@ impl Config {
             return err(
                 self.hits.min_score.span(),
                 format!("hits.min_score = {score} is out of range"),
-                "use a score above 0 and at most 1, such as 0.6 (1: exact matches only)",
+                "use a score above 0 and at most 1, such as 0.75 (1: exact matches only, 0.7: one serial edit too)",
             );
         }
         for p in &s.plates {

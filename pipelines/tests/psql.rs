@@ -502,8 +502,11 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     );
     assert!(ok, "{said}");
     // (statement, roles that may run it)
-    let matrix: [(&str, &[&str]); 10] = [
+    let matrix: [(&str, &[&str]); 13] = [
         ("SELECT count(*) FROM detections", &["amina", "root_admin"]),
+        ("SELECT count(*) FROM hits", &["amina", "root_admin"]),
+        ("SHOW PLATE '12345-B-6'", &["youssef", "root_admin"]),
+        ("ERASE PLATE '99-B-9'", &["youssef", "root_admin"]),
         ("SELECT count(*) FROM plate_reads", &["amina", "root_admin"]),
         ("SELECT count(*) FROM watchlist", &["amina", "root_admin"]),
         ("SELECT count(*) FROM plates_seen", &["amina", "root_admin"]),
