@@ -292,12 +292,15 @@ fn check_insert(
     Ok(to_batch(&entries))
 }
 
-/// A read in the join: (camera, event time, raw text, the plate it was taken as, what OCR
-/// confusions were undone (empty: none)).
-type ReadRec = (u32, i64, String, String, String);
+/// A read in the join: (camera, event time, raw text, the plate it was taken as
+/// ([`plate_match::pack`]), what OCR confusions were undone (empty: none)).
+type ReadRec = (u32, i64, String, u64, String);
 
 /// An entry's details: (legal basis, reason, authority).
 type EntryRec = (String, String, String);
+
+/// An entry in the join: its packed plate, and its plate as written with its details.
+type EntryRow = (u64, (String, EntryRec));
 
 /// What the watchlist join produces.
 pub struct WatchlistOut<'scope> {
@@ -379,55 +382,59 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
             }
             None => reads,
         };
-        let entries: VecCollection<'scope, Time, (String, EntryRec), Diff> =
+        let entries: VecCollection<'scope, Time, EntryRow, Diff> =
             watchlist.into_inner().updates("WatchlistRows", move |batch, t, out| {
                 if let Err(e) = entry_updates(batch, t, out) {
                     e2.report("WatchlistRows", e);
                 }
             });
-        // Plates meet on blocking keys: (key, (event id, plate, confusions undone?)) and
-        // (key, listed plate), each listed plate once however many entries list it.
+        // Plates meet on blocking keys: (key, (event id, packed plate, confusions undone?)) and
+        // (key, packed listed plate), each listed plate once however many entries list it.
         let read_keys = reads.clone().flat_map(|(id, (_, _, _, plate, fix))| {
-            let keys = crate::plate::parse(&plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
-            keys.into_iter().map(move |k| (k, (id, plate.clone(), !fix.is_empty())))
+            let keys = plate_match::unpack(plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
+            let fixed = !fix.is_empty();
+            keys.into_iter().map(move |k| (k, (id, plate, fixed)))
         });
         let listed = entries.clone().map(|(plate, _)| plate).distinct();
-        let entry_keys = listed.flat_map(|plate: String| {
-            let keys = crate::plate::parse(&plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
-            keys.into_iter().map(move |k| (k, plate.clone()))
+        let entry_keys = listed.flat_map(|plate: u64| {
+            let keys = plate_match::unpack(plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
+            keys.into_iter().map(move |k| (k, plate))
         });
         let min_score = config.min_score;
         let pairs = read_keys.arrange_by_key().join_core(
             entry_keys.arrange_by_key(),
             move |k, (id, plate, fixed), listed| {
-                let (r, l) = (crate::plate::parse(plate).ok()?, crate::plate::parse(listed).ok()?);
-                let (mut score, why) = plate_match::score(&r, &l)?;
-                if *fixed {
-                    score *= plate_match::CONFUSION;
-                }
+                let (r, l) = (plate_match::unpack(*plate)?, plate_match::unpack(*listed)?);
+                let (score, _) = plate_match::score(&r, &l)?;
+                let score = if *fixed { score * plate_match::CONFUSION } else { score };
                 // A pair sharing several keys is emitted on the first only.
                 let first = plate_match::first_shared_key(&plate_match::keys(&r), &plate_match::keys(&l));
-                (score >= min_score && first == Some(*k))
-                    .then(|| (*id, (listed.clone(), (score * 1000.0).round() as u16, why)))
+                (score >= min_score && first == Some(*k)).then_some((*id, *listed))
             },
         );
         let candidates = pairs
-            .join_map(reads, |id, (listed, score, why), read| {
-                (listed.clone(), (*id, read.clone(), *score, why.clone()))
-            })
+            .join_map(reads, |id, listed, read| (*listed, (*id, read.clone())))
             .join_map(
                 entries,
-                |listed, (id, (camera, time, raw, plate, fix), score, why), (basis, reason, authority)| {
-                    let why = if fix.is_empty() { why.clone() } else { format!("{why}; {fix}") };
+                |_, (id, (camera, time, raw, plate, fix)), (listed, (basis, reason, authority))| {
+                    let (r, l) = (plate_match::unpack(*plate), crate::plate::parse(listed).ok());
+                    let (mut score, mut why) = r
+                        .zip(l)
+                        .and_then(|(r, l)| plate_match::score(&r, &l))
+                        .unwrap_or((0.0, String::new()));
+                    if !fix.is_empty() {
+                        score *= plate_match::CONFUSION;
+                        why = format!("{why}; {fix}");
+                    }
                     Candidate {
                         hit_id: hit_id(*id, listed, basis),
                         camera_id: *camera,
                         read_time: *time,
                         event_id: *id,
                         plate_raw: raw.clone(),
-                        plate: plate.clone(),
+                        plate: r.map(|r| r.to_string()).unwrap_or_default(),
                         listed_plate: listed.clone(),
-                        score_permille: *score,
+                        score_permille: (score * 1000.0).round() as u16,
                         why,
                         legal_basis: basis.clone(),
                         reason: reason.clone(),
@@ -508,8 +515,8 @@ fn read_updates(
         // A read that is not a plate, even with OCR confusions undone, cannot match.
         let Some((plate, fix)) = plate_match::reading(r.plate_raw, r.plate) else { continue };
         let t = r.event_time.max(0) as Time;
-        let rec =
-            (r.camera_id, r.event_time, r.plate_raw.to_owned(), plate.to_string(), fix.unwrap_or_default());
+        let plate = plate_match::pack(&plate);
+        let rec = (r.camera_id, r.event_time, r.plate_raw.to_owned(), plate, fix.unwrap_or_default());
         let row = (r.event_id, rec);
         // In the join for the lookback: entries added meanwhile find it.
         out.push((row.clone(), t, 1));
@@ -518,15 +525,13 @@ fn read_updates(
     Ok(())
 }
 
-fn entry_updates(
-    batch: &Batch,
-    t: Time,
-    out: &mut Vec<((String, EntryRec), Time, Diff)>,
-) -> vigil_engine::Result<()> {
+fn entry_updates(batch: &Batch, t: Time, out: &mut Vec<(EntryRow, Time, Diff)>) -> vigil_engine::Result<()> {
     let cols = WatchCols::new(&batch.rows)?;
     for r in cols.rows() {
+        // Entries are canonical (checked on the way in); one that is not cannot match.
+        let Ok(plate) = crate::plate::parse(r.plate) else { continue };
         let rec = (r.legal_basis.to_owned(), r.reason.to_owned(), r.authority.to_owned());
-        out.push(((r.plate.to_owned(), rec), t, batch.diff as Diff));
+        out.push(((plate_match::pack(&plate), (r.plate.to_owned(), rec)), t, batch.diff as Diff));
     }
     Ok(())
 }
