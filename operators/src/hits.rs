@@ -174,7 +174,7 @@ fn check_decisions(
 }
 
 /// How hits are verified and kept.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct HitConfig {
     /// Distinct people who must confirm a hit before it is actionable.
     pub confirmations: u32,
@@ -186,12 +186,80 @@ pub struct HitConfig {
     /// The lowest score that makes a hit (0.75 by default: exact reads, OCR confusions undone
     /// and an unread letter; one serial edit, 0.7, only when lowered: see the README).
     pub min_score: f32,
+    /// Hits a previous run left undecided or decided, from its `hits` rows ([`restore`]): the
+    /// book starts with them, so a restart loses no candidate and no confirmation.
+    pub restore: std::sync::Arc<[RestoredHit]>,
 }
 
 impl Default for HitConfig {
     fn default() -> Self {
-        Self { confirmations: 2, keep_ms: 30 * 86_400_000, lookback_ms: 86_400_000, min_score: 0.75 }
+        Self {
+            confirmations: 2,
+            keep_ms: 30 * 86_400_000,
+            lookback_ms: 86_400_000,
+            min_score: 0.75,
+            restore: std::sync::Arc::new([]),
+        }
     }
+}
+
+/// A hit as a previous run left it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoredHit {
+    /// The match.
+    pub candidate: Candidate,
+    /// `candidate`, `confirmed`, `rejected` or `retracted`.
+    pub status: String,
+    /// Who has confirmed it.
+    pub confirmed_by: Vec<String>,
+    /// When it appeared, ms.
+    pub since: Millis,
+}
+
+/// The state of each hit from `hits` rows (any order): its candidate row, then each decision
+/// in time order. Rows without a candidate (its partition past retention) are left out.
+pub fn restore(batches: &[RecordBatch]) -> Vec<RestoredHit> {
+    let mut rows: Vec<(i64, String, String, String, Candidate)> = Vec::new();
+    for b in batches {
+        let Ok(cols) = HitCols::new(b) else { continue };
+        for r in cols.rows() {
+            let Ok(id) = u64::from_str_radix(r.hit_id, 16) else { continue };
+            let c = Candidate {
+                hit_id: id,
+                camera_id: r.camera_id,
+                read_time: r.read_time,
+                event_id: r.event_id,
+                plate_raw: r.plate_raw.to_owned(),
+                plate: r.plate.to_owned(),
+                listed_plate: r.listed_plate.to_owned(),
+                score_permille: (r.score * 1000.0).round() as u16,
+                why: r.why.to_owned(),
+                legal_basis: r.legal_basis.to_owned(),
+                reason: r.reason.to_owned(),
+                authority: r.authority.to_owned(),
+            };
+            rows.push((r.event_time, r.status.to_owned(), r.decided_by.to_owned(), r.hit_id.to_owned(), c));
+        }
+    }
+    // In time order; at one time, the candidate first (as the book wrote them).
+    rows.sort_by_key(|r| (r.0, r.1 != "candidate"));
+    let mut hits: std::collections::BTreeMap<u64, RestoredHit> = std::collections::BTreeMap::new();
+    for (t, status, by, _, c) in rows {
+        let id = c.hit_id;
+        match (status.as_str(), hits.get_mut(&id)) {
+            ("candidate", None) => {
+                hits.insert(id, RestoredHit { candidate: c, status, confirmed_by: Vec::new(), since: t });
+            }
+            ("candidate", Some(h)) => h.status = status,
+            ("confirmation" | "confirmed", Some(h)) => {
+                h.confirmed_by.push(by);
+                h.status = if status == "confirmed" { status } else { "candidate".into() };
+            }
+            ("rejected" | "retracted", Some(h)) => h.status = status,
+            _ => {}
+        }
+    }
+    hits.into_values().collect()
 }
 
 /// A match of a read and an entry, as the join produces it (and retracts it).
@@ -355,7 +423,8 @@ impl Book {
                 confirmed_by: Vec::new(),
                 since: t,
             };
-            let note = "no such hit (a wrong id, or past its retention)";
+            let note =
+                "no such hit here (a wrong id, past its retention, or raised before the engine restarted)";
             Self::row(out, &unknown, t, "ignored", &by, note);
             return;
         };
@@ -381,6 +450,21 @@ impl Book {
             s => format!("the hit is already {}", s.name()),
         };
         Self::row(out, h, t, "ignored", &by, &ignored);
+    }
+
+    /// Takes up a hit a previous run left.
+    fn restored(&mut self, r: &RestoredHit) {
+        let status = match r.status.as_str() {
+            "confirmed" => Status::Confirmed,
+            "rejected" => Status::Rejected,
+            "retracted" => Status::Retracted,
+            _ => Status::Candidate,
+        };
+        let since = r.since.max(0) as Time;
+        let id = r.candidate.hit_id;
+        self.expiry.insert((since + self.config.keep_ms as Time, id));
+        self.hits
+            .insert(id, Hit { c: r.candidate.clone(), status, confirmed_by: r.confirmed_by.clone(), since });
     }
 
     /// Forgets hits past their retention at `frontier`.
@@ -415,6 +499,7 @@ impl<'scope> VerifyHits<'scope> for Stream<'scope, Time, Vec<(Candidate, Time, D
         decisions: Stream<'scope, Time, Vec<(Decision, Time, Diff)>>,
         config: HitConfig,
     ) -> Events<'scope, Hits> {
+        let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
         let by_match = Exchange::new(|(c, _, _): &(Candidate, Time, Diff)| c.hit_id);
         let by_decision = Exchange::new(|(d, _, _): &(Decision, Time, Diff)| d.0);
         let out = self
@@ -426,6 +511,12 @@ impl<'scope> VerifyHits<'scope> for Stream<'scope, Time, Vec<(Candidate, Time, D
                 move |_cap, _info| {
                     let mut stash: Stash = BTreeMap::new();
                     let mut book = Book { config, hits: HashMap::new(), expiry: BTreeSet::new() };
+                    // This worker's share of a previous run's hits: the exchange sends hit `id` to
+                    // worker `id % peers`.
+                    let restore = std::sync::Arc::clone(&book.config.restore);
+                    for r in restore.iter().filter(|r| r.candidate.hit_id % peers == index) {
+                        book.restored(r);
+                    }
                     move |(matches, f1), (decided, f2), output| {
                         matches.for_each(|cap, data| {
                             let Some(cap) = cap.retain_least(0) else { return };
@@ -564,6 +655,40 @@ mod tests {
         assert!(b.hits.contains_key(&4) && !b.hits.contains_key(&1));
         b.expire(120 + 10_000);
         assert!(b.hits.is_empty());
+    }
+
+    #[test]
+    fn a_restart_takes_up_each_hit_where_it_was() {
+        let (mut b, mut out) = (book(), HitRows::default());
+        for id in 1..=4 {
+            b.matched(cand(id, 100), 100, 1, &mut out);
+        }
+        b.decide((1, true, String::new(), "amina".into()), 200, &mut out);
+        b.decide((2, false, "another car".into(), "amina".into()), 200, &mut out);
+        b.decide((3, true, String::new(), "amina".into()), 200, &mut out);
+        b.decide((3, true, String::new(), "omar".into()), 300, &mut out);
+        b.matched(cand(4, 100), 400, -1, &mut out);
+        let rows = out.finish();
+        // The rows come back from Parquet in any order.
+        let (first, rest) = (rows.slice(0, 5), rows.slice(5, rows.num_rows() - 5));
+        let restored = restore(&[rest, first]);
+        let state: Vec<(u64, &str, usize)> =
+            restored.iter().map(|r| (r.candidate.hit_id, r.status.as_str(), r.confirmed_by.len())).collect();
+        assert_eq!(
+            state,
+            [(1, "candidate", 1), (2, "rejected", 0), (3, "confirmed", 2), (4, "retracted", 0)]
+        );
+        assert_eq!(restored[0].candidate, cand(1, 100));
+        // The new run's book: omar's confirmation completes hit 1; amina's counts no more.
+        let (mut b, mut out) = (book(), HitRows::default());
+        for r in &restored {
+            b.restored(r);
+        }
+        b.decide((1, true, String::new(), "amina".into()), 500, &mut out);
+        b.decide((1, true, String::new(), "omar".into()), 510, &mut out);
+        b.decide((2, true, String::new(), "omar".into()), 520, &mut out);
+        let s: Vec<String> = statuses(&mut out).into_iter().map(|r| r.0).collect();
+        assert_eq!(s, ["ignored", "confirmed", "ignored"]);
     }
 
     #[test]

@@ -165,7 +165,8 @@ impl Derivation for WatchlistHits {
             return;
         };
         let erased = graph.get::<ErasedReads>();
-        let out = reads.watchlist_hits(watchlist, decisions, erased, self.config, cx.epoch, &cx.errors);
+        let out =
+            reads.watchlist_hits(watchlist, decisions, erased, self.config.clone(), cx.epoch, &cx.errors);
         graph.add(out.hits);
         graph.add(out.alerts);
     }
@@ -187,7 +188,7 @@ pub fn city(settings: &Settings, locate: Locate) -> Vec<Arc<dyn Derivation>> {
         Arc::new(Tracking { config: settings.tracker.clone(), locate }),
         Arc::new(Flows { config: FlowConfig::new(settings.lines.clone(), settings.zones.clone()) }),
         Arc::new(Density { config: density }),
-        Arc::new(WatchlistHits { config: settings.hits }),
+        Arc::new(WatchlistHits { config: settings.hits.clone() }),
     ]
 }
 

@@ -415,6 +415,7 @@ impl Settings {
             keep_ms: hits_ms,
             lookback_ms: period(&config.hits.lookback).unwrap_or(reads_ms),
             min_score: *config.hits.min_score.get_ref() as f32,
+            restore: std::sync::Arc::new([]),
         };
         Ok(Settings {
             tracker,

@@ -849,3 +849,63 @@ fn common_duckdb(sql: &str) -> i64 {
     assert!(out.status.success(), "duckdb: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
 }
+
+#[test]
+fn a_restart_keeps_each_hit_and_the_confirmations_it_had() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = String::from(
+        "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\nvehicles_per_minute = 2\n\
+         ocr_error_rate = 0.0\n\n\
+         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n",
+    );
+    for user in ["amina", "omar"] {
+        config.push_str(&format!(
+            "[[users]]\nname = \"{user}\"\nrole = \"analyst\"\npassword_env = \"PW_{user}\"\n\n"
+        ));
+    }
+    std::fs::write(tmp.path().join("city.toml"), config).unwrap();
+    let env = [("PW_amina", "amina-pw-1"), ("PW_omar", "omar-pw-1")];
+    let args = ["run", "--config", "city.toml", "--duration", "120"];
+    let ask = |city: &City, user: &str, sql: &str| {
+        let out = city.psql_as(user, &format!("{user}-pw-1"), sql);
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        rows(&String::from_utf8_lossy(&out.stdout))
+    };
+    let wait = |city: &City, sql: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let r = ask(city, "amina", sql);
+            if !r.is_empty() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "nothing for {sql}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let city = City::start_with(tmp.path(), &args, &env);
+    let id = wait(&city, "SELECT hit_id FROM hits WHERE status = 'candidate'")[0][0].clone();
+    ask(
+        &city,
+        "amina",
+        &format!("INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{id}', 'confirm', '')"),
+    );
+    wait(&city, &format!("SELECT status FROM hits WHERE hit_id = '{id}' AND status = 'confirmation'"));
+    // Stopped and started again on the same output: the second person completes the hit.
+    city.stop();
+    let city = City::start_with(tmp.path(), &args, &env);
+    for user in ["amina", "omar"] {
+        ask(
+            &city,
+            user,
+            &format!("INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{id}', 'confirm', '')"),
+        );
+    }
+    wait(&city, &format!("SELECT status FROM hits WHERE hit_id = '{id}' AND status = 'confirmed'"));
+    let sql = format!(
+        "SELECT status, decided_by, actionable, note FROM hits WHERE hit_id = '{id}' ORDER BY event_time"
+    );
+    let r = ask(&city, "amina", &sql);
+    city.stop();
+    assert!(r.iter().any(|x| x[..2] == ["ignored", "amina"] && x[3].contains("already confirmed")), "{r:?}");
+    assert!(r.iter().any(|x| x[..3] == ["confirmed", "omar", "t"]), "{r:?}");
+}

@@ -187,6 +187,24 @@ pub fn run_with(
             Arc::new(move |camera, bbox| Some(drive::sim_locate(&params, index.get(&camera), camera, bbox)))
         }
     };
+    // Hits a previous run left (candidates awaiting people, decisions made): the book takes
+    // them up, so a restart loses no verification.
+    let restored;
+    let settings = if opts.parquet {
+        let all =
+            |b: &arrow::array::RecordBatch| Some(arrow::array::BooleanArray::from(vec![true; b.num_rows()]));
+        let rows = vigil_engine::erase::select(&opts.out.join(vigil_operators::hits::Hits::NAME), &all)
+            .with_context(|| format!("reading the hits of {}", opts.out.display()))?;
+        let mut s = settings.clone();
+        s.hits.restore = vigil_operators::hits::restore(&rows).into();
+        if !s.hits.restore.is_empty() {
+            tracing::info!("{} hits taken up from the previous runs", s.hits.restore.len());
+        }
+        restored = s;
+        &restored
+    } else {
+        settings
+    };
     let mut derivations = derive::city(settings, locate);
     derivations.extend(extra);
     let catalog = derive::catalog(&derivations)?;
