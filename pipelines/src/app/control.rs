@@ -240,18 +240,22 @@ impl Control {
         // Rows in open files are erased by a second pass once the sinks have committed them.
         vigil_engine::parquet_sink::request_flush();
         let (rows, events) = request.erase(&retained, self.out.as_deref())?;
-        if !events.is_empty() {
-            let erased = subject::erased_reads(&events, now, self.lookback_ms);
-            self.ingest
-                .push_table_untyped_at(subject::erased_reads_table(), erased, 1, now)
-                .map_err(|e| e.to_string())?;
-        }
+        self.take_out_of_join(&events, now).map_err(|e| e.to_string())?;
         if let Some(a) = &self.audit {
             a.record(user, "plate.erase", &digest, &[("erased", &counts(&rows))]);
         }
         let again = std::time::Instant::now() + 2 * self.commit + std::time::Duration::from_secs(1);
         self.erasing.push((again, request.plate().to_owned(), now));
         Ok(rows)
+    }
+
+    /// Erased reads leave the watchlist join at `now` (an `erased_reads` row each).
+    fn take_out_of_join(&mut self, events: &[u64], now: Millis) -> vigil_engine::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let erased = subject::erased_reads(events, now, self.lookback_ms);
+        self.ingest.push_table_untyped_at(subject::erased_reads_table(), erased, 1, now)
     }
 
     /// The second pass of erasures whose files have been committed since.
@@ -266,13 +270,8 @@ impl Control {
                 .and_then(|r| r.erase(&retained, self.out.as_deref()));
             match pass {
                 Ok((_, events)) => {
-                    if !events.is_empty() {
-                        let erased = subject::erased_reads(&events, now, self.lookback_ms);
-                        if let Err(e) =
-                            self.ingest.push_table_untyped_at(subject::erased_reads_table(), erased, 1, now)
-                        {
-                            tracing::error!("erasure: {e}");
-                        }
+                    if let Err(e) = self.take_out_of_join(&events, now) {
+                        tracing::error!("erasure: {e}");
                     }
                 }
                 Err(e) => {
