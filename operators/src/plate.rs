@@ -39,8 +39,19 @@ vigil_engine::stream! {
             plate_raw: Str,
             /// Canonical form (`12345-ب-6`), null when the text is not a plate.
             plate: Option<Str>,
-            /// OCR confidence in `[0, 1]`.
+            /// OCR confidence in `[0, 1]` (a camera read: its least sure character's).
             confidence: f32,
+            /// One confidence per character of the plate, space-separated in reading order
+            /// (serial, letter, code); null when the source gives none (the simulator).
+            char_confidences: Option<Str>,
+            /// The plate's box on the frame `[x, y, w, h]`, pixels; null without one.
+            plate_x: Option<f32>,
+            /// See `plate_x`.
+            plate_y: Option<f32>,
+            /// See `plate_x`.
+            plate_w: Option<f32>,
+            /// See `plate_x`.
+            plate_h: Option<f32>,
         }
     }
 }

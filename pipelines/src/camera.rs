@@ -73,6 +73,8 @@ vigil_engine::stream! {
             fps_out: f64,
             /// Frames dropped by the detection stage, since start.
             frames_dropped: u64,
+            /// Frames whose vehicles the plate stage dropped unread (it was behind), since start.
+            plates_dropped: u64,
             /// Frames the decoder rejected, since start.
             decode_errors: u64,
             /// Frames refused as bad data (too many objects, ...), since start.
@@ -233,6 +235,8 @@ pub struct Health {
     pub frames_out: AtomicU64,
     /// Frames dropped by the detection stage's policy.
     pub frames_dropped: AtomicU64,
+    /// Frames whose vehicles the plate stage dropped unread.
+    pub plates_dropped: AtomicU64,
     /// Frames the decoder rejected.
     pub decode_errors: AtomicU64,
     /// Frames refused as bad data (more objects than a frame may hold, ...): counted, skipped.
@@ -258,6 +262,7 @@ impl Health {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
+            plates_dropped: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
             frames_rejected: AtomicU64::new(0),
             frames_failed: AtomicU64::new(0),

@@ -599,6 +599,54 @@ pub struct Models {
     pub detector: Option<DetectorConfig>,
     /// The face detector used to blur snapshots.
     pub faces: Option<FacesConfig>,
+    /// The plate reader: present, the detector's vehicles have their plates read.
+    pub plates: Option<PlatesConfig>,
+}
+
+/// `[models.plates]`: plate detection, digits and the Arabic letter, on the detector's vehicles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatesConfig {
+    /// The detector's classes whose boxes are vehicles to read (default `["car"]`).
+    #[serde(default = "default_vehicles")]
+    pub vehicle_classes: Spanned<Vec<String>>,
+    /// The plate detector (default: the project's `.models/platedet.onnx`).
+    pub detector: Option<PathBuf>,
+    /// The PP-OCR recognizer (default: the project's `.models/ppocr_rec.onnx`).
+    pub text: Option<PathBuf>,
+    /// The letter classifier (default: the project's `models/plates/letters.onnx`).
+    pub letters: Option<PathBuf>,
+    /// Lowest plate detection score (default 0.1: the search is inside a vehicle's box).
+    #[serde(default = "default_plate_score")]
+    pub min_score: Spanned<f64>,
+    /// Lowest letter probability; below, the letter is unknown (default 0.6).
+    #[serde(default = "default_letter_score")]
+    pub letter_min_score: Spanned<f64>,
+    /// Frames waiting to be read at most; beyond, the oldest are dropped (and counted).
+    #[serde(default = "default_plate_queue")]
+    pub queue: Spanned<i64>,
+    /// The same plate from the same camera within this many seconds is one read (default 10).
+    #[serde(default = "default_repeat")]
+    pub repeat_s: Spanned<f64>,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "default_threads")]
+    pub threads: i64,
+}
+
+fn default_vehicles() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, vec!["car".into()])
+}
+fn default_plate_score() -> Spanned<f64> {
+    Spanned::new(0..0, 0.1)
+}
+fn default_letter_score() -> Spanned<f64> {
+    Spanned::new(0..0, 0.6)
+}
+fn default_plate_queue() -> Spanned<i64> {
+    Spanned::new(0..0, 8)
+}
+fn default_repeat() -> Spanned<f64> {
+    Spanned::new(0..0, 10.0)
 }
 
 /// `[models.detector]`: a YOLO export or an SSD-style graph, in ONNX.
@@ -1040,6 +1088,48 @@ impl Config {
                 "cameras need a detector".into(),
                 "add a [models.detector] section with path and classes",
             );
+        }
+        if let Some(p) = &self.models.plates {
+            let Some(d) = &self.models.detector else {
+                return err(
+                    p.vehicle_classes.span(),
+                    "[models.plates] reads the vehicles a detector finds, and there is none".into(),
+                    "add a [models.detector] section whose classes include a vehicle, or remove [models.plates]",
+                );
+            };
+            if let Some(c) = p.vehicle_classes.get_ref().iter().find(|c| !d.classes.get_ref().contains(c)) {
+                return err(
+                    p.vehicle_classes.span(),
+                    format!(
+                        "vehicle class {c:?} is not one of the detector's classes {:?}",
+                        d.classes.get_ref()
+                    ),
+                    "list classes of [models.detector], such as vehicle_classes = [\"car\"]",
+                );
+            }
+            for (name, v) in [("min_score", &p.min_score), ("letter_min_score", &p.letter_min_score)] {
+                if !(0.0..1.0).contains(v.get_ref()) {
+                    return err(
+                        v.span(),
+                        format!("{name} = {} is not a probability", v.get_ref()),
+                        "set a value from 0 to below 1",
+                    );
+                }
+            }
+            if !(1..=1024).contains(p.queue.get_ref()) {
+                return err(
+                    p.queue.span(),
+                    format!("queue = {} frames", p.queue.get_ref()),
+                    "set 1 to 1024 frames",
+                );
+            }
+            if !(0.0..=3600.0).contains(p.repeat_s.get_ref()) {
+                return err(
+                    p.repeat_s.span(),
+                    format!("repeat_s = {}", p.repeat_s.get_ref()),
+                    "set 0 to 3600 seconds",
+                );
+            }
         }
         if let Some(d) = &self.models.detector {
             if d.layout.get_ref().parse::<vigil_models::detector::Layout>().is_err() {

@@ -5,7 +5,8 @@
 //! [`settings::Settings`]; [`derive`] (the streams the main dataflow derives, and the catalog
 //! they make); [`app::run`] (sources → ingest → dataflow → Parquet, alerts and rules, until
 //! stopped); [`sim::CameraSim`] (the deterministic city); [`live`] and [`camera`] (RTSP
-//! cameras), decoding on [`decode::DecodePool`]; [`replay`] (rules over recorded events).
+//! cameras), decoding on [`decode::DecodePool`], plates read by [`plates`]; [`replay`] (rules
+//! over recorded events).
 
 pub mod app;
 pub mod camera;
@@ -16,6 +17,7 @@ pub mod detect;
 pub mod live;
 pub mod mot;
 pub mod onvif;
+pub mod plates;
 pub mod render;
 pub mod replay;
 pub mod settings;

@@ -27,6 +27,7 @@ use vigil_models::mtcnn::{Mtcnn, MtcnnConfig};
 use vigil_operators::alerts::Alert;
 use vigil_operators::detection::{Detection, DetectionRows, EventId};
 use vigil_operators::homography::Homography;
+use vigil_operators::plate::{PlateRead, PlateReadRows};
 use vigil_operators::tracks::Locate;
 use vigil_operators::zones::{Zone, ZoneIndex};
 
@@ -47,6 +48,8 @@ pub struct Live {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stage: Option<DetectStage>,
     detected: Receiver<Detected>,
+    /// The plate stage, its results, and which detector classes are vehicles.
+    plates: Option<(crate::plates::PlateStage, Receiver<crate::plates::PlateFound>, Vec<bool>)>,
     objects: Receiver<CameraObjects>,
     ground: Calibrated,
     health: Vec<Arc<Health>>,
@@ -226,6 +229,22 @@ impl Live {
             tx,
             move |e| e2.lock().expect("errors").push(format!("inference: {e}")),
         )?;
+        let plates = match &settings.plates {
+            Some(p) => {
+                let reader = vigil_models::plates::PlateReader::new(&env, &p.models()?)?;
+                let vehicle: Vec<bool> =
+                    classes.iter().map(|c| p.vehicle_classes.contains(&c.to_string())).collect();
+                let by_id = health.iter().map(|h| (h.camera, Arc::clone(h))).collect();
+                let (ptx, prx) = channel();
+                let e3 = Arc::clone(&errors);
+                let stage =
+                    crate::plates::PlateStage::start(reader, p.queue, p.repeat_ms, by_id, ptx, move |e| {
+                        e3.lock().expect("errors").push(format!("plates: {e}"))
+                    })?;
+                Some((stage, prx, vehicle))
+            }
+            None => None,
+        };
         // The tasks only read the network and time frames (decoding is on the pool): two
         // threads carry thousands of RTSP sessions.
         let decode = Arc::new(DecodePool::new(settings.engine.decode_threads)?);
@@ -255,6 +274,7 @@ impl Live {
             tasks,
             stage: Some(stage),
             detected: rx,
+            plates,
             objects: orx,
             ground,
             health,
@@ -295,7 +315,44 @@ impl Live {
                     det.push(&detection_row(ground, key, classes[x.class], x.score, x.bbox));
                 }
             })?;
+            if let Some((stage, _, vehicle)) = &self.plates {
+                let vehicles: Vec<(u32, [f32; 4])> = d
+                    .detections
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| vehicle.get(x.class).copied().unwrap_or(false))
+                    .map(|(i, x)| (i as u32, x.bbox))
+                    .collect();
+                if !vehicles.is_empty() {
+                    stage.offer(crate::plates::PlateJob { frame: d.frame.clone(), vehicles });
+                }
+            }
             self.latest.insert(f.camera, d.frame);
+        }
+        // Plates read since the last tick: the read's event id is its vehicle's detection's.
+        if let Some((_, found, _)) = &self.plates {
+            while let Ok(p) = found.try_recv() {
+                let Ok(id) = EventId::pack(epoch, p.camera, p.seq, p.vehicle) else { continue };
+                let r = &p.reading;
+                let plate = vigil_operators::plate::normalize(&r.text).ok();
+                let conf: Vec<String> = r.confidences.iter().map(|c| format!("{c:.3}")).collect();
+                let conf = conf.join(" ");
+                ingest.push_rows(p.camera, p.capture_ms, now, |rows: &mut PlateReadRows| {
+                    rows.push(&PlateRead {
+                        camera_id: p.camera,
+                        event_time: p.capture_ms,
+                        event_id: id.0,
+                        plate_raw: &r.text,
+                        plate: plate.as_deref(),
+                        confidence: r.confidence(),
+                        char_confidences: Some(&conf),
+                        plate_x: Some(r.bbox[0]),
+                        plate_y: Some(r.bbox[1]),
+                        plate_w: Some(r.bbox[2]),
+                        plate_h: Some(r.bbox[3]),
+                    });
+                })?;
+            }
         }
         // Detections the cameras made themselves (ONVIF metadata): no model, same stream.
         while let Ok(o) = self.objects.try_recv() {
@@ -360,6 +417,7 @@ impl Live {
                 fps_in: (counts[i].0 - prev[i].0) as f64 / secs,
                 fps_out: (counts[i].1 - prev[i].1) as f64 / secs,
                 frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
+                plates_dropped: h.plates_dropped.load(Ordering::Relaxed),
                 decode_errors: h.decode_errors.load(Ordering::Relaxed),
                 frames_rejected: h.frames_rejected.load(Ordering::Relaxed),
                 frames_failed: h.frames_failed.load(Ordering::Relaxed),
@@ -402,6 +460,9 @@ impl Live {
         }
         if let Some(s) = self.stage.take() {
             s.stop();
+        }
+        if let Some((p, _, _)) = self.plates.take() {
+            p.stop();
         }
         // Snapshots already queued are written before the run ends.
         if let Some(mut s) = self.snapshots.take() {

@@ -139,6 +139,57 @@ pub struct CameraSettings {
     pub calibration: Option<Homography>,
 }
 
+/// The plate reader (`[models.plates]`); model paths default to the project's installed ones.
+#[derive(Clone, Debug)]
+pub struct PlateSettings {
+    /// Detector classes whose boxes are vehicles.
+    pub vehicle_classes: Vec<String>,
+    /// Plate detector, if not the default.
+    pub detector: Option<PathBuf>,
+    /// PP-OCR recognizer, if not the default.
+    pub text: Option<PathBuf>,
+    /// Letter classifier, if not the default.
+    pub letters: Option<PathBuf>,
+    /// Lowest plate score.
+    pub min_score: f32,
+    /// Lowest letter probability.
+    pub letter_min_score: f32,
+    /// Frames waiting at most.
+    pub queue: usize,
+    /// One read per plate and camera in this window.
+    pub repeat_ms: i64,
+    /// Intra-op threads.
+    pub threads: usize,
+}
+
+impl PlateSettings {
+    /// The models' configuration: given paths, else those installed above the working
+    /// directory or the executable.
+    pub fn models(&self) -> anyhow::Result<vigil_models::plates::PlateConfig> {
+        let here = std::env::current_dir()?;
+        let exe = std::env::current_exe().ok();
+        let found = vigil_models::plates::PlateConfig::locate(&here)
+            .or_else(|| exe.as_deref().and_then(vigil_models::plates::PlateConfig::locate));
+        let need = |given: &Option<PathBuf>,
+                    pick: fn(&vigil_models::plates::PlateConfig) -> &PathBuf,
+                    what: &str| {
+            given.clone().or_else(|| found.as_ref().map(|f| pick(f).clone())).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[models.plates]: no {what} given and none installed; fix: run scripts/setup-models, or set {what} = \"…\""
+                )
+            })
+        };
+        Ok(vigil_models::plates::PlateConfig {
+            detector: need(&self.detector, |f| &f.detector, "detector")?,
+            text: need(&self.text, |f| &f.text, "text")?,
+            letters: need(&self.letters, |f| &f.letters, "letters")?,
+            min_score: self.min_score,
+            letter_min_score: self.letter_min_score,
+            threads: self.threads,
+        })
+    }
+}
+
 /// The detector cameras' frames go through.
 #[derive(Clone, Debug)]
 pub struct DetectorSettings {
@@ -220,6 +271,8 @@ pub struct Settings {
     pub onnxruntime: Option<PathBuf>,
     /// The detector, if any.
     pub detector: Option<DetectorSettings>,
+    /// The plate reader, if configured.
+    pub plates: Option<PlateSettings>,
     /// The MTCNN directory, if given.
     pub faces_dir: Option<PathBuf>,
     /// Snapshots' face detector: MTCNN instead of CenterFace.
@@ -491,6 +544,17 @@ impl Settings {
             cameras,
             onnxruntime: config.models.onnxruntime.as_ref().map(|p| config.base_dir.join(p)),
             detector,
+            plates: config.models.plates.as_ref().map(|p| PlateSettings {
+                vehicle_classes: p.vehicle_classes.get_ref().clone(),
+                detector: p.detector.as_ref().map(|d| config.base_dir.join(d)),
+                text: p.text.as_ref().map(|d| config.base_dir.join(d)),
+                letters: p.letters.as_ref().map(|d| config.base_dir.join(d)),
+                min_score: *p.min_score.get_ref() as f32,
+                letter_min_score: *p.letter_min_score.get_ref() as f32,
+                queue: *p.queue.get_ref() as usize,
+                repeat_ms: (*p.repeat_s.get_ref() * 1000.0) as i64,
+                threads: p.threads.clamp(1, 64) as usize,
+            }),
             faces_dir: config
                 .models
                 .faces

@@ -438,3 +438,46 @@ fn a_calibrated_camera_puts_detections_on_the_ground_and_in_its_zones() {
     assert!(t[0].parse::<u64>().unwrap() > 100 && t[0] == t[1], "tracks on camera 0's ground: {t:?}");
     assert!(t[2].parse::<u64>().unwrap() > 0 && t[2] == t[3], "tracks inside gate-a carry its zone: {t:?}");
 }
+
+/// Issue 14's end-to-end plate path: a rendered vehicle whose plate is on the watchlist passes
+/// an RTSP camera; the shapes detector finds the vehicle, the plate reader (platedet, PP-OCR,
+/// vigil's letter classifier) reads its plate with the Arabic letter into `plate_reads`, and the
+/// watchlist join raises a candidate hit.
+#[test]
+fn a_listed_plate_passing_a_camera_is_read_with_its_arabic_letter_and_becomes_a_candidate_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("plate.rgb");
+    let made = Command::new(python())
+        .args([root().join("scripts/plates.py").to_str().unwrap(), "scene", "--out", raw.to_str().unwrap()])
+        .args(["--plate", "12345-ب-6", "--frames", "40", "--size", "1280x720"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server =
+        RtspServer::start(0, &[format!("--mount=/anpr={}", raw.display()), "--size=1280x720".into()], &[]);
+    let extra = "[models.plates]\nvehicle_classes = [\"car\"]\nrepeat_s = 30\n\n\
+         [[watchlist]]\nplate = \"12345-B-6\"\nreason = \"stolen vehicle\"\n\
+         legal_basis = \"stolen-vehicle report DGSN-2026-00118\"\nauthority = \"DGSN Rabat\"\n\
+         expires_at = \"2099-01-01T00:00:00Z\"\n\n";
+    let cfg = config(dir.path(), &[(0, server.port, "/anpr")], extra);
+    let log = finish(run_vigil(&cfg, 25));
+    let out = dir.path().join("out");
+    let reads = duckdb(&format!(
+        "SELECT plate_raw, plate, char_confidences, plate_w > 0 FROM read_parquet('{}/plate_reads/**/*.parquet')",
+        out.display()
+    ));
+    assert!(!reads.is_empty(), "no plate read reached plate_reads:\n{log}");
+    // The read carries the Arabic letter, not a guess or a transliteration.
+    assert!(reads.iter().any(|r| r[1] == "12345-ب-6"), "reads {reads:?}\n{log}");
+    let r = reads.iter().find(|r| r[1] == "12345-ب-6").unwrap();
+    assert_eq!(r[2].split(' ').count(), 7, "one confidence per character: {r:?}");
+    assert_eq!(r[3], "True", "the plate's box: {r:?}");
+    let hits = duckdb(&format!(
+        "SELECT status, plate FROM read_parquet('{}/hits/**/*.parquet') WHERE status = 'candidate'",
+        out.display()
+    ));
+    assert!(
+        hits.iter().any(|h| h[1] == "12345-ب-6"),
+        "a candidate hit for the listed plate: {hits:?}\n{log}"
+    );
+}

@@ -33,6 +33,11 @@ impl Feed {
                 plate_raw: plate,
                 plate: Some(plate),
                 confidence: 0.9,
+                char_confidences: None,
+                plate_x: None,
+                plate_y: None,
+                plate_w: None,
+                plate_h: None,
             });
         }
         let t = reads.iter().map(|r| r.1).min().unwrap() as Time;

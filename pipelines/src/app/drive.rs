@@ -210,6 +210,11 @@ fn deliver_frame(
                     plate_raw: &r.text,
                     plate: plate.as_deref(),
                     confidence: r.confidence,
+                    char_confidences: None,
+                    plate_x: None,
+                    plate_y: None,
+                    plate_w: None,
+                    plate_h: None,
                 });
             }
         })?;

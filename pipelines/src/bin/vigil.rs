@@ -173,6 +173,23 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum PlateCommand {
+    /// Read plate crops (images of one plate each) and print what the reader sees.
+    Read {
+        /// The crops.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Score the reader on labelled crops: DIR/truth.csv (`scripts/plates.py heldout`).
+    Eval {
+        /// The directory of crops and truth.csv.
+        dir: PathBuf,
+        /// Print every plate the reader got wrong.
+        #[arg(long)]
+        verbose: bool,
+        /// Lowest letter probability (default: the reader's, 0.6); below it the letter is `?`.
+        #[arg(long)]
+        letter_min_score: Option<f32>,
+    },
     /// List what the Parquet files hold about a plate: reads, hits and decisions.
     Show {
         /// The plate, in any reading (`12345-B-6`, `12345 | ب | 6`).
@@ -331,8 +348,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("{frames} frames: {gt} ground-truth boxes, {det} detections in {}", out.display());
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Plate { what: PlateCommand::Read { images } } => {
+            let mut reader = plate_reader()?;
+            for path in images {
+                let img =
+                    image::open(&path).with_context(|| format!("{}: cannot open", path.display()))?.to_rgb8();
+                match reader.read_crop(&img)? {
+                    Some((text, conf)) => {
+                        let plate =
+                            vigil_operators::plate::normalize(&text).unwrap_or_else(|e| format!("({e})"));
+                        let conf: Vec<String> = conf.iter().map(|c| format!("{c:.2}")).collect();
+                        println!("{}\t{text}\t{plate}\t{}", path.display(), conf.join(" "));
+                    }
+                    None => println!("{}\t(no plate text)", path.display()),
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Plate { what: PlateCommand::Eval { dir, verbose, letter_min_score } } => {
+            let mut reader = plate_reader_with(letter_min_score)?;
+            let acc = vigil_pipelines::plates::evaluate(&mut reader, &dir, |file, want, got| {
+                if verbose && want != got {
+                    println!("{file}\t{want}\tread {got}");
+                }
+            })?;
+            println!("{}", acc.summary());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Plate { what } => {
             let (plate, out, config, erase) = match what {
+                PlateCommand::Read { .. } | PlateCommand::Eval { .. } => unreachable!("handled above"),
                 PlateCommand::Show { plate, out, config } => (plate, out, config, false),
                 PlateCommand::Erase { plate, out, config } => (plate, out, config, true),
             };
@@ -643,4 +688,24 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The plate reader with the project's installed models (`scripts/setup-models`).
+fn plate_reader() -> anyhow::Result<vigil_models::plates::PlateReader> {
+    plate_reader_with(None)
+}
+
+/// The plate reader, with another letter threshold if given.
+fn plate_reader_with(letter_min_score: Option<f32>) -> anyhow::Result<vigil_models::plates::PlateReader> {
+    let here = std::env::current_dir()?;
+    let exe = std::env::current_exe().ok();
+    let config = vigil_models::plates::PlateConfig::locate(&here)
+        .or_else(|| exe.as_deref().and_then(vigil_models::plates::PlateConfig::locate))
+        .context("the plate models are not installed here; fix: run scripts/setup-models in the checkout")?;
+    let config = vigil_models::plates::PlateConfig {
+        letter_min_score: letter_min_score.unwrap_or(config.letter_min_score),
+        ..config
+    };
+    let env = vigil_models::runtime::environment(None)?;
+    Ok(vigil_models::plates::PlateReader::new(&env, &config)?)
 }
