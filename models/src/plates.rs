@@ -512,11 +512,6 @@ impl PlateReader {
             _ => ('?', if letter.is_some() { p } else { 1.0 - p }),
         })
     }
-
-    /// The recognizer alone (for benches and evaluation).
-    pub fn text(&mut self) -> &mut TextRecognizer {
-        &mut self.text
-    }
 }
 
 /// A separator bar: its columns `(first, last + 1)`, the rows of its longest run, that run.
