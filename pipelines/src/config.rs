@@ -622,7 +622,8 @@ pub struct PlatesConfig {
     /// Lowest letter probability; below, the letter is unknown (default 0.6).
     #[serde(default = "default_letter_score")]
     pub letter_min_score: Spanned<f64>,
-    /// Frames waiting to be read at most; beyond, the oldest are dropped (and counted).
+    /// Frames waiting to be read at most, one per camera (a camera's newer frame replaces its
+    /// waiting one); when more cameras wait, the oldest frame is dropped (and counted).
     #[serde(default = "default_plate_queue")]
     pub queue: Spanned<i64>,
     /// The same plate from the same camera within this many seconds is one read (default 10).

@@ -22,3 +22,4 @@ pub mod render;
 pub mod replay;
 pub mod settings;
 pub mod sim;
+pub mod stage;

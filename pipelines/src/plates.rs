@@ -2,23 +2,24 @@
 //! and their plates become `plate_reads` rows; and the accuracy of the reader on labelled crops.
 //!
 //! The run loop offers each frame's vehicles ([`PlateStage::offer`]); one thread reads them with
-//! [`PlateReader`] (plate detection, digits, Arabic letter) and sends [`PlateFound`]s back. Like
-//! the detection stage, its queue is bounded and drops the oldest frame when reading is slower
-//! than the cameras, counted in the camera's health. A plate read again by the same camera
-//! within `repeat_ms` is not sent twice: a car crossing the view is one read, not one per frame.
+//! [`PlateReader`] (plate detection, digits, Arabic letter) and sends [`PlateFound`]s back. Its
+//! queue ([`crate::stage`]) holds one frame per camera, the newest (a car is in view for many
+//! frames, and every camera keeps its turn); when more cameras wait than it holds, the oldest
+//! is dropped and counted in the camera's health. A plate read again by the same camera within
+//! `repeat_ms` is not sent twice: a car crossing the view is one read, not one per frame.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use vigil_models::plates::{PlateReader, PlateReading};
 
 use crate::camera::{Frame, Health};
+use crate::stage::{Batching, Stage, Supersedes};
 
 /// A frame's vehicles to read: `(detection index, box)`.
 #[derive(Debug)]
@@ -44,29 +45,17 @@ pub struct PlateFound {
     pub reading: PlateReading,
 }
 
-struct Shared {
-    queue: Mutex<VecDeque<PlateJob>>,
-    ready: Condvar,
-    stop: AtomicBool,
-    capacity: usize,
-    health: HashMap<u32, Arc<Health>>,
-}
-
 /// The running stage.
+#[derive(Debug)]
 pub struct PlateStage {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for PlateStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlateStage").field("capacity", &self.shared.capacity).finish()
-    }
+    stage: Stage<PlateJob>,
 }
 
 impl PlateStage {
-    /// Starts the reading thread: at most `queue` frames wait; a plate seen again by the same
-    /// camera within `repeat_ms` is read but not sent.
+    /// Starts the reading thread: at most `queue` frames wait, one per camera (a camera's newer
+    /// frame takes the place of its waiting one: the vehicles are still in view, and every
+    /// camera keeps its turn); a plate seen again by the same camera within `repeat_ms` is read
+    /// but not sent.
     pub fn start(
         mut reader: PlateReader,
         queue: usize,
@@ -75,95 +64,58 @@ impl PlateStage {
         out: Sender<PlateFound>,
         on_error: impl Fn(String) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-            stop: AtomicBool::new(false),
-            capacity: queue.max(1),
-            health,
-        });
-        let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name("plates".into()).spawn(move || {
-            // Last time each (camera, text) was sent; pruned as it ages.
-            let mut sent: HashMap<(u32, String), i64> = HashMap::new();
-            while let Some(job) = next(&s) {
-                for &(index, bbox) in &job.vehicles {
-                    match reader.read(&job.frame.image, bbox) {
-                        Ok(Some(reading)) => {
-                            let key = (job.frame.camera, reading.text.clone());
-                            let t = job.frame.capture_ms;
-                            if sent.get(&key).is_some_and(|&last| t - last < repeat_ms) {
+        let dropped = move |job: &PlateJob| {
+            if let Some(h) = health.get(&job.frame.camera) {
+                h.plates_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let same_camera: Supersedes<PlateJob> = Box::new(|new, old| new.frame.camera == old.frame.camera);
+        // Last time each (camera, text) was sent; pruned as it ages.
+        let mut sent: HashMap<(u32, String), i64> = HashMap::new();
+        let batching = Batching { batch: 1, deadline: Duration::ZERO, queue: queue.max(1) };
+        let stage =
+            Stage::start("plates", batching, dropped, Some(same_camera), move |jobs: Vec<PlateJob>| {
+                for job in jobs {
+                    for &(index, bbox) in &job.vehicles {
+                        let reading = match reader.read(&job.frame.image, bbox) {
+                            Ok(Some(reading)) => reading,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                on_error(format!("camera {}: {e}", job.frame.camera));
                                 continue;
                             }
-                            sent.insert(key, t);
-                            if sent.len() > 4096 {
-                                sent.retain(|_, last| t - *last < repeat_ms);
-                            }
-                            let found = PlateFound {
-                                camera: job.frame.camera,
-                                seq: job.frame.seq,
-                                capture_ms: t,
-                                vehicle: index,
-                                reading,
-                            };
-                            if out.send(found).is_err() {
-                                return;
-                            }
+                        };
+                        let key = (job.frame.camera, reading.text.clone());
+                        let t = job.frame.capture_ms;
+                        if sent.get(&key).is_some_and(|&last| t - last < repeat_ms) {
+                            continue;
                         }
-                        Ok(None) => {}
-                        Err(e) => on_error(format!("camera {}: {e}", job.frame.camera)),
+                        sent.insert(key, t);
+                        if sent.len() > 4096 {
+                            sent.retain(|_, last| t - *last < repeat_ms);
+                        }
+                        let (camera, seq) = (job.frame.camera, job.frame.seq);
+                        if out
+                            .send(PlateFound { camera, seq, capture_ms: t, vehicle: index, reading })
+                            .is_err()
+                        {
+                            return false;
+                        }
                     }
                 }
-            }
-        })?;
-        Ok(Self { shared, thread: Some(thread) })
+                true
+            })?;
+        Ok(Self { stage })
     }
 
-    /// Queues a frame's vehicles; the oldest waiting frame is dropped (and counted) when full.
+    /// Queues a frame's vehicles (see [`PlateStage::start`] for what is kept).
     pub fn offer(&self, job: PlateJob) {
-        let s = &self.shared;
-        let mut q = s.queue.lock().expect("plate queue");
-        if q.len() >= s.capacity
-            && let Some(old) = q.pop_front()
-            && let Some(h) = s.health.get(&old.frame.camera)
-        {
-            h.plates_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        q.push_back(job);
-        drop(q);
-        s.ready.notify_one();
+        self.stage.offer(job);
     }
 
     /// Stops the thread after the frame in hand.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.ready.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for PlateStage {
-    fn drop(&mut self) {
-        self.shut();
-    }
-}
-
-fn next(s: &Shared) -> Option<PlateJob> {
-    let mut q = s.queue.lock().expect("plate queue");
-    loop {
-        if s.stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        if let Some(j) = q.pop_front() {
-            return Some(j);
-        }
-        q = s.ready.wait_timeout(q, Duration::from_millis(100)).expect("plate queue").0;
+    pub fn stop(self) {
+        self.stage.stop();
     }
 }
 
@@ -233,15 +185,33 @@ pub fn evaluate(
         };
         let want = vigil_operators::plate::normalize(plate)
             .map_err(|e| anyhow::anyhow!("{}:{line}: plate {plate:?}: {e}", truth.display()))?;
-        let img = image::open(dir.join(file))
-            .with_context(|| format!("{}:{line}: cannot open {file}", truth.display()))?
-            .to_rgb8();
+        let img = open_crop(&dir.join(file)).with_context(|| format!("{}:{line}", truth.display()))?;
         let read = reader.read_crop(&img)?.map(|(text, _)| text).unwrap_or_default();
         let got = vigil_operators::plate::normalize(&read).unwrap_or_else(|_| read.clone());
         each(file, &want, &got);
         score(&mut acc, &want, &got, lines == "2", night == "1");
     }
     Ok(acc)
+}
+
+/// A plate crop from an image file, refusing images beyond 8192 pixels a side or 256 MiB decoded
+/// (a crop is a few hundred pixels: anything larger is a mistake, not worth the memory).
+pub fn open_crop(path: &Path) -> anyhow::Result<image::RgbImage> {
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) =
+        (Some(8192), Some(8192), Some(256 << 20));
+    let mut reader = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    reader.limits(limits);
+    let img = reader.decode().with_context(|| {
+        format!(
+            "{}: not a PNG or JPEG image within 8192 x 8192 pixels; fix: give plate crops",
+            path.display()
+        )
+    })?;
+    Ok(img.to_rgb8())
 }
 
 fn score(acc: &mut Accuracy, want: &str, got: &str, two_line: bool, night: bool) {
