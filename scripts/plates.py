@@ -3,7 +3,7 @@
 
     plates.py train   --out models/plates/letters.onnx   # render glyph crops, train, export
     plates.py heldout --out DIR [--n 400] [--seed 7]     # plates for `vigil plate eval DIR`
-    plates.py scene   --out F.rgb --plate 12345-ب-6      # a car carrying the plate, for RTSP
+    plates.py scene   --out F.rgb --plate 12345-ب-6      # a car carrying the plate (the OCR bench)
 
 Nothing here is downloaded: glyphs come from Debian's fonts (fonts-dejavu-core, fonts-noto-core).
 The classifier is trained on DejaVu Sans, Noto Naskh Arabic and Noto Kufi Arabic; the held-out

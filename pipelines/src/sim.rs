@@ -258,6 +258,11 @@ impl CameraSim {
         }
     }
 
+    /// The true plate of vehicle `object_id`, while it is in the scene (what the renderer draws).
+    pub fn plate_of(&self, object_id: u64) -> Option<&str> {
+        self.vehicles.iter().find(|v| v.id == object_id).map(|v| v.plate.as_str())
+    }
+
     /// Produces the next frame.
     pub fn step(&mut self, p: &SimParams) -> SimFrame {
         let frame = self.frame;

@@ -509,3 +509,38 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
         "{audit}"
     );
 }
+
+/// `vigil render --anpr` writes the frames an RTSP test server streams and their truth, one
+/// line per frame; a bad size or camera is refused with the fix.
+#[test]
+fn render_writes_frames_and_their_truth_and_refuses_a_bad_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("anpr.rgb");
+    // One camera, so that the listed plate passes it from frame 0.
+    let config = dir.path().join("city.toml");
+    std::fs::write(&config, "[city]\nfps = 10.0\n\n[simulation]\ncameras = 1\nplates = [\"12345-ب-6\"]\n")
+        .unwrap();
+    let o = run(vigil()
+        .args(["render", "--anpr", "--frames", "60", "--size", "640x360", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 60 * 640 * 360 * 3);
+    let truth = std::fs::read_to_string(dir.path().join("anpr.truth.jsonl")).unwrap();
+    assert_eq!(truth.lines().count(), 60);
+    // In the ANPR view, only vehicles, each with its plate.
+    let boxes: Vec<serde_json::Value> =
+        truth.lines().flat_map(|l| serde_json::from_str::<Vec<serde_json::Value>>(l).unwrap()).collect();
+    assert!(boxes.iter().all(|b| b["class"] == "car" && b["plate"].is_string()), "{boxes:?}");
+    let listed = boxes.iter().filter(|b| b["plate"] == "12345-ب-6").count();
+    assert!(listed >= 10, "the listed vehicle is drawn on {listed} frames");
+    for (args, words) in [
+        (["--size", "1280by720", "--camera", "0"], "--size \"1280by720\": not WIDTHxHEIGHT"),
+        (["--size", "640x360", "--camera", "999"], "--camera 999: the city has cameras 0 to"),
+    ] {
+        let o = run(vigil().args(["render", "--out"]).arg(&out).args(args));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(words) && err.contains("fix:"), "{err}");
+    }
+}

@@ -142,6 +142,29 @@ enum Command {
         #[arg(long, default_value_t = 2030)]
         seed: u64,
     },
+    /// Write a simulated camera as video for an RTSP test server: raw RGB24 frames (OUT) and the
+    /// true boxes and plates of each frame as JSON lines (OUT with `.truth.jsonl`).
+    Render {
+        /// Raw RGB24 output, one frame after another (`scripts/rtsp_server.py --mount`).
+        #[arg(long)]
+        out: PathBuf,
+        /// The city (default: the embedded demo city).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Camera of the city.
+        #[arg(long, default_value_t = 0)]
+        camera: u32,
+        /// Frames.
+        #[arg(long, default_value_t = 100)]
+        frames: u32,
+        /// Frame size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "640x360")]
+        size: String,
+        /// An ANPR camera: vehicle fronts at close range with legible Moroccan plates (Debian's
+        /// DejaVu and Noto fonts), no people.
+        #[arg(long)]
+        anpr: bool,
+    },
     /// Track MOTChallenge detections (det.txt) into MOTChallenge tracks, for scoring with the
     /// standard tools (TrackEval, py-motmetrics).
     Track {
@@ -348,11 +371,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             eprintln!("{frames} frames: {gt} ground-truth boxes, {det} detections in {}", out.display());
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Render { out, config, camera, frames, size, anpr } => {
+            render(&out, config.as_deref(), camera, frames, &size, anpr)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Plate { what: PlateCommand::Read { images } } => {
             let mut reader = plate_reader()?;
             for path in images {
-                let img =
-                    image::open(&path).with_context(|| format!("{}: cannot open", path.display()))?.to_rgb8();
+                let img = vigil_pipelines::plates::open_crop(&path)?;
                 match reader.read_crop(&img)? {
                     Some((text, conf)) => {
                         let plate =
@@ -708,4 +734,62 @@ fn plate_reader_with(letter_min_score: Option<f32>) -> anyhow::Result<vigil_mode
     };
     let env = vigil_models::runtime::environment(None)?;
     Ok(vigil_models::plates::PlateReader::new(&env, &config)?)
+}
+
+/// `vigil render`: frames and their truth, written as they are drawn (memory stays one frame).
+fn render(
+    out: &std::path::Path,
+    config: Option<&std::path::Path>,
+    camera: u32,
+    frames: u32,
+    size: &str,
+    anpr: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let settings = match config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::embedded(),
+    };
+    let params = settings.sim.clone();
+    anyhow::ensure!(
+        camera < params.cameras,
+        "--camera {camera}: the city has cameras 0 to {}; fix: choose one of them",
+        params.cameras.saturating_sub(1)
+    );
+    let parsed =
+        size.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    let Some((width, height)) = parsed.filter(|&(w, h)| (64..=7680).contains(&w) && (64..=4320).contains(&h))
+    else {
+        anyhow::bail!(
+            "--size {size:?}: not WIDTHxHEIGHT between 64x64 and 7680x4320; fix: e.g. --size 1280x720"
+        );
+    };
+    let mut r = if anpr {
+        vigil_pipelines::render::Renderer::anpr(params, camera, width, height)?
+    } else {
+        vigil_pipelines::render::Renderer::new(params, camera, width, height)
+    };
+    let truth_path = out.with_extension("truth.jsonl");
+    let create = |p: &std::path::Path| {
+        std::fs::File::create(p)
+            .map(std::io::BufWriter::new)
+            .with_context(|| format!("{}: cannot create", p.display()))
+    };
+    let (mut video, mut truth) = (create(out)?, create(&truth_path)?);
+    let mut plates = std::collections::BTreeSet::new();
+    for _ in 0..frames {
+        let frame = r.next_frame();
+        video.write_all(frame.image.as_raw())?;
+        writeln!(truth, "{}", serde_json::to_string(&frame.truth)?)?;
+        plates.extend(frame.truth.into_iter().filter_map(|t| t.plate));
+    }
+    video.flush()?;
+    truth.flush()?;
+    eprintln!(
+        "{frames} frames of {width}x{height} to {} (truth: {}); {} plates drawn",
+        out.display(),
+        truth_path.display(),
+        plates.len()
+    );
+    Ok(())
 }
