@@ -189,6 +189,9 @@ pub struct HitConfig {
     /// Hits a previous run left undecided or decided, from its `hits` rows ([`restore`]): the
     /// book starts with them, so a restart loses no candidate and no confirmation.
     pub restore: std::sync::Arc<[RestoredHit]>,
+    /// Plate reads a previous run kept (`plate_reads` rows within the lookback): the join starts
+    /// with them, so an entry added after a restart still finds the reads of the last hours.
+    pub restore_reads: std::sync::Arc<[RecordBatch]>,
 }
 
 impl Default for HitConfig {
@@ -199,6 +202,7 @@ impl Default for HitConfig {
             lookback_ms: 86_400_000,
             min_score: 0.75,
             restore: std::sync::Arc::new([]),
+            restore_reads: std::sync::Arc::new([]),
         }
     }
 }
@@ -382,7 +386,9 @@ impl Book {
     fn matched(&mut self, c: Candidate, t: Time, diff: Diff, out: &mut HitRows) {
         if diff > 0 {
             match self.hits.get_mut(&c.hit_id) {
-                Some(h) if h.status == Status::Retracted => {
+                // (Not a match older than the retraction: a read a restart restored meeting
+                // the entry it matched before.)
+                Some(h) if h.status == Status::Retracted && t >= h.since => {
                     // The entry is back: the hit is a candidate again.
                     h.status = Status::Candidate;
                     Self::row(out, h, t, "candidate", "system", "the entry is back");

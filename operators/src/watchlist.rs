@@ -16,8 +16,9 @@
 //! with its line while the good rows load), and at run time from psql.
 
 use arrow::array::RecordBatch;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::ToStream;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::bridge::{Diff, Finalize, ToUpdates};
 use vigil_engine::error::ErrorSink;
@@ -361,12 +362,24 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
     ) -> WatchlistOut<'scope> {
         let (e1, e2, e3) = (errors.clone(), errors.clone(), errors.clone());
         let lookback = config.lookback_ms.max(1) as Time;
-        let reads: VecCollection<'scope, Time, (u64, ReadRec), Diff> =
-            self.into_inner().updates("PlateReads", move |batch, _t, out| {
+        let stream = self.into_inner();
+        // The reads a previous run kept, at their own times (before any live batch's), once.
+        let mut restored = Vec::new();
+        if stream.scope().index() == 0 {
+            for batch in config.restore_reads.iter() {
+                if let Err(e) = read_updates(batch, lookback, &mut restored) {
+                    errors.report("PlateReads (restored)", e);
+                }
+            }
+        }
+        let restored = restored.to_stream(stream.scope()).as_collection();
+        let reads: VecCollection<'scope, Time, (u64, ReadRec), Diff> = stream
+            .updates("PlateReads", move |batch, _t, out| {
                 if let Err(e) = read_updates(&batch.rows, lookback, out) {
                     e1.report("PlateReads", e);
                 }
-            });
+            })
+            .concat(restored);
         // Erased reads leave the join when they are erased.
         let reads = match erased {
             Some(erased) => {

@@ -469,6 +469,7 @@ impl Settings {
             lookback_ms: period(&config.hits.lookback).unwrap_or(reads_ms),
             min_score: *config.hits.min_score.get_ref() as f32,
             restore: std::sync::Arc::new([]),
+            restore_reads: std::sync::Arc::new([]),
         };
         Ok(Settings {
             tracker,

@@ -200,6 +200,7 @@ pub fn run_with(
         if !s.hits.restore.is_empty() {
             tracing::info!("{} hits taken up from the previous runs", s.hits.restore.len());
         }
+        s.hits.restore_reads = restore_reads(&opts.out, s.hits.lookback_ms)?.into();
         restored = s;
         &restored
     } else {
@@ -355,6 +356,42 @@ pub fn run_with(
 /// The configuration's watchlist entries (active from the start plus their offset) and the
 /// good rows of its watchlist CSV, loaded at `start_ms`; each refused row is reported with its
 /// line, and so is an entry that has expired already.
+/// The plate reads previous runs kept in `out` that are within `lookback_ms` of the newest: the
+/// watchlist join starts with them, so that an entry added after a restart finds them
+/// (retroactive search). Erased reads are not among them: erasure rewrites the files.
+fn restore_reads(
+    out: &std::path::Path,
+    lookback_ms: Millis,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    use vigil_operators::plate::{PlateReadCols, PlateReads};
+    let dir = out.join(PlateReads::NAME);
+    let all =
+        |b: &arrow::array::RecordBatch| Some(arrow::array::BooleanArray::from(vec![true; b.num_rows()]));
+    let batches =
+        vigil_engine::erase::select(&dir, &all).with_context(|| format!("reading {}", dir.display()))?;
+    let times = |b: &arrow::array::RecordBatch| -> anyhow::Result<Vec<Millis>> {
+        Ok(PlateReadCols::new(b)?.rows().map(|r| r.event_time).collect())
+    };
+    let mut newest = Millis::MIN;
+    for b in &batches {
+        newest = times(b)?.into_iter().fold(newest, Millis::max);
+    }
+    let mut kept = Vec::new();
+    for b in &batches {
+        let keep: arrow::array::BooleanArray =
+            times(b)?.into_iter().map(|t| Some(t.saturating_add(lookback_ms) > newest)).collect();
+        let b = arrow::compute::filter_record_batch(b, &keep)?;
+        if b.num_rows() > 0 {
+            kept.push(b);
+        }
+    }
+    let n: usize = kept.iter().map(|b| b.num_rows()).sum();
+    if n > 0 {
+        tracing::info!("{n} plate reads of the previous runs taken up by the watchlist join");
+    }
+    Ok(kept)
+}
+
 fn watchlist_entries(settings: &Settings, start_ms: Millis) -> anyhow::Result<Vec<WatchEntry>> {
     let mut entries: Vec<WatchEntry> = settings
         .watchlist
