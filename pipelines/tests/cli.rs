@@ -485,7 +485,38 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
     let before = count("12345-ب-6");
     assert!(before >= 10, "{before} rows of the plate");
     let other = count("4821-د-33");
-    let shown = run(vigil().args(["plate", "show", "12345-B-6", "--out"]).arg(&out));
+    // The CLI logs in like psql: the demo's one account (an admin), its password in
+    // VIGIL_PASSWORD. A wrong password or an analyst is refused, and nothing is erased.
+    let admin = |cmd: &mut Command| {
+        run(cmd.env("VIGIL_PG_PASSWORD", "admin-pw-1234").env("VIGIL_PASSWORD", "admin-pw-1234"))
+    };
+    let wrong = run(vigil()
+        .args(["plate", "erase", "12345-B-6", "--out"])
+        .arg(&out)
+        .env("VIGIL_PG_PASSWORD", "admin-pw-1234")
+        .env("VIGIL_PASSWORD", "not-the-password"));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && said.contains("wrong password for vigil"), "{said}");
+    let config = tmp.path().join("city.toml");
+    std::fs::write(
+        &config,
+        "[city]\nfps = 5.0\n\n[[users]]\nname = \"amina\"\nrole = \"analyst\"\npassword_env = \"PW_AMINA\"\n",
+    )
+    .unwrap();
+    let analyst = run(vigil()
+        .args(["plate", "erase", "12345-B-6", "--user", "amina", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .env("PW_AMINA", "amina-pw-123")
+        .env("VIGIL_PASSWORD", "amina-pw-123"));
+    let said = String::from_utf8_lossy(&analyst.stderr);
+    assert!(
+        !analyst.status.success() && said.contains("amina's role is analyst; only admins and auditors"),
+        "{said}"
+    );
+    assert_eq!(count("12345-ب-6"), before, "a refused request erased rows");
+    let shown = admin(vigil().args(["plate", "show", "12345-B-6", "--out"]).arg(&out));
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success() && text.contains("parquet plate_reads"), "{text}");
     let reads: i64 = text
@@ -495,13 +526,13 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(reads >= 5, "{text}");
-    let erased = run(vigil().args(["plate", "erase", "12345 | ب | 6", "--out"]).arg(&out));
+    let erased = admin(vigil().args(["plate", "erase", "12345 | ب | 6", "--out"]).arg(&out));
     assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
     // No hit was confirmed: nothing of the plate is left (but its watchlist entry), and nothing
     // of another plate went.
     assert_eq!(count("12345-ب-6"), 0, "{}", String::from_utf8_lossy(&erased.stdout));
     assert_eq!(count("4821-د-33"), other);
-    let verify = run(vigil().args(["audit", "verify", "--out"]).arg(&out));
+    let verify = admin(vigil().args(["audit", "verify", "--out"]).arg(&out));
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
     assert!(

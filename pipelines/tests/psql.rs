@@ -309,6 +309,8 @@ fn audit_verify(out: &Path) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["audit", "verify", "--out"])
         .arg(out)
+        .env("VIGIL_PG_PASSWORD", PASSWORD)
+        .env("VIGIL_PASSWORD", PASSWORD)
         .output()
         .expect("vigil runs");
     (

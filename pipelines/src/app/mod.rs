@@ -478,6 +478,70 @@ pub fn audit_path(out: &std::path::Path) -> PathBuf {
     out.join("audit").join("audit.log")
 }
 
+/// The password of `user`, from the environment variable `var` the configuration names.
+fn password_of(user: &str, var: &str) -> anyhow::Result<String> {
+    let password = std::env::var(var).map_err(|_| {
+        anyhow::anyhow!(
+            "the psql account {user} needs a password: set the environment variable {var} (there is no anonymous access)"
+        )
+    })?;
+    if password.len() < 8 {
+        bail!("{var} (the password of {user}) is shorter than 8 characters; choose a longer password");
+    }
+    Ok(password)
+}
+
+/// The accounts of a configuration: its `[[users]]` with their roles, or, when it has none, the
+/// one admin `server.pg_user`; with the name of the variable holding each password.
+fn account_names(server: &crate::settings::ServerSettings) -> Vec<(String, vigil_sql::roles::Role, String)> {
+    if server.users.is_empty() {
+        vec![(server.pg_user.clone(), vigil_sql::roles::Role::Admin, server.pg_password_env.clone())]
+    } else {
+        server.users.clone()
+    }
+}
+
+/// Logs a person in on the command line, against the accounts psql uses: `user` (or the only
+/// account, when there is one) with the password in `VIGIL_PASSWORD`. Refused unless `allowed`
+/// admits the account's role (`who_may` says which do); `what` names the command for errors.
+pub fn cli_login(
+    settings: &Settings,
+    user: Option<&str>,
+    allowed: fn(vigil_sql::roles::Role) -> bool,
+    who_may: &str,
+    what: &str,
+) -> anyhow::Result<(String, vigil_sql::roles::Role)> {
+    let accounts = account_names(&settings.server);
+    let (name, role, var) = match user {
+        Some(user) => accounts.iter().find(|(n, ..)| n == user).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what}: no account {user:?} in the configuration; fix: give --user one of its [[users]]"
+            )
+        })?,
+        None if accounts.len() == 1 => &accounts[0],
+        None => bail!(
+            "{what}: say who you are; fix: give --user NAME (an account of the configuration's [[users]])"
+        ),
+    };
+    let given = std::env::var("VIGIL_PASSWORD").map_err(|_| {
+        anyhow::anyhow!(
+            "{what}: no password; fix: set VIGIL_PASSWORD to {name}'s password (as psql asks for it)"
+        )
+    })?;
+    let password = password_of(name, var)?;
+    // Compared without an early exit, so that the time taken says nothing of how much of the
+    // password was right (three lines; not worth a dependency).
+    let differs = given.len() != password.len()
+        || given.bytes().zip(password.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0;
+    if differs {
+        bail!("{what}: wrong password for {name}");
+    }
+    if !allowed(*role) {
+        bail!("{what}: {name}'s role is {role}; only {who_may} may; fix: ask one of them");
+    }
+    Ok((name.clone(), *role))
+}
+
 fn start_pg_server(
     addr: &str,
     settings: &Settings,
@@ -485,36 +549,13 @@ fn start_pg_server(
     audit: Option<Arc<AuditLog>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
-    let password_of = |user: &str, var: &str| -> anyhow::Result<String> {
-        let password = std::env::var(var).map_err(|_| {
-            anyhow::anyhow!(
-                "the psql account {user} needs a password: set the environment variable {var} (there is no anonymous access)"
-            )
-        })?;
-        if password.len() < 8 {
-            bail!("{var} (the password of {user}) is shorter than 8 characters; choose a longer password");
-        }
-        Ok(password)
-    };
-    let accounts = if server.users.is_empty() {
-        vec![vigil_sql::server::Account {
-            user: server.pg_user.clone(),
-            password: password_of(&server.pg_user, &server.pg_password_env)?,
-            role: vigil_sql::roles::Role::Admin,
-        }]
-    } else {
-        server
-            .users
-            .iter()
-            .map(|(user, role, var)| {
-                Ok(vigil_sql::server::Account {
-                    user: user.clone(),
-                    password: password_of(user, var)?,
-                    role: *role,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let accounts = account_names(server)
+        .into_iter()
+        .map(|(user, role, var)| {
+            let password = password_of(&user, &var)?;
+            Ok(vigil_sql::server::Account { user, password, role })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;

@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vigil_operators::alerts::AlertBus;
 use vigil_pipelines::app::{self, Progress, RunOptions, Summary};
 use vigil_pipelines::settings::Settings;
+use vigil_sql::roles::Role;
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Stream-processing engine for city camera analytics")]
@@ -217,6 +218,9 @@ enum PlateCommand {
     Show {
         /// The plate, in any reading (`12345-B-6`, `12345 | ب | 6`).
         plate: String,
+        /// Who asks: an admin or auditor of the configuration (password in VIGIL_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
         /// The output directory (default: the configuration's, else `vigil-out`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -228,6 +232,9 @@ enum PlateCommand {
     Erase {
         /// The plate, in any reading.
         plate: String,
+        /// Who asks: an admin or auditor of the configuration (password in VIGIL_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
         /// The output directory (default: the configuration's, else `vigil-out`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -245,6 +252,9 @@ enum AuditCommand {
         /// The log (default: `audit/audit.log` under the output directory).
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Who checks: an auditor or admin of the configuration (password in VIGIL_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
         /// The configuration whose output directory holds the log (`[sinks] out`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -402,14 +412,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Plate { what } => {
-            let (plate, out, config, erase) = match what {
+            let (plate, out, config, user, erase) = match what {
                 PlateCommand::Read { .. } | PlateCommand::Eval { .. } => unreachable!("handled above"),
-                PlateCommand::Show { plate, out, config } => (plate, out, config, false),
-                PlateCommand::Erase { plate, out, config } => (plate, out, config, true),
+                PlateCommand::Show { plate, out, config, user } => (plate, out, config, user, false),
+                PlateCommand::Erase { plate, out, config, user } => (plate, out, config, user, true),
             };
+            let settings = match &config {
+                Some(config) => Settings::load(config)?,
+                None => Settings::embedded(),
+            };
+            let what = if erase { "vigil plate erase" } else { "vigil plate show" };
+            let (user, _) = app::cli_login(
+                &settings,
+                user.as_deref(),
+                Role::may_request_subject,
+                "admins and auditors",
+                what,
+            )?;
             let out = match (out, config) {
                 (Some(out), _) => out,
-                (None, Some(config)) => Settings::load(&config)?.out,
+                (None, Some(_)) => settings.out.clone(),
                 (None, None) => PathBuf::from("vigil-out"),
             };
             if !out.is_dir() {
@@ -427,21 +449,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 request.show(&retained, Some(&out)).map_err(anyhow::Error::msg)?
             };
             let audit = vigil_engine::audit::AuditLog::open(&app::audit_path(&out))?;
-            let user = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
             let found =
                 rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ");
             let (action, key) = if erase { ("plate.erase", "erased") } else { ("plate.show", "found") };
-            audit.record(&user, action, &audit.digest(request.plate()), &[(key, &found)]);
+            audit.record(&user, action, &audit.digest(request.plate()), &[(key, &found), ("via", "cli")]);
             for r in rows.iter().filter(|r| r[1] != "memory") {
                 println!("{:<10} {:<32} {:>8}  {}", r[0], r[1], r[2], r[3]);
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Audit { what: AuditCommand::Verify { log, config, out } } => {
+        Command::Audit { what: AuditCommand::Verify { log, config, out, user } } => {
+            let settings = match &config {
+                Some(config) => Settings::load(config)?,
+                None => Settings::embedded(),
+            };
+            // Verifying shows no record, only where the chain breaks: auditors and admins.
+            let may = |r: Role| r.may_read_audit() || r == Role::Admin;
+            app::cli_login(&settings, user.as_deref(), may, "auditors and admins", "vigil audit verify")?;
             let log = match (log, out, config) {
                 (Some(log), _, _) => log,
                 (None, Some(out), _) => app::audit_path(&out),
-                (None, None, Some(config)) => app::audit_path(&Settings::load(&config)?.out),
+                (None, None, Some(_)) => app::audit_path(&settings.out),
                 (None, None, None) => app::audit_path(Path::new("vigil-out")),
             };
             if !log.is_file() {
