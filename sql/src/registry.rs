@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use timely::dataflow::channels::pact::Pipeline;
@@ -826,6 +827,34 @@ impl Registry {
     /// time limit (its result counts against the pool), at most [`Limits::concurrent_queries`]
     /// at once; dropping the returned future (its client went away) stops it.
     pub async fn query(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.query_with(sql, role, None).await
+    }
+
+    /// [`Registry::query`] of a statement with parameters (`$1`, `$2`, … in `sql`), bound to
+    /// `params` in their text form: each is read as the type the plan gives its place (a zone
+    /// name as text, a score as a float), never spliced into the SQL.
+    pub async fn query_with(
+        &self,
+        sql: &str,
+        role: Role,
+        params: Option<Vec<Option<String>>>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        match self.on_query_thread(sql, role, Job::Run(params)).await? {
+            Outcome::Rows(schema, batches) => Ok((schema, batches)),
+            Outcome::Described(..) => Err(SqlError::Internal("a query was described, not run".into())),
+        }
+    }
+
+    /// What a query would return and what its parameters are, without running it: the result's
+    /// schema and each parameter's type (`$1` first; `None` where the plan does not say).
+    pub async fn describe(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
+        match self.on_query_thread(sql, role, Job::Describe).await? {
+            Outcome::Described(schema, params) => Ok((schema, params)),
+            Outcome::Rows(..) => Err(SqlError::Internal("a query was run, not described".into())),
+        }
+    }
+
+    async fn on_query_thread(&self, sql: &str, role: Role, job: Job) -> Result<Outcome> {
         let limits = self.limits.clone();
         let deadline = tokio::time::Instant::now() + limits.query_timeout;
         let timeout = limits.query_timeout;
@@ -841,7 +870,7 @@ impl Registry {
             .await
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
-        let tables = self.query_tables(role)?;
+        let tables = self.query_tables(role, matches!(job, Job::Run(_)))?;
         let hidden: Vec<String> = self.hidden_tables(role);
         let udfs = crate::functions::text_udfs(&self.streams);
         let stop = Arc::new(AtomicBool::new(false));
@@ -863,7 +892,7 @@ impl Registry {
                     Ok(rt) => rt,
                     Err(e) => return drop(tx.send(Err(SqlError::Internal(e.to_string())))),
                 };
-                let run = run_query(tables, udfs, &sql, &limits, &stop);
+                let run = run_query(tables, udfs, &sql, &limits, &stop, job);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -899,7 +928,8 @@ impl Registry {
 
     /// What ad-hoc queries read: every stream's retained batches, the reference tables, and
     /// the rules' current contents.
-    fn query_tables(&self, role: Role) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
+    /// Without `rows`, only their schemas (to describe a query).
+    fn query_tables(&self, role: Role, rows: bool) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
         let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
         let mut tables: Vec<(String, SchemaRef, Vec<RecordBatch>)> = Vec::new();
         if role.may_read_audit()
@@ -907,6 +937,15 @@ impl Registry {
         {
             let (schema, rows) = crate::audit_table::read(path).map_err(|e| internal(&e))?;
             tables.push((AUDIT_TABLE.to_owned(), schema, vec![rows]));
+        }
+        if !rows {
+            for info in self.streams.all().filter(|i| role.may_read_stream(i)) {
+                tables.push((info.name.to_owned(), Arc::clone(&info.schema), Vec::new()));
+            }
+            for e in self.list().into_iter().filter(|e| self.may_read_rule(role, &e.rule)) {
+                tables.push((e.rule.name.clone(), unique_names(&e.rule.schema), Vec::new()));
+            }
+            return Ok(tables);
         }
         {
             let r = self.retained.lock().expect("retained");
@@ -935,13 +974,28 @@ impl Registry {
 }
 
 /// Plans and runs an ad-hoc query over `tables` within `limits`, until `stop`.
+/// What a query thread does with the statement.
+enum Job {
+    /// Run it, with these parameters (text form) if it has any.
+    Run(Option<Vec<Option<String>>>),
+    /// Plan it only: its result's schema and its parameters' types.
+    Describe,
+}
+
+/// What a query thread answers.
+enum Outcome {
+    Rows(SchemaRef, Vec<RecordBatch>),
+    Described(SchemaRef, Vec<Option<DataType>>),
+}
+
 async fn run_query(
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
     udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
     sql: &str,
     limits: &Limits,
     stop: &AtomicBool,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    job: Job,
+) -> Result<Outcome> {
     use futures::StreamExt;
     let df_err = |e: datafusion::error::DataFusionError| {
         let text = e.to_string();
@@ -977,6 +1031,45 @@ async fn run_query(
         check_depth(st, limits, source)?;
     }
     let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+    let types = plan.get_parameter_types().map_err(df_err)?;
+    let param = |i: usize| types.get(&format!("${}", i + 1)).cloned().flatten();
+    let plan = match job {
+        Job::Describe => {
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            return Ok(Outcome::Described(schema, (0..types.len()).map(param).collect()));
+        }
+        Job::Run(None) => plan,
+        Job::Run(Some(values)) => {
+            if values.len() != types.len() {
+                return Err(SqlError::user(
+                    None,
+                    format!("the statement has {} parameters, {} were given", types.len(), values.len()),
+                    "give one value per $n placeholder",
+                )
+                .kind(Kind::Invalid));
+            }
+            let scalars = values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let t = param(i).unwrap_or(DataType::Utf8);
+                    match v {
+                        None => ScalarValue::try_from(&t),
+                        Some(text) => ScalarValue::try_from_string(text, &t),
+                    }
+                    .map_err(|e| {
+                        SqlError::user(
+                            None,
+                            format!("parameter ${}: {e}", i + 1),
+                            format!("give a value of type {t} for ${}", i + 1),
+                        )
+                        .kind(Kind::Invalid)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            plan.with_param_values(scalars).map_err(df_err)?
+        }
+    };
     let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await.map_err(df_err)?;
@@ -992,7 +1085,7 @@ async fn run_query(
         }
         batches.push(b);
     }
-    Ok((schema, batches))
+    Ok(Outcome::Rows(schema, batches))
 }
 
 fn over_memory(limits: &Limits) -> SqlError {

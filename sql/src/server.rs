@@ -1,6 +1,7 @@
-//! The PostgreSQL wire-protocol endpoint (pgwire): what analysts reach with `psql`.
+//! The PostgreSQL wire-protocol endpoint (pgwire): what analysts reach with `psql`, and drivers
+//! with the extended protocol ([`extended`]: prepared statements with parameters).
 //!
-//! Statements (simple query protocol, several per query string allowed):
+//! Statements (several per query string in the simple protocol):
 //! - `CREATE RULE name [WITH (severity = 'high', backfill = '10 minutes', emit = 'updates')] AS SELECT ...`
 //! - `DROP RULE [IF EXISTS] name`, `SHOW RULES`, `EXPLAIN RULE name`
 //! - `SUBSCRIBE [TO] name` (or `COPY (SUBSCRIBE name) TO STDOUT`): the rule's current contents,
@@ -10,6 +11,10 @@
 //!   events of each stream, the reference tables, and each runtime rule by its name.
 //! - `INSERT INTO watchlist (…) VALUES …`, `DELETE FROM watchlist WHERE plate = …`: the tables
 //!   whose definition lets users change them, checked by it ([`Registry::write`]).
+//! - `BEGIN`, `COMMIT`, `ROLLBACK`, `SET`: accepted, doing nothing (no transactions: each
+//!   statement takes effect at once); `SHOW` of the settings drivers ask for.
+//!
+//! A cancel request stops the statement running, a `SUBSCRIBE` too.
 //!
 //! Authentication is SCRAM-SHA-256 against the configured accounts, each with its role
 //! ([`crate::roles`]: what it may read and change); there is no anonymous access.
@@ -31,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, StreamExt, stream};
@@ -39,12 +44,14 @@ use pgwire::api::PgWireConnectionState;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
-use pgwire::api::query::SimpleQueryHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::Format;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::CopyData;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -57,6 +64,8 @@ use crate::error::SqlError;
 use crate::registry::{Registry, unique_names};
 use crate::roles::Role;
 use crate::rule::{split_statements, statement_words};
+
+mod extended;
 
 /// An account of the endpoint: its own credentials and role.
 #[derive(Clone)]
@@ -116,6 +125,10 @@ impl Default for Edge {
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: Credentials, edge: Edge) {
     let credentials = Arc::new(credentials);
     let failures = Arc::new(Failures::default());
+    // Query cancellation (psql's Ctrl-C, a driver's cancel): a CancelRequest on a new connection
+    // names a session by its key; the statement it runs, a SUBSCRIBE too, is stopped.
+    let sessions = Arc::new(ConnectionManager::new());
+    let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&sessions)));
     let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections.max(1)));
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -150,11 +163,17 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
                 watch,
                 audit: edge.audit.clone(),
                 credentials: Arc::clone(&credentials),
+                parser: Arc::new(extended::Parser {
+                    registry: Arc::clone(&registry),
+                    credentials: Arc::clone(&credentials),
+                }),
             }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
             authed: Arc::clone(&authed),
             audit: edge.audit.clone(),
+            sessions: Arc::clone(&sessions),
+            cancel: Arc::clone(&cancel),
         });
         let auth_timeout = edge.auth_timeout;
         tokio::spawn(async move {
@@ -263,10 +282,20 @@ struct Factory {
     failures: Arc<Failures>,
     authed: Arc<AtomicBool>,
     audit: Option<Arc<AuditLog>>,
+    sessions: Arc<ConnectionManager>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Factory {
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
         Arc::clone(&self.session)
     }
 
@@ -275,7 +304,8 @@ impl PgWireServerHandlers for Factory {
         scram.set_iterations(ITERATIONS);
         Arc::new(Login {
             inner: SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
-                .with_scram(scram),
+                .with_scram(scram)
+                .with_connection_manager(Arc::clone(&self.sessions)),
             failures: Arc::clone(&self.failures),
             authed: Arc::clone(&self.authed),
             audit: self.audit.clone(),
@@ -337,6 +367,25 @@ struct Session {
     watch: tokio::net::TcpStream,
     audit: Option<Arc<AuditLog>>,
     credentials: Arc<Credentials>,
+    /// Plans the statements clients prepare (the extended protocol).
+    parser: Arc<extended::Parser>,
+}
+
+/// The value of a server setting drivers ask for with `SHOW` (upper case name), if it is one.
+fn server_parameter(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "SERVER_VERSION" => "16.0",
+        "SERVER_ENCODING" | "CLIENT_ENCODING" => "UTF8",
+        "TRANSACTION_ISOLATION" | "DEFAULT_TRANSACTION_ISOLATION" => "read committed",
+        "STANDARD_CONFORMING_STRINGS" | "INTEGER_DATETIMES" => "on",
+        "DATESTYLE" => "ISO, MDY",
+        "TIMEZONE" => "UTC",
+        "SEARCH_PATH" => "public",
+        "IS_SUPERUSER" => "off",
+        "MAX_IDENTIFIER_LENGTH" => "63",
+        "APPLICATION_NAME" => "",
+        _ => return None,
+    })
 }
 
 fn denied(role: Role, what: &str) -> Response {
@@ -395,6 +444,12 @@ impl SimpleQueryHandler for Session {
             let r = self.statement(&st.text, &st.blanked, &user, role).await;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
+            // A SUBSCRIBE that opens the query string is streamed here, each change as it comes
+            // (after it, the statements' answers would come out of order: a later one waits).
+            let r = match r {
+                Response::CopyOut(copy) if out.is_empty() => stream_copy_out(client, copy).await?,
+                r => r,
+            };
             out.push(r);
             if failed {
                 break;
@@ -472,6 +527,19 @@ impl Session {
                 }
             }
             ("SHOW", "RULES") => self.show_rules(role),
+            // No transactions: each statement takes effect at once, reads see the state as it is.
+            // The words drivers send around their statements are accepted as such.
+            ("BEGIN" | "START", _) => Response::Execution(Tag::new(if upper(&w, 0) == "BEGIN" {
+                "BEGIN"
+            } else {
+                "START TRANSACTION"
+            })),
+            ("COMMIT" | "END", _) => Response::Execution(Tag::new("COMMIT")),
+            ("ROLLBACK" | "ABORT", _) => Response::Execution(Tag::new("ROLLBACK")),
+            ("SET" | "RESET" | "DISCARD", _) => Response::Execution(Tag::new(&upper(&w, 0))),
+            ("SHOW", p) if server_parameter(p).is_some() => {
+                text_response(&[&p.to_ascii_lowercase()], vec![vec![server_parameter(p).map(str::to_owned)]])
+            }
             ("SHOW" | "ERASE", kind) if !kind.is_empty() => {
                 let erase = upper(&w, 0) == "ERASE";
                 if !role.may_request_subject() {
@@ -529,7 +597,7 @@ impl Session {
                     }
                 };
                 match r {
-                    Ok((schema, batches)) => batches_response(&schema, &batches),
+                    Ok((schema, batches)) => batches_response(&schema, &batches, &Format::UnifiedText),
                     Err(e) => user_error(e),
                 }
             }
@@ -584,6 +652,44 @@ impl Session {
         let data = stream::iter(first.into_iter().map(Ok)).chain(live);
         Response::CopyOut(CopyResponse::new(0, columns, data))
     }
+}
+
+/// Sends a COPY's rows as they come, flushing whenever the rows at hand are sent (pgwire's own
+/// sender only queues them, so a live subscription's changes would wait for a full buffer);
+/// answers the `COPY n` tag that ends it.
+async fn stream_copy_out<C>(client: &mut C, copy: CopyResponse) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::SinkExt;
+    use pgwire::messages::copy::{CopyDone, CopyFail, CopyOutResponse};
+    let formats = copy.column_formats();
+    let CopyResponse { format, columns, data_stream, .. } = copy;
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(format, columns as i16, formats)))
+        .await?;
+    let mut rows = 0usize;
+    let mut chunks = data_stream.ready_chunks(1024);
+    while let Some(chunk) = chunks.next().await {
+        for item in chunk {
+            match item {
+                Ok(data) if data.data.is_empty() => {}
+                Ok(data) => {
+                    rows += 1;
+                    client.feed(PgWireBackendMessage::CopyData(data)).await?;
+                }
+                Err(e) => {
+                    client.send(PgWireBackendMessage::CopyFail(CopyFail::new(e.to_string()))).await?;
+                    return Err(e);
+                }
+            }
+        }
+        client.flush().await?;
+    }
+    client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
 }
 
 /// A subscription's live changes as COPY rows. A subscriber that falls behind by more than the
@@ -695,26 +801,58 @@ fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))
 }
 
-fn batches_response(schema: &SchemaRef, batches: &[RecordBatch]) -> Response {
+/// Rows in the formats the client asked for: text as Arrow displays values (booleans as `t`
+/// and `f`), binary as PostgreSQL's own encoding of the column's type.
+fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format) -> Response {
+    use datafusion::arrow::array::{AsArray, BooleanArray};
+    use datafusion::arrow::datatypes::{Float32Type, Float64Type, Int16Type, Int32Type, Int64Type};
     let schema = unique_names(schema);
-    let fields: Arc<Vec<FieldInfo>> = Arc::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), FieldFormat::Text))
-            .collect(),
-    );
+    let fields: Vec<(String, Type)> =
+        schema.fields().iter().map(|f| (f.name().clone(), pg_type(f.data_type()))).collect();
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(extended::fields(&fields, format));
     let options = FormatOptions::default();
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
     let mut rows: Vec<PgWireResult<_>> = Vec::new();
     for b in batches {
         let formatters: Vec<_> =
             b.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
+        // A binary column as the Arrow type its PostgreSQL type is encoded from (None: as text).
+        let binary: Vec<Option<ArrayRef>> = b
+            .columns()
+            .iter()
+            .zip(fields.iter())
+            .map(|(c, f)| {
+                let to = match (f.format(), f.datatype()) {
+                    (FieldFormat::Binary, &Type::BOOL) => DataType::Boolean,
+                    (FieldFormat::Binary, &Type::INT2) => DataType::Int16,
+                    (FieldFormat::Binary, &Type::INT4) => DataType::Int32,
+                    (FieldFormat::Binary, &Type::INT8) => DataType::Int64,
+                    (FieldFormat::Binary, &Type::FLOAT4) => DataType::Float32,
+                    (FieldFormat::Binary, &Type::FLOAT8) => DataType::Float64,
+                    _ => return None,
+                };
+                datafusion::arrow::compute::cast(c, &to).ok()
+            })
+            .collect();
         for i in 0..b.num_rows() {
             let row = (|| {
-                for (c, f) in b.columns().iter().zip(&formatters) {
-                    let v: Option<String> = c.is_valid(i).then(|| pg_text(c.as_ref(), f, i));
-                    encoder.encode_field(&v)?;
+                for ((c, f), bin) in b.columns().iter().zip(&formatters).zip(&binary) {
+                    let Some(a) = bin.as_ref().filter(|_| c.is_valid(i)) else {
+                        let v: Option<String> = c.is_valid(i).then(|| pg_text(c.as_ref(), f, i));
+                        encoder.encode_field(&v)?;
+                        continue;
+                    };
+                    match a.data_type() {
+                        DataType::Boolean => encoder
+                            .encode_field(&a.as_any().downcast_ref::<BooleanArray>().map(|b| b.value(i)))?,
+                        DataType::Int16 => encoder.encode_field(&a.as_primitive::<Int16Type>().value(i))?,
+                        DataType::Int32 => encoder.encode_field(&a.as_primitive::<Int32Type>().value(i))?,
+                        DataType::Int64 => encoder.encode_field(&a.as_primitive::<Int64Type>().value(i))?,
+                        DataType::Float32 => {
+                            encoder.encode_field(&a.as_primitive::<Float32Type>().value(i))?
+                        }
+                        _ => encoder.encode_field(&a.as_primitive::<Float64Type>().value(i))?,
+                    }
                 }
                 Ok(encoder.take_row())
             })();
