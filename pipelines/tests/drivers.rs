@@ -1,0 +1,184 @@
+//! PostgreSQL drivers other than psql against a running demo city: psycopg 3 (PyPI, with
+//! parameters, server-side binding) and Rust's `tokio-postgres` (prepared statements, binary
+//! results), both over the extended query protocol; answers checked against the same queries
+//! through psql's simple protocol.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const PASSWORD: &str = "drivers-test-password";
+
+struct City {
+    child: Child,
+    port: u16,
+}
+
+impl City {
+    fn start(dir: &Path) -> City {
+        let (child, port, _log) = common::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .args(["demo", "--duration", "120", "--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
+                .env("VIGIL_PG_PASSWORD", PASSWORD)
+                .current_dir(dir)
+                .stdout(Stdio::null()),
+        );
+        City { child, port }
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        common::psql_try(self.port, PASSWORD, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for City {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the demo has density rows for gate-a (its first window closes after a few seconds).
+fn wait_for_density(city: &City) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while city.psql("SELECT count(*) FROM zone_density WHERE zone = 'gate-a'").trim() == "0" {
+        assert!(std::time::Instant::now() < deadline, "no zone_density rows for gate-a");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn psycopg_binds_parameters_streams_a_subscription_and_inserts_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = City::start(dir.path());
+    wait_for_density(&city);
+    let script = r#"
+import sys, time, psycopg
+port, password = sys.argv[1], sys.argv[2]
+with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil", autocommit=True) as conn:
+    cur = conn.cursor()
+    # Server-side binding: the extended protocol, $1 in the statement, the value apart.
+    cur.execute("SELECT zone, persons FROM zone_density WHERE zone = %s", ("gate-a",))
+    rows = cur.fetchall()
+    assert rows and all(z == "gate-a" for z, _ in rows), rows
+    assert all(isinstance(p, float) for _, p in rows), rows
+    print("zone", len(rows))
+    # A value that would be SQL if it were spliced in is only a value.
+    cur.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a' OR '1'='1",))
+    print("injection", cur.fetchone()[0])
+    cur.execute("SELECT count(*) FROM zone_density WHERE persons >= %s", (0.0,))
+    print("numeric", cur.fetchone()[0] > 0)
+    # A statement vigil answers itself, with parameters: a watchlist entry.
+    cur.execute(
+        "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES (%s, %s, %s, %s, %s)",
+        ("777-B-7", "stolen vehicle", "DGSN-2026-00777 (it's quoted)", "DGSN Rabat", "2026-09-01T00:00:00Z"),
+    )
+    # (The engine applies it at its next step.)
+    for _ in range(100):
+        row = cur.execute("SELECT legal_basis FROM watchlist WHERE plate = %s", ("777-ب-7",)).fetchone()
+        if row:
+            break
+        time.sleep(0.1)
+    print("inserted", row[0] if row else None)
+# Autocommit off: psycopg wraps statements in BEGIN ... COMMIT, which vigil accepts.
+with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil") as conn:
+    print("transaction", conn.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("fan-zone",)).fetchone()[0] > 0)
+# A SUBSCRIBE-style stream: the rule's rows, then its changes, as COPY rows. Leaving it early
+# (an exception out of the block) makes psycopg send a cancel request, which stops it on the
+# server; the connection then serves the next statement.
+class Enough(Exception):
+    pass
+with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil", autocommit=True) as conn:
+    lines = []
+    try:
+        with conn.cursor().copy("COPY (SUBSCRIBE dense_gate) TO STDOUT") as copy:
+            for block in copy:
+                lines += bytes(block).decode().splitlines()
+                if len(lines) >= 3:
+                    raise Enough()
+    except Enough:
+        pass
+    print("subscribe", len(lines), lines[0].count("\t"))
+    print("after", conn.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a",)).fetchone()[0] > 0)
+"#;
+    city.psql(
+        "CREATE RULE dense_gate AS SELECT zone, window_end, persons FROM zone_density WHERE zone = 'gate-a'",
+    );
+    let out = Command::new(common::python())
+        .args(["-c", script, &city.port.to_string(), PASSWORD])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let said = |key: &str| -> String {
+        stdout.lines().find_map(|l| l.strip_prefix(&format!("{key} "))).unwrap_or_default().to_owned()
+    };
+    // The oracle: the same query through psql's simple protocol, with the value in the text.
+    // (The demo goes on meanwhile: as many rows or more.)
+    let psql_rows: usize =
+        city.psql("SELECT count(*) FROM zone_density WHERE zone = 'gate-a'").trim().parse().unwrap();
+    let bound: usize = said("zone").parse().unwrap();
+    assert!(bound > 0 && bound <= psql_rows, "psycopg {bound} rows, psql {psql_rows}");
+    assert_eq!(said("injection"), "0");
+    assert_eq!(said("numeric"), "True");
+    assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
+    assert_eq!(said("transaction"), "True");
+    // time, diff, zone, window_end, persons: four tabs.
+    assert_eq!(said("subscribe"), "3 4", "{stdout}");
+    assert_eq!(said("after"), "True", "{stdout}");
+}
+
+#[test]
+fn tokio_postgres_runs_a_prepared_statement_with_binary_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = City::start(dir.path());
+    wait_for_density(&city);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (columns, rows, named) = rt.block_on(async {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(city.port)
+            .user("vigil")
+            .password(PASSWORD)
+            .dbname("vigil")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("tokio-postgres logs in with SCRAM");
+        tokio::spawn(conn);
+        let stmt = client
+            .prepare("SELECT zone, count(*) AS windows, max(persons) AS most FROM zone_density WHERE zone = $1 GROUP BY zone")
+            .await
+            .expect("prepared");
+        let columns: Vec<(String, String)> =
+            stmt.columns().iter().map(|c| (c.name().to_owned(), c.type_().name().to_owned())).collect();
+        let params: Vec<String> = stmt.params().iter().map(|t| t.name().to_owned()).collect();
+        assert_eq!(params, ["text"]);
+        let mut rows = Vec::new();
+        for zone in ["gate-a", "fan-zone", "nowhere"] {
+            for r in client.query(&stmt, &[&zone]).await.expect("runs") {
+                rows.push((r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, f64>(2)));
+            }
+        }
+        let err = client.query("SELECT nope FROM zone_density", &[]).await.expect_err("a bad column");
+        let named = err.as_db_error().map(|e| (e.code().code().to_owned(), e.message().to_owned()));
+        (columns, rows, named)
+    });
+    assert_eq!(
+        columns,
+        [
+            ("zone".into(), "varchar".into()),
+            ("windows".into(), "int8".into()),
+            ("most".into(), "float8".into())
+        ]
+    );
+    let zones: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(zones, ["gate-a", "fan-zone"], "{rows:?}");
+    // The oracle: psql's count for gate-a, taken after, is at least the prepared statement's.
+    let psql_count: i64 =
+        city.psql("SELECT count(*) FROM zone_density WHERE zone = 'gate-a'").trim().parse().unwrap();
+    assert!(rows[0].1 > 0 && rows[0].1 <= psql_count && rows[0].2 >= 0.0, "{rows:?} psql {psql_count}");
+    let (code, message) = named.expect("a database error");
+    assert!(code == "42000" || code.starts_with("42"), "{code} {message}");
+    assert!(message.contains("nope"), "{message}");
+}
