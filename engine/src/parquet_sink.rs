@@ -140,6 +140,9 @@ struct OpenFile {
     tmp: PathBuf,
     path: PathBuf,
     opened: Instant,
+    /// The file's prefix (what its committed rows are counted under) and rows so far.
+    prefix: String,
+    rows: u64,
     _cap: Capability<Time>,
 }
 
@@ -197,8 +200,18 @@ impl PartitionWriter {
                 |source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source },
             )?;
             let at = (part.max(0) as Time).max(*cap.time());
-            self.open
-                .insert(part, OpenFile { writer, tmp, path, opened: Instant::now(), _cap: cap.delayed(&at) });
+            self.open.insert(
+                part,
+                OpenFile {
+                    writer,
+                    tmp,
+                    path,
+                    opened: Instant::now(),
+                    prefix: c.prefix.clone(),
+                    rows: 0,
+                    _cap: cap.delayed(&at),
+                },
+            );
         }
         Ok(self.open.get_mut(&part).expect("inserted above"))
     }
@@ -229,6 +242,7 @@ impl PartitionWriter {
 
     fn append(&mut self, part: Millis, rows: &RecordBatch, cap: &Capability<Time>) -> Result<()> {
         let f = self.file_for(part, cap)?;
+        f.rows += rows.num_rows() as u64;
         f.writer.write(rows).map_err(|source| EngineError::Parquet {
             context: format!("writing {}", f.tmp.display()),
             source,
@@ -289,13 +303,23 @@ impl Drop for PartitionWriter {
 }
 
 fn close_file(f: OpenFile) -> Result<()> {
-    let OpenFile { writer, tmp, path, _cap, .. } = f;
+    let OpenFile { writer, tmp, path, prefix, rows, _cap, .. } = f;
     let file = writer
         .into_inner()
         .map_err(|source| EngineError::Parquet { context: format!("finishing {}", tmp.display()), source })?;
     file.sync_all().map_err(|e| EngineError::io("syncing", &tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| EngineError::io("renaming", &tmp, e))?;
+    *COMMITTED.lock().unwrap_or_else(|p| p.into_inner()).entry(prefix).or_default() += rows;
     Ok(())
+}
+
+/// Rows committed to Parquet files since the process started, by file prefix (a stream's or a
+/// rule's name): what a reader of the files finds, before retention and erasure remove any.
+static COMMITTED: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// [`COMMITTED`]: rows in committed files, by prefix, counted as each file is renamed into place.
+pub fn committed_rows() -> BTreeMap<String, u64> {
+    COMMITTED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The `event_time` column (milliseconds) of a batch.

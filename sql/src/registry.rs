@@ -174,6 +174,11 @@ impl RuleOut {
         }
     }
 
+    /// Rows it emitted so far.
+    pub fn emitted(&self) -> u64 {
+        self.emitted.load(Ordering::Relaxed)
+    }
+
     /// Rows its operators hold now.
     pub fn rows_held(&self) -> i64 {
         self.state.rows()

@@ -78,6 +78,8 @@ pub struct Control {
     /// Erasures to run again once the Parquet files open at the request are committed: (when,
     /// the plate).
     erasing: Vec<(std::time::Instant, String, Millis)>,
+    /// When `/metrics` was last rendered.
+    metrics_at: std::time::Instant,
 }
 
 impl Control {
@@ -99,6 +101,7 @@ impl Control {
             lookback_ms: parts.lookback_ms,
             commit: parts.commit,
             erasing: Vec::new(),
+            metrics_at: std::time::Instant::now() - std::time::Duration::from_secs(1),
         }
     }
 
@@ -321,7 +324,31 @@ impl Control {
         self.progress.rows.store(stats.total_rows(), Ordering::Relaxed);
         self.progress.late.store(stats.total_late(), Ordering::Relaxed);
         self.progress.sim_ms.store((now - self.start_ms).max(0) as u64, Ordering::Relaxed);
+        if self.metrics_at.elapsed() >= std::time::Duration::from_secs(1) {
+            self.metrics_at = std::time::Instant::now();
+            self.render_metrics(now, watermark);
+        }
         Ok(())
+    }
+
+    /// Renders `/metrics` from the counters as they stand.
+    fn render_metrics(&self, now: Millis, watermark: Millis) {
+        let stats = self.ingest.stats();
+        let snapshot = crate::metrics::Snapshot {
+            rows: stats.rows.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            late: stats.late_rows.clone(),
+            parquet_rows: vigil_engine::parquet_sink::committed_rows(),
+            watermark_lag_ms: now - watermark,
+            rules: self
+                .registry
+                .list()
+                .iter()
+                .map(|e| (e.rule.name.clone(), e.out.emitted(), e.out.rows_held(), e.out.failed().is_some()))
+                .collect(),
+            errors: self.progress.errors.load(Ordering::Relaxed),
+            deleted_files: self.progress.deleted.load(Ordering::Relaxed),
+        };
+        *self.progress.metrics.lock().unwrap_or_else(|p| p.into_inner()) = crate::metrics::render(&snapshot);
     }
 
     /// Ends the loop: a last sweep; returns the ingest side (to finish) and the files deleted.

@@ -1,0 +1,114 @@
+//! What `/metrics` serves: the engine's counters in Prometheus' text format (version 0.0.4),
+//! rendered by the control loop once a second and read by the HTTP endpoint as they stand.
+//!
+//! Written out by hand rather than through a metrics crate: the counters already live where the
+//! engine keeps them (ingest statistics, sinks, rules, retention), and the format is a few
+//! lines of text; a registry would only copy them once more.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// One scrape's worth of values.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// On-time rows accepted, per stream.
+    pub rows: BTreeMap<String, u64>,
+    /// Late rows, per source (camera).
+    pub late: BTreeMap<u32, u64>,
+    /// Rows in committed Parquet files, per stream or rule.
+    pub parquet_rows: BTreeMap<String, u64>,
+    /// The clock less the watermark, ms.
+    pub watermark_lag_ms: i64,
+    /// Per rule: rows emitted, rows its operators hold, stopped.
+    pub rules: Vec<(String, u64, i64, bool)>,
+    /// Operator, sink and rule errors.
+    pub errors: u64,
+    /// Files retention deleted.
+    pub deleted_files: u64,
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The snapshot in Prometheus' text format.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    family(&mut out, "vigil_rows_ingested_total", "counter", "On-time rows accepted, per stream.");
+    for (stream, n) in &s.rows {
+        let _ = writeln!(out, "vigil_rows_ingested_total{{stream=\"{}\"}} {n}", label(stream));
+    }
+    family(
+        &mut out,
+        "vigil_late_rows_total",
+        "counter",
+        "Rows that arrived behind the watermark, per camera.",
+    );
+    for (camera, n) in &s.late {
+        let _ = writeln!(out, "vigil_late_rows_total{{camera=\"{camera}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "vigil_parquet_rows_total",
+        "counter",
+        "Rows in committed Parquet files since the process started, per stream or rule.",
+    );
+    for (prefix, n) in &s.parquet_rows {
+        let _ = writeln!(out, "vigil_parquet_rows_total{{stream=\"{}\"}} {n}", label(prefix));
+    }
+    family(&mut out, "vigil_watermark_lag_seconds", "gauge", "How far the watermark is behind the clock.");
+    let _ = writeln!(out, "vigil_watermark_lag_seconds {}", s.watermark_lag_ms.max(0) as f64 / 1000.0);
+    family(&mut out, "vigil_rule_rows_total", "counter", "Rows each rule emitted.");
+    for (rule, emitted, _, _) in &s.rules {
+        let _ = writeln!(out, "vigil_rule_rows_total{{rule=\"{}\"}} {emitted}", label(rule));
+    }
+    family(&mut out, "vigil_rule_state_rows", "gauge", "Rows each rule's operators hold.");
+    for (rule, _, held, _) in &s.rules {
+        let _ = writeln!(out, "vigil_rule_state_rows{{rule=\"{}\"}} {held}", label(rule));
+    }
+    family(&mut out, "vigil_rule_stopped", "gauge", "1 when the rule was stopped (over its budget).");
+    for (rule, _, _, stopped) in &s.rules {
+        let _ = writeln!(out, "vigil_rule_stopped{{rule=\"{}\"}} {}", label(rule), u8::from(*stopped));
+    }
+    family(&mut out, "vigil_errors_total", "counter", "Errors reported by operators, sinks and rules.");
+    let _ = writeln!(out, "vigil_errors_total {}", s.errors);
+    family(&mut out, "vigil_retention_files_deleted_total", "counter", "Parquet files retention deleted.");
+    let _ = writeln!(out, "vigil_retention_files_deleted_total {}", s.deleted_files);
+    if let Some(rss) = resident_bytes() {
+        family(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+    out
+}
+
+/// The process' resident memory, from /proc (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_every_family_is_declared_once() {
+        let s = Snapshot {
+            rows: [("detections".to_owned(), 7)].into(),
+            rules: vec![("odd\"name\\".to_owned(), 3, 2, true)],
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("vigil_rows_ingested_total{stream=\"detections\"} 7\n"), "{text}");
+        assert!(text.contains("vigil_rule_stopped{rule=\"odd\\\"name\\\\\"} 1\n"), "{text}");
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut unique = types.clone();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len());
+    }
+}
