@@ -28,6 +28,7 @@ fn demo_graph(c: &mut Criterion) {
             parquet: false,
             ground_truth: false,
             pg_listen: None,
+            http_listen: None,
         };
         // Events per run, measured once: the simulator is deterministic.
         let events = run(&config, &opts, &AlertBus::new(1 << 16), &AtomicBool::new(false), &Arc::default())

@@ -243,6 +243,8 @@ impl Default for Retention {
 pub struct Server {
     /// Address the PostgreSQL endpoint listens on (`127.0.0.1:6875`); none by default.
     pub pg_listen: Option<Spanned<String>>,
+    /// Address the HTTP endpoint (login, `/metrics`) listens on (`127.0.0.1:8080`); none by default.
+    pub http_listen: Option<Spanned<String>>,
     /// The account's user name.
     pub pg_user: String,
     /// The environment variable holding the account's password (never in this file).
@@ -261,6 +263,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             pg_listen: None,
+            http_listen: None,
             pg_user: "vigil".into(),
             pg_password_env: "VIGIL_PG_PASSWORD".into(),
             max_connections: Spanned::new(0..0, 64),
@@ -807,14 +810,16 @@ impl Config {
                 "set a frame rate above 0 and at most 60, such as 10",
             );
         }
-        if let Some(l) = &self.server.pg_listen
-            && l.get_ref().parse::<std::net::SocketAddr>().is_err()
-        {
-            return err(
-                l.span(),
-                format!("server.pg_listen = {:?} is not an address", l.get_ref()),
-                "write an IP address and port, such as \"127.0.0.1:6875\" (port 0 picks a free one)",
-            );
+        for (l, key) in [(&self.server.pg_listen, "pg_listen"), (&self.server.http_listen, "http_listen")] {
+            if let Some(l) = l
+                && l.get_ref().parse::<std::net::SocketAddr>().is_err()
+            {
+                return err(
+                    l.span(),
+                    format!("server.{key} = {:?} is not an address", l.get_ref()),
+                    "write an IP address and port, such as \"127.0.0.1:6875\" (port 0 picks a free one)",
+                );
+            }
         }
         if vigil_engine::time::parse_rfc3339(self.city.start.get_ref()).is_none() {
             return err(

@@ -82,6 +82,8 @@ impl RetentionSettings {
 pub struct ServerSettings {
     /// Where it listens, if anywhere.
     pub pg_listen: Option<String>,
+    /// The HTTP endpoint's address, if it is served.
+    pub http_listen: Option<String>,
     /// The account's user name.
     pub pg_user: String,
     /// The environment variable holding the account's password.
@@ -511,6 +513,7 @@ impl Settings {
             },
             server: ServerSettings {
                 pg_listen: config.server.pg_listen.as_ref().map(|l| l.get_ref().clone()),
+                http_listen: config.server.http_listen.as_ref().map(|l| l.get_ref().clone()),
                 pg_user: config.server.pg_user.clone(),
                 pg_password_env: config.server.pg_password_env.clone(),
                 users: config

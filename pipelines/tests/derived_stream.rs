@@ -115,6 +115,7 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
         parquet: true,
         ground_truth: false,
         pg_listen: Some(format!("127.0.0.1:{port}")),
+        http_listen: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let engine = {

@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub ground_truth: bool,
     /// Serve psql on this address (overrides the settings' `server.pg_listen`).
     pub pg_listen: Option<String>,
+    /// Serve HTTP on this address (overrides the settings' `server.http_listen`).
+    pub http_listen: Option<String>,
 }
 
 /// Live counters, readable while the run goes on (for the status line).
@@ -75,6 +77,8 @@ pub struct Progress {
     pub errors: AtomicU64,
     /// Files deleted by retention.
     pub deleted: AtomicU64,
+    /// The counters in Prometheus' text format, as of the last second (`/metrics`).
+    pub metrics: std::sync::Mutex<String>,
 }
 
 /// What a run did.
@@ -300,6 +304,11 @@ pub fn run_with(
     if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
         start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
     }
+    if let Some(addr) = opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
+        let bound =
+            crate::http::start(&addr, accounts(&settings.server)?, Arc::clone(progress), audit.clone())?;
+        eprintln!("http endpoint listening on {bound}");
+    }
     // Watchlist entries active from the start go in before any frame.
     let watch = watchlist_entries(settings, start_ms)?;
     ingest.push_table::<Zones>(zones::to_batch(&settings.zones), 1)?;
@@ -501,6 +510,17 @@ fn account_names(server: &crate::settings::ServerSettings) -> Vec<(String, vigil
     }
 }
 
+/// The accounts with their passwords (psql and HTTP log in against them).
+fn accounts(server: &crate::settings::ServerSettings) -> anyhow::Result<Vec<vigil_sql::server::Account>> {
+    account_names(server)
+        .into_iter()
+        .map(|(user, role, var)| {
+            let password = password_of(&user, &var)?;
+            Ok(vigil_sql::server::Account { user, password, role })
+        })
+        .collect()
+}
+
 /// Logs a person in on the command line, against the accounts psql uses: `user` (or the only
 /// account, when there is one) with the password in `VIGIL_PASSWORD`. Refused unless `allowed`
 /// admits the account's role (`who_may` says which do); `what` names the command for errors.
@@ -549,13 +569,7 @@ fn start_pg_server(
     audit: Option<Arc<AuditLog>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
-    let accounts = account_names(server)
-        .into_iter()
-        .map(|(user, role, var)| {
-            let password = password_of(&user, &var)?;
-            Ok(vigil_sql::server::Account { user, password, role })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let accounts = accounts(server)?;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;

@@ -51,6 +51,9 @@ enum Command {
         /// Serve psql on this address (password from $VIGIL_PG_PASSWORD).
         #[arg(long)]
         pg_listen: Option<String>,
+        /// Serve HTTP (login, /metrics) on this address, over the same account.
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Run a city described by a TOML configuration file.
     Run {
@@ -75,6 +78,9 @@ enum Command {
         /// Serve psql on this address (default: the config's `server.pg_listen`).
         #[arg(long)]
         pg_listen: Option<String>,
+        /// Serve HTTP on this address (default: the config's `server.http_listen`).
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Run SQL rules over recorded Parquet events at full speed; writes each rule's output.
     Replay {
@@ -329,15 +335,15 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Demo { duration, fast, workers, out, quiet, pg_listen } => {
+        Command::Demo { duration, fast, workers, out, quiet, pg_listen, http_listen } => {
             app::remove_previous_output(&out, &vigil_pipelines::derive::city_catalog()?)?;
             let duration = (duration > 0.0).then_some(duration);
-            live(Settings::embedded(), workers, duration, fast, out, quiet, pg_listen)
+            live(Settings::embedded(), workers, duration, fast, out, quiet, (pg_listen, http_listen))
         }
-        Command::Run { config, duration, fast, out, workers, quiet, pg_listen } => {
+        Command::Run { config, duration, fast, out, workers, quiet, pg_listen, http_listen } => {
             let settings = Settings::load(&config)?;
             let out = out.unwrap_or_else(|| settings.out.clone());
-            live(settings, workers, duration, fast, out, quiet, pg_listen)
+            live(settings, workers, duration, fast, out, quiet, (pg_listen, http_listen))
         }
         Command::Replay { events, rules, out, workers, lateness_ms, disorder_ms } => {
             let streams = vigil_pipelines::derive::city_catalog()?;
@@ -531,13 +537,13 @@ fn live(
     fast: bool,
     out: PathBuf,
     quiet: bool,
-    pg_listen: Option<String>,
+    (pg_listen, http_listen): (Option<String>, Option<String>),
 ) -> anyhow::Result<std::process::ExitCode> {
     if let Some(w) = workers {
         settings.engine.workers = check_workers(w)?;
     }
-    let opts =
-        RunOptions { duration_s, fast, out, parquet: true, ground_truth: settings.ground_truth, pg_listen };
+    let ground_truth = settings.ground_truth;
+    let opts = RunOptions { duration_s, fast, out, parquet: true, ground_truth, pg_listen, http_listen };
     let (settings, opts) = (&settings, &opts);
     let stop = stop_flag()?;
     let bus = AlertBus::new(65_536);
@@ -663,6 +669,7 @@ fn bench(
         parquet: true,
         ground_truth: false,
         pg_listen: None,
+        http_listen: None,
     };
     let s = app::run(&settings, &opts, &bus, &stop, &progress)?;
     let rows = s.ingest.total_rows();
@@ -699,6 +706,7 @@ fn bench(
         parquet: true,
         ground_truth: false,
         pg_listen: None,
+        http_listen: None,
     };
     let s = app::run(&settings, &opts, &bus, &stop, &progress)?;
     drop(bus);
