@@ -7,10 +7,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt64Builder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// The table's schema and its rows; `detail` is `key=value` pairs joined by `, `. Lines that are
-/// not records are left out: `vigil audit verify` is what judges the chain.
-pub fn read(path: &Path) -> Result<(SchemaRef, RecordBatch), String> {
-    let schema = Arc::new(Schema::new(vec![
+/// The table's schema.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
         Field::new("seq", DataType::UInt64, false),
         Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
         Field::new("actor", DataType::Utf8, false),
@@ -18,7 +17,13 @@ pub fn read(path: &Path) -> Result<(SchemaRef, RecordBatch), String> {
         Field::new("object", DataType::Utf8, false),
         Field::new("detail", DataType::Utf8, false),
         Field::new("hash", DataType::Utf8, false),
-    ]));
+    ]))
+}
+
+/// The table's schema and its rows; `detail` is `key=value` pairs joined by `, `. Lines that are
+/// not records are left out: `vigil audit verify` is what judges the chain.
+pub fn read(path: &Path) -> Result<(SchemaRef, RecordBatch), String> {
+    let schema = schema();
     let records = vigil_engine::audit::records(path).map_err(|e| e.to_string())?;
     let (mut seq, mut time) = (UInt64Builder::new(), TimestampMillisecondBuilder::new().with_timezone("UTC"));
     let mut text: [StringBuilder; 5] = std::array::from_fn(|_| StringBuilder::new());

@@ -940,8 +940,14 @@ impl Registry {
         if role.may_read_audit()
             && let Some(path) = &self.audit_path
         {
-            let (schema, rows) = crate::audit_table::read(path).map_err(|e| internal(&e))?;
-            tables.push((AUDIT_TABLE.to_owned(), schema, vec![rows]));
+            // Describing a query needs the table's schema, not the whole log read.
+            let (schema, rows) = match rows {
+                true => {
+                    crate::audit_table::read(path).map(|(s, r)| (s, vec![r])).map_err(|e| internal(&e))?
+                }
+                false => (crate::audit_table::schema(), Vec::new()),
+            };
+            tables.push((AUDIT_TABLE.to_owned(), schema, rows));
         }
         if !rows {
             for info in self.streams.all().filter(|i| role.may_read_stream(i)) {
