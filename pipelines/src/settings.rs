@@ -531,6 +531,7 @@ impl Settings {
                     ),
                     // The run opens the log under its output directory.
                     audit: None,
+                    failures: Default::default(),
                 },
                 limits: vigil_sql::limits::Limits {
                     query_memory: (*config.server.query_memory_mb.get_ref() as usize) << 20,

@@ -78,6 +78,15 @@ pub struct Account {
     pub role: Role,
 }
 
+impl Account {
+    /// Whether `password` is this account's, compared without an early exit so that the time
+    /// taken says nothing of how much of it was right (a few lines; not worth a dependency).
+    pub fn verify(&self, password: &str) -> bool {
+        self.password.len() == password.len()
+            && self.password.bytes().zip(password.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
 impl Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
@@ -111,11 +120,19 @@ pub struct Edge {
     pub auth_timeout: Duration,
     /// Where logins and statements are recorded, if anywhere.
     pub audit: Option<Arc<AuditLog>>,
+    /// Failed logins so far; share it with the other endpoints of the same accounts (HTTP), so
+    /// that guesses spread over both are slowed as one.
+    pub failures: Arc<Failures>,
 }
 
 impl Default for Edge {
     fn default() -> Self {
-        Self { max_connections: 64, auth_timeout: Duration::from_secs(10), audit: None }
+        Self {
+            max_connections: 64,
+            auth_timeout: Duration::from_secs(10),
+            audit: None,
+            failures: Arc::default(),
+        }
     }
 }
 
@@ -124,7 +141,7 @@ impl Default for Edge {
 /// logins logged and answered more slowly each time from the same source or for the same user.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: Credentials, edge: Edge) {
     let credentials = Arc::new(credentials);
-    let failures = Arc::new(Failures::default());
+    let failures = Arc::clone(&edge.failures);
     // Query cancellation (psql's Ctrl-C, a driver's cancel): a CancelRequest on a new connection
     // names a session by its key; the statement it runs, a SUBSCRIBE too, is stopped.
     let sessions = Arc::new(ConnectionManager::new());
@@ -219,9 +236,10 @@ async fn client_gone(watch: &tokio::net::TcpStream) {
     }
 }
 
-/// Failed logins, per source address and per user name, within the last [`FAILURE_WINDOW`].
+/// Failed logins, per source address and per user name, within the last [`FAILURE_WINDOW`]:
+/// one policy for every endpoint that logs people in (psql here, HTTP in the pipelines).
 #[derive(Debug, Default)]
-struct Failures {
+pub struct Failures {
     by: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
@@ -230,7 +248,7 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 impl Failures {
     /// Records a failure of `keys`; returns the failures counted for the worst of them.
-    fn record(&self, keys: &[String]) -> u32 {
+    pub fn record(&self, keys: &[String]) -> u32 {
         let mut by = self.by.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         by.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_WINDOW);
@@ -248,14 +266,15 @@ impl Failures {
             .unwrap_or(0)
     }
 
-    fn clear(&self, key: &str) {
+    /// Forgets the failures of `key` (after a success).
+    pub fn clear(&self, key: &str) {
         self.by.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 
 /// How long a failed login waits for its answer after `n` failures: 250 ms, doubling, at
 /// most 8 s (300 guesses then take over half an hour from one source, or for one user).
-fn failure_delay(n: u32) -> Duration {
+pub fn failure_delay(n: u32) -> Duration {
     Duration::from_millis(250u64 << n.saturating_sub(1).min(5))
 }
 
