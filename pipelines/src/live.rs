@@ -289,6 +289,11 @@ impl Live {
         })
     }
 
+    /// The cameras' health, as their tasks keep it.
+    pub fn health(&self) -> &[Arc<Health>] {
+        &self.health
+    }
+
     /// Errors of the inference and snapshot threads since the last call.
     pub fn take_errors(&self) -> Vec<String> {
         std::mem::take(&mut self.errors.lock().expect("errors"))

@@ -19,13 +19,42 @@ pub struct Snapshot {
     pub parquet_rows: BTreeMap<String, u64>,
     /// The clock less the watermark, ms.
     pub watermark_lag_ms: i64,
-    /// Per rule: rows emitted, rows its operators hold, stopped.
-    pub rules: Vec<(String, u64, i64, bool)>,
+    /// Per rule: rows emitted, rows its operators hold, stopped, and how far its output trails
+    /// the watermark (ms of event time; `None` once its input ended).
+    pub rules: Vec<(String, u64, i64, bool, Option<i64>)>,
+    /// Per camera, as its last health report has it.
+    pub cameras: Vec<Camera>,
     /// Operator, sink and rule errors.
     pub errors: u64,
     /// Files retention deleted.
     pub deleted_files: u64,
 }
+
+/// One camera's gauges and counters.
+#[derive(Debug, Default)]
+pub struct Camera {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Streaming now.
+    pub up: bool,
+    /// Frames received, since start.
+    pub frames_in: u64,
+    /// Frames passed on to analytics.
+    pub frames_out: u64,
+    /// Frames the detection stage dropped.
+    pub frames_dropped: u64,
+    /// Frames the decoder rejected.
+    pub decode_errors: u64,
+    /// Times it came back after a loss.
+    pub reconnects: u64,
+    /// Receive less capture time of its last frame, ms.
+    pub lag_ms: Option<f64>,
+}
+
+/// How a camera family's value is read from a camera (`None`: no sample).
+type CameraValue = fn(&Camera) -> Option<f64>;
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -63,16 +92,58 @@ pub fn render(s: &Snapshot) -> String {
     family(&mut out, "vigil_watermark_lag_seconds", "gauge", "How far the watermark is behind the clock.");
     let _ = writeln!(out, "vigil_watermark_lag_seconds {}", s.watermark_lag_ms.max(0) as f64 / 1000.0);
     family(&mut out, "vigil_rule_rows_total", "counter", "Rows each rule emitted.");
-    for (rule, emitted, _, _) in &s.rules {
+    for (rule, emitted, ..) in &s.rules {
         let _ = writeln!(out, "vigil_rule_rows_total{{rule=\"{}\"}} {emitted}", label(rule));
     }
     family(&mut out, "vigil_rule_state_rows", "gauge", "Rows each rule's operators hold.");
-    for (rule, _, held, _) in &s.rules {
+    for (rule, _, held, ..) in &s.rules {
         let _ = writeln!(out, "vigil_rule_state_rows{{rule=\"{}\"}} {held}", label(rule));
     }
     family(&mut out, "vigil_rule_stopped", "gauge", "1 when the rule was stopped (over its budget).");
-    for (rule, _, _, stopped) in &s.rules {
+    for (rule, _, _, stopped, _) in &s.rules {
         let _ = writeln!(out, "vigil_rule_stopped{{rule=\"{}\"}} {}", label(rule), u8::from(*stopped));
+    }
+    family(
+        &mut out,
+        "vigil_rule_lag_seconds",
+        "gauge",
+        "How far each rule's complete output trails the watermark (event time): its latency.",
+    );
+    for (rule, _, _, _, lag) in &s.rules {
+        if let Some(lag) = lag {
+            let _ =
+                writeln!(out, "vigil_rule_lag_seconds{{rule=\"{}\"}} {}", label(rule), *lag as f64 / 1000.0);
+        }
+    }
+    let cameras: [(&str, &str, &str, CameraValue); 7] = [
+        ("vigil_camera_up", "gauge", "1 while the camera streams.", |c| Some(f64::from(u8::from(c.up)))),
+        ("vigil_camera_frames_received_total", "counter", "Frames received.", |c| Some(c.frames_in as f64)),
+        ("vigil_camera_frames_analysed_total", "counter", "Frames passed on to analytics.", |c| {
+            Some(c.frames_out as f64)
+        }),
+        ("vigil_camera_frames_dropped_total", "counter", "Frames the detection stage dropped.", |c| {
+            Some(c.frames_dropped as f64)
+        }),
+        ("vigil_camera_decode_errors_total", "counter", "Frames the decoder rejected.", |c| {
+            Some(c.decode_errors as f64)
+        }),
+        ("vigil_camera_reconnects_total", "counter", "Times the camera came back.", |c| {
+            Some(c.reconnects as f64)
+        }),
+        ("vigil_camera_lag_seconds", "gauge", "Receive less capture time of the last frame.", |c| {
+            c.lag_ms.map(|l| l / 1000.0)
+        }),
+    ];
+    if !s.cameras.is_empty() {
+        for (name, kind, help, value) in cameras {
+            family(&mut out, name, kind, help);
+            for c in &s.cameras {
+                if let Some(v) = value(c) {
+                    let _ =
+                        writeln!(out, "{name}{{camera=\"{}\",camera_id=\"{}\"}} {v}", label(&c.name), c.id);
+                }
+            }
+        }
     }
     family(&mut out, "vigil_errors_total", "counter", "Errors reported by operators, sinks and rules.");
     let _ = writeln!(out, "vigil_errors_total {}", s.errors);
@@ -100,12 +171,22 @@ mod tests {
     fn labels_are_escaped_and_every_family_is_declared_once() {
         let s = Snapshot {
             rows: [("detections".to_owned(), 7)].into(),
-            rules: vec![("odd\"name\\".to_owned(), 3, 2, true)],
+            rules: vec![("odd\"name\\".to_owned(), 3, 2, true, Some(1500))],
+            cameras: vec![Camera {
+                id: 3,
+                name: "gate-a".into(),
+                up: true,
+                frames_in: 9,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let text = render(&s);
         assert!(text.contains("vigil_rows_ingested_total{stream=\"detections\"} 7\n"), "{text}");
         assert!(text.contains("vigil_rule_stopped{rule=\"odd\\\"name\\\\\"} 1\n"), "{text}");
+        assert!(text.contains("vigil_rule_lag_seconds{rule=\"odd\\\"name\\\\\"} 1.5\n"), "{text}");
+        assert!(text.contains("vigil_camera_up{camera=\"gate-a\",camera_id=\"3\"} 1\n"), "{text}");
+        assert!(!text.contains("vigil_camera_lag_seconds{"), "no lag known, no sample: {text}");
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut unique = types.clone();
         unique.dedup();

@@ -158,6 +158,8 @@ pub struct RuleOut {
     state: crate::render::StateMeter,
     /// Most rows kept in `recent` (the oldest changes go first).
     max_rows: usize,
+    /// The event time up to which its output is complete (its dataflow's frontier).
+    frontier: AtomicU64,
 }
 
 impl RuleOut {
@@ -171,7 +173,14 @@ impl RuleOut {
             failed: Mutex::new(None),
             state: Default::default(),
             max_rows,
+            frontier: AtomicU64::new(0),
         }
+    }
+
+    /// The event time up to which its output is complete: the watermark less this is how far
+    /// the rule trails its input (`u64::MAX` once its input has ended).
+    pub fn frontier(&self) -> u64 {
+        self.frontier.load(Ordering::Relaxed)
     }
 
     /// Rows it emitted so far.
@@ -444,6 +453,11 @@ impl Registry {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.sinks.lock().expect("sinks").take();
+    }
+
+    /// Whether the engine is stopping ([`Registry::close`]).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Lets auditors read the audit log at `path` as the `audit_log` table.
@@ -1175,16 +1189,19 @@ fn builder(
         let publish = Arc::clone(&out);
         deltas
             .clone()
-            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
                 &format!("{}: Publish", rule.name),
                 move |_, _| {
-                    move |input, _| {
+                    move |(input, frontier), _| {
                         input.for_each(|_, data| {
                             for d in data.drain(..) {
                                 publish.publish(d);
                             }
-                        })
+                        });
+                        // Frontiers are global: every worker sees the same one.
+                        let f = frontier.frontier().first().copied().unwrap_or(u64::MAX);
+                        publish.frontier.store(f, Ordering::Relaxed);
                     }
                 },
             )

@@ -110,6 +110,11 @@ impl Control {
         &mut self.ingest
     }
 
+    /// The cameras whose health `/metrics` reports.
+    pub fn watch_cameras(&self, cameras: Vec<Arc<crate::camera::Health>>) {
+        *self.progress.cameras.lock().unwrap_or_else(|p| p.into_inner()) = cameras;
+    }
+
     /// Makes the reference-table changes due by `now`: rows whose `valid_from` has come, and
     /// the retraction of rows whose `expires_at` has (an expired watchlist entry stops matching
     /// by itself).
@@ -324,6 +329,7 @@ impl Control {
         self.progress.rows.store(stats.total_rows(), Ordering::Relaxed);
         self.progress.late.store(stats.total_late(), Ordering::Relaxed);
         self.progress.sim_ms.store((now - self.start_ms).max(0) as u64, Ordering::Relaxed);
+        self.progress.clock_ms.store(now, Ordering::Relaxed);
         if self.metrics_at.elapsed() >= std::time::Duration::from_secs(1) {
             self.metrics_at = std::time::Instant::now();
             self.render_metrics(now, watermark);
@@ -343,7 +349,34 @@ impl Control {
                 .registry
                 .list()
                 .iter()
-                .map(|e| (e.rule.name.clone(), e.out.emitted(), e.out.rows_held(), e.out.failed().is_some()))
+                .map(|e| {
+                    let f = e.out.frontier();
+                    // Before its first progress the rule has no lag to speak of; after its input
+                    // ended, none either.
+                    let lag = (f > 0 && f < u64::MAX).then(|| (watermark - f as Millis).max(0));
+                    (e.rule.name.clone(), e.out.emitted(), e.out.rows_held(), e.out.failed().is_some(), lag)
+                })
+                .collect(),
+            cameras: self
+                .progress
+                .cameras
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|h| {
+                    let status = h.status();
+                    crate::metrics::Camera {
+                        id: h.camera,
+                        name: h.name.clone(),
+                        up: status.state.name() == "streaming",
+                        frames_in: h.frames_in.load(Ordering::Relaxed),
+                        frames_out: h.frames_out.load(Ordering::Relaxed),
+                        frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
+                        decode_errors: h.decode_errors.load(Ordering::Relaxed),
+                        reconnects: h.reconnects.load(Ordering::Relaxed),
+                        lag_ms: status.lag_ms,
+                    }
+                })
                 .collect(),
             errors: self.progress.errors.load(Ordering::Relaxed),
             deleted_files: self.progress.deleted.load(Ordering::Relaxed),

@@ -123,6 +123,7 @@ pub fn live(
 ) -> anyhow::Result<Driven> {
     let mut alerts = bus.subscribe();
     let mut live = crate::live::Live::start(settings, &opts.out, calibrated, epoch)?;
+    control.watch_cameras(live.health().to_vec());
     let wall0 = Instant::now();
     let period = Duration::from_millis(100);
     let mut n = 0u32;
