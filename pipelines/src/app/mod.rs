@@ -73,12 +73,16 @@ pub struct Progress {
     pub late: AtomicU64,
     /// Simulated (or wall-clock) milliseconds done.
     pub sim_ms: AtomicU64,
+    /// The city's clock (event time, ms since the epoch) as the control loop last saw it.
+    pub clock_ms: std::sync::atomic::AtomicI64,
     /// Errors reported by operators, sinks and rules.
     pub errors: AtomicU64,
     /// Files deleted by retention.
     pub deleted: AtomicU64,
     /// The counters in Prometheus' text format, as of the last second (`/metrics`).
     pub metrics: std::sync::Mutex<String>,
+    /// The live cameras, whose health `/metrics` reports.
+    pub cameras: std::sync::Mutex<Vec<Arc<crate::camera::Health>>>,
 }
 
 /// What a run did.
@@ -305,8 +309,19 @@ pub fn run_with(
         start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
     }
     if let Some(addr) = opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
-        let bound =
-            crate::http::start(&addr, accounts(&settings.server)?, Arc::clone(progress), audit.clone())?;
+        let bound = crate::http::start(
+            &addr,
+            crate::http::Parts {
+                accounts: accounts(&settings.server)?,
+                failures: Arc::clone(&settings.server.edge.failures),
+                progress: Arc::clone(progress),
+                registry: Arc::clone(&registry),
+                zones: settings.zones.clone(),
+                lines: settings.lines.clone(),
+                audit: audit.clone(),
+                confirmations: settings.hits.confirmations,
+            },
+        )?;
         eprintln!("http endpoint listening on {bound}");
     }
     // Watchlist entries active from the start go in before any frame.

@@ -1,16 +1,26 @@
-//! The HTTP endpoint (axum): a login over the same accounts and roles as psql, and Prometheus'
-//! `/metrics`. Nothing is served without a login.
+//! The HTTP endpoint (axum): the crowd managers' page, the analysts' hit queue, a JSON API under
+//! `/api/v1`, and Prometheus' `/metrics`, over the same accounts and roles as psql. Nothing is
+//! served without a login.
 //!
 //! - `POST /api/v1/login` with `{"user": …, "password": …}` answers `{"token": …, "role": …}`
 //!   and sets the `vigil_session` cookie (HttpOnly, SameSite=Strict); a session lasts 12 hours.
 //! - Every other request carries the session: `Authorization: Bearer TOKEN`, the cookie, or
 //!   HTTP Basic credentials (what Prometheus' `basic_auth` sends). Without one it is answered
-//!   401, whatever the path, so that nothing about the paths leaks either.
-//! - `GET /metrics`: the counters in Prometheus' text format ([`crate::metrics`]), for every
-//!   role (they hold no personal data).
+//!   401, whatever the path, so that nothing about the paths leaks either; a browser is given
+//!   the login form with that answer.
+//! - The page (`/`) and its assets are compiled into the binary (`web/`): no CDN, no build step.
+//! - What each role may do follows psql's rules: API reads run through the same
+//!   [`Registry`] with the session's role, and writes (hit decisions) are the same statements
+//!   psql sends. The board ([`board`]) is aggregates only, for whoever may read aggregates.
+//!   `/api/v1/openapi.json` describes the API.
 //!
-//! Logins and failed logins are in the audit log, as psql's are (`http` in place of `psql`);
-//! failures are answered after a pause.
+//! Logins, failed logins, decisions, acknowledgements and reads of personal data are in the
+//! audit log, as psql's are (`http` in place of `psql`); failed logins are answered more slowly
+//! each time, sharing psql's count ([`vigil_sql::server::Failures`]).
+
+mod api;
+pub mod board;
+mod json;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,8 +32,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vigil_engine::audit::AuditLog;
+use vigil_sql::registry::Registry;
 use vigil_sql::roles::Role;
-use vigil_sql::server::Account;
+use vigil_sql::server::{Account, Failures, failure_delay};
 
 use crate::app::Progress;
 
@@ -32,25 +43,30 @@ const SESSION: Duration = Duration::from_secs(12 * 3600);
 /// Sessions held at most (the oldest go first).
 const MAX_SESSIONS: usize = 10_000;
 
+/// Who sent a request.
+#[derive(Clone, Debug)]
+struct Session {
+    user: String,
+    role: Role,
+}
+
 struct Shared {
     accounts: Vec<Account>,
-    /// token → (user, role, expiry).
-    sessions: Mutex<HashMap<String, (String, Role, Instant)>>,
+    /// token → (session, expiry).
+    sessions: Mutex<HashMap<String, (Session, Instant)>>,
+    failures: Arc<Failures>,
     progress: Arc<Progress>,
+    registry: Arc<Registry>,
+    board: Arc<board::Board>,
     audit: Option<Arc<AuditLog>>,
+    /// Confirmations a hit needs (`[hits] confirmations`).
+    confirmations: u32,
 }
 
 impl Shared {
-    /// The account `user` with `password`, compared without an early exit.
-    fn check(&self, user: &str, password: &str) -> Option<&Account> {
-        let a = self.accounts.iter().find(|a| a.user == user)?;
-        let same = a.password.len() == password.len()
-            && a.password.bytes().zip(password.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        same.then_some(a)
-    }
-
-    /// Who sends `headers`: a session's token (bearer or cookie), or Basic credentials.
-    fn who(&self, headers: &HeaderMap) -> Option<(String, Role)> {
+    /// Who sends `headers`: a session's token (bearer or cookie), or Basic credentials. A wrong
+    /// Basic password counts as a failed login (`Err` with the pause to make).
+    fn who(&self, headers: &HeaderMap, peer: &str) -> Result<Option<Session>, Duration> {
         let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let cookie = headers
             .get_all(header::COOKIE)
@@ -61,43 +77,116 @@ impl Shared {
         let token = auth.strip_prefix("Bearer ").or(cookie);
         if let Some(token) = token {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            return sessions
+            return Ok(sessions
                 .get(token.trim())
-                .filter(|(_, _, expires)| *expires > Instant::now())
-                .map(|(u, r, _)| (u.clone(), *r));
+                .filter(|(_, expires)| *expires > Instant::now())
+                .map(|(s, _)| s.clone()));
         }
-        let basic = auth.strip_prefix("Basic ")?;
+        let Some(basic) = auth.strip_prefix("Basic ") else { return Ok(None) };
         use base64::Engine;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        self.check(user, password).map(|a| (a.user.clone(), a.role))
+        let Some(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok() else {
+            return Ok(None);
+        };
+        let Some((user, password)) = std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':'))
+        else {
+            return Ok(None);
+        };
+        self.login(user, password, peer).map(Some)
     }
 
-    fn record(&self, user: &str, action: &str, peer: &str) {
+    /// Checks `user`'s `password`; a failure is recorded and counted, and answered with the
+    /// pause it costs (psql's policy: 250 ms, doubling, at most 8 s, per source and per user).
+    fn login(&self, user: &str, password: &str, peer: &str) -> Result<Session, Duration> {
+        let source = format!("source {peer}");
+        let name = format!("user {user}");
+        match self.accounts.iter().find(|a| a.user == user).filter(|a| a.verify(password)) {
+            Some(a) => {
+                self.failures.clear(&source);
+                self.failures.clear(&name);
+                Ok(Session { user: a.user.clone(), role: a.role })
+            }
+            None => {
+                self.record(user, "login.failed", "http", &[("source", peer)]);
+                let n = self.failures.record(&[source, name]);
+                tracing::warn!("HTTP login failed (source {peer}): {n} failure(s) recently");
+                Err(failure_delay(n))
+            }
+        }
+    }
+
+    fn record(&self, user: &str, action: &str, object: &str, detail: &[(&str, &str)]) {
         if let Some(a) = &self.audit {
             let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
-            a.record(&user, action, "http", &[("source", peer)]);
+            a.record(&user, action, object, detail);
         }
+    }
+
+    /// A digest of personal text for the audit log (ids and digests only).
+    fn digest(&self, text: &str) -> String {
+        self.audit.as_ref().map_or_else(String::new, |a| a.digest(text))
     }
 }
 
-/// Serves HTTP on `addr` from a thread of its own, with `accounts`; returns the bound address.
-pub fn start(
-    addr: &str,
-    accounts: Vec<Account>,
-    progress: Arc<Progress>,
-    audit: Option<Arc<AuditLog>>,
-) -> anyhow::Result<std::net::SocketAddr> {
+/// What the endpoint serves from: the engine's registry, the site and its accounts.
+pub struct Parts {
+    /// The accounts (psql's).
+    pub accounts: Vec<Account>,
+    /// Failed logins, shared with psql.
+    pub failures: Arc<Failures>,
+    /// The run's counters.
+    pub progress: Arc<Progress>,
+    /// The engine's streams and rules.
+    pub registry: Arc<Registry>,
+    /// The site's zones.
+    pub zones: Vec<vigil_operators::zones::Zone>,
+    /// Its gate lines.
+    pub lines: Vec<vigil_operators::flows::GateLine>,
+    /// The audit log, if any.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Confirmations a hit needs.
+    pub confirmations: u32,
+}
+
+/// Serves HTTP on `addr` from a thread of its own; returns the bound address.
+pub fn start(addr: &str, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
     use anyhow::Context;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the HTTP endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let shared = Arc::new(Shared { accounts, sessions: Mutex::new(HashMap::new()), progress, audit });
+    let board = Arc::new(board::Board::new(
+        Arc::clone(&parts.registry),
+        Arc::clone(&parts.progress),
+        &parts.zones,
+        &parts.lines,
+    ));
+    let shared = Arc::new(Shared {
+        accounts: parts.accounts,
+        sessions: Mutex::new(HashMap::new()),
+        failures: parts.failures,
+        progress: parts.progress,
+        registry: parts.registry,
+        board: Arc::clone(&board),
+        audit: parts.audit,
+        confirmations: parts.confirmations,
+    });
     let app = Router::new()
+        .route("/", get(api::page))
+        .route("/assets/{name}", get(api::asset))
         .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(api::me))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/board", get(api::board))
+        .route("/api/v1/board/events", get(api::board_events))
+        .route("/api/v1/alerts/{id}/ack", post(api::acknowledge))
+        .route("/api/v1/hits", get(api::hits))
+        .route("/api/v1/hits/{id}/decision", post(api::decide))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/streams/{name}", get(api::stream))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .with_state(shared);
     std::thread::Builder::new().name("http".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -105,6 +194,7 @@ pub fn start(
             Err(e) => return tracing::error!("HTTP endpoint: {e}"),
         };
         rt.block_on(async move {
+            tokio::spawn(board.run());
             let served = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
                     axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
@@ -117,6 +207,42 @@ pub fn start(
         });
     })?;
     Ok(bound)
+}
+
+/// Every request but the login needs a session: without one, 401 (with the login form for a
+/// browser); with one, the session goes to the handler as an extension.
+async fn guard(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/api/v1/login" {
+        return next.run(request).await;
+    }
+    let peer = peer.ip().to_string();
+    match s.who(request.headers(), &peer) {
+        Ok(Some(session)) => {
+            request.extensions_mut().insert(session);
+            let mut response = next.run(request).await;
+            let h = response.headers_mut();
+            // The page's own scripts and styles only; nothing framed, nothing cached.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            h.insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
+            response
+        }
+        Ok(None) => unauthorized(request.headers()),
+        Err(pause) => {
+            tokio::time::sleep(pause).await;
+            unauthorized(request.headers())
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -135,23 +261,26 @@ async fn login(
             .into_response();
     };
     let peer = peer.ip().to_string();
-    let Some((name, role)) = s.check(&user, &password).map(|a| (a.user.clone(), a.role)) else {
-        s.record(&user, "login.failed", &peer);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        return (StatusCode::UNAUTHORIZED, "wrong user or password\n").into_response();
+    let session = match s.login(&user, &password, &peer) {
+        Ok(session) => session,
+        Err(pause) => {
+            tokio::time::sleep(pause).await;
+            return (StatusCode::UNAUTHORIZED, "wrong user or password\n").into_response();
+        }
     };
-    s.record(&name, "login", &peer);
+    s.record(&session.user, "login", "http", &[("source", &peer)]);
     let token: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    let role = session.role;
     {
         let mut sessions = s.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        sessions.retain(|_, (_, _, expires)| *expires > now);
+        sessions.retain(|_, (_, expires)| *expires > now);
         if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, (_, _, e))| *e).map(|(t, _)| t.clone())
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, (_, e))| *e).map(|(t, _)| t.clone())
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(token.clone(), (name, role, now + SESSION));
+        sessions.insert(token.clone(), (session, now + SESSION));
     }
     let cookie =
         format!("vigil_session={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION.as_secs());
@@ -160,7 +289,40 @@ async fn login(
         .into_response()
 }
 
-fn unauthorized() -> Response {
+async fn logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("vigil_session=").map(str::to_owned));
+    if let Some(token) = auth.strip_prefix("Bearer ").map(str::to_owned).or(cookie) {
+        s.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(token.trim());
+    }
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, "vigil_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")],
+    )
+        .into_response()
+}
+
+/// 401, with the login form when a browser asks for a page.
+fn unauthorized(headers: &HeaderMap) -> Response {
+    let html =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if html {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'"),
+            ],
+            api::LOGIN_PAGE,
+        )
+            .into_response();
+    }
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Basic realm=\"vigil\"")],
@@ -169,18 +331,12 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if s.who(&headers).is_none() {
-        return unauthorized();
-    }
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let text = s.progress.metrics.lock().unwrap_or_else(|p| p.into_inner()).clone();
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
         .into_response()
 }
 
-async fn fallback(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    match s.who(&headers) {
-        None => unauthorized(),
-        Some(_) => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
-    }
+async fn fallback() -> Response {
+    (StatusCode::NOT_FOUND, "no such page\n").into_response()
 }
