@@ -33,6 +33,15 @@ bearer = {"Authorization": "Bearer " + token}
 basic = {"Authorization": "Basic " + base64.b64encode(f"vigil:{pw}".encode()).decode()}
 cookie = {"Cookie": "vigil_session=" + token}
 print("basic", call("/metrics", basic)[0], "cookie", call("/metrics", cookie)[0], "unknown", call("/nope", bearer)[0])
+# A browser without a session is given the login form, with 401.
+status, body, _ = call("/", {"Accept": "text/html"})
+print("form", status, "form id=\"login\"" in body)
+# Wrong Basic credentials count as failed logins: the answers slow down (250 ms, then 500 ms).
+wrong = {"Authorization": "Basic " + base64.b64encode(b"vigil:guess").decode()}
+t0 = time.monotonic(); first = call("/metrics", wrong)[0]; t1 = time.monotonic(); second = call("/metrics", wrong)[0]; t2 = time.monotonic()
+print("guess", first, second, t1 - t0 >= 0.24, t2 - t1 >= 0.49)
+spec = json.loads(call("/api/v1/openapi.json", bearer)[1])
+print("openapi", spec["openapi"], " ".join(sorted(spec["paths"])))
 
 def parquet_rows():
     rows = {}
@@ -56,6 +65,9 @@ for attempt in range(60):
     time.sleep(0.5)
 for s in ["detections", "zone_density"]:
     print("agree", s, before[s], counted[s])
+# The JSON API reads the retained stream (after the files above, so the city has windows).
+rows = json.loads(call("/api/v1/streams/zone_density?limit=3", bearer)[1])["rows"]
+print("stream", len(rows) > 0, all("density" in r and isinstance(r["event_time"], int) for r in rows))
 names = sorted({f.name for f in text_string_to_metric_families(call("/metrics", bearer)[1])})
 print("families", " ".join(names))
 "#;
@@ -97,6 +109,14 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
     assert_eq!(said("wrong"), ["401"]);
     assert_eq!(said("login"), ["200 admin True"]);
     assert_eq!(said("basic"), ["200 cookie 200 unknown 404"]);
+    assert_eq!(said("form"), ["401 True"]);
+    assert_eq!(said("guess"), ["401 401 True True"]);
+    let openapi = said("openapi").join("");
+    assert!(openapi.starts_with("3.1.0 "), "{openapi}");
+    for path in ["/api/v1/board/events", "/api/v1/hits/{id}/decision", "/api/v1/streams/{name}", "/metrics"] {
+        assert!(openapi.split(' ').any(|p| p == path), "{path} undocumented: {openapi}");
+    }
+    assert_eq!(said("stream"), ["True True"]);
     // The counters are the rows the files hold.
     for line in said("agree") {
         let v: Vec<&str> = line.split(' ').collect();
@@ -110,6 +130,7 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
         "vigil_watermark_lag_seconds",
         "vigil_rule_rows",
         "process_resident_memory_bytes",
+        "vigil_rule_lag_seconds",
     ] {
         assert!(families.split(' ').any(|x| x == f), "{f} missing from {families}");
     }
