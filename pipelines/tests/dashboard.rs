@@ -23,7 +23,7 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
          [simulation]\ncameras = 2\npedestrians_per_camera = 6\nvehicles_per_minute = 4\nocr_error_rate = 0.0\n\
          plates = [\"{PLATE}\"]\nlaggy_camera_every = 0\n\n\
          [simulation.surge]\nzone = \"gate\"\nat_s = 35.0\nramp_s = 3.0\nhold_s = 120.0\npeople = 300\n\n\
-         [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\n\n\
+         [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\nalert_density = 0.6\n\n\
          [[zones]]\nname = \"concourse\"\ncamera = 1\npolygon = [[2.0, 2.0], [9.0, 2.0], [9.0, 18.0], [2.0, 18.0]]\n\n\
          [[lines]]\nname = \"turnstiles\"\ncamera = 0\nfrom = [20.0, 4.0]\nto = [20.0, 16.0]\nin_side = [25.0, 10.0]\n\n\
          [[watchlist]]\nplate = \"{PLATE}\"\nreason = \"stolen vehicle\"\nlegal_basis = \"PV-2026-0042\"\n\
@@ -92,11 +92,15 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         change["page_after_engine_ms"].as_i64().unwrap_or_else(|| panic!("no density change seen: {show}"));
     assert!(lag <= 2000, "the page showed the surge {lag} ms after the engine: {show}");
     assert!(out["stats"]["updates"].as_u64().unwrap() >= 3, "{show}");
+    // The surge's alert stands on the page, and the crowd manager acknowledges it.
+    let alert = out["alert"]["text"].as_str().unwrap_or_else(|| panic!("no alert on the page: {show}"));
+    assert!(alert.contains("raised") && alert.contains("acknowledged by karim"), "{alert}");
     // Arabic reads right to left.
     assert_eq!(out["arabic"]["dir"], "rtl", "{show}");
     assert_eq!(out["arabic"]["title"], "المناطق", "{show}");
     // The page is small.
-    assert!(out["page_bytes"].as_u64().unwrap() < 500_000, "{show}");
+    let weight = out["page_bytes"].as_u64().unwrap() + out["login_bytes"].as_u64().unwrap();
+    assert!(weight > 20_000 && weight < 500_000, "{show}");
     // No personal data for a crowd manager, whatever the URL; aggregates yes.
     for (path, r) in out["forbidden"].as_object().unwrap() {
         let status = r["status"].as_u64().unwrap();
@@ -148,6 +152,11 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         audit.lines().filter(|l| l.contains("hit_decisions") && l.contains("\"http\"")).count() >= 2,
         "{audit}"
     );
+    let ack = format!(
+        "\"actor\":\"karim\",\"action\":\"alert.ack\",\"object\":\"alert {}\"",
+        out["alert"]["id"].as_str().unwrap()
+    );
+    assert!(audit.contains(&ack), "{ack} not in {audit}");
     let median = |key: &str| {
         let mut v: Vec<i64> =
             out["stats"][key].as_array().unwrap().iter().filter_map(|x| x.as_i64()).collect();
@@ -155,9 +164,10 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         v.get(v.len() / 2).copied().unwrap_or(-1)
     };
     eprintln!(
-        "board: page {} bytes; surge on the page {lag} ms after the engine's output was queryable; \
+        "board: page {} bytes, login form {} bytes; surge on the page {lag} ms after the engine's output was queryable; \
          server to page median {} ms; window end to page median {} ms of city time",
         out["page_bytes"],
+        out["login_bytes"],
         median("transport_ms"),
         median("city_lag_ms")
     );

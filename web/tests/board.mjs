@@ -34,15 +34,9 @@ try {
   // ---- the crowd manager ----
   const crowd = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
   const page = await crowd.newPage();
-  let bytes = 0;
-  page.on('response', async (r) => {
-    const type = r.request().resourceType();
-    if (['document', 'script', 'stylesheet', 'image', 'font'].includes(type)) {
-      try { bytes += (await r.body()).length; } catch (_) { /* redirects have none */ }
-    }
-  });
   const anonymous = await page.goto(base + '/');
   out.anonymous_status = anonymous.status();
+  const loginBytes = (await anonymous.body()).length;
   out.login_form = await page.locator('form#login').count();
   await login(page, ...cfg.crowd);
   out.role = await page.evaluate(() => window.vigil.me.role);
@@ -50,8 +44,13 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll('#zones li[data-zone]').length >= n
       && [...document.querySelectorAll('#zones li')].some((li) => li.dataset.density !== ''),
     cfg.zones.length, { timeout: 30000 });
-  out.page_bytes = bytes; // the login form's response is counted too: a first visit
-  step(`page and assets: ${bytes} bytes`);
+  // What the browser loaded for the page: the document and its assets (the API's JSON and the
+  // event stream are data, not weight), as the browser's own resource timing counts them.
+  out.page_bytes = await page.evaluate(() => [...performance.getEntriesByType('navigation'),
+    ...performance.getEntriesByType('resource')].filter((e) => !new URL(e.name).pathname.startsWith('/api/'))
+    .reduce((n, e) => n + e.decodedBodySize, 0));
+  out.login_bytes = loginBytes;
+  step(`page and assets: ${out.page_bytes} bytes; login form ${loginBytes} bytes`);
   out.zones_listed = await page.$$eval('#zones li[data-zone]', (l) => l.map((e) => e.dataset.zone));
   out.zones_drawn = await page.$$eval('#plan polygon[data-zone]', (l) => l.map((e) => e.dataset.zone));
   out.hit_queue_visible = await page.locator('#hits-card').isVisible();
@@ -86,9 +85,19 @@ try {
   out.density_change = { engine_at: engineAt, page_at: pageAt, engine_density: engineDensity,
     page_after_engine_ms: pageAt && engineAt ? pageAt - engineAt : null };
   step(`density ≥ ${cfg.threshold} in ${cfg.zone}: engine ${engineAt}, page ${pageAt}`);
-  await page.waitForTimeout(3000);
+  // The surge raises the zone's density alert (after its hold time): shown, then acknowledged.
+  await page.waitForSelector(`#alerts li[data-zone="${cfg.zone}"] button`, { timeout: 20000 }).catch(() => {});
   out.stats = await page.evaluate(() => window.vigil.stats);
   await page.screenshot({ path: `${artifacts}/board.png`, fullPage: true });
+  const alert = await page.$(`#alerts li[data-zone="${cfg.zone}"]`);
+  if (alert) {
+    out.alert = { id: await alert.getAttribute('data-alert') };
+    await alert.$eval('button', (b) => b.click());
+    await page.waitForFunction((z) => (document.querySelector(`#alerts li[data-zone="${z}"]`) || {}).textContent?.includes('acknowledged by'),
+      cfg.zone, { timeout: 5000 }).catch(() => {});
+    out.alert.text = await page.$eval(`#alerts li[data-zone="${cfg.zone}"]`, (e) => e.textContent).catch(() => null);
+    step(`alert ${out.alert.id}: ${out.alert.text}`);
+  }
   await page.selectOption('#lang', 'ar');
   out.arabic = await page.evaluate(() => ({ dir: document.documentElement.dir, title: document.querySelector('#zones-card h2').textContent }));
   await page.screenshot({ path: `${artifacts}/board-ar.png`, fullPage: true });
