@@ -76,6 +76,8 @@ pub struct Erased {
 /// them.
 pub fn erase(dir: &Path, selected: Selector<'_>) -> Result<Erased> {
     let mut done = Erased::default();
+    // No compaction reads a file while it is rewritten (it would put the rows back).
+    let _lock = if dir.is_dir() { Some(crate::lake::lock(dir)?) } else { None };
     for path in list_files(dir)? {
         let batches = read(&path)?;
         let mut kept = Vec::with_capacity(batches.len());

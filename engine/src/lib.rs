@@ -14,7 +14,8 @@
 //! - [`bridge`]: from batches to differential collections ([`bridge::ToUpdates`]) and back
 //!   ([`bridge::Finalize`]);
 //! - [`waiting::Waiting`]: items held until the watermark passes them;
-//! - [`parquet_sink::WriteParquet`] and [`retention`]: files, and their deletion on time;
+//! - [`parquet_sink::WriteParquet`], [`lake`] and [`retention`]: files, their commits and
+//!   recovery, and their deletion on time;
 //! - [`audit::AuditLog`]: the append-only, hash-chained audit log, and [`audit::verify`];
 //! - [`ids::Epoch`]: ids unique across runs and restarts;
 //! - [`text_file::read`]: text inputs read with a size limit.
@@ -28,6 +29,7 @@ pub mod geometry;
 pub mod graph;
 pub mod ids;
 pub mod ingest;
+pub mod lake;
 pub mod parquet_sink;
 pub mod retention;
 pub mod runtime;

@@ -1,18 +1,20 @@
-//! The Parquet sink: files per stream per event-time partition per worker and run, never
-//! half-written, committed every few seconds.
+//! The Parquet sink: a stream's rows into the lake ([`crate::lake`]): files per event-time
+//! partition per worker and run, under hourly partition directories, committed at frontiers.
 //!
 //! Rows go to the partition of their `event_time`, or to the partition of the batch's logical
-//! time when that is later (late rows arrive after their own partition has closed). A file is
-//! written under a hidden temporary name (`.NAME.inprogress`) and renamed (after an fsync) to
-//! `PREFIX-YYYYMMDDTHHMMSSZ-eE-wN[-TAG][-cK].parquet`, so a reader globbing `*.parquet` only ever
-//! sees complete files. A file is committed when the frontier passes its partition's end, and
-//! also once it has been open for the commit interval ([`ParquetSinkConfig::commit`], 5 s by
-//! default): the partition goes on in a new piece (`-c1`, `-c2`, ...). So a SIGKILL loses at most
-//! the rows of the last interval, not the partition's. A worker that panics commits what its
-//! sinks hold while it unwinds, and [`request_flush`] makes every sink commit at once. `E` is
-//! the run's epoch, so a restart into the same directory never replaces an earlier run's files.
-//! While a file is open the sink holds a capability at its partition start: a probe on the
-//! sink's output is done only when every file is closed.
+//! time when that is later (late rows arrive after their own partition has closed). Rows wait
+//! in memory until the input frontier passes their time, so a file never holds a row of a time
+//! still open. A commit finishes every open file and records the frontier in the writer's
+//! commit record; it happens when a partition ends, once every commit interval
+//! ([`ParquetSinkConfig::commit`], 5 s by default; a partition then goes on in a new piece
+//! `-c1`, `-c2`, ...), and when the input ends. A file is named
+//! `date=YYYY-MM-DD/hour=HH/PREFIX-YYYYMMDDTHHMMSSZ-eE-wN[-TAG][-cK].parquet`; `E` is the run's
+//! epoch, so a restart never replaces an earlier run's files. A SIGKILL loses at most the rows
+//! since the last commit, and a replayable input gets them back ([`lake::resume_point`]); a
+//! restarted writer skips the rows its last record says are committed. A worker that panics
+//! commits what its sinks hold while it unwinds, and [`request_flush`] makes every sink commit
+//! at once. While rows are held or a file is open the sink holds a capability: a probe on the
+//! sink's output is done only when everything is committed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,7 +27,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
@@ -34,6 +36,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::error::{EngineError, Result};
 use crate::ids::Epoch;
+use crate::lake::{self, WriterState};
 use crate::runtime::Time;
 use crate::stream::{Batch, EVENT_TIME};
 use crate::time::{Millis, file_stamp};
@@ -58,6 +61,9 @@ pub struct ParquetSinkConfig {
     pub time_column: String,
     /// The longest a row waits in an open file before the file is committed (wall clock).
     pub commit: Duration,
+    /// The columns that identify a row (the stream's keys; none: the whole row), by which a
+    /// resumed writer recognises the rows the killed run committed.
+    pub keys: Vec<String>,
 }
 
 /// How long rows wait in an open file, by default: what a SIGKILL can lose.
@@ -89,7 +95,14 @@ impl ParquetSinkConfig {
             dictionary: Vec::new(),
             time_column: EVENT_TIME.to_owned(),
             commit: DEFAULT_COMMIT,
+            keys: Vec::new(),
         }
+    }
+
+    /// The same, recognising rows by `keys` (the stream's; the whole row when empty).
+    pub fn with_keys(mut self, keys: &[&str]) -> Self {
+        self.keys = keys.iter().map(|k| (*k).to_owned()).collect();
+        self
     }
 
     /// The same, committing open files after `commit` (at least 100 ms).
@@ -116,62 +129,122 @@ impl ParquetSinkConfig {
         self
     }
 
-    /// Creates the directory and removes temporary files a killed run left behind.
+    /// Creates the directory and brings it to its last commits ([`lake::recover`]).
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| EngineError::io("creating", &self.dir, e))?;
-        remove_unfinished(&self.dir)
+        recover(&self.dir)
     }
 }
 
-/// Removes the temporary files (`.NAME.inprogress`) a killed run left in `dir`: call it before
-/// anything writes there.
-pub fn remove_unfinished(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io("listing", dir, e))? {
-        let path = entry.map_err(|e| EngineError::io("listing", dir, e))?.path();
-        if path.extension().is_some_and(|x| x == "inprogress") {
-            std::fs::remove_file(&path).map_err(|e| EngineError::io("removing", &path, e))?;
-        }
+/// Brings stream directory `dir` to its last commits after a crash ([`lake::recover`]): call
+/// it before anything writes there.
+pub fn recover(dir: &Path) -> Result<()> {
+    let r = lake::recover(dir)?;
+    if r.renamed + r.discarded > 0 {
+        tracing::info!(
+            "{}: {} files of an interrupted commit put in place, {} uncommitted files discarded",
+            dir.display(),
+            r.renamed,
+            r.discarded
+        );
     }
     Ok(())
 }
 
+/// How the lake's files are written: zstd, row groups of about a million rows (the default),
+/// statistics per page and the page index (readers skip what a filter on time or camera
+/// excludes), and dictionary encoding only for `dictionary`, the columns with few distinct
+/// values. For coordinates, scores and ids a dictionary costs a hash per value and saves
+/// nothing (measured: the interner was the hottest function of `vigil bench`).
+pub fn writer_properties(dictionary: &[&str]) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for column in dictionary {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
+    }
+    props.build()
+}
+
 struct OpenFile {
     writer: ArrowWriter<File>,
+    /// Hidden and final names, relative to the stream's directory.
     tmp: PathBuf,
     path: PathBuf,
-    opened: Instant,
-    /// The file's prefix (what its committed rows are counted under) and rows so far.
-    prefix: String,
     rows: u64,
     _cap: Capability<Time>,
 }
 
-/// Writes one stream's batches to Parquet files (one per partition).
+/// Writes one stream's batches to Parquet files (one per partition) and commits them to the
+/// lake ([`crate::lake`]) at frontiers.
 struct PartitionWriter {
     config: ParquetSinkConfig,
     schema: SchemaRef,
     worker: usize,
+    /// The writer's name in the lake's log: `w<worker>[-<tag>]`.
+    name: String,
     open: BTreeMap<Millis, OpenFile>,
     /// Pieces already committed, per partition still open to rows (names the next piece).
     pieces: BTreeMap<Millis, u32>,
     props: WriterProperties,
+    /// Rows waiting for the frontier to pass their time: a file holds only rows before the
+    /// frontier, so that a commit is a cut of the stream at a frontier.
+    stash: BTreeMap<Time, (Capability<Time>, Vec<RecordBatch>)>,
+    /// Files finished and synced, renamed into place at the next commit.
+    finished: Vec<Finished>,
+    /// The last commit record (the previous run's, until this writer's first commit).
+    state: WriterState,
+    /// Rows before this time were committed by the run that was killed before this one.
+    skip_before: Time,
+    /// The keys of the rows the killed run committed near `skip_before` (see [`Resumed`]).
+    resumed: Option<Resumed>,
+    last_commit: Instant,
 }
 
 impl PartitionWriter {
-    fn new(config: ParquetSinkConfig, schema: SchemaRef, worker: usize) -> Self {
-        // Dictionary encoding pays only for columns with few distinct values; for coordinates,
-        // scores and ids it costs a hash per value and saves nothing (measured: the interner was
-        // the hottest function of `vigil bench`).
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_dictionary_enabled(false);
-        for field in schema.fields() {
-            if config.dictionary.iter().any(|d| d == field.name()) {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
-            }
+    /// A writer taking up its record of the last run; an unreadable record is returned as
+    /// the error beside a writer that starts afresh.
+    fn new(config: ParquetSinkConfig, schema: SchemaRef, worker: usize) -> (Self, Option<EngineError>) {
+        let dictionary: Vec<&str> = config.dictionary.iter().map(String::as_str).collect();
+        let props = writer_properties(&dictionary);
+        let name =
+            if config.tag.is_empty() { format!("w{worker}") } else { format!("w{worker}-{}", config.tag) };
+        let (state, error) = match lake::read_state(&config.dir, &name) {
+            Ok(s) => (s.unwrap_or_default(), None),
+            Err(e) => (WriterState::default(), Some(e)),
+        };
+        let skip_before = state.skip_before();
+        let resumed = (skip_before > 0).then(|| Resumed::load(&config, skip_before));
+        let (resumed, error) = match resumed {
+            Some(Ok(r)) => (Some(r), error),
+            Some(Err(e)) => (None, error.or(Some(e))),
+            None => (None, error),
+        };
+        if skip_before > 0 {
+            tracing::info!(
+                "{}/{name}: resuming after commit {} (rows before {} were committed)",
+                config.prefix,
+                state.commit,
+                crate::time::rfc3339(skip_before as Millis)
+            );
         }
-        let props = props.build();
-        Self { config, schema, worker, open: BTreeMap::new(), pieces: BTreeMap::new(), props }
+        let writer = Self {
+            config,
+            schema,
+            worker,
+            name,
+            open: BTreeMap::new(),
+            pieces: BTreeMap::new(),
+            props,
+            stash: BTreeMap::new(),
+            finished: Vec::new(),
+            state,
+            skip_before,
+            resumed,
+            last_commit: Instant::now(),
+        };
+        (writer, error)
     }
 
     fn partition_of(&self, t: Millis) -> Millis {
@@ -193,27 +266,65 @@ impl PartitionWriter {
                 c.epoch,
                 self.worker
             );
-            let tmp = c.dir.join(format!(".{name}.inprogress"));
-            let path = c.dir.join(name);
-            let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
+            let hour = lake::hour_dir(part);
+            let abs = c.dir.join(&hour);
+            std::fs::create_dir_all(&abs).map_err(|e| EngineError::io("creating", &abs, e))?;
+            let tmp = hour.join(format!(".{name}.inprogress"));
+            let path = hour.join(name);
+            let file = File::create(c.dir.join(&tmp))
+                .map_err(|e| EngineError::io("creating", c.dir.join(&tmp), e))?;
             let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(
-                |source| EngineError::Parquet { context: format!("opening {}", tmp.display()), source },
+                |source| EngineError::Parquet {
+                    context: format!("opening {}", c.dir.join(&tmp).display()),
+                    source,
+                },
             )?;
             let at = (part.max(0) as Time).max(*cap.time());
-            self.open.insert(
-                part,
-                OpenFile {
-                    writer,
-                    tmp,
-                    path,
-                    opened: Instant::now(),
-                    prefix: c.prefix.clone(),
-                    rows: 0,
-                    _cap: cap.delayed(&at),
-                },
-            );
+            self.open.insert(part, OpenFile { writer, tmp, path, rows: 0, _cap: cap.delayed(&at) });
         }
         Ok(self.open.get_mut(&part).expect("inserted above"))
+    }
+
+    /// Holds `data` (received at `time`) until the frontier passes `time`; rows a killed run
+    /// committed already are dropped ([`Resumed`]).
+    fn receive(&mut self, cap: &Capability<Time>, data: &[Batch]) {
+        let time = *cap.time();
+        let near = match &self.resumed {
+            Some(r) if time < r.from => return,
+            Some(r) => time < r.until,
+            None => false,
+        };
+        let entry = self.stash.entry(time).or_insert_with(|| (cap.clone(), Vec::new()));
+        for b in data.iter().filter(|b| b.rows.num_rows() > 0) {
+            if near {
+                let r = self.resumed.as_ref().expect("near a resume point");
+                match r.unseen(&b.rows) {
+                    Ok(Some(rows)) => entry.1.push(rows),
+                    Ok(None) => {}
+                    // Not recognisable: written (a repeat is better than a loss).
+                    Err(e) => {
+                        tracing::error!("{}: recognising committed rows: {e}", self.config.prefix);
+                        entry.1.push(b.rows.clone());
+                    }
+                }
+            } else {
+                entry.1.push(b.rows.clone());
+            }
+        }
+    }
+
+    /// Writes the rows held for times before `frontier` (all of them when `None`).
+    fn write_ready(&mut self, frontier: Option<Time>) -> Result<()> {
+        while let Some(entry) = self.stash.first_entry() {
+            if frontier.is_some_and(|f| *entry.key() >= f) {
+                break;
+            }
+            let (time, (cap, batches)) = entry.remove_entry();
+            for b in &batches {
+                self.write(time, b, &cap)?;
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, batch_time: Time, data: &RecordBatch, cap: &Capability<Time>) -> Result<()> {
@@ -241,76 +352,224 @@ impl PartitionWriter {
     }
 
     fn append(&mut self, part: Millis, rows: &RecordBatch, cap: &Capability<Time>) -> Result<()> {
+        let dir = self.config.dir.clone();
         let f = self.file_for(part, cap)?;
         f.rows += rows.num_rows() as u64;
         f.writer.write(rows).map_err(|source| EngineError::Parquet {
-            context: format!("writing {}", f.tmp.display()),
+            context: format!("writing {}", dir.join(&f.tmp).display()),
             source,
         })
     }
 
-    /// Closes every partition that ends at or before `frontier` (all of them when `None`).
-    fn close_until(&mut self, frontier: Option<Time>) -> Result<()> {
+    /// Finishes the files of partitions that end at or before `frontier` (all when `None`, or
+    /// when `all`); they are committed with the next commit.
+    fn close_until(&mut self, frontier: Option<Time>, all: bool) -> Result<()> {
         let size = self.config.partition_ms;
         let done: Vec<Millis> = self
             .open
             .keys()
             .copied()
-            .filter(|&p| frontier.is_none_or(|f| (p + size).max(0) as Time <= f))
+            .filter(|&p| all || frontier.is_none_or(|f| (p + size).max(0) as Time <= f))
             .collect();
         for p in done {
-            self.pieces.remove(&p);
             let f = self.open.remove(&p).expect("key listed above");
-            close_file(f)?;
+            let ended = frontier.is_none_or(|f| (p + size).max(0) as Time <= f);
+            if ended {
+                self.pieces.remove(&p);
+            } else {
+                // The partition goes on in a new piece.
+                *self.pieces.entry(p).or_default() += 1;
+            }
+            self.finished.push(finish_file(&self.config.dir, f)?);
         }
         Ok(())
     }
 
-    /// Commits every file open for the commit interval or longer (all of them after
-    /// [`request_flush`]); their partitions go on in new pieces. Returns how long until the
-    /// next file is due, if any is open.
-    fn commit_due(&mut self) -> Result<Option<Duration>> {
-        let now = Instant::now();
+    /// Commits when it is due: after the commit interval (or at once after [`request_flush`]),
+    /// when a partition closed, and when the input ends. A commit finishes every open file and
+    /// records `frontier` as the point through which everything is committed. Returns how long
+    /// until the next commit is due, while something is left to commit.
+    fn commit_due(&mut self, frontier: Option<Time>) -> Result<Option<Duration>> {
         let flush = FLUSH.load(Ordering::Relaxed);
-        let commit = self.config.commit;
-        let due: Vec<Millis> = self
-            .open
-            .iter()
-            .filter(|(_, f)| flush || now.duration_since(f.opened) >= commit)
-            .map(|(&p, _)| p)
-            .collect();
-        for p in due {
-            let f = self.open.remove(&p).expect("key listed above");
-            *self.pieces.entry(p).or_default() += 1;
-            close_file(f)?;
+        let elapsed = self.last_commit.elapsed();
+        let first = self.state.epoch != self.config.epoch.value();
+        let advanced = first || matches!((self.state.through, frontier), (Some(t), Some(f)) if f > t);
+        let ended = frontier.is_none() && (first || self.state.through.is_some());
+        // A run's first record goes at once: the point it resumes from if it is killed before
+        // its first interval is out.
+        if first
+            || ended
+            || !self.finished.is_empty()
+            || (advanced && (flush || elapsed >= self.config.commit))
+        {
+            self.close_until(frontier, true)?;
+            self.commit(frontier)?;
+            return Ok(None);
         }
-        Ok(self.open.values().map(|f| commit.saturating_sub(now.duration_since(f.opened))).min())
+        Ok(advanced.then(|| self.config.commit.saturating_sub(elapsed)))
+    }
+
+    fn commit(&mut self, frontier: Option<Time>) -> Result<()> {
+        let files = std::mem::take(&mut self.finished);
+        let state = WriterState {
+            epoch: self.config.epoch.value(),
+            commit: self.state.commit + 1,
+            // Rows before `skip_before` were committed by the killed run: the point never goes back.
+            through: frontier.map(|f| f.max(self.skip_before)),
+            pending: files
+                .iter()
+                .map(|f| (f.tmp.to_string_lossy().into_owned(), f.path.to_string_lossy().into_owned()))
+                .collect(),
+        };
+        lake::commit(&self.config.dir, &self.name, &state)?;
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        *COMMITTED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(self.config.prefix.clone())
+            .or_default() += rows;
+        self.state = state;
+        self.last_commit = Instant::now();
+        Ok(())
     }
 }
 
 impl Drop for PartitionWriter {
-    /// A sink dropped with files open commits them: a worker that unwinds (a panic elsewhere
-    /// in its dataflows), or a dataflow dropped before it finished (a rule over its budget).
-    /// A sink that finished has none open.
+    /// A sink dropped with rows uncommitted commits them: a worker that unwinds (a panic
+    /// elsewhere in its dataflows), or a dataflow dropped before it finished (a rule over its
+    /// budget, a rule dropped). The record says the writer finished: nothing is resumed.
     fn drop(&mut self) {
-        for (_, f) in std::mem::take(&mut self.open) {
-            let tmp = f.tmp.clone();
-            if let Err(e) = close_file(f) {
-                tracing::error!("committing {} as its sink is dropped: {e}", tmp.display());
-            }
+        if self.stash.is_empty()
+            && self.open.is_empty()
+            && self.finished.is_empty()
+            && self.state.through.is_none()
+        {
+            return;
+        }
+        let done = self
+            .write_ready(None)
+            .and_then(|()| self.close_until(None, true))
+            .and_then(|()| self.commit(None));
+        if let Err(e) = done {
+            tracing::error!(
+                "committing {}/{} as its sink is dropped: {e}",
+                self.config.dir.display(),
+                self.name
+            );
         }
     }
 }
 
-fn close_file(f: OpenFile) -> Result<()> {
-    let OpenFile { writer, tmp, path, prefix, rows, _cap, .. } = f;
+/// How far apart, at most, the logical times of one row can be in two runs over the same
+/// input. An operator emits a row at its event time or later, when its frontier allows, and the
+/// frontier moves by the scheduling: a resumed run can give a row another time than the killed
+/// run did.
+pub const RESUME_SLACK_MS: Time = 60_000;
+
+/// What a writer resuming after a kill knows of the killed run's commits: rows at logical
+/// times before `from` were committed; rows from `until` on were not; in between, a row was
+/// committed if its keys are among those committed there. Every id vigil writes is a function
+/// of the input and the first run's epoch, so a replayed row has the keys it had.
+struct Resumed {
+    from: Time,
+    until: Time,
+    keys: Vec<String>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl Resumed {
+    /// Reads the keys of the committed rows of the partitions a row near `through` can be in.
+    fn load(config: &ParquetSinkConfig, through: Time) -> Result<Self> {
+        let from = through.saturating_sub(RESUME_SLACK_MS);
+        let first = (from.saturating_sub(RESUME_SLACK_MS) as Millis).div_euclid(config.partition_ms)
+            * config.partition_ms;
+        let mut r = Self {
+            from,
+            until: through + RESUME_SLACK_MS,
+            keys: config.keys.clone(),
+            seen: Default::default(),
+        };
+        for path in list_files(&config.dir)? {
+            if partition_start(&path, &config.prefix).is_none_or(|p| p < first) {
+                continue;
+            }
+            let file = File::open(&path).map_err(|e| EngineError::io("opening", &path, e))?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .map_err(|source| EngineError::Parquet {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })?;
+            for batch in reader {
+                let batch = batch.map_err(|source| EngineError::Arrow {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })?;
+                r.seen.extend(r.hashes(&batch)?);
+            }
+        }
+        Ok(r)
+    }
+
+    /// A hash of each row's keys (of every column when the stream names none).
+    fn hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>> {
+        use std::hash::{Hash, Hasher};
+        let columns: Vec<arrow::array::ArrayRef> = if self.keys.is_empty() {
+            batch.columns().to_vec()
+        } else {
+            self.keys
+                .iter()
+                .map(|k| {
+                    batch
+                        .column_by_name(k)
+                        .cloned()
+                        .ok_or_else(|| EngineError::Schema(format!("no key column {k}")))
+                })
+                .collect::<Result<_>>()?
+        };
+        let fields = columns.iter().map(|c| arrow::row::SortField::new(c.data_type().clone())).collect();
+        let arrow_err = |source| EngineError::Arrow { context: "hashing keys".into(), source };
+        let converter = arrow::row::RowConverter::new(fields).map_err(arrow_err)?;
+        let rows = converter.convert_columns(&columns).map_err(arrow_err)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mut h = std::hash::DefaultHasher::new();
+                row.as_ref().hash(&mut h);
+                h.finish()
+            })
+            .collect())
+    }
+
+    /// The rows of `batch` not committed already, if any.
+    fn unseen(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let hashes = self.hashes(batch)?;
+        if hashes.iter().all(|h| !self.seen.contains(h)) {
+            return Ok(Some(batch.clone()));
+        }
+        let mask: BooleanArray = hashes.iter().map(|h| Some(!self.seen.contains(h))).collect();
+        let rows = filter_record_batch(batch, &mask)
+            .map_err(|source| EngineError::Arrow { context: "dropping committed rows".into(), source })?;
+        Ok((rows.num_rows() > 0).then_some(rows))
+    }
+}
+
+/// A file finished and synced under its hidden name, waiting for its commit.
+struct Finished {
+    tmp: PathBuf,
+    path: PathBuf,
+    rows: u64,
+}
+
+/// Finishes and syncs a file under its hidden name; it becomes visible when committed.
+fn finish_file(dir: &Path, f: OpenFile) -> Result<Finished> {
+    let OpenFile { writer, tmp, path, rows, _cap } = f;
+    let abs = dir.join(&tmp);
     let file = writer
         .into_inner()
-        .map_err(|source| EngineError::Parquet { context: format!("finishing {}", tmp.display()), source })?;
-    file.sync_all().map_err(|e| EngineError::io("syncing", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| EngineError::io("renaming", &tmp, e))?;
-    *COMMITTED.lock().unwrap_or_else(|p| p.into_inner()).entry(prefix).or_default() += rows;
-    Ok(())
+        .map_err(|source| EngineError::Parquet { context: format!("finishing {}", abs.display()), source })?;
+    file.sync_all().map_err(|e| EngineError::io("syncing", &abs, e))?;
+    Ok(Finished { tmp, path, rows })
 }
 
 /// Rows committed to Parquet files since the process started, by file prefix (a stream's or a
@@ -383,25 +642,25 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
             Pipeline,
             &name,
             move |_default_cap, info| {
-                // The default capability is dropped here: open files hold their own.
-                let mut writer = PartitionWriter::new(config, schema, worker);
-                // Wakes the sink when its oldest open file is due, even with no input.
+                // The default capability is dropped here: held rows and open files hold their own.
+                let (mut writer, error) = PartitionWriter::new(config, schema, worker);
+                if let Some(e) = error {
+                    on_error(e);
+                }
+                // Wakes the sink when its next commit is due, even with no input.
                 let activator = scope.activator_for(info.address);
                 let mut wake: Option<Instant> = None;
                 move |(input, frontier), _output| {
                     input.for_each(|time, data| {
                         let Some(cap) = time.retain_least(0) else { return };
-                        for b in data.iter() {
-                            if let Err(e) = writer.write(*cap.time(), &b.rows, &cap) {
-                                on_error(e);
-                            }
-                        }
+                        writer.receive(&cap, data);
                     });
                     let f = frontier.frontier().first().copied();
-                    if let Err(e) = writer.close_until(f) {
+                    let done = writer.write_ready(f).and_then(|()| writer.close_until(f, false));
+                    if let Err(e) = done {
                         on_error(e);
                     }
-                    match writer.commit_due() {
+                    match writer.commit_due(f) {
                         Ok(Some(next)) => {
                             // One pending wake-up at a time, not one per batch.
                             let (now, delay) = (Instant::now(), next.max(Duration::from_millis(10)));
@@ -420,20 +679,9 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
     }
 }
 
-/// Lists the complete Parquet files directly under `dir`, sorted by name.
+/// Lists the committed Parquet files under stream directory `dir` (every partition), sorted.
 pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io("listing", dir, e))? {
-        let path = entry.map_err(|e| EngineError::io("listing", dir, e))?.path();
-        if path.extension().is_some_and(|x| x == "parquet") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
+    lake::list_files(dir)
 }
 
 /// The partition start of a file named `PREFIX-YYYYMMDDTHHMMSSZ-...parquet`, if it is one.

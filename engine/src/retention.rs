@@ -71,6 +71,10 @@ pub fn sweep(
             deleted.push(Deleted { path, time });
         }
     }
+    if recursive && !deleted.is_empty() {
+        // A lake partition whose every file went goes too.
+        crate::lake::remove_empty_partitions(dir)?;
+    }
     deleted.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(deleted)
 }

@@ -77,6 +77,26 @@ impl<T> Waiting<T> {
     }
 }
 
+impl<T> Waiting<T> {
+    /// After an activation: moves the capability up to the earliest item still waiting or
+    /// `next`, the earliest time the operator's state can still emit at, whichever is first, and
+    /// lets it go when there is neither. Unlike [`release`](Self::release) the capability does
+    /// not follow the frontier, so outputs keep their own times whatever the scheduling.
+    pub fn release_to(&mut self, frontier: Option<Time>, next: Option<Time>) {
+        let first = self.items.keys().next().map(|&t| t.max(0) as Time);
+        let next = next.filter(|_| frontier.is_some());
+        let keep = match (first, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (keep, self.cap.as_mut()) {
+            (Some(t), Some(c)) if t > *c.time() => c.downgrade(&t),
+            (Some(_), Some(_)) => {}
+            _ => self.cap = None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

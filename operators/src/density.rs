@@ -229,7 +229,7 @@ pub trait CrowdDensity<'scope> {
 
 impl<'scope> CrowdDensity<'scope> for Events<'scope, Detections> {
     fn zone_density(self, config: DensityConfig, errors: &ErrorSink) -> DensityStreams<'scope> {
-        let errors = errors.clone();
+        let (errors, density_errors) = (errors.clone(), errors.clone());
         let points =
             self.into_inner().unary::<timely::container::CapacityContainerBuilder<Vec<Point>>, _, _, _>(
                 Pipeline,
@@ -269,17 +269,23 @@ impl<'scope> CrowdDensity<'scope> for Events<'scope, Detections> {
                         let mut out = Outputs::default();
                         density.advance(&mut ready, f.map(|f| f as Millis), &mut out);
                         ready.clear();
-                        if let Some(cap) = out.earliest.and_then(|t| waiting.cap_at(t)) {
-                            let mut session = output.session(&cap);
-                            let (d, g, a) = out.finish();
-                            for (part, b) in [(0, d), (1, g), (2, a)] {
-                                if let Some(b) = b {
-                                    session.give((part, Batch::new(b)));
+                        // Each row at its own event time (see `Density::next_output`).
+                        let (d, g, a) = out.finish();
+                        for (part, b) in [(0, d), (1, g), (2, a)] {
+                            let Some(b) = b else { continue };
+                            match by_event_time(&b) {
+                                Ok(groups) => {
+                                    for (t, rows) in groups {
+                                        if let Some(cap) = waiting.cap_at(t) {
+                                            output.session(&cap).give((part, Batch::new(rows)));
+                                        }
+                                    }
                                 }
+                                Err(e) => density_errors.report("ZoneDensity", e),
                             }
                         }
-                        // Zones with state still emit snapshots as the frontier advances.
-                        waiting.release(f, !density.is_idle());
+                        let next = density.next_output().map(|t| t.max(0) as vigil_engine::runtime::Time);
+                        waiting.release_to(f, next);
                     }
                 },
             );
@@ -291,6 +297,27 @@ impl<'scope> CrowdDensity<'scope> for Events<'scope, Detections> {
             alerts: Events::new(next()),
         }
     }
+}
+
+/// The rows of `batch` grouped by `event_time`, earliest first.
+fn by_event_time(
+    batch: &arrow::array::RecordBatch,
+) -> vigil_engine::Result<Vec<(Millis, arrow::array::RecordBatch)>> {
+    let times = vigil_engine::parquet_sink::event_times(batch)?;
+    let first = times.first().copied().unwrap_or_default();
+    if times.iter().all(|&t| t == first) {
+        return Ok(vec![(first, batch.clone())]);
+    }
+    let distinct: std::collections::BTreeSet<Millis> = times.iter().copied().collect();
+    let mut out = Vec::with_capacity(distinct.len());
+    for t in distinct {
+        let mask: arrow::array::BooleanArray = times.iter().map(|&x| Some(x == t)).collect();
+        let rows = arrow::compute::filter_record_batch(batch, &mask).map_err(|source| {
+            vigil_engine::EngineError::Arrow { context: "splitting density rows by time".into(), source }
+        })?;
+        out.push((t, rows));
+    }
+    Ok(out)
 }
 
 /// Reads the `person` detections with a zone from a `detections` batch.
@@ -453,6 +480,14 @@ impl Density {
     /// True when no zone holds state.
     pub fn is_idle(&self) -> bool {
         self.states.is_empty()
+    }
+
+    /// The earliest event time the next outputs can have (a window's last millisecond), if any
+    /// zone holds state: the operator holds its capability there, not at the frontier, so that
+    /// each output's logical time is its own event time whatever the scheduling (a resumed run
+    /// then cuts its output where the killed run did).
+    pub fn next_output(&self) -> Option<Millis> {
+        self.states.values().map(|s| s.next_sample - 1).min()
     }
 
     /// Applies `points` (all before `frontier`; any order) and emits every snapshot and window

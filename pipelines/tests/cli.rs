@@ -72,18 +72,18 @@ for stream, cols in [
     ("zone_density", ["zone", "window_start", "window_end", "persons", "density", "level"]),
     ("alerts", ["camera_id", "event_time", "event_id", "kind", "rule", "severity", "message"]),
 ]:
-    names = [r[0] for r in duckdb.sql(f"describe select * from read_parquet('out/{stream}/*.parquet')").fetchall()]
+    names = [r[0] for r in duckdb.sql(f"describe select * from read_parquet('out/{stream}/**/*.parquet')").fetchall()]
     missing = [c for c in cols if c not in names]
-    n = duckdb.sql(f"select count(*) from read_parquet('out/{stream}/*.parquet')").fetchall()[0][0]
+    n = duckdb.sql(f"select count(*) from read_parquet('out/{stream}/**/*.parquet')").fetchall()[0][0]
     print(stream, n, ",".join(missing) or "-")
-print("dup_ids", duckdb.sql("select count(*) - count(distinct event_id) from read_parquet('out/detections/*.parquet')").fetchall()[0][0])
+print("dup_ids", duckdb.sql("select count(*) - count(distinct event_id) from read_parquet('out/detections/**/*.parquet')").fetchall()[0][0])
 # The entry for 4821-د-33 is added 30 s in: its plate is read before that. No hit exists before the
 # entry; at 30 s the earlier reads hit (retroactive), and later reads hit as they come.
-print("late_entry_retroactive", duckdb.sql("select count(*) from read_parquet('out/hits/*.parquet') where listed_plate = '4821-د-33' and status = 'candidate' and read_time < timestamptz '2026-06-14 20:00:30+00' and event_time >= timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
-print("late_entry_early_reads", duckdb.sql("select count(*) from read_parquet('out/plate_reads/*.parquet') where plate = '4821-د-33' and event_time < timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
-print("late_entry_early_hits", duckdb.sql("select count(*) from read_parquet('out/alerts/*.parquet') where kind = 'watchlist' and message like 'plate 4821-د-33 %' and event_time < timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
-print("late_entry_later_hits", duckdb.sql("select count(*) from read_parquet('out/alerts/*.parquet') where kind = 'watchlist' and message like 'plate 4821-د-33 %' and event_time >= timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
-print("ef", duckdb.sql("select count(*) from read_parquet('out/zone_density/*.parquet') where zone = 'gate-a' and level in ('E', 'F')").fetchall()[0][0])
+print("late_entry_retroactive", duckdb.sql("select count(*) from read_parquet('out/hits/**/*.parquet') where listed_plate = '4821-د-33' and status = 'candidate' and read_time < timestamptz '2026-06-14 20:00:30+00' and event_time >= timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
+print("late_entry_early_reads", duckdb.sql("select count(*) from read_parquet('out/plate_reads/**/*.parquet') where plate = '4821-د-33' and event_time < timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
+print("late_entry_early_hits", duckdb.sql("select count(*) from read_parquet('out/alerts/**/*.parquet') where kind = 'watchlist' and message like 'plate 4821-د-33 %' and event_time < timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
+print("late_entry_later_hits", duckdb.sql("select count(*) from read_parquet('out/alerts/**/*.parquet') where kind = 'watchlist' and message like 'plate 4821-د-33 %' and event_time >= timestamptz '2026-06-14 20:00:30+00'").fetchall()[0][0])
+print("ef", duckdb.sql("select count(*) from read_parquet('out/zone_density/**/*.parquet') where zone = 'gate-a' and level in ('E', 'F')").fetchall()[0][0])
 "#,
         tmp.path(),
     );
@@ -120,7 +120,7 @@ fn row_sets(dir: &Path) -> String {
         r#"
 import duckdb, hashlib
 for s in ["detections", "plate_reads", "zone_density", "alerts", "late_events"]:
-    rows = duckdb.sql(f"select * from read_parquet('out/{s}/*.parquet') order by all").fetchall()
+    rows = duckdb.sql(f"select * from read_parquet('out/{s}/**/*.parquet') order by all").fetchall()
     print(s, len(rows), hashlib.sha256(repr(rows).encode()).hexdigest())
 "#,
         dir,
@@ -168,7 +168,7 @@ fn run_with_a_config_file_and_a_rule_file() {
     // `sinks.out` is relative to the config file; the rule file too.
     assert!(!tmp.path().join("results/ground_truth").exists());
     let report = py(
-        "import duckdb\nprint(duckdb.sql(\"select count(*), count(distinct rule), min(cast(split_part(message, 'score=', 2) as double)) from read_parquet('results/alerts/*.parquet') where kind = 'rule'\").fetchall()[0])",
+        "import duckdb\nprint(duckdb.sql(\"select count(*), count(distinct rule), min(cast(split_part(message, 'score=', 2) as double)) from read_parquet('results/alerts/**/*.parquet') where kind = 'rule'\").fetchall()[0])",
         tmp.path(),
     );
     let (n, rules, min_score) = report
@@ -328,7 +328,7 @@ fn sigint_leaves_only_complete_readable_files() {
     }
     assert!(files.iter().any(|f| f.to_string_lossy().contains("/detections/")), "{files:?}");
     let n = py(
-        "import pyarrow.parquet as pq, glob\nprint(sum(pq.read_table(f).num_rows for f in glob.glob('out/*/*.parquet')))",
+        "import pyarrow.parquet as pq, glob\nprint(sum(pq.read_table(f).num_rows for f in glob.glob('out/**/*.parquet', recursive=True)))",
         tmp.path(),
     );
     assert!(n.trim().parse::<u64>().unwrap() > 0);

@@ -40,7 +40,7 @@ fn stadium_gate_surge_fused_counts_alerts_and_flows_match_the_truth() {
         dir.path(),
     );
     let out = dir.path().join("out");
-    let read = |stream: &str| format!("read_parquet('{}/{stream}/*.parquet')", out.display());
+    let read = |stream: &str| format!("read_parquet('{}/{stream}/**/*.parquet')", out.display());
     // True people in the plaza per frame (every camera of the scene reports the same truth;
     // camera 0's copy is enough).
     let truth = format!(

@@ -180,13 +180,13 @@ fn a_derived_stream_defined_in_one_file_is_in_parquet_sql_psql_and_retention() {
     assert!(files_by_stream.get("fast_tracks").is_some_and(|n| *n > 0), "{files_by_stream:?}");
     // Parquet: DuckDB reads the stream, with its own schema, and the rule's rows.
     let rows = common::duckdb(&format!(
-        "SELECT count(*), min(speed) > 3, count(DISTINCT track_id) > 0 FROM read_parquet('{}/*.parquet')",
+        "SELECT count(*), min(speed) > 3, count(DISTINCT track_id) > 0 FROM read_parquet('{}/**/*.parquet')",
         dir_fast.display()
     ));
     assert_eq!(rows[0][1], "True", "{rows:?}");
     assert!(rows[0][0].parse::<u64>().unwrap() > 0, "{rows:?}");
     let rule_rows = common::duckdb(&format!(
-        "SELECT count(*), min(speed) > 4 FROM read_parquet('{}/rules/very_fast/*.parquet')",
+        "SELECT count(*), min(speed) > 4 FROM read_parquet('{}/rules/very_fast/**/*.parquet')",
         out.display()
     ));
     assert!(rule_rows[0][0].parse::<u64>().unwrap() > 0 && rule_rows[0][1] == "True", "{rule_rows:?}");

@@ -98,7 +98,7 @@ fn detections_in_summary(out: &str) -> u64 {
 
 fn parquet_count(dir: &Path, stream: &str) -> u64 {
     let rows = common::duckdb(&format!(
-        "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/out/{stream}/*.parquet')",
+        "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/out/{stream}/**/*.parquet')",
         dir.display()
     ));
     assert_eq!(rows[0][0], rows[0][1], "{stream}: duplicate event ids");
@@ -253,12 +253,12 @@ fn sigkill_of_the_paced_demo_loses_at_most_the_commit_interval() {
         // 8 s for the demo's laggy cameras (every 10th: `simulation.laggy_camera_every`).
         let accepted = "epoch_ms(event_time) + CASE WHEN camera_id % 10 = 9 THEN 8000 ELSE 80 END";
         let expected = common::duckdb(&format!(
-            "SELECT count(*) FROM read_parquet('{d}/out/detections/*.parquet') WHERE {accepted} <= {bound}"
+            "SELECT count(*) FROM read_parquet('{d}/out/detections/**/*.parquet') WHERE {accepted} <= {bound}"
         ));
         let missing = common::duckdb(&format!(
-            "SELECT count(*) FROM read_parquet('{d}/out/detections/*.parquet') r \
+            "SELECT count(*) FROM read_parquet('{d}/out/detections/**/*.parquet') r \
              WHERE {accepted} <= {bound} AND r.event_id NOT IN \
-             (SELECT event_id FROM read_parquet('{d}/{out}/detections/*.parquet'))"
+             (SELECT event_id FROM read_parquet('{d}/{out}/detections/**/*.parquet'))"
         ));
         assert!(expected[0][0].parse::<u64>().unwrap() > 0, "trial {trial}: nothing old enough to check");
         assert_eq!(missing[0][0], "0", "trial {trial} (killed after {ran_ms} ms): detections lost");
@@ -321,9 +321,9 @@ fn a_worker_panic_is_reported_with_its_place_and_loses_no_committed_row() {
         "{log}"
     );
     let missing = common::duckdb(&format!(
-        "SELECT count(*) FROM read_parquet('{d}/out/detections/*.parquet') r \
+        "SELECT count(*) FROM read_parquet('{d}/out/detections/**/*.parquet') r \
          WHERE epoch_ms(r.event_time) <= {b} AND r.event_id NOT IN \
-         (SELECT event_id FROM read_parquet('{d}/panicked/detections/*.parquet'))",
+         (SELECT event_id FROM read_parquet('{d}/panicked/detections/**/*.parquet'))",
         d = dir.path().display(),
         b = start_ms + 5_000 - 3_000
     ));
@@ -358,7 +358,7 @@ fn a_sink_that_cannot_write_stops_the_run_naming_the_cause() {
     );
     // What was committed before is readable.
     let n = common::duckdb(&format!(
-        "SELECT count(*) FROM read_parquet('{}/out/detections.moved/*.parquet')",
+        "SELECT count(*) FROM read_parquet('{}/out/detections.moved/**/*.parquet')",
         dir.path().display()
     ));
     assert!(n[0][0].parse::<u64>().unwrap() > 0);

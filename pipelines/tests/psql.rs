@@ -263,8 +263,8 @@ fn a_runtime_rule_over_tracks_sees_the_tracks_parquet_holds_and_its_outputs_are_
     let status = child.wait().expect("vigil ends");
     assert!(status.success(), "{status:?}");
     let out = tmp.path().join("city");
-    let rows = format!("read_parquet('{}/rules/cam3_tracks/*.parquet')", out.display());
-    let tracks = format!("read_parquet('{}/tracks/*.parquet')", out.display());
+    let rows = format!("read_parquet('{}/rules/cam3_tracks/**/*.parquet')", out.display());
+    let tracks = format!("read_parquet('{}/tracks/**/*.parquet')", out.display());
     // Same (camera_id, event_time, track_id) rows as the tracks Parquet over the rule's span:
     // the rule read the tracks the main dataflow computed, not tracks of its own.
     let cmp = common::duckdb(&format!(
@@ -281,7 +281,7 @@ fn a_runtime_rule_over_tracks_sees_the_tracks_parquet_holds_and_its_outputs_are_
     assert_eq!((n[0], n[2], n[3]), (n[1], 0, 0), "rule rows and tracks Parquet differ: {n:?}");
     // Its alerts are in the alerts stream, one per inserted row, naming their trigger.
     let alerts = common::duckdb(&format!(
-        "SELECT count(*), count(DISTINCT event_id), count(DISTINCT trigger_id) FROM read_parquet('{}/alerts/*.parquet') \
+        "SELECT count(*), count(DISTINCT event_id), count(DISTINCT trigger_id) FROM read_parquet('{}/alerts/**/*.parquet') \
          WHERE rule = 'cam3_tracks' AND kind = 'rule'",
         out.display()
     ));
@@ -821,14 +821,14 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
     );
     assert_eq!(
         count(format!(
-            "SELECT count(*) FROM read_parquet('{o}/plate_reads/*.parquet') WHERE event_id = {evidence}"
+            "SELECT count(*) FROM read_parquet('{o}/plate_reads/**/*.parquet') WHERE event_id = {evidence}"
         )),
         1,
         "the evidence is not in Parquet"
     );
     assert_eq!(
         count(format!(
-            "SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE message LIKE '%4821-د-33%' \
+            "SELECT count(*) FROM read_parquet('{o}/alerts/**/*.parquet') WHERE message LIKE '%4821-د-33%' \
              AND message NOT LIKE '%{first}%' AND epoch_ms(event_time) <= {asked_at}"
         )),
         0,

@@ -123,7 +123,8 @@ fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_run
     for stream in
         ["detections", "tracks", "plate_reads", "zone_density", "density_grid", "line_crossings", "alerts"]
     {
-        let n = duckdb(&format!("SELECT count(*) FROM read_parquet('{}/{stream}/*.parquet')", out.display()));
+        let n =
+            duckdb(&format!("SELECT count(*) FROM read_parquet('{}/{stream}/**/*.parquet')", out.display()));
         assert!(n[0][0].parse::<u64>().unwrap() > 0, "{stream} is empty");
     }
 }
@@ -174,7 +175,7 @@ fn a_restart_keeps_the_first_runs_files_and_no_id_repeats() {
         let r = duckdb(&format!(
             "SELECT count(*), count(*) - count(DISTINCT event_id), \
                     count(DISTINCT regexp_extract(filename, '-e([0-9]+)-', 1)) \
-             FROM read_parquet('{}/{stream}/*.parquet', filename = true)",
+             FROM read_parquet('{}/{stream}/**/*.parquet', filename = true)",
             out.display()
         ));
         assert!(r[0][0].parse::<u64>().unwrap() > 0, "{stream}: {r:?}");
@@ -182,7 +183,7 @@ fn a_restart_keeps_the_first_runs_files_and_no_id_repeats() {
         assert_eq!(r[0][2], "2", "{stream} lacks a run: {r:?}");
     }
     // Track ids of the two runs are disjoint.
-    let t = format!("read_parquet('{}/tracks/*.parquet', filename = true)", out.display());
+    let t = format!("read_parquet('{}/tracks/**/*.parquet', filename = true)", out.display());
     let r = duckdb(&format!(
         "SELECT (SELECT count(DISTINCT track_id) FROM {t} WHERE filename LIKE '%-e1-%'), \
                 (SELECT count(DISTINCT track_id) FROM {t} WHERE filename LIKE '%-e2-%'), \
@@ -240,12 +241,12 @@ fn watchlist_entries_load_from_csv_row_by_row_and_stop_matching_when_they_expire
     );
     // Hits while the entry is valid, none from its expiry on, though the plate is still read.
     let q = |sql: &str| duckdb(&sql.replace("{o}", &o.display().to_string()))[0][0].parse::<u64>().unwrap();
-    let before = q("SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE kind = 'watchlist' \
+    let before = q("SELECT count(*) FROM read_parquet('{o}/alerts/**/*.parquet') WHERE kind = 'watchlist' \
          AND event_time < TIMESTAMPTZ '2026-06-14 20:01:00+00'");
-    let after = q("SELECT count(*) FROM read_parquet('{o}/alerts/*.parquet') WHERE kind = 'watchlist' \
+    let after = q("SELECT count(*) FROM read_parquet('{o}/alerts/**/*.parquet') WHERE kind = 'watchlist' \
          AND event_time >= TIMESTAMPTZ '2026-06-14 20:01:00+00'");
     let reads_after =
-        q("SELECT count(*) FROM read_parquet('{o}/plate_reads/*.parquet') WHERE plate = '12345-ب-6' \
+        q("SELECT count(*) FROM read_parquet('{o}/plate_reads/**/*.parquet') WHERE plate = '12345-ب-6' \
          AND event_time >= TIMESTAMPTZ '2026-06-14 20:01:00+00'");
     assert!(before >= 3, "{before} hits before the expiry");
     assert!(reads_after >= 3, "the plate was read {reads_after} times after the expiry");
@@ -301,12 +302,12 @@ fn reads_that_match_nothing_go_after_their_period_and_hits_keep_theirs() {
     let o = dir.path().join("out").display().to_string();
     let q = |sql: &str| duckdb(&sql.replace("{o}", &o));
     let reads = q(
-        "SELECT epoch_ms(min(event_time)), epoch_ms(max(event_time)), count(*) FROM read_parquet('{o}/plate_reads/*.parquet')",
+        "SELECT epoch_ms(min(event_time)), epoch_ms(max(event_time)), count(*) FROM read_parquet('{o}/plate_reads/**/*.parquet')",
     );
     let (min, last) = (reads[0][0].parse::<i64>().unwrap(), reads[0][1].parse::<i64>().unwrap());
     assert!(last - min <= 120_000, "a read {} s old is still in Parquet", (last - min) / 1000);
     let hits = q(
-        "SELECT epoch_ms(min(read_time)), count(*), count(DISTINCT plate_raw) FROM read_parquet('{o}/hits/*.parquet') WHERE status = 'candidate'",
+        "SELECT epoch_ms(min(read_time)), count(*), count(DISTINCT plate_raw) FROM read_parquet('{o}/hits/**/*.parquet') WHERE status = 'candidate'",
     );
     let oldest_hit = hits[0][0].parse::<i64>().unwrap();
     assert!(last - oldest_hit > 120_000, "no hit older than the reads' period was kept: {hits:?}");

@@ -17,8 +17,8 @@ fn every_camera_tracks_about_as_many_people_as_it_saw_and_rules_read_tracks() {
         dir.path(),
     );
     let out = dir.path().join("out");
-    let tracks = format!("read_parquet('{}/tracks/*.parquet')", out.display());
-    let truth = format!("read_parquet('{}/ground_truth/*.parquet')", out.display());
+    let tracks = format!("read_parquet('{}/tracks/**/*.parquet')", out.display());
+    let truth = format!("read_parquet('{}/ground_truth/**/*.parquet')", out.display());
     // Distinct person tracks per camera against distinct true people per camera.
     let rows = duckdb(&format!(
         "WITH t AS (SELECT camera_id, count(DISTINCT track_id) n FROM {tracks} WHERE class = 'person' GROUP BY 1), \
@@ -41,7 +41,7 @@ fn every_camera_tracks_about_as_many_people_as_it_saw_and_rules_read_tracks() {
     assert_eq!(states, [["lost"], ["tracked"]]);
     // The rule over `tracks` saw exactly the lost rows that Parquet holds.
     let alerts = duckdb(&format!(
-        "SELECT count(*) FROM read_parquet('{}/alerts/*.parquet') WHERE rule = 'track_lost'",
+        "SELECT count(*) FROM read_parquet('{}/alerts/**/*.parquet') WHERE rule = 'track_lost'",
         out.display()
     ));
     let lost = duckdb(&format!("SELECT count(*) FROM {tracks} WHERE state = 'lost'"));

@@ -21,13 +21,22 @@ const browser = await chromium.launch({
 });
 
 // Logs in with the keyboard alone: the user, Tab, the password, Enter.
+// Typing waits for the form's autofocus, so that no keystroke lands before the field has it.
 async function login(page, user, password) {
   await page.goto(base + '/');
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'user',
+    null, { timeout: 15000 });
   await page.keyboard.type(user);
   await page.keyboard.press('Tab');
   await page.keyboard.type(password);
   await page.keyboard.press('Enter');
-  await page.waitForFunction(() => window.vigil && window.vigil.me, null, { timeout: 15000 });
+  try {
+    await page.waitForFunction(() => window.vigil && window.vigil.me, null, { timeout: 30000 });
+  } catch (e) {
+    // Say where the login stood: the page's address and what it shows.
+    const text = (await page.evaluate(() => document.body && document.body.innerText || '')).slice(0, 300);
+    throw new Error(`login of ${user} did not reach the board: at ${page.url()}, showing ${JSON.stringify(text)}: ${e.message}`);
+  }
 }
 
 try {

@@ -390,6 +390,7 @@ impl Control {
             let w = self.ingest.watermark();
             let deleted = s.sweep(w, &self.registry, &self.ingest);
             self.progress.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+            s.finish_compaction();
         }
         Ok((self.ingest, self.progress.deleted.load(Ordering::Relaxed)))
     }
@@ -411,7 +412,15 @@ pub struct Sweeper {
     every: Millis,
     last: Option<Millis>,
     audit: Option<Arc<AuditLog>>,
+    /// The merge of closed hours' small files, in the background (one at a time).
+    compacting: Option<std::thread::JoinHandle<()>>,
+    lateness: Millis,
 }
+
+/// Streams kept at least this long have each closed hour merged into one file; the merged
+/// file carries the hour's start, so retention deletes it up to an hour early (a period is a
+/// maximum), which only longer periods can afford.
+pub const COMPACT_PERIOD_MIN_MS: Millis = 86_400_000;
 
 /// How often retention runs, in event time, at most.
 pub const SWEEP_EVERY_MS: Millis = 60_000;
@@ -432,6 +441,58 @@ impl Sweeper {
             periods: settings.retention.clone(),
             last: None,
             audit,
+            compacting: None,
+            lateness: settings.engine.allowed_lateness_ms,
+        }
+    }
+
+    /// Starts merging the files of every closed hour (of streams kept a day or more) in the
+    /// background, unless a merge is still running. An hour is closed when the watermark is a
+    /// partition and the lateness past its end: no sink writes there again.
+    fn compact(&mut self, watermark: Millis) {
+        if self.compacting.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let closed_before = watermark - self.lateness - SWEEP_EVERY_MS;
+        // Hours retention takes within the next hour are left alone: a merge must never race a
+        // deletion (it could put rows back that retention removed).
+        let jobs: Vec<(PathBuf, &'static str, Millis)> = self
+            .streams
+            .iter()
+            .map(|s| (s, self.periods.stream_period(s)))
+            .filter(|(_, period)| *period >= COMPACT_PERIOD_MIN_MS)
+            .map(|(s, period)| (self.out.join(s.name), s.name, watermark - period + self.every + 3_600_000))
+            .collect();
+        let props = vigil_engine::parquet_sink::writer_properties(&super::graph::DICTIONARY);
+        self.compacting = Some(std::thread::spawn(move || {
+            for (dir, prefix, kept_from) in jobs {
+                for part in closed_hours(&dir, closed_before) {
+                    let Some(start) = vigil_engine::lake::hour_of_dir(&part).filter(|s| *s >= kept_from)
+                    else {
+                        continue;
+                    };
+                    let name =
+                        format!("{prefix}-{}-compacted.parquet", vigil_engine::time::file_stamp(start));
+                    match vigil_engine::lake::compact(&dir, &part, &name, &props) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(target: "vigil::lake", "{}: {n} files merged into {name}", part.display())
+                        }
+                        Err(e) => {
+                            tracing::error!("compacting {}: {e} (retried at the next sweep)", part.display())
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Waits for a merge under way (the end of a run).
+    fn finish_compaction(&mut self) {
+        if let Some(h) = self.compacting.take()
+            && h.join().is_err()
+        {
+            tracing::error!("the compaction thread panicked; its partition is recovered at the next start");
         }
     }
 
@@ -448,6 +509,7 @@ impl Sweeper {
     /// to delete is logged and retried at the next sweep.
     pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         self.last = Some(watermark);
+        self.compact(watermark);
         let mut deleted = 0;
         let (out, audit, every) = (&self.out, &self.audit, self.every);
         // One sweep early rather than late: what would pass its period before the next sweep
@@ -480,7 +542,7 @@ impl Sweeper {
         for info in &self.streams {
             let name = info.name;
             let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, name)).flatten();
-            run(self.out.join(name), false, info.class, self.periods.stream_period(info), &time_of);
+            run(self.out.join(name), true, info.class, self.periods.stream_period(info), &time_of);
         }
         // Rules' rows: the class of the rule (the most protective of what it reads) and the
         // shortest period of what it reads (a rule over plate reads keeps them no longer than
@@ -503,7 +565,7 @@ impl Sweeper {
                     .find(|(n, ..)| *n == name)
                     .map_or((Class::Personal, personal), |(_, c, p)| (*c, *p));
                 let time_of = move |p: &Path| parquet_file(p).then(|| partition_start(p, &name)).flatten();
-                run(dir.clone(), false, class, period, &time_of);
+                run(dir.clone(), true, class, period, &time_of);
             }
         }
         // Snapshots: `<out>/snapshots/camera=<id>/<YYYYMMDDTHHMMSSZ>_<rule>.jpg`.
@@ -525,6 +587,20 @@ impl Sweeper {
         }
         deleted
     }
+}
+
+/// The `date=…/hour=…` directories under `dir` whose hour ends before `before`.
+fn closed_hours(dir: &Path, before: Millis) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(dir).into_iter().flatten().flatten().map(|d| d.path()) {
+        for hour in std::fs::read_dir(&day).into_iter().flatten().flatten().map(|d| d.path()) {
+            if vigil_engine::lake::hour_of_dir(&hour).is_some_and(|h| h + 3_600_000 <= before) {
+                out.push(hour);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn parquet_file(p: &Path) -> bool {

@@ -55,6 +55,7 @@ pub fn simulated(
     opts: &RunOptions,
     zones: &BTreeMap<u32, ZoneIndex>,
     epoch: Epoch,
+    resume: Option<(Millis, Millis)>,
     control: &mut Control,
     stop: &AtomicBool,
 ) -> anyhow::Result<Driven> {
@@ -69,8 +70,29 @@ pub fn simulated(
     let mut interrupted = false;
     let mut behind_max = Duration::ZERO;
     tracing::info!(target: "vigil::run", "feeding from event time {} ms", params.frame_ms(0));
-    let wall0 = Instant::now();
     let mut frame = 0u64;
+    // A resumed run `(feed from, resume point)`: the city is simulated from its start (its
+    // randomness is a sequence) and what would have been delivered before the feed starts is
+    // dropped unseen; then it is fed as fast as it goes up to the resume point, and paced after.
+    let (from, paced_from) = resume.unwrap_or((Millis::MIN, Millis::MIN));
+    if resume.is_some() {
+        while params.frame_ms(frame) < from && total_frames.is_none_or(|n| frame < n) {
+            let now = params.frame_ms(frame);
+            for cam in cams.iter_mut() {
+                let f = cam.step(params);
+                in_flight.insert((f.deliver_ms, f.camera, f.frame), f);
+            }
+            while let Some(entry) = in_flight.first_entry()
+                && entry.key().0 <= now
+            {
+                entry.remove();
+            }
+            frame += 1;
+        }
+    }
+    let mut wall0 = Instant::now();
+    let mut first = frame;
+    let mut caught_up = paced_from == Millis::MIN;
     while total_frames.is_none_or(|n| frame < n) {
         if stop.load(Ordering::Relaxed) {
             interrupted = total_frames.is_some();
@@ -93,8 +115,14 @@ pub fn simulated(
         }
         control.tick(now)?;
         frame += 1;
+        if !caught_up {
+            if now < paced_from {
+                continue;
+            }
+            (caught_up, wall0, first) = (true, Instant::now(), frame);
+        }
         if !opts.fast {
-            let due = Duration::from_secs_f64(frame as f64 / params.fps);
+            let due = Duration::from_secs_f64((frame - first) as f64 / params.fps);
             match due.checked_sub(wall0.elapsed()) {
                 Some(wait) => std::thread::sleep(wait),
                 None => behind_max = behind_max.max(wall0.elapsed() - due),

@@ -59,6 +59,12 @@ pub struct MainGraph {
     pub bus: AlertBus,
     /// Where errors go.
     pub errors: ErrorSink,
+    /// The epoch derived ids are made with: the run's own, or in a resumed run the first run's,
+    /// so that a replayed row has the id it had (the sinks recognise it by its keys).
+    pub ids_epoch: Epoch,
+    /// A resumed run replays its input from before this time: alerts before it were published
+    /// by the run it resumes, and are not published again.
+    pub replayed_until: Time,
 }
 
 /// The builder of the main dataflow; prepares the output directories first.
@@ -72,14 +78,17 @@ pub fn main(
     }
     Ok(move |graph: &mut Graph<'_>| {
         let probe = ProbeHandle::new();
-        let cx = DeriveContext { epoch: g.epoch, errors: g.errors.clone() };
+        let cx = DeriveContext { epoch: g.ids_epoch, errors: g.errors.clone() };
         for d in &g.derivations {
             d.build(graph, &cx);
         }
         if let Some(alerts) = graph.get::<Alerts>() {
-            let (bus, errors) = (g.bus.clone(), g.errors.clone());
+            let (bus, errors, replayed) = (g.bus.clone(), g.errors.clone(), g.replayed_until);
             alerts.into_inner().sink(Pipeline, "PublishAlerts", move |(input, _frontier)| {
-                input.for_each(|_cap, data| {
+                input.for_each(|cap, data| {
+                    if cap.least().is_some_and(|t| *t < replayed) {
+                        return;
+                    }
                     for b in data.iter() {
                         match alerts_from_batch(&b.rows) {
                             Ok(alerts) => alerts.into_iter().for_each(|a| {
@@ -103,7 +112,7 @@ pub fn main(
                     stream
                         .write_parquet(
                             Arc::clone(&info.schema),
-                            sink_config(out, info.name, &g),
+                            sink_config(out, info.name, &g).with_keys(info.keys),
                             worker,
                             move |e| errors.fatal(&name, e),
                         )

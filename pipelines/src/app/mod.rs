@@ -178,6 +178,11 @@ pub fn run_with(
     } else {
         Epoch::default()
     };
+    // A run that was killed is resumed: its simulated input is replayed from where its lake
+    // commits stop (with the ids it had), and every sink skips what it committed.
+    let resume = if opts.parquet { Resume::after_kill(&opts.out, live, settings)? } else { None };
+    let ids_epoch = resume.as_ref().map_or(epoch, |r| r.ids_epoch);
+    let feed_from = resume.as_ref().map_or(start_ms, |r| r.feed_from);
     // The audit log lives with the output it accounts for, across runs.
     let audit = if opts.parquet {
         let log = Arc::new(AuditLog::open(&audit_path(&opts.out))?);
@@ -222,7 +227,7 @@ pub fn run_with(
         // Rules' files a killed run left half-written (the streams' own are cleared by their sinks).
         for dir in std::fs::read_dir(opts.out.join("rules")).into_iter().flatten().flatten() {
             if dir.path().is_dir() {
-                vigil_engine::parquet_sink::remove_unfinished(&dir.path())?;
+                vigil_engine::parquet_sink::recover(&dir.path())?;
             }
         }
     }
@@ -246,7 +251,7 @@ pub fn run_with(
         RuntimeConfig::new(workers, derive::inputs())
             .with_retained(Arc::clone(&retained))
             .with_commit(settings.commit),
-        start_ms.max(0) as u64,
+        feed_from.max(0) as u64,
         graph::main(graph::MainGraph {
             derivations,
             catalog: catalog.clone(),
@@ -256,6 +261,8 @@ pub fn run_with(
             commit: settings.commit,
             bus: bus.clone(),
             errors: errors.clone(),
+            replayed_until: resume.as_ref().map_or(0, |r| r.from.max(0) as u64),
+            ids_epoch,
         })?,
     )?;
     let policy = WatermarkPolicy {
@@ -263,7 +270,7 @@ pub fn run_with(
         idle_timeout_ms: settings.engine.idle_timeout_ms,
     };
     vigil_engine::ingest::late_info_matches(LateEvents::info(), &derive::inputs())?;
-    let mut ingest = Ingest::new(runtime, policy, start_ms, LateEvents::info());
+    let mut ingest = Ingest::new(runtime, policy, feed_from, LateEvents::info());
     let (control_tx, control_rx) = std::sync::mpsc::channel::<Control>();
     let registry = Registry::new(
         control_tx,
@@ -344,12 +351,22 @@ pub fn run_with(
         lookback_ms: settings.hits.lookback_ms,
         commit: settings.commit,
     });
+    if opts.parquet {
+        RunRecord { epoch: epoch.value(), ids_epoch: ids_epoch.value(), finished: false }.write(&opts.out)?;
+    }
     let driven = match calibrated {
         Some(c) => drive::live(settings, opts, c, epoch, &mut control, bus, stop)?,
-        None => drive::simulated(settings, opts, &index_by_camera, epoch, &mut control, stop)?,
+        None => {
+            let replay = resume.as_ref().map(|r| (r.feed_from, r.from));
+            drive::simulated(settings, opts, &index_by_camera, ids_epoch, replay, &mut control, stop)?
+        }
     };
     let (ingest, deleted) = control.finish()?;
     let stats = ingest.finish()?;
+    if opts.parquet {
+        // Every sink has committed all it received: the next start is a new run.
+        RunRecord { epoch: epoch.value(), ids_epoch: ids_epoch.value(), finished: true }.write(&opts.out)?;
+    }
     registry.close();
     if let Some(t) = driven.truth {
         t.finish().context("writing ground truth")?;
@@ -373,6 +390,127 @@ pub fn run_with(
         deleted,
     })
 }
+
+/// `<out>/run.json`: the last run's epoch, the epoch its simulated event ids carry, and whether
+/// it ended cleanly. A run that did not is resumed by the next ([`Resume`]).
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+struct RunRecord {
+    epoch: u16,
+    ids_epoch: u16,
+    finished: bool,
+}
+
+impl RunRecord {
+    const FILE: &str = "run.json";
+
+    fn write(&self, out: &std::path::Path) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(self).expect("a run record serializes");
+        Ok(vigil_engine::lake::write_atomic(&out.join(Self::FILE), &bytes)?)
+    }
+
+    fn read(out: &std::path::Path) -> anyhow::Result<Option<Self>> {
+        let path = out.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!(
+                    "{}: not a run record; move it away (the next run then starts afresh)",
+                    path.display()
+                )
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// How a run resumes one that was killed.
+#[derive(Clone, Copy, Debug)]
+struct Resume {
+    /// Everything before this event time is committed by every sink (the smallest point of the
+    /// killed run's commit records).
+    from: Millis,
+    /// Where the input is fed from: `from` less a warm-up, so windows, tracks and the watermark
+    /// are as they were at `from` (what sinks receive before `from` they skip).
+    feed_from: Millis,
+    /// The epoch of the simulated event ids: the first run's, so a replayed event keeps its id.
+    ids_epoch: Epoch,
+}
+
+impl Resume {
+    /// The resume of the run recorded in `out`, when it was killed; live cameras cannot be
+    /// replayed (their sinks still skip what was committed, so nothing is written twice).
+    fn after_kill(out: &std::path::Path, live: bool, settings: &Settings) -> anyhow::Result<Option<Self>> {
+        let Some(last) = RunRecord::read(out)? else { return Ok(None) };
+        if last.finished {
+            return Ok(None);
+        }
+        let dirs = vigil_engine::lake::stream_dirs(out)?;
+        let Some(from) = vigil_engine::lake::resume_point(dirs, last.epoch)? else { return Ok(None) };
+        let from = from as Millis;
+        if live {
+            eprintln!(
+                "the last run (epoch {}) was killed; its lake is committed up to {}, and live cameras go on from now",
+                last.epoch,
+                vigil_engine::time::rfc3339(from)
+            );
+            return Ok(None);
+        }
+        let e = &settings.engine;
+        let warm_up = e.allowed_lateness_ms + e.idle_timeout_ms + RESUME_WARM_UP_MS;
+        // Tracks alive at the resume point are replayed from their birth, so that they keep their
+        // ids (and a zone visit spanning the kill is one visit, not two).
+        let births =
+            oldest_live_track(out, from)?.map(|frame| settings.sim.frame_ms(frame) - e.allowed_lateness_ms);
+        let feed_from = births.map_or(from - warm_up, |b| b.min(from - warm_up)).max(settings.start_ms);
+        eprintln!(
+            "the last run (epoch {}) was killed: resuming from {} (its last commit), replaying the simulation from {}",
+            last.epoch,
+            vigil_engine::time::rfc3339(from),
+            vigil_engine::time::rfc3339(feed_from)
+        );
+        Ok(Some(Self { from, feed_from, ids_epoch: Epoch::new(last.ids_epoch)? }))
+    }
+}
+
+/// The frame of birth of the oldest track still seen in the last seconds before `from`, from
+/// the committed `tracks` (a track's id is the event id of the detection that started it).
+fn oldest_live_track(out: &std::path::Path, from: Millis) -> anyhow::Result<Option<u64>> {
+    use arrow::array::{Array, TimestampMillisecondArray, UInt64Array};
+    use vigil_operators::detection::EventId;
+    use vigil_operators::tracks::Tracks;
+    let dir = out.join(Tracks::NAME);
+    let mut oldest: Option<u64> = None;
+    for path in vigil_engine::parquet_sink::list_files(&dir)? {
+        if vigil_engine::parquet_sink::partition_start(&path, Tracks::NAME).is_none_or(|p| p < from - 180_000)
+        {
+            continue;
+        }
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        for batch in reader {
+            let batch = batch?;
+            let (Some(t), Some(id)) = (
+                batch
+                    .column_by_name("event_time")
+                    .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
+                batch.column_by_name("track_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
+            ) else {
+                continue;
+            };
+            for i in 0..batch.num_rows() {
+                if t.value(i) >= from - 10_000 && !id.is_null(i) {
+                    let (_, _, frame, _) = EventId(id.value(i)).unpack();
+                    oldest = Some(oldest.map_or(frame, |o| o.min(frame)));
+                }
+            }
+        }
+    }
+    Ok(oldest)
+}
+
+/// The event time a resumed run replays before its resume point, beyond the watermark's
+/// lateness and idle timeout: windows (density's are at most a minute) and tracks fill again.
+pub const RESUME_WARM_UP_MS: Millis = 60_000;
 
 /// Writes the reference tables as they will be at each time
 /// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`

@@ -631,7 +631,7 @@ fn print_summary(s: &Summary) {
     for (stream, n) in &s.files {
         println!("  {}/{stream}/  {n} file(s)", s.out.display());
     }
-    println!("Read it with DuckDB: SELECT * FROM read_parquet('{}/alerts/*.parquet');", s.out.display());
+    println!("Read it with DuckDB: SELECT * FROM read_parquet('{}/alerts/**/*.parquet');", s.out.display());
 }
 
 fn bench(

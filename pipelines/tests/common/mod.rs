@@ -162,12 +162,22 @@ pub fn psql(port: u16, password: &str, sql: &str) -> String {
     psql_try(port, password, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// The names of the complete Parquet files directly under `dir`, sorted.
+/// The names of the complete Parquet files under stream directory `dir` (every partition),
+/// sorted.
 pub fn parquet_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.retain(|n| n.ends_with(".parquet"));
+    fn walk(dir: &Path, v: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, v);
+            } else if let Some(n) = p.file_name().and_then(|n| n.to_str()).filter(|n| n.ends_with(".parquet"))
+            {
+                v.push(n.to_owned());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, &mut v);
     v.sort();
     v
 }
