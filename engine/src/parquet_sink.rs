@@ -200,6 +200,8 @@ struct PartitionWriter {
     /// The keys of the rows the killed run committed near `skip_before` (see [`Resumed`]).
     resumed: Option<Resumed>,
     last_commit: Instant,
+    /// A write failed: rows are dropped from then on (the run is being stopped).
+    failed: bool,
 }
 
 impl PartitionWriter {
@@ -243,6 +245,7 @@ impl PartitionWriter {
             skip_before,
             resumed,
             last_commit: Instant::now(),
+            failed: false,
         };
         (writer, error)
     }
@@ -289,6 +292,9 @@ impl PartitionWriter {
     /// committed already are dropped ([`Resumed`]).
     fn receive(&mut self, cap: &Capability<Time>, data: &[Batch]) {
         let time = *cap.time();
+        if self.failed {
+            return;
+        }
         let near = match &self.resumed {
             Some(r) if time < r.from => return,
             Some(r) => time < r.until,
@@ -407,6 +413,19 @@ impl PartitionWriter {
             return Ok(None);
         }
         Ok(advanced.then(|| self.config.commit.saturating_sub(elapsed)))
+    }
+
+    /// After an error: lets go of every row held and every file open, with their capabilities,
+    /// so that the dataflow can end (the application stops the run; the next start discards
+    /// what was not committed, and a replayable input writes it again).
+    fn abandon(&mut self) {
+        self.failed = true;
+        self.stash.clear();
+        self.open.clear();
+        self.finished.clear();
+        // Nothing more is written: the record stays as last committed.
+        self.state.through = None;
+        self.state.epoch = self.config.epoch.value();
     }
 
     fn commit(&mut self, frontier: Option<Time>) -> Result<()> {
@@ -658,6 +677,7 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
                     let f = frontier.frontier().first().copied();
                     let done = writer.write_ready(f).and_then(|()| writer.close_until(f, false));
                     if let Err(e) = done {
+                        writer.abandon();
                         on_error(e);
                     }
                     match writer.commit_due(f) {
@@ -671,7 +691,10 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => on_error(e),
+                        Err(e) => {
+                            writer.abandon();
+                            on_error(e);
+                        }
                     }
                 }
             },

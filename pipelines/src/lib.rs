@@ -14,6 +14,7 @@ pub mod config;
 pub mod decode;
 pub mod derive;
 pub mod detect;
+pub mod export;
 pub mod http;
 pub mod live;
 pub mod metrics;

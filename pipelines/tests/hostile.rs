@@ -336,9 +336,14 @@ fn a_sink_that_cannot_write_stops_the_run_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
     let (mut child, _, _, log) = feeding(dir.path(), &run_args(&cfg, "out"), &[]);
-    std::thread::sleep(Duration::from_secs(3));
-    // The stream's directory becomes a file: every new file there fails.
+    // Once something is committed, the stream's directory becomes a file: every new file and
+    // commit there fails.
     let d = dir.path().join("out/detections");
+    let t0 = Instant::now();
+    while common::parquet_names(&d).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "nothing committed:\n{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::fs::rename(&d, dir.path().join("out/detections.moved")).unwrap();
     std::fs::write(&d, b"not a directory").unwrap();
     let t0 = Instant::now();
@@ -346,7 +351,11 @@ fn a_sink_that_cannot_write_stops_the_run_naming_the_cause() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the run went on with a sink that cannot write");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the run went on with a sink that cannot write:\n{}",
+            log.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     std::thread::sleep(Duration::from_millis(200));

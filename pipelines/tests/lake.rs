@@ -1,7 +1,8 @@
 //! The lake as data teams meet it: runs killed with SIGKILL at random moments and restarted
 //! hold every event of the replayable input exactly once, in files every reader can open;
 //! DuckDB, pyarrow and polars agree on each partition; a date filter reads only that date's
-//! files; closed hours are merged into one file.
+//! files; closed hours are merged into one file; pseudonymized exports cannot be linked to each
+//! other or reversed by hashing plates, and hold no cell of fewer than k people.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -179,4 +180,127 @@ print("closed_hour_files", len(glob.glob(f"{s}/date=2026-06-14/hour=23/*.parquet
     );
     // The hour that closed during the run was merged into one file (the open one was not).
     assert_eq!(field("closed_hour_files"), "1", "{report}");
+}
+
+#[test]
+fn pseudonymized_exports_cannot_be_linked_or_reversed_and_small_cells_are_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("city.toml");
+    std::fs::write(
+        &config,
+        "[city]\nseed = 5\nfps = 5.0\n\n[sinks]\nout = \"lake\"\nground_truth = false\n\n\
+         [simulation]\ncameras = 3\npedestrians_per_camera = 12\nvehicles_per_minute = 40\nlaggy_camera_every = 0\n\n\
+         [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[0.0, 0.0], [40.0, 0.0], [40.0, 20.0], [0.0, 20.0]]\nalert_density = 5.0\n\n\
+         [[users]]\nname = \"sara\"\nrole = \"data_team\"\npassword_env = \"PW_SARA\"\n\n\
+         [[users]]\nname = \"omar\"\nrole = \"analyst\"\npassword_env = \"PW_OMAR\"\n",
+    )
+    .unwrap();
+    vigil(&["run", "--config", "city.toml", "--fast", "--duration", "600", "--quiet"], d);
+    // The passwords the configuration reads (PW_*), and the one the caller gives (VIGIL_PASSWORD).
+    let export = |stream: &str, out: &str, user: &str, pw: &str, pseudo: bool| {
+        let mut args = vec![
+            "export",
+            "--config",
+            "city.toml",
+            "--stream",
+            stream,
+            "--from",
+            "2026-06-14T20:00:00Z",
+            "--to",
+            "2026-06-14T21:00:00Z",
+            "--out",
+            out,
+            "--purpose",
+            "study of traffic around the stadium",
+            "--user",
+            user,
+        ];
+        if pseudo {
+            args.push("--pseudonymize");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(&args)
+            .current_dir(d)
+            .env("PW_SARA", "s3cret-sara")
+            .env("PW_OMAR", "s3cret-omar")
+            .env("VIGIL_PASSWORD", pw)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Who may: an analyst may not; a data team only pseudonymized.
+    let (ok, _, err) = export("plate_reads", "x1", "omar", "s3cret-omar", true);
+    assert!(!ok && err.contains("data teams and admins"), "{err}");
+    let (ok, _, err) = export("plate_reads", "x2", "sara", "s3cret-sara", false);
+    assert!(!ok && err.contains("fix: add --pseudonymize"), "{err}");
+    let (ok, out, err) = export("plate_reads", "a", "sara", "s3cret-sara", true);
+    assert!(ok, "{err}");
+    assert!(out.contains("tokens (HMAC-SHA256") && out.contains("plate"), "{out}");
+    let (ok, _, err) = export("plate_reads", "b", "sara", "s3cret-sara", true);
+    assert!(ok, "{err}");
+    let (ok, _, err) = export("zone_density", "c", "sara", "s3cret-sara", true);
+    assert!(ok, "{err}");
+    let report = py(
+        r#"
+import duckdb, hashlib, hmac
+q = lambda s: duckdb.sql(s).fetchall()
+a = {r[0] for r in q("select plate from 'a/plate_reads.parquet' where plate is not null")}
+b = {r[0] for r in q("select plate from 'b/plate_reads.parquet' where plate is not null")}
+raw = {r[0] for r in q("select plate from read_parquet('lake/plate_reads/**/*.parquet') where plate is not null")}
+raw |= {r[0] for r in q("select plate_raw from read_parquet('lake/plate_reads/**/*.parquet')")}
+print("tokens", len(a), len(b), "raw plates", len(raw))
+print("shared", len(a & b))
+guesses = set()
+for p in raw:
+    for f in (hashlib.sha256, hashlib.sha1, hashlib.md5):
+        h = f(p.encode()).hexdigest()
+        guesses |= {h, h[:32]}
+    for k in (b"", b"vigil", p.encode()):
+        h = hmac.new(k, p.encode(), hashlib.sha256).hexdigest()
+        guesses |= {h, h[:32]}
+print("guessed", len((a | b) & guesses), "plain", len((a | b) & raw))
+cols = [r[0] for r in q("describe select * from 'a/plate_reads.parquet'")]
+print("columns", ",".join(cols))
+print("times", q("select count(*) filter (where epoch_ms(event_time) % 900000 <> 0) from 'a/plate_reads.parquet'")[0][0])
+print("small_cells_in_lake", q("select count(*) from read_parquet('lake/zone_density/**/*.parquet') where persons < 10 and event_time < timestamptz '2026-06-14 21:00:00+00'")[0][0])
+print("small_cells_exported", q("select count(*) from 'c/zone_density.parquet' where persons < 10")[0][0])
+print("cells_exported", q("select count(*) from 'c/zone_density.parquet'")[0][0])
+"#,
+        d,
+    );
+    let field = |k: &str| -> Vec<String> {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("{k} missing: {report}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(field("tokens")[0].parse::<u32>().unwrap() >= 10, "{report}");
+    assert_eq!(field("shared"), ["0"], "two exports share plate tokens: {report}");
+    assert_eq!(field("guessed"), ["0", "plain", "0"], "{report}");
+    let columns = field("columns")[0].clone();
+    for gone in ["plate_x", "char_confidences"] {
+        assert!(!columns.split(',').any(|c| c == gone), "{gone} exported: {columns}");
+    }
+    assert_eq!(field("times"), ["0"], "{report}");
+    assert!(field("small_cells_in_lake")[0] != "0", "the test needs cells below k: {report}");
+    assert_eq!(field("small_cells_exported"), ["0"], "{report}");
+    assert!(field("cells_exported")[0] != "0", "{report}");
+    // Each export is in the audit log, with who and why, and the chain holds.
+    let log = std::fs::read_to_string(d.join("lake/audit/audit.log")).unwrap();
+    let exports: Vec<&str> = log.lines().filter(|l| l.contains("\"action\":\"export\"")).collect();
+    assert_eq!(exports.len(), 3, "{log}");
+    assert!(
+        exports
+            .iter()
+            .all(|l| l.contains("\"actor\":\"sara\"") && l.contains("study of traffic around the stadium"))
+    );
 }

@@ -188,6 +188,47 @@ enum Command {
         #[command(flatten)]
         tracker: TrackerArgs,
     },
+    /// Export one stream's committed rows over a window as Parquet for a data team
+    /// (data_team and admin roles; data teams only pseudonymized). Recorded in the audit log.
+    Export {
+        /// The stream (`detections`, `tracks`, `zone_density`, `plate_reads`...).
+        #[arg(long)]
+        stream: String,
+        /// Start of the window, RFC 3339 (`2026-06-14T20:00:00Z`).
+        #[arg(long)]
+        from: String,
+        /// End of the window (excluded), RFC 3339.
+        #[arg(long)]
+        to: String,
+        /// A new directory for the export.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace plates and ids by tokens under a key drawn for this export, coarsen time and
+        /// place, suppress cells of fewer than --k people, drop image coordinates.
+        #[arg(long)]
+        pseudonymize: bool,
+        /// What the export is for (law 09-08: recorded with it in the audit log).
+        #[arg(long)]
+        purpose: String,
+        /// Who exports (password in VIGIL_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
+        /// The configuration whose output directory holds the lake (`[sinks] out`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The lake (default: the configuration's output directory, else `vigil-out`).
+        #[arg(long)]
+        lake: Option<PathBuf>,
+        /// Pseudonymized: times cut to this many seconds.
+        #[arg(long, default_value_t = 900)]
+        time_grain_s: i64,
+        /// Pseudonymized: ground coordinates cut to a grid of this many metres.
+        #[arg(long, default_value_t = 10.0)]
+        place_grain_m: f64,
+        /// Pseudonymized: least people in a cell.
+        #[arg(long, default_value_t = 10)]
+        k: u64,
+    },
     /// The audit log of an output directory.
     Audit {
         #[command(subcommand)]
@@ -462,6 +503,117 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             for r in rows.iter().filter(|r| r[1] != "memory") {
                 println!("{:<10} {:<32} {:>8}  {}", r[0], r[1], r[2], r[3]);
             }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Export {
+            stream,
+            from,
+            to,
+            out,
+            pseudonymize,
+            purpose,
+            user,
+            config,
+            lake,
+            time_grain_s,
+            place_grain_m,
+            k,
+        } => {
+            let settings = match &config {
+                Some(config) => Settings::load(config)?,
+                None => Settings::embedded(),
+            };
+            let may = |r: Role| matches!(r, Role::DataTeam | Role::Admin);
+            let (user, role) =
+                app::cli_login(&settings, user.as_deref(), may, "data teams and admins", "vigil export")?;
+            if role == Role::DataTeam && !pseudonymize {
+                anyhow::bail!(
+                    "vigil export: data teams export pseudonymized rows only; fix: add --pseudonymize (or ask an admin)"
+                );
+            }
+            if purpose.trim().is_empty() {
+                anyhow::bail!(
+                    "vigil export: the purpose is empty; fix: say what the export is for in --purpose"
+                );
+            }
+            let time = |what: &str, s: &str| {
+                vigil_engine::time::parse_rfc3339(s).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--{what} {s:?} is not an RFC 3339 time; fix: write it as 2026-06-14T20:00:00Z"
+                    )
+                })
+            };
+            let (from_ms, to_ms) = (time("from", &from)?, time("to", &to)?);
+            let root = match (lake, config) {
+                (Some(lake), _) => lake,
+                (None, Some(_)) => settings.out.clone(),
+                (None, None) => PathBuf::from("vigil-out"),
+            };
+            let catalog = vigil_pipelines::derive::city_catalog()?;
+            let info = catalog.get(&stream).ok_or_else(|| {
+                let names: Vec<&str> = catalog.streams().filter(|s| !s.is_table()).map(|s| s.name).collect();
+                anyhow::anyhow!("no stream {stream:?}; fix: give --stream one of {}", names.join(", "))
+            })?;
+            let request = vigil_pipelines::export::Request {
+                stream: info,
+                root: &root,
+                from: from_ms,
+                to: to_ms,
+                out: &out,
+                pseudonymize: pseudonymize.then(|| vigil_pipelines::export::Policy {
+                    time_grain_ms: time_grain_s.max(1) * 1000,
+                    place_grain_m,
+                    k,
+                }),
+            };
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files").expect("a valid template"),
+            );
+            bar.set_message(format!("exporting {stream}"));
+            let summary = vigil_pipelines::export::export(&request, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            let audit = vigil_engine::audit::AuditLog::open(&app::audit_path(&root))?;
+            let (rows, pseudo) = (summary.rows_out.to_string(), pseudonymize.to_string());
+            audit.record(
+                &user,
+                "export",
+                &stream,
+                &[
+                    ("purpose", purpose.trim()),
+                    ("from", &from),
+                    ("to", &to),
+                    ("rows", &rows),
+                    ("pseudonymized", &pseudo),
+                    ("out", &out.display().to_string()),
+                ],
+            );
+            println!(
+                "{}: {} rows of {stream} from {} files",
+                summary.file.display(),
+                summary.rows_out,
+                summary.files
+            );
+            println!("  rows in the window: {}", summary.rows_in);
+            if pseudonymize {
+                println!(
+                    "  tokens (HMAC-SHA256, key of this export, not kept): {}",
+                    summary.tokenized.join(", ")
+                );
+                println!("  coarsened: {}", summary.coarsened.join(", "));
+                println!(
+                    "  dropped: {}",
+                    if summary.dropped.is_empty() { "-".to_owned() } else { summary.dropped.join(", ") }
+                );
+                println!(
+                    "  suppressed: {} cells with fewer than {k} people ({} rows)",
+                    summary.cells_suppressed, summary.rows_suppressed
+                );
+            }
+            println!("  recorded in the audit log as {user}'s export for: {}", purpose.trim());
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit { what: AuditCommand::Verify { log, config, out, user } } => {
