@@ -113,7 +113,10 @@ fn run_without_a_duration_lasts_until_sigterm_and_retention_deletes_while_it_run
     let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
     let recorded =
         |path: &str| audit.lines().any(|l| l.contains("\"action\":\"retention.delete\"") && l.contains(path));
-    assert!(recorded("detections/detections-20260614T200000Z-e1-w0.parquet"), "{audit}");
+    assert!(
+        recorded("detections/date=2026-06-14/hour=20/detections-20260614T200000Z-e1-w0.parquet"),
+        "{audit}"
+    );
     assert!(recorded("snapshots/camera=0/20260614T200500Z_persons.jpg"), "{audit}");
     assert!(vigil_engine::audit::verify(&out.join("audit/audit.log")).is_ok());
     // Every file is complete: nothing in progress, and DuckDB reads every stream written.
@@ -314,6 +317,9 @@ fn reads_that_match_nothing_go_after_their_period_and_hits_keep_theirs() {
     assert!(last - oldest_hit <= 360_000, "a hit {} s old is still in Parquet", (last - oldest_hit) / 1000);
     // Each deletion is in the audit log, with the period it enforced.
     let audit = std::fs::read_to_string(dir.path().join("out/audit/audit.log")).unwrap();
-    assert!(audit.contains("\"object\":\"plate_reads/plate_reads-20260614T2000"), "{audit}");
+    assert!(
+        audit.contains("\"object\":\"plate_reads/date=2026-06-14/hour=20/plate_reads-20260614T2000"),
+        "{audit}"
+    );
     assert!(audit.contains("\"period\":\"2 min\""), "{audit}");
 }
