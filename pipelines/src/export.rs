@@ -335,7 +335,7 @@ mod tests {
         let policy = Policy::default();
         let run = |key: [u8; 32]| {
             let mut s = Summary::default();
-            let out = pseudonymize(&info, &batch, &policy, &key, &mut s).unwrap();
+            let out = pseudonymize(info, &batch, &policy, &key, &mut s).unwrap();
             (out, s)
         };
         let (a, sa) = run([1; 32]);

@@ -148,13 +148,42 @@ impl Control {
         actor: &str,
         now: Millis,
     ) -> anyhow::Result<()> {
+        let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
+        self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
+        if let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) {
+            // Before it takes effect: a change acknowledged to psql survives a restart.
+            journal::append(out, info, rows, diff)?;
+        }
+        self.apply_table(info, rows, diff, now)
+    }
+
+    /// Takes up the table changes users made in earlier runs ([`journal`]), without auditing
+    /// them again: the watchlist entries analysts added (and did not delete) come back.
+    pub fn restore_tables(&mut self, tables: &[&'static StreamInfo], now: Millis) -> anyhow::Result<usize> {
+        let Some(out) = self.out.clone() else { return Ok(0) };
+        let mut restored = 0;
+        for info in tables {
+            let rows = journal::live_rows(&out, info)?;
+            restored += rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+            for r in rows {
+                self.apply_table(info, &r, 1, now)?;
+            }
+        }
+        Ok(restored)
+    }
+
+    fn apply_table(
+        &mut self,
+        info: &'static StreamInfo,
+        rows: &RecordBatch,
+        diff: i64,
+        now: Millis,
+    ) -> anyhow::Result<()> {
         let times = |name: &str| {
             rows.column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
         };
         let (from, until) = (times("valid_from"), times("expires_at"));
-        let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
-        self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
         for i in 0..rows.num_rows() {
             let row = rows.slice(i, 1);
             if diff > 0 {
@@ -386,6 +415,17 @@ impl Control {
 
     /// Ends the loop: a last sweep; returns the ingest side (to finish) and the files deleted.
     pub fn finish(mut self) -> anyhow::Result<(Ingest, u64)> {
+        // Table changes psql acknowledged in the last tick are kept for the next run: journaled
+        // (and audited), though this run's dataflow is closing.
+        while let Ok(c) = self.rules.try_recv() {
+            if let RuleControl::Table { info, rows, diff, user } = c {
+                let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
+                self.audit_rows(&audited, &user, if diff > 0 { "add" } else { "remove" });
+                if let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) {
+                    journal::append(out, info, &rows, diff)?;
+                }
+            }
+        }
         if let Some(s) = self.retention.as_mut() {
             let w = self.ingest.watermark();
             let deleted = s.sweep(w, &self.registry, &self.ingest);
@@ -393,6 +433,98 @@ impl Control {
             s.finish_compaction();
         }
         Ok((self.ingest, self.progress.deleted.load(Ordering::Relaxed)))
+    }
+}
+
+/// The journal of the changes users make to reference tables (the watchlist), so that they
+/// survive a restart: `<out>/catalog/tables/<table>/<seq>.parquet`, one file per change with its
+/// rows and a `vigil_diff` column (1 added, -1 deleted), written whole (temporary file, fsync,
+/// rename) before the change takes effect. At start the journal is folded into the rows still
+/// live, which go back in (with their own `valid_from` and `expires_at`).
+pub mod journal {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use vigil_engine::stream::{StreamDef, StreamInfo};
+
+    const DIFF: &str = "vigil_diff";
+
+    /// The tables journaled: the watchlist (hit decisions are kept with the hits, and zones
+    /// come from the configuration).
+    pub fn kept(info: &StreamInfo) -> bool {
+        info.name == vigil_operators::watchlist::Watchlist::NAME
+    }
+
+    fn dir(out: &Path, info: &StreamInfo) -> PathBuf {
+        out.join("catalog").join("tables").join(info.name)
+    }
+
+    /// Appends one change.
+    pub fn append(out: &Path, info: &StreamInfo, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
+        let dir = dir(out, info);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let seq = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DIFF, DataType::Int64, false));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(vec![diff; rows.num_rows()])));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let path = dir.join(format!("{seq:08}.parquet"));
+        let mut bytes = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)?;
+        w.write(&batch)?;
+        w.close()?;
+        vigil_engine::lake::write_atomic(&path, &bytes)?;
+        Ok(())
+    }
+
+    /// The rows added and not deleted since, in the order they were added.
+    pub fn live_rows(out: &Path, info: &StreamInfo) -> anyhow::Result<Vec<RecordBatch>> {
+        let dir = dir(out, info);
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+                .collect(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        files.sort();
+        let mut live: Vec<(Vec<u8>, RecordBatch)> = Vec::new();
+        let converter = arrow::row::RowConverter::new(
+            info.schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
+        )?;
+        for path in files {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .with_context(|| format!("{}: not a table change; move it away", path.display()))?;
+            for b in reader {
+                let b = b?;
+                let diff =
+                    b.column_by_name(DIFF).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+                let diff = diff.with_context(|| format!("{}: no {DIFF} column", path.display()))?;
+                let rows = b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?;
+                let rows = RecordBatch::try_new(Arc::clone(&info.schema), rows.columns().to_vec())
+                    .with_context(|| format!("{}: rows of another {} schema", path.display(), info.name))?;
+                let keys = converter.convert_columns(rows.columns())?;
+                for i in 0..rows.num_rows() {
+                    let key = keys.row(i).as_ref().to_vec();
+                    if diff.value(i) > 0 {
+                        live.push((key, rows.slice(i, 1)));
+                    } else if let Some(at) = live.iter().position(|(k, _)| *k == key) {
+                        live.remove(at);
+                    }
+                }
+            }
+        }
+        Ok(live.into_iter().map(|(_, r)| r).collect())
     }
 }
 

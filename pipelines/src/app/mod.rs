@@ -312,25 +312,6 @@ pub fn run_with(
         // A stored rule that no longer compiles must not keep the city from running.
         Err(e) => eprintln!("error: the stored rules were not restored: {e}"),
     }
-    if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
-        start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
-    }
-    if let Some(addr) = opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
-        let bound = crate::http::start(
-            &addr,
-            crate::http::Parts {
-                accounts: accounts(&settings.server)?,
-                failures: Arc::clone(&settings.server.edge.failures),
-                progress: Arc::clone(progress),
-                registry: Arc::clone(&registry),
-                zones: settings.zones.clone(),
-                lines: settings.lines.clone(),
-                audit: audit.clone(),
-                confirmations: settings.hits.confirmations,
-            },
-        )?;
-        eprintln!("http endpoint listening on {bound}");
-    }
     // Watchlist entries active from the start go in before any frame.
     let watch = watchlist_entries(settings, start_ms)?;
     ingest.push_table::<Zones>(zones::to_batch(&settings.zones), 1)?;
@@ -352,7 +333,33 @@ pub fn run_with(
         commit: settings.commit,
     });
     if opts.parquet {
+        // Reference tables as users left them (the watchlist entries analysts added from psql).
+        let tables: Vec<_> = catalog.tables().filter(|s| control::journal::kept(s)).collect();
+        let n = control.restore_tables(&tables, feed_from)?;
+        if n > 0 {
+            eprintln!("{n} reference-table rows added from psql in earlier runs taken up");
+        }
         RunRecord { epoch: epoch.value(), ids_epoch: ids_epoch.value(), finished: false }.write(&opts.out)?;
+    }
+    // Users come in once the state they see is restored.
+    if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
+        start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
+    }
+    if let Some(addr) = opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
+        let bound = crate::http::start(
+            &addr,
+            crate::http::Parts {
+                accounts: accounts(&settings.server)?,
+                failures: Arc::clone(&settings.server.edge.failures),
+                progress: Arc::clone(progress),
+                registry: Arc::clone(&registry),
+                zones: settings.zones.clone(),
+                lines: settings.lines.clone(),
+                audit: audit.clone(),
+                confirmations: settings.hits.confirmations,
+            },
+        )?;
+        eprintln!("http endpoint listening on {bound}");
     }
     let driven = match calibrated {
         Some(c) => drive::live(settings, opts, c, epoch, &mut control, bus, stop)?,
