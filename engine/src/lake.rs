@@ -21,9 +21,15 @@
 //! replayed from the smallest `through` of the run that was killed ([`resume_point`]): nothing
 //! committed is written twice and nothing is missing.
 //!
-//! This is a documented manifest rather than Delta Lake or Iceberg: the `deltalake` crate
-//! pins its own arrow and DataFusion releases, not ours (two copies of arrow would not share
-//! batches), and readers here (DuckDB, pyarrow, polars) read the partitioned files directly.
+//! This is a documented manifest rather than Delta Lake. `deltalake-core` 1.1 does build on our
+//! arrow 59 and DataFusion 55, but: its commits are async object-store operations, which would
+//! run inside timely's worker threads; the readers that matter here read the files directly
+//! (DuckDB's delta extension downloads at run time, which this deployment forbids, and pyarrow
+//! has no Delta reader), and a Delta compaction leaves the replaced files in place until a
+//! VACUUM, which such readers would count twice; and what exactly-once needs is the frontier and
+//! the keys below, which a Delta log would carry as opaque metadata anyway. A Delta log written
+//! beside these records is the way to serve Delta readers, if a deployment needs them.
+//!
 //! The one window a globbing reader can notice is the few microseconds of step 3 (a commit's
 //! files appear one after another) and of a compaction's swap ([`compact`]).
 
@@ -98,13 +104,28 @@ pub fn read_state(dir: &Path, writer: &str) -> Result<Option<WriterState>> {
 }
 
 fn parse_state(path: &Path, bytes: &[u8]) -> Result<WriterState> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let damaged = |what: String| {
         EngineError::user(
-            format!("{}: not a commit record ({e})", path.display()),
+            format!("{}: {what}", path.display()),
             "records are replaced whole, so this one was edited or the disk damaged it; move it away \
              (the writer then starts afresh and its committed files stay) and check the disk",
         )
-    })
+    };
+    let state: WriterState =
+        serde_json::from_slice(bytes).map_err(|e| damaged(format!("not a commit record ({e})")))?;
+    // Recovery renames what a record names: only files inside the stream's directory.
+    for name in state.pending.iter().flat_map(|(t, f)| [t, f]) {
+        if !inside(name) {
+            return Err(damaged(format!("names {name:?}, outside its stream's directory")));
+        }
+    }
+    Ok(state)
+}
+
+/// A relative path with no `..`, root or prefix: a file under the stream's directory.
+fn inside(name: &str) -> bool {
+    let p = Path::new(name);
+    !name.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Every writer's record under stream directory `dir`, by writer.
@@ -337,12 +358,17 @@ fn compaction_intents(dir: &Path) -> Result<Vec<(PathBuf, Compaction)>> {
             .is_some_and(|n| n.starts_with("compact-") && n.ends_with(".json"));
         if is_intent {
             let bytes = std::fs::read(&path).map_err(|e| EngineError::io("reading", &path, e))?;
-            let c: Compaction = serde_json::from_slice(&bytes).map_err(|e| {
-                EngineError::user(
-                    format!("{}: not a compaction record ({e})", path.display()),
-                    "move it away; the files it names are all still in place or already merged",
-                )
-            })?;
+            let c: Compaction = serde_json::from_slice(&bytes)
+                .ok()
+                .filter(|c: &Compaction| {
+                    [&c.hidden, &c.target].into_iter().chain(&c.sources).all(|n| inside(n))
+                })
+                .ok_or_else(|| {
+                    EngineError::user(
+                        format!("{}: not a compaction record of this directory", path.display()),
+                        "move it away; the files it names are all still in place or already merged",
+                    )
+                })?;
             out.push((path, c));
         }
     }
@@ -495,6 +521,35 @@ mod tests {
         let e = recover(dir.path()).unwrap_err().to_string();
         assert!(e.contains("_vigil_log/w1.json: not a commit record"), "{e}");
         assert!(e.contains("move it away"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a record holds (damage, an edit), recovery answers with a record or an
+        /// error naming it, and never touches a file outside the stream's directory.
+        #[test]
+        fn any_record_is_taken_or_refused_by_name(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+            name in "[./a-z]{0,12}",
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let outside = dir.path().join("outside");
+            std::fs::write(&outside, b"keep").unwrap();
+            let stream = dir.path().join("s");
+            for record in [
+                bytes.clone(),
+                serde_json::to_vec(&WriterState {
+                    pending: vec![(format!("../{name}"), name.clone()), ("../outside".into(), name.clone())],
+                    ..WriterState::default()
+                })
+                .unwrap(),
+            ] {
+                write_atomic(&state_path(&stream, "w0"), &record).unwrap();
+                if let Err(e) = recover(&stream) {
+                    proptest::prop_assert!(e.to_string().contains("w0.json"), "{e}");
+                }
+                proptest::prop_assert_eq!(std::fs::read(&outside).unwrap(), b"keep".to_vec());
+            }
+        }
     }
 
     #[test]

@@ -321,6 +321,10 @@ impl PartitionWriter {
 
     /// Writes the rows held for times before `frontier` (all of them when `None`).
     fn write_ready(&mut self, frontier: Option<Time>) -> Result<()> {
+        // Past the resume point's slack, the killed run's keys are of no more use.
+        if self.resumed.as_ref().is_some_and(|r| frontier.is_none_or(|f| f >= r.until)) {
+            self.resumed = None;
+        }
         while let Some(entry) = self.stash.first_entry() {
             if frontier.is_some_and(|f| *entry.key() >= f) {
                 break;

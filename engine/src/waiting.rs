@@ -64,27 +64,20 @@ impl<T> Waiting<T> {
     /// After an activation: moves the capability up to the earliest item still waiting, or to
     /// `frontier` when `busy` (the operator's state may still emit), and lets it go otherwise.
     pub fn release(&mut self, frontier: Option<Time>, busy: bool) {
-        let first = self.items.keys().next().map(|&t| t.max(0) as Time);
-        let keep = match (first, frontier.filter(|_| busy)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match (keep, self.cap.as_mut()) {
-            (Some(t), Some(c)) if t > *c.time() => c.downgrade(&t),
-            (Some(_), Some(_)) => {}
-            _ => self.cap = None,
-        }
+        self.hold_until(frontier.filter(|_| busy));
     }
-}
 
-impl<T> Waiting<T> {
     /// After an activation: moves the capability up to the earliest item still waiting or
     /// `next`, the earliest time the operator's state can still emit at, whichever is first, and
     /// lets it go when there is neither. Unlike [`release`](Self::release) the capability does
     /// not follow the frontier, so outputs keep their own times whatever the scheduling.
     pub fn release_to(&mut self, frontier: Option<Time>, next: Option<Time>) {
+        self.hold_until(next.filter(|_| frontier.is_some()));
+    }
+
+    /// Keeps the capability at the earliest item still waiting or `next`, or lets it go.
+    fn hold_until(&mut self, next: Option<Time>) {
         let first = self.items.keys().next().map(|&t| t.max(0) as Time);
-        let next = next.filter(|_| frontier.is_some());
         let keep = match (first, next) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -19,7 +19,7 @@
 //! Rows are read from the lake's committed files only ([`vigil_engine::lake`]), partitions
 //! outside the window unopened. Each export is recorded in the audit log by the caller.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,7 +107,34 @@ pub fn files_in_window(dir: &Path, prefix: &str, from: Millis, to: Millis) -> an
         .collect())
 }
 
-/// Runs the export; `progress(done, total)` is called after each file read.
+/// Calls `each` with the rows of `files` in `[from, to)`, batch by batch; `progress` after each
+/// file.
+fn read_window(
+    files: &[PathBuf],
+    (from, to): (Millis, Millis),
+    mut each: impl FnMut(RecordBatch) -> anyhow::Result<()>,
+    mut progress: impl FnMut(),
+) -> anyhow::Result<()> {
+    for path in files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        for b in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+            let b = b.with_context(|| format!("reading {}", path.display()))?;
+            let times = vigil_engine::parquet_sink::event_times(&b)?;
+            let keep: BooleanArray = times.iter().map(|&t| Some(t >= from && t < to)).collect();
+            let b = arrow::compute::filter_record_batch(&b, &keep)?;
+            if b.num_rows() > 0 {
+                each(b)?;
+            }
+        }
+        progress();
+    }
+    Ok(())
+}
+
+/// Runs the export; `progress(done, total)` is called after each file read. Rows stream from
+/// the lake to the export batch by batch; a pseudonymized export of rows about people reads the
+/// window twice (first to count the people of each cell, then to write), so memory holds the
+/// cells' counts, never the window.
 pub fn export(req: &Request<'_>, mut progress: impl FnMut(usize, usize)) -> anyhow::Result<Summary> {
     if req.to <= req.from {
         bail!("the window is empty: --to must be after --from");
@@ -121,37 +148,94 @@ pub fn export(req: &Request<'_>, mut progress: impl FnMut(usize, usize)) -> anyh
     let dir = req.root.join(req.stream.name);
     let files = files_in_window(&dir, req.stream.name, req.from, req.to)?;
     let mut summary = Summary { files: files.len(), ..Summary::default() };
-    let mut batches = Vec::new();
-    for (i, path) in files.iter().enumerate() {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        for b in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
-            let b = b.with_context(|| format!("reading {}", path.display()))?;
-            let times = vigil_engine::parquet_sink::event_times(&b)?;
-            let keep: BooleanArray = times.iter().map(|&t| Some(t >= req.from && t < req.to)).collect();
-            let b = arrow::compute::filter_record_batch(&b, &keep)?;
-            if b.num_rows() > 0 {
-                summary.rows_in += b.num_rows();
-                batches.push(b);
-            }
-        }
-        progress(i + 1, files.len());
+    let window = (req.from, req.to);
+    let key = fresh_key()?;
+    let pseudo = req.pseudonymize.as_ref().map(|policy| Pseudonymizer::new(req.stream, policy, &key));
+    let aggregate = req.stream.schema.field_with_name("persons").is_ok();
+    let passes = if pseudo.is_some() && !aggregate { 2 } else { 1 };
+    let total = files.len() * passes;
+    let mut done = 0;
+    // Pass 1: the people of each cell.
+    let mut small: std::collections::HashSet<u64> = Default::default();
+    if let (Some(p), false) = (&pseudo, aggregate) {
+        let mut people: HashMap<u64, std::collections::HashSet<u64>> = HashMap::new();
+        let mut seen = 0;
+        read_window(
+            &files,
+            window,
+            |b| {
+                let coarse = p.apply(&b)?;
+                for (cell, who) in cells(&coarse).into_iter().zip(persons(&coarse, seen)) {
+                    people.entry(cell).or_default().insert(who);
+                }
+                seen += coarse.num_rows() as u64;
+                Ok(())
+            },
+            || {
+                done += 1;
+                progress(done, total);
+            },
+        )?;
+        small = people.into_iter().filter(|(_, p)| (p.len() as u64) < p_k(&pseudo)).map(|(c, _)| c).collect();
+        summary.cells_suppressed = small.len();
     }
-    let schema = batches.first().map_or_else(|| Arc::clone(&req.stream.schema), |b| b.schema());
-    let mut rows = arrow::compute::concat_batches(&schema, &batches)?;
-    if let Some(policy) = &req.pseudonymize {
-        rows = pseudonymize(req.stream, &rows, policy, &fresh_key()?, &mut summary)?;
-    }
-    summary.rows_out = rows.num_rows();
+    // Pass 2 (or the only one): write.
     std::fs::create_dir_all(req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let file = req.out.join(format!("{}.parquet", req.stream.name));
-    let props = vigil_engine::parquet_sink::writer_properties(&[]);
     let tmp = req.out.join(format!(".{}.parquet.inprogress", req.stream.name));
-    let mut w = ArrowWriter::try_new(File::create(&tmp)?, rows.schema(), Some(props))?;
-    w.write(&rows)?;
+    let props = vigil_engine::parquet_sink::writer_properties(&[]);
+    let schema = match &pseudo {
+        Some(p) => p.schema(),
+        None => Arc::clone(&req.stream.schema),
+    };
+    let mut w = ArrowWriter::try_new(File::create(&tmp)?, Arc::clone(&schema), Some(props))?;
+    let mut aggregate_cells_small = 0;
+    read_window(
+        &files,
+        window,
+        |b| {
+            summary.rows_in += b.num_rows();
+            let rows = match &pseudo {
+                None => b,
+                Some(p) => {
+                    let coarse = p.apply(&b)?;
+                    let keep: BooleanArray = if aggregate {
+                        let keep = enough_persons(&coarse, p.policy.k)?;
+                        aggregate_cells_small += keep.iter().filter(|v| *v == Some(false)).count();
+                        keep
+                    } else {
+                        cells(&coarse).iter().map(|c| Some(!small.contains(c))).collect()
+                    };
+                    let kept = arrow::compute::filter_record_batch(&coarse, &keep)?;
+                    summary.rows_suppressed += coarse.num_rows() - kept.num_rows();
+                    kept
+                }
+            };
+            summary.rows_out += rows.num_rows();
+            if rows.num_rows() > 0 {
+                w.write(&rows)?;
+            }
+            Ok(())
+        },
+        || {
+            done += 1;
+            progress(done, total);
+        },
+    )?;
     w.into_inner()?.sync_all()?;
     std::fs::rename(&tmp, &file)?;
+    if aggregate {
+        summary.cells_suppressed = aggregate_cells_small;
+    }
+    if let Some(p) = &pseudo {
+        (summary.tokenized, summary.coarsened, summary.dropped) = p.columns();
+    }
     summary.file = file;
     Ok(summary)
+}
+
+fn p_k(p: &Option<Pseudonymizer<'_>>) -> u64 {
+    p.as_ref().map_or(0, |p| p.policy.k)
 }
 
 /// 32 bytes from the kernel's generator, held only while the export runs. (Read directly: the
@@ -195,101 +279,140 @@ fn treatment(stream: &StreamInfo, name: &str, ty: &DataType) -> Treatment {
     }
 }
 
-fn pseudonymize(
-    stream: &StreamInfo,
-    rows: &RecordBatch,
-    policy: &Policy,
-    key: &[u8; 32],
-    summary: &mut Summary,
-) -> anyhow::Result<RecordBatch> {
-    let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    let token = |bytes: &[u8]| {
-        let mut m = mac.clone();
-        m.update(bytes);
-        m.finalize().into_bytes()
-    };
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (field, col) in rows.schema().fields().iter().zip(rows.columns()) {
-        let name = field.name().as_str();
-        let new: ArrayRef = match treatment(stream, name, field.data_type()) {
-            Treatment::Keep => Arc::clone(col),
-            Treatment::Drop => {
-                summary.dropped.push(name.to_owned());
-                continue;
-            }
-            Treatment::Token => {
-                summary.tokenized.push(name.to_owned());
-                if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
-                    let hex = |t: &[u8]| t[..16].iter().map(|b| format!("{b:02x}")).collect::<String>();
-                    Arc::new(s.iter().map(|v| v.map(|v| hex(&token(v.as_bytes())))).collect::<StringArray>())
-                } else {
-                    let u = col.as_any().downcast_ref::<UInt64Array>().context("a u64 id column")?;
-                    let word = |t: &[u8]| u64::from_le_bytes(t[..8].try_into().expect("8 bytes"));
-                    Arc::new(
-                        u.iter().map(|v| v.map(|v| word(&token(&v.to_le_bytes())))).collect::<UInt64Array>(),
-                    )
-                }
-            }
-            Treatment::Time => {
-                summary.coarsened.push(name.to_owned());
-                let t = col.as_any().downcast_ref::<TimestampMillisecondArray>().context("a timestamp")?;
-                let g = policy.time_grain_ms.max(1);
-                let cut: TimestampMillisecondArray =
-                    t.iter().map(|v| v.map(|v| v.div_euclid(g) * g)).collect();
-                Arc::new(cut.with_timezone_opt(t.timezone().map(str::to_owned)))
-            }
-            Treatment::Place => {
-                summary.coarsened.push(name.to_owned());
-                let g = policy.place_grain_m.max(0.01);
-                let cell = |v: f64| if v.is_finite() { ((v / g).floor() + 0.5) * g } else { v };
-                if let Some(a) = col.as_any().downcast_ref::<Float32Array>() {
-                    Arc::new(a.iter().map(|v| v.map(|v| cell(f64::from(v)) as f32)).collect::<Float32Array>())
-                } else {
-                    let a = col.as_any().downcast_ref::<Float64Array>().context("a coordinate")?;
-                    Arc::new(a.iter().map(|v| v.map(cell)).collect::<Float64Array>())
-                }
-            }
-        };
-        fields.push(field.as_ref().clone());
-        columns.push(new);
-    }
-    let coarse = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-    suppress_small_cells(&coarse, policy.k, summary)
+/// The per-column treatment of a stream, with the export's key.
+struct Pseudonymizer<'a> {
+    plan: Vec<(arrow::datatypes::FieldRef, Treatment)>,
+    policy: &'a Policy,
+    mac: Hmac<Sha256>,
 }
 
-/// Removes the cells holding fewer than `k` people (see the module documentation).
-fn suppress_small_cells(rows: &RecordBatch, k: u64, summary: &mut Summary) -> anyhow::Result<RecordBatch> {
-    let n = rows.num_rows();
-    let keep: BooleanArray = if let Some(persons) = rows.column_by_name("persons") {
-        // An aggregate: each row is a cell.
-        let p = arrow::compute::cast(persons, &DataType::Float64)?;
-        let p = p.as_any().downcast_ref::<Float64Array>().context("persons")?;
-        let keep: BooleanArray = p.iter().map(|v| Some(v.is_some_and(|v| v >= k as f64))).collect();
-        summary.cells_suppressed = keep.iter().filter(|v| *v == Some(false)).count();
-        keep
-    } else {
-        // Rows of people: cells of the coarse time and place, camera and zone.
-        let quasi: Vec<&ArrayRef> = ["event_time", "camera_id", "zone_id", "ground_x", "ground_y"]
+impl<'a> Pseudonymizer<'a> {
+    fn new(stream: &StreamInfo, policy: &'a Policy, key: &[u8; 32]) -> Self {
+        let plan = stream
+            .schema
+            .fields()
             .iter()
-            .filter_map(|c| rows.column_by_name(c))
+            .map(|f| (Arc::clone(f), treatment(stream, f.name(), f.data_type())))
             .collect();
-        let person = ["track_id", "plate", "plate_raw"].iter().find_map(|c| rows.column_by_name(c));
-        let cell_of: Vec<String> =
-            (0..n).map(|i| quasi.iter().map(|c| display(c, i)).collect::<Vec<_>>().join("|")).collect();
-        let mut people: HashMap<&str, std::collections::HashSet<String>> = HashMap::new();
-        for (i, cell) in cell_of.iter().enumerate() {
-            let who = person.map_or_else(|| i.to_string(), |c| display(c, i));
-            people.entry(cell).or_default().insert(who);
+        Self { plan, policy, mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length") }
+    }
+
+    /// The export's schema: the stream's, less the dropped columns.
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        let fields: Vec<_> = self
+            .plan
+            .iter()
+            .filter(|(_, t)| *t != Treatment::Drop)
+            .map(|(f, _)| f.as_ref().clone())
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The columns tokenized, coarsened and dropped.
+    fn columns(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let names = |want: &[Treatment]| {
+            self.plan.iter().filter(|(_, t)| want.contains(t)).map(|(f, _)| f.name().clone()).collect()
+        };
+        (names(&[Treatment::Token]), names(&[Treatment::Time, Treatment::Place]), names(&[Treatment::Drop]))
+    }
+
+    fn token(&self, bytes: &[u8]) -> [u8; 32] {
+        let mut m = self.mac.clone();
+        m.update(bytes);
+        m.finalize().into_bytes().into()
+    }
+
+    /// `rows` with ids tokenized, time and place coarsened, pixels and text dropped (no
+    /// suppression: see [`cells`]).
+    fn apply(&self, rows: &RecordBatch) -> anyhow::Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (field, treatment) in &self.plan {
+            let name = field.name();
+            let col = rows.column_by_name(name).with_context(|| format!("no column {name}"))?;
+            let new: ArrayRef = match treatment {
+                Treatment::Keep => Arc::clone(col),
+                Treatment::Drop => continue,
+                Treatment::Token => {
+                    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                        let hex = |t: &[u8]| t[..16].iter().map(|b| format!("{b:02x}")).collect::<String>();
+                        Arc::new(
+                            s.iter()
+                                .map(|v| v.map(|v| hex(&self.token(v.as_bytes()))))
+                                .collect::<StringArray>(),
+                        )
+                    } else {
+                        let u = col.as_any().downcast_ref::<UInt64Array>().context("a u64 id column")?;
+                        let word = |t: [u8; 32]| u64::from_le_bytes(t[..8].try_into().expect("8 bytes"));
+                        Arc::new(
+                            u.iter()
+                                .map(|v| v.map(|v| word(self.token(&v.to_le_bytes()))))
+                                .collect::<UInt64Array>(),
+                        )
+                    }
+                }
+                Treatment::Time => {
+                    let t =
+                        col.as_any().downcast_ref::<TimestampMillisecondArray>().context("a timestamp")?;
+                    let g = self.policy.time_grain_ms.max(1);
+                    let cut: TimestampMillisecondArray =
+                        t.iter().map(|v| v.map(|v| v.div_euclid(g) * g)).collect();
+                    Arc::new(cut.with_timezone_opt(t.timezone().map(str::to_owned)))
+                }
+                Treatment::Place => {
+                    let g = self.policy.place_grain_m.max(0.01);
+                    let cell = |v: f64| if v.is_finite() { ((v / g).floor() + 0.5) * g } else { v };
+                    if let Some(a) = col.as_any().downcast_ref::<Float32Array>() {
+                        Arc::new(
+                            a.iter().map(|v| v.map(|v| cell(f64::from(v)) as f32)).collect::<Float32Array>(),
+                        )
+                    } else {
+                        let a = col.as_any().downcast_ref::<Float64Array>().context("a coordinate")?;
+                        Arc::new(a.iter().map(|v| v.map(cell)).collect::<Float64Array>())
+                    }
+                }
+            };
+            columns.push(new);
         }
-        let small: BTreeMap<&str, usize> =
-            people.iter().filter(|(_, p)| (p.len() as u64) < k).map(|(c, p)| (*c, p.len())).collect();
-        summary.cells_suppressed = small.len();
-        cell_of.iter().map(|c| Some(!small.contains_key(c.as_str()))).collect()
-    };
-    let out = arrow::compute::filter_record_batch(rows, &keep)?;
-    summary.rows_suppressed = n - out.num_rows();
-    Ok(out)
+        Ok(RecordBatch::try_new(self.schema(), columns)?)
+    }
+}
+
+/// An aggregate's rows with at least `k` persons.
+fn enough_persons(rows: &RecordBatch, k: u64) -> anyhow::Result<BooleanArray> {
+    let persons = rows.column_by_name("persons").context("persons")?;
+    let p = arrow::compute::cast(persons, &DataType::Float64)?;
+    let p = p.as_any().downcast_ref::<Float64Array>().context("persons")?;
+    Ok(p.iter().map(|v| Some(v.is_some_and(|v| v >= k as f64))).collect())
+}
+
+fn hash(parts: impl Iterator<Item = String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Each coarse row's cell: its (time, camera, zone, place), hashed.
+fn cells(rows: &RecordBatch) -> Vec<u64> {
+    let quasi: Vec<&ArrayRef> = ["event_time", "camera_id", "zone_id", "ground_x", "ground_y"]
+        .iter()
+        .filter_map(|c| rows.column_by_name(c))
+        .collect();
+    (0..rows.num_rows()).map(|i| hash(quasi.iter().map(|c| display(c, i)))).collect()
+}
+
+/// Each row's person: its (tokenized) track or plate, else the row itself (`first` numbers the
+/// rows across batches).
+fn persons(rows: &RecordBatch, first: u64) -> Vec<u64> {
+    let person = ["track_id", "plate", "plate_raw"].iter().find_map(|c| rows.column_by_name(c));
+    (0..rows.num_rows())
+        .map(|i| match person {
+            Some(c) => hash(std::iter::once(display(c, i))),
+            None => hash(std::iter::once(format!("row {}", first + i as u64))),
+        })
+        .collect()
 }
 
 fn display(c: &ArrayRef, i: usize) -> String {
@@ -300,55 +423,74 @@ fn display(c: &ArrayRef, i: usize) -> String {
 mod tests {
     use super::*;
     use vigil_engine::stream::StreamDef;
-    use vigil_operators::plate::PlateReads;
+    use vigil_operators::plate::{PlateRead, PlateReadRows, PlateReads};
 
     #[test]
-    fn plates_become_tokens_that_differ_between_keys_and_small_cells_go() {
-        let info = PlateReads::info();
-        let t0 = 1_781_467_200_000i64;
-        let schema = Arc::new(Schema::new(vec![
-            arrow::datatypes::Field::new(
-                "event_time",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                false,
-            ),
-            arrow::datatypes::Field::new("camera_id", DataType::UInt32, false),
-            arrow::datatypes::Field::new("event_id", DataType::UInt64, false),
-            arrow::datatypes::Field::new("plate", DataType::Utf8, true),
-        ]));
+    fn plates_become_tokens_that_differ_between_exports_and_small_cells_go() {
+        let lake = tempfile::tempdir().unwrap();
+        let t0 = 1_781_467_200_000i64; // 2026-06-14T20:00:00Z
         // Camera 1: twelve plates in one quarter hour; camera 2: three.
-        let cams: Vec<u32> = (0..15).map(|i| if i < 12 { 1 } else { 2 }).collect();
         let plates: Vec<String> = (0..15).map(|i| format!("{i}-أ-6")).collect();
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(
-                    TimestampMillisecondArray::from((0..15).map(|i| t0 + i * 1000).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(arrow::array::UInt32Array::from(cams)),
-                Arc::new(UInt64Array::from((0..15u64).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(plates.iter().map(String::as_str).collect::<Vec<_>>())),
-            ],
+        let mut rows = PlateReadRows::default();
+        for (i, plate) in plates.iter().enumerate() {
+            rows.push(&PlateRead {
+                camera_id: if i < 12 { 1 } else { 2 },
+                event_time: t0 + i as i64 * 1000,
+                event_id: i as u64,
+                plate_raw: plate,
+                plate: Some(plate),
+                confidence: 0.9,
+                char_confidences: None,
+                plate_x: Some(10.0),
+                plate_y: None,
+                plate_w: None,
+                plate_h: None,
+            });
+        }
+        let batch = rows.finish();
+        let part = lake.path().join("plate_reads/date=2026-06-14/hour=20");
+        std::fs::create_dir_all(&part).unwrap();
+        let mut w = ArrowWriter::try_new(
+            File::create(part.join("plate_reads-20260614T200000Z-e1-w0.parquet")).unwrap(),
+            batch.schema(),
+            None,
         )
         .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let info = PlateReads::info();
         let policy = Policy::default();
-        let run = |key: [u8; 32]| {
-            let mut s = Summary::default();
-            let out = pseudonymize(info, &batch, &policy, &key, &mut s).unwrap();
-            (out, s)
+        let run = |out: &str| {
+            let out = lake.path().join(out);
+            let req = Request {
+                stream: info,
+                root: lake.path(),
+                from: t0,
+                to: t0 + 3_600_000,
+                out: &out,
+                pseudonymize: Some(policy.clone()),
+            };
+            let s = export(&req, |_, _| {}).unwrap();
+            let f = File::open(&s.file).unwrap();
+            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (arrow::compute::concat_batches(&read[0].schema(), &read).unwrap(), s)
         };
-        let (a, sa) = run([1; 32]);
-        let (b, _) = run([2; 32]);
+        let (a, sa) = run("a");
+        let (b, _) = run("b");
         assert_eq!(a.num_rows(), 12, "camera 2's cell holds 3 people, fewer than 10");
-        assert_eq!((sa.cells_suppressed, sa.rows_suppressed), (1, 3));
+        assert_eq!((sa.rows_in, sa.cells_suppressed, sa.rows_suppressed), (15, 1, 3));
         let tokens = |r: &RecordBatch| -> Vec<String> {
             let c = r.column_by_name("plate").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
             c.iter().map(|v| v.unwrap().to_owned()).collect()
         };
         let (ta, tb) = (tokens(&a), tokens(&b));
         assert!(ta.iter().all(|t| t.len() == 32 && !plates.contains(t)));
-        assert!(ta.iter().all(|t| !tb.contains(t)), "two keys, no token in common");
+        assert!(ta.iter().all(|t| !tb.contains(t)), "two exports, no token in common");
         let times = a
             .column_by_name("event_time")
             .unwrap()
@@ -357,5 +499,16 @@ mod tests {
             .unwrap();
         assert!(times.iter().all(|t| t == Some(t0 - t0.rem_euclid(900_000))));
         assert!(sa.tokenized.contains(&"event_id".to_owned()));
+        assert!(a.column_by_name("plate_x").is_none() && sa.dropped.contains(&"plate_x".to_owned()));
+        // An existing export is never overwritten.
+        let again = Request {
+            stream: info,
+            root: lake.path(),
+            from: t0,
+            to: t0 + 1,
+            out: &lake.path().join("a"),
+            pseudonymize: None,
+        };
+        assert!(export(&again, |_, _| {}).unwrap_err().to_string().contains("is not empty"));
     }
 }

@@ -436,7 +436,7 @@ struct Resume {
     /// Everything before this event time is committed by every sink (the smallest point of the
     /// killed run's commit records).
     from: Millis,
-    /// Where the input is fed from: `from` less a warm-up, so windows, tracks and the watermark
+    /// Where the input is fed from: the run's start, so that windows, tracks and the watermark
     /// are as they were at `from` (what sinks receive before `from` they skip).
     feed_from: Millis,
     /// The epoch of the simulated event ids: the first run's, so a replayed event keeps its id.
@@ -462,13 +462,11 @@ impl Resume {
             );
             return Ok(None);
         }
-        let e = &settings.engine;
-        let warm_up = e.allowed_lateness_ms + e.idle_timeout_ms + RESUME_WARM_UP_MS;
-        // Tracks alive at the resume point are replayed from their birth, so that they keep their
-        // ids (and a zone visit spanning the kill is one visit, not two).
-        let births =
-            oldest_live_track(out, from)?.map(|frame| settings.sim.frame_ms(frame) - e.allowed_lateness_ms);
-        let feed_from = births.map_or(from - warm_up, |b| b.min(from - warm_up)).max(settings.start_ms);
+        // The simulated input is replayed from the run's start, as fast as it goes: every
+        // window, track and visit is then rebuilt exactly as it was (a track keeps its id, so a
+        // visit spanning the kill is one visit). A shorter replay (a minute before the cut) was
+        // tried and lost the identity of tracks born before it.
+        let feed_from = settings.start_ms;
         eprintln!(
             "the last run (epoch {}) was killed: resuming from {} (its last commit), replaying the simulation from {}",
             last.epoch,
@@ -478,46 +476,6 @@ impl Resume {
         Ok(Some(Self { from, feed_from, ids_epoch: Epoch::new(last.ids_epoch)? }))
     }
 }
-
-/// The frame of birth of the oldest track still seen in the last seconds before `from`, from
-/// the committed `tracks` (a track's id is the event id of the detection that started it).
-fn oldest_live_track(out: &std::path::Path, from: Millis) -> anyhow::Result<Option<u64>> {
-    use arrow::array::{Array, TimestampMillisecondArray, UInt64Array};
-    use vigil_operators::detection::EventId;
-    use vigil_operators::tracks::Tracks;
-    let dir = out.join(Tracks::NAME);
-    let mut oldest: Option<u64> = None;
-    for path in vigil_engine::parquet_sink::list_files(&dir)? {
-        if vigil_engine::parquet_sink::partition_start(&path, Tracks::NAME).is_none_or(|p| p < from - 180_000)
-        {
-            continue;
-        }
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-        for batch in reader {
-            let batch = batch?;
-            let (Some(t), Some(id)) = (
-                batch
-                    .column_by_name("event_time")
-                    .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>()),
-                batch.column_by_name("track_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
-            ) else {
-                continue;
-            };
-            for i in 0..batch.num_rows() {
-                if t.value(i) >= from - 10_000 && !id.is_null(i) {
-                    let (_, _, frame, _) = EventId(id.value(i)).unpack();
-                    oldest = Some(oldest.map_or(frame, |o| o.min(frame)));
-                }
-            }
-        }
-    }
-    Ok(oldest)
-}
-
-/// The event time a resumed run replays before its resume point, beyond the watermark's
-/// lateness and idle timeout: windows (density's are at most a minute) and tracks fill again.
-pub const RESUME_WARM_UP_MS: Millis = 60_000;
 
 /// Writes the reference tables as they will be at each time
 /// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`
