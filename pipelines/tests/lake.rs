@@ -25,7 +25,8 @@ fn city(dir: &Path, name: &str, start: &str, workers: usize) -> PathBuf {
              [sinks]\nout = \"{name}\"\npartition_s = 60\ncommit_s = 1\nground_truth = false\n\n\
              [simulation]\ncameras = 2\npedestrians_per_camera = 6\nvehicles_per_minute = 6\nlaggy_camera_every = 0\n\n\
              [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\nalert_density = 0.05\n\n\
-             [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"stolen-vehicle report DGSN-2026-00118\"\nexpires_at = \"2026-09-12T20:00:00Z\"\n"
+             [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"stolen-vehicle report DGSN-2026-00118\"\nexpires_at = \"2026-09-12T20:00:00Z\"\n\n\
+             [[rules]]\nname = \"sure_people\"\nsql = \"SELECT camera_id, event_time, event_id FROM detections WHERE class = 'person' AND score > 0.9\"\n"
         ),
     )
     .unwrap();
@@ -108,6 +109,13 @@ for t in range(20):
             n = q(f"select count(*) from (select event_id from read_parquet('{a}/{s}/**/*.parquet') "
                   f"except select event_id from read_parquet('{b}/{s}/**/*.parquet'))")[0][0]
             if n: bad.append(f"{root}/{s}: {n} event ids {what}")
+    # A rule's rows too (its output is keyed by the whole row).
+    r = q(f"select count(*) - count(distinct event_id) from read_parquet('{root}/rules/sure_people/**/*.parquet')")[0][0]
+    if r: bad.append(f"{root}/rules/sure_people: {r} rows repeated")
+    for a, b, what in [("reference", root, "missing"), (root, "reference", "unknown")]:
+        n = q(f"select count(*) from (select event_id from read_parquet('{a}/rules/sure_people/**/*.parquet') "
+              f"except select event_id from read_parquet('{b}/rules/sure_people/**/*.parquet'))")[0][0]
+        if n: bad.append(f"{root}/rules/sure_people: {n} rows {what}")
     dup = q(f"select count(*) - count(distinct (zone, window_start)) from read_parquet('{root}/zone_density/**/*.parquet')")[0][0]
     if dup: bad.append(f"{root}/zone_density: {dup} windows written twice")
     diff = q(f"select count(*) from ((select zone, window_start, round(persons, 6) from read_parquet('reference/zone_density/**/*.parquet') "
