@@ -251,6 +251,9 @@ pub struct Server {
     pub pg_password_env: String,
     /// psql connections open at once.
     pub max_connections: Spanned<i64>,
+    /// HTTP connections open at once (browsers keep several each, and one for the board's
+    /// events); past it a new connection is answered 503.
+    pub http_max_connections: Spanned<i64>,
     /// Seconds a connection has to log in.
     pub auth_timeout_s: Spanned<i64>,
     /// Memory an ad-hoc query may use, MiB.
@@ -267,6 +270,7 @@ impl Default for Server {
             pg_user: "vigil".into(),
             pg_password_env: "VIGIL_PG_PASSWORD".into(),
             max_connections: Spanned::new(0..0, 64),
+            http_max_connections: Spanned::new(0..0, 256),
             auth_timeout_s: Spanned::new(0..0, 10),
             query_memory_mb: Spanned::new(0..0, 256),
             query_timeout_s: Spanned::new(0..0, 30),
@@ -831,7 +835,7 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 25] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 26] = [
             (&self.hits.confirmations, "hits.confirmations", 1, 5),
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
@@ -848,6 +852,7 @@ impl Config {
             (&self.engine.rule_max_rows_per_s, "engine.rule_max_rows_per_s", 100, 100_000_000),
             (&self.engine.decode_threads, "engine.decode_threads", 0, 256),
             (&self.server.max_connections, "server.max_connections", 1, 1_024),
+            (&self.server.http_max_connections, "server.http_max_connections", 1, 4_096),
             (&self.server.auth_timeout_s, "server.auth_timeout_s", 1, 300),
             (&self.server.query_memory_mb, "server.query_memory_mb", 16, 16_384),
             (&self.server.query_timeout_s, "server.query_timeout_s", 1, 3_600),
@@ -1643,6 +1648,7 @@ mod tests {
             ("[server]\nmax_connections = 100000\n", 4, "server.max_connections"),
             ("[server]\nquery_memory_mb = 1000000\n", 4, "server.query_memory_mb"),
             ("[server]\nquery_timeout_s = 0\n", 4, "server.query_timeout_s"),
+            ("[server]\nhttp_max_connections = 0\n", 4, "server.http_max_connections"),
             ("[engine]\nworkers = 1000\n", 4, "engine.workers = 1000"),
             ("[engine]\ndecode_threads = -1\n", 4, "engine.decode_threads = -1 is out of range"),
             ("[snapshots]\nmin_interval_s = 0.0\n", 4, "snapshots.min_interval_s = 0 is out of range"),

@@ -93,6 +93,8 @@ pub struct ServerSettings {
     pub users: Vec<(String, vigil_sql::roles::Role, String)>,
     /// Connection limit and login timeout.
     pub edge: vigil_sql::server::Edge,
+    /// HTTP connections open at once.
+    pub http_max_connections: usize,
     /// What one statement or ad-hoc query may cost.
     pub limits: vigil_sql::limits::Limits,
 }
@@ -524,6 +526,7 @@ impl Settings {
                         (u.name.get_ref().clone(), role, u.password_env.get_ref().clone())
                     })
                     .collect(),
+                http_max_connections: *config.server.http_max_connections.get_ref() as usize,
                 edge: vigil_sql::server::Edge {
                     max_connections: *config.server.max_connections.get_ref() as usize,
                     auth_timeout: std::time::Duration::from_secs(

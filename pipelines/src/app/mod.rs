@@ -357,6 +357,7 @@ pub fn run_with(
                 lines: settings.lines.clone(),
                 audit: audit.clone(),
                 confirmations: settings.hits.confirmations,
+                max_connections: http_connections(settings.server.http_max_connections),
             },
         )?;
         eprintln!("http endpoint listening on {bound}");
@@ -597,8 +598,21 @@ fn nominal_rows_per_s(settings: &Settings) -> f64 {
     }
 }
 
-/// File descriptors the psql endpoint leaves to the sinks, cameras and models.
+/// File descriptors the psql and HTTP endpoints leave to the sinks, cameras and models.
 const FD_RESERVE: u64 = 192;
+
+/// `wanted` HTTP connections, lowered to half the descriptors left after [`FD_RESERVE`] (the
+/// other half is psql's, whose connections hold two each).
+fn http_connections(wanted: usize) -> usize {
+    let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let most = (fds.saturating_sub(FD_RESERVE) / 2).max(1) as usize;
+    if wanted > most {
+        tracing::warn!(
+            "server.http_max_connections = {wanted} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks"
+        );
+    }
+    wanted.min(most)
+}
 
 /// The audit log of the output directory `out`.
 pub fn audit_path(out: &std::path::Path) -> PathBuf {

@@ -21,6 +21,7 @@
 mod api;
 pub mod board;
 mod json;
+pub mod limit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -145,6 +146,8 @@ pub struct Parts {
     pub audit: Option<Arc<AuditLog>>,
     /// Confirmations a hit needs.
     pub confirmations: u32,
+    /// Connections open at once ([`limit::Limited`]).
+    pub max_connections: usize,
 }
 
 /// Serves HTTP on `addr` from a thread of its own; returns the bound address.
@@ -154,6 +157,7 @@ pub fn start(addr: &str, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
         std::net::TcpListener::bind(addr).with_context(|| format!("binding the HTTP endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let max_connections = parts.max_connections;
     let board = Arc::new(board::Board::new(
         Arc::clone(&parts.registry),
         Arc::clone(&parts.progress),
@@ -197,6 +201,10 @@ pub fn start(addr: &str, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
             tokio::spawn(board.run());
             let served = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
+                    // `tap_io` only to have axum's `ConnectInfo<SocketAddr>` for the limited
+                    // listener (axum provides it for tapped listeners).
+                    use axum::serve::ListenerExt;
+                    let l = limit::Limited::new(l, max_connections).tap_io(|_| ());
                     axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
                 }
                 Err(e) => Err(e),
