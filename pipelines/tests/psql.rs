@@ -58,6 +58,26 @@ impl City {
             .expect("psql runs (scripts/test installs postgresql-client)")
     }
 
+    /// The rows `user` reads with `sql`, which must succeed.
+    fn rows_as(&self, user: &str, password: &str, sql: &str) -> Vec<Vec<String>> {
+        let out = self.psql_as(user, password, sql);
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        rows(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// The first non-empty answer `user` gets to `sql` within 40 s.
+    fn wait_rows_as(&self, user: &str, password: &str, sql: &str) -> Vec<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let r = self.rows_as(user, password, sql);
+            if !r.is_empty() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "nothing for {sql}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     fn ok(&self, sql: &str) -> String {
         let out = self.psql(sql);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -868,22 +888,8 @@ fn a_restart_keeps_each_hit_and_the_confirmations_it_had() {
     std::fs::write(tmp.path().join("city.toml"), config).unwrap();
     let env = [("PW_amina", "amina-pw-1"), ("PW_omar", "omar-pw-1")];
     let args = ["run", "--config", "city.toml", "--duration", "120"];
-    let ask = |city: &City, user: &str, sql: &str| {
-        let out = city.psql_as(user, &format!("{user}-pw-1"), sql);
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        rows(&String::from_utf8_lossy(&out.stdout))
-    };
-    let wait = |city: &City, sql: &str| {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let r = ask(city, "amina", sql);
-            if !r.is_empty() {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "nothing for {sql}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
+    let ask = |city: &City, user: &str, sql: &str| city.rows_as(user, &format!("{user}-pw-1"), sql);
+    let wait = |city: &City, sql: &str| city.wait_rows_as("amina", "amina-pw-1", sql);
     let city = City::start_with(tmp.path(), &args, &env);
     let id = wait(&city, "SELECT hit_id FROM hits WHERE status = 'candidate'")[0][0].clone();
     ask(
@@ -926,22 +932,8 @@ fn an_entry_added_after_a_restart_finds_the_reads_of_the_run_before() {
     };
     let env = [("PW_amina", "amina-pw-1")];
     let args = ["run", "--config", "city.toml", "--duration", "120"];
-    let ask = |city: &City, sql: &str| {
-        let out = city.psql_as("amina", "amina-pw-1", sql);
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        rows(&String::from_utf8_lossy(&out.stdout))
-    };
-    let wait = |city: &City, sql: &str| {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let r = ask(city, sql);
-            if !r.is_empty() {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "nothing for {sql}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
+    let ask = |city: &City, sql: &str| city.rows_as("amina", "amina-pw-1", sql);
+    let wait = |city: &City, sql: &str| city.wait_rows_as("amina", "amina-pw-1", sql);
     // First run: the plate drives past the cameras; nobody lists it.
     std::fs::write(tmp.path().join("city.toml"), config("\"4821-د-33\"")).unwrap();
     let city = City::start_with(tmp.path(), &args, &env);
@@ -975,11 +967,7 @@ fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
     .unwrap();
     let env = [("PW_amina", "amina-pw-2")];
     let args = ["run", "--config", "city.toml", "--duration", "120"];
-    let ask = |city: &City, sql: &str| {
-        let out = city.psql_as("amina", "amina-pw-2", sql);
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        rows(&String::from_utf8_lossy(&out.stdout))
-    };
+    let ask = |city: &City, sql: &str| city.rows_as("amina", "amina-pw-2", sql);
     let city = City::start_with(tmp.path(), &args, &env);
     ask(
         &city,
