@@ -153,6 +153,9 @@ impl Control {
         if let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) {
             // Before it takes effect: a change acknowledged to psql survives a restart.
             journal::append(out, info, rows, diff)?;
+            if let (Some(at), Some(s)) = (journal::earliest_expiry(rows), self.retention.as_mut()) {
+                s.journal_expiring(info, at);
+            }
         }
         self.apply_table(info, rows, diff, now)
     }
@@ -441,16 +444,27 @@ impl Control {
 /// rows and a `vigil_diff` column (1 added, -1 deleted), written whole (temporary file, fsync,
 /// rename) before the change takes effect. At start the journal is folded into the rows still
 /// live, which go back in (with their own `valid_from` and `expires_at`).
+///
+/// Retention trims it while the engine runs ([`trim`], at each sweep): once an entry has
+/// expired, or many changes have piled up, the live rows are written as one snapshot
+/// (`<seq>.snapshot.parquet`, which a reader starts from, ignoring what is before it) and the
+/// files before it are deleted. A kill between the two leaves files a reader skips, deleted at
+/// the next trim; an expired entry's plate is never kept on disk past a sweep.
 pub mod journal {
+    use std::collections::HashMap;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use anyhow::Context;
-    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use vigil_engine::stream::{StreamDef, StreamInfo};
+    use vigil_engine::time::Millis;
 
     const DIFF: &str = "vigil_diff";
+    const SNAPSHOT: &str = "snapshot";
+    /// Changes after which the journal is folded into a snapshot even if nothing expired.
+    pub const FOLD_AFTER: usize = 256;
 
     /// The tables journaled: the watchlist (hit decisions are kept with the hits, and zones
     /// come from the configuration).
@@ -462,46 +476,77 @@ pub mod journal {
         out.join("catalog").join("tables").join(info.name)
     }
 
-    /// Appends one change.
-    pub fn append(out: &Path, info: &StreamInfo, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
-        let dir = dir(out, info);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let seq = std::fs::read_dir(&dir)?
+    /// One file of the journal.
+    struct JournalFile {
+        seq: u64,
+        path: PathBuf,
+        /// Holds every live row: a reader starts here.
+        snapshot: bool,
+    }
+
+    /// The journal's files by sequence number. Files of other names (a temporary file a kill
+    /// left) are not the journal's.
+    fn files(dir: &Path) -> Vec<JournalFile> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut files: Vec<JournalFile> = entries
             .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
-            .count();
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?.to_owned();
+                let (seq, snapshot) = match name.split_once('.') {
+                    Some((seq, SNAPSHOT)) => (seq.parse().ok()?, true),
+                    Some(_) => return None,
+                    None => (name.parse().ok()?, false),
+                };
+                Some(JournalFile { seq, path, snapshot })
+            })
+            .collect();
+        files.sort_by_key(|f| f.seq);
+        files
+    }
+
+    fn write(dir: &Path, seq: u64, snapshot: bool, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(DIFF, DataType::Int64, false));
         let mut columns = rows.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(vec![diff; rows.num_rows()])));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let path = dir.join(format!("{seq:08}.parquet"));
+        let name =
+            if snapshot { format!("{seq:08}.{SNAPSHOT}.parquet") } else { format!("{seq:08}.parquet") };
         let mut bytes = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)?;
         w.write(&batch)?;
         w.close()?;
-        vigil_engine::lake::write_atomic(&path, &bytes)?;
+        vigil_engine::lake::write_atomic(&dir.join(name), &bytes)?;
         Ok(())
+    }
+
+    /// Appends one change.
+    pub fn append(out: &Path, info: &StreamInfo, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
+        let dir = dir(out, info);
+        let seq = files(&dir).last().map_or(0, |f| f.seq + 1);
+        write(&dir, seq, false, rows, diff)
     }
 
     /// The rows added and not deleted since, in the order they were added.
     pub fn live_rows(out: &Path, info: &StreamInfo) -> anyhow::Result<Vec<RecordBatch>> {
-        let dir = dir(out, info);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(d) => d
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-                .collect(),
-            Err(_) => return Ok(Vec::new()),
-        };
-        files.sort();
-        let mut live: Vec<(Vec<u8>, RecordBatch)> = Vec::new();
+        Ok(fold(&dir(out, info), info)?.0)
+    }
+
+    /// The live rows, and the journal's files.
+    fn fold(dir: &Path, info: &StreamInfo) -> anyhow::Result<(Vec<RecordBatch>, Vec<JournalFile>)> {
+        let files = files(dir);
+        // A reader starts at the last snapshot: what is before it is folded in.
+        let from = files.iter().rposition(|f| f.snapshot).unwrap_or(0);
+        // Rows in the order they were added, deleted ones left as holes; keys to their place.
+        let mut live: Vec<Option<RecordBatch>> = Vec::new();
+        let mut at: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
         let converter = arrow::row::RowConverter::new(
             info.schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
         )?;
-        for path in files {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        for JournalFile { path, .. } in &files[from..] {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                 .and_then(|b| b.build())
                 .with_context(|| format!("{}: not a table change; move it away", path.display()))?;
@@ -517,14 +562,75 @@ pub mod journal {
                 for i in 0..rows.num_rows() {
                     let key = keys.row(i).as_ref().to_vec();
                     if diff.value(i) > 0 {
-                        live.push((key, rows.slice(i, 1)));
-                    } else if let Some(at) = live.iter().position(|(k, _)| *k == key) {
-                        live.remove(at);
+                        at.entry(key).or_default().push(live.len());
+                        live.push(Some(rows.slice(i, 1)));
+                    } else if let Some(slots) = at.get_mut(&key)
+                        && !slots.is_empty()
+                    {
+                        // The earliest copy goes, as a differential collection would lose one.
+                        live[slots.remove(0)] = None;
                     }
                 }
             }
         }
-        Ok(live.into_iter().map(|(_, r)| r).collect())
+        Ok((live.into_iter().flatten().collect(), files))
+    }
+
+    /// The earliest `expires_at` of `rows`, if they expire.
+    pub fn earliest_expiry(rows: &RecordBatch) -> Option<Millis> {
+        let c = rows.column_by_name("expires_at")?;
+        let c = c.as_any().downcast_ref::<TimestampMillisecondArray>()?;
+        c.iter().flatten().min()
+    }
+
+    /// The files the journal holds (more than [`FOLD_AFTER`]: time to [`trim`]).
+    pub fn changes(out: &Path, info: &StreamInfo) -> usize {
+        files(&dir(out, info)).len()
+    }
+
+    /// What [`trim`] did.
+    #[derive(Debug, Default, PartialEq)]
+    pub struct Trimmed {
+        /// Expired rows dropped from the journal.
+        pub expired: usize,
+        /// Files deleted.
+        pub deleted: usize,
+        /// When the next row expires.
+        pub next_expiry: Option<Millis>,
+    }
+
+    /// Folds the journal into a snapshot of the rows live at `now` when an entry has expired
+    /// (its `expires_at` is at or before `now`) or more than [`FOLD_AFTER`] changes have piled
+    /// up, and deletes the files before it. It reads the whole journal: call it when
+    /// [`Trimmed::next_expiry`] has passed or [`changes`] has grown.
+    pub fn trim(out: &Path, info: &StreamInfo, now: Millis) -> anyhow::Result<Trimmed> {
+        let dir = dir(out, info);
+        let (live, files) = fold(&dir, info)?;
+        let Some(last) = files.last().map(|f| f.seq) else { return Ok(Trimmed::default()) };
+        let (kept, gone): (Vec<&RecordBatch>, Vec<&RecordBatch>) =
+            live.iter().partition(|r| earliest_expiry(r).is_none_or(|e| e > now));
+        let next_expiry = kept.iter().filter_map(|r| earliest_expiry(r)).min();
+        let dropped = gone.len();
+        let stale = files.iter().rposition(|f| f.snapshot).unwrap_or(0) > 0;
+        if dropped == 0 && files.len() <= FOLD_AFTER && !stale {
+            return Ok(Trimmed { next_expiry, ..Default::default() });
+        }
+        let snapshot = if stale && dropped == 0 && files.len() <= FOLD_AFTER {
+            // A snapshot already holds everything; only the files before it go.
+            files.iter().rposition(|f| f.snapshot).map_or(last, |i| files[i].seq)
+        } else {
+            let rows = arrow::compute::concat_batches(&info.schema, kept.iter().copied())?;
+            write(&dir, last + 1, true, &rows, 1)?;
+            last + 1
+        };
+        let mut deleted = 0;
+        for JournalFile { seq, path, .. } in &files {
+            if *seq < snapshot {
+                std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+                deleted += 1;
+            }
+        }
+        Ok(Trimmed { expired: dropped, deleted, next_expiry })
     }
 }
 
@@ -547,6 +653,9 @@ pub struct Sweeper {
     /// The merge of closed hours' small files, in the background (one at a time).
     compacting: Option<std::thread::JoinHandle<()>>,
     lateness: Millis,
+    /// The reference tables journaled ([`journal`]), with when each needs trimming next (the
+    /// next expiry; none: at the next sweep).
+    tables: Vec<(&'static StreamInfo, Option<Millis>)>,
 }
 
 /// Streams kept at least this long have each closed hour merged into one file; the merged
@@ -575,6 +684,7 @@ impl Sweeper {
             audit,
             compacting: None,
             lateness: settings.engine.allowed_lateness_ms,
+            tables: catalog.tables().filter(|s| journal::kept(s)).map(|s| (s, None)).collect(),
         }
     }
 
@@ -619,6 +729,16 @@ impl Sweeper {
         }));
     }
 
+    /// Rows added to the journaled table `info` that expire at `at`: its journal is trimmed
+    /// at the first sweep after.
+    pub fn journal_expiring(&mut self, info: &StreamInfo, at: Millis) {
+        for (t, due) in &mut self.tables {
+            if t.name == info.name {
+                *due = Some(due.map_or(at, |d| d.min(at)));
+            }
+        }
+    }
+
     /// Waits for a merge under way (the end of a run).
     fn finish_compaction(&mut self) {
         if let Some(h) = self.compacting.take()
@@ -642,6 +762,32 @@ impl Sweeper {
     pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         self.last = Some(watermark);
         self.compact(watermark);
+        for (info, due) in &mut self.tables {
+            // Read whole only when an entry is due to expire or the changes have piled up.
+            if due.is_some_and(|d| d > watermark) && journal::changes(&self.out, info) <= journal::FOLD_AFTER
+            {
+                continue;
+            }
+            match journal::trim(&self.out, info, watermark) {
+                Ok(t) => {
+                    *due = Some(t.next_expiry.unwrap_or(Millis::MAX));
+                    if t.expired > 0
+                        && let Some(a) = &self.audit
+                    {
+                        let object = format!("catalog/tables/{}", info.name);
+                        a.record(
+                            "system",
+                            "retention.delete",
+                            &object,
+                            &[("expired_rows", &t.expired.to_string())],
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("trimming the {} journal: {e:#} (retried at the next sweep)", info.name)
+                }
+            }
+        }
         let mut deleted = 0;
         let (out, audit, every) = (&self.out, &self.audit, self.every);
         // One sweep early rather than late: what would pass its period before the next sweep
@@ -748,4 +894,104 @@ pub fn snapshot_time(p: &Path) -> Option<Millis> {
     let stamp = name.get(..16)?;
     let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
     Some(t.and_utc().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal;
+    use vigil_engine::stream::StreamDef;
+    use vigil_operators::watchlist::{WatchEntry, Watchlist, to_batch};
+
+    fn entry(plate: &str, expires_at: i64) -> arrow::array::RecordBatch {
+        to_batch(&[WatchEntry {
+            plate: plate.into(),
+            reason: "stolen vehicle".into(),
+            legal_basis: "DGSN-2026-00301".into(),
+            authority: "DGSN Rabat".into(),
+            added_by: "amina".into(),
+            valid_from: 0,
+            expires_at,
+        }])
+    }
+
+    fn plates(out: &std::path::Path) -> Vec<String> {
+        use arrow::array::AsArray;
+        journal::live_rows(out, Watchlist::info())
+            .unwrap()
+            .iter()
+            .map(|r| r.column_by_name("plate").unwrap().as_string::<i32>().value(0).to_owned())
+            .collect()
+    }
+
+    fn files(out: &std::path::Path) -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(out.join("catalog/tables/watchlist"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        f.sort();
+        f
+    }
+
+    #[test]
+    fn an_expired_entry_leaves_the_journal_on_disk_at_the_first_trim_after_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        journal::append(out, info, &entry("11111-A-1", 100), 1).unwrap();
+        journal::append(out, info, &entry("22222-B-2", 1_000), 1).unwrap();
+        journal::append(out, info, &entry("33333-D-3", 5_000), 1).unwrap();
+        journal::append(out, info, &entry("22222-B-2", 1_000), -1).unwrap();
+        assert_eq!(plates(out), ["11111-A-1", "33333-D-3"]);
+        // Nothing expired yet: nothing read twice, nothing written.
+        let t = journal::trim(out, info, 50).unwrap();
+        assert_eq!(t, journal::Trimmed { expired: 0, deleted: 0, next_expiry: Some(100) });
+        assert_eq!(files(out).len(), 4);
+        // At its expiry the entry goes from the disk, with the deleted one: one snapshot.
+        let t = journal::trim(out, info, 100).unwrap();
+        assert_eq!(t, journal::Trimmed { expired: 1, deleted: 4, next_expiry: Some(5_000) });
+        assert_eq!(files(out), ["00000004.snapshot.parquet"]);
+        assert_eq!(plates(out), ["33333-D-3"]);
+        let bytes = std::fs::read(out.join("catalog/tables/watchlist/00000004.snapshot.parquet")).unwrap();
+        assert!(bytes.windows(9).any(|w| w == b"33333-D-3"), "plates are not readable in the file");
+        assert!(!bytes.windows(9).any(|w| w == b"11111-A-1"), "the expired plate is still on disk");
+        // Changes after the snapshot fold on top of it.
+        journal::append(out, info, &entry("44444-H-4", 9_000), 1).unwrap();
+        assert_eq!(plates(out), ["33333-D-3", "44444-H-4"]);
+        assert_eq!(files(out), ["00000004.snapshot.parquet", "00000005.parquet"]);
+    }
+
+    #[test]
+    fn files_a_kill_left_before_a_snapshot_are_ignored_then_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        journal::append(out, info, &entry("11111-A-1", 100), 1).unwrap();
+        journal::append(out, info, &entry("33333-D-3", 5_000), 1).unwrap();
+        let first = std::fs::read(out.join("catalog/tables/watchlist/00000000.parquet")).unwrap();
+        journal::trim(out, info, 100).unwrap();
+        // As if the kill came between the snapshot and the deletions.
+        std::fs::write(out.join("catalog/tables/watchlist/00000000.parquet"), first).unwrap();
+        assert_eq!(plates(out), ["33333-D-3"], "a file before the snapshot was read");
+        let t = journal::trim(out, info, 200).unwrap();
+        assert_eq!((t.expired, t.deleted), (0, 1));
+        assert_eq!(files(out), ["00000002.snapshot.parquet"]);
+    }
+
+    #[test]
+    fn many_changes_fold_into_one_snapshot_with_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        for i in 0..journal::FOLD_AFTER + 4 {
+            journal::append(out, info, &entry(&format!("{i:05}-A-1"), 1_000_000), 1).unwrap();
+            if i % 3 == 0 {
+                journal::append(out, info, &entry(&format!("{i:05}-A-1"), 1_000_000), -1).unwrap();
+            }
+        }
+        let before = plates(out);
+        assert_eq!(before.len(), journal::FOLD_AFTER + 4 - (journal::FOLD_AFTER + 4).div_ceil(3));
+        assert!(journal::changes(out, info) > journal::FOLD_AFTER);
+        let t = journal::trim(out, info, 10).unwrap();
+        assert_eq!(t.expired, 0);
+        assert_eq!(files(out).len(), 1);
+        assert_eq!(plates(out), before);
+    }
 }
