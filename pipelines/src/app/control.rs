@@ -150,14 +150,21 @@ impl Control {
     ) -> anyhow::Result<()> {
         let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
         self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
-        if let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) {
-            // Before it takes effect: a change acknowledged to psql survives a restart.
-            journal::append(out, info, rows, diff)?;
-            if let (Some(at), Some(s)) = (journal::earliest_expiry(rows), self.retention.as_mut()) {
-                s.journal_expiring(info, at);
-            }
-        }
+        // Before it takes effect: a change acknowledged to psql survives a restart.
+        self.journal(info, rows, diff)?;
         self.apply_table(info, rows, diff, now)
+    }
+
+    /// Journals a change of a kept table ([`journal`]); a deleted entry leaves the disk at the
+    /// next sweep, an added one at the first sweep after it expires.
+    fn journal(&mut self, info: &'static StreamInfo, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
+        let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) else { return Ok(()) };
+        journal::append(out, info, rows, diff)?;
+        let due = if diff < 0 { Some(Millis::MIN) } else { journal::earliest_expiry(rows) };
+        if let (Some(at), Some(s)) = (due, self.retention.as_mut()) {
+            s.journal_expiring(info, at);
+        }
+        Ok(())
     }
 
     /// Takes up the table changes users made in earlier runs ([`journal`]), without auditing
@@ -424,9 +431,7 @@ impl Control {
             if let RuleControl::Table { info, rows, diff, user } = c {
                 let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
                 self.audit_rows(&audited, &user, if diff > 0 { "add" } else { "remove" });
-                if let Some(out) = self.out.as_ref().filter(|_| journal::kept(info)) {
-                    journal::append(out, info, &rows, diff)?;
-                }
+                self.journal(info, &rows, diff)?;
             }
         }
         if let Some(s) = self.retention.as_mut() {
@@ -531,11 +536,19 @@ pub mod journal {
 
     /// The rows added and not deleted since, in the order they were added.
     pub fn live_rows(out: &Path, info: &StreamInfo) -> anyhow::Result<Vec<RecordBatch>> {
-        Ok(fold(&dir(out, info), info)?.0)
+        Ok(fold(&dir(out, info), info)?.live)
+    }
+
+    /// The journal read: the rows live, its files, and the rows it added since its snapshot
+    /// (more than are live: some were deleted, and their values are still in the files).
+    struct Folded {
+        live: Vec<RecordBatch>,
+        files: Vec<JournalFile>,
+        added: usize,
     }
 
     /// The live rows, and the journal's files.
-    fn fold(dir: &Path, info: &StreamInfo) -> anyhow::Result<(Vec<RecordBatch>, Vec<JournalFile>)> {
+    fn fold(dir: &Path, info: &StreamInfo) -> anyhow::Result<Folded> {
         let files = files(dir);
         // A reader starts at the last snapshot: what is before it is folded in.
         let from = files.iter().rposition(|f| f.snapshot).unwrap_or(0);
@@ -573,7 +586,8 @@ pub mod journal {
                 }
             }
         }
-        Ok((live.into_iter().flatten().collect(), files))
+        let added = live.len();
+        Ok(Folded { live: live.into_iter().flatten().collect(), files, added })
     }
 
     /// The earliest `expires_at` of `rows`, if they expire.
@@ -600,22 +614,24 @@ pub mod journal {
     }
 
     /// Folds the journal into a snapshot of the rows live at `now` when an entry has expired
-    /// (its `expires_at` is at or before `now`) or more than [`FOLD_AFTER`] changes have piled
-    /// up, and deletes the files before it. It reads the whole journal: call it when
+    /// (its `expires_at` is at or before `now`), an entry was deleted, or more than
+    /// [`FOLD_AFTER`] changes have piled up, and deletes the files before it. It reads the whole journal: call it when
     /// [`Trimmed::next_expiry`] has passed or [`changes`] has grown.
     pub fn trim(out: &Path, info: &StreamInfo, now: Millis) -> anyhow::Result<Trimmed> {
         let dir = dir(out, info);
-        let (live, files) = fold(&dir, info)?;
+        let Folded { live, files, added } = fold(&dir, info)?;
         let Some(last) = files.last().map(|f| f.seq) else { return Ok(Trimmed::default()) };
         let (kept, gone): (Vec<&RecordBatch>, Vec<&RecordBatch>) =
             live.iter().partition(|r| earliest_expiry(r).is_none_or(|e| e > now));
         let next_expiry = kept.iter().filter_map(|r| earliest_expiry(r)).min();
         let dropped = gone.len();
         let stale = files.iter().rposition(|f| f.snapshot).unwrap_or(0) > 0;
-        if dropped == 0 && files.len() <= FOLD_AFTER && !stale {
+        // Rows added but not live: deleted entries, whose plates are still in the files.
+        let deleted_rows = added > live.len();
+        if dropped == 0 && files.len() <= FOLD_AFTER && !stale && !deleted_rows {
             return Ok(Trimmed { next_expiry, ..Default::default() });
         }
-        let snapshot = if stale && dropped == 0 && files.len() <= FOLD_AFTER {
+        let snapshot = if stale && dropped == 0 && !deleted_rows && files.len() <= FOLD_AFTER {
             // A snapshot already holds everything; only the files before it go.
             files.iter().rposition(|f| f.snapshot).map_or(last, |i| files[i].seq)
         } else {
@@ -940,24 +956,40 @@ mod tests {
         journal::append(out, info, &entry("11111-A-1", 100), 1).unwrap();
         journal::append(out, info, &entry("22222-B-2", 1_000), 1).unwrap();
         journal::append(out, info, &entry("33333-D-3", 5_000), 1).unwrap();
-        journal::append(out, info, &entry("22222-B-2", 1_000), -1).unwrap();
-        assert_eq!(plates(out), ["11111-A-1", "33333-D-3"]);
-        // Nothing expired yet: nothing read twice, nothing written.
+        // Nothing expired yet: nothing written.
         let t = journal::trim(out, info, 50).unwrap();
         assert_eq!(t, journal::Trimmed { expired: 0, deleted: 0, next_expiry: Some(100) });
-        assert_eq!(files(out).len(), 4);
-        // At its expiry the entry goes from the disk, with the deleted one: one snapshot.
+        assert_eq!(files(out).len(), 3);
+        // At its expiry the entry goes from the disk: one snapshot of the others.
         let t = journal::trim(out, info, 100).unwrap();
-        assert_eq!(t, journal::Trimmed { expired: 1, deleted: 4, next_expiry: Some(5_000) });
-        assert_eq!(files(out), ["00000004.snapshot.parquet"]);
-        assert_eq!(plates(out), ["33333-D-3"]);
-        let bytes = std::fs::read(out.join("catalog/tables/watchlist/00000004.snapshot.parquet")).unwrap();
+        assert_eq!(t, journal::Trimmed { expired: 1, deleted: 3, next_expiry: Some(1_000) });
+        assert_eq!(files(out), ["00000003.snapshot.parquet"]);
+        assert_eq!(plates(out), ["22222-B-2", "33333-D-3"]);
+        let bytes = std::fs::read(out.join("catalog/tables/watchlist/00000003.snapshot.parquet")).unwrap();
         assert!(bytes.windows(9).any(|w| w == b"33333-D-3"), "plates are not readable in the file");
         assert!(!bytes.windows(9).any(|w| w == b"11111-A-1"), "the expired plate is still on disk");
         // Changes after the snapshot fold on top of it.
         journal::append(out, info, &entry("44444-H-4", 9_000), 1).unwrap();
-        assert_eq!(plates(out), ["33333-D-3", "44444-H-4"]);
-        assert_eq!(files(out), ["00000004.snapshot.parquet", "00000005.parquet"]);
+        assert_eq!(plates(out), ["22222-B-2", "33333-D-3", "44444-H-4"]);
+        assert_eq!(files(out), ["00000003.snapshot.parquet", "00000004.parquet"]);
+    }
+
+    #[test]
+    fn a_deleted_entry_leaves_the_disk_at_the_next_trim() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        journal::append(out, info, &entry("11111-A-1", 5_000), 1).unwrap();
+        journal::append(out, info, &entry("22222-B-2", 5_000), 1).unwrap();
+        journal::append(out, info, &entry("22222-B-2", 5_000), -1).unwrap();
+        assert_eq!(plates(out), ["11111-A-1"]);
+        let t = journal::trim(out, info, 0).unwrap();
+        assert_eq!((t.expired, t.deleted), (0, 3));
+        assert_eq!(files(out), ["00000003.snapshot.parquet"]);
+        let bytes = std::fs::read(out.join("catalog/tables/watchlist/00000003.snapshot.parquet")).unwrap();
+        assert!(!bytes.windows(9).any(|w| w == b"22222-B-2"), "the deleted plate is still on disk");
+        // Nothing to do the next time.
+        assert_eq!(journal::trim(out, info, 0).unwrap().deleted, 0);
+        assert_eq!(plates(out), ["11111-A-1"]);
     }
 
     #[test]
