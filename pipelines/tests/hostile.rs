@@ -3,7 +3,7 @@
 //! sink failure, stops loudly naming the cause), that other rules keep producing, and that the
 //! rows it accepted are all in readable Parquet afterwards.
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -450,8 +450,11 @@ fn a_rule_that_outgrows_its_budget_at_run_time_is_stopped_and_its_memory_release
 fn idle_connections_never_take_the_sinks_file_descriptors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
-    // The default limit of 64 connections, more than 256 descriptors leave room for.
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_connections = 16", "max_connections = 64");
+    // The default limit of 64 psql connections, more than 256 descriptors leave room for; and
+    // HTTP bounded to 8 connections.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_connections = 16", "max_connections = 64\nhttp_max_connections = 8");
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new("prlimit")
         .args(["--nofile=256:256", env!("CARGO_BIN_EXE_vigil")])
@@ -463,6 +466,8 @@ fn idle_connections_never_take_the_sinks_file_descriptors() {
             "15",
             "--quiet",
             "--pg-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
         ])
         .env("VIGIL_PG_PASSWORD", PASSWORD)
@@ -479,6 +484,34 @@ fn idle_connections_never_take_the_sinks_file_descriptors() {
     let socks: Vec<TcpStream> =
         (0..300).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
     assert!(socks.len() > 250, "the listener's backlog took {} connections", socks.len());
+    // HTTP: 300 idle connections more; the 8 it serves hold their slots, and a new client is
+    // told 503 with when to retry, then served once they close.
+    let marker = "http endpoint listening on ";
+    let http = match log.find(marker) {
+        Some(at) => log[at + marker.len()..].split_whitespace().next().unwrap().to_owned(),
+        None => common::read_until(&mut stderr, marker).0,
+    };
+    let ask = || {
+        let mut c = TcpStream::connect(&http).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer
+    };
+    let idle: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(&http).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = ask();
+    assert!(busy.starts_with("HTTP/1.1 503") && busy.contains("Retry-After: 5"), "{busy}");
+    drop(idle);
+    let served = (0..50)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            ask()
+        })
+        .find(|a| !a.starts_with("HTTP/1.1 503"))
+        .unwrap_or_default();
+    assert!(served.starts_with("HTTP/1.1 401"), "served again, and a login is still asked: {served}");
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let mut rest = String::new();
