@@ -518,6 +518,9 @@ pub struct TrackerSection {
     pub max_lost_s: Option<Spanned<f64>>,
     /// Consecutive matched frames before a new track is reported.
     pub confirm_frames: Option<Spanned<i64>>,
+    /// Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed
+    /// noise).
+    pub adapt_noise: Option<Spanned<f64>>,
 }
 
 impl TrackerSection {
@@ -530,6 +533,7 @@ impl TrackerSection {
             (&self.match_iou, "match_iou"),
             (&self.match_buffer, "match_buffer"),
             (&self.low_match_iou, "low_match_iou"),
+            (&self.adapt_noise, "adapt_noise"),
         ] {
             if let Some(v) = v
                 && !(0.0..=1.0).contains(v.get_ref())
@@ -577,6 +581,7 @@ impl TrackerSection {
             low_match_iou: f(&self.low_match_iou, base.low_match_iou),
             max_lost_s: f(&self.max_lost_s, base.max_lost_s),
             confirm_frames: self.confirm_frames.as_ref().map_or(base.confirm_frames, |v| *v.get_ref() as u32),
+            adapt_noise: f(&self.adapt_noise, base.adapt_noise),
             frame_interval_s: base.frame_interval_s,
         }
     }

@@ -338,6 +338,9 @@ struct TrackerArgs {
     /// Consecutive matched frames before a track is reported.
     #[arg(long)]
     confirm_frames: Option<u32>,
+    /// Weight of each match in the learned measurement noise (0: fixed noise).
+    #[arg(long)]
+    adapt_noise: Option<f32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -668,6 +671,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 low_match_iou: t.low_match_iou.unwrap_or(d.low_match_iou),
                 max_lost_s: t.max_lost_s.unwrap_or(d.max_lost_s),
                 confirm_frames: t.confirm_frames.unwrap_or(d.confirm_frames).max(1),
+                adapt_noise: t.adapt_noise.unwrap_or(d.adapt_noise),
                 frame_interval_s: (1.0 / fps) as f32,
             };
             let (frames, rows, secs) = vigil_pipelines::mot::track_file(&mot_det, &out, config)?;
