@@ -96,7 +96,8 @@ def main():
         ranking.append((min(margins), sum(margins) / len(margins), args, got))
         print(f"{min(margins):+.4f} {sum(margins) / len(margins):+.4f} {' '.join(args)}", flush=True)
     # Worst-cell margins within TIE of the best are a tie (five tuning sequences cannot tell
-    # them apart), and the mean margin decides.
+    # them apart), and the mean margin decides. A new setting that moves neither by more than
+    # TIE over what it would replace is not adopted (read by hand from the ranking).
     top = max(r[0] for r in ranking)
     ranking.sort(key=lambda r: (r[0] >= top - TIE, r[1], r[0]), reverse=True)
     print("\nbest of ByteTrack, OC-SORT, SORT per cell (MOTA, IDF1):")

@@ -521,6 +521,11 @@ pub struct TrackerSection {
     /// Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed
     /// noise).
     pub adapt_noise: Option<Spanned<f64>>,
+    /// Misses (frames with detections) after which a lost track re-acquires only at
+    /// `strict_iou` (0: never).
+    pub strict_after: Option<Spanned<i64>>,
+    /// Least plain IoU of a match for a track missed `strict_after` times.
+    pub strict_iou: Option<Spanned<f64>>,
 }
 
 impl TrackerSection {
@@ -534,6 +539,7 @@ impl TrackerSection {
             (&self.match_buffer, "match_buffer"),
             (&self.low_match_iou, "low_match_iou"),
             (&self.adapt_noise, "adapt_noise"),
+            (&self.strict_iou, "strict_iou"),
         ] {
             if let Some(v) = v
                 && !(0.0..=1.0).contains(v.get_ref())
@@ -563,6 +569,15 @@ impl TrackerSection {
                 "use a whole number of frames from 1 to 100".into(),
             ));
         }
+        if let Some(v) = &self.strict_after
+            && !(0..=1_000).contains(v.get_ref())
+        {
+            return Some((
+                v.span(),
+                format!("{table}.strict_after = {} is out of range", v.get_ref()),
+                "use a whole number of frames from 0 (never) to 1000".into(),
+            ));
+        }
         None
     }
 
@@ -582,6 +597,8 @@ impl TrackerSection {
             max_lost_s: f(&self.max_lost_s, base.max_lost_s),
             confirm_frames: self.confirm_frames.as_ref().map_or(base.confirm_frames, |v| *v.get_ref() as u32),
             adapt_noise: f(&self.adapt_noise, base.adapt_noise),
+            strict_after: self.strict_after.as_ref().map_or(base.strict_after, |v| *v.get_ref() as u32),
+            strict_iou: f(&self.strict_iou, base.strict_iou),
             frame_interval_s: base.frame_interval_s,
         }
     }

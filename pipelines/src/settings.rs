@@ -625,4 +625,22 @@ mod tests {
         assert_eq!((e.line, e.column), (4, 10), "{e}");
         assert!(e.fix.contains("CNDP"), "{e}");
     }
+
+    #[test]
+    fn tracker_settings_apply_over_the_defaults_and_bad_ones_are_placed() {
+        let c = Config::parse(
+            "[city]\nfps = 25.0\n[tracker]\nstrict_after = 4\nadapt_noise = 0\n",
+            "c.toml",
+            PathBuf::new(),
+        )
+        .unwrap();
+        let t = Settings::from_config(&c).unwrap().tracker.default;
+        let d = vigil_operators::tracker::TrackerConfig::default();
+        assert_eq!((t.strict_after, t.adapt_noise, t.strict_iou), (4, 0.0, d.strict_iou));
+        assert_eq!(t.frame_interval_s, 0.04);
+        let e = Config::parse("[city]\nfps = 10.0\n[tracker]\nstrict_iou = 3\n", "c.toml", PathBuf::new())
+            .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.to_string().contains("tracker.strict_iou"), "{e}");
+    }
 }

@@ -1,7 +1,7 @@
-//! The tracker judged by independent tools: `scripts/track_eval.py --small` tracks detections
-//! made from three sources of ground truth (TUD-Campus and TUD-Stadtmitte, real pedestrians;
-//! `scripts/walkers.py`, a generator written apart from vigil's simulator; `vigil mot-sim`)
-//! under three written-down detector models, with vigil and with Roboflow's ByteTrack, OC-SORT
+//! The tracker judged by independent tools: `scripts/track_eval.py --split test` (the whole
+//! reported table, under a minute) tracks detections made from three sources of ground truth
+//! (TUD-Stadtmitte, real pedestrians; `scripts/walkers.py`, a generator written apart from
+//! vigil's simulator; `vigil mot-sim`) under three written-down detector models, with vigil and with Roboflow's ByteTrack, OC-SORT
 //! and SORT (PyPI `trackers`), and scores them with `trackers.eval` (TrackEval's metrics), once
 //! it has reproduced py-motmetrics' stated scores on the real TUD tracker output it ships.
 
@@ -14,12 +14,12 @@ use common::{python, root};
 const PEERS: [&str; 3] = ["bytetrack", "ocsort", "sort"];
 
 #[test]
-fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_where_the_data_is_hard() {
+fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_at_low_noise_on_two_sources() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("scores.json");
     let out = Command::new(python())
         .arg(root().join("scripts/track_eval.py"))
-        .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--small", "--split", "test", "--work"])
+        .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--split", "test", "--work"])
         .arg(dir.path())
         .arg("--json")
         .arg(&json)
@@ -43,31 +43,30 @@ fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_where_the_data_is_
         let ours = |m: &str| by["vigil"][m].as_f64().unwrap();
         let best = |m: &str| PEERS.iter().map(|p| by[*p][m].as_f64().unwrap()).fold(f64::MIN, f64::max);
         assert!(by["vigil"]["HOTA"].as_f64().unwrap() > 0.0, "{cell}: HOTA reported\n{report}");
-        if cell.ends_with("/low") {
-            // With few misses and little jitter the goal is not met on IDF1: SORT keeps
-            // identities slightly better on TUD and walkers (measured and reported in
-            // benches/README.md). What holds: MOTA at the best peer's, IDF1 within 0.05.
-            assert!(
-                ours("MOTA") >= best("MOTA") - 0.005,
-                "{cell}: MOTA {} below {}\n{report}",
-                ours("MOTA"),
-                best("MOTA")
-            );
+        assert!(
+            ours("MOTA") >= best("MOTA"),
+            "{cell}: our MOTA {:.4} is below the best peer's {:.4}\n{report}",
+            ours("MOTA"),
+            best("MOTA")
+        );
+        if ["tud/low", "walkers/low"].contains(&cell.as_str()) {
+            // The goal is not met on IDF1 here: SORT keeps identities better with few misses
+            // and little jitter (on TUD-Stadtmitte a person enters where a lost track is
+            // predicted, and the lost track takes them). Measured and reported in
+            // benches/README.md; what holds is IDF1 within 0.05.
             assert!(
                 ours("IDF1") >= best("IDF1") - 0.05,
-                "{cell}: IDF1 {} vs {}\n{report}",
+                "{cell}: IDF1 {:.4} vs {:.4}\n{report}",
                 ours("IDF1"),
                 best("IDF1")
             );
         } else {
-            for metric in ["MOTA", "IDF1"] {
-                assert!(
-                    ours(metric) >= best(metric),
-                    "{cell}: our {metric} {:.4} is below the best peer's {:.4}\n{report}",
-                    ours(metric),
-                    best(metric)
-                );
-            }
+            assert!(
+                ours("IDF1") >= best("IDF1"),
+                "{cell}: our IDF1 {:.4} is below the best peer's {:.4}\n{report}",
+                ours("IDF1"),
+                best("IDF1")
+            );
         }
     }
 }

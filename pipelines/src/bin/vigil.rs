@@ -341,6 +341,12 @@ struct TrackerArgs {
     /// Weight of each match in the learned measurement noise (0: fixed noise).
     #[arg(long)]
     adapt_noise: Option<f32>,
+    /// Misses (frames with detections) after which a track re-acquires only at `strict_iou`.
+    #[arg(long)]
+    strict_after: Option<u32>,
+    /// Least plain IoU of a match for a track missed `strict_after` times.
+    #[arg(long)]
+    strict_iou: Option<f32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -672,6 +678,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 max_lost_s: t.max_lost_s.unwrap_or(d.max_lost_s),
                 confirm_frames: t.confirm_frames.unwrap_or(d.confirm_frames).max(1),
                 adapt_noise: t.adapt_noise.unwrap_or(d.adapt_noise),
+                strict_after: t.strict_after.unwrap_or(d.strict_after),
+                strict_iou: t.strict_iou.unwrap_or(d.strict_iou),
                 frame_interval_s: (1.0 / fps) as f32,
             };
             let (frames, rows, secs) = vigil_pipelines::mot::track_file(&mot_det, &out, config)?;
