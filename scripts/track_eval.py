@@ -246,7 +246,7 @@ def main():
     p.add_argument("--sources", default="tud,walkers,mot-sim")
     p.add_argument("--levels", default="low,medium,high")
     p.add_argument("--trackers", default="vigil,bytetrack,ocsort,sort")
-    p.add_argument("--small", action="store_true", help="one short sequence per generated source (the suite's run)")
+    p.add_argument("--small", action="store_true", help="one short sequence per generated source (a quick look; the suite runs the whole test split)")
     p.add_argument("--vigil-arg", action="append", default=[], help="passed to `vigil track` (tuning)")
     p.add_argument("--json")
     a = p.parse_args()
