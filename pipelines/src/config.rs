@@ -560,23 +560,24 @@ impl TrackerSection {
                 "use seconds from 0 to 600 (lost tracks are held in memory that long)".into(),
             ));
         }
-        if let Some(v) = &self.confirm_frames
-            && !(1..=100).contains(v.get_ref())
-        {
-            return Some((
-                v.span(),
-                format!("{table}.confirm_frames = {} is out of range", v.get_ref()),
-                "use a whole number of frames from 1 to 100".into(),
-            ));
-        }
-        if let Some(v) = &self.strict_after
-            && !(0..=1_000).contains(v.get_ref())
-        {
-            return Some((
-                v.span(),
-                format!("{table}.strict_after = {} is out of range", v.get_ref()),
-                "use a whole number of frames from 0 (never) to 1000".into(),
-            ));
+        for (v, name, range, fix) in [
+            (&self.confirm_frames, "confirm_frames", 1..=100, "use a whole number of frames from 1 to 100"),
+            (
+                &self.strict_after,
+                "strict_after",
+                0..=1_000,
+                "use a whole number of frames from 0 (never) to 1000",
+            ),
+        ] {
+            if let Some(v) = v
+                && !range.contains(v.get_ref())
+            {
+                return Some((
+                    v.span(),
+                    format!("{table}.{name} = {} is out of range", v.get_ref()),
+                    fix.into(),
+                ));
+            }
         }
         None
     }
