@@ -8,7 +8,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const PLATE: &str = "4821-د-33";
 
@@ -42,15 +41,7 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
             .current_dir(dir.path())
             .stdout(Stdio::null()),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let http = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(at) = text.find("http endpoint listening on ") {
-            break text[at..].split_whitespace().nth(4).unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no HTTP endpoint: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let http = common::http_address(&log);
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     let spec = serde_json::json!({
         "zones": ["gate", "concourse"], "zone": "gate", "threshold": 0.5,

@@ -486,10 +486,9 @@ fn idle_connections_never_take_the_sinks_file_descriptors() {
     assert!(socks.len() > 250, "the listener's backlog took {} connections", socks.len());
     // HTTP: 300 idle connections more; the 8 it serves hold their slots, and a new client is
     // told 503 with when to retry, then served once they close.
-    let marker = "http endpoint listening on ";
-    let http = match log.find(marker) {
-        Some(at) => log[at + marker.len()..].split_whitespace().next().unwrap().to_owned(),
-        None => common::read_until(&mut stderr, marker).0,
+    let http = match common::http_address_in(&log) {
+        Some(address) => address,
+        None => common::read_until(&mut stderr, "http endpoint listening on ").0,
     };
     let ask = || {
         let mut c = TcpStream::connect(&http).unwrap();

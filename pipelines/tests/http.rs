@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "http-test-password";
 
@@ -83,15 +82,7 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
             .current_dir(dir.path())
             .stdout(Stdio::null()),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let http = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(at) = text.find("http endpoint listening on ") {
-            break text[at..].split_whitespace().nth(4).unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no HTTP endpoint: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let http = common::http_address(&log);
     let out = dir.path().join("city");
     let run = Command::new(common::python())
         .args(["-c", SCRIPT, &format!("http://{http}"), PASSWORD, out.to_str().unwrap()])

@@ -222,3 +222,24 @@ pub fn spawn_listening(cmd: &mut Command) -> (Child, u16, Arc<Mutex<String>>) {
     keep_reading(stderr, Arc::clone(&log));
     (child, port, log)
 }
+
+/// The HTTP endpoint's address in a vigil log, once it has said it listens.
+pub fn http_address_in(log: &str) -> Option<String> {
+    let marker = "http endpoint listening on ";
+    let at = log.find(marker)?;
+    log[at + marker.len()..].split_whitespace().next().map(str::to_owned)
+}
+
+/// Waits (20 s at most) for the HTTP endpoint in a log `spawn_listening` keeps; panics with the
+/// log if it never listens.
+pub fn http_address(log: &Mutex<String>) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(address) = http_address_in(&text) {
+            return address;
+        }
+        assert!(std::time::Instant::now() < deadline, "no HTTP endpoint: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
