@@ -174,10 +174,8 @@ impl Control {
         let mut restored = 0;
         for info in tables {
             let rows = journal::live_rows(&out, info)?;
-            restored += rows.iter().map(RecordBatch::num_rows).sum::<usize>();
-            for r in rows {
-                self.apply_table(info, &r, 1, now)?;
-            }
+            restored += rows.num_rows();
+            self.apply_table(info, &rows, 1, now)?;
         }
         Ok(restored)
     }
@@ -456,12 +454,12 @@ impl Control {
 /// files before it are deleted. A kill between the two leaves files a reader skips, deleted at
 /// the next trim; an expired entry's plate is never kept on disk past a sweep.
 pub mod journal {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use anyhow::Context;
-    use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+    use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use vigil_engine::stream::{StreamDef, StreamInfo};
     use vigil_engine::time::Millis;
@@ -535,14 +533,14 @@ pub mod journal {
     }
 
     /// The rows added and not deleted since, in the order they were added.
-    pub fn live_rows(out: &Path, info: &StreamInfo) -> anyhow::Result<Vec<RecordBatch>> {
+    pub fn live_rows(out: &Path, info: &StreamInfo) -> anyhow::Result<RecordBatch> {
         Ok(fold(&dir(out, info), info)?.live)
     }
 
     /// The journal read: the rows live, its files, and the rows it added since its snapshot
     /// (more than are live: some were deleted, and their values are still in the files).
     struct Folded {
-        live: Vec<RecordBatch>,
+        live: RecordBatch,
         files: Vec<JournalFile>,
         added: usize,
     }
@@ -552,9 +550,13 @@ pub mod journal {
         let files = files(dir);
         // A reader starts at the last snapshot: what is before it is folded in.
         let from = files.iter().rposition(|f| f.snapshot).unwrap_or(0);
-        // Rows in the order they were added, deleted ones left as holes; keys to their place.
-        let mut live: Vec<Option<RecordBatch>> = Vec::new();
-        let mut at: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        // The files' rows by batch, and each added row's place in them in the order they were
+        // added (none once deleted); keys to the places of their live copies, earliest first.
+        // Rows are gathered once at the end (one `interleave`), not sliced one by one: a
+        // national list is a million entries.
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut places: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut at: HashMap<Vec<u8>, VecDeque<usize>> = HashMap::new();
         let converter = arrow::row::RowConverter::new(
             info.schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
         )?;
@@ -573,28 +575,35 @@ pub mod journal {
                     .with_context(|| format!("{}: rows of another {} schema", path.display(), info.name))?;
                 let keys = converter.convert_columns(rows.columns())?;
                 for i in 0..rows.num_rows() {
-                    let key = keys.row(i).as_ref().to_vec();
+                    let key = keys.row(i);
                     if diff.value(i) > 0 {
-                        at.entry(key).or_default().push(live.len());
-                        live.push(Some(rows.slice(i, 1)));
-                    } else if let Some(slots) = at.get_mut(&key)
-                        && !slots.is_empty()
-                    {
+                        at.entry(key.as_ref().to_vec()).or_default().push_back(places.len());
+                        places.push(Some((batches.len(), i)));
+                    } else if let Some(place) = at.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
                         // The earliest copy goes, as a differential collection would lose one.
-                        live[slots.remove(0)] = None;
+                        places[place] = None;
                     }
                 }
+                batches.push(rows);
             }
         }
-        let added = live.len();
-        Ok(Folded { live: live.into_iter().flatten().collect(), files, added })
+        let added = places.len();
+        let places: Vec<(usize, usize)> = places.into_iter().flatten().collect();
+        let live = if places.is_empty() {
+            RecordBatch::new_empty(Arc::clone(&info.schema))
+        } else {
+            arrow::compute::interleave_record_batch(&batches.iter().collect::<Vec<_>>(), &places)?
+        };
+        Ok(Folded { live, files, added })
+    }
+
+    fn expiries(rows: &RecordBatch) -> Option<&TimestampMillisecondArray> {
+        rows.column_by_name("expires_at")?.as_any().downcast_ref::<TimestampMillisecondArray>()
     }
 
     /// The earliest `expires_at` of `rows`, if they expire.
     pub fn earliest_expiry(rows: &RecordBatch) -> Option<Millis> {
-        let c = rows.column_by_name("expires_at")?;
-        let c = c.as_any().downcast_ref::<TimestampMillisecondArray>()?;
-        c.iter().flatten().min()
+        expiries(rows)?.iter().flatten().min()
     }
 
     /// The files the journal holds (more than [`FOLD_AFTER`]: time to [`trim`]).
@@ -621,13 +630,17 @@ pub mod journal {
         let dir = dir(out, info);
         let Folded { live, files, added } = fold(&dir, info)?;
         let Some(last) = files.last().map(|f| f.seq) else { return Ok(Trimmed::default()) };
-        let (kept, gone): (Vec<&RecordBatch>, Vec<&RecordBatch>) =
-            live.iter().partition(|r| earliest_expiry(r).is_none_or(|e| e > now));
-        let next_expiry = kept.iter().filter_map(|r| earliest_expiry(r)).min();
-        let dropped = gone.len();
+        // The rows still valid at `now` (a row that never expires is kept).
+        let expires = expiries(&live).cloned();
+        let keep: BooleanArray = (0..live.num_rows())
+            .map(|i| Some(expires.as_ref().is_none_or(|e| e.is_null(i) || e.value(i) > now)))
+            .collect();
+        let dropped = keep.false_count();
+        let kept = if dropped == 0 { live } else { arrow::compute::filter_record_batch(&live, &keep)? };
+        let next_expiry = earliest_expiry(&kept);
         let stale = files.iter().rposition(|f| f.snapshot).unwrap_or(0) > 0;
         // Rows added but not live: deleted entries, whose plates are still in the files.
-        let deleted_rows = added > live.len();
+        let deleted_rows = added > kept.num_rows() + dropped;
         if dropped == 0 && files.len() <= FOLD_AFTER && !stale && !deleted_rows {
             return Ok(Trimmed { next_expiry, ..Default::default() });
         }
@@ -635,8 +648,7 @@ pub mod journal {
             // A snapshot already holds everything; only the files before it go.
             files.iter().rposition(|f| f.snapshot).map_or(last, |i| files[i].seq)
         } else {
-            let rows = arrow::compute::concat_batches(&info.schema, kept.iter().copied())?;
-            write(&dir, last + 1, true, &rows, 1)?;
+            write(&dir, last + 1, true, &kept, 1)?;
             last + 1
         };
         let mut deleted = 0;
@@ -932,10 +944,12 @@ mod tests {
 
     fn plates(out: &std::path::Path) -> Vec<String> {
         use arrow::array::AsArray;
-        journal::live_rows(out, Watchlist::info())
+        let rows = journal::live_rows(out, Watchlist::info()).unwrap();
+        rows.column_by_name("plate")
             .unwrap()
+            .as_string::<i32>()
             .iter()
-            .map(|r| r.column_by_name("plate").unwrap().as_string::<i32>().value(0).to_owned())
+            .map(|p| p.unwrap().to_owned())
             .collect()
     }
 
