@@ -454,7 +454,7 @@ impl Control {
 /// files before it are deleted. A kill between the two leaves files a reader skips, deleted at
 /// the next trim; an expired entry's plate is never kept on disk past a sweep.
 pub mod journal {
-    use std::collections::{HashMap, VecDeque};
+    use std::collections::{HashMap, HashSet, VecDeque};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -550,16 +550,8 @@ pub mod journal {
         let files = files(dir);
         // A reader starts at the last snapshot: what is before it is folded in.
         let from = files.iter().rposition(|f| f.snapshot).unwrap_or(0);
-        // The files' rows by batch, and each added row's place in them in the order they were
-        // added (none once deleted); keys to the places of their live copies, earliest first.
-        // Rows are gathered once at the end (one `interleave`), not sliced one by one: a
-        // national list is a million entries.
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut places: Vec<Option<(usize, usize)>> = Vec::new();
-        let mut at: HashMap<Vec<u8>, VecDeque<usize>> = HashMap::new();
-        let converter = arrow::row::RowConverter::new(
-            info.schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
-        )?;
+        // Every change read, in order: the rows and their diffs.
+        let mut read: Vec<(RecordBatch, Int64Array)> = Vec::new();
         for JournalFile { path, .. } in &files[from..] {
             let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -573,18 +565,46 @@ pub mod journal {
                 let rows = b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())?;
                 let rows = RecordBatch::try_new(Arc::clone(&info.schema), rows.columns().to_vec())
                     .with_context(|| format!("{}: rows of another {} schema", path.display(), info.name))?;
-                let keys = converter.convert_columns(rows.columns())?;
-                for i in 0..rows.num_rows() {
-                    let key = keys.row(i);
-                    if diff.value(i) > 0 {
+                read.push((rows, diff));
+            }
+        }
+        // Values are compared only where some change deleted them: every other row is live as
+        // added, and a national list of a million entries is not keyed row by row.
+        let converter = arrow::row::RowConverter::new(
+            info.schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
+        )?;
+        let mut deleted: HashSet<Vec<u8>> = HashSet::new();
+        for (rows, diff) in read.iter().filter(|(_, d)| d.values().iter().any(|&d| d <= 0)) {
+            let keys = converter.convert_columns(rows.columns())?;
+            deleted.extend(
+                (0..rows.num_rows()).filter(|&i| diff.value(i) <= 0).map(|i| keys.row(i).as_ref().to_vec()),
+            );
+        }
+        // Each added row's place (batch, row) in the order added, none once deleted; the places
+        // of the live copies of deleted values, earliest first. Rows are gathered once at the
+        // end (one `interleave`), not sliced one by one.
+        let mut places: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut at: HashMap<Vec<u8>, VecDeque<usize>> = HashMap::new();
+        for (b, (rows, diff)) in read.iter().enumerate() {
+            let keys =
+                if deleted.is_empty() { None } else { Some(converter.convert_columns(rows.columns())?) };
+            for i in 0..rows.num_rows() {
+                let key = keys.as_ref().map(|k| k.row(i)).filter(|k| deleted.contains(k.as_ref()));
+                match (diff.value(i) > 0, key) {
+                    (true, Some(key)) => {
                         at.entry(key.as_ref().to_vec()).or_default().push_back(places.len());
-                        places.push(Some((batches.len(), i)));
-                    } else if let Some(place) = at.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
-                        // The earliest copy goes, as a differential collection would lose one.
-                        places[place] = None;
+                        places.push(Some((b, i)));
                     }
+                    (true, None) => places.push(Some((b, i))),
+                    (false, Some(key)) => {
+                        // The earliest copy goes, as a differential collection would lose one.
+                        if let Some(place) = at.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
+                            places[place] = None;
+                        }
+                    }
+                    // Every deleted value is in `deleted`.
+                    (false, None) => {}
                 }
-                batches.push(rows);
             }
         }
         let added = places.len();
@@ -592,7 +612,10 @@ pub mod journal {
         let live = if places.is_empty() {
             RecordBatch::new_empty(Arc::clone(&info.schema))
         } else {
-            arrow::compute::interleave_record_batch(&batches.iter().collect::<Vec<_>>(), &places)?
+            arrow::compute::interleave_record_batch(
+                &read.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                &places,
+            )?
         };
         Ok(Folded { live, files, added })
     }
