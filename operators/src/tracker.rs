@@ -113,6 +113,90 @@ impl Default for TrackerConfig {
     }
 }
 
+/// A tracker setting refused: its name, the value given and the fix.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{name} = {value} is out of range")]
+pub struct SettingError {
+    /// The setting, as `[tracker]` and `vigil track` name it.
+    pub name: String,
+    /// The value given.
+    pub value: f64,
+    /// What to give instead.
+    pub fix: String,
+}
+
+/// Where a named setting lives, and the values it takes.
+enum Slot<'a> {
+    Real(&'a mut f32),
+    Whole(&'a mut u32),
+}
+
+impl TrackerConfig {
+    /// The settings a user may give, as `[tracker]` names them and `vigil track` takes them
+    /// (`--high-score` …); `frame_interval_s` follows the camera's fps and is not among them.
+    pub const SETTINGS: [&'static str; 11] = [
+        "high_score",
+        "low_score",
+        "birth_score",
+        "match_iou",
+        "match_buffer",
+        "low_match_iou",
+        "max_lost_s",
+        "confirm_frames",
+        "adapt_noise",
+        "strict_after",
+        "strict_iou",
+    ];
+
+    /// Sets the setting `name` (one of [`Self::SETTINGS`]) to `value`, checked against its
+    /// range: the one check the TOML and the command line share.
+    pub fn set(&mut self, name: &str, value: f64) -> Result<(), SettingError> {
+        const SHARE: &str = "use a number from 0 to 1";
+        let (slot, range, fix) = match name {
+            "high_score" => (Slot::Real(&mut self.high_score), 0.0..=1.0, SHARE),
+            "low_score" => (Slot::Real(&mut self.low_score), 0.0..=1.0, SHARE),
+            "birth_score" => (Slot::Real(&mut self.birth_score), 0.0..=1.0, SHARE),
+            "match_iou" => (Slot::Real(&mut self.match_iou), 0.0..=1.0, SHARE),
+            "match_buffer" => (Slot::Real(&mut self.match_buffer), 0.0..=1.0, SHARE),
+            "low_match_iou" => (Slot::Real(&mut self.low_match_iou), 0.0..=1.0, SHARE),
+            "adapt_noise" => (Slot::Real(&mut self.adapt_noise), 0.0..=1.0, SHARE),
+            "strict_iou" => (Slot::Real(&mut self.strict_iou), 0.0..=1.0, SHARE),
+            "max_lost_s" => (
+                Slot::Real(&mut self.max_lost_s),
+                0.0..=600.0,
+                "use seconds from 0 to 600 (lost tracks are held in memory that long)",
+            ),
+            "confirm_frames" => (
+                Slot::Whole(&mut self.confirm_frames),
+                1.0..=100.0,
+                "use a whole number of frames from 1 to 100",
+            ),
+            "strict_after" => (
+                Slot::Whole(&mut self.strict_after),
+                0.0..=1_000.0,
+                "use a whole number of frames from 0 (never) to 1000",
+            ),
+            _ => {
+                return Err(SettingError {
+                    name: name.into(),
+                    value,
+                    fix: format!("use one of {}", Self::SETTINGS.join(", ")),
+                });
+            }
+        };
+        let whole = matches!(slot, Slot::Whole(_));
+        // NaN is in no range, so it is refused here too.
+        if !range.contains(&value) || (whole && value.fract() != 0.0) {
+            return Err(SettingError { name: name.into(), value, fix: fix.into() });
+        }
+        match slot {
+            Slot::Real(v) => *v = value as f32,
+            Slot::Whole(v) => *v = value as u32,
+        }
+        Ok(())
+    }
+}
+
 /// Tracker settings per camera: the default, and the cameras whose settings differ (a camera's
 /// frame interval follows its analytics fps).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -608,6 +692,28 @@ mod tests {
 
     fn obs(x: f32, y: f32, score: f32) -> Observation {
         Observation { bbox: [x, y, 20.0, 50.0], score, class: 0, tag: 0 }
+    }
+
+    #[test]
+    fn every_named_setting_is_set_within_its_range_and_refused_outside_it() {
+        for name in TrackerConfig::SETTINGS {
+            let mut c = TrackerConfig::default();
+            c.set(name, 1.0).unwrap_or_else(|e| panic!("{name} = 1: {e}"));
+            assert_ne!(c, TrackerConfig::default(), "{name} = 1 changed nothing");
+            for bad in [-1.0, f64::NAN, 1e6] {
+                let e = c.set(name, bad).expect_err(name);
+                assert_eq!(e.name, name);
+                assert!(e.fix.starts_with("use "), "{e:?}");
+            }
+        }
+        let mut c = TrackerConfig::default();
+        assert!(c.set("confirm_frames", 2.5).is_err(), "frames are whole");
+        assert!(c.set("confirm_frames", 0.0).is_err(), "a track needs one frame to be confirmed");
+        c.set("max_lost_s", 30.0).unwrap();
+        c.set("strict_after", 10.0).unwrap();
+        assert_eq!((c.max_lost_s, c.strict_after), (30.0, 10));
+        let e = c.set("frame_interval_s", 0.5).expect_err("not a user setting");
+        assert!(e.fix.contains("strict_iou"), "{e:?}");
     }
 
     #[test]

@@ -529,79 +529,37 @@ pub struct TrackerSection {
 }
 
 impl TrackerSection {
-    /// The first setting out of its range: (place, message, fix).
-    fn out_of_range(&self, table: &str) -> Option<(std::ops::Range<usize>, String, String)> {
-        for (v, name) in [
-            (&self.high_score, "high_score"),
-            (&self.low_score, "low_score"),
-            (&self.birth_score, "birth_score"),
-            (&self.match_iou, "match_iou"),
-            (&self.match_buffer, "match_buffer"),
-            (&self.low_match_iou, "low_match_iou"),
-            (&self.adapt_noise, "adapt_noise"),
-            (&self.strict_iou, "strict_iou"),
-        ] {
-            if let Some(v) = v
-                && !(0.0..=1.0).contains(v.get_ref())
-            {
-                return Some((
-                    v.span(),
-                    format!("{table}.{name} = {} is out of range", v.get_ref()),
-                    "use a number from 0 to 1".into(),
-                ));
-            }
-        }
-        if let Some(v) = &self.max_lost_s
-            && !(0.0..=600.0).contains(v.get_ref())
-        {
-            return Some((
-                v.span(),
-                format!("{table}.max_lost_s = {} is out of range", v.get_ref()),
-                "use seconds from 0 to 600 (lost tracks are held in memory that long)".into(),
-            ));
-        }
-        for (v, name, range, fix) in [
-            (&self.confirm_frames, "confirm_frames", 1..=100, "use a whole number of frames from 1 to 100"),
-            (
-                &self.strict_after,
-                "strict_after",
-                0..=1_000,
-                "use a whole number of frames from 0 (never) to 1000",
-            ),
-        ] {
-            if let Some(v) = v
-                && !range.contains(v.get_ref())
-            {
-                return Some((
-                    v.span(),
-                    format!("{table}.{name} = {} is out of range", v.get_ref()),
-                    fix.into(),
-                ));
-            }
-        }
-        None
-    }
-
-    /// `base` with the settings given here.
+    /// `base` with the settings given here, each checked by [`TrackerConfig::set`] (the check
+    /// `vigil track`'s flags go through). Err: the first refused, as (place, message, fix).
+    ///
+    /// [`TrackerConfig::set`]: vigil_operators::tracker::TrackerConfig::set
     pub fn apply(
         &self,
         base: vigil_operators::tracker::TrackerConfig,
-    ) -> vigil_operators::tracker::TrackerConfig {
-        let f = |v: &Option<Spanned<f64>>, d: f32| v.as_ref().map_or(d, |v| *v.get_ref() as f32);
-        vigil_operators::tracker::TrackerConfig {
-            high_score: f(&self.high_score, base.high_score),
-            low_score: f(&self.low_score, base.low_score),
-            birth_score: f(&self.birth_score, base.birth_score),
-            match_iou: f(&self.match_iou, base.match_iou),
-            match_buffer: f(&self.match_buffer, base.match_buffer),
-            low_match_iou: f(&self.low_match_iou, base.low_match_iou),
-            max_lost_s: f(&self.max_lost_s, base.max_lost_s),
-            confirm_frames: self.confirm_frames.as_ref().map_or(base.confirm_frames, |v| *v.get_ref() as u32),
-            adapt_noise: f(&self.adapt_noise, base.adapt_noise),
-            strict_after: self.strict_after.as_ref().map_or(base.strict_after, |v| *v.get_ref() as u32),
-            strict_iou: f(&self.strict_iou, base.strict_iou),
-            frame_interval_s: base.frame_interval_s,
+        table: &str,
+    ) -> Result<vigil_operators::tracker::TrackerConfig, (std::ops::Range<usize>, String, String)> {
+        let real = |v: &Option<Spanned<f64>>| v.as_ref().map(|v| (*v.get_ref(), v.span()));
+        // Integers widen to f64 exactly: every i64 in range (at most 1000) is representable.
+        let whole = |v: &Option<Spanned<i64>>| v.as_ref().map(|v| (*v.get_ref() as f64, v.span()));
+        let given = [
+            ("high_score", real(&self.high_score)),
+            ("low_score", real(&self.low_score)),
+            ("birth_score", real(&self.birth_score)),
+            ("match_iou", real(&self.match_iou)),
+            ("match_buffer", real(&self.match_buffer)),
+            ("low_match_iou", real(&self.low_match_iou)),
+            ("max_lost_s", real(&self.max_lost_s)),
+            ("confirm_frames", whole(&self.confirm_frames)),
+            ("adapt_noise", real(&self.adapt_noise)),
+            ("strict_after", whole(&self.strict_after)),
+            ("strict_iou", real(&self.strict_iou)),
+        ];
+        let mut config = base;
+        for (name, v) in given {
+            let Some((value, span)) = v else { continue };
+            config.set(name, value).map_err(|e| (span, format!("{table}.{e}"), e.fix))?;
         }
+        Ok(config)
     }
 }
 
@@ -940,7 +898,9 @@ impl Config {
                 .filter_map(|(i, c)| c.tracker.as_ref().map(|t| (format!("cameras[{i}].tracker"), t))),
         );
         for (table, section) in tracker_sections {
-            if let Some((span, what, fix)) = section.out_of_range(&table) {
+            if let Err((span, what, fix)) =
+                section.apply(vigil_operators::tracker::TrackerConfig::default(), &table)
+            {
                 return err(span, what, &fix);
             }
         }

@@ -450,17 +450,20 @@ impl Settings {
             frame_interval_s: (1.0 / fps) as f32,
             ..Default::default()
         };
+        // `validate` has checked every section; a refusal here is still placed, never a panic.
+        let placed = |(span, what, fix): (std::ops::Range<usize>, String, String)| err(span, what, &fix);
+        let mut per_camera = std::collections::BTreeMap::new();
+        for (i, (c, s)) in config.cameras.iter().zip(&cameras).enumerate() {
+            let global = config.tracker.apply(base(s.fps), "tracker").map_err(placed)?;
+            let own = match &c.tracker {
+                Some(t) => t.apply(global, &format!("cameras[{i}].tracker")).map_err(placed)?,
+                None => global,
+            };
+            per_camera.insert(s.id, own);
+        }
         let tracker = vigil_operators::tracker::TrackerConfigs {
-            default: config.tracker.apply(base(fps)),
-            cameras: config
-                .cameras
-                .iter()
-                .zip(&cameras)
-                .map(|(c, s)| {
-                    let global = config.tracker.apply(base(s.fps));
-                    (s.id, c.tracker.as_ref().map_or(global, |t| t.apply(global)))
-                })
-                .collect(),
+            default: config.tracker.apply(base(fps), "tracker").map_err(placed)?,
+            cameras: per_camera,
         };
         let period = |v: &Option<toml::Spanned<String>>| {
             v.as_ref().and_then(|v| crate::config::parse_period(v.get_ref()))

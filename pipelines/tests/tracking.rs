@@ -131,4 +131,21 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
         !out.status.success() && err.contains("--fps 0 is not a frame rate") && err.contains("fix:"),
         "{err}"
     );
+    // Tracker flags are checked as the TOML's [tracker] is, not passed through.
+    for (flag, value, fix) in
+        [("--strict-iou", "1.5", "from 0 to 1"), ("--confirm-frames", "0", "from 1 to 100")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["track", "--mot-det", "det.txt", "--out", "t.txt", flag, value])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains(&format!("{flag} {value} is out of range"))
+                && err.contains(fix),
+            "{err}"
+        );
+    }
 }

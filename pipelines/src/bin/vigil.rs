@@ -349,6 +349,36 @@ struct TrackerArgs {
     strict_iou: Option<f32>,
 }
 
+impl TrackerArgs {
+    /// `base` with the flags given, each checked as the TOML's `[tracker]` is.
+    fn apply(
+        &self,
+        base: vigil_operators::tracker::TrackerConfig,
+    ) -> anyhow::Result<vigil_operators::tracker::TrackerConfig> {
+        let given = [
+            ("high_score", self.high_score.map(f64::from)),
+            ("low_score", self.low_score.map(f64::from)),
+            ("birth_score", self.birth_score.map(f64::from)),
+            ("match_iou", self.match_iou.map(f64::from)),
+            ("match_buffer", self.match_buffer.map(f64::from)),
+            ("low_match_iou", self.low_match_iou.map(f64::from)),
+            ("max_lost_s", self.max_lost_s.map(f64::from)),
+            ("confirm_frames", self.confirm_frames.map(f64::from)),
+            ("adapt_noise", self.adapt_noise.map(f64::from)),
+            ("strict_after", self.strict_after.map(f64::from)),
+            ("strict_iou", self.strict_iou.map(f64::from)),
+        ];
+        let mut config = base;
+        for (name, value) in given {
+            let Some(value) = value else { continue };
+            config.set(name, value).map_err(|e| {
+                anyhow::anyhow!("--{} {value} is out of range; fix: {}", name.replace('_', "-"), e.fix)
+            })?;
+        }
+        Ok(config)
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -667,21 +697,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     "--fps {fps} is not a frame rate; fix: give the sequence's frames per second, such as 25"
                 );
             }
-            let d = vigil_operators::tracker::TrackerConfig::default();
-            let config = vigil_operators::tracker::TrackerConfig {
-                high_score: t.high_score.unwrap_or(d.high_score),
-                low_score: t.low_score.unwrap_or(d.low_score),
-                birth_score: t.birth_score.unwrap_or(d.birth_score),
-                match_iou: t.match_iou.unwrap_or(d.match_iou),
-                match_buffer: t.match_buffer.unwrap_or(d.match_buffer),
-                low_match_iou: t.low_match_iou.unwrap_or(d.low_match_iou),
-                max_lost_s: t.max_lost_s.unwrap_or(d.max_lost_s),
-                confirm_frames: t.confirm_frames.unwrap_or(d.confirm_frames).max(1),
-                adapt_noise: t.adapt_noise.unwrap_or(d.adapt_noise),
-                strict_after: t.strict_after.unwrap_or(d.strict_after),
-                strict_iou: t.strict_iou.unwrap_or(d.strict_iou),
+            let config = t.apply(vigil_operators::tracker::TrackerConfig {
                 frame_interval_s: (1.0 / fps) as f32,
-            };
+                ..Default::default()
+            })?;
             let (frames, rows, secs) = vigil_pipelines::mot::track_file(&mot_det, &out, config)?;
             eprintln!(
                 "{frames} frames, {rows} track boxes written to {}; tracking {:.0} frames/s",
