@@ -645,5 +645,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.to_string().contains("tracker.strict_iou"), "{e}");
+        // Every setting the tracker takes is a [tracker] key, applied through the same check.
+        let mut expected = vigil_operators::tracker::TrackerConfig { frame_interval_s: 0.1, ..d };
+        let mut text = "[city]\nfps = 10.0\n[tracker]\n".to_string();
+        for name in vigil_operators::tracker::TrackerConfig::SETTINGS {
+            text += &format!("{name} = 1\n");
+            expected.set(name, 1.0).unwrap();
+        }
+        let c = Config::parse(&text, "c.toml", PathBuf::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Settings::from_config(&c).unwrap().tracker.default, expected);
     }
 }

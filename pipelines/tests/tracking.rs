@@ -131,7 +131,12 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
         !out.status.success() && err.contains("--fps 0 is not a frame rate") && err.contains("fix:"),
         "{err}"
     );
-    // Tracker flags are checked as the TOML's [tracker] is, not passed through.
+    // Every tracker setting has its flag; they are checked as the TOML's [tracker] is.
+    let help = Command::new(env!("CARGO_BIN_EXE_vigil")).args(["track", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in vigil_operators::tracker::TrackerConfig::SETTINGS {
+        assert!(help.contains(&format!("--{}", name.replace('_', "-"))), "no flag for {name}: {help}");
+    }
     for (flag, value, fix) in
         [("--strict-iou", "1.5", "from 0 to 1"), ("--confirm-frames", "0", "from 1 to 100")]
     {
