@@ -1,5 +1,5 @@
 //! The watchlist journal at national scale: how long a restart takes to read it back, what one
-//! analyst's change costs, and how long the sweep holds the control thread when an entry expires
+//! analyst's change costs, and how long the sweep's trim (in the background) takes when an entry expires
 //! and the journal is rewritten without it (and when 1% of the list is withdrawn at once); against pyarrow writing the same table to Parquet
 //! in the same run (the least a rewrite can cost in the tool a user would reach for).
 //!

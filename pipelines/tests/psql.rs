@@ -727,6 +727,22 @@ fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
         h.iter().all(|x| x[1] != "candidate" || x[3].parse::<i64>().unwrap() < expiry),
         "an expired entry matched: {h:?}"
     );
+    // While the city runs, the deleted and the expired plates leave the watchlist's journal at
+    // the next sweep (a minute of event time at most), trimmed on the sweeper's own thread.
+    let journal = tmp.path().join("city/catalog/tables/watchlist");
+    let on_disk = |plate: &str| {
+        std::fs::read_dir(&journal).unwrap().flatten().any(|f| {
+            let bytes = std::fs::read(f.path()).unwrap_or_default();
+            bytes.windows(plate.len()).any(|w| w == plate.as_bytes())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while on_disk("4821-د-33") || on_disk("5555-ه-7") {
+        assert!(Instant::now() < deadline, "a deleted or expired plate is still in the journal");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The city still runs (psql answers): the trim was not the last sweep's at exit.
+    run("amina", "SELECT count(*) FROM watchlist");
     city.stop();
     let audit = std::fs::read_to_string(tmp.path().join("city/audit/audit.log")).unwrap();
     assert!(audit.contains("\"actor\":\"omar\",\"action\":\"hit_decisions.add\""), "{audit}");

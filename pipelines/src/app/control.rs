@@ -434,8 +434,11 @@ impl Control {
         }
         if let Some(s) = self.retention.as_mut() {
             let w = self.ingest.watermark();
+            // The last sweep trims what the last changes left (after any trim still running).
+            s.finish_trim();
             let deleted = s.sweep(w, &self.registry, &self.ingest);
             self.progress.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+            s.finish_trim();
             s.finish_compaction();
         }
         Ok((self.ingest, self.progress.deleted.load(Ordering::Relaxed)))
@@ -448,11 +451,14 @@ impl Control {
 /// rename) before the change takes effect. At start the journal is folded into the rows still
 /// live, which go back in (with their own `valid_from` and `expires_at`).
 ///
-/// Retention trims it while the engine runs ([`trim`], at each sweep): once an entry has
-/// expired, or many changes have piled up, the live rows are written as one snapshot
-/// (`<seq>.snapshot.parquet`, which a reader starts from, ignoring what is before it) and the
-/// files before it are deleted. A kill between the two leaves files a reader skips, deleted at
-/// the next trim; an expired entry's plate is never kept on disk past a sweep.
+/// Retention trims it while the engine runs ([`trim`], started by a sweep on a thread of its
+/// own): once an entry has expired, or many changes have piled up, the live rows are written as
+/// one snapshot (`<seq>.snapshot.parquet`, numbered as the last change it holds and sorted after
+/// it; a reader starts there, ignoring what is before it) and the files before it are deleted.
+/// Changes journaled meanwhile are numbered after the snapshot, so they are neither in it nor
+/// deleted. A kill between the snapshot and the deletions leaves files a reader skips, deleted
+/// at the next trim; an expired entry's plate leaves the disk at the first sweep after it
+/// expires, as soon as that sweep's trim has run.
 pub mod journal {
     use std::collections::{HashMap, HashSet, VecDeque};
     use std::path::{Path, PathBuf};
@@ -504,7 +510,8 @@ pub mod journal {
                 Some(JournalFile { seq, path, snapshot })
             })
             .collect();
-        files.sort_by_key(|f| f.seq);
+        // A snapshot carries the number of the last change it holds, and comes after it.
+        files.sort_by_key(|f| (f.seq, f.snapshot));
         files
     }
 
@@ -671,12 +678,15 @@ pub mod journal {
             // A snapshot already holds everything; only the files before it go.
             files.iter().rposition(|f| f.snapshot).map_or(last, |i| files[i].seq)
         } else {
-            write(&dir, last + 1, true, &kept, 1)?;
-            last + 1
+            // Numbered as the last change it holds (and sorted after it), so a change appended
+            // meanwhile, numbered after the last one there was, is never folded in or deleted.
+            // A snapshot of that number already there is replaced (renamed over).
+            write(&dir, last, true, &kept, 1)?;
+            last
         };
         let mut deleted = 0;
-        for JournalFile { seq, path, .. } in &files {
-            if *seq < snapshot {
+        for JournalFile { seq, path, snapshot: s } in &files {
+            if (*seq, *s) < (snapshot, true) {
                 std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
                 deleted += 1;
             }
@@ -703,11 +713,18 @@ pub struct Sweeper {
     audit: Option<Arc<AuditLog>>,
     /// The merge of closed hours' small files, in the background (one at a time).
     compacting: Option<std::thread::JoinHandle<()>>,
+    /// The journals' trim, in the background (one at a time): each table trimmed (its index in
+    /// `tables`) with the result. psql's changes are not held up meanwhile (at a million
+    /// entries a trim takes about half a second).
+    trimming: Option<std::thread::JoinHandle<Vec<TrimResult>>>,
     lateness: Millis,
     /// The reference tables journaled ([`journal`]), with when each needs trimming next (the
     /// next expiry; none: at the next sweep).
     tables: Vec<(&'static StreamInfo, Option<Millis>)>,
 }
+
+/// A journal's trim: the table's index in [`Sweeper`]'s tables, and what the trim did.
+type TrimResult = (usize, anyhow::Result<journal::Trimmed>);
 
 /// Streams kept at least this long have each closed hour merged into one file; the merged
 /// file carries the hour's start, so retention deletes it up to an hour early (a period is a
@@ -734,6 +751,7 @@ impl Sweeper {
             last: None,
             audit,
             compacting: None,
+            trimming: None,
             lateness: settings.engine.allowed_lateness_ms,
             tables: catalog.tables().filter(|s| journal::kept(s)).map(|s| (s, None)).collect(),
         }
@@ -791,6 +809,68 @@ impl Sweeper {
     }
 
     /// Waits for a merge under way (the end of a run).
+    /// Starts trimming, in the background, the journals due (an entry expired at `watermark`,
+    /// one deleted, or the changes piled up), unless a trim is still running; takes up the
+    /// results of the one before.
+    fn trim_journals(&mut self, watermark: Millis) {
+        if self.trimming.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.finish_trim();
+        let mut jobs: Vec<(usize, &'static StreamInfo)> = Vec::new();
+        for (i, (info, due)) in self.tables.iter_mut().enumerate() {
+            // Read whole only when an entry is due to expire or the changes have piled up.
+            if due.is_some_and(|d| d > watermark) && journal::changes(&self.out, info) <= journal::FOLD_AFTER
+            {
+                continue;
+            }
+            // What is journaled while the trim runs lowers this again (`journal_expiring`); the
+            // trim's own next expiry is merged in when it ends.
+            *due = Some(Millis::MAX);
+            jobs.push((i, info));
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let out = self.out.clone();
+        self.trimming = Some(std::thread::spawn(move || {
+            jobs.into_iter().map(|(i, info)| (i, journal::trim(&out, info, watermark))).collect()
+        }));
+    }
+
+    /// Waits for the journals' trim, if one is running, and takes up its results.
+    fn finish_trim(&mut self) {
+        let Some(h) = self.trimming.take() else { return };
+        let Ok(results) = h.join() else {
+            tracing::error!("the journal trim panicked (retried at the next sweep)");
+            self.tables.iter_mut().for_each(|(_, due)| *due = None);
+            return;
+        };
+        for (i, result) in results {
+            let (info, due) = &mut self.tables[i];
+            match result {
+                Ok(t) => {
+                    *due = Some(due.unwrap_or(Millis::MAX).min(t.next_expiry.unwrap_or(Millis::MAX)));
+                    if t.expired > 0
+                        && let Some(a) = &self.audit
+                    {
+                        let object = format!("catalog/tables/{}", info.name);
+                        a.record(
+                            "system",
+                            "retention.delete",
+                            &object,
+                            &[("expired_rows", &t.expired.to_string())],
+                        );
+                    }
+                }
+                Err(e) => {
+                    *due = None;
+                    tracing::error!("trimming the {} journal: {e:#} (retried at the next sweep)", info.name)
+                }
+            }
+        }
+    }
+
     fn finish_compaction(&mut self) {
         if let Some(h) = self.compacting.take()
             && h.join().is_err()
@@ -813,32 +893,7 @@ impl Sweeper {
     pub fn sweep(&mut self, watermark: Millis, registry: &Registry, ingest: &Ingest) -> usize {
         self.last = Some(watermark);
         self.compact(watermark);
-        for (info, due) in &mut self.tables {
-            // Read whole only when an entry is due to expire or the changes have piled up.
-            if due.is_some_and(|d| d > watermark) && journal::changes(&self.out, info) <= journal::FOLD_AFTER
-            {
-                continue;
-            }
-            match journal::trim(&self.out, info, watermark) {
-                Ok(t) => {
-                    *due = Some(t.next_expiry.unwrap_or(Millis::MAX));
-                    if t.expired > 0
-                        && let Some(a) = &self.audit
-                    {
-                        let object = format!("catalog/tables/{}", info.name);
-                        a.record(
-                            "system",
-                            "retention.delete",
-                            &object,
-                            &[("expired_rows", &t.expired.to_string())],
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("trimming the {} journal: {e:#} (retried at the next sweep)", info.name)
-                }
-            }
-        }
+        self.trim_journals(watermark);
         let mut deleted = 0;
         let (out, audit, every) = (&self.out, &self.audit, self.every);
         // One sweep early rather than late: what would pass its period before the next sweep
@@ -1007,14 +1062,20 @@ mod tests {
         // At its expiry the entry goes from the disk: one snapshot of the others.
         let t = journal::trim(out, info, 100).unwrap();
         assert_eq!(t, journal::Trimmed { expired: 1, deleted: 3, next_expiry: Some(1_000) });
-        assert_eq!(files(out), ["00000003.snapshot.parquet"]);
+        // Numbered as the last change it holds.
+        assert_eq!(files(out), ["00000002.snapshot.parquet"]);
         assert_eq!(plates(out), ["22222-B-2", "33333-D-3"]);
-        assert!(holds(out, "00000003.snapshot.parquet", "33333-D-3"), "plates are not readable in the file");
-        assert!(!holds(out, "00000003.snapshot.parquet", "11111-A-1"), "the expired plate is still on disk");
+        assert!(holds(out, "00000002.snapshot.parquet", "33333-D-3"), "plates are not readable in the file");
+        assert!(!holds(out, "00000002.snapshot.parquet", "11111-A-1"), "the expired plate is still on disk");
+        // The next expiry with no change since: the snapshot is replaced, not deleted.
+        let t = journal::trim(out, info, 1_000).unwrap();
+        assert_eq!(t, journal::Trimmed { expired: 1, deleted: 0, next_expiry: Some(5_000) });
+        assert_eq!(files(out), ["00000002.snapshot.parquet"]);
+        assert!(!holds(out, "00000002.snapshot.parquet", "22222-B-2"), "the expired plate is still on disk");
         // Changes after the snapshot fold on top of it.
         journal::append(out, info, &entry("44444-H-4", 9_000), 1).unwrap();
-        assert_eq!(plates(out), ["22222-B-2", "33333-D-3", "44444-H-4"]);
-        assert_eq!(files(out), ["00000003.snapshot.parquet", "00000004.parquet"]);
+        assert_eq!(plates(out), ["33333-D-3", "44444-H-4"]);
+        assert_eq!(files(out), ["00000002.snapshot.parquet", "00000003.parquet"]);
     }
 
     #[test]
@@ -1027,8 +1088,8 @@ mod tests {
         assert_eq!(plates(out), ["11111-A-1"]);
         let t = journal::trim(out, info, 0).unwrap();
         assert_eq!((t.expired, t.deleted), (0, 3));
-        assert_eq!(files(out), ["00000003.snapshot.parquet"]);
-        assert!(!holds(out, "00000003.snapshot.parquet", "22222-B-2"), "the deleted plate is still on disk");
+        assert_eq!(files(out), ["00000002.snapshot.parquet"]);
+        assert!(!holds(out, "00000002.snapshot.parquet", "22222-B-2"), "the deleted plate is still on disk");
         // Nothing to do the next time.
         assert_eq!(journal::trim(out, info, 0).unwrap().deleted, 0);
         assert_eq!(plates(out), ["11111-A-1"]);
@@ -1040,14 +1101,65 @@ mod tests {
         let (out, info) = (dir.path(), Watchlist::info());
         journal::append(out, info, &entry("11111-A-1", 100), 1).unwrap();
         journal::append(out, info, &entry("33333-D-3", 5_000), 1).unwrap();
-        let first = std::fs::read(out.join("catalog/tables/watchlist/00000000.parquet")).unwrap();
+        let journaled = out.join("catalog/tables/watchlist");
+        let changes: Vec<(std::path::PathBuf, Vec<u8>)> = ["00000000.parquet", "00000001.parquet"]
+            .iter()
+            .map(|f| (journaled.join(f), std::fs::read(journaled.join(f)).unwrap()))
+            .collect();
         journal::trim(out, info, 100).unwrap();
-        // As if the kill came between the snapshot and the deletions.
-        std::fs::write(out.join("catalog/tables/watchlist/00000000.parquet"), first).unwrap();
+        // As if the kill came between the snapshot and the deletions: the last change read has
+        // the snapshot's number.
+        for (path, bytes) in changes {
+            std::fs::write(path, bytes).unwrap();
+        }
         assert_eq!(plates(out), ["33333-D-3"], "a file before the snapshot was read");
+        // A change is numbered after both.
+        journal::append(out, info, &entry("44444-H-4", 9_000), 1).unwrap();
+        assert_eq!(plates(out), ["33333-D-3", "44444-H-4"]);
         let t = journal::trim(out, info, 200).unwrap();
-        assert_eq!((t.expired, t.deleted), (0, 1));
-        assert_eq!(files(out), ["00000002.snapshot.parquet"]);
+        assert_eq!((t.expired, t.deleted), (0, 2));
+        assert_eq!(files(out), ["00000001.snapshot.parquet", "00000002.parquet"]);
+    }
+
+    /// The sweeper trims in the background while psql's changes go on being journaled: a
+    /// change made during a trim is neither folded into its snapshot nor deleted with the files
+    /// before it, whatever the interleaving.
+    #[test]
+    fn changes_journaled_while_a_trim_runs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path().to_path_buf(), Watchlist::info());
+        let many: Vec<WatchEntry> = (0..20_000)
+            .map(|i| WatchEntry {
+                plate: format!("{i:05}-A-1"),
+                reason: "stolen vehicle".into(),
+                legal_basis: "DGSN-2026-00301".into(),
+                authority: "DGSN Rabat".into(),
+                added_by: "amina".into(),
+                valid_from: 0,
+                expires_at: if i == 0 { 100 } else { 1_000_000 },
+            })
+            .collect();
+        for round in 0..3 {
+            journal::append(&out, info, &to_batch(&many), 1).unwrap();
+            let trimming = {
+                let out = out.clone();
+                std::thread::spawn(move || journal::trim(&out, info, 100 + round).unwrap())
+            };
+            let mut added = Vec::new();
+            while !trimming.is_finished() || added.len() < 3 {
+                let plate = format!("9{round}{:03}-B-2", added.len());
+                journal::append(&out, info, &entry(&plate, 1_000_000), 1).unwrap();
+                added.push(plate);
+            }
+            trimming.join().unwrap();
+            let live = plates(&out);
+            for plate in &added {
+                assert!(live.contains(plate), "round {round}: {plate}, journaled during the trim, was lost");
+            }
+            // Tidy for the next round: everything goes, in one change.
+            journal::append(&out, info, &journal::live_rows(&out, info).unwrap(), -1).unwrap();
+            assert!(plates(&out).is_empty());
+        }
     }
 
     #[test]
