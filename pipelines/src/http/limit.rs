@@ -1,6 +1,8 @@
 //! A bound on the HTTP connections open at once: past it, a new connection is answered 503 and
-//! closed at once, so a client that opens connections without end cannot take the file
-//! descriptors the sinks write with (psql has the same bound, `server.max_connections`).
+//! closed, so a client that opens connections without end cannot take the file descriptors the
+//! sinks write with (psql has the same bound, `server.max_connections`). Refusals are bounded
+//! too: as many are told 503 at once as there are slots, and past that a connection is closed
+//! unanswered, since a refusal keeps its descriptor until the client has read the answer.
 //!
 //! Written here because neither axum nor tower has it: `axum::serve` accepts without limit,
 //! and tower's `ConcurrencyLimit` counts requests, not the idle keep-alive and event-stream
@@ -26,6 +28,8 @@ Content-Length: 58\r\nConnection: close\r\n\r\nToo many connections to this vigi
 pub struct Limited {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    /// Refusals being told 503 (each holds a descriptor for up to 3 s).
+    refusing: Arc<Semaphore>,
     most: usize,
     /// When a refusal was last logged (one line per 10 s, whatever the rate of refusals).
     logged: Option<Instant>,
@@ -36,7 +40,14 @@ impl Limited {
     /// `inner` bounded to `most` connections open at once.
     pub fn new(inner: TcpListener, most: usize) -> Self {
         let most = most.max(1);
-        Self { inner, slots: Arc::new(Semaphore::new(most)), most, logged: None, refused: 0 }
+        Self {
+            inner,
+            slots: Arc::new(Semaphore::new(most)),
+            refusing: Arc::new(Semaphore::new(most)),
+            most,
+            logged: None,
+            refused: 0,
+        }
     }
 }
 
@@ -65,9 +76,15 @@ impl Listener for Limited {
                             self.refused
                         );
                     }
+                    // Past the refusals in flight, closed unanswered: the descriptor goes now.
+                    let Ok(telling) = Arc::clone(&self.refusing).try_acquire_owned() else {
+                        drop(io);
+                        continue;
+                    };
                     // Told and closed off the accept loop, with a bound on how long a client
                     // that does not read can keep the descriptor.
                     tokio::spawn(async move {
+                        let _telling = telling;
                         let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(BUSY)).await;
                         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
                         // What the client sent is read before the close, or the close would
@@ -168,5 +185,35 @@ mod tests {
         }
         assert_eq!(answer, "HTTP/1.1 200 OK");
         drop(second);
+    }
+
+    /// Descriptors this process has open (Linux).
+    fn open_descriptors() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_idle_connections_past_the_bound_holds_few_descriptors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(async move {
+            axum::serve(Limited::new(listener, 2), app).await.unwrap();
+        });
+        let (a, held) = get_status(addr, None).await;
+        assert_eq!(a, "HTTP/1.1 200 OK");
+        // 200 clients connect and neither send nor read nor close: each refusal told 503 would
+        // keep its descriptor until the client reads, a second or more.
+        let before = open_descriptors();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The server's side: the one slot left, the refusals in flight (2), a few in passing.
+        let server_side = open_descriptors() - before - idle.len();
+        assert!(server_side <= 10, "{server_side} descriptors held for 200 idle connections");
+        drop(idle);
+        drop(held);
     }
 }
