@@ -147,6 +147,9 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
     let sessions = Arc::new(ConnectionManager::new());
     let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&sessions)));
     let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections.max(1)));
+    // Refusals are logged at most once every 10 s, with the count: a storm is one line, not one
+    // line a connection.
+    let (mut refused, mut logged): (u64, Option<std::time::Instant>) = (0, None);
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -158,11 +161,15 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(
-                %peer,
-                "psql connection refused: {} connections are open (server.max_connections)",
-                edge.max_connections
-            );
+            refused += 1;
+            if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                logged = Some(std::time::Instant::now());
+                tracing::warn!(
+                    %peer,
+                    "psql connection refused: {} connections are open (server.max_connections); {refused} refused so far",
+                    edge.max_connections
+                );
+            }
             continue;
         };
         // A second handle on the socket, to notice the client leaving while a query runs.
