@@ -155,14 +155,20 @@ mod tests {
         (text.lines().next().unwrap_or("").to_owned(), s)
     }
 
-    #[tokio::test]
-    async fn connections_past_the_bound_are_told_503_and_a_closed_one_frees_its_slot() {
+    /// A server answering "ok", bounded to `most` connections; its address.
+    async fn serve_bounded(most: usize) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", get(|| async { "ok" }));
         tokio::spawn(async move {
-            axum::serve(Limited::new(listener, 2), app).await.unwrap();
+            axum::serve(Limited::new(listener, most), app).await.unwrap();
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_bound_are_told_503_and_a_closed_one_frees_its_slot() {
+        let addr = serve_bounded(2).await;
         // Two keep-alive connections hold both slots, idle between requests.
         let (a, first) = get_status(addr, None).await;
         let (b, second) = get_status(addr, None).await;
@@ -194,12 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_storm_of_idle_connections_past_the_bound_holds_few_descriptors() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(async move {
-            axum::serve(Limited::new(listener, 2), app).await.unwrap();
-        });
+        let addr = serve_bounded(2).await;
         let (a, held) = get_status(addr, None).await;
         assert_eq!(a, "HTTP/1.1 200 OK");
         // 200 clients connect and neither send nor read nor close: each refusal told 503 would
