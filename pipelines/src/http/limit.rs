@@ -211,9 +211,11 @@ mod tests {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        // The server's side: the one slot left, the refusals in flight (2), a few in passing.
-        let server_side = open_descriptors() - before - idle.len();
-        assert!(server_side <= 10, "{server_side} descriptors held for 200 idle connections");
+        // The server's side: the one slot left, the refusals in flight (2), a few in passing;
+        // with room for the other tests of this process opening and closing theirs meanwhile
+        // (unbounded, the refusals held 193).
+        let server_side = open_descriptors() as i64 - before as i64 - idle.len() as i64;
+        assert!(server_side <= 40, "{server_side} descriptors held for 200 idle connections");
         drop(idle);
         drop(held);
     }
