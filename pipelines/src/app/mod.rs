@@ -601,11 +601,13 @@ fn nominal_rows_per_s(settings: &Settings) -> f64 {
 /// File descriptors the psql and HTTP endpoints leave to the sinks, cameras and models.
 const FD_RESERVE: u64 = 192;
 
-/// `wanted` HTTP connections, lowered to half the descriptors left after [`FD_RESERVE`] (the
-/// other half is psql's, whose connections hold two each).
+/// `wanted` HTTP connections, lowered so that they fit in half the descriptors left after
+/// [`FD_RESERVE`] (the other half is psql's, whose connections hold two each). Each slot may
+/// come with a refusal in flight (`http::limit` tells as many 503s at once as it has slots),
+/// so a slot counts two descriptors.
 fn http_connections(wanted: usize) -> usize {
     let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let most = (fds.saturating_sub(FD_RESERVE) / 2).max(1) as usize;
+    let most = (fds.saturating_sub(FD_RESERVE) / 4).max(1) as usize;
     if wanted > most {
         tracing::warn!(
             "server.http_max_connections = {wanted} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks"
