@@ -18,7 +18,8 @@
 //!   recovery, and their deletion on time;
 //! - [`audit::AuditLog`]: the append-only, hash-chained audit log, and [`audit::verify`];
 //! - [`ids::Epoch`]: ids unique across runs and restarts;
-//! - [`text_file::read`]: text inputs read with a size limit.
+//! - [`text_file::read`]: text inputs read with a size limit;
+//! - [`tally::Tally`]: an event that comes in storms, logged at most once a period with its count.
 
 pub mod audit;
 pub mod bridge;
@@ -35,6 +36,7 @@ pub mod retention;
 pub mod runtime;
 pub mod share;
 pub mod stream;
+pub mod tally;
 pub mod text_file;
 pub mod time;
 pub mod waiting;

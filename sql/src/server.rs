@@ -58,6 +58,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 use vigil_engine::audit::AuditLog;
+use vigil_engine::tally::Tally;
 
 use crate::delta::Delta;
 use crate::error::SqlError;
@@ -149,7 +150,9 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
     let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections.max(1)));
     // Refusals are logged at most once every 10 s, with the count: a storm is one line, not one
     // line a connection.
-    let (mut refused, mut logged): (u64, Option<std::time::Instant>) = (0, None);
+    let refused = Tally::new(Duration::from_secs(10));
+    // So are connections closed at the login timeout: a client may open them as fast.
+    let timed_out = Arc::new(Tally::new(Duration::from_secs(10)));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -161,9 +164,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            refused += 1;
-            if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                logged = Some(std::time::Instant::now());
+            if let Some(refused) = refused.count() {
                 tracing::warn!(
                     %peer,
                     "psql connection refused: {} connections are open (server.max_connections); {refused} refused so far",
@@ -200,6 +201,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
             cancel: Arc::clone(&cancel),
         });
         let auth_timeout = edge.auth_timeout;
+        let timed_out = Arc::clone(&timed_out);
         tokio::spawn(async move {
             let _slot = slot;
             let session = pgwire::tokio::process_socket(socket, None, factory);
@@ -211,7 +213,13 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
             let r = match ended {
                 Some(r) => r,
                 None if !authed.load(Ordering::SeqCst) => {
-                    tracing::warn!(%peer, "psql connection closed: not logged in within {} s", auth_timeout.as_secs());
+                    if let Some(n) = timed_out.count() {
+                        tracing::warn!(
+                            %peer,
+                            "psql connection closed: not logged in within {} s ({n} so far)",
+                            auth_timeout.as_secs()
+                        );
+                    }
                     return;
                 }
                 None => session.await,

@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vigil_engine::tally::Tally;
 
 /// What a connection past the bound is told before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n\
@@ -31,9 +32,8 @@ pub struct Limited {
     /// Refusals being told 503 (each holds a descriptor for up to 3 s).
     refusing: Arc<Semaphore>,
     most: usize,
-    /// When a refusal was last logged (one line per 10 s, whatever the rate of refusals).
-    logged: Option<Instant>,
-    refused: u64,
+    /// Refusals, logged once per 10 s whatever their rate.
+    refused: Tally,
 }
 
 impl Limited {
@@ -45,8 +45,7 @@ impl Limited {
             slots: Arc::new(Semaphore::new(most)),
             refusing: Arc::new(Semaphore::new(most)),
             most,
-            logged: None,
-            refused: 0,
+            refused: Tally::new(Duration::from_secs(10)),
         }
     }
 }
@@ -67,13 +66,10 @@ impl Listener for Limited {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(slot) => return (Slotted { io, _slot: slot }, addr),
                 Err(_) => {
-                    self.refused += 1;
-                    if self.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        self.logged = Some(Instant::now());
+                    if let Some(refused) = self.refused.count() {
                         tracing::warn!(
-                            "HTTP: {} connections open, the most allowed (server.http_max_connections); {} refused so far, the last from {addr}",
+                            "HTTP: {} connections open, the most allowed (server.http_max_connections); {refused} refused so far, the last from {addr}",
                             self.most,
-                            self.refused
                         );
                     }
                     // Past the refusals in flight, closed unanswered: the descriptor goes now.
