@@ -480,7 +480,7 @@ fn idle_connections_never_take_the_sinks_file_descriptors() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let (port, log) = common::read_until(&mut stderr, "psql endpoint listening on 127.0.0.1:");
     let port: u16 = port.parse().unwrap();
-    assert!(log.contains("server.max_connections = 64 lowered to 32"), "{log}");
+    assert!(log.contains("server.max_connections = 64 lowered to 16"), "{log}");
     let socks: Vec<TcpStream> =
         (0..300).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
     assert!(socks.len() > 250, "the listener's backlog took {} connections", socks.len());

@@ -357,7 +357,13 @@ pub fn run_with(
                 lines: settings.lines.clone(),
                 audit: audit.clone(),
                 confirmations: settings.hits.confirmations,
-                max_connections: http_connections(settings.server.http_max_connections),
+                // Each slot may come with a refusal in flight (`http::limit` tells as many 503s at
+                // once as it has slots): two descriptors.
+                max_connections: endpoint_connections(
+                    settings.server.http_max_connections,
+                    2,
+                    "http_max_connections",
+                ),
             },
         )?;
         eprintln!("http endpoint listening on {bound}");
@@ -601,16 +607,15 @@ fn nominal_rows_per_s(settings: &Settings) -> f64 {
 /// File descriptors the psql and HTTP endpoints leave to the sinks, cameras and models.
 const FD_RESERVE: u64 = 192;
 
-/// `wanted` HTTP connections, lowered so that they fit in half the descriptors left after
-/// [`FD_RESERVE`] (the other half is psql's, whose connections hold two each). Each slot may
-/// come with a refusal in flight (`http::limit` tells as many 503s at once as it has slots),
-/// so a slot counts two descriptors.
-fn http_connections(wanted: usize) -> usize {
+/// `wanted` connections of an endpoint whose connections hold `per_connection` descriptors
+/// each, lowered to fit in half of what [`FD_RESERVE`] leaves (the other half is the other
+/// endpoint's: psql and HTTP may both be stormed at once). `setting` names it in the warning.
+fn endpoint_connections(wanted: usize, per_connection: u64, setting: &str) -> usize {
     let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let most = (fds.saturating_sub(FD_RESERVE) / 4).max(1) as usize;
+    let most = (fds.saturating_sub(FD_RESERVE) / 2 / per_connection).max(1) as usize;
     if wanted > most {
         tracing::warn!(
-            "server.http_max_connections = {wanted} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks"
+            "server.{setting} = {wanted} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks"
         );
     }
     wanted.min(most)
@@ -710,17 +715,10 @@ fn start_pg_server(
     let bound = listener.local_addr()?;
     let mut edge = server.edge.clone();
     edge.audit = audit;
-    // Each connection holds two descriptors; the sinks keep theirs (FD_RESERVE) whatever the
-    // network does, or their writes would fail with "too many open files".
-    let fds = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let most = (fds.saturating_sub(FD_RESERVE) / 2).max(1) as usize;
-    if edge.max_connections > most {
-        tracing::warn!(
-            "server.max_connections = {} lowered to {most}: the process may open {fds} files (ulimit -n), {FD_RESERVE} are kept for the sinks",
-            edge.max_connections
-        );
-        edge.max_connections = most;
-    }
+    // Each connection holds two descriptors (its socket and the watch on it); the sinks keep
+    // theirs (FD_RESERVE) whatever the network does, or their writes would fail with "too many
+    // open files".
+    edge.max_connections = endpoint_connections(edge.max_connections, 2, "max_connections");
     let who: Vec<String> = accounts.iter().map(|a| format!("{} ({})", a.user, a.role)).collect();
     eprintln!("psql endpoint listening on {bound} (accounts: {})", who.join(", "));
     let credentials = vigil_sql::server::Credentials { accounts };
