@@ -115,10 +115,12 @@ impl Default for TrackerConfig {
 
 /// A tracker setting refused: its name, the value given and the fix.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{name} = {value} is out of range")]
+#[error("{name} = {value} is {}", if *.known { "out of range" } else { "not a tracker setting" })]
 pub struct SettingError {
     /// The setting, as `[tracker]` and `vigil track` name it.
     pub name: String,
+    /// Whether the tracker has a setting of that name (else the value was not looked at).
+    pub known: bool,
     /// The value given.
     pub value: f64,
     /// What to give instead.
@@ -131,63 +133,134 @@ enum Slot<'a> {
     Whole(&'a mut u32),
 }
 
+/// A setting a user may give: the one list the TOML's `[tracker]` keys, `vigil track`'s flags
+/// (`--high-score` …) and the range check are all made from.
+pub struct Setting {
+    /// As `[tracker]` names it; the flag is the same with `-` for `_`.
+    pub name: &'static str,
+    /// One line on what it does, for `vigil track --help`.
+    pub help: &'static str,
+    /// The values it takes; a `Whole` setting takes whole numbers only.
+    range: std::ops::RangeInclusive<f64>,
+    /// What to do when the value is refused.
+    fix: &'static str,
+    /// The field it sets.
+    slot: for<'a> fn(&'a mut TrackerConfig) -> Slot<'a>,
+}
+
+const SHARE: &str = "use a number from 0 to 1";
+
+impl Setting {
+    /// Its value in `config`.
+    pub fn value(&self, config: &TrackerConfig) -> f64 {
+        let mut c = *config;
+        match (self.slot)(&mut c) {
+            Slot::Real(v) => f64::from(*v),
+            Slot::Whole(v) => f64::from(*v),
+        }
+    }
+}
+
 impl TrackerConfig {
-    /// The settings a user may give, as `[tracker]` names them and `vigil track` takes them
-    /// (`--high-score` …); `frame_interval_s` follows the camera's fps and is not among them.
-    pub const SETTINGS: [&'static str; 11] = [
-        "high_score",
-        "low_score",
-        "birth_score",
-        "match_iou",
-        "match_buffer",
-        "low_match_iou",
-        "max_lost_s",
-        "confirm_frames",
-        "adapt_noise",
-        "strict_after",
-        "strict_iou",
+    /// The settings a user may give; `frame_interval_s` follows the camera's fps and is not
+    /// among them.
+    pub const SETTINGS: [Setting; 11] = [
+        Setting {
+            name: "high_score",
+            help: "Detections at or above this score are associated first",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.high_score),
+        },
+        Setting {
+            name: "low_score",
+            help: "Detections below this score are ignored",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.low_score),
+        },
+        Setting {
+            name: "birth_score",
+            help: "Unmatched detections at or above this score start tracks",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.birth_score),
+        },
+        Setting {
+            name: "match_iou",
+            help: "Least IoU of a match in the first association (between buffered boxes)",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.match_iou),
+        },
+        Setting {
+            name: "match_buffer",
+            help: "Share of width and height boxes are widened by on each side for the first association",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.match_buffer),
+        },
+        Setting {
+            name: "low_match_iou",
+            help: "Least IoU of a match with a low-score detection",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.low_match_iou),
+        },
+        Setting {
+            name: "max_lost_s",
+            help: "Seconds a lost track is kept for re-identification",
+            range: 0.0..=600.0,
+            fix: "use seconds from 0 to 600 (lost tracks are held in memory that long)",
+            slot: |c| Slot::Real(&mut c.max_lost_s),
+        },
+        Setting {
+            name: "confirm_frames",
+            help: "Consecutive matched frames before a new track is reported",
+            range: 1.0..=100.0,
+            fix: "use a whole number of frames from 1 to 100",
+            slot: |c| Slot::Whole(&mut c.confirm_frames),
+        },
+        Setting {
+            name: "adapt_noise",
+            help: "Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed noise)",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.adapt_noise),
+        },
+        Setting {
+            name: "strict_after",
+            help: "Misses (frames with detections) after which a lost track re-acquires only at strict_iou (0: never)",
+            range: 0.0..=1_000.0,
+            fix: "use a whole number of frames from 0 (never) to 1000",
+            slot: |c| Slot::Whole(&mut c.strict_after),
+        },
+        Setting {
+            name: "strict_iou",
+            help: "Least plain IoU of a match for a track missed strict_after times",
+            range: 0.0..=1.0,
+            fix: SHARE,
+            slot: |c| Slot::Real(&mut c.strict_iou),
+        },
     ];
 
     /// Sets the setting `name` (one of [`Self::SETTINGS`]) to `value`, checked against its
     /// range: the one check the TOML and the command line share.
     pub fn set(&mut self, name: &str, value: f64) -> Result<(), SettingError> {
-        const SHARE: &str = "use a number from 0 to 1";
-        let (slot, range, fix) = match name {
-            "high_score" => (Slot::Real(&mut self.high_score), 0.0..=1.0, SHARE),
-            "low_score" => (Slot::Real(&mut self.low_score), 0.0..=1.0, SHARE),
-            "birth_score" => (Slot::Real(&mut self.birth_score), 0.0..=1.0, SHARE),
-            "match_iou" => (Slot::Real(&mut self.match_iou), 0.0..=1.0, SHARE),
-            "match_buffer" => (Slot::Real(&mut self.match_buffer), 0.0..=1.0, SHARE),
-            "low_match_iou" => (Slot::Real(&mut self.low_match_iou), 0.0..=1.0, SHARE),
-            "adapt_noise" => (Slot::Real(&mut self.adapt_noise), 0.0..=1.0, SHARE),
-            "strict_iou" => (Slot::Real(&mut self.strict_iou), 0.0..=1.0, SHARE),
-            "max_lost_s" => (
-                Slot::Real(&mut self.max_lost_s),
-                0.0..=600.0,
-                "use seconds from 0 to 600 (lost tracks are held in memory that long)",
-            ),
-            "confirm_frames" => (
-                Slot::Whole(&mut self.confirm_frames),
-                1.0..=100.0,
-                "use a whole number of frames from 1 to 100",
-            ),
-            "strict_after" => (
-                Slot::Whole(&mut self.strict_after),
-                0.0..=1_000.0,
-                "use a whole number of frames from 0 (never) to 1000",
-            ),
-            _ => {
-                return Err(SettingError {
-                    name: name.into(),
-                    value,
-                    fix: format!("use one of {}", Self::SETTINGS.join(", ")),
-                });
-            }
+        let Some(setting) = Self::SETTINGS.iter().find(|s| s.name == name) else {
+            let names: Vec<&str> = Self::SETTINGS.iter().map(|s| s.name).collect();
+            return Err(SettingError {
+                name: name.into(),
+                known: false,
+                value,
+                fix: format!("use one of {}", names.join(", ")),
+            });
         };
+        let slot = (setting.slot)(self);
         let whole = matches!(slot, Slot::Whole(_));
         // NaN is in no range, so it is refused here too.
-        if !range.contains(&value) || (whole && value.fract() != 0.0) {
-            return Err(SettingError { name: name.into(), value, fix: fix.into() });
+        if !setting.range.contains(&value) || (whole && value.fract() != 0.0) {
+            return Err(SettingError { name: name.into(), known: true, value, fix: setting.fix.into() });
         }
         match slot {
             Slot::Real(v) => *v = value as f32,
@@ -696,10 +769,12 @@ mod tests {
 
     #[test]
     fn every_named_setting_is_set_within_its_range_and_refused_outside_it() {
-        for name in TrackerConfig::SETTINGS {
+        for name in TrackerConfig::SETTINGS.map(|s| s.name) {
             let mut c = TrackerConfig::default();
             c.set(name, 1.0).unwrap_or_else(|e| panic!("{name} = 1: {e}"));
             assert_ne!(c, TrackerConfig::default(), "{name} = 1 changed nothing");
+            let setting = TrackerConfig::SETTINGS.into_iter().find(|s| s.name == name).unwrap();
+            assert_eq!(setting.value(&c), 1.0, "{name} reads back what was set");
             for bad in [-1.0, f64::NAN, 1e6] {
                 let e = c.set(name, bad).expect_err(name);
                 assert_eq!(e.name, name);
@@ -713,7 +788,8 @@ mod tests {
         c.set("strict_after", 10.0).unwrap();
         assert_eq!((c.max_lost_s, c.strict_after), (30.0, 10));
         let e = c.set("frame_interval_s", 0.5).expect_err("not a user setting");
-        assert!(e.fix.contains("strict_iou"), "{e:?}");
+        assert!(!e.known && e.fix.contains("strict_iou"), "{e:?}");
+        assert_eq!(e.to_string(), "frame_interval_s = 0.5 is not a tracker setting");
     }
 
     #[test]

@@ -495,38 +495,13 @@ pub struct CameraConfig {
     pub tracker: Option<TrackerSection>,
 }
 
-/// `[tracker]`, and `tracker = { … }` on a camera: the multi-object tracker's settings; unset
-/// ones keep their defaults (`vigil_operators::tracker::TrackerConfig`, chosen on the tuning
-/// split of `scripts/track_eval.py`). The Kalman time step is the camera's frame interval
-/// (1 / its fps), not a setting.
+/// `[tracker]`, and `tracker = { … }` on a camera: the multi-object tracker's settings, by the
+/// names of `vigil_operators::tracker::TrackerConfig::SETTINGS` (whose defaults were chosen on
+/// the tuning split of `scripts/track_eval.py`); unset ones keep their defaults. The Kalman
+/// time step is the camera's frame interval (1 / its fps), not a setting.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackerSection {
-    /// Detections at or above this score are associated first.
-    pub high_score: Option<Spanned<f64>>,
-    /// Detections below this score are ignored.
-    pub low_score: Option<Spanned<f64>>,
-    /// Unmatched detections at or above this score start tracks.
-    pub birth_score: Option<Spanned<f64>>,
-    /// Least IoU of a match with a high-score detection (between buffered boxes).
-    pub match_iou: Option<Spanned<f64>>,
-    /// Share of width and height boxes are widened by on each side for the first association.
-    pub match_buffer: Option<Spanned<f64>>,
-    /// Least IoU of a match with a low-score detection.
-    pub low_match_iou: Option<Spanned<f64>>,
-    /// Seconds a lost track is kept for re-identification.
-    pub max_lost_s: Option<Spanned<f64>>,
-    /// Consecutive matched frames before a new track is reported.
-    pub confirm_frames: Option<Spanned<i64>>,
-    /// Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed
-    /// noise).
-    pub adapt_noise: Option<Spanned<f64>>,
-    /// Misses (frames with detections) after which a lost track re-acquires only at
-    /// `strict_iou` (0: never).
-    pub strict_after: Option<Spanned<i64>>,
-    /// Least plain IoU of a match for a track missed `strict_after` times.
-    pub strict_iou: Option<Spanned<f64>>,
-}
+#[serde(transparent)]
+pub struct TrackerSection(std::collections::BTreeMap<Spanned<String>, Spanned<f64>>);
 
 impl TrackerSection {
     /// `base` with the settings given here, each checked by [`TrackerConfig::set`] (the check
@@ -538,26 +513,13 @@ impl TrackerSection {
         base: vigil_operators::tracker::TrackerConfig,
         table: &str,
     ) -> Result<vigil_operators::tracker::TrackerConfig, (std::ops::Range<usize>, String, String)> {
-        let real = |v: &Option<Spanned<f64>>| v.as_ref().map(|v| (*v.get_ref(), v.span()));
-        // Integers widen to f64 exactly: every i64 in range (at most 1000) is representable.
-        let whole = |v: &Option<Spanned<i64>>| v.as_ref().map(|v| (*v.get_ref() as f64, v.span()));
-        let given = [
-            ("high_score", real(&self.high_score)),
-            ("low_score", real(&self.low_score)),
-            ("birth_score", real(&self.birth_score)),
-            ("match_iou", real(&self.match_iou)),
-            ("match_buffer", real(&self.match_buffer)),
-            ("low_match_iou", real(&self.low_match_iou)),
-            ("max_lost_s", real(&self.max_lost_s)),
-            ("confirm_frames", whole(&self.confirm_frames)),
-            ("adapt_noise", real(&self.adapt_noise)),
-            ("strict_after", whole(&self.strict_after)),
-            ("strict_iou", real(&self.strict_iou)),
-        ];
         let mut config = base;
-        for (name, v) in given {
-            let Some((value, span)) = v else { continue };
-            config.set(name, value).map_err(|e| (span, format!("{table}.{e}"), e.fix))?;
+        for (name, value) in &self.0 {
+            config.set(name.get_ref(), *value.get_ref()).map_err(|e| {
+                // A name the tracker does not have is placed at the name, a value out of range
+                // at the value.
+                (if e.known { value.span() } else { name.span() }, format!("{table}.{e}"), e.fix)
+            })?;
         }
         Ok(config)
     }

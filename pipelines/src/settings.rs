@@ -648,11 +648,25 @@ mod tests {
         // Every setting the tracker takes is a [tracker] key, applied through the same check.
         let mut expected = vigil_operators::tracker::TrackerConfig { frame_interval_s: 0.1, ..d };
         let mut text = "[city]\nfps = 10.0\n[tracker]\n".to_string();
-        for name in vigil_operators::tracker::TrackerConfig::SETTINGS {
+        for name in vigil_operators::tracker::TrackerConfig::SETTINGS.map(|s| s.name) {
             text += &format!("{name} = 1\n");
             expected.set(name, 1.0).unwrap();
         }
         let c = Config::parse(&text, "c.toml", PathBuf::new()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Settings::from_config(&c).unwrap().tracker.default, expected);
+        // A name the tracker does not have is placed at the name, with the names it has; a
+        // camera's own table is placed and named too.
+        let e = Config::parse("[city]\nfps = 10.0\n[tracker]\nmax_lost = 2\n", "c.toml", PathBuf::new())
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(e.line == 4 && e.column == 1, "{text}");
+        assert!(
+            text.contains("tracker.max_lost = 2 is not a tracker setting") && text.contains("max_lost_s"),
+            "{text}"
+        );
+        let e =
+            Config::parse("[city]\nfps = 10.0\n[tracker]\nconfirm_frames = 2.5\n", "c.toml", PathBuf::new())
+                .unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
     }
 }

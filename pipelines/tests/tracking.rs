@@ -134,7 +134,7 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
     // Every tracker setting has its flag; they are checked as the TOML's [tracker] is.
     let help = Command::new(env!("CARGO_BIN_EXE_vigil")).args(["track", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for name in vigil_operators::tracker::TrackerConfig::SETTINGS {
+    for name in vigil_operators::tracker::TrackerConfig::SETTINGS.map(|s| s.name) {
         assert!(help.contains(&format!("--{}", name.replace('_', "-"))), "no flag for {name}: {help}");
     }
     for (flag, value, fix) in

@@ -311,42 +311,46 @@ enum AuditCommand {
     },
 }
 
-/// `vigil track`'s tracker settings, as `[tracker]` names them.
-#[derive(clap::Args, Debug)]
-struct TrackerArgs {
-    /// Detections at or above this score are associated first.
-    #[arg(long)]
-    high_score: Option<f32>,
-    /// Detections below this score are ignored.
-    #[arg(long)]
-    low_score: Option<f32>,
-    /// Unmatched detections at or above this score start tracks.
-    #[arg(long)]
-    birth_score: Option<f32>,
-    /// Least IoU of a match with a high-score detection.
-    #[arg(long)]
-    match_iou: Option<f32>,
-    /// Share of width and height boxes are widened by on each side for the first association.
-    #[arg(long)]
-    match_buffer: Option<f32>,
-    /// Least IoU of a match with a low-score detection.
-    #[arg(long)]
-    low_match_iou: Option<f32>,
-    /// Seconds a lost track is kept.
-    #[arg(long)]
-    max_lost_s: Option<f32>,
-    /// Consecutive matched frames before a track is reported.
-    #[arg(long)]
-    confirm_frames: Option<u32>,
-    /// Weight of each match in the learned measurement noise (0: fixed noise).
-    #[arg(long)]
-    adapt_noise: Option<f32>,
-    /// Misses (frames with detections) after which a track re-acquires only at `strict_iou`.
-    #[arg(long)]
-    strict_after: Option<u32>,
-    /// Least plain IoU of a match for a track missed `strict_after` times.
-    #[arg(long)]
-    strict_iou: Option<f32>,
+/// `vigil track`'s tracker settings: a flag for each of the tracker's settings, named as
+/// `[tracker]` names them (`--high-score` for `high_score`). Made from the tracker's own list
+/// (`TrackerConfig::SETTINGS`) with clap's builder, since a derive would name each a second time.
+#[derive(Debug, Default)]
+struct TrackerArgs(Vec<(&'static str, f64)>);
+
+impl clap::FromArgMatches for TrackerArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = vigil_operators::tracker::TrackerConfig::SETTINGS
+            .iter()
+            .filter_map(|s| matches.get_one::<f64>(s.name).map(|v| (s.name, *v)))
+            .collect();
+        Ok(Self(given))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for TrackerArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let defaults = vigil_operators::tracker::TrackerConfig::default();
+        vigil_operators::tracker::TrackerConfig::SETTINGS.iter().fold(cmd, |cmd, s| {
+            cmd.arg(
+                clap::Arg::new(s.name)
+                    .long(s.name.replace('_', "-"))
+                    .value_name("VALUE")
+                    .value_parser(clap::value_parser!(f64))
+                    .allow_negative_numbers(true)
+                    .help(format!("{} [default: {}]", s.help, s.value(&defaults) as f32))
+                    .help_heading("Tracker settings ([tracker] in the configuration)"),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 impl TrackerArgs {
@@ -355,22 +359,8 @@ impl TrackerArgs {
         &self,
         base: vigil_operators::tracker::TrackerConfig,
     ) -> anyhow::Result<vigil_operators::tracker::TrackerConfig> {
-        let given = [
-            ("high_score", self.high_score.map(f64::from)),
-            ("low_score", self.low_score.map(f64::from)),
-            ("birth_score", self.birth_score.map(f64::from)),
-            ("match_iou", self.match_iou.map(f64::from)),
-            ("match_buffer", self.match_buffer.map(f64::from)),
-            ("low_match_iou", self.low_match_iou.map(f64::from)),
-            ("max_lost_s", self.max_lost_s.map(f64::from)),
-            ("confirm_frames", self.confirm_frames.map(f64::from)),
-            ("adapt_noise", self.adapt_noise.map(f64::from)),
-            ("strict_after", self.strict_after.map(f64::from)),
-            ("strict_iou", self.strict_iou.map(f64::from)),
-        ];
         let mut config = base;
-        for (name, value) in given {
-            let Some(value) = value else { continue };
+        for &(name, value) in &self.0 {
             config.set(name, value).map_err(|e| {
                 anyhow::anyhow!("--{} {value} is out of range; fix: {}", name.replace('_', "-"), e.fix)
             })?;
