@@ -630,6 +630,29 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_tracker_setting_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let block =
+            readme.split("[tracker]                 # every camera; defaults shown\n").nth(1).unwrap();
+        let listed: Vec<(&str, f64)> = block
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                let (name, rest) = l.split_once(" = ").unwrap_or_else(|| panic!("README: {l}"));
+                let value = rest.split_whitespace().next().unwrap();
+                (name.trim(), value.parse().unwrap_or_else(|_| panic!("README: {l}")))
+            })
+            .collect();
+        let d = vigil_operators::tracker::TrackerConfig::default();
+        let expected: Vec<(&str, f64)> = vigil_operators::tracker::TrackerConfig::SETTINGS
+            .iter()
+            .map(|s| (s.name, f64::from(s.value(&d) as f32)))
+            .collect();
+        let listed: Vec<(&str, f64)> = listed.into_iter().map(|(n, v)| (n, f64::from(v as f32))).collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
     fn tracker_settings_apply_over_the_defaults_and_bad_ones_are_placed() {
         let c = Config::parse(
             "[city]\nfps = 25.0\n[tracker]\nstrict_after = 4\nadapt_noise = 0\n",
