@@ -19,7 +19,9 @@
 //! camera drops, or frames with no detections that never reach the tracker, age the tracks as
 //! they should; [`Tracker::expire`] removes the lost tracks of a camera that has gone quiet.
 //! With frames at the nominal rate every step is one interval; at 30 fps, with the noise not yet
-//! learned, this is ByteTrack's filter. At lower rates the velocity noise grows with the interval
+//! learned, this is ByteTrack's filter but for the aspect ratio's measurement noise, relative to
+//! the aspect as position's is to the height (ByteTrack's fixed 0.1 barely lets the aspect
+//! move). At lower rates the velocity noise grows with the interval
 //! (ByteTrack's is per 30 fps frame), and each camera's measurement noise is learned upwards from
 //! its detections ([`TrackerConfig::adapt_noise`]).
 //!
@@ -48,7 +50,8 @@ type Mat4 = SMatrix<f32, 4, 4>;
 ///   fast walkers at 10 fps stay matched while neighbours' boxes mostly do not;
 /// - births from boxes at or above 0.4, confirmed on their second frame; lost tracks kept 1.5 s;
 /// - the measurement noise learned per camera (`adapt_noise` 0.01), upwards only from
-///   ByteTrack's: a noisy detector is smoothed more, a clean one is tracked as ByteTrack would.
+///   ByteTrack's: a noisy detector is smoothed more, a clean one is tracked as ByteTrack would;
+/// - the aspect ratio measured with the same relative noise as the box's size (not a setting).
 ///
 /// Set `high_score` above `low_score` for ByteTrack's two stages (a detector whose weak boxes
 /// are mostly false positives), and `strict_after` (10, say) for a camera where people leave and
@@ -736,7 +739,11 @@ fn predict(t: &mut Track, dt: f32, vel_scale: f32) {
 fn correct(t: &mut Track, d: &Observation, r_pos: f32) -> Option<f32> {
     let h = t.mean[3];
     let h2 = h * h;
-    let r = [r_pos * h2, r_pos * h2, 1e-2, r_pos * h2];
+    // The aspect ratio is measured with the same relative noise as the box's size: ByteTrack's
+    // fixed 0.1 is a quarter of a walker's aspect (about 0.4), so its filter kept the aspect a
+    // track was born with, and a person cut by the frame's edge kept a whole person's width.
+    let a = t.mean[2];
+    let r = [r_pos * h2, r_pos * h2, r_pos * a * a, r_pos * h2];
     let pht: SMatrix<f32, 8, 4> = t.cov.fixed_columns::<4>(0).into_owned();
     let mut s: Mat4 = pht.fixed_rows::<4>(0).into_owned();
     for (i, v) in r.iter().enumerate() {
@@ -880,6 +887,26 @@ mod tests {
         ids.dedup();
         assert_eq!(ids, [1], "one identity across the gap");
         assert!((out[0].velocity[0] - 8.0).abs() < 1.0, "velocity per nominal frame: {:?}", out[0].velocity);
+    }
+
+    #[test]
+    fn a_box_cut_by_the_frames_edge_narrows_the_track() {
+        // A walker 40 px wide reaches the right edge at x = 640 and is cut by it: over 10
+        // frames its box narrows to 16 px against the edge. The track's box follows (with
+        // ByteTrack's fixed aspect noise it was still 30 px wide, reaching past the edge).
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut out = Vec::new();
+        for f in 0..28 {
+            let x = 560.0 + 2.4 * f as f32;
+            let w = (640.0 - x).clamp(16.0, 40.0);
+            tr.update(
+                f as f64 * 0.1,
+                &[Observation { bbox: [x.min(624.0), 50.0, w, 100.0], score: 0.9, class: 0, tag: 0 }],
+                &mut out,
+            );
+        }
+        let b = out[0].bbox;
+        assert!(b[2] < 22.0 && b[0] + b[2] < 646.0, "{b:?}");
     }
 
     #[test]
@@ -1084,8 +1111,8 @@ mod kalman_tests {
         let (m0, c0) = (t.mean, t.cov);
         let d = Observation { bbox: [1.0, 2.0, 3.0, 6.0], score: 0.8, class: 0, tag: 0 };
         correct(&mut t, &d, STD_POS * STD_POS);
-        let h = m0[3];
-        let r = [STD_POS * h, STD_POS * h, 1e-1, STD_POS * h];
+        let (a, h) = (m0[2], m0[3]);
+        let r = [STD_POS * h, STD_POS * h, STD_POS * a, STD_POS * h];
         let s = hm * c0 * hm.transpose()
             + Mat4::from_diagonal(&SVector::<f32, 4>::from_iterator(r.iter().map(|v| v * v)));
         let k = c0 * hm.transpose() * s.try_inverse().unwrap();
