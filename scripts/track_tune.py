@@ -30,6 +30,7 @@ GRID = {
     "max-lost-s": [1.5, 3.0],
     "confirm-frames": [2, 3],
     "adapt-noise": [0.0, 0.01],  # the default; 0.005 to 0.05 tie (benches/README.md)
+    "lost-decay-s": [0.0, 4.0],  # off and the default; 3 to 16 chosen among in benches/README.md
 }
 
 

@@ -6,7 +6,8 @@
 //! 1. every track is predicted forward;
 //! 2. detections at or above `high_score` are associated with all tracks (active and lost) by
 //!    IoU, with the Hungarian algorithm (pathfinding's Kuhn–Munkres); pairs below `match_iou`
-//!    are not matched;
+//!    are not matched, and a track's overlaps count for less the longer it has gone unseen
+//!    (`lost_decay_s`);
 //! 3. the active tracks left over are associated with the low-score detections (between
 //!    `low_score` and `high_score`): occluded objects keep their identity through weak boxes;
 //! 4. tracks still unmatched become lost, and are removed once unseen for `max_lost_s`;
@@ -48,7 +49,9 @@ type Mat4 = SMatrix<f32, 4, 4>;
 ///   Hungarian assignment swapped fewer identities than ByteTrack's two stages;
 /// - a gate of 0.15 IoU between boxes widened by 10% on each side (`match_buffer`), so small,
 ///   fast walkers at 10 fps stay matched while neighbours' boxes mostly do not;
-/// - births from boxes at or above 0.4, confirmed on their second frame; lost tracks kept 1.5 s;
+/// - births from boxes at or above 0.4, confirmed on their second frame; lost tracks kept 1.5 s,
+///   their overlaps weighted down with the time unseen (`lost_decay_s` 4), so a box two tracks
+///   overlap goes to the one seen last unless the other overlaps it clearly more;
 /// - the measurement noise learned per camera (`adapt_noise` 0.01), upwards only from
 ///   ByteTrack's: a noisy detector is smoothed more, a clean one is tracked as ByteTrack would;
 /// - the aspect ratio measured with the same relative noise as the box's size (not a setting).
@@ -92,6 +95,12 @@ pub struct TrackerConfig {
     pub strict_after: u32,
     /// Least plain IoU of a match for a track missed `strict_after` times.
     pub strict_iou: f32,
+    /// In the first association a track's overlaps are weighted by exp(−unseen / this), its
+    /// time unseen in seconds (0: not weighted). Where a lost track and a track seen a frame
+    /// ago both overlap a box, the box goes to the latter unless the lost track overlaps it
+    /// clearly more: a softer form of DeepSORT's matching cascade (recent tracks first), which
+    /// itself lost identities among crowded walkers.
+    pub lost_decay_s: f32,
     /// The camera's nominal frame interval, seconds (1 / its analytics fps): the Kalman
     /// filter's time step, and the unit of the reported velocity.
     pub frame_interval_s: f32,
@@ -111,6 +120,7 @@ impl Default for TrackerConfig {
             adapt_noise: 0.01,
             strict_after: 0,
             strict_iou: 0.3,
+            lost_decay_s: 4.0,
             frame_interval_s: 0.1,
         }
     }
@@ -167,7 +177,7 @@ impl Setting {
 impl TrackerConfig {
     /// The settings a user may give; `frame_interval_s` follows the camera's fps and is not
     /// among them.
-    pub const SETTINGS: [Setting; 11] = [
+    pub const SETTINGS: [Setting; 12] = [
         Setting {
             name: "high_score",
             help: "Detections at or above this score are associated first",
@@ -244,6 +254,13 @@ impl TrackerConfig {
             range: 0.0..=1.0,
             fix: SHARE,
             slot: |c| Slot::Real(&mut c.strict_iou),
+        },
+        Setting {
+            name: "lost_decay_s",
+            help: "A track's overlaps are weighted by exp(-unseen seconds / this) in the first association (0: not weighted)",
+            range: 0.0..=600.0,
+            fix: "use seconds from 0 (not weighted) to 600",
+            slot: |c| Slot::Real(&mut c.lost_decay_s),
         },
     ];
 
@@ -381,6 +398,8 @@ pub struct Tracker {
     r_pos: f32,
     // Scratch, reused every frame.
     high: Vec<usize>,
+    /// Each track's weight in the first association (see [`TrackerConfig::lost_decay_s`]).
+    recency: Vec<f32>,
     low: Vec<usize>,
 }
 
@@ -415,15 +434,17 @@ fn buffer(b: &[f32; 4], share: f32) -> [f32; 4] {
 /// the result is the same as one assignment over the whole matrix (no pair joins two groups),
 /// at a fraction of the cost at 100 objects per frame.
 pub fn assign(rows: &[[f32; 4]], cols: &[[f32; 4]], min_iou: f32) -> Vec<(usize, usize)> {
-    assign_gated(rows, cols, min_iou, |_, _| true)
+    assign_weighted(rows, cols, min_iou, |_, _| 1.0)
 }
 
-/// [`assign`] with a further gate: pairs `allowed(row, col)` refuses are never matched.
-pub fn assign_gated(
+/// [`assign`] with each pair's overlap weighted: the total maximised is of IoU times
+/// `weight(row, col)`, and a pair weighted 0 is never matched. The gate `min_iou` is on the
+/// IoU itself.
+pub fn assign_weighted(
     rows: &[[f32; 4]],
     cols: &[[f32; 4]],
     min_iou: f32,
-    allowed: impl Fn(usize, usize) -> bool,
+    weight: impl Fn(usize, usize) -> f32,
 ) -> Vec<(usize, usize)> {
     let mut result = Vec::new();
     if rows.is_empty() || cols.is_empty() {
@@ -442,9 +463,14 @@ pub fn assign_gated(
                 break;
             }
             let v = iou(r, &cols[j]);
-            if v >= min_iou && v > 0.0 && allowed(i, j) {
-                // Kuhn–Munkres wants integer weights: IoU in millionths.
-                pairs.push((i, j, (v * 1e6) as i64));
+            if v < min_iou || v <= 0.0 {
+                continue;
+            }
+            // Kuhn–Munkres wants integer weights: weighted IoU in millionths (at least 1, so
+            // a pair past the gate is never dropped for rounding).
+            let w = weight(i, j);
+            if w > 0.0 {
+                pairs.push((i, j, ((v * w * 1e6) as i64).max(1)));
             }
         }
     }
@@ -508,6 +534,7 @@ impl Tracker {
             now: None,
             r_pos: STD_POS * STD_POS,
             high: Vec::new(),
+            recency: Vec::new(),
             low: Vec::new(),
         }
     }
@@ -573,7 +600,16 @@ impl Tracker {
                 || tr.misses < cfg.strict_after
                 || iou(&track_boxes[ti], &dets[self.high[hi]].bbox) >= cfg.strict_iou
         };
-        for (ti, hi) in assign_gated(&buffered, &high_boxes, cfg.match_iou, strict) {
+        // A track's overlaps count for less the longer it has gone unseen: where a lost track
+        // and a track seen a frame ago both overlap a box, the box is most likely the latter's.
+        self.recency.clear();
+        self.recency.extend(self.tracks.iter().map(|tr| match cfg.lost_decay_s {
+            0.0 => 1.0,
+            decay => (-(t - tr.last_seen) / f64::from(decay)).exp() as f32,
+        }));
+        let recency = &self.recency;
+        let weight = |ti: usize, hi: usize| if strict(ti, hi) { recency[ti] } else { 0.0 };
+        for (ti, hi) in assign_weighted(&buffered, &high_boxes, cfg.match_iou, weight) {
             let d = &dets[self.high[hi]];
             if d.class != self.tracks[ti].class {
                 continue;
@@ -811,6 +847,13 @@ mod tests {
         t.sort_unstable();
         assert_eq!(t, vec![(0, 1), (1, 0)]);
         assert!(assign(&a, &[[500.0, 0.0, 5.0, 5.0]], 0.2).is_empty());
+        // One box both rows overlap: it goes to the one whose overlap, weighted, is larger;
+        // a pair weighted 0 is never matched.
+        let rows = [[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 10.0, 10.0]];
+        let col = [[1.0, 0.0, 10.0, 10.0]];
+        assert_eq!(assign(&rows, &col, 0.2), [(0, 0)]);
+        assert_eq!(assign_weighted(&rows, &col, 0.2, |r, _| if r == 0 { 0.5 } else { 1.0 }), [(1, 0)]);
+        assert!(assign_weighted(&rows, &col, 0.2, |_, _| 0.0).is_empty());
     }
 
     #[test]
@@ -907,6 +950,32 @@ mod tests {
         }
         let b = out[0].bbox;
         assert!(b[2] < 22.0 && b[0] + b[2] < 646.0, "{b:?}");
+    }
+
+    #[test]
+    fn a_box_both_overlap_goes_to_the_track_seen_last_unless_weighting_is_off() {
+        // A stands at x = 100 and is seen twice; B stands at x = 112 and is seen throughout.
+        // 1.4 s after A was last seen, one box at x = 105 overlaps A's prediction (buffered IoU
+        // 0.66) more than B's (0.55). Weighted by A's time unseen (exp(-1.4 / 4) = 0.70), it
+        // goes to B, who was there a frame ago; unweighted, A takes it and B is lost.
+        let run = |lost_decay_s: f32| {
+            let mut tr = Tracker::new(TrackerConfig { lost_decay_s, ..TrackerConfig::default() });
+            let mut out = Vec::new();
+            for f in 0..15 {
+                let dets: Vec<Observation> = if f < 2 {
+                    vec![obs(100.0, 0.0, 0.9), obs(112.0, 0.0, 0.9)]
+                } else {
+                    vec![obs(112.0, 0.0, 0.9)]
+                };
+                tr.update(f as f64 * 0.1, &dets, &mut out);
+            }
+            tr.update(1.5, &[obs(105.0, 0.0, 0.9)], &mut out);
+            let tracked: Vec<u64> =
+                out.iter().filter(|t| t.state == TrackState::Tracked).map(|t| t.id).collect();
+            tracked
+        };
+        assert_eq!(run(TrackerConfig::default().lost_decay_s), [2], "B keeps the box");
+        assert_eq!(run(0.0), [1], "unweighted, the lost track takes it");
     }
 
     #[test]
