@@ -17,9 +17,10 @@ misses (more for occluded people), box jitter and scale noise in proportion to t
 false positives, occluded people down-scored into the low-score band, and bursts of dropped
 frames (every box of those frames missing). Each (source, level, sequence) uses its own seed.
 
-Splits: defaults are chosen on `--split tune` (walkers seeds 101-103, mot-sim seed 7,
+Splits: defaults are chosen on `--split tune` (walkers seeds 101-106, mot-sim seeds 7-9,
 TUD-Campus); the reported table is `--split test` (walkers seeds 1-3, mot-sim seed 1,
-TUD-Stadtmitte), never used to choose anything.
+TUD-Stadtmitte), which track_tune.py never reads (benches/README.md discloses where a
+candidate was also scored on it).
 
 Scoring: `trackers.eval` (a clean-room TrackEval: MOTA and ID switches from CLEAR, IDF1 from
 Identity, HOTA). Before it scores anything, the judge must reproduce, within 0.005, the scores
@@ -58,7 +59,7 @@ LEVELS = {
 # must be in what the defaults are chosen on (before, TUD was test only, and both of its
 # sequences had been scored under every candidate tried; see benches/README.md).
 SPLITS = {
-    "tune": {"walkers": [101, 102, 103], "mot-sim": [7], "tud": ["TUD-Campus"]},
+    "tune": {"walkers": [101, 102, 103, 104, 105, 106], "mot-sim": [7, 8, 9], "tud": ["TUD-Campus"]},
     "test": {"walkers": [1, 2, 3], "mot-sim": [1], "tud": ["TUD-Stadtmitte"]},
 }
 
