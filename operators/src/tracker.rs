@@ -144,9 +144,10 @@ pub struct SettingError {
 }
 
 /// Where a named setting lives, and the values it takes.
-enum Slot<'a> {
-    Real(&'a mut f32),
-    Whole(&'a mut u32),
+#[derive(Clone, Copy)]
+enum Field {
+    Real(fn(&mut TrackerConfig) -> &mut f32),
+    Whole(fn(&mut TrackerConfig) -> &mut u32),
 }
 
 /// A setting a user may give: the one list the TOML's `[tracker]` keys, `vigil track`'s flags
@@ -161,18 +162,47 @@ pub struct Setting {
     /// What to do when the value is refused.
     fix: &'static str,
     /// The field it sets.
-    slot: for<'a> fn(&'a mut TrackerConfig) -> Slot<'a>,
+    slot: Field,
 }
 
-const SHARE: &str = "use a number from 0 to 1";
-
 impl Setting {
+    /// A share from 0 to 1 (scores, IoUs, weights): most settings are one.
+    const fn share(
+        name: &'static str,
+        help: &'static str,
+        field: fn(&mut TrackerConfig) -> &mut f32,
+    ) -> Self {
+        Self { name, help, range: 0.0..=1.0, fix: "use a number from 0 to 1", slot: Field::Real(field) }
+    }
+
+    /// A real number in `range` (seconds).
+    const fn seconds(
+        name: &'static str,
+        help: &'static str,
+        range: std::ops::RangeInclusive<f64>,
+        fix: &'static str,
+        field: fn(&mut TrackerConfig) -> &mut f32,
+    ) -> Self {
+        Self { name, help, range, fix, slot: Field::Real(field) }
+    }
+
+    /// A whole number in `range` (frames).
+    const fn frames(
+        name: &'static str,
+        help: &'static str,
+        range: std::ops::RangeInclusive<f64>,
+        fix: &'static str,
+        field: fn(&mut TrackerConfig) -> &mut u32,
+    ) -> Self {
+        Self { name, help, range, fix, slot: Field::Whole(field) }
+    }
+
     /// Its value in `config`.
     pub fn value(&self, config: &TrackerConfig) -> f64 {
         let mut c = *config;
-        match (self.slot)(&mut c) {
-            Slot::Real(v) => f64::from(*v),
-            Slot::Whole(v) => f64::from(*v),
+        match self.slot {
+            Field::Real(field) => f64::from(*field(&mut c)),
+            Field::Whole(field) => f64::from(*field(&mut c)),
         }
     }
 }
@@ -181,90 +211,64 @@ impl TrackerConfig {
     /// The settings a user may give; `frame_interval_s` follows the camera's fps and is not
     /// among them.
     pub const SETTINGS: [Setting; 12] = [
-        Setting {
-            name: "high_score",
-            help: "Detections at or above this score are associated first",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.high_score),
-        },
-        Setting {
-            name: "low_score",
-            help: "Detections below this score are ignored",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.low_score),
-        },
-        Setting {
-            name: "birth_score",
-            help: "Unmatched detections at or above this score start tracks",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.birth_score),
-        },
-        Setting {
-            name: "match_iou",
-            help: "Least IoU of a match in the first association (between buffered boxes)",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.match_iou),
-        },
-        Setting {
-            name: "match_buffer",
-            help: "Share of width and height boxes are widened by on each side for the first association",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.match_buffer),
-        },
-        Setting {
-            name: "low_match_iou",
-            help: "Least IoU of a match with a low-score detection",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.low_match_iou),
-        },
-        Setting {
-            name: "max_lost_s",
-            help: "Seconds a lost track is kept for re-identification",
-            range: 0.0..=600.0,
-            fix: "use seconds from 0 to 600 (lost tracks are held in memory that long)",
-            slot: |c| Slot::Real(&mut c.max_lost_s),
-        },
-        Setting {
-            name: "confirm_frames",
-            help: "Consecutive matched frames before a new track is reported",
-            range: 1.0..=100.0,
-            fix: "use a whole number of frames from 1 to 100",
-            slot: |c| Slot::Whole(&mut c.confirm_frames),
-        },
-        Setting {
-            name: "adapt_noise",
-            help: "Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed noise)",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.adapt_noise),
-        },
-        Setting {
-            name: "strict_after",
-            help: "Misses (frames with detections) after which a lost track re-acquires only at strict_iou (0: never)",
-            range: 0.0..=1_000.0,
-            fix: "use a whole number of frames from 0 (never) to 1000",
-            slot: |c| Slot::Whole(&mut c.strict_after),
-        },
-        Setting {
-            name: "strict_iou",
-            help: "Least plain IoU of a match for a track missed strict_after times",
-            range: 0.0..=1.0,
-            fix: SHARE,
-            slot: |c| Slot::Real(&mut c.strict_iou),
-        },
-        Setting {
-            name: "lost_decay_s",
-            help: "A track's overlaps are weighted by exp(-unseen seconds / this) in the first association (0: not weighted)",
-            range: 0.0..=600.0,
-            fix: "use seconds from 0 (not weighted) to 600",
-            slot: |c| Slot::Real(&mut c.lost_decay_s),
-        },
+        Setting::share("high_score", "Detections at or above this score are associated first", |c| {
+            &mut c.high_score
+        }),
+        Setting::share("low_score", "Detections below this score are ignored", |c| &mut c.low_score),
+        Setting::share("birth_score", "Unmatched detections at or above this score start tracks", |c| {
+            &mut c.birth_score
+        }),
+        Setting::share(
+            "match_iou",
+            "Least IoU of a match in the first association (between buffered boxes)",
+            |c| &mut c.match_iou,
+        ),
+        Setting::share(
+            "match_buffer",
+            "Share of width and height boxes are widened by on each side for the first association",
+            |c| &mut c.match_buffer,
+        ),
+        Setting::share("low_match_iou", "Least IoU of a match with a low-score detection", |c| {
+            &mut c.low_match_iou
+        }),
+        Setting::seconds(
+            "max_lost_s",
+            "Seconds a lost track is kept for re-identification",
+            0.0..=600.0,
+            "use seconds from 0 to 600 (lost tracks are held in memory that long)",
+            |c| &mut c.max_lost_s,
+        ),
+        Setting::frames(
+            "confirm_frames",
+            "Consecutive matched frames before a new track is reported",
+            1.0..=100.0,
+            "use a whole number of frames from 1 to 100",
+            |c| &mut c.confirm_frames,
+        ),
+        Setting::share(
+            "adapt_noise",
+            "Weight of each match in the camera's learned measurement noise (0: ByteTrack's fixed noise)",
+            |c| &mut c.adapt_noise,
+        ),
+        Setting::frames(
+            "strict_after",
+            "Misses (frames with detections) after which a lost track re-acquires only at strict_iou (0: never)",
+            0.0..=1_000.0,
+            "use a whole number of frames from 0 (never) to 1000",
+            |c| &mut c.strict_after,
+        ),
+        Setting::share(
+            "strict_iou",
+            "Least plain IoU of a match for a track missed strict_after times",
+            |c| &mut c.strict_iou,
+        ),
+        Setting::seconds(
+            "lost_decay_s",
+            "A track's overlaps are weighted by exp(-unseen seconds / this) in the first association (0: not weighted)",
+            0.0..=600.0,
+            "use seconds from 0 (not weighted) to 600",
+            |c| &mut c.lost_decay_s,
+        ),
     ];
 
     /// Sets the setting `name` (one of [`Self::SETTINGS`]) to `value`, checked against its
@@ -279,15 +283,14 @@ impl TrackerConfig {
                 fix: format!("use one of {}", names.join(", ")),
             });
         };
-        let slot = (setting.slot)(self);
-        let whole = matches!(slot, Slot::Whole(_));
+        let whole = matches!(setting.slot, Field::Whole(_));
         // NaN is in no range, so it is refused here too.
         if !setting.range.contains(&value) || (whole && value.fract() != 0.0) {
             return Err(SettingError { name: name.into(), known: true, value, fix: setting.fix.into() });
         }
-        match slot {
-            Slot::Real(v) => *v = value as f32,
-            Slot::Whole(v) => *v = value as u32,
+        match setting.slot {
+            Field::Real(field) => *field(self) = value as f32,
+            Field::Whole(field) => *field(self) = value as u32,
         }
         Ok(())
     }
@@ -815,11 +818,11 @@ mod tests {
 
     #[test]
     fn every_named_setting_is_set_within_its_range_and_refused_outside_it() {
-        for name in TrackerConfig::SETTINGS.map(|s| s.name) {
+        for setting in &TrackerConfig::SETTINGS {
+            let name = setting.name;
             let mut c = TrackerConfig::default();
             c.set(name, 1.0).unwrap_or_else(|e| panic!("{name} = 1: {e}"));
             assert_ne!(c, TrackerConfig::default(), "{name} = 1 changed nothing");
-            let setting = TrackerConfig::SETTINGS.into_iter().find(|s| s.name == name).unwrap();
             assert_eq!(setting.value(&c), 1.0, "{name} reads back what was set");
             for bad in [-1.0, f64::NAN, 1e6] {
                 let e = c.set(name, bad).expect_err(name);
