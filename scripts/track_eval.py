@@ -13,8 +13,8 @@ Sources (ground truth nobody here tuned on first):
     (stops, groups, crossings, turns, people entering and leaving at every edge), 10 fps;
   - mot-sim: `vigil mot-sim`, vigil's own city simulator, 10 fps.
 Detections come from the ground truth through the detector models written down in LEVELS:
-misses (more for occluded people), box jitter and scale noise in proportion to the box,
-false positives, occluded people down-scored into the low-score band, and bursts of dropped
+misses (more for occluded people), box jitter and scale noise in proportion to the box
+(clipped to the frame, as a detector's boxes are), false positives, occluded people down-scored into the low-score band, and bursts of dropped
 frames (every box of those frames missing). Each (source, level, sequence) uses its own seed.
 
 Splits: defaults are chosen on `--split tune` (walkers seeds 101-106, mot-sim seeds 7-9,
@@ -54,6 +54,11 @@ LEVELS = {
     "medium": dict(miss=0.08, occluded_miss=0.5, jitter=0.05, scale=0.07, fp=0.5, low=0.15, burst=0.01, burst_len=(2, 5)),
     "high": dict(miss=0.18, occluded_miss=0.7, jitter=0.09, scale=0.12, fp=1.5, low=0.3, burst=0.02, burst_len=(3, 8)),
 }
+
+# The version of degrade(): track_tune.py keys its cached baselines on it with LEVELS. 2: boxes
+# are clipped to the frame (2026-12-06; before, a box could reach past the frame's edge, which
+# no detector reports).
+DETECTOR_MODEL = 2
 
 # TUD-Campus is tuning data since 2026-12-05: real people leaving and entering at the same edge
 # must be in what the defaults are chosen on (before, TUD was test only, and both of its
@@ -159,7 +164,12 @@ def degrade(gt, frames, size, level, seed):
             score = rng.uniform(0.1, 0.55)
         else:
             score = float(np.clip(rng.normal(0.85, 0.08), 0.56, 0.99))
-        out.append((frame, cx - w2 / 2, cy - h2 / 2, w2, h2, score))
+        # A detector reports boxes inside the frame: cut by the edge, a person's box ends there.
+        x0, y0 = max(cx - w2 / 2, 0.0), max(cy - h2 / 2, 0.0)
+        x1, y1 = min(cx + w2 / 2, size[0]), min(cy + h2 / 2, size[1])
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        out.append((frame, x0, y0, x1 - x0, y1 - y0, score))
     hmin, hmax = np.percentile(heights, 5), np.percentile(heights, 95)
     for frame in range(1, frames + 1):
         if dropped[frame]:

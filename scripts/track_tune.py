@@ -26,11 +26,12 @@ GRID = {
     "high-score": [0.1, 0.5],  # 0.1 = low-score: one association stage
     "birth-score": [0.4, 0.5],
     "match-iou": [0.1, 0.15, 0.2],
-    "match-buffer": [0.05, 0.1],
+    "match-buffer": [0.1, 0.2],
     "max-lost-s": [1.5, 3.0],
     "confirm-frames": [2, 3],
     "adapt-noise": [0.0, 0.01],  # the default; 0.005 to 0.05 tie (benches/README.md)
     "lost-decay-s": [0.0, 4.0],  # off and the default; 8 ties (benches/README.md)
+    "motion-gate": [0.0, 16.27],  # off and the default; 13.8 and 20 tie, 12 falls (benches/README.md)
 }
 
 
@@ -69,7 +70,7 @@ def main():
                     sum(n * i for n, _, i in v) / sum(n for n, _, _ in v)) for c, v in by.items()}
 
     # The baselines depend only on the detections: cached per detector model.
-    key = json.dumps([te.LEVELS, te.SPLITS["tune"]], sort_keys=True)
+    key = json.dumps([te.LEVELS, te.SPLITS["tune"], te.DETECTOR_MODEL], sort_keys=True)
     cache = os.path.join(a.work, f"baselines-{te.hash_name(key)}.json")
     if os.path.exists(cache):
         baselines = {k: {c: tuple(v) for c, v in b.items()} for k, b in json.load(open(cache)).items()}
