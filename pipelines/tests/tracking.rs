@@ -14,7 +14,7 @@ use common::{python, root};
 const PEERS: [&str; 3] = ["bytetrack", "ocsort", "sort"];
 
 #[test]
-fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_at_low_noise_on_two_sources() {
+fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_on_real_pedestrians_at_low_noise() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("scores.json");
     let out = Command::new(python())
@@ -49,11 +49,11 @@ fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_at_low
             ours("MOTA"),
             best("MOTA")
         );
-        if ["tud/low", "walkers/low"].contains(&cell.as_str()) {
-            // The goal is not met on IDF1 here: SORT keeps identities better with few misses
-            // and little jitter (on TUD-Stadtmitte a person enters where a lost track is
-            // predicted, and the lost track takes them). Measured and reported in
-            // benches/README.md; what holds is IDF1 within 0.05.
+        if cell == "tud/low" {
+            // The goal is not met on IDF1 here: on TUD-Stadtmitte a person walks out at the
+            // frame's right edge, another walks in there half a second later, and the lost
+            // track takes them (SORT, which keeps no lost track that long, does not).
+            // Measured and reported in benches/README.md; what holds is IDF1 within 0.05.
             assert!(
                 ours("IDF1") >= best("IDF1") - 0.05,
                 "{cell}: IDF1 {:.4} vs {:.4}\n{report}",
