@@ -402,7 +402,17 @@ fn bad_config_tracker_settings_are_placed() {
         6,
         &["cameras[0].tracker.match_iou = 1.5", "from 0 to 1"],
     );
-    expect_config_error("[city]\nfps = 10.0\n\n[tracker]\nmax_lost = 30\n", 5, &["max_lost"]);
+    // An unknown key is placed at the key, and the fix lists the settings there are.
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[tracker]\nmax_lost = 30\n",
+        5,
+        &["max_lost = 30 is not a tracker setting", "max_lost_s", "motion_gate"],
+    );
+    expect_config_error(
+        "[city]\nfps = 10.0\n\n[[cameras]]\nurl = \"rtsp://10.0.0.5/s\"\ntracker = { match_iuo = 0.2 }\n\n[models.detector]\npath = \"m.onnx\"\nclasses = [\"person\"]\n",
+        6,
+        &["match_iuo", "not a tracker setting", "match_iou"],
+    );
 }
 
 /// Starts `vigil run` on `toml` and returns its stderr, asserting it refused to start.
