@@ -1146,9 +1146,9 @@ mod tests {
     #[test]
     fn a_taller_newcomer_beside_a_hidden_person_does_not_take_their_track() {
         // A (44 × 130 px) stands still for 20 frames, then is hidden; in that frame B, a fifth
-        // taller, walks in 35 px to A's right (TUD-Stadtmitte's frames 70-77, simplified; their boxes still
-        // overlap past the IoU gate). C,
-        // seen all along, keeps the frames from being empty.
+        // taller, walks in 35 px to A's right (TUD-Stadtmitte's frames 70-77, simplified; their
+        // boxes still overlap past the IoU gate). C, seen all along, keeps the frames from being
+        // empty.
         let run = |config: TrackerConfig| {
             let mut tr = Tracker::new(config);
             let mut out = Vec::new();
