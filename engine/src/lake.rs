@@ -19,7 +19,8 @@
 //! so after a restart the visible files are exactly the committed ones. A writer that restarts
 //! skips rows before its `through` ([`WriterState::skip_before`]), and a replayable input is
 //! replayed from the smallest `through` of the run that was killed ([`resume_point`]): nothing
-//! committed is written twice and nothing is missing.
+//! committed is written twice and nothing is missing. A writer whose input had closed before the
+//! kill (every row committed) is held to skip the whole replay ([`hold_finished`]).
 //!
 //! This is a documented manifest rather than Delta Lake. `deltalake-core` 1.1 does build on our
 //! arrow 59 and DataFusion 55, but: its commits are async object-store operations, which would
@@ -65,11 +66,17 @@ pub struct WriterState {
 
 impl WriterState {
     /// The rows a restarted writer must skip: those before the `through` of a run that did not
-    /// end cleanly (none after a clean end: the next run is a new one).
+    /// end cleanly (none after a clean end: the next run is a new one; all of them when the
+    /// record says [`THROUGH_ALL`]).
     pub fn skip_before(&self) -> u64 {
         self.through.unwrap_or(0)
     }
 }
+
+/// The `through` of a writer that had committed every row when its run was killed (its input
+/// had closed while other writers were still at work): resumed, it skips every row of the
+/// replay. See [`hold_finished`].
+pub const THROUGH_ALL: u64 = u64::MAX;
 
 /// `date=YYYY-MM-DD/hour=HH` of the hour holding `t`.
 pub fn hour_dir(t: Millis) -> PathBuf {
@@ -242,13 +249,35 @@ pub fn resume_point(dirs: impl IntoIterator<Item = PathBuf>, epoch: u16) -> Resu
     for dir in dirs {
         for (_, s) in states(&dir)? {
             if s.epoch == epoch
-                && let Some(t) = s.through
+                && let Some(t) = s.through.filter(|&t| t != THROUGH_ALL)
             {
                 point = Some(point.map_or(t, |p| p.min(t)));
             }
         }
     }
     Ok(point)
+}
+
+/// Before a killed run of `epoch` is resumed: the records of its writers that had finished
+/// (input closed, every row committed: `through` is `None`) are rewritten to say
+/// [`THROUGH_ALL`]. Otherwise the resumed run would take them for writers of a run that ended
+/// cleanly, which skip nothing, and they would write the whole replay a second time. Their
+/// pending renames are kept for [`recover`]. Returns how many records were rewritten.
+pub fn hold_finished(dirs: impl IntoIterator<Item = PathBuf>, epoch: u16) -> Result<usize> {
+    let mut held = 0;
+    for dir in dirs {
+        for (writer, s) in states(&dir)? {
+            if s.epoch == epoch && s.through.is_none() {
+                let s = WriterState { through: Some(THROUGH_ALL), ..s };
+                write_atomic(
+                    &state_path(&dir, &writer),
+                    &serde_json::to_vec(&s).expect("a commit record serializes"),
+                )?;
+                held += 1;
+            }
+        }
+    }
+    Ok(held)
 }
 
 /// The stream directories under output root `root` that have a commit log: `root/<stream>`
@@ -512,6 +541,25 @@ mod tests {
         assert_eq!(read_state(d, "w0").unwrap(), Some(state));
         assert_eq!(resume_point([d.to_path_buf()], 3).unwrap(), Some(1_000));
         assert_eq!(resume_point([d.to_path_buf()], 4).unwrap(), None);
+    }
+
+    #[test]
+    fn a_writer_that_finished_in_a_killed_run_is_held_to_skip_the_whole_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let record = |epoch, through| WriterState { epoch, commit: 4, through, pending: Vec::new() };
+        // Run 3 was killed: w0 was at 1,000, w1 had committed everything; w2's record is from
+        // run 2, which ended cleanly (run 3 was killed before w2's first commit).
+        for (w, s) in [("w0", record(3, Some(1_000))), ("w1", record(3, None)), ("w2", record(2, None))] {
+            write_atomic(&state_path(d, w), &serde_json::to_vec(&s).unwrap()).unwrap();
+        }
+        assert_eq!(hold_finished([d.to_path_buf()], 3).unwrap(), 1);
+        let skip = |w| read_state(d, w).unwrap().unwrap().skip_before();
+        assert_eq!((skip("w0"), skip("w1"), skip("w2")), (1_000, THROUGH_ALL, 0));
+        // The held record is no resume point: the replay starts where w0 stopped.
+        assert_eq!(resume_point([d.to_path_buf()], 3).unwrap(), Some(1_000));
+        // Held once: a second call finds nothing to hold.
+        assert_eq!(hold_finished([d.to_path_buf()], 3).unwrap(), 0);
     }
 
     #[test]

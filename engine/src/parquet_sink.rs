@@ -217,13 +217,20 @@ impl PartitionWriter {
             Err(e) => (WriterState::default(), Some(e)),
         };
         let skip_before = state.skip_before();
-        let resumed = (skip_before > 0).then(|| Resumed::load(&config, skip_before));
+        let resumed = (skip_before > 0 && skip_before != lake::THROUGH_ALL)
+            .then(|| Resumed::load(&config, skip_before));
         let (resumed, error) = match resumed {
             Some(Ok(r)) => (Some(r), error),
             Some(Err(e)) => (None, error.or(Some(e))),
             None => (None, error),
         };
-        if skip_before > 0 {
+        if skip_before == lake::THROUGH_ALL {
+            tracing::info!(
+                "{}/{name}: the killed run committed every row of this writer (commit {}): the replay is skipped",
+                config.prefix,
+                state.commit
+            );
+        } else if skip_before > 0 {
             tracing::info!(
                 "{}/{name}: resuming after commit {} (rows before {} were committed)",
                 config.prefix,
@@ -292,7 +299,8 @@ impl PartitionWriter {
     /// committed already are dropped ([`Resumed`]).
     fn receive(&mut self, cap: &Capability<Time>, data: &[Batch]) {
         let time = *cap.time();
-        if self.failed {
+        // Every row was committed by the killed run ([`lake::THROUGH_ALL`]).
+        if self.failed || self.skip_before == lake::THROUGH_ALL {
             return;
         }
         let near = match &self.resumed {
@@ -722,6 +730,51 @@ pub fn partition_start(path: &Path, prefix: &str) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs a sink of epoch 4 over three rows (event times 1 to 3 s, logical time 0) with
+    /// writer `w0`'s record set to `through` by a run of epoch 3; returns the rows written.
+    fn rows_written_after(through: Option<Time>) -> usize {
+        use arrow::array::TimestampMillisecondArray;
+        use timely::dataflow::operators::ToStream;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let record = lake::WriterState { epoch: 3, commit: 1, through, pending: Vec::new() };
+        lake::write_atomic(&d.join(lake::LOG_DIR).join("w0.json"), &serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![crate::stream::field::<
+            crate::stream::Timestamp,
+        >(EVENT_TIME)]));
+        let times = TimestampMillisecondArray::from(vec![1_000, 2_000, 3_000]).with_timezone("UTC");
+        let rows = RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(times)]).unwrap();
+        let config = ParquetSinkConfig::new(&d, "ticks", 60_000, Epoch::new(4).unwrap());
+        timely::example(move |scope| {
+            vec![Batch::new(rows)].to_stream(scope).write_parquet(schema, config, 0, |e| panic!("{e}"));
+        });
+        let n = list_files(&d)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let f = File::open(p).unwrap();
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                    .unwrap()
+                    .metadata()
+                    .file_metadata()
+                    .num_rows() as usize
+            })
+            .sum();
+        // Either way the writer ends cleanly in its own run.
+        let state = lake::read_state(&d, "w0").unwrap().unwrap();
+        assert_eq!((state.epoch, state.through), (4, None));
+        n
+    }
+
+    #[test]
+    fn a_writer_that_finished_in_the_killed_run_skips_the_replay() {
+        // Held by the resume (lake::hold_finished): nothing again.
+        assert_eq!(rows_written_after(Some(lake::THROUGH_ALL)), 0);
+        // After a clean end the next run is a new one: everything.
+        assert_eq!(rows_written_after(None), 3);
+    }
 
     #[test]
     fn partition_names_carry_their_start() {

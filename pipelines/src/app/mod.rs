@@ -459,7 +459,7 @@ impl Resume {
             return Ok(None);
         }
         let dirs = vigil_engine::lake::stream_dirs(out)?;
-        let Some(from) = vigil_engine::lake::resume_point(dirs, last.epoch)? else { return Ok(None) };
+        let Some(from) = vigil_engine::lake::resume_point(dirs.clone(), last.epoch)? else { return Ok(None) };
         let from = from as Millis;
         if live {
             eprintln!(
@@ -474,6 +474,8 @@ impl Resume {
         // visit spanning the kill is one visit). A shorter replay (a minute before the cut) was
         // tried and lost the identity of tracks born before it.
         let feed_from = settings.start_ms;
+        // Writers that had committed everything before the kill skip the whole replay.
+        vigil_engine::lake::hold_finished(dirs, last.epoch)?;
         eprintln!(
             "the last run (epoch {}) was killed: resuming from {} (its last commit), replaying the simulation from {}",
             last.epoch,
