@@ -1113,29 +1113,42 @@ mod tests {
         // A clean detector leaves it at ByteTrack's.
         assert_eq!(learned_noise(0.01, 0.02).0, STD_POS);
     }
+    /// Runs `frames` frames `dt` seconds apart through a tracker with `config`, each frame's
+    /// boxes from `scene`; returns the ids of the tracked object the box `watched` picks out
+    /// before frame `switch` (A) and from it on (B).
+    fn ids_before_and_after(
+        config: TrackerConfig,
+        (frames, dt, switch): (u32, f64, u32),
+        scene: impl Fn(u32) -> Vec<Observation>,
+        watched: impl Fn(&[f32; 4]) -> bool,
+    ) -> (u64, u64) {
+        let mut tr = Tracker::new(config);
+        let mut out = Vec::new();
+        let (mut a, mut b) = (None, None);
+        for f in 0..frames {
+            tr.update(f64::from(f) * dt, &scene(f), &mut out);
+            for t in out.iter().filter(|t| t.state == TrackState::Tracked && watched(&t.bbox)) {
+                *(if f < switch { &mut a } else { &mut b }) = Some(t.id);
+            }
+        }
+        (a.expect("A tracked"), b.expect("B tracked"))
+    }
+
     #[test]
     fn a_newcomer_where_a_lost_track_left_gets_a_new_id() {
         // A walks slowly out at the right edge (x = 600) at frame 20; B walks in from there at
         // frame 34, the other way, while C (seen all along) keeps the frames from being empty.
-        let run = |config: TrackerConfig| {
-            let mut tr = Tracker::new(config);
-            let mut out = Vec::new();
-            let (mut a, mut b) = (None, None);
-            for f in 0..50 {
-                let mut dets = vec![obs(100.0, 300.0, 0.9)];
-                if f <= 20 {
-                    dets.push(obs(580.0 + f as f32, 100.0, 0.9));
-                }
-                if f >= 34 {
-                    dets.push(obs(600.0 - (f - 34) as f32, 100.0, 0.9));
-                }
-                tr.update(f as f64 * 0.1, &dets, &mut out);
-                for t in out.iter().filter(|t| t.state == TrackState::Tracked && t.bbox[1] < 200.0) {
-                    *(if f <= 20 { &mut a } else { &mut b }) = Some(t.id);
-                }
+        let scene = |f: u32| {
+            let mut dets = vec![obs(100.0, 300.0, 0.9)];
+            if f <= 20 {
+                dets.push(obs(580.0 + f as f32, 100.0, 0.9));
             }
-            (a.expect("A tracked"), b.expect("B tracked"))
+            if f >= 34 {
+                dets.push(obs(600.0 - (f - 34) as f32, 100.0, 0.9));
+            }
+            dets
         };
+        let run = |config| ids_before_and_after(config, (50, 0.1, 21), scene, |b| b[1] < 200.0);
         let (a, b) = run(TrackerConfig { max_lost_s: 3.0, strict_after: 10, ..TrackerConfig::default() });
         assert_ne!(a, b, "B took A's id");
         // Without the strict gate, A's lost track (predicted on, at the edge) takes B.
@@ -1149,35 +1162,12 @@ mod tests {
         // taller, walks in 35 px to A's right (TUD-Stadtmitte's frames 70-77, simplified; their
         // boxes still overlap past the IoU gate). C, seen all along, keeps the frames from being
         // empty.
-        let run = |config: TrackerConfig| {
-            let mut tr = Tracker::new(config);
-            let mut out = Vec::new();
-            let (mut a, mut b) = (None, None);
-            for f in 0..24 {
-                let mut dets =
-                    vec![Observation { bbox: [100.0, 300.0, 40.0, 120.0], score: 0.9, class: 0, tag: 0 }];
-                if f < 20 {
-                    dets.push(Observation {
-                        bbox: [565.0, 110.0, 44.0, 130.0],
-                        score: 0.9,
-                        class: 0,
-                        tag: 0,
-                    });
-                } else {
-                    dets.push(Observation {
-                        bbox: [600.0, 108.0, 43.0, 160.0],
-                        score: 0.9,
-                        class: 0,
-                        tag: 0,
-                    });
-                }
-                tr.update(f as f64 * 0.04, &dets, &mut out);
-                for t in out.iter().filter(|t| t.state == TrackState::Tracked && t.bbox[0] > 400.0) {
-                    *(if f < 20 { &mut a } else { &mut b }) = Some(t.id);
-                }
-            }
-            (a.expect("A tracked"), b.expect("B tracked"))
+        let scene = |f: u32| {
+            let person = |bbox| Observation { bbox, score: 0.9, class: 0, tag: 0 };
+            let ab = if f < 20 { [565.0, 110.0, 44.0, 130.0] } else { [600.0, 108.0, 43.0, 160.0] };
+            vec![person([100.0, 300.0, 40.0, 120.0]), person(ab)]
         };
+        let run = |config| ids_before_and_after(config, (24, 0.04, 20), scene, |b| b[0] > 400.0);
         let config = TrackerConfig { frame_interval_s: 0.04, ..TrackerConfig::default() };
         let (a, b) = run(config);
         assert_ne!(a, b, "B took A's track");
