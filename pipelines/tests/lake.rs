@@ -130,6 +130,49 @@ print("\n".join(bad) or "ok")
 }
 
 #[test]
+fn a_run_killed_after_its_last_commit_and_before_its_record_resumes_and_writes_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = city(d, "city", "2026-06-14T20:00:00Z", 2);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--config", config.to_str().unwrap(), "--fast", "--duration", "600", "--quiet"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    run();
+    let counts = r#"
+import duckdb
+for s in ["detections", "tracks", "zone_density", "rules/sure_people"]:
+    n, k = duckdb.sql(f"select count(*), count(distinct event_id) from read_parquet('city/{s}/**/*.parquet')").fetchall()[0]
+    print(s, n, k)
+"#;
+    let before = py(counts, d);
+    // The kill's moment: every writer has committed its last rows (its record says it
+    // finished), and `run.json` does not say the run ended yet.
+    let record = d.join("city/run.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains("\"finished\":true"), "{text}");
+    std::fs::write(&record, text.replace("\"finished\":true", "\"finished\":false")).unwrap();
+    let log = run();
+    assert!(log.contains("was killed: resuming from the end"), "{log}");
+    // Nothing written twice: the same rows, each id once.
+    assert_eq!(py(counts, d), before);
+    assert!(
+        before.lines().all(|l| {
+            let v: Vec<&str> = l.split(' ').collect();
+            v[1] == v[2] && v[1] != "0"
+        }),
+        "{before}"
+    );
+    assert!(std::fs::read_to_string(&record).unwrap().contains("\"finished\":true"));
+}
+
+#[test]
 fn readers_agree_per_partition_a_date_filter_reads_one_date_and_closed_hours_are_merged() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -459,27 +459,37 @@ impl Resume {
             return Ok(None);
         }
         let dirs = vigil_engine::lake::stream_dirs(out)?;
-        let Some(from) = vigil_engine::lake::resume_point(dirs.clone(), last.epoch)? else { return Ok(None) };
-        let from = from as Millis;
+        let point = vigil_engine::lake::resume_point(dirs.clone(), last.epoch)?;
         if live {
-            eprintln!(
-                "the last run (epoch {}) was killed; its lake is committed up to {}, and live cameras go on from now",
-                last.epoch,
-                vigil_engine::time::rfc3339(from)
-            );
+            if let Some(from) = point {
+                eprintln!(
+                    "the last run (epoch {}) was killed; its lake is committed up to {}, and live cameras go on from now",
+                    last.epoch,
+                    vigil_engine::time::rfc3339(from as Millis)
+                );
+            }
             return Ok(None);
         }
+        // Writers that had committed everything before the kill skip the whole replay.
+        let held = vigil_engine::lake::hold_finished(dirs, last.epoch)?;
+        let from = match point {
+            Some(from) => from as Millis,
+            // Killed in the moment after every writer had committed all and before `run.json`
+            // said so: the replay rebuilds the state and writes nothing.
+            None if held > 0 => Millis::MAX,
+            // Killed before any commit: nothing to resume.
+            None => return Ok(None),
+        };
         // The simulated input is replayed from the run's start, as fast as it goes: every
         // window, track and visit is then rebuilt exactly as it was (a track keeps its id, so a
         // visit spanning the kill is one visit). A shorter replay (a minute before the cut) was
         // tried and lost the identity of tracks born before it.
         let feed_from = settings.start_ms;
-        // Writers that had committed everything before the kill skip the whole replay.
-        vigil_engine::lake::hold_finished(dirs, last.epoch)?;
+        let point =
+            if from == Millis::MAX { "the end".to_owned() } else { vigil_engine::time::rfc3339(from) };
         eprintln!(
-            "the last run (epoch {}) was killed: resuming from {} (its last commit), replaying the simulation from {}",
+            "the last run (epoch {}) was killed: resuming from {point} (its last commit), replaying the simulation from {}",
             last.epoch,
-            vigil_engine::time::rfc3339(from),
             vigil_engine::time::rfc3339(feed_from)
         );
         Ok(Some(Self { from, feed_from, ids_epoch: Epoch::new(last.ids_epoch)? }))
