@@ -638,12 +638,14 @@ impl Tracker {
             cfg.motion_gate <= 0.0
                 || gate_distance(&tracks[ti], &dets[high[hi]].bbox, r_pos) <= cfg.motion_gate
         };
-        let weight = |ti: usize, hi: usize| if strict(ti, hi) && near(ti, hi) { recency[ti] } else { 0.0 };
+        // A track takes only a box of its own class: in the weights, so that a pair of two
+        // classes never takes the place of a pair of one.
+        let weight = |ti: usize, hi: usize| {
+            let same = tracks[ti].class == dets[high[hi]].class;
+            if same && strict(ti, hi) && near(ti, hi) { recency[ti] } else { 0.0 }
+        };
         for (ti, hi) in assign_weighted(&buffered, &high_boxes, cfg.match_iou, weight) {
             let d = &dets[self.high[hi]];
-            if d.class != self.tracks[ti].class {
-                continue;
-            }
             used[self.high[hi]] = true;
             let sample = correct(&mut self.tracks[ti], d, self.r_pos);
             self.learn(sample);
@@ -654,11 +656,10 @@ impl Tracker {
             .collect();
         let rest_boxes: Vec<[f32; 4]> = rest.iter().map(|&i| track_boxes[i]).collect();
         let low_boxes: Vec<[f32; 4]> = self.low.iter().map(|&i| dets[i].bbox).collect();
-        for (ri, li) in assign(&rest_boxes, &low_boxes, cfg.low_match_iou) {
+        let (tracks, low) = (&self.tracks, &self.low);
+        let same = |ri: usize, li: usize| f32::from(u8::from(tracks[rest[ri]].class == dets[low[li]].class));
+        for (ri, li) in assign_weighted(&rest_boxes, &low_boxes, cfg.low_match_iou, same) {
             let d = &dets[self.low[li]];
-            if d.class != self.tracks[rest[ri]].class {
-                continue;
-            }
             used[self.low[li]] = true;
             let sample = correct(&mut self.tracks[rest[ri]], d, self.r_pos);
             self.learn(sample);
@@ -1132,6 +1133,28 @@ mod tests {
             }
         }
         (a.expect("A tracked"), b.expect("B tracked"))
+    }
+
+    #[test]
+    fn a_box_goes_to_the_track_of_its_class_even_where_another_class_overlaps_it_more() {
+        // A parked car (class 1) and a person (class 0) beside it; the car's box is missed in
+        // the last frame, as the person steps towards it: the person's box now overlaps the
+        // car's track more than their own.
+        let at = |x: f32, class| Observation { bbox: [x, 100.0, 40.0, 100.0], score: 0.9, class, tag: 0 };
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut out = Vec::new();
+        for f in 0..10 {
+            tr.update(f64::from(f) * 0.1, &[at(100.0, 1), at(130.0, 0)], &mut out);
+        }
+        let person = out.iter().find(|t| t.class == 0).expect("the person tracked").id;
+        assert!(
+            iou(&[112.0, 100.0, 40.0, 100.0], &[100.0, 100.0, 40.0, 100.0])
+                > iou(&[112.0, 100.0, 40.0, 100.0], &[130.0, 100.0, 40.0, 100.0])
+        );
+        tr.update(1.0, &[at(112.0, 0)], &mut out);
+        let tracked: Vec<(u64, u32)> =
+            out.iter().filter(|t| t.state == TrackState::Tracked).map(|t| (t.id, t.class)).collect();
+        assert_eq!(tracked, [(person, 0)], "the person keeps their track; the car's is lost");
     }
 
     #[test]
