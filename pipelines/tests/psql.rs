@@ -202,6 +202,15 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     assert!(e.contains("not supported") && e.contains("tumble"), "{e}");
     let e = city.fails("CREATE RULE broken AS SELEC camera_id FROM detections");
     assert!(e.contains("syntax error") || e.contains("SELEC"), "{e}");
+    // An ad-hoc query's mistakes are placed as a rule's are, an unknown table with the tables
+    // there are.
+    let e = city.fails("SELECT camera_id FROM detection");
+    assert!(
+        e.contains("psql:1:23: table 'detection' not found") && e.contains("detections, erased_reads"),
+        "{e}"
+    );
+    let e = city.fails("SELECT camera_id FROM detections WHERE");
+    assert!(e.contains("psql:1:39: syntax error"), "{e}");
     let e = city.fails("CREATE RULE keep_me AS SELECT camera_id FROM detections");
     assert!(e.contains("already exists"), "{e}");
     let rules = city.ok("SHOW RULES");

@@ -1022,17 +1022,14 @@ async fn run_query(
     job: Job,
 ) -> Result<Outcome> {
     use futures::StreamExt;
+    let mut names: Vec<String> = tables.iter().map(|(name, ..)| name.clone()).collect();
+    names.sort();
+    // Placed and explained as a rule's errors are, with the tables this user may query.
     let df_err = |e: datafusion::error::DataFusionError| {
-        let text = e.to_string();
-        if text.contains("Resources exhausted") {
+        if e.to_string().contains("Resources exhausted") {
             over_memory(limits)
         } else {
-            SqlError::user(
-                None,
-                text,
-                "see the DataFusion SQL reference; SHOW RULES lists the rules you can query",
-            )
-            .kind(Kind::Invalid)
+            crate::rule::from_datafusion(e, sql, "psql", Some(crate::rule::Reads::Query(&names)))
         }
     };
     let source = Position { source: "psql".into(), line: 1, column: 1 };
@@ -1042,7 +1039,10 @@ async fn run_query(
         .with_memory_limit(limits.query_memory, 1.0)
         .build_arc()
         .map_err(|e| SqlError::Internal(e.to_string()))?;
-    let ctx = SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime);
+    let mut config = datafusion::prelude::SessionConfig::new();
+    // Spans let an unknown table or column be placed at its line and column.
+    config.options_mut().sql_parser.collect_spans = true;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     for f in udfs {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
@@ -1322,6 +1322,43 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+
+    /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
+    /// for an unknown table, which ones this user may query.
+    #[test]
+    fn an_ad_hoc_query_error_names_its_place_and_the_tables_there_are() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("camera_id", DataType::UInt32, false)]));
+        let refused = |sql: &str| {
+            let tables =
+                ["zones", "detections"].map(|t| (t.to_owned(), Arc::clone(&schema), vec![])).to_vec();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let stop = AtomicBool::new(false);
+            let r = rt.block_on(run_query(tables, vec![], sql, &Limits::default(), &stop, Job::Run(None)));
+            let e = r.err().expect("refused");
+            (e.sqlstate(), e.position().map(ToString::to_string), e.to_string())
+        };
+        let (state, at, e) = refused("SELECT *\nFROM nothere");
+        assert_eq!((state, at.as_deref()), ("42P01", Some("psql:2:6")), "{e}");
+        assert!(e.contains("table 'nothere' not found") && e.contains("detections, zones"), "{e}");
+        let (state, at, e) = refused("SELECT colour FROM detections");
+        assert_eq!((state, at.as_deref()), ("42703", Some("psql:1:8")), "{e}");
+        let (state, at, e) = refused("SELECT * FROM detections WHERE");
+        assert_eq!((state, at.as_deref()), ("42601", Some("psql:1:31")), "{e}");
+        assert!(e.contains("ends too early"), "{e}");
+        // A query that plans still runs.
+        let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![])];
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let stop = AtomicBool::new(false);
+        let ok = rt.block_on(run_query(
+            tables,
+            vec![],
+            "SELECT count(*) FROM detections",
+            &Limits::default(),
+            &stop,
+            Job::Run(None),
+        ));
+        assert!(matches!(ok, Ok(Outcome::Rows(..))));
+    }
 
     #[test]
     fn a_snapshot_and_the_live_changes_after_it_hold_every_change_exactly_once() {

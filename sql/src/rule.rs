@@ -565,12 +565,13 @@ fn compile_query(
     let planner = SqlToRel::new_with_options(&catalog, options_df);
     let plan = planner
         .statement_to_plan(st)
-        .map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
+        .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
     let config = ConfigOptions::default();
     let plan = Analyzer::new()
         .execute_and_check(plan, &config, |_, _| {})
-        .map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
-    let plan = decorrelate(plan).map_err(|e| from_datafusion(e, sql, source, Some((&start, &catalog))))?;
+        .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
+    let plan = decorrelate(plan)
+        .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
     let logical = plan.display_indent_schema().to_string();
     let node = lower(&plan, streams, options.emit).map_err(|u: Unsupported| {
         let pos = u.word.and_then(|w| locate_word(sql, w, &start)).unwrap_or(start.clone());
@@ -624,33 +625,47 @@ fn decorrelate(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusion
     Optimizer::with_rules(rules).optimize(plan, &OptimizerContext::new(), |_, _| {})
 }
 
-/// Turns a DataFusion error into a user error with a position.
-fn from_datafusion(
-    e: DataFusionError,
-    sql: &str,
-    source: &str,
-    ctx: Option<(&Position, &Catalog)>,
-) -> SqlError {
+/// What the SQL a DataFusion error came from reads.
+pub(crate) enum Reads<'a> {
+    /// A rule: where its SELECT starts, and the catalog its planner looked tables up in.
+    Rule(&'a Position, &'a Catalog),
+    /// An ad-hoc query: the names of the tables the user may query.
+    Query(&'a [String]),
+}
+
+/// Turns a DataFusion error into a user error with a position (`reads` is `None` while the
+/// SQL is only parsed).
+pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads: Option<Reads>) -> SqlError {
     let at = |line: u64, column: u64| Position {
         source: source.to_owned(),
         line: line.max(1),
         column: column.max(1),
     };
-    let kind = error_kind(&e, ctx.map(|(_, c)| c));
+    let missed_table = match &reads {
+        Some(Reads::Rule(_, catalog)) => catalog.missed_a_table(),
+        _ => false,
+    };
+    let kind = error_kind(&e, missed_table);
     if let Some(d) = e.diagnostic() {
         let position = d.span.map(|s| at(s.start.line, s.start.column));
         let mut fix: Vec<String> = d.helps.iter().map(|h| h.message.clone()).collect();
         fix.extend(d.notes.iter().map(|n| n.message.clone()));
         if fix.is_empty() {
-            match ctx {
-                Some((_, catalog)) if d.message.starts_with("table ") => {
-                    fix.push(format!("read one of the streams: {}", catalog.table_names().join(", ")))
-                }
-                _ => fix.push("check the names against the stream's columns".into()),
+            let names = match &reads {
+                Some(Reads::Rule(_, catalog)) => catalog.table_names().join(", "),
+                Some(Reads::Query(names)) => names.join(", "),
+                None => String::new(),
+            };
+            if d.message.starts_with("table ") && !names.is_empty() {
+                fix.push(format!("read one of the streams: {names}"));
+            } else {
+                fix.push("check the names against the stream's columns".into());
             }
         }
         if let Some(p) = position {
-            return SqlError::user(Some(p), d.message.clone(), fix.join("; ")).kind(kind);
+            // An ad-hoc query's tables are in DataFusion's default catalog and schema.
+            let message = d.message.replace("'datafusion.public.", "'");
+            return SqlError::user(Some(p), message, fix.join("; ")).kind(kind);
         }
     }
     let root = e.find_root();
@@ -682,13 +697,13 @@ fn from_datafusion(
         let message = text.trim_start_matches("SQL error: ").to_owned();
         return SqlError::user(
             Some(at(line, column)),
-            format!("syntax error: the rule ends too early ({message})"),
+            format!("syntax error: the statement ends too early ({message})"),
             "complete the statement",
         );
     }
     // Unknown tables and columns carry a diagnostic with a span (handled above); what is left
     // (mostly type errors) is placed at the statement.
-    if let Some((start, _)) = ctx {
+    if let Some(Reads::Rule(start, _)) = reads {
         return SqlError::user(
             Some(start.clone()),
             text,
@@ -696,12 +711,18 @@ fn from_datafusion(
         )
         .kind(if kind == Kind::Invalid { Kind::Datatype } else { kind });
     }
-    SqlError::user(None, text, "correct the SQL").kind(kind)
+    let fix = match kind {
+        Kind::Invalid => {
+            "correct the SQL (see the DataFusion SQL reference); type errors need matching types or a CAST"
+        }
+        _ => "correct the SQL",
+    };
+    SqlError::user(None, text, fix).kind(kind)
 }
 
-/// The kind of a DataFusion error, from its variant (and from the catalog, which knows when a
-/// table was missing).
-fn error_kind(e: &DataFusionError, catalog: Option<&Catalog>) -> Kind {
+/// The SQLSTATE class of a planning error; `missed_table`: the planner looked up a table that
+/// is not there.
+fn error_kind(e: &DataFusionError, missed_table: bool) -> Kind {
     use datafusion::common::SchemaError;
     match e.find_root() {
         DataFusionError::SQL(..) => Kind::Syntax,
@@ -709,7 +730,10 @@ fn error_kind(e: &DataFusionError, catalog: Option<&Catalog>) -> Kind {
             Kind::UndefinedColumn
         }
         DataFusionError::SchemaError(..) => Kind::Invalid,
-        _ if catalog.is_some_and(Catalog::missed_a_table) => Kind::UndefinedTable,
+        _ if missed_table => Kind::UndefinedTable,
+        DataFusionError::Plan(m) if m.starts_with("table '") && m.ends_with("' not found") => {
+            Kind::UndefinedTable
+        }
         // DataFusion has no variant for an unknown function; its planner names it this way.
         DataFusionError::Plan(m) if m.starts_with("Invalid function") => Kind::UndefinedFunction,
         _ => Kind::Invalid,
