@@ -34,7 +34,7 @@ pub struct TableWrites {
     /// Canonical form of a key value (`DELETE` finds rows by it).
     pub canonical_key: fn(&str) -> Option<String>,
     /// Rows from text columns (name, one value per row), at time `now` by user `user`: the
-    /// table's rows, or what is wrong with the first bad row (numbered from 1) and the fix.
+    /// table's rows, or what is wrong with the first bad row (numbered from 1), and the fix.
     pub check: CheckRows,
     /// Why `DELETE` is refused and the fix, when rows cannot be deleted (`None`: they can).
     pub delete: Option<(&'static str, &'static str)>,
@@ -48,7 +48,7 @@ pub type CheckRows = fn(
     columns: &TextColumns,
     now: crate::time::Millis,
     user: &str,
-) -> std::result::Result<arrow::array::RecordBatch, String>;
+) -> std::result::Result<arrow::array::RecordBatch, (String, String)>;
 
 /// A function from text to text that a stream's definition offers its readers; `None` is
 /// SQL's `NULL` (the text has no such form).

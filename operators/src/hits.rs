@@ -126,11 +126,12 @@ fn check_decisions(
     columns: &vigil_engine::catalog::TextColumns,
     now: Millis,
     user: &str,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, (String, String)> {
     const COLUMNS: [&str; 3] = ["hit_id", "decision", "reason"];
     if let Some((c, _)) = columns.iter().find(|(c, _)| !COLUMNS.contains(&c.as_str())) {
-        return Err(format!(
-            "hit_decisions takes no column {c:?} (the user and the time are the session's); fix: give hit_id, decision and reason"
+        return Err((
+            format!("hit_decisions takes no column {c:?} (the user and the time are the session's)"),
+            "give hit_id, decision and reason".into(),
         ));
     }
     let rows = columns.first().map_or(0, |(_, v)| v.len());
@@ -141,24 +142,22 @@ fn check_decisions(
         };
         let id = field("hit_id").to_ascii_lowercase();
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "row {}: {:?} is not a hit id; fix: copy the 16 hex digits of hits.hit_id",
-                i + 1,
-                field("hit_id")
+            return Err((
+                format!("row {}: {:?} is not a hit id", i + 1, field("hit_id")),
+                "copy the 16 hex digits of hits.hit_id".into(),
             ));
         }
         let decision = field("decision").to_ascii_lowercase();
         if decision != "confirm" && decision != "reject" {
-            return Err(format!(
-                "row {}: decision {:?}; fix: write 'confirm' or 'reject'",
-                i + 1,
-                field("decision")
+            return Err((
+                format!("row {}: decision {:?}", i + 1, field("decision")),
+                "write 'confirm' or 'reject'".into(),
             ));
         }
         if decision == "reject" && field("reason").is_empty() {
-            return Err(format!(
-                "row {}: a rejection without its reason; fix: say why the hit is wrong",
-                i + 1
+            return Err((
+                format!("row {}: a rejection without its reason", i + 1),
+                "say why the hit is wrong".into(),
             ));
         }
         b.push(&DecisionRow {
@@ -713,16 +712,24 @@ mod tests {
             (row.hit_id, row.decision, row.decided_by, row.decided_at),
             ("00ab00000000cdef", "confirm", "amina", 5)
         );
-        for (c, what) in [
-            (cols("xyz", "confirm", None), "not a hit id"),
-            (cols("00ab00000000cdef", "maybe", None), "write 'confirm' or 'reject'"),
-            (cols("00ab00000000cdef", "reject", Some(" ")), "without its reason"),
+        for (c, what, fix) in [
+            (cols("xyz", "confirm", None), "row 1: \"xyz\" is not a hit id", "copy the 16 hex digits"),
+            (
+                cols("00ab00000000cdef", "maybe", None),
+                "row 1: decision \"maybe\"",
+                "write 'confirm' or 'reject'",
+            ),
+            (
+                cols("00ab00000000cdef", "reject", Some(" ")),
+                "row 1: a rejection without its reason",
+                "say why",
+            ),
         ] {
-            let e = check_decisions(&c, 5, "amina").unwrap_err();
-            assert!(e.contains(what) && e.contains("fix:"), "{e}");
+            let (w, f) = check_decisions(&c, 5, "amina").unwrap_err();
+            assert!(w == what && f.starts_with(fix), "{w}; {f}");
         }
         let mut forged = cols("00ab00000000cdef", "confirm", None);
         forged.push(("decided_by".into(), vec![Some("omar".into())]));
-        assert!(check_decisions(&forged, 5, "amina").unwrap_err().contains("the session's"));
+        assert!(check_decisions(&forged, 5, "amina").unwrap_err().0.contains("the session's"));
     }
 }

@@ -273,12 +273,15 @@ fn check_insert(
     columns: &[(String, Vec<Option<String>>)],
     now: Millis,
     user: &str,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, (String, String)> {
     if let Some((unknown, _)) = columns.iter().find(|(c, _)| !CSV_COLUMNS.contains(&c.as_str())) {
-        return Err(format!("watchlist has no column {unknown:?}; fix: use {}", CSV_COLUMNS.join(", ")));
+        return Err((
+            format!("watchlist has no column {unknown:?}"),
+            format!("use {}", CSV_COLUMNS.join(", ")),
+        ));
     }
     if columns.iter().any(|(c, _)| c == "added_by") {
-        return Err("added_by is the user who inserts; fix: leave it out".into());
+        return Err(("added_by is the user who inserts".into(), "leave it out".into()));
     }
     let rows = columns.first().map_or(0, |(_, v)| v.len());
     let mut entries = Vec::with_capacity(rows);
@@ -287,7 +290,7 @@ fn check_insert(
             columns.iter().find(|(c, _)| c == name).and_then(|(_, v)| v[i].as_deref()).unwrap_or("")
         };
         let e = entry_from(field, now, user)
-            .map_err(|(what, fix)| format!("row {}: {what}; fix: {fix}", i + 1))?;
+            .map_err(|(what, fix)| (format!("row {}: {what}", i + 1), fix.to_string()))?;
         entries.push(e);
     }
     Ok(to_batch(&entries))

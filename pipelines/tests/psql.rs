@@ -417,19 +417,29 @@ fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
          ('777-B-7', 'stolen vehicle', 'DGSN-2026-00300', 'DGSN Rabat', '2026-09-01T00:00:00Z'), \
          ('6 | و | 88', 'warrant', 'TPI-Rabat 2026/12', 'TPI Rabat', '2026-08-01T00:00:00Z')");
     assert!(added.contains("INSERT 0 2"), "{added}");
-    // Refused whole, naming the row and the fix: no legal basis, no expiry, not a plate.
-    for (values, what) in [
-        ("('1-B-1', 'x', '', 'y', '2026-09-01T00:00:00Z')", "row 1: entry for 1-ب-1 without a legal basis"),
+    // Refused whole, naming the row, and the fix as the HINT: no legal basis, no expiry, not a
+    // plate.
+    for (values, what, fix) in [
+        (
+            "('1-B-1', 'x', '', 'y', '2026-09-01T00:00:00Z')",
+            "row 1: entry for 1-ب-1 without a legal basis",
+            "HINT:  give the warrant's or the report's reference",
+        ),
         (
             "('1-B-1', 'x', 'z', 'y', '2026-09-01T00:00:00Z'), ('2-B-2', 'x', 'z', 'y', NULL)",
             "row 2: entry for 2-ب-2 without a valid expiry",
+            "HINT:  give expires_at as RFC 3339",
         ),
-        ("('hello', 'x', 'z', 'y', '2026-09-01T00:00:00Z')", "row 1: not a Moroccan plate"),
+        (
+            "('hello', 'x', 'z', 'y', '2026-09-01T00:00:00Z')",
+            "row 1: not a Moroccan plate",
+            "HINT:  write the plate as serial-letter-region",
+        ),
     ] {
         let e = city.fails(&format!(
             "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES {values}"
         ));
-        assert!(e.contains(what) && e.contains("fix:"), "{values}: {e}");
+        assert!(e.contains(what) && e.contains(fix), "{values}: {e}");
     }
     // A bulk insert is audited as one record with its count and a digest of its plates.
     let bulk: Vec<String> = (1..=17)

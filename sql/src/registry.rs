@@ -583,7 +583,7 @@ impl Registry {
                         })?);
                     }
                 }
-                let rows = (w.check)(&columns, now, user).map_err(|e| bad(e.clone(), "see the message"))?;
+                let rows = (w.check)(&columns, now, user).map_err(|(what, fix)| bad(what, &fix))?;
                 let n = rows.num_rows();
                 self.send_table(info, rows, 1, user)?;
                 Ok(("INSERT", n))
