@@ -728,13 +728,15 @@ impl Config {
     pub fn parse(text: &str, file: &str, base_dir: PathBuf) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            ConfigError {
-                file: file.into(),
-                line,
-                column,
-                what: e.message().trim().to_owned(),
-                fix: "correct or remove this key; README.md (\"Configuration\") lists every key".into(),
-            }
+            let what = e.message().trim().to_owned();
+            // serde names a key that is not there as "missing field `name`".
+            let fix = match what.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                Some(key) => format!(
+                    "add `{key}` to this table; README.md (\"Configuration\") lists every key, and testdata/stadium-gate.toml is a whole file"
+                ),
+                None => "correct or remove this key; README.md (\"Configuration\") lists every key".into(),
+            };
+            ConfigError { file: file.into(), line, column, what, fix }
         })?;
         config.source = file.into();
         config.base_dir = base_dir;
@@ -1536,6 +1538,15 @@ mod tests {
         assert_eq!((e.line, e.column), (3, 1), "{e}");
         assert!(e.to_string().starts_with("city.toml:3:1: "), "{e}");
         assert!(e.what.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_to_be_added_not_removed() {
+        let e = parse("[tracker]\nmotion_gate = 16.0\n").unwrap_err();
+        assert!(e.what.contains("missing field `city`"), "{e}");
+        assert!(e.fix.starts_with("add `city`"), "{e}");
+        let e = parse("[city]\nfps = 10.0\ncolour = \"red\"\n").unwrap_err();
+        assert!(e.fix.starts_with("correct or remove this key"), "{e}");
     }
 
     #[test]
