@@ -218,6 +218,28 @@ pub fn records(log: &Path) -> Result<Vec<(Record, String)>> {
     Ok(text.lines().filter_map(|l| parse(l).ok()).collect())
 }
 
+/// The records of `log` whose action is `action`, in file order (no chain check), read line by
+/// line: a log of months is not held in memory to find a few records. A log not yet written
+/// has none.
+pub fn records_of(log: &Path, action: &str) -> Result<Vec<Record>> {
+    let file = match File::open(log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io("opening", log, e)),
+    };
+    let key = format!("\"action\":{}", serde_json::to_string(action).expect("a string serializes"));
+    let mut found = Vec::new();
+    for l in BufReader::new(file).lines() {
+        let l = l.map_err(|e| EngineError::io("reading", log, e))?;
+        if let Some((r, _)) = l.contains(&key).then(|| parse(&l).ok()).flatten()
+            && r.action == action
+        {
+            found.push(r);
+        }
+    }
+    Ok(found)
+}
+
 impl AuditLog {
     /// Opens (or creates) the log at `path`, with its key beside it. A partial last line (the
     /// process was killed mid-write) is cut off and the cut recorded. A log that does not verify
@@ -368,6 +390,22 @@ mod tests {
         assert!(!text.contains("12345"), "{text}");
         assert!(text.contains(&log.digest("12345-ب-0")));
         assert_ne!(log.digest("12345-ب-0"), sha256_hex("12345-ب-0".as_bytes())[..32]);
+    }
+
+    #[test]
+    fn the_records_of_one_action_are_found_in_order_and_a_missing_log_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(records_of(&dir.path().join("none.log"), "export").unwrap().is_empty());
+        let path = write_log(dir.path(), 3);
+        let log = AuditLog::open(&path).unwrap();
+        log.append("sara", "export", "plate_reads", &[("pseudonymized", "false")]).unwrap();
+        // A detail that names the action is not the action.
+        log.append("omar", "rule.create", "r", &[("note", "\"action\":\"export\"")]).unwrap();
+        log.append("sara", "export", "tracks", &[("pseudonymized", "true")]).unwrap();
+        let found = records_of(&path, "export").unwrap();
+        let seen: Vec<(u64, &str)> = found.iter().map(|r| (r.seq, r.object.as_str())).collect();
+        assert_eq!(seen, [(4, "plate_reads"), (6, "tracks")]);
+        assert_eq!(found[0].detail["pseudonymized"], "false");
     }
 
     #[test]

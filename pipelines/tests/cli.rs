@@ -526,18 +526,39 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
         "{said}"
     );
     assert_eq!(count("12345-ب-6"), before, "a refused request erased rows");
+    // The admin hands plate reads to someone as they are, and tracks pseudonymized.
+    for (stream, dir, pseudonymize) in
+        [("plate_reads", "export-reads", false), ("tracks", "export-tracks", true)]
+    {
+        let mut cmd = vigil();
+        cmd.current_dir(tmp.path()).args(["export", "--stream", stream, "--out", dir, "--lake", "out"]);
+        cmd.args(["--from", "2026-06-14T20:00:00Z", "--to", "2026-06-14T21:00:00Z", "--purpose", "a study"]);
+        if pseudonymize {
+            cmd.arg("--pseudonymize");
+        }
+        let done = admin(&mut cmd);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    }
     let shown = admin(vigil().args(["plate", "show", "12345-B-6", "--out"]).arg(&out));
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success() && text.contains("parquet plate_reads"), "{text}");
-    let reads: i64 = text
-        .lines()
-        .find(|l| l.starts_with("reads") && l.contains("parquet plate_reads"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let n_of = |text: &str, what: &str, place: &str| -> i64 {
+        let line = text.lines().find(|l| l.starts_with(what) && l.contains(place));
+        line.and_then(|l| l.split("  ").filter(|f| !f.trim().is_empty()).nth(2))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let reads = n_of(&text, "reads", "parquet plate_reads");
     assert!(reads >= 5, "{text}");
+    // The plain export holds every read the lake held; the pseudonymized one only tokens.
+    let export = format!("export {}", tmp.path().join("export-reads").canonicalize().unwrap().display());
+    assert_eq!(n_of(&text, "exports", &export), reads, "{text}");
+    assert!(text.contains("tell its recipients") && text.contains("1 pseudonymized: tokens only"), "{text}");
     let erased = admin(vigil().args(["plate", "erase", "12345 | ب | 6", "--out"]).arg(&out));
     assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    // An export is outside the lake: the erasure leaves it, and says whom to tell.
+    let said = String::from_utf8_lossy(&erased.stdout);
+    assert_eq!(n_of(&said, "exports", &export), reads, "{said}");
     // No hit was confirmed: nothing of the plate is left (but its watchlist entry), and nothing
     // of another plate went.
     assert_eq!(count("12345-ب-6"), 0, "{}", String::from_utf8_lossy(&erased.stdout));

@@ -216,12 +216,83 @@ impl PlateRequest {
             n,
             "by hit_id: SELECT * FROM hits WHERE hit_id = …".into(),
         ));
-        rows.push(row(
-            "exports",
-            "audit log",
-            0,
-            "no export has included it (vigil has no export yet)".into(),
-        ));
+        rows.extend(self.exports(out)?);
+        Ok(rows)
+    }
+
+    /// Rows about the plate in any stream: its reads, its hits, and its hits' alerts.
+    fn mentions(&self, b: &RecordBatch) -> Option<BooleanArray> {
+        if let Some(m) = self.hits_about(b).or_else(|| self.reads_of(b)) {
+            return Some(m);
+        }
+        let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
+        let of_a_hit = |m: &str| self.hits.iter().any(|h| m.contains(&format!("hit {h};")));
+        Some(
+            (0..b.num_rows())
+                .map(|i| Some(kind.value(i) == "watchlist" && of_a_hit(message.value(i))))
+                .collect(),
+        )
+    }
+
+    /// The exports the audit log records that hold the plate, one row each: an export that was
+    /// not pseudonymized is opened where it was written and its rows about the plate counted.
+    /// Exports live outside the lake (they were handed to a data team), so an erasure does not
+    /// reach them: these rows say whom to tell. A pseudonymized export holds tokens under a
+    /// key that was not kept, so no one can find the plate in it; one row counts those.
+    fn exports(&self, out: Option<&Path>) -> Result<Vec<[String; 4]>, String> {
+        let Some(out) = out else { return Ok(Vec::new()) };
+        let records =
+            vigil_engine::audit::records_of(&super::audit_path(out), "export").map_err(|e| e.to_string())?;
+        let mentions = |b: &RecordBatch| self.mentions(b);
+        // A stream without a plate or an alert's text cannot hold the plate, exported or not.
+        let catalog = crate::derive::city_catalog().map_err(|e| e.to_string())?;
+        let may_hold = |stream: &str| {
+            catalog.get(stream).is_none_or(|i| {
+                ["plate", "plate_raw", "listed_plate", "message"]
+                    .iter()
+                    .any(|c| i.schema.field_with_name(c).is_ok())
+            })
+        };
+        let mut rows = Vec::new();
+        let mut tokens = 0;
+        for r in &records {
+            let detail = |k: &str| r.detail.get(k).map_or("?", String::as_str);
+            if detail("pseudonymized") == "true" {
+                tokens += 1;
+                continue;
+            }
+            if !may_hold(&r.object) {
+                continue;
+            }
+            let dir = Path::new(detail("out"));
+            let place =
+                format!("export {} by {}, {} to {}", dir.display(), r.actor, detail("from"), detail("to"));
+            let purpose = detail("purpose");
+            let found = match dir.is_dir() {
+                true => select(dir, &mentions).map_err(|e| e.to_string()),
+                false => Err("no longer there".to_owned()),
+            };
+            match found.map(|f| f.iter().map(RecordBatch::num_rows).sum::<usize>()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    let said =
+                        format!("not pseudonymized, for: {purpose}; outside the lake: tell its recipients");
+                    rows.push(row("exports", &place, n, said));
+                }
+                Err(e) => {
+                    let said = format!(
+                        "not pseudonymized, for: {purpose}; cannot be checked ({e}): ask its recipients"
+                    );
+                    rows.push(row("exports", &place, 0, said));
+                }
+            }
+        }
+        if rows.is_empty() {
+            let said = format!("none identifiable holds it ({tokens} pseudonymized: tokens only)");
+            rows.push(row("exports", "audit log", 0, said));
+        } else if tokens > 0 {
+            rows.push(row("exports", "audit log", 0, format!("{tokens} pseudonymized: tokens only")));
+        }
         Ok(rows)
     }
 
@@ -267,6 +338,7 @@ impl PlateRequest {
             self.evidence.len(),
             format!("reads that are evidence for {} confirmed hits", self.confirmed.len()),
         ));
+        rows.extend(self.exports(out)?);
         events.sort_unstable();
         events.dedup();
         Ok((rows, events))

@@ -617,7 +617,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     ("to", &to),
                     ("rows", &rows),
                     ("pseudonymized", &pseudo),
-                    ("out", &out.display().to_string()),
+                    // Absolute, so that `plate show` finds it from anywhere.
+                    ("out", &std::fs::canonicalize(&out).unwrap_or(out.clone()).display().to_string()),
                 ],
             );
             println!(
