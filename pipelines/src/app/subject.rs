@@ -226,7 +226,8 @@ impl PlateRequest {
             return Some(m);
         }
         let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
-        let of_a_hit = |m: &str| self.hits.iter().any(|h| m.contains(&format!("hit {h};")));
+        let needles: Vec<String> = self.hits.iter().map(|h| format!("hit {h};")).collect();
+        let of_a_hit = |m: &str| needles.iter().any(|n| m.contains(n.as_str()));
         Some(
             (0..b.num_rows())
                 .map(|i| Some(kind.value(i) == "watchlist" && of_a_hit(message.value(i))))
