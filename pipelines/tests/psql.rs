@@ -167,6 +167,22 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     }
     assert!(windows.len() >= 2, "rows of successive windows arrive as they close: {windows:?}");
 
+    // The analysts' own rule, plate reads against the watchlist, is admitted on the plate
+    // reads' rate (it was refused once as 3.9 M rows, on the detections' rate) and finds the
+    // listed plate, which passes every 5 s.
+    city.ok("CREATE RULE listed_reads AS SELECT p.camera_id, p.plate, w.legal_basis \
+         FROM plate_reads p JOIN watchlist w ON p.plate = w.plate");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out = city.ok("SELECT plate, legal_basis FROM listed_reads LIMIT 1");
+        if out.contains("12345-ب-6|") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(listed.contains("12345-ب-6|stolen-vehicle report DGSN-2026-00118"), "{listed}");
+    city.ok("DROP RULE listed_reads");
+
     // A rule created with backfill starts from the retained events: its first window is the
     // city's first (20:00:00 to 20:00:02), though it was created seconds later.
     city.ok("CREATE RULE early WITH (backfill = '10 minutes') AS \

@@ -241,7 +241,7 @@ pub fn check(e: &Estimate, others: f64, budget: &Budget) -> Result<(), (String, 
                 "the rule would hold about {:.0} rows (at most {:.0} per rule)",
                 e.rows, budget.rule_rows
             ),
-            "shorten the time bound or the window, or filter the inputs first".into(),
+            "shorten the time bound or the window, or the rule's retention (what a join with a table or DISTINCT keeps: WITH (retention = '1 minute')), or filter the inputs first".into(),
         ));
     }
     if e.rows + others > budget.total_rows {

@@ -327,7 +327,10 @@ impl Rates for RetainedRates<'_> {
         if rows == 0 || hi - lo < 1_000 {
             return self.nominal;
         }
-        (rows as f64 / ((hi - lo) as f64 / 1000.0)).max(self.nominal)
+        // The stream's own rate once a second of it is seen: the nominal is the detections'
+        // (every camera's objects), a hundred times the plate reads' in a city, and taking it
+        // as a floor refused the plain watchlist join over plate reads.
+        rows as f64 / ((hi - lo) as f64 / 1000.0)
     }
 
     fn distinct(&self, stream: &vigil_engine::stream::StreamInfo, columns: &[String]) -> Option<f64> {
