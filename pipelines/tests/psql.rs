@@ -65,6 +65,18 @@ impl City {
         rows(&String::from_utf8_lossy(&out.stdout))
     }
 
+    /// `sql`'s output once `done` holds of it, or its last output after `secs` seconds.
+    fn ok_until(&self, sql: &str, secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = self.ok(sql);
+            if done(&out) || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// The first non-empty answer `user` gets to `sql` within 40 s.
     fn wait_rows_as(&self, user: &str, password: &str, sql: &str) -> Vec<Vec<String>> {
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -172,14 +184,9 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     // listed plate, which passes every 5 s.
     city.ok("CREATE RULE listed_reads AS SELECT p.camera_id, p.plate, w.legal_basis \
          FROM plate_reads p JOIN watchlist w ON p.plate = w.plate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let listed = loop {
-        let out = city.ok("SELECT plate, legal_basis FROM listed_reads LIMIT 1");
-        if out.contains("12345-ب-6|") || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let listed = city.ok_until("SELECT plate, legal_basis FROM listed_reads LIMIT 1", 30, |out| {
+        out.contains("12345-ب-6|")
+    });
     assert!(listed.contains("12345-ب-6|stolen-vehicle report DGSN-2026-00118"), "{listed}");
     city.ok("DROP RULE listed_reads");
 
@@ -187,16 +194,9 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     // city's first (20:00:00 to 20:00:02), though it was created seconds later.
     city.ok("CREATE RULE early WITH (backfill = '10 minutes') AS \
          SELECT window_end, count(*) AS n FROM detections GROUP BY tumble(event_time, INTERVAL '2 seconds')");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        let out = city.ok("SELECT min(window_end) FROM early");
-        let v = out.lines().nth(1).unwrap_or_default().trim().to_owned();
-        if !v.is_empty() || Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(first, "2026-06-14T20:00:02Z", "backfilled from the start of the city");
+    let first_of = |out: &str| out.lines().nth(1).unwrap_or_default().trim().to_owned();
+    let first = city.ok_until("SELECT min(window_end) FROM early", 30, |out| !first_of(out).is_empty());
+    assert_eq!(first_of(&first), "2026-06-14T20:00:02Z", "backfilled from the start of the city");
     city.ok("DROP RULE early");
 
     let plan = city.ok("EXPLAIN RULE busy_cameras");
@@ -471,14 +471,10 @@ fn an_analyst_adds_and_removes_watchlist_entries_and_bad_ones_are_refused() {
     let e = city.fails("INSERT INTO zones (name) VALUES ('z')");
     assert!(e.contains("zones cannot be changed from SQL"), "{e}");
     // The entries are in the table (after the next tick), added by the analyst, canonical.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listed = loop {
-        let l = city.ok("SELECT plate, added_by, legal_basis FROM watchlist ORDER BY plate");
-        if l.contains("777-ب-7") || Instant::now() > deadline {
-            break l;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let listed =
+        city.ok_until("SELECT plate, added_by, legal_basis FROM watchlist ORDER BY plate", 10, |l| {
+            l.contains("777-ب-7")
+        });
     assert!(listed.contains("777-ب-7|vigil|DGSN-2026-00300"), "{listed}");
     assert!(listed.contains("6-و-88|vigil|TPI-Rabat 2026/12"), "{listed}");
     // Nothing inserted by the refused statements.
