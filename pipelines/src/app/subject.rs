@@ -161,18 +161,7 @@ impl PlateRequest {
             let evidence = |i: usize| events.is_some_and(|e| self.evidence.contains(&e.value(i)));
             return Some((0..b.num_rows()).map(|i| Some(reads.value(i) && !evidence(i))).collect());
         }
-        let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
-        let unconfirmed: Vec<&String> = self.hits.iter().filter(|h| !self.confirmed.contains(*h)).collect();
-        Some(
-            (0..b.num_rows())
-                .map(|i| {
-                    Some(
-                        kind.value(i) == "watchlist"
-                            && unconfirmed.iter().any(|h| message.value(i).contains(&format!("hit {h};"))),
-                    )
-                })
-                .collect(),
-        )
+        alerts_of(b, self.hits.iter().filter(|h| !self.confirmed.contains(*h)))
     }
 
     /// What is held about the plate: rows of (what, where, rows, detail).
@@ -225,14 +214,7 @@ impl PlateRequest {
         if let Some(m) = self.hits_about(b).or_else(|| self.reads_of(b)) {
             return Some(m);
         }
-        let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
-        let needles: Vec<String> = self.hits.iter().map(|h| format!("hit {h};")).collect();
-        let of_a_hit = |m: &str| needles.iter().any(|n| m.contains(n.as_str()));
-        Some(
-            (0..b.num_rows())
-                .map(|i| Some(kind.value(i) == "watchlist" && of_a_hit(message.value(i))))
-                .collect(),
-        )
+        alerts_of(b, self.hits.iter())
     }
 
     /// The exports the audit log records that hold the plate, one row each: an export that was
@@ -270,10 +252,10 @@ impl PlateRequest {
                 format!("export {} by {}, {} to {}", dir.display(), r.actor, detail("from"), detail("to"));
             let purpose = detail("purpose");
             let found = match dir.is_dir() {
-                true => select(dir, &mentions).map_err(|e| e.to_string()),
+                true => count_in(dir, &mentions),
                 false => Err("no longer there".to_owned()),
             };
-            match found.map(|f| f.iter().map(RecordBatch::num_rows).sum::<usize>()) {
+            match found {
                 Ok(0) => {}
                 Ok(n) => {
                     let said =
@@ -344,6 +326,37 @@ impl PlateRequest {
         events.dedup();
         Ok((rows, events))
     }
+}
+
+/// The watchlist alerts of a batch (its `kind` and `message` columns) that name one of `hits`.
+fn alerts_of<'h>(b: &RecordBatch, hits: impl Iterator<Item = &'h String>) -> Option<BooleanArray> {
+    let (kind, message) = (strings(b, "kind")?, strings(b, "message")?);
+    let needles: Vec<String> = hits.map(|h| format!("hit {h};")).collect();
+    let named = |m: &str| needles.iter().any(|n| m.contains(n.as_str()));
+    Some((0..b.num_rows()).map(|i| Some(kind.value(i) == "watchlist" && named(message.value(i)))).collect())
+}
+
+/// How many rows of the Parquet files under `dir` `selected` picks, read a batch at a time and
+/// only the columns a plate request looks at: an export may be large, and a request runs on the
+/// engine's tick (unlike [`select`], which holds whole files for the lake's own).
+fn count_in(dir: &Path, selected: Selector<'_>) -> Result<usize, String> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    const COLUMNS: [&str; 6] = ["plate", "plate_raw", "listed_plate", "hit_id", "kind", "message"];
+    let mut n = 0;
+    for path in vigil_engine::lake::list_files(dir).map_err(|e| e.to_string())? {
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let file = std::fs::File::open(&path).map_err(|e| at(&e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| at(&e))?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), COLUMNS);
+        for b in builder.with_projection(mask).with_batch_size(8_192).build().map_err(|e| at(&e))? {
+            match selected(&b.map_err(|e| at(&e))?) {
+                Some(m) => n += m.true_count(),
+                None => break,
+            }
+        }
+    }
+    Ok(n)
 }
 
 fn row(what: &str, place: &str, n: usize, detail: String) -> [String; 4] {
