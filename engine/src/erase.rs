@@ -5,7 +5,8 @@
 //! rewrites each file that holds such rows without them (written under a hidden name, synced,
 //! then renamed over the original, so a reader never sees half a file and a crash leaves the
 //! old file or the new one), and deletes a file left empty. [`select`] reads the rows a filter
-//! keeps, for listing what is held. Memory has its counterpart in
+//! keeps and [`count`] counts them, for listing what is held; a file whose columns the filter
+//! does not look at is skipped from its footer. Memory has its counterpart in
 //! [`Retained::erase`](crate::share::Retained::erase).
 
 use std::fs::File;
@@ -31,21 +32,31 @@ fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> EngineE
 /// columns the request looks at.
 pub type Selector<'a> = &'a dyn Fn(&RecordBatch) -> Option<BooleanArray>;
 
-fn read(path: &Path) -> Result<Vec<RecordBatch>> {
+/// The batches of the file at `path`, or `None` when `selected` looks at none of its columns:
+/// the selector is asked about an empty batch of the file's schema, read from the footer, so a
+/// stream that cannot hold what a request looks for (a city's detections, say, for a plate) is
+/// never decoded. Batches are read one at a time.
+fn batches<'p>(
+    path: &'p Path,
+    selected: Selector<'_>,
+) -> Result<Option<impl Iterator<Item = Result<RecordBatch>> + use<'p>>> {
+    let err = |e: parquet::errors::ParquetError| EngineError::io("reading", path, std::io::Error::other(e));
     let file = File::open(path).map_err(|e| EngineError::io("opening", path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| EngineError::io("reading", path, std::io::Error::other(e)))?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::io("reading", path, std::io::Error::other(e)))
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(err)?;
+    if selected(&RecordBatch::new_empty(builder.schema().clone())).is_none() {
+        return Ok(None);
+    }
+    let reader = builder.with_batch_size(8_192).build().map_err(err)?;
+    Ok(Some(reader.map(move |b| b.map_err(|e| EngineError::io("reading", path, std::io::Error::other(e))))))
 }
 
 /// The rows `selected` picks in the Parquet files directly under `dir`.
 pub fn select(dir: &Path, selected: Selector<'_>) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for path in list_files(dir)? {
-        for b in read(&path)? {
+        let Some(file) = batches(&path, selected)? else { continue };
+        for b in file {
+            let b = b?;
             let Some(mask) = selected(&b) else { break };
             let rows = filter_record_batch(&b, &mask).map_err(arrow_err("selecting rows"))?;
             if rows.num_rows() > 0 {
@@ -54,6 +65,25 @@ pub fn select(dir: &Path, selected: Selector<'_>) -> Result<Vec<RecordBatch>> {
         }
     }
     Ok(out)
+}
+
+/// How many rows `selected` picks in the Parquet files directly under `dir`, a batch at a time.
+pub fn count(dir: &Path, selected: Selector<'_>) -> Result<usize> {
+    let mut n = 0;
+    for path in list_files(dir)? {
+        n += count_file(&path, selected)?;
+    }
+    Ok(n)
+}
+
+fn count_file(path: &Path, selected: Selector<'_>) -> Result<usize> {
+    let mut n = 0;
+    let Some(file) = batches(path, selected)? else { return Ok(0) };
+    for b in file {
+        let Some(mask) = selected(&b?) else { break };
+        n += mask.true_count();
+    }
+    Ok(n)
 }
 
 /// The rows a selection leaves (a null counts as not selected).
@@ -79,33 +109,38 @@ pub fn erase(dir: &Path, selected: Selector<'_>) -> Result<Erased> {
     // No compaction reads a file while it is rewritten (it would put the rows back).
     let _lock = if dir.is_dir() { Some(crate::lake::lock(dir)?) } else { None };
     for path in list_files(dir)? {
-        let batches = read(&path)?;
-        let mut kept = Vec::with_capacity(batches.len());
-        let mut removed = 0;
-        for b in &batches {
-            let Some(mask) = selected(b) else { break };
-            let keep =
-                filter_record_batch(b, &crate::erase::unselected(&mask)).map_err(arrow_err("erasing rows"));
-            let rows = keep?;
-            removed += b.num_rows() - rows.num_rows();
-            kept.push(rows);
-        }
+        // A first pass counts, so only a file that holds selected rows is rewritten; both
+        // passes hold one batch at a time.
+        let removed = count_file(&path, selected)?;
         if removed == 0 {
             continue;
         }
         done.rows += removed;
-        if kept.iter().all(|b| b.num_rows() == 0) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = path.with_file_name(format!(".{name}.erasing"));
+        let mut writer: Option<ArrowWriter<File>> = None;
+        for b in batches(&path, selected)?.into_iter().flatten() {
+            let b = b?;
+            let mask = selected(&b).unwrap_or_else(|| BooleanArray::from(vec![false; b.num_rows()]));
+            let keep = filter_record_batch(&b, &unselected(&mask)).map_err(arrow_err("erasing rows"))?;
+            if keep.num_rows() == 0 {
+                continue;
+            }
+            let w = match &mut writer {
+                Some(w) => w,
+                None => {
+                    let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
+                    writer
+                        .insert(ArrowWriter::try_new(file, keep.schema(), None).map_err(parquet_err(&path))?)
+                }
+            };
+            w.write(&keep).map_err(parquet_err(&path))?;
+        }
+        let Some(w) = writer else {
             std::fs::remove_file(&path).map_err(|e| EngineError::io("removing", &path, e))?;
             done.deleted += 1;
             continue;
-        }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = path.with_file_name(format!(".{name}.erasing"));
-        let file = File::create(&tmp).map_err(|e| EngineError::io("creating", &tmp, e))?;
-        let mut w = ArrowWriter::try_new(file, kept[0].schema(), None).map_err(parquet_err(&path))?;
-        for b in kept.iter().filter(|b| b.num_rows() > 0) {
-            w.write(b).map_err(parquet_err(&path))?;
-        }
+        };
         let file = w.into_inner().map_err(parquet_err(&path))?;
         file.sync_all().map_err(|e| EngineError::io("syncing", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| EngineError::io("renaming", &tmp, e))?;
@@ -152,10 +187,11 @@ mod tests {
         assert_eq!(select(dir.path(), &is_x).unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), 3);
         let done = erase(dir.path(), &is_x).unwrap();
         assert_eq!(done, Erased { rewritten: 1, deleted: 1, rows: 3 });
-        let left: Vec<String> = list_files(dir.path())
+        let all = |b: &RecordBatch| Some(BooleanArray::from(vec![true; b.num_rows()]));
+        assert_eq!(count(dir.path(), &is_x).unwrap(), 0);
+        let left: Vec<String> = select(dir.path(), &all)
             .unwrap()
             .iter()
-            .flat_map(|p| read(p).unwrap())
             .flat_map(|b| {
                 let c = b.column(0).as_any().downcast_ref::<StringArray>().unwrap().clone();
                 c.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
@@ -168,5 +204,30 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.iter().filter(|n| *n != crate::lake::LOG_DIR).count(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_file_without_the_columns_a_request_looks_at_is_never_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("a.parquet"), &["x", "y"]);
+        // A selector on a column the file does not have: asked only about the schema.
+        let seen = std::cell::Cell::new(0);
+        let on_other = |b: &RecordBatch| {
+            seen.set(seen.get() + b.num_rows());
+            let c = b.column_by_name("listed_plate")?.as_any().downcast_ref::<StringArray>()?;
+            Some(c.iter().map(|v| Some(v == Some("x"))).collect::<BooleanArray>())
+        };
+        assert!(select(dir.path(), &on_other).unwrap().is_empty());
+        assert_eq!(count(dir.path(), &on_other).unwrap(), 0);
+        assert_eq!(erase(dir.path(), &on_other).unwrap(), Erased::default());
+        assert_eq!(seen.get(), 0, "no row of the file was read");
+        // The same file is read for a selector on its own column.
+        let on_plate = |b: &RecordBatch| {
+            seen.set(seen.get() + b.num_rows());
+            let c = b.column_by_name("plate")?.as_any().downcast_ref::<StringArray>()?;
+            Some(c.iter().map(|v| Some(v == Some("x"))).collect::<BooleanArray>())
+        };
+        assert_eq!(count(dir.path(), &on_plate).unwrap(), 1);
+        assert_eq!(seen.get(), 2);
     }
 }

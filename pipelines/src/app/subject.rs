@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, StringArray, UInt64Array};
-use vigil_engine::erase::{Selector, erase, select};
+use vigil_engine::erase::{count, erase, select};
 use vigil_engine::share::Retained;
 use vigil_engine::stream::StreamDef;
 use vigil_engine::time::Millis;
@@ -168,11 +168,8 @@ impl PlateRequest {
     pub fn show(&self, retained: &Mutex<Retained>, out: Option<&Path>) -> Result<Vec<[String; 4]>, String> {
         let mut rows = Vec::new();
         let reads = |b: &RecordBatch| self.reads_of(b);
-        let count = |bs: &[RecordBatch], f: Selector<'_>| -> usize {
-            bs.iter().filter_map(f).map(|m| m.true_count()).sum()
-        };
         let memory = retained.lock().expect("retained").batches(PlateReads::NAME);
-        let n = count(&memory, &reads);
+        let n: usize = memory.iter().filter_map(reads).map(|m| m.true_count()).sum();
         let kept = memory
             .iter()
             .filter_map(|b| Some((reads(b)?, ids(b)?.clone())))
@@ -180,8 +177,7 @@ impl PlateRequest {
             .sum::<usize>();
         rows.push(row("reads", "memory", n, format!("{kept} are evidence for confirmed hits")));
         for (place, dir) in files(out) {
-            let n: usize =
-                select(&dir, &reads).map_err(|e| e.to_string())?.iter().map(|b| b.num_rows()).sum();
+            let n = count(&dir, &reads).map_err(|e| e.to_string())?;
             if n > 0 || place == "parquet plate_reads" {
                 rows.push(row("reads", &place, n, String::new()));
             }
@@ -252,7 +248,7 @@ impl PlateRequest {
                 format!("export {} by {}, {} to {}", dir.display(), r.actor, detail("from"), detail("to"));
             let purpose = detail("purpose");
             let found = match dir.is_dir() {
-                true => count_in(dir, &mentions),
+                true => count(dir, &mentions).map_err(|e| e.to_string()),
                 false => Err("no longer there".to_owned()),
             };
             match found {
@@ -334,29 +330,6 @@ fn alerts_of<'h>(b: &RecordBatch, hits: impl Iterator<Item = &'h String>) -> Opt
     let needles: Vec<String> = hits.map(|h| format!("hit {h};")).collect();
     let named = |m: &str| needles.iter().any(|n| m.contains(n.as_str()));
     Some((0..b.num_rows()).map(|i| Some(kind.value(i) == "watchlist" && named(message.value(i)))).collect())
-}
-
-/// How many rows of the Parquet files under `dir` `selected` picks, read a batch at a time and
-/// only the columns a plate request looks at: an export may be large, and a request runs on the
-/// engine's tick (unlike [`select`], which holds whole files for the lake's own).
-fn count_in(dir: &Path, selected: Selector<'_>) -> Result<usize, String> {
-    use parquet::arrow::ProjectionMask;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    const COLUMNS: [&str; 6] = ["plate", "plate_raw", "listed_plate", "hit_id", "kind", "message"];
-    let mut n = 0;
-    for path in vigil_engine::lake::list_files(dir).map_err(|e| e.to_string())? {
-        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let file = std::fs::File::open(&path).map_err(|e| at(&e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| at(&e))?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), COLUMNS);
-        for b in builder.with_projection(mask).with_batch_size(8_192).build().map_err(|e| at(&e))? {
-            match selected(&b.map_err(|e| at(&e))?) {
-                Some(m) => n += m.true_count(),
-                None => break,
-            }
-        }
-    }
-    Ok(n)
 }
 
 fn row(what: &str, place: &str, n: usize, detail: String) -> [String; 4] {
