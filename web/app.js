@@ -35,6 +35,11 @@ function t(key) {
 const fmt = (x, digits = 2) => (x === null || x === undefined || Number.isNaN(x)) ? '–'
   : Number(x).toLocaleString(vigil.lang === 'ar' ? 'ar-MA' : vigil.lang, { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
+// A moment in the viewer's time zone, to the second (a hit is checked against footage).
+const when = (ms) => (ms === null || ms === undefined) ? '–'
+  : new Date(ms).toLocaleString(vigil.lang === 'ar' ? 'ar-MA' : vigil.lang,
+    { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+
 function applyLang(lang) {
   vigil.lang = ['en', 'fr', 'ar'].includes(lang) ? lang : 'en';
   document.documentElement.lang = vigil.lang;
@@ -118,13 +123,26 @@ function renderPlan(b) {
   for (const l of b.site.lines) points.push(l.from, l.to);
   if (!points.length) return;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const pad = 2, x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
+  const pad = 2, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
+  let x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad;
+  const size = Math.max(x1 - x0, y1 - y0);
+  const latest = new Map(b.zones.map((z) => [z.zone_id, z]));
+  const centre = (poly) => [poly.reduce((a, p) => a + p[0], 0) / poly.length, poly.reduce((a, p) => a + p[1], 0) / poly.length];
+  const zoneLabel = (z) => `${z.name} ${latest.has(z.zone_id) ? fmt(latest.get(z.zone_id).density) : ''}`;
+  // Labels are centred on their zone or line: widen the plan so that one near its edge is not
+  // cut (a character is at most about 0.62 of the font size wide).
+  for (const z of b.site.zones) {
+    const [cx] = centre(z.polygon), half = zoneLabel(z).length * 0.62 * size / 28 / 2;
+    x0 = Math.min(x0, cx - half); x1 = Math.max(x1, cx + half);
+  }
+  for (const l of b.site.lines) {
+    const cx = (l.from[0] + l.to[0]) / 2, half = l.name.length * 0.62 * size / 35 / 2;
+    x0 = Math.min(x0, cx - half); x1 = Math.max(x1, cx + half);
+  }
   const flip = (p) => `${p[0]},${y1 + y0 - p[1]}`; // north up: the city frame's y grows upwards
   plan.setAttribute('viewBox', `${x0} ${y0} ${x1 - x0} ${y1 - y0}`);
-  const size = Math.max(x1 - x0, y1 - y0);
   const keepTitle = plan.querySelector('title');
   plan.replaceChildren(keepTitle);
-  const latest = new Map(b.zones.map((z) => [z.zone_id, z]));
   for (const z of b.site.zones) {
     const now = latest.get(z.zone_id);
     plan.append(svg('polygon', {
@@ -146,11 +164,9 @@ function renderPlan(b) {
     plan.append(label);
   }
   for (const z of b.site.zones) {
-    const cx = z.polygon.reduce((a, p) => a + p[0], 0) / z.polygon.length;
-    const cy = z.polygon.reduce((a, p) => a + p[1], 0) / z.polygon.length;
-    const now = latest.get(z.zone_id);
+    const [cx, cy] = centre(z.polygon);
     const label = svg('text', { x: cx, y: y1 + y0 - cy, 'font-size': size / 28, fill: '#fff', 'text-anchor': 'middle', class: 'zone-label' });
-    label.textContent = `${z.name} ${now ? fmt(now.density) : ''}`;
+    label.textContent = zoneLabel(z);
     plan.append(label);
   }
   $('legend').replaceChildren(...Object.entries(LEVEL_COLOURS).map(([k, c]) =>
@@ -242,6 +258,8 @@ function renderHits() {
       class: i === selected ? 'selected' : '' },
       el('div', { class: 'plates' }, el('span', { class: 'plate', text: h.listed_plate }), ` ${t('listed')} · ${t('read')} `,
         el('span', { class: 'plate', text: h.plate_raw })),
+      // Where and when the plate was read: what an analyst checks against the camera's footage.
+      el('div', { class: 'where', text: `${t('camera')} ${h.camera_id} · ${when(h.read_time)}` }),
       el('div', { class: 'muted', text: `${t('score')} ${fmt(h.score)} · ${t('why')}: ${h.why} · ${t('legal_basis')}: ${h.legal_basis} · ${t('authority')}: ${h.authority}` }),
       el('div', { class: 'two-person', text: `${(h.confirmed_by || []).length} / ${h.needed} ${t('confirmations')}` +
         ((h.confirmed_by || []).length ? ` · ${t('confirmed_by')} ${h.confirmed_by.join(', ')}` : '') + (mine ? ` · ${t('you_confirmed')}` : '') }));

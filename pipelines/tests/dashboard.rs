@@ -55,6 +55,8 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         .arg(format!("http://{http}"))
         .arg(&artifacts)
         .env("VIGIL_BOARD_TEST", spec.to_string())
+        // The page shows times in the viewer's zone: UTC here, so the test can read them.
+        .env("TZ", "UTC")
         .current_dir(root.join("web"))
         .stdin(Stdio::null())
         .output()
@@ -77,6 +79,7 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         }
     }
     assert_eq!(out["hit_queue_visible"], false, "{show}");
+    assert_eq!(out["labels_cut"], serde_json::json!([]), "labels cut at the plan's edge: {show}");
     // The surge reaches the page within 2 s of the engine's output.
     let change = &out["density_change"];
     let lag =
@@ -111,6 +114,12 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
     let decisions = out["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 2, "{show}");
     let hit = decisions[0]["focused"].as_str().unwrap_or_else(|| panic!("no hit took the focus: {show}"));
+    // The card says where and when the plate was read, as the API has it.
+    let card = &decisions[0]["card"];
+    let read_s = card["read_time"].as_i64().unwrap_or_else(|| panic!("no read time: {show}")) / 1000;
+    let clock = format!("{:02}:{:02}:{:02}", read_s % 86_400 / 3600, read_s % 3600 / 60, read_s % 60);
+    let text = card["text"].as_str().unwrap();
+    assert!(text.contains(&format!("Camera {}", card["camera_id"])) && text.contains(&clock), "{clock}: {show}");
     assert_eq!(decisions[1]["focused"].as_str(), Some(hit), "{show}");
     let after_first = decisions[0]["after"].as_array().unwrap();
     assert!(

@@ -63,6 +63,11 @@ try {
   out.zones_listed = await page.$$eval('#zones li[data-zone]', (l) => l.map((e) => e.dataset.zone));
   out.zones_drawn = await page.$$eval('#plan polygon[data-zone]', (l) => l.map((e) => e.dataset.zone));
   out.hit_queue_visible = await page.locator('#hits-card').isVisible();
+  // Every label on the plan lies within the plan's drawing (none cut at its edge).
+  out.labels_cut = await page.$$eval('#plan text', (ts) => ts.filter((t) => {
+    const v = t.ownerSVGElement.viewBox.baseVal, b = t.getBBox();
+    return b.x < v.x || b.x + b.width > v.x + v.width;
+  }).map((t) => t.textContent));
   step(`zones listed ${out.zones_listed}, drawn ${out.zones_drawn}`);
 
   // The density change: when the page first shows the zone at or above the threshold, against
@@ -138,12 +143,17 @@ try {
       await p.keyboard.press('Tab');
       focused = await p.evaluate(() => document.activeElement && document.activeElement.dataset.hit || null);
     }
+    // What the card shows of where and when, beside what the API says of the same hit.
+    const card = await p.evaluate((id) => {
+      const h = window.vigil.hits.find((x) => x.hit_id === id);
+      return { text: document.querySelector(`#hits li[data-hit="${id}"]`).innerText, camera_id: h.camera_id, read_time: h.read_time };
+    }, focused);
     const before = await p.evaluate(() => window.vigil.hits.map((h) => ({ id: h.hit_id, by: h.confirmed_by })));
     await p.keyboard.press('c');
     await p.waitForFunction((id) => !window.vigil.hits.some((h) => h.hit_id === id && !(h.confirmed_by || []).includes(window.vigil.me.user)),
       focused, { timeout: 10000 }).catch(() => {});
     const after = await p.evaluate(() => window.vigil.hits.map((h) => ({ id: h.hit_id, by: h.confirmed_by })));
-    out.decisions.push({ user, focused, before, after });
+    out.decisions.push({ user, focused, card, before, after });
     step(`${user} confirmed ${focused} by keyboard`);
     if (user === cfg.analysts[0][0]) await p.screenshot({ path: `${artifacts}/hit-queue.png`, fullPage: true });
     await ctx.close();
