@@ -24,7 +24,7 @@ const svg = (tag, attrs = {}) => {
 
 // What tests and the status line read: updates received, and how far behind they arrived.
 const vigil = window.vigil = {
-  me: null, board: null, history: new Map(), hits: [], lang: 'en',
+  me: null, board: null, history: new Map(), hits: [], hits_total: 0, lang: 'en',
   stats: { updates: 0, snapshots: 0, transport_ms: [], city_lag_ms: [], received_at: 0 },
 };
 
@@ -242,6 +242,7 @@ async function loadHits() {
     const r = await api('/api/v1/hits');
     const id = vigil.hits[selected] && vigil.hits[selected].hit_id;
     vigil.hits = r.hits;
+    vigil.hits_total = r.total;
     const again = vigil.hits.findIndex((h) => h.hit_id === id);
     selected = again >= 0 ? again : Math.min(selected, Math.max(0, vigil.hits.length - 1));
     renderHits();
@@ -251,6 +252,9 @@ async function loadHits() {
 function renderHits() {
   if (!vigil.me || !vigil.me.hits) return;
   $('no-hits').hidden = vigil.hits.length > 0;
+  const more = vigil.hits_total - vigil.hits.length;
+  $('more-hits').hidden = !(more > 0);
+  $('more-hits').textContent = more > 0 ? `${fmt(more, 0)} ${t('more_hits')}` : '';
   const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest('#hits');
   $('hits').replaceChildren(...vigil.hits.map((h, i) => {
     const mine = (h.confirmed_by || []).includes(vigil.me.user);

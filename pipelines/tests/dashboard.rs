@@ -119,7 +119,18 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
     let read_s = card["read_time"].as_i64().unwrap_or_else(|| panic!("no read time: {show}")) / 1000;
     let clock = format!("{:02}:{:02}:{:02}", read_s % 86_400 / 3600, read_s % 3600 / 60, read_s % 60);
     let text = card["text"].as_str().unwrap();
-    assert!(text.contains(&format!("Camera {}", card["camera_id"])) && text.contains(&clock), "{clock}: {show}");
+    assert!(
+        text.contains(&format!("Camera {}", card["camera_id"])) && text.contains(&clock),
+        "{clock}: {show}"
+    );
+    // The queue's answer is bounded by `limit`, oldest first, and says how many wait.
+    let queue = &decisions[0]["queue"];
+    assert_eq!(queue["limited"], 1, "{show}");
+    assert_eq!(queue["oldest"], true, "{show}");
+    let whole = queue["whole"].as_u64().unwrap();
+    // (A hit may arrive between the two asks.)
+    let limited_total = queue["limited_total"].as_u64().unwrap();
+    assert!(whole >= 2 && queue["whole_total"] == whole && (2..=whole).contains(&limited_total), "{show}");
     assert_eq!(decisions[1]["focused"].as_str(), Some(hit), "{show}");
     let after_first = decisions[0]["after"].as_array().unwrap();
     assert!(

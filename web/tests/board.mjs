@@ -153,7 +153,12 @@ try {
     await p.waitForFunction((id) => !window.vigil.hits.some((h) => h.hit_id === id && !(h.confirmed_by || []).includes(window.vigil.me.user)),
       focused, { timeout: 10000 }).catch(() => {});
     const after = await p.evaluate(() => window.vigil.hits.map((h) => ({ id: h.hit_id, by: h.confirmed_by })));
-    out.decisions.push({ user, focused, card, before, after });
+    // The queue's answer is bounded: the oldest `limit` hits, and how many wait in all.
+    const limited = await (await p.request.get(`${base}/api/v1/hits?limit=1`)).json();
+    const whole = await (await p.request.get(`${base}/api/v1/hits`)).json();
+    const queue = { limited: limited.hits.length, limited_total: limited.total, whole: whole.hits.length, whole_total: whole.total,
+      oldest: whole.hits.length > 0 && limited.hits[0].hit_id === whole.hits[0].hit_id };
+    out.decisions.push({ user, focused, card, queue, before, after });
     step(`${user} confirmed ${focused} by keyboard`);
     if (user === cfg.analysts[0][0]) await p.screenshot({ path: `${artifacts}/hit-queue.png`, fullPage: true });
     await ctx.close();

@@ -150,8 +150,20 @@ pub async fn acknowledge(
     json_response(StatusCode::OK, &json!({ "id": id, "acked_by": who.user }))
 }
 
-/// Candidate hits waiting for people, oldest first, each with the confirmations it has.
-pub async fn hits(State(s): State<Arc<Shared>>, Extension(who): Extension<Session>) -> Response {
+#[derive(serde::Deserialize)]
+pub struct HitsQuery {
+    /// At most this many hits (the oldest first); 200 by default, at most 1000.
+    limit: Option<u32>,
+}
+
+/// Candidate hits waiting for people, oldest first, each with the confirmations it has, at most
+/// `limit` of them and how many wait in all: a queue no one works through must not grow every
+/// poll's answer (the page asks every 2 s).
+pub async fn hits(
+    State(s): State<Arc<Shared>>,
+    Extension(who): Extension<Session>,
+    Query(q): Query<HitsQuery>,
+) -> Response {
     let sql = "SELECT hit_id, event_time, status, decided_by, camera_id, read_time, plate_raw, plate, \
                listed_plate, score, why, legal_basis, reason, authority FROM hits \
                WHERE status IN ('candidate', 'confirmation') AND hit_id NOT IN \
@@ -182,8 +194,10 @@ pub async fn hits(State(s): State<Arc<Shared>>, Extension(who): Extension<Sessio
     }
     // Rows that fell out of memory leave a hit without its candidate row: not shown.
     queue.retain(|q| q.get("hit_id").is_some());
+    let total = queue.len();
+    queue.truncate(q.limit.unwrap_or(200).min(1000) as usize);
     s.record(&who.user, "query", "hits", &[("via", "http /api/v1/hits"), ("rows", &queue.len().to_string())]);
-    json_response(StatusCode::OK, &json!({ "needed": s.confirmations, "hits": queue }))
+    json_response(StatusCode::OK, &json!({ "needed": s.confirmations, "total": total, "hits": queue }))
 }
 
 #[derive(serde::Deserialize)]
