@@ -168,6 +168,21 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
         out["alert"]["id"].as_str().unwrap()
     );
     assert!(audit.contains(&ack), "{ack} not in {audit}");
+    // What an analyst's page was shown is recorded each time it changes, not at every poll:
+    // no two of a user's records in a row name the same queue, and at least one was made.
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut shown = 0;
+    for line in audit.lines().filter(|l| l.contains("\"object\":\"hits\"") && l.contains("/api/v1/hits")) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (user, queue) = (r["actor"].as_str().unwrap().to_owned(), r["detail"]["hits"].to_string());
+        assert_ne!(
+            last.insert(user, queue.clone()).as_ref(),
+            Some(&queue),
+            "recorded twice in a row: {line}"
+        );
+        shown += 1;
+    }
+    assert!(shown >= 2, "{audit}");
     let median = |key: &str| {
         let mut v: Vec<i64> =
             out["stats"][key].as_array().unwrap().iter().filter_map(|x| x.as_i64()).collect();

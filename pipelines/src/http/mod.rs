@@ -62,6 +62,8 @@ struct Shared {
     audit: Option<Arc<AuditLog>>,
     /// Confirmations a hit needs (`[hits] confirmations`).
     confirmations: u32,
+    /// user → digest of the hit queue last shown to them and recorded (one entry per account).
+    shown_hits: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -173,6 +175,7 @@ pub fn start(addr: &str, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
         board: Arc::clone(&board),
         audit: parts.audit,
         confirmations: parts.confirmations,
+        shown_hits: Mutex::new(HashMap::new()),
     });
     let app = Router::new()
         .route("/", get(api::page))
