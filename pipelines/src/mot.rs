@@ -18,6 +18,8 @@ use vigil_operators::tracker::{Observation, TrackOut, TrackState, Tracker, Track
 pub struct MotDetection {
     /// Frame number, from 1.
     pub frame: u32,
+    /// The object's id (-1 in detections; a track's id in tracks).
+    pub id: i64,
     /// Box `[left, top, width, height]`.
     pub bbox: [f32; 4],
     /// Confidence.
@@ -83,11 +85,15 @@ pub fn parse_detections(text: &str, file: &str) -> Result<Vec<MotDetection>, Mot
                 "frames count from 1 to 10,000,000 (over 11 days at 10 fps: split longer sequences)",
             ));
         }
+        let id = num(1)?;
+        if id.fract() != 0.0 || id.abs() > 1e15 {
+            return Err(err(fields[1].0, format!("id {id} is not an id"), "write -1 or a whole number"));
+        }
         let bbox = [num(2)? as f32, num(3)? as f32, num(4)? as f32, num(5)? as f32];
         if bbox[2] <= 0.0 || bbox[3] <= 0.0 {
             return Err(err(fields[4].0, "the box has no area".into(), "give a positive width and height"));
         }
-        out.push(MotDetection { frame: frame as u32, bbox, conf: num(6)? as f32 });
+        out.push(MotDetection { frame: frame as u32, id: id as i64, bbox, conf: num(6)? as f32 });
     }
     Ok(out)
 }
@@ -133,6 +139,103 @@ pub fn track_file(det: &Path, out: &Path, config: TrackerConfig) -> anyhow::Resu
     drop(w);
     std::fs::rename(&tmp, out)?;
     Ok((last, rows, tracking.as_secs_f64()))
+}
+
+/// People who crossed one line: toward its `in` side (the left of the line drawn from its first
+/// point to its second, in image coordinates) and away from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineCount {
+    /// Crossings toward the `in` side.
+    pub inward: usize,
+    /// Crossings away from it.
+    pub outward: usize,
+}
+
+/// How far a foot point must be clear of a line for a change of side to count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Margin {
+    /// Pixels, the same everywhere on the image.
+    Pixels(f64),
+    /// Metres, as the live operator counts on the ground: each box's pixels across the line
+    /// are converted at its own scale, its height being `person_m` metres (a detector's noise
+    /// is in proportion to the box, so in metres it is about the same near and far).
+    Metres { margin_m: f64, person_m: f64 },
+}
+
+/// Counts the crossings of MOT tracks (any tracker's) over `lines` (`[x1, y1, x2, y2]`, pixels)
+/// with the flow operator's own logic ([`vigil_operators::flows::Flows`]): a track's foot
+/// point (the middle of its box's bottom edge) must be `margin` clear of a line on either side
+/// for a change of side to count. For scoring gate counts on footage with ground truth.
+pub fn count_crossings(
+    tracks: &Path,
+    lines: &[[f64; 4]],
+    margin: Margin,
+    fps: f64,
+) -> anyhow::Result<Vec<LineCount>> {
+    use vigil_operators::flows::{CrossingCols, FlowConfig, FlowRows, Flows, GateLine};
+    use vigil_operators::tracks::{TrackRow, TrackRows};
+    let text = vigil_engine::text_file::read(tracks, "tracks file", MAX_FILE)?;
+    let mut rows = parse_detections(&text, &tracks.display().to_string())?;
+    rows.sort_by_key(|r| r.frame);
+    let mut counts = Vec::with_capacity(lines.len());
+    // One line at a time: with a margin in metres, the distance across each line is scaled.
+    for l in lines {
+        let (from, d) = ([l[0], l[1]], [l[2] - l[0], l[3] - l[1]]);
+        let len = d[0].hypot(d[1]);
+        let (u, n) = ([d[0] / len, d[1] / len], [-d[1] / len, d[0] / len]);
+        let mid = [from[0] + d[0] / 2.0, from[1] + d[1] / 2.0];
+        let gate = GateLine {
+            id: 0,
+            name: "line".into(),
+            camera: 0,
+            from,
+            to: [l[2], l[3]],
+            // The left of from → to as drawn on the image (y grows downwards).
+            in_side: [mid[0] + d[1], mid[1] - d[0]],
+        };
+        let (margin_m, scale) = match margin {
+            Margin::Pixels(px) => (px, None),
+            Margin::Metres { margin_m, person_m } => (margin_m, Some(person_m)),
+        };
+        let mut flows = Flows::new(FlowConfig { margin_m, ..FlowConfig::new(vec![gate], Vec::new()) });
+        let mut batch = TrackRows::default();
+        for (i, r) in rows.iter().enumerate() {
+            let b = r.bbox;
+            let foot = [f64::from(b[0] + b[2] / 2.0) - from[0], f64::from(b[1] + b[3]) - from[1]];
+            let (along, mut across) = (foot[0] * u[0] + foot[1] * u[1], foot[0] * n[0] + foot[1] * n[1]);
+            if let Some(person_m) = scale {
+                across *= person_m / f64::from(b[3]);
+            }
+            let g = [from[0] + along * u[0] + across * n[0], from[1] + along * u[1] + across * n[1]];
+            batch.push(&TrackRow {
+                camera_id: 0,
+                event_time: ((f64::from(r.frame) - 1.0) * 1000.0 / fps).round() as i64,
+                event_id: i as u64,
+                track_id: r.id as u64,
+                class: "person",
+                x: b[0],
+                y: b[1],
+                w: b[2],
+                h: b[3],
+                vx: 0.0,
+                vy: 0.0,
+                state: "tracked",
+                ground_x: g[0] as f32,
+                ground_y: g[1] as f32,
+                zone_id: None,
+            });
+        }
+        let mut out = FlowRows::default();
+        flows.apply(&batch.finish(), &mut out)?;
+        let mut n = LineCount::default();
+        if let (Some(crossings), _) = out.finish() {
+            for c in CrossingCols::new(&crossings)?.rows() {
+                if c.direction == "in" { n.inward += 1 } else { n.outward += 1 }
+            }
+        }
+        counts.push(n);
+    }
+    Ok(counts)
 }
 
 fn write_track(w: &mut impl Write, frame: u32, t: &TrackOut) -> std::io::Result<()> {
@@ -215,7 +318,7 @@ mod tests {
             parse_detections("1,-1,794.2,47.5,71.2,174.8,67.5,-1,-1,-1\n\n2,-1,10,20,30,40,0.9\n", "det.txt")
                 .unwrap();
         assert_eq!(d.len(), 2);
-        assert_eq!(d[0], MotDetection { frame: 1, bbox: [794.2, 47.5, 71.2, 174.8], conf: 67.5 });
+        assert_eq!(d[0], MotDetection { frame: 1, id: -1, bbox: [794.2, 47.5, 71.2, 174.8], conf: 67.5 });
         let e = parse_detections("1,-1,1,2,3,4,0.5\n2,-1,1,x2,3,4,0.5\n", "det.txt").unwrap_err().to_string();
         assert!(e.starts_with("det.txt:2:8: \"x2\" is not a number"), "{e}");
         let e = parse_detections("0,-1,1,2,3,4,0.5\n", "det.txt").unwrap_err().to_string();

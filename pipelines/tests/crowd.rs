@@ -109,13 +109,14 @@ fn stadium_gate_surge_fused_counts_alerts_and_flows_match_the_truth() {
     assert!(levels.iter().all(|l| l[0] == "E" || l[0] == "F"), "{levels:?}");
 
     // 3. Gate-line crossings by direction (camera 0's tracks) against the true crossings of the
-    //    same line, with the same 0.25 m margin.
+    //    same line, with the same margin.
+    let m = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m;
     let true_crossings = duckdb(&format!(
         "WITH p AS (SELECT object_id, event_time, ground_x x, 14.5 - ground_y d FROM {} \
-                    WHERE camera_id = 0 AND class = 'person' AND abs(14.5 - ground_y) >= 0.25), \
+                    WHERE camera_id = 0 AND class = 'person' AND abs(14.5 - ground_y) >= {m}), \
               s AS (SELECT *, sign(d) side, lag(sign(d)) OVER (PARTITION BY object_id ORDER BY event_time) prev FROM p) \
          SELECT CASE WHEN side > 0 THEN 'in' ELSE 'out' END, count(*) FROM s \
-         WHERE prev IS NOT NULL AND side <> prev AND x BETWEEN 13.75 AND 26.25 GROUP BY 1 ORDER BY 1",
+         WHERE prev IS NOT NULL AND side <> prev AND x BETWEEN 14 - {m} AND 26 + {m} GROUP BY 1 ORDER BY 1",
         read("ground_truth")
     ));
     let ours = duckdb(&format!(

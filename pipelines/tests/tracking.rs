@@ -154,3 +154,91 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
         );
     }
 }
+
+/// `vigil count` over hand-made tracks: each walker's crossing counted once in its direction,
+/// a person standing on the line with a wobbling box counted never, and the margin in metres
+/// scaled by each box (a far person's wobble is as many metres as a near one's).
+#[test]
+fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tracks = String::new();
+    for f in 1..=40 {
+        // 1 walks right across x = 320 (towards the line's `in` side), 2 walks left.
+        tracks.push_str(&format!("{f},1,{},100,40,170,1,-1,-1,-1\n", 200 + f * 6 - 20));
+        tracks.push_str(&format!("{f},2,{},150,40,170,1,-1,-1,-1\n", 540 - f * 8 - 20));
+        // 3 stands on the line, the box's centre wobbling 6 px (4% of its height) each way.
+        let wobble = if f % 2 == 0 { 6 } else { -6 };
+        tracks.push_str(&format!("{f},3,{},200,40,150,1,-1,-1,-1\n", 320 + wobble - 20));
+    }
+    std::fs::write(dir.path().join("tracks.txt"), tracks).unwrap();
+    let count = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320,480", "--fps", "10"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // 6 px on a 150 px person is 0.07 m: inside the default margin.
+    assert_eq!(count(&[]), "line\tin\tout\n1\t1\t1\n");
+    // With no margin the wobble counts at each frame.
+    let none = count(&["--margin", "0"]);
+    let wobbles: usize =
+        none.lines().nth(1).unwrap().split('\t').skip(1).map(|v| v.parse::<usize>().unwrap()).sum();
+    assert!(wobbles > 30, "{none}");
+    // A bad line is refused with the fix.
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("X1,Y1,X2,Y2"), "{err}");
+}
+
+/// Gate counts judged on ground truth: `scripts/flow_eval.py --split test` counts two lines
+/// across each test sequence (TUD-Stadtmitte's real pedestrians, the walkers generator,
+/// `vigil mot-sim`) under the three detector models, with vigil's tracker and flow logic and
+/// with Roboflow's recipe (ByteTrack and supervision's `LineZone`), against the crossings of
+/// the ground truth's people.
+#[test]
+fn gate_counts_err_less_than_bytetrack_with_supervisions_line_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("counts.json");
+    let out = Command::new(python())
+        .arg(root().join("scripts/flow_eval.py"))
+        .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--split", "test", "--work"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("python");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    let cells: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = cells.as_object().unwrap();
+    assert_eq!(cells.len(), 9, "{report}");
+    let margin = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m;
+    let ours = format!("vigil m={margin}");
+    let (mut total, mut mine, mut theirs) = (0, 0, [0, 0]);
+    for (cell, c) in cells {
+        let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{cell}: no {k}\n{report}"));
+        total += n("truth");
+        mine += n(&ours);
+        theirs[0] += n("linezone");
+        theirs[1] += n("linezone-foot");
+        // Where enough people cross to measure, vigil's count is within 30% of the truth.
+        if n("truth") >= 50 {
+            assert!(
+                n(&ours) * 10 <= n("truth") * 3,
+                "{cell}: error {} of {}\n{report}",
+                n(&ours),
+                n("truth")
+            );
+        }
+    }
+    // Over every cell, vigil's errors are at most half the better recipe's.
+    assert!(total > 500 && mine * 2 <= theirs[0].min(theirs[1]), "{mine} vs {theirs:?} of {total}\n{report}");
+}

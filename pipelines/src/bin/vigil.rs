@@ -188,6 +188,31 @@ enum Command {
         #[command(flatten)]
         tracker: TrackerArgs,
     },
+    /// Count people crossing lines in MOTChallenge tracks (any tracker's), with the flow
+    /// operator's logic: for scoring gate counts on footage with ground truth.
+    Count {
+        /// Tracks, MOTChallenge format (`frame,id,left,top,width,height,conf,...`).
+        #[arg(long)]
+        mot_tracks: PathBuf,
+        /// A line in pixels, `X1,Y1,X2,Y2` (repeat for more); crossings toward the left of the
+        /// line drawn from the first point to the second, as seen on the image, count `in`.
+        #[arg(long = "line", required = true, value_parser = parse_line)]
+        lines: Vec<[f64; 4]>,
+        /// Metres a foot point must be clear of a line, on either side, for a change of side
+        /// to count: the live operator's `margin_m`. Each box's pixels across the line are
+        /// converted at its own scale, its height being --person-height metres.
+        #[arg(long, default_value_t = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m)]
+        margin: f64,
+        /// A person's height, metres (the scale of each box).
+        #[arg(long, default_value_t = 1.7)]
+        person_height: f64,
+        /// Give the margin in pixels instead, the same everywhere on the image.
+        #[arg(long)]
+        margin_px: Option<f64>,
+        /// The sequence's frame rate.
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+    },
     /// Export one stream's committed rows over a window as Parquet for a data team
     /// (data_team and admin roles; data teams only pseudonymized). Recorded in the audit log.
     Export {
@@ -682,6 +707,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Command::Count { mot_tracks, lines, margin, person_height, margin_px, fps } => {
+            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
+                anyhow::bail!(
+                    "--fps {fps} is not a frame rate; fix: give the sequence's frames per second, such as 25"
+                );
+            }
+            use vigil_pipelines::mot::Margin;
+            for (flag, v, least) in [
+                ("--margin", margin, 0.0),
+                ("--person-height", person_height, 0.1),
+                ("--margin-px", margin_px.unwrap_or(0.0), 0.0),
+            ] {
+                if !(v.is_finite() && (least..=1e6).contains(&v)) {
+                    anyhow::bail!("{flag} {v} is not a distance; fix: give a number from {least}");
+                }
+            }
+            let margin = match margin_px {
+                Some(px) => Margin::Pixels(px),
+                None => Margin::Metres { margin_m: margin, person_m: person_height },
+            };
+            let counts = vigil_pipelines::mot::count_crossings(&mot_tracks, &lines, margin, fps)?;
+            println!("line\tin\tout");
+            for (i, c) in counts.iter().enumerate() {
+                println!("{}\t{}\t{}", i + 1, c.inward, c.outward);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Track { mot_det, out, fps, tracker: t } => {
             if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
                 anyhow::bail!(
@@ -1002,4 +1054,19 @@ fn render(
         plates.len()
     );
     Ok(())
+}
+
+/// A line given as `X1,Y1,X2,Y2` (pixels) on the command line.
+fn parse_line(s: &str) -> Result<[f64; 4], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}; fix: write four numbers X1,Y1,X2,Y2, such as 320,0,320,480"))?;
+    match v[..] {
+        [x1, y1, x2, y2] if v.iter().all(|x| x.is_finite()) && (x1, y1) != (x2, y2) => Ok([x1, y1, x2, y2]),
+        _ => Err(format!(
+            "{s:?} is not a line; fix: write two different points X1,Y1,X2,Y2, such as 320,0,320,480"
+        )),
+    }
 }
