@@ -188,7 +188,6 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
         out.contains("12345-ب-6|")
     });
     assert!(listed.contains("12345-ب-6|stolen-vehicle report DGSN-2026-00118"), "{listed}");
-    city.ok("DROP RULE listed_reads");
 
     // A rule created with backfill starts from the retained events: its first window is the
     // city's first (20:00:00 to 20:00:02), though it was created seconds later.
@@ -240,11 +239,18 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     assert!(e.contains("comes from"), "configured rules are not dropped from psql: {e}");
     city.stop();
 
-    // Rules persist across restarts (the catalog lives in the output directory).
+    // Rules persist across restarts (the catalog lives in the output directory), the join too:
+    // just after a start nothing of the plate reads is retained, and admission on the nominal
+    // rate (every camera's detections) would refuse it again.
     let city = City::start(tmp.path(), 30);
     let rules = city.ok("SHOW RULES");
-    assert!(rules.contains("keep_me|") && !rules.contains("busy_cameras"), "{rules}");
+    assert!(
+        rules.contains("keep_me|") && rules.contains("listed_reads|") && !rules.contains("busy_cameras"),
+        "{rules}"
+    );
     city.stop();
+    let stored = std::fs::read_to_string(tmp.path().join("city/catalog/rules.sql")).unwrap();
+    assert!(stored.contains("listed_reads"), "the catalog kept the rule: {stored}");
 }
 
 #[test]

@@ -293,6 +293,14 @@ pub struct Registry {
     audit_path: Option<PathBuf>,
 }
 
+/// Whether a rule over its estimated budget is refused (created now) or installed (restored:
+/// it was admitted when created, on the rates observed then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    Check,
+    Restore,
+}
+
 /// What rules may cost, and what the estimate assumes before rates are observed.
 #[derive(Clone, Debug)]
 pub struct Admission {
@@ -676,7 +684,7 @@ impl Registry {
         let mut map = self.rules.lock().expect("rules");
         for rule in rules {
             let statement = rule.sql.clone();
-            self.install(&mut map, rule, statement, origin)?;
+            self.install(&mut map, rule, statement, origin, Admit::Check)?;
         }
         Ok(())
     }
@@ -684,6 +692,10 @@ impl Registry {
     /// Creates the rules of `sql` (one or more `CREATE RULE` statements); `source` names the
     /// text in errors. All or nothing: nothing is created if any statement is wrong.
     pub fn create(&self, sql: &str, source: &str) -> Result<Vec<String>> {
+        self.create_as(sql, source, Admit::Check)
+    }
+
+    fn create_as(&self, sql: &str, source: &str, admit: Admit) -> Result<Vec<String>> {
         let statements = split_statements(sql, source)?;
         for st in &statements {
             let first = st.tokens.first().map(|t| t.to_string().to_ascii_uppercase());
@@ -710,7 +722,7 @@ impl Registry {
         let mut names = Vec::new();
         for (rule, st) in rules.into_iter().zip(statements) {
             names.push(rule.name.clone());
-            self.install(&mut map, rule, st.text.clone(), RUNTIME)?;
+            self.install(&mut map, rule, st.text.clone(), RUNTIME, admit)?;
         }
         self.persist(&map)?;
         Ok(names)
@@ -722,6 +734,7 @@ impl Registry {
         rule: Rule,
         statement: String,
         origin: &str,
+        admit: Admit,
     ) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SqlError::ShuttingDown);
@@ -731,10 +744,21 @@ impl Registry {
         let rates = RetainedRates { retained: &self.retained, nominal: a.nominal_rows_per_s };
         let estimate = estimate(&rule.node, &rates, rule.options.retention_ms as f64, a.lateness_ms);
         let others: f64 = map.values().filter(|e| e.out.failed().is_none()).map(|e| e.estimate.rows).sum();
-        if let Err((message, fix)) = check(&estimate, others, &a.budget) {
-            return Err(
-                SqlError::user(None, format!("rule {}: {message}", rule.name), fix).kind(Kind::ProgramLimit)
-            );
+        match (check(&estimate, others, &a.budget), admit) {
+            (Ok(()), _) => {}
+            (Err((message, fix)), Admit::Check) => {
+                return Err(SqlError::user(None, format!("rule {}: {message}", rule.name), fix)
+                    .kind(Kind::ProgramLimit));
+            }
+            // A stored rule was admitted on the rates seen when it was created. Just after a
+            // start, a stream with nothing retained is estimated at the nominal rate (every
+            // camera's detections), which would refuse, say, a join over the plate reads, and
+            // the next write of the catalog would lose the rule. It runs; the registry still
+            // stops it if it emits beyond its budget.
+            (Err((message, _)), Admit::Restore) => tracing::warn!(
+                rule = %rule.name,
+                "restored although the cold-start estimate is over the budget ({message}): it was admitted when created"
+            ),
         }
         tracing::info!(rule = %rule.name, "admitted: estimated {estimate}");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -810,7 +834,7 @@ impl Registry {
         // Each rule on its own: one that no longer compiles or fits keeps the others.
         let mut names = Vec::new();
         for st in split_statements(&sql, &source)? {
-            match self.create(&st.blanked, &source) {
+            match self.create_as(&st.blanked, &source, Admit::Restore) {
                 Ok(n) => names.extend(n),
                 Err(e) => tracing::error!("a stored rule was not restored: {e}"),
             }
