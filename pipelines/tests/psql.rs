@@ -249,8 +249,27 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
         "{rules}"
     );
     city.stop();
-    let stored = std::fs::read_to_string(tmp.path().join("city/catalog/rules.sql")).unwrap();
+    let catalog = tmp.path().join("city/catalog/rules.sql");
+    let stored = std::fs::read_to_string(&catalog).unwrap();
     assert!(stored.contains("listed_reads"), "the catalog kept the rule: {stored}");
+
+    // A stored rule that no longer compiles (here, over a column no stream has) is not
+    // restored, and is not lost either: the catalog keeps it, commented out with the reason.
+    std::fs::write(&catalog, format!("{stored}CREATE RULE gone AS SELECT no_such_column FROM detections;\n"))
+        .unwrap();
+    let city = City::start(tmp.path(), 30);
+    city.ok("CREATE RULE after_upgrade AS SELECT camera_id FROM detections");
+    let rules = city.ok("SHOW RULES");
+    assert!(rules.contains("keep_me|") && !rules.contains("gone|"), "{rules}");
+    city.stop();
+    let stored = std::fs::read_to_string(&catalog).unwrap();
+    assert!(
+        stored.contains("-- not restored at a start:")
+            && stored.contains("-- CREATE RULE gone AS SELECT no_such_column FROM detections")
+            && stored.contains("\nCREATE RULE keep_me")
+            && stored.contains("\nCREATE RULE after_upgrade"),
+        "{stored}"
+    );
 }
 
 #[test]

@@ -278,6 +278,10 @@ pub struct Registry {
     retained: Arc<Mutex<Retained>>,
     streams: Streams,
     store: Option<PathBuf>,
+    /// Stored rules that did not compile or install at the start: (why, statement). They stay
+    /// in the store, commented out, so that a rule an analyst wrote is never lost to an
+    /// upgrade or a renamed stream.
+    unrestored: Mutex<Vec<(String, String)>>,
     sinks: Mutex<Option<RuleSinks>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -379,6 +383,7 @@ impl Registry {
             retained,
             streams,
             store,
+            unrestored: Mutex::new(Vec::new()),
             sinks: Mutex::new(Some(sinks)),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -836,7 +841,10 @@ impl Registry {
         for st in split_statements(&sql, &source)? {
             match self.create_as(&st.blanked, &source, Admit::Restore) {
                 Ok(n) => names.extend(n),
-                Err(e) => tracing::error!("a stored rule was not restored: {e}"),
+                Err(e) => {
+                    tracing::error!("a stored rule was not restored: {e}");
+                    self.unrestored.lock().expect("unrestored").push((e.to_string(), st.text.clone()));
+                }
             }
         }
         Ok(names)
@@ -846,16 +854,22 @@ impl Registry {
         let Some(path) = &self.store else { return Ok(()) };
         let mut text =
             String::from("-- Rules created at runtime (CREATE RULE); vigil rewrites this file.\n\n");
+        // Kept as a comment: a rule that failed must not come back by itself.
+        let comment = |text: &mut String, reason: &str, statement: &str| {
+            text.push_str(&format!("-- {}\n-- ", reason.replace('\n', " ")));
+            text.push_str(&statement.trim().trim_end_matches(';').replace('\n', "\n-- "));
+            text.push_str("\n\n");
+        };
         for e in map.values().filter(|e| e.is_runtime()) {
             if let Some(reason) = e.out.failed() {
-                // Kept as a comment: a rule that failed must not come back by itself.
-                text.push_str(&format!("-- {reason}\n-- "));
-                text.push_str(&e.statement.trim().trim_end_matches(';').replace('\n', "\n-- "));
-                text.push_str("\n\n");
+                comment(&mut text, &reason, &e.statement);
                 continue;
             }
             text.push_str(e.statement.trim().trim_end_matches(';'));
             text.push_str(";\n\n");
+        }
+        for (why, statement) in self.unrestored.lock().expect("unrestored").iter() {
+            comment(&mut text, &format!("not restored at a start: {why}"), statement);
         }
         let tmp = path.with_extension("sql.tmp");
         let io = |source| SqlError::Io { path: path.display().to_string(), source };
