@@ -866,6 +866,9 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
     // The auditor lists what is held; an analyst may not ask.
     let shown = run("youssef", "SHOW PLATE '4821-D-33'");
     assert!(shown.contains("reads|memory|") && shown.contains("1 confirmed (evidence, kept)"), "{shown}");
+    // It is listed: that is said once, as the watchlist's, not counted among its reads.
+    assert!(shown.contains("watchlist|memory and catalog|1|legal basis: TPI-Agadir 2026/77"), "{shown}");
+    assert!(!shown.contains("catalog|1|\n") && !shown.contains("parquet catalog"), "{shown}");
     let (ok, said) = try_run("amina", "ERASE PLATE '4821-D-33'");
     assert!(!ok && said.contains("permission denied"), "{said}");
     let reads_sql = |until: i64| {
@@ -878,6 +881,12 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
     assert!(n(&reads_sql(asked_at)) >= 2, "too few reads to erase");
     let erased = run("root", "ERASE PLATE '4821-D-33'");
     assert!(erased.contains("erased|memory|") && erased.contains("kept|memory and parquet|1|"), "{erased}");
+    // An erasure request does not take the plate off the watchlist.
+    assert!(
+        erased.contains("watchlist|memory and catalog|1|") && !erased.contains("catalog|1|1 files"),
+        "{erased}"
+    );
+    assert_eq!(n("SELECT count(*) FROM watchlist WHERE plate = '4821-د-33'"), 1);
     // Once the files open at the request are committed (two commit intervals), nothing but
     // the evidence is left: psql finds none in memory, then DuckDB none in any Parquet file.
     std::thread::sleep(Duration::from_secs(13));
@@ -925,6 +934,15 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
         )),
         0,
         "alerts of unconfirmed hits in Parquet after the erasure"
+    );
+    // The watchlist's journal still lists it (ERASE PLATE once rewrote it without the entry,
+    // which a restart would then have lost).
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM read_parquet('{o}/catalog/tables/watchlist/*.parquet') WHERE plate = '4821-د-33'"
+        )),
+        1,
+        "the watchlist entry left the journal"
     );
     let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
     assert!(audit.contains("\"actor\":\"root\",\"action\":\"plate.erase\""), "{audit}");

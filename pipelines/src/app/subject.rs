@@ -25,7 +25,7 @@ use vigil_engine::stream::StreamDef;
 use vigil_engine::time::Millis;
 use vigil_operators::hits::{HitDecisions, Hits};
 use vigil_operators::plate::PlateReads;
-use vigil_operators::watchlist::{ErasedReadRows, ErasedReads};
+use vigil_operators::watchlist::{ErasedReadRows, ErasedReads, Watchlist};
 
 /// A plate's request: what is held and what to erase.
 pub struct PlateRequest {
@@ -201,8 +201,40 @@ impl PlateRequest {
             n,
             "by hit_id: SELECT * FROM hits WHERE hit_id = …".into(),
         ));
+        rows.push(self.listed(retained, out)?);
         rows.extend(self.exports(out)?);
         Ok(rows)
+    }
+
+    /// The watchlist entries listing the plate now, with their legal bases. An erasure
+    /// request leaves them: each has its own legal basis and authority, and only `DELETE FROM
+    /// watchlist` (recorded in the audit log) takes one off.
+    fn listed(&self, retained: &Mutex<Retained>, out: Option<&Path>) -> Result<[String; 4], String> {
+        let changes = retained.lock().expect("retained").table_changes(Watchlist::NAME);
+        let now = match (changes.is_empty(), out) {
+            // A stopped run (`vigil plate`): its watchlist is its journal's.
+            (true, Some(out)) => {
+                Some(super::control::journal::live_rows(out, Watchlist::info()).map_err(|e| e.to_string())?)
+            }
+            _ => vigil_engine::share::consolidate(Watchlist::info(), &changes)
+                .map_err(|e| e.to_string())?
+                .map(|b| b.rows),
+        };
+        let mut bases = Vec::new();
+        if let Some(b) = now
+            && let (Some(plate), Some(basis)) = (strings(&b, "plate"), strings(&b, "legal_basis"))
+        {
+            bases.extend(
+                (0..b.num_rows())
+                    .filter(|&i| plate.value(i) == self.plate)
+                    .map(|i| basis.value(i).to_owned()),
+            );
+        }
+        let detail = match bases.is_empty() {
+            true => "not listed".to_owned(),
+            false => format!("legal basis: {}; only DELETE FROM watchlist takes it off", bases.join("; ")),
+        };
+        Ok(row("watchlist", "memory and catalog", bases.len(), detail))
     }
 
     /// Rows about the plate in any stream: its reads, its hits, and its hits' alerts.
@@ -317,6 +349,7 @@ impl PlateRequest {
             self.evidence.len(),
             format!("reads that are evidence for {} confirmed hits", self.confirmed.len()),
         ));
+        rows.push(self.listed(retained, out)?);
         rows.extend(self.exports(out)?);
         events.sort_unstable();
         events.dedup();
@@ -346,7 +379,11 @@ fn files(out: Option<&Path>) -> Vec<(String, PathBuf)> {
         found.sort();
         for d in found {
             let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            if ["rules", "snapshots", "audit", "reference"].contains(&name.as_str()) && prefix == "parquet" {
+            // The catalog holds the watchlist's journal and the rules: a listed plate is not a
+            // read, and an erasure request does not take it off the watchlist (see `listed`).
+            if ["rules", "snapshots", "audit", "reference", "catalog"].contains(&name.as_str())
+                && prefix == "parquet"
+            {
                 continue;
             }
             let place =
