@@ -618,6 +618,29 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     // SHOW RULES lists only the rules a role may read.
     let (_, shown) = run("karim", "SHOW RULES");
     assert!(shown.contains("gate_peak") && !shown.contains("plates_seen"), "{shown}");
+    // So do SHOW STREAMS and SHOW COLUMNS: what a role may query, with keys and personal columns.
+    let (ok, streams) = run("karim", "SHOW STREAMS");
+    assert!(
+        ok && streams.contains("zone_density|stream|Persons in a zone")
+            && streams.contains("gate_peak|rule|")
+    );
+    assert!(!streams.contains("plate_reads") && !streams.contains("plates_seen"), "{streams}");
+    let (ok, streams) = run("amina", "SHOW TABLES");
+    assert!(
+        ok && streams.contains("plate_reads|stream|") && streams.contains("watchlist|table|"),
+        "{streams}"
+    );
+    assert!(!streams.contains("audit_log") && !streams.contains("([`"), "{streams}");
+    let (ok, columns) = run("amina", "SHOW COLUMNS FROM plate_reads");
+    assert!(
+        ok && columns.contains("event_id|UInt64|no|yes|") && columns.contains("plate|Utf8|yes||yes"),
+        "{columns}"
+    );
+    let (ok, said) = run("karim", "DESCRIBE plate_reads");
+    assert!(!ok && said.contains("SHOW STREAMS lists them: ") && said.contains("zone_density"), "{said}");
+    // psql's \d reads PostgreSQL's catalog, which vigil does not keep: the error says what to use.
+    let (ok, said) = run("amina", "\\d plate_reads");
+    assert!(!ok && said.contains("HINT:") && said.contains("SHOW COLUMNS FROM name"), "{said}");
     // The auditor reads the records of everyone's actions, with digests for personal data.
     let (ok, log) = run(
         "youssef",

@@ -489,6 +489,64 @@ impl Registry {
     }
 
     /// The tables, streams and rules `role` may not read.
+    /// What `role` may query, for `SHOW STREAMS`: (name, kind, what one row is), by name.
+    pub fn readable(&self, role: Role) -> Vec<[String; 3]> {
+        let mut out: Vec<[String; 3]> = self
+            .streams
+            .all()
+            .filter(|i| role.may_read_stream(i))
+            .map(|i| {
+                let kind = if i.is_table() { "table" } else { "stream" };
+                [i.name.to_owned(), kind.to_owned(), plain_doc(i.doc)]
+            })
+            .collect();
+        out.extend(self.list().into_iter().filter(|e| self.may_read_rule(role, &e.rule)).map(|e| {
+            let sql = e.rule.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            [e.rule.name.clone(), "rule".to_owned(), sql]
+        }));
+        if role.may_read_audit() && self.audit_path.is_some() {
+            out.push([
+                AUDIT_TABLE.to_owned(),
+                "audit".to_owned(),
+                "The audit log, one record a row.".to_owned(),
+            ]);
+        }
+        out.sort();
+        out
+    }
+
+    /// The columns of `name` if `role` may query it, for `SHOW COLUMNS FROM`: (column, type,
+    /// nullable, key, personal).
+    pub fn columns(&self, role: Role, name: &str) -> Result<Vec<[String; 5]>> {
+        let tables = self.query_tables(role, false)?;
+        let Some((_, schema, _)) = tables.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)) else {
+            let mut names: Vec<&str> = tables.iter().map(|(n, ..)| n.as_str()).collect();
+            names.sort_unstable();
+            return Err(SqlError::user(
+                None,
+                format!("no stream, table or rule named {name} that you may read"),
+                format!("SHOW STREAMS lists them: {}", names.join(", ")),
+            )
+            .kind(Kind::UndefinedTable));
+        };
+        let info = self.streams.get(name);
+        let flag =
+            |list: Option<&[&str]>, c: &str| if list.is_some_and(|l| l.contains(&c)) { "yes" } else { "" };
+        Ok(schema
+            .fields()
+            .iter()
+            .map(|f| {
+                [
+                    f.name().clone(),
+                    f.data_type().to_string(),
+                    if f.is_nullable() { "yes" } else { "no" }.to_owned(),
+                    flag(info.map(|i| i.keys), f.name()).to_owned(),
+                    flag(info.map(|i| i.personal), f.name()).to_owned(),
+                ]
+            })
+            .collect())
+    }
+
     fn hidden_tables(&self, role: Role) -> Vec<String> {
         let mut hidden: Vec<String> =
             self.streams.all().filter(|i| !role.may_read_stream(i)).map(|i| i.name.to_owned()).collect();
@@ -1357,8 +1415,27 @@ fn literal(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<Option<String>> 
     }
 }
 
+/// A definition's doc comment as a psql user reads it: one line, without rustdoc's links to
+/// the code (`([`EventId`])` goes; `[`x`]` becomes `x`).
+fn plain_doc(doc: &str) -> String {
+    let mut text = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    while let Some(start) = text.find(" ([`") {
+        let Some(len) = text[start..].find("`])") else { break };
+        text.replace_range(start..start + len + 3, "");
+    }
+    text.replace("[`", "`").replace("`]", "`")
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn docs_lose_rustdoc_links_for_psql() {
+        assert_eq!(
+            super::plain_doc("A crossing. Its `event_id` hashes the line\n ([`Epoch::hash_id`]). See [`x`]."),
+            "A crossing. Its `event_id` hashes the line. See `x`."
+        );
+    }
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 

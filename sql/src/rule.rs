@@ -656,7 +656,14 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
                 Some(Reads::Query(names)) => names.join(", "),
                 None => String::new(),
             };
-            if d.message.starts_with("table ") && !names.is_empty() {
+            if d.message.contains("'pg_catalog.") || d.message.contains("'information_schema.") {
+                // psql's \d commands and GUI tools' browsers read PostgreSQL's catalog.
+                fix.push(
+                    "vigil keeps no PostgreSQL catalog, so psql's \\d commands do not work here: SHOW STREAMS \
+                     lists what you may read, SHOW COLUMNS FROM name its columns"
+                        .into(),
+                );
+            } else if d.message.starts_with("table ") && !names.is_empty() {
                 fix.push(format!("read one of the streams: {names}"));
             } else {
                 fix.push("check the names against the stream's columns".into());

@@ -509,7 +509,9 @@ impl Session {
             ("INSERT", _) => ("table.insert", upper(&w, 2).to_lowercase()),
             ("DELETE", _) => ("table.delete", upper(&w, 2).to_lowercase()),
             ("DROP", "RULE") => ("rule.drop", named(2)),
-            ("SHOW" | "ERASE", kind) if kind != "RULES" && !kind.is_empty() => {
+            ("SHOW" | "ERASE", kind)
+                if !["RULES", "STREAMS", "TABLES", "COLUMNS"].contains(&kind) && !kind.is_empty() =>
+            {
                 (if w0 == "ERASE" { "subject.erase" } else { "subject.show" }, kind.to_lowercase())
             }
             ("SUBSCRIBE", _) => ("subscribe", named(if w1 == "TO" { 2 } else { 1 })),
@@ -561,6 +563,27 @@ impl Session {
                 }
             }
             ("SHOW", "RULES") => self.show_rules(role),
+            ("SHOW", "STREAMS" | "TABLES") => text_response(
+                &["name", "kind", "what"],
+                self.registry.readable(role).into_iter().map(|r| r.into_iter().map(Some).collect()).collect(),
+            ),
+            ("SHOW", "COLUMNS") | ("DESCRIBE", _) => {
+                // SHOW COLUMNS FROM name, DESCRIBE name.
+                let at = if upper(&w, 0) == "DESCRIBE" { 1 } else { 3 };
+                let Some(name) = w.get(at).filter(|_| at == 1 || upper(&w, 2) == "FROM") else {
+                    return error(
+                        "42601",
+                        format!("{SOURCE}: write SHOW COLUMNS FROM name, or DESCRIBE name"),
+                    );
+                };
+                match self.registry.columns(role, name) {
+                    Ok(rows) => text_response(
+                        &["column", "type", "nullable", "key", "personal"],
+                        rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect(),
+                    ),
+                    Err(e) => user_error(e),
+                }
+            }
             // No transactions: each statement takes effect at once, reads see the state as it is.
             // The words drivers send around their statements are accepted as such.
             ("BEGIN" | "START", _) => Response::Execution(Tag::new(if upper(&w, 0) == "BEGIN" {
