@@ -13,12 +13,12 @@ use common::{python, root};
 
 const PEERS: [&str; 3] = ["bytetrack", "ocsort", "sort"];
 
-#[test]
-fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_on_real_pedestrians_at_low_noise() {
+/// Runs `scripts/<script> --split test` with this build of vigil: its JSON and its table.
+fn test_split(script: &str) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("scores.json");
+    let json = dir.path().join("out.json");
     let out = Command::new(python())
-        .arg(root().join("scripts/track_eval.py"))
+        .arg(root().join("scripts").join(script))
         .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--split", "test", "--work"])
         .arg(dir.path())
         .arg("--json")
@@ -27,7 +27,12 @@ fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_on_rea
         .expect("python");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap(), report)
+}
+
+#[test]
+fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_on_real_pedestrians_at_low_noise() {
+    let (scores, report) = test_split("track_eval.py");
     // The judge first reproduces what py-motmetrics states for the real tracker output it ships.
     for (seq, mota, idf1) in [("TUD-Campus", 0.5265, 0.5577), ("TUD-Stadtmitte", 0.5640, 0.6446)] {
         let got = &scores["scorer_check"][seq]["scored"];
@@ -205,19 +210,7 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
 /// the ground truth's people.
 #[test]
 fn gate_counts_err_less_than_bytetrack_with_supervisions_line_zone() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("counts.json");
-    let out = Command::new(python())
-        .arg(root().join("scripts/flow_eval.py"))
-        .args(["--vigil", env!("CARGO_BIN_EXE_vigil"), "--split", "test", "--work"])
-        .arg(dir.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("python");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    let cells: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (cells, report) = test_split("flow_eval.py");
     let cells = cells.as_object().unwrap();
     assert_eq!(cells.len(), 9, "{report}");
     let margin = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m;
