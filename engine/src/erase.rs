@@ -41,7 +41,12 @@ fn batches<'p>(
     selected: Selector<'_>,
 ) -> Result<Option<impl Iterator<Item = Result<RecordBatch>> + use<'p>>> {
     let err = |e: parquet::errors::ParquetError| EngineError::io("reading", path, std::io::Error::other(e));
-    let file = File::open(path).map_err(|e| EngineError::io("opening", path, e))?;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Retention deleted it since the listing: its rows are gone, as they should be.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io("opening", path, e)),
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(err)?;
     if selected(&RecordBatch::new_empty(builder.schema().clone())).is_none() {
         return Ok(None);
@@ -50,8 +55,18 @@ fn batches<'p>(
     Ok(Some(reader.map(move |b| b.map_err(|e| EngineError::io("reading", path, std::io::Error::other(e))))))
 }
 
+/// A lake's lock on `dir` while its files are read, so that no compaction swaps them midway
+/// (a row read twice or not at all); none for a directory that is not a lake's (an export).
+fn read_lock(dir: &Path) -> Result<Option<File>> {
+    match dir.join(crate::lake::LOG_DIR).is_dir() {
+        true => crate::lake::lock(dir).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// The rows `selected` picks in the Parquet files directly under `dir`.
 pub fn select(dir: &Path, selected: Selector<'_>) -> Result<Vec<RecordBatch>> {
+    let _lock = read_lock(dir)?;
     let mut out = Vec::new();
     for path in list_files(dir)? {
         let Some(file) = batches(&path, selected)? else { continue };
@@ -69,6 +84,7 @@ pub fn select(dir: &Path, selected: Selector<'_>) -> Result<Vec<RecordBatch>> {
 
 /// How many rows `selected` picks in the Parquet files directly under `dir`, a batch at a time.
 pub fn count(dir: &Path, selected: Selector<'_>) -> Result<usize> {
+    let _lock = read_lock(dir)?;
     let mut n = 0;
     for path in list_files(dir)? {
         n += count_file(&path, selected)?;

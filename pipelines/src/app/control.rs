@@ -255,7 +255,8 @@ impl Control {
         }
     }
 
-    /// A request about one data subject (see [`super::subject`]): the rows of its answer.
+    /// An erasure request about one data subject (see [`super::subject`]): the rows of its
+    /// answer. (Listing is [`show_subject`], off the tick.)
     fn subject(
         &mut self,
         kind: &str,
@@ -264,24 +265,21 @@ impl Control {
         user: &str,
         now: Millis,
     ) -> Result<Vec<[String; 4]>, String> {
-        if !kind.eq_ignore_ascii_case("PLATE") {
-            return Err(format!(
-                "vigil holds no data by {kind}; fix: write SHOW PLATE '…' or ERASE PLATE '…'"
-            ));
-        }
         let retained = self.ingest.retained();
+        if !erase {
+            return show_subject(
+                kind,
+                value,
+                user,
+                now,
+                &retained,
+                self.out.as_deref(),
+                self.audit.as_deref(),
+            );
+        }
+        plate_kind(kind)?;
         let request = PlateRequest::new(value, now, &retained, self.out.as_deref())?;
         let digest = self.audit.as_ref().map(|a| a.digest(request.plate())).unwrap_or_default();
-        let counts = |rows: &[[String; 4]]| {
-            rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ")
-        };
-        if !erase {
-            let rows = request.show(&retained, self.out.as_deref())?;
-            if let Some(a) = &self.audit {
-                a.record(user, "plate.show", &digest, &[("found", &counts(&rows))]);
-            }
-            return Ok(rows);
-        }
         // Rows in open files are erased by a second pass once the sinks have committed them.
         vigil_engine::parquet_sink::request_flush();
         let (rows, events) = request.erase(&retained, self.out.as_deref())?;
@@ -349,8 +347,30 @@ impl Control {
                 RuleControl::Table { info, rows, diff, user } => {
                     self.change_table(info, &rows, diff, &user, now)?
                 }
-                RuleControl::Subject { kind, value, erase, user, reply } => {
-                    let answer = self.subject(&kind, &value, erase, &user, now);
+                // Listing only reads (memory under its lock, files the sinks have closed): it is
+                // answered on a thread of its own, so a long plate history does not stall the
+                // event path. An erasure changes what the sinks and the join hold: on the tick.
+                RuleControl::Subject { kind, value, erase: false, user, reply } => {
+                    let (retained, out, audit) =
+                        (self.ingest.retained(), self.out.clone(), self.audit.clone());
+                    let spawned = std::thread::Builder::new().name("vigil-subject".into()).spawn(move || {
+                        let answer = show_subject(
+                            &kind,
+                            &value,
+                            &user,
+                            now,
+                            &retained,
+                            out.as_deref(),
+                            audit.as_deref(),
+                        );
+                        let _ = reply.send(answer);
+                    });
+                    if let Err(e) = spawned {
+                        tracing::error!("a plate request could not start: {e}");
+                    }
+                }
+                RuleControl::Subject { kind, value, erase: true, user, reply } => {
+                    let answer = self.subject(&kind, &value, true, &user, now);
                     // The asker may have gone (a timeout): the request was still carried out.
                     let _ = reply.send(answer);
                 }
@@ -1000,6 +1020,38 @@ pub fn snapshot_time(p: &Path) -> Option<Millis> {
     let stamp = name.get(..16)?;
     let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
     Some(t.and_utc().timestamp_millis())
+}
+
+/// A subject request is about a plate: vigil holds data by nothing else.
+fn plate_kind(kind: &str) -> Result<(), String> {
+    match kind.eq_ignore_ascii_case("PLATE") {
+        true => Ok(()),
+        false => Err(format!("vigil holds no data by {kind}; fix: write SHOW PLATE '…' or ERASE PLATE '…'")),
+    }
+}
+
+/// A request's rows, one line each, for the audit log.
+fn counts(rows: &[[String; 4]]) -> String {
+    rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ")
+}
+
+/// What is held about one plate, audited: it only reads, so it runs off the engine's tick.
+fn show_subject(
+    kind: &str,
+    value: &str,
+    user: &str,
+    now: Millis,
+    retained: &std::sync::Mutex<vigil_engine::share::Retained>,
+    out: Option<&std::path::Path>,
+    audit: Option<&AuditLog>,
+) -> Result<Vec<[String; 4]>, String> {
+    plate_kind(kind)?;
+    let request = PlateRequest::new(value, now, retained, out)?;
+    let rows = request.show(retained, out)?;
+    if let Some(a) = audit {
+        a.record(user, "plate.show", &a.digest(request.plate()), &[("found", &counts(&rows))]);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
