@@ -3,7 +3,7 @@
 (ByteTrack + supervision's LineZone), scored on the people the ground truth says crossed.
 
     python scripts/flow_eval.py --vigil target/debug/vigil --work DIR [--split test|tune]
-        [--sources tud,walkers,mot-sim] [--levels low,medium,high] [--margins 0.4] [--json OUT]
+        [--sources tud,walkers,mot-sim] [--levels low,medium,high] [--margins 0.25] [--json OUT]
 
 The sequences and detector models are scripts/track_eval.py's (TUD's real pedestrians, the
 walkers generator and `vigil mot-sim`, each at three noise levels). Each sequence gets two
@@ -115,7 +115,7 @@ def main():
     p.add_argument("--split", choices=te.SPLITS, default="test")
     p.add_argument("--sources", default="tud,walkers,mot-sim")
     p.add_argument("--levels", default="low,medium,high")
-    p.add_argument("--margins", default="0.4", help="vigil's margins to score, metres, comma-separated")
+    p.add_argument("--margins", default="0.25", help="vigil's margins to score, metres, comma-separated")
     p.add_argument("--json")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)

@@ -4,7 +4,7 @@
 //! The operator reads `tracks` rows, which carry each track's foot point on the ground and its
 //! zone. Per live track it keeps, for each gate line, the side the track was last *clearly* on
 //! (at least [`FlowConfig::margin_m`] from the line, so a person standing on the line does not
-//! count in and out and in again), and the zone it is in since when. A crossing is a change of
+//! count in and out and in again, and for [`FlowConfig::confirm`] observations in a row), and the zone it is in since when. A crossing is a change of
 //! clear side whose crossing point lies on the line segment; its direction is `in` when the
 //! track moved to the line's `in_side`. A visit ends when the track's zone changes or the track
 //! has not been seen for `expire_ms`; then its row is emitted with the dwell time.
@@ -150,10 +150,16 @@ pub struct FlowConfig {
     pub lines: Vec<GateLine>,
     /// Zones (for names in `zone_visits`).
     pub zones: Vec<Zone>,
-    /// A track is clearly on one side at least this far from a line, metres (0.4: chosen on
-    /// the tuning split of `scripts/flow_eval.py`, real and generated pedestrians under three
-    /// detector models, against 0.1 to 0.8; see `benches/README.md`).
+    /// A track is clearly on one side at least this far from a line, metres (0.25). With
+    /// `confirm`, chosen on the tuning split of `scripts/flow_eval.py` (real and generated
+    /// pedestrians under three detector models; margins 0.1 to 0.8, confirmation 1 to 5; see
+    /// `benches/README.md`).
     pub margin_m: f64,
+    /// Consecutive clear observations on the other side of a line before a crossing counts
+    /// (2): a box whose bottom edge jumps across the line for one frame, as a noisy detector's
+    /// does for someone walking along it, is not a crossing. Observations within the margin
+    /// neither count nor reset (supervision's `minimum_crossing_threshold` works the same way).
+    pub confirm: u32,
     /// A track not seen for this long has left, ms (5 s).
     pub expire_ms: Millis,
     /// The run's epoch, in row ids.
@@ -163,7 +169,7 @@ pub struct FlowConfig {
 impl FlowConfig {
     /// Default margins for `lines` and `zones`.
     pub fn new(lines: Vec<GateLine>, zones: Vec<Zone>) -> Self {
-        Self { lines, zones, margin_m: 0.4, expire_ms: 5_000, epoch: Epoch::default() }
+        Self { lines, zones, margin_m: 0.25, confirm: 2, expire_ms: 5_000, epoch: Epoch::default() }
     }
 }
 
@@ -175,6 +181,8 @@ struct TrackState {
     last_seen: Millis,
     /// Clear side of each line: -1, +1, or 0 (not yet known).
     sides: Vec<i8>,
+    /// Consecutive clear observations on the other side of each line, not yet a crossing.
+    pending: Vec<u32>,
     /// (zone, entered at, last seen in it).
     zone: Option<(u32, Millis, Millis)>,
 }
@@ -281,7 +289,14 @@ impl Flows {
                         Arc::clone(self.classes.last().expect("just pushed"))
                     }
                 };
-                TrackState { camera: r.camera_id, class, last_seen: t, sides: vec![0; lines], zone: None }
+                TrackState {
+                    camera: r.camera_id,
+                    class,
+                    last_seen: t,
+                    sides: vec![0; lines],
+                    pending: vec![0; lines],
+                    zone: None,
+                }
             });
             st.last_seen = t;
             for (l, line) in self.config.lines.iter().enumerate() {
@@ -294,6 +309,13 @@ impl Flows {
                 }
                 let side = if dist > 0.0 { 1 } else { -1 };
                 let before = st.sides[l];
+                if before != 0 && before != side {
+                    st.pending[l] += 1;
+                    if st.pending[l] < self.config.confirm {
+                        continue;
+                    }
+                }
+                st.pending[l] = 0;
                 st.sides[l] = side;
                 let m = self.config.margin_m;
                 if before != 0 && before != side && (-m..=line.width() + m).contains(&along) {
@@ -497,6 +519,28 @@ mod tests {
         let mut c = crossings(out);
         c.sort();
         assert_eq!(c, vec![(1, "in".to_owned()), (2, "out".to_owned())]);
+    }
+
+    #[test]
+    fn a_one_frame_jump_across_the_line_is_not_a_crossing() {
+        // Track 5 walks along the line 0.5 m on its out side; one frame its foot point jumps
+        // 0.5 m across (a noisy box), then comes back. Track 6 crosses and stays.
+        let run = |confirm: u32| {
+            let mut f = Flows::new(FlowConfig { confirm, ..FlowConfig::new(vec![line()], vec![]) });
+            let mut out = FlowRows::default();
+            let mut rows = Vec::new();
+            for k in 0..=20 {
+                let t = k * 100;
+                rows.push((5, t, 0.2 * k as f32 / 2.0, if k == 10 { 0.5 } else { -0.5 }, None));
+                rows.push((6, t, 3.0, -2.0 + k as f32 * 0.2, None));
+            }
+            f.apply(&tracks(&rows), &mut out).unwrap();
+            let mut c = crossings(out);
+            c.sort();
+            c
+        };
+        assert_eq!(run(FlowConfig::new(vec![], vec![]).confirm), vec![(6, "in".to_owned())]);
+        assert_eq!(run(1), vec![(5, "in".to_owned()), (5, "out".to_owned()), (6, "in".to_owned())]);
     }
 
     #[test]

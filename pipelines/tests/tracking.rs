@@ -171,8 +171,9 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
         // 1 walks right across x = 320 (towards the line's `in` side), 2 walks left.
         tracks.push_str(&format!("{f},1,{},100,40,170,1,-1,-1,-1\n", 200 + f * 6 - 20));
         tracks.push_str(&format!("{f},2,{},150,40,170,1,-1,-1,-1\n", 540 - f * 8 - 20));
-        // 3 stands on the line, the box's centre wobbling 6 px (4% of its height) each way.
-        let wobble = if f % 2 == 0 { 6 } else { -6 };
+        // 3 stands on the line, the box's centre wobbling 6 px (4% of its height) each way,
+        // two frames on each side.
+        let wobble = if (f / 2) % 2 == 0 { 6 } else { -6 };
         tracks.push_str(&format!("{f},3,{},200,40,150,1,-1,-1,-1\n", 320 + wobble - 20));
     }
     std::fs::write(dir.path().join("tracks.txt"), tracks).unwrap();
@@ -192,7 +193,7 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
     let none = count(&["--margin", "0"]);
     let wobbles: usize =
         none.lines().nth(1).unwrap().split('\t').skip(1).map(|v| v.parse::<usize>().unwrap()).sum();
-    assert!(wobbles > 30, "{none}");
+    assert!(wobbles > 15, "{none}");
     // A bad line is refused with the fix.
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320"])
