@@ -13,8 +13,13 @@ use common::{python, root};
 
 const PEERS: [&str; 3] = ["bytetrack", "ocsort", "sort"];
 
-/// Runs `scripts/<script> --split test` with this build of vigil: its JSON and its table.
-fn test_split(script: &str) -> (serde_json::Value, String) {
+/// `vigil <args>` run in `dir`.
+fn vigil_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil")).args(args).current_dir(dir).output().unwrap()
+}
+
+/// Runs `scripts/<script> --split test <extra>` with this build of vigil: its JSON and its table.
+fn test_split(script: &str, extra: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let out = Command::new(python())
@@ -23,6 +28,7 @@ fn test_split(script: &str) -> (serde_json::Value, String) {
         .arg(dir.path())
         .arg("--json")
         .arg(&json)
+        .args(extra)
         .output()
         .expect("python");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -32,7 +38,7 @@ fn test_split(script: &str) -> (serde_json::Value, String) {
 
 #[test]
 fn vigil_tracks_at_least_as_well_as_bytetrack_ocsort_and_sort_except_idf1_on_real_pedestrians_at_low_noise() {
-    let (scores, report) = test_split("track_eval.py");
+    let (scores, report) = test_split("track_eval.py", &[]);
     // The judge first reproduces what py-motmetrics states for the real tracker output it ships.
     for (seq, mota, idf1) in [("TUD-Campus", 0.5265, 0.5577), ("TUD-Stadtmitte", 0.5640, 0.6446)] {
         let got = &scores["scorer_check"][seq]["scored"];
@@ -87,11 +93,7 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
     }
     det.push_str("7,-1,600,20,20,50,0.3,-1,-1,-1\n");
     std::fs::write(dir.path().join("det.txt"), det).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["track", "--mot-det", "det.txt", "--out", "tracks.txt", "--fps", "10"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = vigil_in(dir.path(), &["track", "--mot-det", "det.txt", "--out", "tracks.txt", "--fps", "10"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tracks = std::fs::read_to_string(dir.path().join("tracks.txt")).unwrap();
     let rows: Vec<Vec<f64>> =
@@ -105,11 +107,7 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
     assert_eq!(rows.len(), 38, "{tracks}");
     // A bad line is placed.
     std::fs::write(dir.path().join("bad.txt"), "1,-1,10,20,30,40,0.9\n2,-1,10,20,-3,40,0.9\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["track", "--mot-det", "bad.txt", "--out", "t.txt"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = vigil_in(dir.path(), &["track", "--mot-det", "bad.txt", "--out", "t.txt"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.txt:2:") && err.contains("no area"), "{err}");
 
@@ -117,20 +115,12 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
     std::fs::write(dir.path().join("far.txt"), "1,-1,10,20,30,40,0.9\n4294967295,-1,10,20,30,40,0.9\n")
         .unwrap();
     let t0 = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["track", "--mot-det", "far.txt", "--out", "t.txt"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = vigil_in(dir.path(), &["track", "--mot-det", "far.txt", "--out", "t.txt"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("far.txt:2:1") && err.contains("10,000,000"), "{err}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(30));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["track", "--mot-det", "det.txt", "--out", "t.txt", "--fps", "0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = vigil_in(dir.path(), &["track", "--mot-det", "det.txt", "--out", "t.txt", "--fps", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--fps 0 is not a frame rate") && err.contains("fix:"),
@@ -145,11 +135,7 @@ fn vigil_track_reads_and_writes_motchallenge_text() {
     for (flag, value, fix) in
         [("--strict-iou", "1.5", "from 0 to 1"), ("--confirm-frames", "0", "from 1 to 100")]
     {
-        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["track", "--mot-det", "det.txt", "--out", "t.txt", flag, value])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = vigil_in(dir.path(), &["track", "--mot-det", "det.txt", "--out", "t.txt", flag, value]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success()
@@ -178,12 +164,10 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
     }
     std::fs::write(dir.path().join("tracks.txt"), tracks).unwrap();
     let count = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320,480", "--fps", "10"])
-            .args(extra)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let args =
+            [&["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320,480", "--fps", "10"], extra]
+                .concat();
+        let out = vigil_in(dir.path(), &args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -195,11 +179,7 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
         none.lines().nth(1).unwrap().split('\t').skip(1).map(|v| v.parse::<usize>().unwrap()).sum();
     assert!(wobbles > 15, "{none}");
     // A bad line is refused with the fix.
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = vigil_in(dir.path(), &["count", "--mot-tracks", "tracks.txt", "--line", "320,0,320"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("X1,Y1,X2,Y2"), "{err}");
 }
@@ -211,10 +191,11 @@ fn vigil_count_counts_crossings_once_and_a_wobble_on_the_line_never() {
 /// the ground truth's people.
 #[test]
 fn gate_counts_err_less_than_bytetrack_with_supervisions_line_zone() {
-    let (cells, report) = test_split("flow_eval.py");
+    // Scored at the operator's own margin, whatever the script's default.
+    let margin = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m.to_string();
+    let (cells, report) = test_split("flow_eval.py", &["--margins", &margin]);
     let cells = cells.as_object().unwrap();
     assert_eq!(cells.len(), 9, "{report}");
-    let margin = vigil_operators::flows::FlowConfig::new(Vec::new(), Vec::new()).margin_m;
     let ours = format!("vigil m={margin}");
     let (mut total, mut mine, mut theirs) = (0, 0, [0, 0]);
     for (cell, c) in cells {
