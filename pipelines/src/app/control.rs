@@ -256,27 +256,16 @@ impl Control {
     }
 
     /// An erasure request about one data subject (see [`super::subject`]): the rows of its
-    /// answer. (Listing is [`show_subject`], off the tick.)
-    fn subject(
+    /// answer. It runs on the tick: it changes what the sinks and the join hold. (Listing is
+    /// [`show_subject`], off the tick.)
+    fn erase_subject(
         &mut self,
         kind: &str,
         value: &str,
-        erase: bool,
         user: &str,
         now: Millis,
     ) -> Result<Vec<[String; 4]>, String> {
         let retained = self.ingest.retained();
-        if !erase {
-            return show_subject(
-                kind,
-                value,
-                user,
-                now,
-                &retained,
-                self.out.as_deref(),
-                self.audit.as_deref(),
-            );
-        }
         plate_kind(kind)?;
         let request = PlateRequest::new(value, now, &retained, self.out.as_deref())?;
         let digest = self.audit.as_ref().map(|a| a.digest(request.plate())).unwrap_or_default();
@@ -285,7 +274,7 @@ impl Control {
         let (rows, events) = request.erase(&retained, self.out.as_deref())?;
         self.take_out_of_join(&events, now).map_err(|e| e.to_string())?;
         if let Some(a) = &self.audit {
-            a.record(user, "plate.erase", &digest, &[("erased", &counts(&rows))]);
+            a.record(user, "plate.erase", &digest, &[("erased", &subject::summary(&rows))]);
         }
         let again = std::time::Instant::now() + 2 * self.commit + std::time::Duration::from_secs(1);
         self.erasing.push((again, request.plate().to_owned(), now));
@@ -370,7 +359,7 @@ impl Control {
                     }
                 }
                 RuleControl::Subject { kind, value, erase: true, user, reply } => {
-                    let answer = self.subject(&kind, &value, true, &user, now);
+                    let answer = self.erase_subject(&kind, &value, &user, now);
                     // The asker may have gone (a timeout): the request was still carried out.
                     let _ = reply.send(answer);
                 }
@@ -1030,11 +1019,6 @@ fn plate_kind(kind: &str) -> Result<(), String> {
     }
 }
 
-/// A request's rows, one line each, for the audit log.
-fn counts(rows: &[[String; 4]]) -> String {
-    rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ")
-}
-
 /// What is held about one plate, audited: it only reads, so it runs off the engine's tick.
 fn show_subject(
     kind: &str,
@@ -1049,7 +1033,7 @@ fn show_subject(
     let request = PlateRequest::new(value, now, retained, out)?;
     let rows = request.show(retained, out)?;
     if let Some(a) = audit {
-        a.record(user, "plate.show", &a.digest(request.plate()), &[("found", &counts(&rows))]);
+        a.record(user, "plate.show", &a.digest(request.plate()), &[("found", &subject::summary(&rows))]);
     }
     Ok(rows)
 }

@@ -365,6 +365,11 @@ fn alerts_of<'h>(b: &RecordBatch, hits: impl Iterator<Item = &'h String>) -> Opt
     Some((0..b.num_rows()).map(|i| Some(kind.value(i) == "watchlist" && named(message.value(i)))).collect())
 }
 
+/// A request's answer in one line, for the audit log: `what place: rows; …`.
+pub fn summary(rows: &[[String; 4]]) -> String {
+    rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ")
+}
+
 fn row(what: &str, place: &str, n: usize, detail: String) -> [String; 4] {
     [what.to_owned(), place.to_owned(), n.to_string(), detail]
 }

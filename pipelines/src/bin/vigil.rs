@@ -550,8 +550,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 request.show(&retained, Some(&out)).map_err(anyhow::Error::msg)?
             };
             let audit = vigil_engine::audit::AuditLog::open(&app::audit_path(&out))?;
-            let found =
-                rows.iter().map(|r| format!("{} {}: {}", r[0], r[1], r[2])).collect::<Vec<_>>().join("; ");
+            let found = app::subject::summary(&rows);
             let (action, key) = if erase { ("plate.erase", "erased") } else { ("plate.show", "found") };
             audit.record(&user, action, &audit.digest(request.plate()), &[(key, &found), ("via", "cli")]);
             for r in rows.iter().filter(|r| r[1] != "memory") {
