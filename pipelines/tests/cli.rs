@@ -562,15 +562,16 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
     // No hit was confirmed: nothing of the plate is left (but its watchlist entry), and nothing
     // of another plate went.
     assert_eq!(count("12345-ب-6"), 0, "{}", String::from_utf8_lossy(&erased.stdout));
-    // The entry stays in the watchlist's journal: only DELETE FROM watchlist takes it off.
+    // The entry stays where the run loaded it from its configuration: only DELETE FROM
+    // watchlist takes it off.
     assert_eq!(n_of(&said, "watchlist", "memory and catalog"), 1, "{said}");
     assert!(said.contains("stolen-vehicle report DGSN-2026-00118"), "{said}");
-    let journal = py(
-        "import duckdb\nprint(duckdb.sql(\"select count(*) from read_parquet('out/catalog/tables/watchlist/*.parquet') \
+    let loaded = py(
+        "import duckdb\nprint(duckdb.sql(\"select count(*) from read_parquet('out/reference/watchlist-*.parquet') \
          where plate = '12345-ب-6'\").fetchall()[0][0])",
         tmp.path(),
     );
-    assert_eq!(journal.trim(), "1", "the watchlist entry left the journal");
+    assert_eq!(loaded.trim(), "1", "the watchlist entry left the run's reference files");
     assert_eq!(count("4821-د-33"), other);
     let verify = admin(vigil().args(["audit", "verify", "--out"]).arg(&out));
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));

@@ -16,6 +16,8 @@ const PASSWORD: &str = "test-only-password";
 struct City {
     child: Child,
     port: u16,
+    /// What the city has written on stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl City {
@@ -26,7 +28,7 @@ impl City {
 
     /// `vigil <args> --out city --quiet --pg-listen 127.0.0.1:0` with `env`.
     fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> City {
-        let (child, port, _log) = common::spawn_listening(
+        let (child, port, log) = common::spawn_listening(
             Command::new(env!("CARGO_BIN_EXE_vigil"))
                 .args(args)
                 .args(["--out", "city", "--quiet", "--pg-listen", "127.0.0.1:0"])
@@ -34,7 +36,7 @@ impl City {
                 .current_dir(dir)
                 .stdout(Stdio::null()),
         );
-        City { child, port }
+        City { child, port, log }
     }
 
     /// `cmd` (psql, or a wrapper whose next argument is psql) with the connection arguments.
@@ -958,14 +960,14 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
         0,
         "alerts of unconfirmed hits in Parquet after the erasure"
     );
-    // The watchlist's journal still lists it (ERASE PLATE once rewrote it without the entry,
-    // which a restart would then have lost).
+    // The entry (the configuration's) is still where the run loaded it from (ERASE PLATE once
+    // rewrote the watchlist's journal without the entry, which a restart would then have lost).
     assert_eq!(
         count(format!(
-            "SELECT count(*) FROM read_parquet('{o}/catalog/tables/watchlist/*.parquet') WHERE plate = '4821-د-33'"
+            "SELECT count(*) FROM read_parquet('{o}/reference/watchlist-*.parquet') WHERE plate = '4821-د-33'"
         )),
         1,
-        "the watchlist entry left the journal"
+        "the watchlist entry left the run's reference files"
     );
     let audit = std::fs::read_to_string(out.join("audit/audit.log")).unwrap();
     assert!(audit.contains("\"actor\":\"root\",\"action\":\"plate.erase\""), "{audit}");
@@ -1068,16 +1070,24 @@ fn an_entry_added_after_a_restart_finds_the_reads_of_the_run_before() {
 }
 
 /// The watchlist as analysts left it survives a restart: an entry added from psql is there after
-/// the engine is stopped and started again, and one deleted from psql stays deleted.
+/// the engine is stopped and started again, and one deleted from psql stays deleted, the
+/// configuration's too. The configuration's entries are loaded once however often the city
+/// restarts, and one taken out of the configuration is gone.
 #[test]
 fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        tmp.path().join("city.toml"),
-        "[city]\nfps = 5.0\n\n[simulation]\ncameras = 1\npedestrians_per_camera = 2\nvehicles_per_minute = 2\n\n\
-         [[users]]\nname = \"amina\"\nrole = \"analyst\"\npassword_env = \"PW_amina\"\n\n",
-    )
-    .unwrap();
+    let entry = |plate: &str, basis: &str| {
+        format!(
+            "[[watchlist]]\nplate = \"{plate}\"\nlegal_basis = \"{basis}\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n"
+        )
+    };
+    let config = |entries: &str| {
+        let city = "[city]\nfps = 5.0\n\n[simulation]\ncameras = 1\npedestrians_per_camera = 2\nvehicles_per_minute = 2\n\n\
+                    [[users]]\nname = \"amina\"\nrole = \"analyst\"\npassword_env = \"PW_amina\"\n\n";
+        std::fs::write(tmp.path().join("city.toml"), format!("{city}{entries}")).unwrap();
+    };
+    let kept = entry("12345-ب-6", "DGSN-2026-00118");
+    config(&format!("{kept}{}", entry("55555-ب-12", "DGSN-2026-00119")));
     let env = [("PW_amina", "amina-pw-2")];
     let args = ["run", "--config", "city.toml", "--duration", "120"];
     let ask = |city: &City, sql: &str| city.rows_as("amina", "amina-pw-2", sql);
@@ -1088,13 +1098,14 @@ fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
          ('4821-D-33', 'stolen vehicle', 'DGSN-2026-00301', 'DGSN Rabat', '2026-09-01T00:00:00Z'), \
          ('777-A-1', 'stolen vehicle', 'DGSN-2026-00302', 'DGSN Rabat', '2026-09-01T00:00:00Z')",
     );
-    // The entries show once the engine has taken them (a tick); then one is deleted.
+    // The entries show once the engine has taken them (a tick); then one is deleted, and one
+    // of the configuration's.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ask(&city, "SELECT plate FROM watchlist").len() < 2 {
+    while ask(&city, "SELECT plate FROM watchlist").len() < 4 {
         assert!(Instant::now() < deadline, "the entries never showed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    ask(&city, "DELETE FROM watchlist WHERE plate = '777-أ-1'");
+    ask(&city, "DELETE FROM watchlist WHERE plate IN ('777-أ-1', '55555-ب-12')");
     city.stop();
     // The deleted entry's plate has left the disk too (the journal is folded at the last sweep).
     let journal: Vec<u8> = std::fs::read_dir(tmp.path().join("city/catalog/tables/watchlist"))
@@ -1117,7 +1128,21 @@ fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
     // Give a wrongly restored deleted entry the time to show up too.
     std::thread::sleep(Duration::from_millis(500));
     let again = ask(&city, "SELECT plate, legal_basis FROM watchlist ORDER BY plate");
+    let log = city.log.lock().unwrap().clone();
     city.stop();
-    assert_eq!(listed, [["4821-د-33", "DGSN-2026-00301"]], "{listed:?}");
-    assert_eq!(again, listed);
+    let both = [["12345-ب-6", "DGSN-2026-00118"], ["4821-د-33", "DGSN-2026-00301"]];
+    assert!(listed == both || listed == both[..1] || listed == both[1..], "{listed:?}");
+    assert_eq!(again, both, "{again:?}");
+    assert!(
+        log.contains("the configuration's entry for 55555-ب-12")
+            && log.contains("take it out of the configuration"),
+        "the operator is not told that a configured entry stays deleted: {log}"
+    );
+    // Once more with the configuration's entry taken out of it: it is not listed any more.
+    config(&entry("55555-ب-12", "DGSN-2026-00119"));
+    let city = City::start_with(tmp.path(), &args, &env);
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = ask(&city, "SELECT plate, legal_basis FROM watchlist ORDER BY plate");
+    city.stop();
+    assert_eq!(third, both[1..], "{third:?}");
 }

@@ -120,8 +120,11 @@ impl Control {
     /// by itself).
     pub fn push_due_watch(&mut self, now: Millis) -> anyhow::Result<()> {
         if !self.watch.is_empty() {
-            let entries = std::mem::take(&mut self.watch);
-            return self.change_table(Watchlist::info(), &watchlist::to_batch(&entries), 1, "config", now);
+            // Not journaled: the configuration holds its entries, and one taken out of it must
+            // not come back from the journal at the next start.
+            let rows = watchlist::to_batch(&std::mem::take(&mut self.watch));
+            self.audit_change(Watchlist::info(), &rows, 1, "config");
+            return self.apply_table(Watchlist::info(), &rows, 1, now);
         }
         let mut expired = Vec::new();
         while self.schedule.first_key_value().is_some_and(|((t, _, _), _)| *t <= now) {
@@ -148,11 +151,15 @@ impl Control {
         actor: &str,
         now: Millis,
     ) -> anyhow::Result<()> {
-        let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
-        self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
+        self.audit_change(info, rows, diff, actor);
         // Before it takes effect: a change acknowledged to psql survives a restart.
         self.journal(info, rows, diff)?;
         self.apply_table(info, rows, diff, now)
+    }
+
+    fn audit_change(&self, info: &'static StreamInfo, rows: &RecordBatch, diff: i64, actor: &str) {
+        let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
+        self.audit_rows(&audited, actor, if diff > 0 { "add" } else { "remove" });
     }
 
     /// Journals a change of a kept table ([`journal`]); a deleted entry leaves the disk at the
@@ -454,6 +461,51 @@ impl Control {
     }
 }
 
+/// The configuration's watchlist entries a restart loads, against the journal of what users
+/// changed from psql in earlier runs (`out`'s [`journal`]): an entry a user deleted stays
+/// deleted, with a message to take it out of the configuration too; and an entry the journal
+/// also holds as added (runs before 2026-12-06 journaled the configuration's entries as well)
+/// is taken out of the journal, so that it is loaded once, and not at all once the
+/// configuration drops it. Entries are the same when their plate, legal basis and expiry are
+/// (`valid_from` follows the start of each run).
+pub fn config_watch(out: &Path, watch: Vec<WatchEntry>) -> anyhow::Result<Vec<WatchEntry>> {
+    use arrow::array::AsArray;
+    let info = Watchlist::info();
+    let journal::Table { live, deleted } = journal::read(out, info)?;
+    type Key = (String, String, Millis);
+    let key = |b: &RecordBatch, i: usize| -> Option<Key> {
+        let text = |c: &str| b.column_by_name(c).map(|c| c.as_string::<i32>().value(i).to_owned());
+        let expires =
+            b.column_by_name("expires_at")?.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        Some((text("plate")?, text("legal_basis")?, expires.value(i)))
+    };
+    // The configuration's entries by key (a national list loads from CSV: no scan per row).
+    let mut configured: std::collections::HashMap<Key, Vec<usize>> = std::collections::HashMap::new();
+    for (i, e) in watch.iter().enumerate() {
+        configured.entry((e.plate.clone(), e.legal_basis.clone(), e.expires_at)).or_default().push(i);
+    }
+    let mut gone = vec![false; watch.len()];
+    for k in (0..deleted.num_rows()).filter_map(|i| key(&deleted, i)) {
+        if let Some(at) = configured.get(&k).and_then(|v| v.iter().copied().find(|&j| !gone[j])) {
+            gone[at] = true;
+            eprintln!(
+                "watchlist: the configuration's entry for {} (legal basis {}) was deleted from psql in an \
+                 earlier run and stays deleted; fix: take it out of the configuration",
+                watch[at].plate, watch[at].legal_basis
+            );
+        }
+    }
+    let doubled: Vec<u32> = (0..live.num_rows())
+        .filter(|&i| key(&live, i).is_some_and(|k| configured.contains_key(&k)))
+        .map(|i| i as u32)
+        .collect();
+    if !doubled.is_empty() {
+        let rows = arrow::compute::take_record_batch(&live, &arrow::array::UInt32Array::from(doubled))?;
+        journal::append(out, info, &rows, -1)?;
+    }
+    Ok(watch.into_iter().zip(gone).filter_map(|(e, gone)| (!gone).then_some(e)).collect())
+}
+
 /// The journal of the changes users make to reference tables (the watchlist), so that they
 /// survive a restart: `<out>/catalog/tables/<table>/<seq>.parquet`, one file per change with its
 /// rows and a `vigil_diff` column (1 added, -1 deleted), written whole (temporary file, fsync,
@@ -524,18 +576,28 @@ pub mod journal {
         files
     }
 
-    fn write(dir: &Path, seq: u64, snapshot: bool, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
+    /// Writes `parts` (rows, each part with its diff) as one file.
+    fn write(dir: &Path, seq: u64, snapshot: bool, parts: &[(&RecordBatch, i64)]) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let Some((first, _)) = parts.first() else { return Ok(()) };
+        let mut fields: Vec<Field> = first.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(DIFF, DataType::Int64, false));
-        let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(Int64Array::from(vec![diff; rows.num_rows()])));
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let schema = Arc::new(Schema::new(fields));
+        let batches = parts
+            .iter()
+            .map(|(rows, diff)| {
+                let mut columns = rows.columns().to_vec();
+                columns.push(Arc::new(Int64Array::from(vec![*diff; rows.num_rows()])));
+                RecordBatch::try_new(Arc::clone(&schema), columns)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let name =
             if snapshot { format!("{seq:08}.{SNAPSHOT}.parquet") } else { format!("{seq:08}.parquet") };
         let mut bytes = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)?;
-        w.write(&batch)?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None)?;
+        for b in &batches {
+            w.write(b)?;
+        }
         w.close()?;
         vigil_engine::lake::write_atomic(&dir.join(name), &bytes)?;
         Ok(())
@@ -545,7 +607,7 @@ pub mod journal {
     pub fn append(out: &Path, info: &StreamInfo, rows: &RecordBatch, diff: i64) -> anyhow::Result<()> {
         let dir = dir(out, info);
         let seq = files(&dir).last().map_or(0, |f| f.seq + 1);
-        write(&dir, seq, false, rows, diff)
+        write(&dir, seq, false, &[(rows, diff)])
     }
 
     /// The rows added and not deleted since, in the order they were added.
@@ -553,10 +615,26 @@ pub mod journal {
         Ok(fold(&dir(out, info), info)?.live)
     }
 
-    /// The journal read: the rows live, its files, and the rows it added since its snapshot
-    /// (more than are live: some were deleted, and their values are still in the files).
+    /// What users left of a table: the rows they added and did not delete, and the rows they
+    /// deleted that the journal never added (the configuration's: they stay deleted at a
+    /// restart, though the configuration still lists them).
+    pub struct Table {
+        pub live: RecordBatch,
+        pub deleted: RecordBatch,
+    }
+
+    /// The journal folded (see [`Table`]).
+    pub fn read(out: &Path, info: &StreamInfo) -> anyhow::Result<Table> {
+        let Folded { live, deleted, .. } = fold(&dir(out, info), info)?;
+        Ok(Table { live, deleted })
+    }
+
+    /// The journal read: the rows live and deleted ([`Table`]), its files, and the rows it added
+    /// since its snapshot (more than are live: some were deleted, and their values are still in
+    /// the files).
     struct Folded {
         live: RecordBatch,
+        deleted: RecordBatch,
         files: Vec<JournalFile>,
         added: usize,
     }
@@ -600,6 +678,7 @@ pub mod journal {
         // of the live copies of deleted values, earliest first. Rows are gathered once at the
         // end (one `interleave`), not sliced one by one.
         let mut places: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut unmatched: Vec<(usize, usize)> = Vec::new();
         let mut at: HashMap<Vec<u8>, VecDeque<usize>> = HashMap::new();
         for (b, (rows, diff)) in read.iter().enumerate() {
             let keys =
@@ -613,9 +692,11 @@ pub mod journal {
                     }
                     (true, None) => places.push(Some((b, i))),
                     (false, Some(key)) => {
-                        // The earliest copy goes, as a differential collection would lose one.
-                        if let Some(place) = at.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
-                            places[place] = None;
+                        // The earliest copy goes, as a differential collection would lose one;
+                        // with none, a row the journal never added was deleted.
+                        match at.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
+                            Some(place) => places[place] = None,
+                            None => unmatched.push((b, i)),
                         }
                     }
                     // Every deleted value is in `deleted`.
@@ -625,19 +706,28 @@ pub mod journal {
         }
         let added = places.len();
         let places: Vec<(usize, usize)> = places.into_iter().flatten().collect();
-        let live = if places.is_empty() {
-            RecordBatch::new_empty(Arc::clone(&info.schema))
-        } else {
-            arrow::compute::interleave_record_batch(
-                &read.iter().map(|(r, _)| r).collect::<Vec<_>>(),
-                &places,
-            )?
+        let batches: Vec<&RecordBatch> = read.iter().map(|(r, _)| r).collect();
+        let gather = |places: &[(usize, usize)]| -> anyhow::Result<RecordBatch> {
+            Ok(match places.is_empty() {
+                true => RecordBatch::new_empty(Arc::clone(&info.schema)),
+                false => arrow::compute::interleave_record_batch(&batches, places)?,
+            })
         };
-        Ok(Folded { live, files, added })
+        Ok(Folded { live: gather(&places)?, deleted: gather(&unmatched)?, files, added })
     }
 
     fn expiries(rows: &RecordBatch) -> Option<&TimestampMillisecondArray> {
         rows.column_by_name("expires_at")?.as_any().downcast_ref::<TimestampMillisecondArray>()
+    }
+
+    /// `rows` without those expired at `now`, and how many those were.
+    fn unexpired(rows: RecordBatch, now: Millis) -> anyhow::Result<(RecordBatch, usize)> {
+        let Some(expires) = expiries(&rows) else { return Ok((rows, 0)) };
+        let keep: BooleanArray = expires.iter().map(|e| Some(e.is_none_or(|e| e > now))).collect();
+        Ok(match keep.false_count() {
+            0 => (rows, 0),
+            n => (arrow::compute::filter_record_batch(&rows, &keep)?, n),
+        })
     }
 
     /// The earliest `expires_at` of `rows`, if they expire.
@@ -667,30 +757,27 @@ pub mod journal {
     /// [`Trimmed::next_expiry`] has passed or [`changes`] has grown.
     pub fn trim(out: &Path, info: &StreamInfo, now: Millis) -> anyhow::Result<Trimmed> {
         let dir = dir(out, info);
-        let Folded { live, files, added } = fold(&dir, info)?;
+        let Folded { live, deleted: unadded, files, added } = fold(&dir, info)?;
         let Some(last) = files.last().map(|f| f.seq) else { return Ok(Trimmed::default()) };
-        // The rows still valid at `now` (a row that never expires is kept).
-        let expires = expiries(&live).cloned();
-        let keep: BooleanArray = (0..live.num_rows())
-            .map(|i| Some(expires.as_ref().is_none_or(|e| e.is_null(i) || e.value(i) > now)))
-            .collect();
-        let dropped = keep.false_count();
-        let kept = if dropped == 0 { live } else { arrow::compute::filter_record_batch(&live, &keep)? };
+        // The rows still valid at `now` (a row that never expires is kept); a deletion of the
+        // configuration's row is kept as long as the row would have been valid.
+        let (kept, dropped) = unexpired(live, now)?;
+        let (unadded, lapsed) = unexpired(unadded, now)?;
         let next_expiry = earliest_expiry(&kept);
         let stale = files.iter().rposition(|f| f.snapshot).unwrap_or(0) > 0;
         // Rows added but not live: deleted entries, whose plates are still in the files.
         let deleted_rows = added > kept.num_rows() + dropped;
-        if dropped == 0 && files.len() <= FOLD_AFTER && !stale && !deleted_rows {
+        if dropped == 0 && lapsed == 0 && files.len() <= FOLD_AFTER && !stale && !deleted_rows {
             return Ok(Trimmed { next_expiry, ..Default::default() });
         }
-        let snapshot = if stale && dropped == 0 && !deleted_rows && files.len() <= FOLD_AFTER {
+        let snapshot = if stale && dropped + lapsed == 0 && !deleted_rows && files.len() <= FOLD_AFTER {
             // A snapshot already holds everything; only the files before it go.
             files.iter().rposition(|f| f.snapshot).map_or(last, |i| files[i].seq)
         } else {
             // Numbered as the last change it holds (and sorted after it), so a change appended
             // meanwhile, numbered after the last one there was, is never folded in or deleted.
             // A snapshot of that number already there is replaced (renamed over).
-            write(&dir, last, true, &kept, 1)?;
+            write(&dir, last, true, &[(&kept, 1), (&unadded, -1)])?;
             last
         };
         let mut deleted = 0;
@@ -1215,5 +1302,63 @@ mod tests {
         assert_eq!(t.expired, 0);
         assert_eq!(files(out).len(), 1);
         assert_eq!(plates(out), before);
+    }
+
+    /// The configuration's entries are not journaled; a user's deletion of one is, and stays
+    /// through trims as long as the entry would have been valid.
+    #[test]
+    fn a_deleted_entry_of_the_configuration_stays_deleted_until_it_would_have_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        journal::append(out, info, &entry("11111-A-1", 5_000), 1).unwrap();
+        journal::append(out, info, &entry("22222-B-2", 1_000), -1).unwrap();
+        let deleted = |out: &std::path::Path| journal::read(out, info).unwrap().deleted.num_rows();
+        assert_eq!((plates(out), deleted(out)), (vec!["11111-A-1".to_owned()], 1));
+        // Folded into a snapshot (more changes than FOLD_AFTER): the deletion is in it.
+        for _ in 0..journal::FOLD_AFTER {
+            journal::append(out, info, &entry("33333-D-3", 5_000), 1).unwrap();
+            journal::append(out, info, &entry("33333-D-3", 5_000), -1).unwrap();
+        }
+        journal::trim(out, info, 500).unwrap();
+        assert_eq!(files(out).len(), 1);
+        assert_eq!((plates(out), deleted(out)), (vec!["11111-A-1".to_owned()], 1));
+        // Past the entry's expiry it goes, and its plate leaves the disk.
+        journal::trim(out, info, 1_000).unwrap();
+        assert_eq!((plates(out), deleted(out)), (vec!["11111-A-1".to_owned()], 0));
+        let file = files(out).pop().unwrap();
+        assert!(!holds(out, &file, "22222-B-2"), "the lapsed deletion is still on disk");
+    }
+
+    /// At a restart the configuration's entries a user deleted stay out, and those an earlier
+    /// version journaled as added are taken out of the journal (loaded once, from the
+    /// configuration).
+    #[test]
+    fn a_restart_loads_the_configurations_entries_once_and_not_those_users_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        let config = |plate: &str, valid_from: i64| WatchEntry {
+            plate: plate.into(),
+            reason: "stolen vehicle".into(),
+            legal_basis: "DGSN-2026-00301".into(),
+            authority: "DGSN Rabat".into(),
+            added_by: "config".into(),
+            valid_from,
+            expires_at: 9_000,
+        };
+        let watch = vec![config("11111-A-1", 10), config("22222-B-2", 10), config("33333-D-3", 10)];
+        // An earlier version's journal: the configuration's entries as added (valid from an
+        // earlier start) and a user's own; then a user's deletion of one of the
+        // configuration's (as this version journals it, after a restart).
+        journal::append(out, info, &to_batch(&[config("11111-A-1", 0), config("33333-D-3", 0)]), 1).unwrap();
+        journal::append(out, info, &entry("44444-H-4", 9_000), 1).unwrap();
+        journal::append(out, info, &to_batch(&[config("22222-B-2", 5)]), -1).unwrap();
+        let loaded = super::config_watch(out, watch.clone()).unwrap();
+        let names: Vec<&str> = loaded.iter().map(|e| e.plate.as_str()).collect();
+        assert_eq!(names, ["11111-A-1", "33333-D-3"]);
+        assert_eq!(plates(out), ["44444-H-4"], "the journal still holds a configuration entry");
+        // A user deleting a configuration entry in this run: it stays out at the next start.
+        journal::append(out, info, &to_batch(&[config("33333-D-3", 10)]), -1).unwrap();
+        let loaded = super::config_watch(out, watch).unwrap();
+        assert_eq!(loaded.iter().map(|e| e.plate.as_str()).collect::<Vec<_>>(), ["11111-A-1"]);
     }
 }

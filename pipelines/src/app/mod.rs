@@ -313,7 +313,10 @@ pub fn run_with(
         Err(e) => eprintln!("error: the stored rules were not restored: {e}"),
     }
     // Watchlist entries active from the start go in before any frame.
-    let watch = watchlist_entries(settings, start_ms)?;
+    let mut watch = watchlist_entries(settings, start_ms)?;
+    if opts.parquet {
+        watch = control::config_watch(&opts.out, watch)?;
+    }
     ingest.push_table::<Zones>(zones::to_batch(&settings.zones), 1)?;
     if opts.parquet {
         write_references(&opts.out, settings, &watch, start_ms, epoch)?;

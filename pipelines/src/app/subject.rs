@@ -27,6 +27,31 @@ use vigil_operators::hits::{HitDecisions, Hits};
 use vigil_operators::plate::PlateReads;
 use vigil_operators::watchlist::{ErasedReadRows, ErasedReads, Watchlist};
 
+/// The watchlist entries the last run's start loaded from its configuration
+/// (`reference/watchlist-e<epoch>.parquet`; none before any run).
+fn config_watchlist(out: &Path) -> Result<RecordBatch, String> {
+    let epoch = |name: &str| {
+        name.strip_prefix(Watchlist::NAME)?.strip_prefix("-e")?.strip_suffix(".parquet")?.parse::<u64>().ok()
+    };
+    let last = std::fs::read_dir(out.join("reference"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((epoch(e.file_name().to_str()?)?, e.path())))
+        .max();
+    let Some((_, path)) = last else { return Ok(RecordBatch::new_empty(Watchlist::info().schema.clone())) };
+    let read = || -> anyhow::Result<RecordBatch> {
+        let file = std::fs::File::open(&path)?;
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                .build()?
+                .collect::<Result<_, _>>()?;
+        let schema = batches.first().map_or_else(|| Watchlist::info().schema.clone(), |b| b.schema());
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    };
+    read().map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A plate's request: what is held and what to erase.
 pub struct PlateRequest {
     plate: String,
@@ -211,30 +236,41 @@ impl PlateRequest {
     /// watchlist` (recorded in the audit log) takes one off.
     fn listed(&self, retained: &Mutex<Retained>, out: Option<&Path>) -> Result<[String; 4], String> {
         let changes = retained.lock().expect("retained").table_changes(Watchlist::NAME);
-        let now = match (changes.is_empty(), out) {
-            // A stopped run (`vigil plate`): its watchlist is its journal's.
+        let bases = match (changes.is_empty(), out) {
+            // A stopped run (`vigil plate`): the configuration's entries its last start loaded,
+            // less those deleted from psql since, and the entries added from psql.
             (true, Some(out)) => {
-                Some(super::control::journal::live_rows(out, Watchlist::info()).map_err(|e| e.to_string())?)
+                let journal =
+                    super::control::journal::read(out, Watchlist::info()).map_err(|e| e.to_string())?;
+                let mut bases = self.bases(&config_watchlist(out)?);
+                for gone in self.bases(&journal.deleted) {
+                    if let Some(at) = bases.iter().position(|b| *b == gone) {
+                        bases.remove(at);
+                    }
+                }
+                bases.extend(self.bases(&journal.live));
+                bases
             }
             _ => vigil_engine::share::consolidate(Watchlist::info(), &changes)
                 .map_err(|e| e.to_string())?
-                .map(|b| b.rows),
+                .map_or_else(Vec::new, |b| self.bases(&b.rows)),
         };
-        let mut bases = Vec::new();
-        if let Some(b) = now
-            && let (Some(plate), Some(basis)) = (strings(&b, "plate"), strings(&b, "legal_basis"))
-        {
-            bases.extend(
-                (0..b.num_rows())
-                    .filter(|&i| plate.value(i) == self.plate)
-                    .map(|i| basis.value(i).to_owned()),
-            );
-        }
         let detail = match bases.is_empty() {
             true => "not listed".to_owned(),
             false => format!("legal basis: {}; only DELETE FROM watchlist takes it off", bases.join("; ")),
         };
         Ok(row("watchlist", "memory and catalog", bases.len(), detail))
+    }
+
+    /// The legal bases of `rows` (the watchlist's) that list the plate.
+    fn bases(&self, rows: &RecordBatch) -> Vec<String> {
+        let (Some(plate), Some(basis)) = (strings(rows, "plate"), strings(rows, "legal_basis")) else {
+            return Vec::new();
+        };
+        (0..rows.num_rows())
+            .filter(|&i| plate.value(i) == self.plate)
+            .map(|i| basis.value(i).to_owned())
+            .collect()
     }
 
     /// Rows about the plate in any stream: its reads, its hits, and its hits' alerts.
