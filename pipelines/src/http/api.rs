@@ -168,7 +168,7 @@ pub async fn hits(
                listed_plate, score, why, legal_basis, reason, authority FROM hits \
                WHERE status IN ('candidate', 'confirmation') AND hit_id NOT IN \
                (SELECT hit_id FROM hits WHERE status IN ('confirmed', 'rejected', 'retracted')) \
-               ORDER BY event_time";
+               ORDER BY event_time, read_time, hit_id";
     let (_, batches) = match s.registry.query(sql, who.role).await {
         Ok(r) => r,
         Err(e) => return sql_problem(&e),
