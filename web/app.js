@@ -123,21 +123,50 @@ function renderPlan(b) {
   for (const l of b.site.lines) points.push(l.from, l.to);
   if (!points.length) return;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const pad = 2, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
-  let x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad;
+  const pad = 2;
+  let x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
   const size = Math.max(x1 - x0, y1 - y0);
   const latest = new Map(b.zones.map((z) => [z.zone_id, z]));
   const centre = (poly) => [poly.reduce((a, p) => a + p[0], 0) / poly.length, poly.reduce((a, p) => a + p[1], 0) / poly.length];
   const zoneLabel = (z) => `${z.name} ${latest.has(z.zone_id) ? fmt(latest.get(z.zone_id).density) : ''}`;
-  // Labels are centred on their zone or line: widen the plan so that one near its edge is not
-  // cut (a character is at most about 0.62 of the font size wide).
-  for (const z of b.site.zones) {
-    const [cx] = centre(z.polygon), half = zoneLabel(z).length * 0.62 * size / 28 / 2;
-    x0 = Math.min(x0, cx - half); x1 = Math.max(x1, cx + half);
-  }
+  // Where each label goes, in ground metres (the middle of its baseline), so that none hides
+  // another or lies across a line: each takes the first of its places that is free. A line's
+  // label goes past one of its ends; a zone's at its centre, else under or over the zone. A
+  // character is at most about 0.62 of the font size wide. (Greedy, not an optimal placement:
+  // a site plan has a few zones and lines.)
+  const zoneFont = size / 28, lineFont = size / 35;
+  const box = (x, y, width, font) => ({ x: x - width / 2, y: y - font / 3, width, height: 1.05 * font });
+  const meet = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+  const taken = b.site.lines.map((l) => ({ x: Math.min(l.from[0], l.to[0]), y: Math.min(l.from[1], l.to[1]),
+    width: Math.abs(l.to[0] - l.from[0]) || 1e-3, height: Math.abs(l.to[1] - l.from[1]) || 1e-3 }));
+  const labels = [];
+  const place = (text, font, zone, spots) => {
+    const width = text.length * 0.62 * font;
+    const free = spots.find(([x, y]) => !taken.some((t) => meet(t, box(x, y, width, font)))) || spots[0];
+    const a = { text, x: free[0], y: free[1], width, font, zone };
+    taken.push(box(a.x, a.y, width, font));
+    labels.push(a);
+  };
   for (const l of b.site.lines) {
-    const cx = (l.from[0] + l.to[0]) / 2, half = l.name.length * 0.62 * size / 35 / 2;
-    x0 = Math.min(x0, cx - half); x1 = Math.max(x1, cx + half);
+    const width = l.name.length * 0.62 * lineFont;
+    const [lo, hi] = l.from[1] < l.to[1] ? [l.from, l.to] : [l.to, l.from];
+    const [left, right] = l.from[0] < l.to[0] ? [l.from, l.to] : [l.to, l.from];
+    const ends = [[lo[0], lo[1] - 1.1 * lineFont], [hi[0], hi[1] + 0.5 * lineFont]];
+    const sides = [[left[0] - lineFont / 2 - width / 2, left[1] - lineFont / 3], [right[0] + lineFont / 2 + width / 2, right[1] - lineFont / 3]];
+    const upright = Math.abs(l.to[1] - l.from[1]) > Math.abs(l.to[0] - l.from[0]);
+    place(l.name, lineFont, false, upright ? [...ends, ...sides] : [...sides, ...ends]);
+  }
+  for (const z of b.site.zones) {
+    const [cx, cy] = centre(z.polygon), text = zoneLabel(z);
+    const zy = z.polygon.map((p) => p[1]), zx = z.polygon.map((p) => p[0]);
+    const inside = text.length * 0.62 * zoneFont <= 0.9 * (Math.max(...zx) - Math.min(...zx));
+    const around = [[cx, Math.min(...zy) - 1.1 * zoneFont], [cx, Math.max(...zy) + 0.5 * zoneFont]];
+    place(text, zoneFont, true, inside ? [[cx, cy - zoneFont / 3], ...around] : around);
+  }
+  // The plan is widened to hold every label whole.
+  for (const a of labels) {
+    x0 = Math.min(x0, a.x - a.width / 2); x1 = Math.max(x1, a.x + a.width / 2);
+    y0 = Math.min(y0, a.y - a.font / 3); y1 = Math.max(y1, a.y + a.font);
   }
   const flip = (p) => `${p[0]},${y1 + y0 - p[1]}`; // north up: the city frame's y grows upwards
   plan.setAttribute('viewBox', `${x0} ${y0} ${x1 - x0} ${y1 - y0}`);
@@ -158,15 +187,11 @@ function renderPlan(b) {
   for (const l of b.site.lines) {
     plan.append(svg('line', { x1: l.from[0], y1: y1 + y0 - l.from[1], x2: l.to[0], y2: y1 + y0 - l.to[1],
       stroke: '#58a6ff', 'stroke-width': size / 120, 'stroke-linecap': 'round' }));
-    const label = svg('text', { x: (l.from[0] + l.to[0]) / 2, y: y1 + y0 - (l.from[1] + l.to[1]) / 2 - size / 60,
-      'font-size': size / 35, fill: '#58a6ff', 'text-anchor': 'middle' });
-    label.textContent = l.name;
-    plan.append(label);
   }
-  for (const z of b.site.zones) {
-    const [cx, cy] = centre(z.polygon);
-    const label = svg('text', { x: cx, y: y1 + y0 - cy, 'font-size': size / 28, fill: '#fff', 'text-anchor': 'middle', class: 'zone-label' });
-    label.textContent = zoneLabel(z);
+  for (const a of labels) {
+    const label = svg('text', { x: a.x, y: y1 + y0 - a.y, 'font-size': a.font, fill: a.zone ? '#fff' : '#58a6ff',
+      'text-anchor': 'middle', class: a.zone ? 'zone-label' : 'line-label' });
+    label.textContent = a.text;
     plan.append(label);
   }
   $('legend').replaceChildren(...Object.entries(LEVEL_COLOURS).map(([k, c]) =>

@@ -4,7 +4,7 @@ window.VIGIL_I18N = {
   en: {
     connecting: 'connecting…', live: 'live', offline: 'reconnecting…', language: 'Language', logout: 'Log out',
     site_plan: 'Site plan', zones: 'Zones', alerts: 'Density alerts', gate_flows: 'Gate flows', cameras: 'Cameras',
-    gate: 'Gate', in_min: 'In /min', out_min: 'Out /min', per_min_m: 'persons/min/m', of_82: 'of 82',
+    gate: 'Gate', in_min: 'In /\u200bmin', out_min: 'Out /\u200bmin', per_min_m: 'persons/\u200bmin/\u200bm', of_82: 'of 82',
     camera: 'Camera', state: 'State', fps: 'fps', dropped: 'dropped', silent: 'silent',
     no_cameras: 'No camera reports (simulated city).', persons: 'persons', per_m2: '/m²', level: 'level',
     no_alerts: 'No density alert stands.', acknowledge: 'Acknowledge', acked_by: 'acknowledged by',
@@ -19,7 +19,7 @@ window.VIGIL_I18N = {
   fr: {
     connecting: 'connexion…', live: 'en direct', offline: 'reconnexion…', language: 'Langue', logout: 'Se déconnecter',
     site_plan: 'Plan du site', zones: 'Zones', alerts: 'Alertes de densité', gate_flows: 'Flux aux portes', cameras: 'Caméras',
-    gate: 'Porte', in_min: 'Entrées /min', out_min: 'Sorties /min', per_min_m: 'personnes/min/m', of_82: 'de 82',
+    gate: 'Porte', in_min: 'Entrées /\u200bmin', out_min: 'Sorties /\u200bmin', per_min_m: 'personnes/\u200bmin/\u200bm', of_82: 'de 82',
     camera: 'Caméra', state: 'État', fps: 'i/s', dropped: 'perdues', silent: 'muette',
     no_cameras: 'Aucun rapport de caméra (ville simulée).', persons: 'personnes', per_m2: '/m²', level: 'niveau',
     no_alerts: 'Aucune alerte de densité en cours.', acknowledge: 'Acquitter', acked_by: 'acquittée par',
@@ -34,7 +34,7 @@ window.VIGIL_I18N = {
   ar: {
     connecting: 'جارٍ الاتصال…', live: 'مباشر', offline: 'إعادة الاتصال…', language: 'اللغة', logout: 'خروج',
     site_plan: 'مخطط الموقع', zones: 'المناطق', alerts: 'تنبيهات الكثافة', gate_flows: 'التدفق عبر البوابات', cameras: 'الكاميرات',
-    gate: 'البوابة', in_min: 'دخول/دقيقة', out_min: 'خروج/دقيقة', per_min_m: 'شخص/دقيقة/م', of_82: 'من 82',
+    gate: 'البوابة', in_min: 'دخول/\u200bدقيقة', out_min: 'خروج/\u200bدقيقة', per_min_m: 'شخص/\u200bدقيقة/\u200bم', of_82: 'من 82',
     camera: 'الكاميرا', state: 'الحالة', fps: 'إطار/ث', dropped: 'مفقودة', silent: 'صامتة',
     no_cameras: 'لا توجد تقارير كاميرات (مدينة محاكاة).', persons: 'شخص', per_m2: '/م²', level: 'المستوى',
     no_alerts: 'لا توجد تنبيهات كثافة قائمة.', acknowledge: 'إقرار', acked_by: 'أقرّ بها',

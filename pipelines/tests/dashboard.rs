@@ -80,12 +80,15 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
     }
     assert_eq!(out["hit_queue_visible"], false, "{show}");
     assert_eq!(out["labels_cut"], serde_json::json!([]), "labels cut at the plan's edge: {show}");
+    assert_eq!(out["labels_overlapping"], serde_json::json!([]), "labels hiding each other on the plan: {show}");
     // The surge reaches the page within 2 s of the engine's output.
     let change = &out["density_change"];
     let lag =
         change["page_after_engine_ms"].as_i64().unwrap_or_else(|| panic!("no density change seen: {show}"));
     assert!(lag <= 2000, "the page showed the surge {lag} ms after the engine: {show}");
     assert!(out["stats"]["updates"].as_u64().unwrap() >= 3, "{show}");
+    assert!(out["flows_shown"].as_u64().unwrap_or(0) >= 1, "no gate flow on the page: {show}");
+    assert_eq!(out["cards_overflowing"], serde_json::json!([]), "content wider than its card: {show}");
     // The surge's alert stands on the page, and the crowd manager acknowledges it.
     let alert = out["alert"]["text"].as_str().unwrap_or_else(|| panic!("no alert on the page: {show}"));
     assert!(alert.contains("raised") && alert.contains("acknowledged by karim"), "{alert}");

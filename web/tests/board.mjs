@@ -68,6 +68,18 @@ try {
     const v = t.ownerSVGElement.viewBox.baseVal, b = t.getBBox();
     return b.x < v.x || b.x + b.width > v.x + v.width;
   }).map((t) => t.textContent));
+  // No label on the plan hides another, or lies across a line.
+  out.labels_overlapping = await page.$$eval('#plan', ([plan]) => {
+    const boxes = [...plan.querySelectorAll('text')].map((t) => [t.textContent, t.getBBox()]);
+    const meet = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+    const lines = [...plan.querySelectorAll('line')].map((l) => l.getBBox());
+    const found = [];
+    boxes.forEach(([t, b], i) => {
+      for (const [u, c] of boxes.slice(i + 1)) if (meet(b, c)) found.push(`${t} / ${u}`);
+      if (lines.some((l) => meet(b, { x: l.x, y: l.y, width: Math.max(l.width, 1e-3), height: Math.max(l.height, 1e-3) }))) found.push(`${t} / a line`);
+    });
+    return found;
+  });
   step(`zones listed ${out.zones_listed}, drawn ${out.zones_drawn}`);
 
   // The density change: when the page first shows the zone at or above the threshold, against
@@ -103,6 +115,10 @@ try {
   await page.waitForSelector(`#alerts li[data-zone="${cfg.zone}"] button`, { timeout: 20000 }).catch(() => {});
   out.stats = await page.evaluate(() => window.vigil.stats);
   await page.screenshot({ path: `${artifacts}/board.png`, fullPage: true });
+  // Nothing sticks out of its card (the gate flows' table once did), on a wall and on a phone.
+  const overflowing = () => page.$$eval('.card', (cs) => cs.filter((c) => !c.hidden && c.scrollWidth > c.clientWidth + 1).map((c) => c.id));
+  out.cards_overflowing = await overflowing();
+  out.flows_shown = await page.$$eval('#flows tbody tr', (rs) => rs.length);
   const alert = await page.$(`#alerts li[data-zone="${cfg.zone}"]`);
   if (alert) {
     out.alert = { id: await alert.getAttribute('data-alert') };
@@ -117,6 +133,7 @@ try {
   await page.screenshot({ path: `${artifacts}/board-ar.png`, fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: `${artifacts}/board-phone.png`, fullPage: true });
+  out.cards_overflowing.push(...(await overflowing()).map((id) => `${id} (phone)`));
   await page.selectOption('#lang', 'en');
 
   // Nothing personal for a crowd manager, whatever the URL (the browser's own session).
