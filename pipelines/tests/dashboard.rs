@@ -80,7 +80,11 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
     }
     assert_eq!(out["hit_queue_visible"], false, "{show}");
     assert_eq!(out["labels_cut"], serde_json::json!([]), "labels cut at the plan's edge: {show}");
-    assert_eq!(out["labels_overlapping"], serde_json::json!([]), "labels hiding each other on the plan: {show}");
+    assert_eq!(
+        out["labels_overlapping"],
+        serde_json::json!([]),
+        "labels hiding each other on the plan: {show}"
+    );
     // The surge reaches the page within 2 s of the engine's output.
     let change = &out["density_change"];
     let lag =

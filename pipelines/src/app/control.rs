@@ -78,6 +78,9 @@ pub struct Control {
     /// Erasures to run again once the Parquet files open at the request are committed: (when,
     /// the plate).
     erasing: Vec<(std::time::Instant, String, Millis)>,
+    /// `SHOW PLATE` requests being answered (each on a thread of its own; at most
+    /// [`LISTINGS`]).
+    listing: Arc<std::sync::atomic::AtomicUsize>,
     /// When `/metrics` was last rendered.
     metrics_at: std::time::Instant,
 }
@@ -101,6 +104,7 @@ impl Control {
             lookback_ms: parts.lookback_ms,
             commit: parts.commit,
             erasing: Vec::new(),
+            listing: Arc::default(),
             metrics_at: std::time::Instant::now() - std::time::Duration::from_secs(1),
         }
     }
@@ -346,7 +350,25 @@ impl Control {
                 // Listing only reads (memory under its lock, files the sinks have closed): it is
                 // answered on a thread of its own, so a long plate history does not stall the
                 // event path. An erasure changes what the sinks and the join hold: on the tick.
+                // At most LISTINGS at once: each reads every file that may hold the plate, and
+                // more would take the machine's disk and cores from the cameras.
                 RuleControl::Subject { kind, value, erase: false, user, reply } => {
+                    // Given back when the thread ends, however it ends (or fails to start).
+                    struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Slot {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    self.listing.fetch_add(1, Ordering::AcqRel);
+                    let slot = Slot(Arc::clone(&self.listing));
+                    if slot.0.load(Ordering::Acquire) > LISTINGS {
+                        let busy = format!(
+                            "{LISTINGS} plate requests are being answered; fix: ask again when one has ended (each reads every file that may hold the plate)"
+                        );
+                        let _ = reply.send(Err(busy));
+                        continue;
+                    }
                     let (retained, out, audit) =
                         (self.ingest.retained(), self.out.clone(), self.audit.clone());
                     let spawned = std::thread::Builder::new().name("vigil-subject".into()).spawn(move || {
@@ -359,6 +381,7 @@ impl Control {
                             out.as_deref(),
                             audit.as_deref(),
                         );
+                        drop(slot);
                         let _ = reply.send(answer);
                     });
                     if let Err(e) = spawned {
@@ -790,6 +813,9 @@ pub mod journal {
         Ok(Trimmed { expired: dropped, deleted, next_expiry })
     }
 }
+
+/// `SHOW PLATE` requests answered at once (see `Control::tick`).
+const LISTINGS: usize = 2;
 
 /// Rows a change audits one by one; more are audited as one record (see `Control::audit_rows`).
 const AUDIT_EACH: usize = 16;
