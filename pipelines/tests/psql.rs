@@ -664,9 +664,10 @@ fn rows(out: &str) -> Vec<Vec<String>> {
 #[test]
 fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    // Two plates drive around, unlisted at the start.
+    // Two plates drive around, unlisted at the start. The configuration lists a third, for 10 s.
     let config = "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\n\
         vehicles_per_minute = 6\nocr_error_rate = 0.0\nplates = [\"4821-د-33\", \"5555-ه-7\"]\n\n\
+        [[watchlist]]\nplate = \"7777-أ-9\"\nlegal_basis = \"PV-2026-0077\"\nexpires_at = \"2026-06-14T20:00:10Z\"\n\n\
         [[users]]\nname = \"amina\"\nrole = \"analyst\"\npassword_env = \"PW_AMINA\"\n\n\
         [[users]]\nname = \"omar\"\nrole = \"analyst\"\npassword_env = \"PW_OMAR\"\n\n\
         [[users]]\nname = \"karim\"\nrole = \"crowd_manager\"\npassword_env = \"PW_KARIM\"\n";
@@ -809,17 +810,22 @@ fn a_plate_listed_mid_run_hits_back_and_forward_and_two_people_must_confirm() {
         "an expired entry matched: {h:?}"
     );
     // While the city runs, the deleted and the expired plates leave the watchlist's journal at
-    // the next sweep (a minute of event time at most), trimmed on the sweeper's own thread.
-    let journal = tmp.path().join("city/catalog/tables/watchlist");
-    let on_disk = |plate: &str| {
-        std::fs::read_dir(&journal).unwrap().flatten().any(|f| {
+    // the next sweep (a minute of event time at most), trimmed on the sweeper's own thread; the
+    // configuration's expired entry leaves the file its start wrote for replay.
+    let on_disk = |dir: &str, plate: &str| {
+        std::fs::read_dir(tmp.path().join("city").join(dir)).unwrap().flatten().any(|f| {
             let bytes = std::fs::read(f.path()).unwrap_or_default();
             bytes.windows(plate.len()).any(|w| w == plate.as_bytes())
         })
     };
+    let (journal, reference) = ("catalog/tables/watchlist", "reference");
+    assert!(std::fs::read_dir(tmp.path().join("city/reference")).unwrap().count() > 0, "no reference file");
     let deadline = Instant::now() + Duration::from_secs(90);
-    while on_disk("4821-د-33") || on_disk("5555-ه-7") {
-        assert!(Instant::now() < deadline, "a deleted or expired plate is still in the journal");
+    while on_disk(journal, "4821-د-33") || on_disk(journal, "5555-ه-7") || on_disk(reference, "7777-أ-9") {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted or expired plate is still in the journal or a reference file"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     // The city still runs (psql answers): the trim was not the last sweep's at exit.

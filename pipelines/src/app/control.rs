@@ -128,6 +128,10 @@ impl Control {
             // not come back from the journal at the next start.
             let rows = watchlist::to_batch(&std::mem::take(&mut self.watch));
             self.audit_change(Watchlist::info(), &rows, 1, "config");
+            // Their plates leave the run's reference files at the first sweep after they expire.
+            if let (Some(at), Some(s)) = (journal::earliest_expiry(&rows), self.retention.as_mut()) {
+                s.journal_expiring(Watchlist::info(), at);
+            }
             return self.apply_table(Watchlist::info(), &rows, 1, now);
         }
         let mut expired = Vec::new();
@@ -743,6 +747,47 @@ pub mod journal {
         rows.column_by_name("expires_at")?.as_any().downcast_ref::<TimestampMillisecondArray>()
     }
 
+    /// Drops the rows expired at `now` from the table's reference files
+    /// (`reference/<table>-e<epoch>.parquet`: what each start loaded from the configuration,
+    /// for `vigil replay`); a file left empty is deleted. Returns the rows dropped and the next
+    /// expiry. An entry's plate so leaves them at the same sweep as it leaves the journal, and
+    /// a city that restarts often does not keep every configured plate in a file per run.
+    pub fn prune_references(
+        out: &Path,
+        info: &StreamInfo,
+        now: Millis,
+    ) -> anyhow::Result<(usize, Option<Millis>)> {
+        let prefix = format!("{}-e", info.name);
+        let (mut dropped, mut next) = (0, None::<Millis>);
+        let Ok(entries) = std::fs::read_dir(out.join("reference")) else { return Ok((0, None)) };
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !(name.starts_with(&prefix) && name.ends_with(".parquet")) {
+                continue;
+            }
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+            let schema = Arc::clone(reader.schema());
+            let batches = reader.build()?.collect::<Result<Vec<_>, _>>()?;
+            let (kept, n) = unexpired(arrow::compute::concat_batches(&schema, &batches)?, now)?;
+            next = next.into_iter().chain(earliest_expiry(&kept)).min();
+            if n == 0 {
+                continue;
+            }
+            dropped += n;
+            if kept.num_rows() == 0 {
+                std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None)?;
+            w.write(&kept)?;
+            w.close()?;
+            vigil_engine::lake::write_atomic(&path, &bytes)?;
+        }
+        Ok((dropped, next))
+    }
+
     /// `rows` without those expired at `now`, and how many those were.
     fn unexpired(rows: RecordBatch, now: Millis) -> anyhow::Result<(RecordBatch, usize)> {
         let Some(expires) = expiries(&rows) else { return Ok((rows, 0)) };
@@ -956,7 +1001,14 @@ impl Sweeper {
         }
         let out = self.out.clone();
         self.trimming = Some(std::thread::spawn(move || {
-            jobs.into_iter().map(|(i, info)| (i, journal::trim(&out, info, watermark))).collect()
+            let trim = |info| {
+                let mut t = journal::trim(&out, info, watermark)?;
+                let (expired, next) = journal::prune_references(&out, info, watermark)?;
+                t.expired += expired;
+                t.next_expiry = t.next_expiry.into_iter().chain(next).min();
+                Ok(t)
+            };
+            jobs.into_iter().map(|(i, info)| (i, trim(info))).collect()
         }));
     }
 
@@ -1386,5 +1438,42 @@ mod tests {
         journal::append(out, info, &to_batch(&[config("33333-D-3", 10)]), -1).unwrap();
         let loaded = super::config_watch(out, watch).unwrap();
         assert_eq!(loaded.iter().map(|e| e.plate.as_str()).collect::<Vec<_>>(), ["11111-A-1"]);
+    }
+
+    /// The configuration's entries each start wrote for replay leave those files once they
+    /// expire, as they leave the journal.
+    #[test]
+    fn expired_entries_leave_the_runs_reference_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, info) = (dir.path(), Watchlist::info());
+        std::fs::create_dir_all(out.join("reference")).unwrap();
+        let write = |name: &str, rows: &arrow::array::RecordBatch| {
+            let mut w = parquet::arrow::ArrowWriter::try_new(
+                std::fs::File::create(out.join("reference").join(name)).unwrap(),
+                rows.schema(),
+                None,
+            )
+            .unwrap();
+            w.write(rows).unwrap();
+            w.close().unwrap();
+        };
+        let both = arrow::compute::concat_batches(
+            &entry("11111-A-1", 100).schema(),
+            &[entry("11111-A-1", 100), entry("22222-B-2", 1_000)],
+        )
+        .unwrap();
+        write("watchlist-e1.parquet", &both);
+        write("watchlist-e2.parquet", &entry("22222-B-2", 1_000));
+        let in_file = |name: &str, plate: &str| {
+            std::fs::read(out.join("reference").join(name))
+                .is_ok_and(|b| b.windows(plate.len()).any(|w| w == plate.as_bytes()))
+        };
+        assert_eq!(journal::prune_references(out, info, 50).unwrap(), (0, Some(100)));
+        assert!(in_file("watchlist-e1.parquet", "11111-A-1"));
+        assert_eq!(journal::prune_references(out, info, 100).unwrap(), (1, Some(1_000)));
+        assert!(!in_file("watchlist-e1.parquet", "11111-A-1"), "the expired plate is still on disk");
+        assert!(in_file("watchlist-e1.parquet", "22222-B-2"));
+        assert_eq!(journal::prune_references(out, info, 1_000).unwrap(), (2, None));
+        assert_eq!(std::fs::read_dir(out.join("reference")).unwrap().count(), 0, "empty files are left");
     }
 }
