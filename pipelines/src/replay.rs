@@ -189,6 +189,19 @@ fn write_parquet(path: &Path, rows: &RecordBatch) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Parquet file's rows as one batch (in its own schema).
+pub(crate) fn read_whole(path: &Path) -> anyhow::Result<RecordBatch> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a Parquet file", path.display()))?;
+    let schema = Arc::clone(reader.schema());
+    let batches = reader
+        .build()?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)

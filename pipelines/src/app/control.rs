@@ -765,11 +765,9 @@ pub mod journal {
             if !(name.starts_with(&prefix) && name.ends_with(".parquet")) {
                 continue;
             }
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
-            let schema = Arc::clone(reader.schema());
-            let batches = reader.build()?.collect::<Result<Vec<_>, _>>()?;
-            let (kept, n) = unexpired(arrow::compute::concat_batches(&schema, &batches)?, now)?;
+            let rows = crate::replay::read_whole(&path)?;
+            let schema = rows.schema();
+            let (kept, n) = unexpired(rows, now)?;
             next = next.into_iter().chain(earliest_expiry(&kept)).min();
             if n == 0 {
                 continue;

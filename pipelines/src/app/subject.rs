@@ -40,16 +40,7 @@ fn config_watchlist(out: &Path) -> Result<RecordBatch, String> {
         .filter_map(|e| Some((epoch(e.file_name().to_str()?)?, e.path())))
         .max();
     let Some((_, path)) = last else { return Ok(RecordBatch::new_empty(Watchlist::info().schema.clone())) };
-    let read = || -> anyhow::Result<RecordBatch> {
-        let file = std::fs::File::open(&path)?;
-        let batches: Vec<RecordBatch> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-                .build()?
-                .collect::<Result<_, _>>()?;
-        let schema = batches.first().map_or_else(|| Watchlist::info().schema.clone(), |b| b.schema());
-        Ok(arrow::compute::concat_batches(&schema, &batches)?)
-    };
-    read().map_err(|e| format!("{}: {e}", path.display()))
+    crate::replay::read_whole(&path).map_err(|e| format!("{e:#}"))
 }
 
 /// A plate's request: what is held and what to erase.
