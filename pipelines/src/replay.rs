@@ -1,7 +1,9 @@
 //! `vigil replay`: run SQL rules over recorded Parquet events, at full speed, deterministically.
 //!
 //! The events directory is what `vigil run` writes (`<stream>/.../*.parquet` for every stream of
-//! the catalog, plus `reference/<table>-e<epoch>.parquet` with a `valid_from` column). Every
+//! the catalog, `reference/<table>-e<epoch>.parquet` with a `valid_from` column, each run's rows
+//! holding until the next run's start, and the journal of what users added to the watchlist;
+//! see `read_references`). Every
 //! stream recorded is fed as an input (derived streams are replayed as they were recorded, not
 //! derived again). Rows are regrouped into frames (one camera, one event time, one stream) and
 //! handed to the same [`Ingest`] the live engine uses,
@@ -270,55 +272,107 @@ fn read_frames(root: &Path, stream: &'static StreamInfo, disorder_ms: Millis) ->
     Ok(frames)
 }
 
-/// Reference rows: (time, table, rows, diff), in time order, from every run's file of each
-/// table: each row is added at its `valid_from`, and retracted at its `expires_at` when the table
-/// has one (a watchlist entry stops matching by itself).
+/// The schema metadata key of a reference file that holds the start of the run that wrote it
+/// (ms since the epoch): the run's rows hold until the next run's start.
+pub(crate) const RUN_START: &str = "vigil.run_start_ms";
+
+/// One reference file: its table's rows, and the run that wrote it.
+struct ReferenceFile {
+    table: &'static StreamInfo,
+    path: PathBuf,
+    /// The writing run's epoch (`<table>-e<epoch>.parquet`); none for a file of no run's.
+    epoch: Option<u64>,
+    rows: RecordBatch,
+    /// The writing run's start, from the file's metadata.
+    start: Option<Millis>,
+}
+
+/// `column` of `b` as ms, where it has one.
+fn millis(b: &RecordBatch, column: &str) -> anyhow::Result<Option<arrow::array::Int64Array>> {
+    let Some(c) = b.column_by_name(column) else { return Ok(None) };
+    let c = cast(c, &arrow::datatypes::DataType::Int64)?;
+    Ok(c.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
+}
+
+/// Reference rows: (time, table, rows, diff), in time order. Each row is added at its
+/// `valid_from` and retracted at its `expires_at` when the table has one (a watchlist entry
+/// stops matching by itself), or sooner, when the next run started: every start writes the
+/// configuration's tables anew (`<table>-e<epoch>.parquet`), and a live run saw its own start's
+/// rows only, so a lake of several runs is replayed with each run's zones and entries in their
+/// own time and not once per run. Rows users added from psql (the table's journal, when it is
+/// kept) are replayed from their `valid_from` to their `expires_at`, across runs, as a restart
+/// takes them up; rows users deleted are not there to replay.
 fn read_references(
     root: &Path,
     streams: &Catalog,
 ) -> anyhow::Result<Vec<(Millis, &'static StreamInfo, RecordBatch, i64)>> {
+    let mut files = Vec::new();
+    for path in list_files(&root.join("reference"))? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".parquet"))
+        else {
+            continue;
+        };
+        let (table, epoch) = match name.rsplit_once("-e") {
+            Some((table, epoch)) if epoch.parse::<u64>().is_ok() => (table, epoch.parse().ok()),
+            _ => (name, None),
+        };
+        let Some(table) = streams.tables().find(|t| t.name == table) else { continue };
+        // (The batch keeps the file's schema, metadata and all.)
+        let rows = read_whole(&path)?;
+        let start = rows.schema().metadata().get(RUN_START).and_then(|s| s.parse::<Millis>().ok());
+        files.push(ReferenceFile { table, path, epoch, rows, start });
+    }
+    // Each run's start: as written, or (files written before 2026-12-06) the earliest
+    // `valid_from` of its files, which is the start whenever the run had a zone.
+    let mut starts: BTreeMap<u64, Millis> = BTreeMap::new();
+    for f in &files {
+        let Some(epoch) = f.epoch else { continue };
+        let earliest = match f.start {
+            Some(s) => Some(s),
+            None => millis(&f.rows, "valid_from")?.and_then(|v| v.iter().flatten().min()),
+        };
+        if let Some(t) = earliest {
+            let s = starts.entry(epoch).or_insert(t);
+            *s = (*s).min(t);
+        }
+    }
     let mut out = Vec::new();
-    let files = list_files(&root.join("reference"))?;
-    for table in streams.tables() {
-        let prefix = format!("{}-e", table.name);
-        for path in files.iter().filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) || n == format!("{}.parquet", table.name))
-        }) {
-            for b in read_file(path)? {
-                let rows = conform(&b, &table.schema, path)?;
-                let valid = b
-                    .column_by_name("valid_from")
-                    .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
-                    .transpose()?;
-                let valid =
-                    valid.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>());
-                let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
-                for i in 0..rows.num_rows() {
-                    let t = valid.filter(|v| v.is_valid(i)).map_or(Millis::MIN, |v| v.value(i));
-                    by_time.entry(t).or_default().push(i as u32);
-                }
-                for (t, idx) in by_time {
-                    out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?, 1));
-                }
-                let expires = b
-                    .column_by_name("expires_at")
-                    .map(|c| cast(c, &arrow::datatypes::DataType::Int64))
-                    .transpose()?;
-                if let Some(e) =
-                    expires.as_ref().and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
-                {
-                    let mut by_time: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
-                    for i in (0..rows.num_rows()).filter(|&i| e.is_valid(i)) {
-                        by_time.entry(e.value(i)).or_default().push(i as u32);
-                    }
-                    for (t, idx) in by_time {
-                        out.push((t, table, take_record_batch(&rows, &UInt32Array::from(idx))?, -1));
-                    }
-                }
+    let mut push = |table: &'static StreamInfo,
+                    rows: &RecordBatch,
+                    source: &Path,
+                    until: Option<Millis>|
+     -> anyhow::Result<()> {
+        let conformed = conform(rows, &table.schema, source)?;
+        let valid = millis(rows, "valid_from")?;
+        let expires = millis(rows, "expires_at")?;
+        let mut adds: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+        let mut retracts: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+        for i in 0..rows.num_rows() {
+            let from = valid.as_ref().filter(|v| v.is_valid(i)).map_or(Millis::MIN, |v| v.value(i));
+            let to = expires.as_ref().filter(|e| e.is_valid(i)).map(|e| e.value(i));
+            let to = to.into_iter().chain(until).min();
+            if to.is_some_and(|to| to <= from) {
+                continue;
+            }
+            adds.entry(from).or_default().push(i as u32);
+            if let Some(to) = to {
+                retracts.entry(to).or_default().push(i as u32);
             }
         }
+        for (rows_at, diff) in [(adds, 1), (retracts, -1)] {
+            for (t, idx) in rows_at {
+                out.push((t, table, take_record_batch(&conformed, &UInt32Array::from(idx))?, diff));
+            }
+        }
+        Ok(())
+    };
+    for f in &files {
+        let until = f.epoch.and_then(|e| starts.range(e + 1..).next().map(|(_, s)| *s));
+        push(f.table, &f.rows, &f.path, until)?;
+    }
+    for table in streams.tables().filter(|t| crate::app::control::journal::kept(t)) {
+        let rows = crate::app::control::journal::live_rows(root, table)?;
+        push(table, &rows, &root.join("catalog/tables").join(table.name), None)?;
     }
     out.sort_by_key(|(t, table, _, diff)| (*t, table.name, *diff));
     Ok(out)

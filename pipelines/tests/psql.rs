@@ -1073,6 +1073,19 @@ fn an_entry_added_after_a_restart_finds_the_reads_of_the_run_before() {
     city.stop();
     assert_eq!(hit[0][0], "candidate", "{hit:?}");
     assert_eq!(live[0][0], "0", "the plate drove in the second run too: the hit proves nothing");
+    // Replaying the lake sees the entry the analyst added (kept in the watchlist's journal, not
+    // in the configuration), and so the first run's reads of the plate, as the live join did.
+    std::fs::write(
+        tmp.path().join("listed.sql"),
+        "CREATE RULE listed AS SELECT p.event_id, w.plate FROM plate_reads p JOIN watchlist w ON p.plate = w.plate;\n",
+    )
+    .unwrap();
+    common::vigil(&["replay", "--events", "city", "--rules", "listed.sql", "--out", "replayed"], tmp.path());
+    let replayed = common_duckdb(&format!(
+        "SELECT count(*) FROM read_parquet('{}/replayed/listed.parquet') WHERE plate = '4821-د-33'",
+        tmp.path().display()
+    ));
+    assert!(replayed >= 1, "replay did not see the entry added from psql");
 }
 
 /// The watchlist as analysts left it survives a restart: an entry added from psql is there after

@@ -499,12 +499,6 @@ impl Resume {
     }
 }
 
-/// Writes the reference tables as they will be at each time
-/// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`
-/// sees what the live rules saw.
-/// The configuration's watchlist entries (active from the start plus their offset) and the
-/// good rows of its watchlist CSV, loaded at `start_ms`; each refused row is reported with its
-/// line, and so is an entry that has expired already.
 /// The plate reads previous runs kept in `out` that are within `lookback_ms` of the newest: the
 /// watchlist join starts with them, so that an entry added after a restart finds them
 /// (retroactive search). Erased reads are not among them: erasure rewrites the files.
@@ -541,6 +535,9 @@ fn restore_reads(
     Ok(kept)
 }
 
+/// The configuration's watchlist entries (active from the start plus their offset) and the
+/// good rows of its watchlist CSV, loaded at `start_ms`; each refused row is reported with its
+/// line, and so is an entry that has expired already.
 fn watchlist_entries(settings: &Settings, start_ms: Millis) -> anyhow::Result<Vec<WatchEntry>> {
     let mut entries: Vec<WatchEntry> = settings
         .watchlist
@@ -573,6 +570,10 @@ fn watchlist_entries(settings: &Settings, start_ms: Millis) -> anyhow::Result<Ve
     Ok(entries)
 }
 
+/// Writes the reference tables as they will be at each time
+/// (`reference/<table>-e<epoch>.parquet`, with a `valid_from` column), so that `vigil replay`
+/// sees what the live rules saw; each file's schema carries the run's start
+/// (`replay::RUN_START`), where the run's rows end in a replay.
 fn write_references(
     out: &std::path::Path,
     settings: &Settings,
@@ -597,6 +598,10 @@ fn write_references(
         (Watchlist::NAME, watchlist::to_batch(watch)),
     ];
     for (table, batch) in tables {
+        // The run's start goes with its rows: replay ends them when the next run starts.
+        let metadata = [(crate::replay::RUN_START.to_owned(), start.to_string())].into();
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+        let batch = batch.with_schema(schema)?;
         let path = dir.join(format!("{table}-e{epoch}.parquet"));
         let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
@@ -606,8 +611,6 @@ fn write_references(
     Ok(())
 }
 
-/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
-/// happens here, so a busy port or a missing password is an error of the command itself.
 /// The rows per second a stream is assumed to carry before any is retained (rules restored at
 /// start): every camera's frames times the objects a view holds.
 fn nominal_rows_per_s(settings: &Settings) -> f64 {
@@ -716,6 +719,8 @@ pub fn cli_login(
     Ok((name.clone(), *role))
 }
 
+/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
+/// happens here, so a busy port or a missing password is an error of the command itself.
 fn start_pg_server(
     addr: &str,
     settings: &Settings,
