@@ -1165,3 +1165,77 @@ fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
     city.stop();
     assert_eq!(third, both[1..], "{third:?}");
 }
+
+/// An analyst tries a windowed count ad hoc before making it a rule: `GROUP BY tumble(...)` and
+/// `hop(...)`, `window_start` as a column, and the window tables of RisingWave and Flink
+/// (`FROM TUMBLE(stream, time, size)`) answer as DuckDB does over the same rows in Parquet.
+#[test]
+fn ad_hoc_windows_give_what_duckdb_gives_over_the_same_rows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 45);
+    // Rows before 20:00:20 are all in once rows of 20:00:35 are (cameras lag by a few seconds).
+    city.ok_until(
+        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:35Z'",
+        60,
+        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
+    );
+    let before = "event_time < TIMESTAMP '2026-06-14T20:00:20Z'";
+    let ad_hoc = [
+        format!(
+            "SELECT camera_id, CAST(window_start AS BIGINT), count(*) FROM detections WHERE {before} \
+             GROUP BY camera_id, tumble(event_time, INTERVAL '10 seconds') ORDER BY 1, 2"
+        ),
+        format!(
+            "SELECT CAST(window_start AS BIGINT), CAST(window_end AS BIGINT), count(*), count(DISTINCT camera_id) \
+             FROM HOP(detections, event_time, INTERVAL '5 seconds', INTERVAL '15 seconds') WHERE {before} \
+             GROUP BY window_start ORDER BY 1"
+        ),
+        format!(
+            "SELECT d.class, CAST(window_end AS BIGINT), max(d.score) FROM TUMBLE(detections, event_time, INTERVAL '4 seconds') AS d \
+             WHERE {before} GROUP BY d.class, window_end HAVING count(*) > 10 ORDER BY 1, 2"
+        ),
+    ]
+    .map(|sql| rows(&city.ok(&sql)));
+    let session = city.fails(
+        "SELECT zone_id, window_start, count(*) FROM detections GROUP BY zone_id, session(event_time, INTERVAL '30 seconds')",
+    );
+    let ungrouped = city.fails("SELECT * FROM TUMBLE(detections, event_time, INTERVAL '10 seconds')");
+    city.stop();
+    assert!(
+        session.contains("session() windows are kept by rules") && session.contains("CREATE RULE"),
+        "{session}"
+    );
+    assert!(ungrouped.contains("without GROUP BY window_start") && ungrouped.contains("HINT"), "{ungrouped}");
+    let lake = format!("read_parquet('{}/city/detections/**/*.parquet')", tmp.path().display());
+    let before = "event_time < TIMESTAMPTZ '2026-06-14 20:00:20+00'";
+    // Hopping windows of 15 s every 5 s: each row is in the three that start at its 5 s bucket
+    // and the two buckets before.
+    let oracle = [
+        format!(
+            "SELECT camera_id, epoch_ms(time_bucket(INTERVAL '10 seconds', event_time)), count(*) FROM {lake} \
+             WHERE {before} GROUP BY ALL ORDER BY 1, 2"
+        ),
+        format!(
+            "SELECT epoch_ms(s), epoch_ms(s + INTERVAL '15 seconds'), count(*), count(DISTINCT camera_id) \
+             FROM (SELECT camera_id, time_bucket(INTERVAL '5 seconds', event_time) - k * INTERVAL '5 seconds' AS s \
+                   FROM {lake}, (VALUES (0), (1), (2)) t(k) WHERE {before}) GROUP BY s ORDER BY 1"
+        ),
+        format!(
+            "SELECT class, epoch_ms(time_bucket(INTERVAL '4 seconds', event_time)) + 4000, max(score) FROM {lake} \
+             WHERE {before} GROUP BY ALL HAVING count(*) > 10 ORDER BY 1, 2"
+        ),
+    ]
+    .map(|sql| common::duckdb(&sql));
+    for (i, (got, want)) in ad_hoc.iter().zip(&oracle).enumerate() {
+        assert!(want.len() >= 3, "query {i}: too few windows to tell: {want:?}");
+        // (Scores as floats: psql prints float4 with fewer digits than DuckDB.)
+        let same = got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                g.len() == w.len()
+                    && g.iter().zip(w).all(|(a, b)| {
+                        a == b || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if (x - y).abs() <= 1e-5 * y.abs().max(1.0))
+                    })
+            });
+        assert!(same, "query {i}: ad hoc {got:?}\nDuckDB {want:?}");
+    }
+}

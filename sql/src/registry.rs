@@ -1142,7 +1142,7 @@ async fn run_query(
     // Spans let an unknown table or column be placed at its line and column.
     config.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for f in udfs {
+    for f in udfs.into_iter().chain(crate::window::window_udfs()) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
     for (name, schema, batches) in tables {
@@ -1150,11 +1150,16 @@ async fn run_query(
         ctx.register_table(name.as_str(), Arc::new(t)).map_err(df_err)?;
     }
     let state = ctx.state();
-    let statement = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic).map_err(df_err)?;
-    if let datafusion::sql::parser::Statement::Statement(st) = &statement {
+    let mut statement = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic).map_err(df_err)?;
+    if let datafusion::sql::parser::Statement::Statement(st) = &mut statement {
         check_depth(st, limits, source)?;
+        // Windows read as in rules: `window_start` and the window tables (TUMBLE(...) in FROM).
+        crate::window::rewrite_window_tables(st)
+            .map_err(|e| SqlError::user(None, e.message, e.fix).kind(Kind::Unsupported))?;
+        crate::window::rewrite_window_columns(st);
     }
     let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+    let plan = crate::window::unnest_windows(plan)?;
     let types = plan.get_parameter_types().map_err(df_err)?;
     let param = |i: usize| types.get(&format!("${}", i + 1)).cloned().flatten();
     let plan = match job {

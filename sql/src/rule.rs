@@ -31,7 +31,7 @@ use crate::error::Kind;
 use crate::error::{Position, Result, SqlError};
 use crate::limits::{Limits, check_depth, check_keyword_nesting, check_length, on_big_stack};
 use crate::plan::{Emit, Node, Unsupported, lower};
-use crate::window::rewrite_window_columns;
+use crate::window::{rewrite_window_columns, rewrite_window_tables};
 
 /// What rules support, quoted in every "unsupported" error.
 pub const SUPPORTED: &str = "SELECT ... FROM a stream (detections, tracks, plate_reads, zone_density, camera_health, density_grid, line_crossings, zone_visits) \
@@ -558,6 +558,10 @@ fn compile_query(
         }
         let _ = quantifier;
     }
+    rewrite_window_tables(stmt.as_mut()).map_err(|e| {
+        SqlError::user(locate_word(sql, &e.word, &start).or(Some(start.clone())), e.message, e.fix)
+            .kind(Kind::Unsupported)
+    })?;
     rewrite_window_columns(stmt.as_mut());
 
     let catalog = Catalog::new(streams);

@@ -202,26 +202,11 @@ impl WindowAgg {
 
     /// The ends of the windows that contain `t`.
     fn ends(&self, t: i64) -> Vec<i64> {
-        match self.window {
-            WindowKind::Tumble { size } => vec![t.div_euclid(size) * size + size],
-            WindowKind::Hop { slide, size } => {
-                let mut s = t.div_euclid(slide) * slide;
-                let mut v = Vec::new();
-                while s + size > t {
-                    v.push(s + size);
-                    s -= slide;
-                }
-                v
-            }
-            WindowKind::Session { .. } => Vec::new(),
-        }
+        self.window.ends(t)
     }
 
     fn size(&self) -> i64 {
-        match self.window {
-            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => size,
-            WindowKind::Session { gap } => gap,
-        }
+        self.window.size()
     }
 
     /// Adds a delta; returns the times at which output may be due (window or session ends).
