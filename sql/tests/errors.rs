@@ -180,6 +180,11 @@ mod fuzz {
         "'1 minute')",
         "hop(",
         "session(",
+        "TUMBLE(detections,",
+        "HOP(plate_reads,",
+        "event_time,",
+        "event_time)",
+        "window_end",
         "HAVING",
         ">",
         "1",
@@ -228,6 +233,27 @@ mod fuzz {
         #[test]
         fn sql_shaped_text_gets_an_answer(words in proptest::collection::vec(proptest::sample::select(WORDS), 0..30)) {
             let text = words.join(" ");
+            let streams = super::common::streams();
+            if let Err(e) = compile("r", &text, "fuzz.sql", &streams) {
+                let msg = e.to_string();
+                prop_assert!(msg.contains("fix:"), "{text}: {msg}");
+            }
+        }
+
+        #[test]
+        fn window_tables_get_an_answer(
+            function in proptest::sample::select(&["TUMBLE", "hop", "Session", "tumble"][..]),
+            args in proptest::collection::vec(
+                proptest::sample::select(&["detections", "plate_reads", "nothere", "event_time", "d.event_time", "score",
+                    "INTERVAL '10 seconds'", "INTERVAL '1 month'", "1", "'x'", "DESCRIPTOR(event_time)", "(SELECT 1)"][..]),
+                0..6),
+            alias in proptest::sample::select(&["", "AS d", "d"][..]),
+            groups in proptest::collection::vec(
+                proptest::sample::select(&["window_start", "window_end", "camera_id", "d.camera_id", "tumble(event_time, INTERVAL '1 minute')"][..]),
+                0..4),
+        ) {
+            let group = if groups.is_empty() { String::new() } else { format!(" GROUP BY {}", groups.join(", ")) };
+            let text = format!("SELECT window_start, count(*) FROM {function}({}) {alias}{group}", args.join(", "));
             let streams = super::common::streams();
             if let Err(e) = compile("r", &text, "fuzz.sql", &streams) {
                 let msg = e.to_string();
