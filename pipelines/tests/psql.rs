@@ -1239,3 +1239,65 @@ fn ad_hoc_windows_give_what_duckdb_gives_over_the_same_rows() {
         assert!(same, "query {i}: ad hoc {got:?}\nDuckDB {want:?}");
     }
 }
+
+/// An analyst writes a query's rows to a file on their own machine with psql's `\copy`: CSV
+/// with a header, read back by pyarrow (a NULL told from an empty text, a quoted comma, quote
+/// and line break intact), and COPY's text format on psql's output. COPY that would read or
+/// write the server's files is refused with the way to do it.
+#[test]
+fn psql_copy_writes_a_querys_rows_to_a_file_where_psql_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 40);
+    city.ok_until(
+        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:15Z'",
+        60,
+        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
+    );
+    let counts = "SELECT camera_id, class, count(*) AS n FROM detections \
+                  WHERE event_time < TIMESTAMP '2026-06-14T20:00:08Z' GROUP BY camera_id, class ORDER BY camera_id, class";
+    let query = format!(
+        "SELECT camera_id, class, n, CASE WHEN camera_id = 0 THEN NULL ELSE '' END AS blank, \
+         'a,\"b\"' || chr(10) || 'c\\d' AS odd FROM ({counts}) ORDER BY camera_id, class"
+    );
+    let file = tmp.path().join("counts.csv");
+    let copied = city.ok(&format!("\\copy ({query}) to '{}' with (format csv, header)", file.display()));
+    let selected = rows(&city.ok(counts));
+    let text = city.ok(&format!("COPY ({query}) TO STDOUT"));
+    let from_server = city.fails("COPY (SELECT 1) TO '/tmp/vigil-copy.csv'");
+    let load = city.fails("COPY watchlist FROM STDIN");
+    city.stop();
+    assert!(selected.len() >= 3, "too few rows to tell: {selected:?}");
+    assert_eq!(copied.trim(), format!("COPY {}", selected.len()), "the count of rows copied");
+    // pyarrow, told that only an unquoted nothing is a NULL.
+    let script = "import json, sys, pyarrow.csv as c\n\
+        t = c.read_csv(sys.argv[1], convert_options=c.ConvertOptions(strings_can_be_null=True, \
+        quoted_strings_can_be_null=False, column_types={'blank': 'string'}))\n\
+        print(json.dumps(t.to_pylist()))";
+    let out = Command::new(common::python()).args(["-c", script]).arg(&file).output().expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(read.len(), selected.len(), "{read:?}");
+    for (row, want) in read.iter().zip(&selected) {
+        let got = [
+            row["camera_id"].to_string(),
+            row["class"].as_str().unwrap_or_default().to_owned(),
+            row["n"].to_string(),
+        ];
+        assert_eq!(got.as_slice(), want.as_slice(), "{row}");
+        let blank = if want[0] == "0" { serde_json::Value::Null } else { serde_json::json!("") };
+        assert_eq!(row["blank"], blank, "{row}");
+        assert_eq!(row["odd"], "a,\"b\"\nc\\d", "{row}");
+    }
+    // The text format: tab-separated, \N for NULL, line breaks and backslashes escaped.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), selected.len(), "{text}");
+    for (line, want) in lines.iter().zip(&selected) {
+        let blank = if want[0] == "0" { "\\N" } else { "" };
+        assert_eq!(*line, format!("{}\t{}\t{}\t{blank}\ta,\"b\"\\nc\\\\d", want[0], want[1], want[2]));
+    }
+    assert!(
+        from_server.contains("would write on the server") && from_server.contains("\\copy"),
+        "{from_server}"
+    );
+    assert!(load.contains("INSERT INTO watchlist"), "{load}");
+}

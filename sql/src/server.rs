@@ -66,6 +66,7 @@ use crate::registry::{Registry, unique_names};
 use crate::roles::Role;
 use crate::rule::{split_statements, statement_words};
 
+mod copy;
 mod extended;
 
 /// An account of the endpoint: its own credentials and role.
@@ -481,7 +482,11 @@ impl SimpleQueryHandler for Session {
             // A SUBSCRIBE that opens the query string is streamed here, each change as it comes
             // (after it, the statements' answers would come out of order: a later one waits).
             let r = match r {
-                Response::CopyOut(copy) if out.is_empty() => stream_copy_out(client, copy).await?,
+                Response::CopyOut(copy) if out.is_empty() => {
+                    // A COPY's CSV header is a line of the data, not a row of the count.
+                    let header = copy::parse(&st.text).is_ok_and(|c| c.header);
+                    stream_copy_out(client, copy, usize::from(header)).await?
+                }
                 r => r,
             };
             out.push(r);
@@ -644,6 +649,7 @@ impl Session {
             },
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
+            ("COPY", _) => self.copy_out(text, role).await,
             ("SELECT" | "WITH" | "VALUES", _) => {
                 let r = tokio::select! {
                     r = self.registry.query(text, role) => r,
@@ -662,7 +668,8 @@ impl Session {
                 "0A000",
                 format!(
                     "{SOURCE}: {} is not a statement vigil runs; use CREATE RULE, DROP RULE, SHOW RULES, \
-                     EXPLAIN RULE, SUBSCRIBE, SELECT, INSERT and DELETE on the watchlist, SHOW PLATE or ERASE PLATE",
+                     EXPLAIN RULE, SUBSCRIBE, SELECT, COPY (SELECT …) TO STDOUT, INSERT and DELETE on the watchlist, \
+                     SHOW PLATE or ERASE PLATE",
                     w.first().map_or("an empty statement", String::as_str)
                 ),
             ),
@@ -692,6 +699,35 @@ impl Session {
         text_response(&["name", "severity", "emit", "backfill", "origin", "state", "rows_held", "sql"], rows)
     }
 
+    /// `COPY (SELECT …) TO STDOUT` ([`copy`]): the query runs as a SELECT would, and its rows
+    /// go out as COPY data.
+    async fn copy_out(&self, text: &str, role: Role) -> Response {
+        let copy = match copy::parse(text) {
+            Ok(c) => c,
+            Err((code, message)) => {
+                let (message, fix) = message.split_once("; fix: ").unwrap_or((message.as_str(), ""));
+                let mut info = ErrorInfo::new("ERROR".into(), code.into(), format!("{SOURCE}: {message}"));
+                info.hint = Some(fix.to_owned()).filter(|f| !f.is_empty());
+                return Response::Error(Box::new(info));
+            }
+        };
+        let r = tokio::select! {
+            r = self.registry.query(&copy.query, role) => r,
+            // Dropping the query stops it.
+            _ = client_gone(&self.watch) => {
+                tracing::info!("a psql client went away: its COPY was stopped");
+                return error("57014", "the client went away");
+            }
+        };
+        match r {
+            Ok((schema, batches)) => {
+                let columns = schema.fields().len();
+                Response::CopyOut(CopyResponse::new(0, columns, copy.lines(&schema, batches).map(Ok)))
+            }
+            Err(e) => user_error(e),
+        }
+    }
+
     async fn subscribe(&self, name: Option<&String>) -> Response {
         let Some(name) = name else { return error("42601", "SUBSCRIBE needs a rule name") };
         let Some(entry) = self.registry.get(name) else {
@@ -713,8 +749,9 @@ impl Session {
 
 /// Sends a COPY's rows as they come, flushing whenever the rows at hand are sent (pgwire's own
 /// sender only queues them, so a live subscription's changes would wait for a full buffer);
-/// answers the `COPY n` tag that ends it.
-async fn stream_copy_out<C>(client: &mut C, copy: CopyResponse) -> PgWireResult<Response>
+/// answers the `COPY n` tag that ends it, `n` the messages sent less the first `uncounted`
+/// (a CSV header).
+async fn stream_copy_out<C>(client: &mut C, copy: CopyResponse, uncounted: usize) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
@@ -746,7 +783,7 @@ where
         client.flush().await?;
     }
     client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
-    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows.saturating_sub(uncounted))))
 }
 
 /// A subscription's live changes as COPY rows. A subscriber that falls behind by more than the

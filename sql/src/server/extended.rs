@@ -295,7 +295,10 @@ impl ExtendedQueryHandler for Session {
         };
         self.audit(&user, &stmt.sql, &r);
         let r = match r {
-            Response::CopyOut(copy) => super::stream_copy_out(client, copy).await?,
+            Response::CopyOut(copy) => {
+                let header = super::copy::parse(&stmt.sql).is_ok_and(|c| c.header);
+                super::stream_copy_out(client, copy, usize::from(header)).await?
+            }
             r => r,
         };
         match r {

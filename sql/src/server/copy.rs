@@ -1,0 +1,247 @@
+//! `COPY (SELECT …) TO STDOUT`: a query's rows as PostgreSQL's COPY text or CSV, which is what
+//! psql's `\copy (SELECT …) to 'hits.csv' with (format csv, header)` sends to write a file on
+//! the analyst's machine.
+//!
+//! The query inside runs as the same `SELECT` would ([`crate::registry::Registry::query`]: the
+//! role's tables, the memory and time limits), so a COPY reads nothing a SELECT could not.
+//! `COPY name TO STDOUT` reads `SELECT * FROM name`. What would write or read on the server
+//! (`TO 'file'`, `FROM`, `PROGRAM`) is refused with the form to use instead.
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::StreamExt;
+use pgwire::messages::copy::CopyData;
+
+use super::pg_text;
+
+/// How a COPY writes its rows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CopyOut {
+    /// The query whose rows are written.
+    pub query: String,
+    /// CSV, or PostgreSQL's text format.
+    pub csv: bool,
+    /// A first line with the column names (CSV only, as in PostgreSQL).
+    pub header: bool,
+    pub delimiter: char,
+    /// What a NULL is written as: `\N` in text, nothing in CSV.
+    pub null: String,
+}
+
+const FIX: &str = "write COPY (SELECT …) TO STDOUT WITH (FORMAT csv, HEADER), or from psql \
+                   \\copy (SELECT …) to 'file.csv' with (format csv, header)";
+
+/// Reads a `COPY … TO STDOUT` statement; the error says what to write instead.
+pub fn parse(text: &str) -> Result<CopyOut, (&'static str, String)> {
+    let syntax = |e: String| ("42601", format!("{e}; fix: {FIX}"));
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(|e| syntax(e.to_string()))?;
+    let Some(Statement::Copy { source, to, target, options, legacy_options, .. }) = statements.pop() else {
+        return Err(syntax("not a COPY statement".into()));
+    };
+    if !to {
+        return Err((
+            "0A000",
+            "COPY … FROM loads nothing here; fix: add watchlist entries with INSERT INTO watchlist, \
+             or list a CSV as watchlist_csv in the configuration"
+                .into(),
+        ));
+    }
+    if target != CopyTarget::Stdout {
+        return Err((
+            "0A000",
+            format!(
+                "COPY … TO {target} would write on the server; fix: psql's \\copy (SELECT …) to 'file.csv' \
+                 with (format csv, header) writes the file where psql runs"
+            ),
+        ));
+    }
+    let query = match source {
+        CopySource::Query(q) => q.to_string(),
+        CopySource::Table { table_name, columns } if columns.is_empty() => {
+            format!("SELECT * FROM {table_name}")
+        }
+        CopySource::Table { table_name, columns } => {
+            let names: Vec<String> = columns.iter().map(ToString::to_string).collect();
+            format!("SELECT {} FROM {table_name}", names.join(", "))
+        }
+    };
+    let (mut csv, mut header, mut delimiter, mut null) = (false, false, None, None);
+    let unsupported = |what: String| ("0A000", format!("COPY option {what} is not supported; fix: {FIX}"));
+    for o in options {
+        match o {
+            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => csv = true,
+            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text") => csv = false,
+            CopyOption::Header(h) => header = h,
+            CopyOption::Delimiter(d) => delimiter = Some(d),
+            CopyOption::Null(n) => null = Some(n),
+            other => return Err(unsupported(other.to_string())),
+        }
+    }
+    for o in legacy_options {
+        match o {
+            CopyLegacyOption::Csv(csv_options) => {
+                csv = true;
+                for c in csv_options {
+                    match c {
+                        CopyLegacyCsvOption::Header => header = true,
+                        other => return Err(unsupported(other.to_string())),
+                    }
+                }
+            }
+            CopyLegacyOption::Delimiter(d) => delimiter = Some(d),
+            CopyLegacyOption::Null(n) => null = Some(n),
+            other => return Err(unsupported(other.to_string())),
+        }
+    }
+    if header && !csv {
+        return Err(("0A000", format!("COPY's HEADER is for CSV only (as in PostgreSQL); fix: {FIX}")));
+    }
+    let delimiter = delimiter.unwrap_or(if csv { ',' } else { '\t' });
+    if matches!(delimiter, '\n' | '\r' | '"' | '\\') {
+        return Err(("22023", format!("COPY's delimiter cannot be {delimiter:?}; fix: {FIX}")));
+    }
+    let null = null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() });
+    Ok(CopyOut { query, csv, header, delimiter, null })
+}
+
+impl CopyOut {
+    /// The CSV header's line (with HEADER), then every row's, one message each, formatted a
+    /// batch at a time as they are sent.
+    pub fn lines(
+        self,
+        schema: &SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> impl futures::Stream<Item = CopyData> + Send + 'static {
+        let header = self.header.then(|| self.line(schema.fields().iter().map(|f| Some(f.name().clone()))));
+        let rows = futures::stream::iter(batches).flat_map(move |b| futures::stream::iter(self.rows(&b)));
+        futures::stream::iter(header).chain(rows)
+    }
+
+    fn rows(&self, b: &RecordBatch) -> Vec<CopyData> {
+        let options = FormatOptions::default();
+        let formatters: Vec<_> =
+            b.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
+        (0..b.num_rows())
+            .map(|i| {
+                let cells = b.columns().iter().zip(&formatters);
+                self.line(cells.map(|(c, f)| c.is_valid(i).then(|| pg_text(c.as_ref(), f, i))))
+            })
+            .collect()
+    }
+
+    /// One line: the cells, NULL as [`CopyOut::null`], between delimiters.
+    fn line(&self, cells: impl Iterator<Item = Option<String>>) -> CopyData {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push(self.delimiter);
+            }
+            match cell {
+                None => text.push_str(&self.null),
+                Some(v) if self.csv => text.push_str(&self.csv_field(&v)),
+                Some(v) => text.push_str(&self.text_field(&v)),
+            }
+        }
+        text.push('\n');
+        CopyData::new(Bytes::from(text))
+    }
+
+    /// A value in CSV: quoted when it holds the delimiter, a quote or a line break, when it is
+    /// empty (an unquoted nothing is a NULL) or when it reads as the NULL marker.
+    ///
+    /// Written here rather than with the `csv` crate: PostgreSQL's CSV tells a NULL (nothing)
+    /// from an empty text (`""`), and its text format escapes rather than quotes; neither is a
+    /// setting of that crate's writer.
+    fn csv_field(&self, v: &str) -> String {
+        let quote = v.is_empty() || v == self.null || v.contains([self.delimiter, '"', '\n', '\r']);
+        match quote {
+            true => format!("\"{}\"", v.replace('"', "\"\"")),
+            false => v.to_owned(),
+        }
+    }
+
+    /// A value in the text format: backslash escapes for the backslash, the delimiter and line
+    /// breaks.
+    fn text_field(&self, v: &str) -> String {
+        let mut s = String::with_capacity(v.len());
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '\n' => s.push_str("\\n"),
+                '\r' => s.push_str("\\r"),
+                '\t' => s.push_str("\\t"),
+                c if c == self.delimiter => {
+                    s.push('\\');
+                    s.push(c);
+                }
+                c => s.push(c),
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn text(copy: CopyOut, batch: &RecordBatch) -> String {
+        let lines = copy.lines(&batch.schema(), vec![batch.clone()]);
+        futures::executor::block_on(lines.map(|d| String::from_utf8(d.data.to_vec()).unwrap()).collect())
+    }
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let n = Int64Array::from(vec![Some(1), None, Some(3), Some(4)]);
+        let s = StringArray::from(vec![Some(""), Some("a,\"b\""), None, Some("tab\there\nline\\")]);
+        RecordBatch::try_new(schema, vec![Arc::new(n), Arc::new(s)]).unwrap()
+    }
+
+    #[test]
+    fn csv_tells_null_from_empty_and_quotes_what_needs_it() {
+        let copy = parse("COPY (SELECT n, s FROM t) TO STDOUT WITH (FORMAT csv, HEADER)").unwrap();
+        assert_eq!(copy.query, "SELECT n, s FROM t");
+        // psql's \copy … csv header, the form before PostgreSQL 9.
+        let legacy = parse("COPY ( SELECT n, s FROM t ) TO STDOUT csv header").unwrap();
+        assert_eq!(legacy, copy);
+        assert_eq!(text(copy, &batch()), "n,s\n1,\"\"\n,\"a,\"\"b\"\"\"\n3,\n4,\"tab\there\nline\\\"\n");
+    }
+
+    #[test]
+    fn text_escapes_and_writes_null_as_backslash_n() {
+        let copy = parse("COPY t TO STDOUT").unwrap();
+        assert_eq!(copy.query, "SELECT * FROM t");
+        assert_eq!(text(copy, &batch()), "1\t\n\\N\ta,\"b\"\n3\t\\N\n4\ttab\\there\\nline\\\\\n");
+    }
+
+    #[test]
+    fn what_would_touch_the_servers_files_is_refused_with_the_way_to_do_it() {
+        let e = parse("COPY watchlist FROM STDIN").unwrap_err();
+        assert!(e.1.contains("INSERT INTO watchlist"), "{e:?}");
+        let e = parse("COPY (SELECT 1) TO '/etc/passwd'").unwrap_err();
+        assert!(e.1.contains("would write on the server") && e.1.contains("\\copy"), "{e:?}");
+        let e = parse("COPY (SELECT 1) TO PROGRAM 'rm -rf /'").unwrap_err();
+        assert!(e.1.contains("would write on the server"), "{e:?}");
+        let e = parse("COPY (SELECT 1) TO STDOUT WITH (FORMAT binary)").unwrap_err();
+        assert!(e.1.contains("FORMAT binary is not supported"), "{e:?}");
+        let e = parse("COPY (SELECT 1) TO STDOUT WITH (HEADER)").unwrap_err();
+        assert!(e.1.contains("CSV only"), "{e:?}");
+        let e = parse("COPY (SELECT 1 TO STDOUT").unwrap_err();
+        assert_eq!(e.0, "42601", "{e:?}");
+    }
+}
