@@ -1200,12 +1200,20 @@ fn ad_hoc_windows_give_what_duckdb_gives_over_the_same_rows() {
         "SELECT zone_id, window_start, count(*) FROM detections GROUP BY zone_id, session(event_time, INTERVAL '30 seconds')",
     );
     let ungrouped = city.fails("SELECT * FROM TUMBLE(detections, event_time, INTERVAL '10 seconds')");
+    // A row in 86,400,000 windows would take the engine's memory: refused before any is made.
+    let too_many = city.fails(
+        "SELECT window_start, count(*) FROM detections GROUP BY hop(event_time, INTERVAL '1 millisecond', INTERVAL '1 day')",
+    );
     city.stop();
     assert!(
         session.contains("session() windows are kept by rules") && session.contains("CREATE RULE"),
         "{session}"
     );
     assert!(ungrouped.contains("without GROUP BY window_start") && ungrouped.contains("HINT"), "{ungrouped}");
+    assert!(
+        too_many.contains("falls in 86400000 windows") && too_many.contains("longer slide"),
+        "{too_many}"
+    );
     let lake = format!("read_parquet('{}/city/detections/**/*.parquet')", tmp.path().display());
     let before = "event_time < TIMESTAMPTZ '2026-06-14 20:00:20+00'";
     // Hopping windows of 15 s every 5 s: each row is in the three that start at its 5 s bucket

@@ -518,6 +518,7 @@ impl ScalarUDFImpl for WindowsOf {
 pub fn unnest_windows(plan: LogicalPlan) -> crate::error::Result<LogicalPlan> {
     use crate::error::{Kind, SqlError};
     const WINDOW: &str = "__vigil_window";
+    let most = crate::admission::Budget::default().windows_per_row;
     // Why a window cannot be read ad hoc, and the fix; DataFusion's errors pass through.
     let mut refused: Option<SqlError> = None;
     let rewritten = plan.transform_up(|node| {
@@ -531,6 +532,14 @@ pub fn unnest_windows(plan: LogicalPlan) -> crate::error::Result<LogicalPlan> {
                 "CREATE RULE name AS SELECT ... GROUP BY session(...), then SELECT * FROM name",
             )
             .kind(Kind::Unsupported)),
+            // Each row is repeated once per window it falls in: bounded as a rule's are, before
+            // the windows' list is built (a 1 ms slide over a day would be 86 M per row).
+            Ok((WindowKind::Hop { slide, size }, _)) if (size.saturating_add(slide - 1) / slide) > most => Err(SqlError::user(
+                None,
+                format!("each row falls in {} windows (at most {most} are accepted)", (size.saturating_add(slide - 1) / slide)),
+                "use a longer slide for hop (a slide of a minute over an hour is 60 windows per row), or a tumble window",
+            )
+            .kind(Kind::InvalidParameter)),
             Ok(found) => Ok(found),
             Err(e) => Err(SqlError::user(None, e, "write INTERVAL literals such as INTERVAL '1 minute'")
                 .kind(Kind::InvalidParameter)),
