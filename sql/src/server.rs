@@ -650,20 +650,10 @@ impl Session {
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
             ("COPY", _) => self.copy_out(text, role).await,
-            ("SELECT" | "WITH" | "VALUES", _) => {
-                let r = tokio::select! {
-                    r = self.registry.query(text, role) => r,
-                    // Dropping the query stops it.
-                    _ = client_gone(&self.watch) => {
-                        tracing::info!("a psql client went away: its query was stopped");
-                        return error("57014", "the client went away");
-                    }
-                };
-                match r {
-                    Ok((schema, batches)) => batches_response(&schema, &batches, &Format::UnifiedText),
-                    Err(e) => user_error(e),
-                }
-            }
+            ("SELECT" | "WITH" | "VALUES", _) => match self.query(text, role).await {
+                Ok((schema, batches)) => batches_response(&schema, &batches, &Format::UnifiedText),
+                Err(r) => r,
+            },
             _ => error(
                 "0A000",
                 format!(
@@ -704,27 +694,26 @@ impl Session {
     async fn copy_out(&self, text: &str, role: Role) -> Response {
         let copy = match copy::parse(text) {
             Ok(c) => c,
-            Err((code, message)) => {
-                let (message, fix) = message.split_once("; fix: ").unwrap_or((message.as_str(), ""));
-                let mut info = ErrorInfo::new("ERROR".into(), code.into(), format!("{SOURCE}: {message}"));
-                info.hint = Some(fix.to_owned()).filter(|f| !f.is_empty());
-                return Response::Error(Box::new(info));
-            }
+            Err(e) => return user_error(e),
         };
-        let r = tokio::select! {
-            r = self.registry.query(&copy.query, role) => r,
-            // Dropping the query stops it.
-            _ = client_gone(&self.watch) => {
-                tracing::info!("a psql client went away: its COPY was stopped");
-                return error("57014", "the client went away");
-            }
-        };
-        match r {
+        match self.query(&copy.query, role).await {
             Ok((schema, batches)) => {
                 let columns = schema.fields().len();
                 Response::CopyOut(CopyResponse::new(0, columns, copy.lines(&schema, batches).map(Ok)))
             }
-            Err(e) => user_error(e),
+            Err(r) => r,
+        }
+    }
+
+    /// Runs a query for this client (SELECT, COPY's query): stopped if the client goes away.
+    async fn query(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
+        tokio::select! {
+            r = self.registry.query(sql, role) => r.map_err(user_error),
+            // Dropping the query stops it.
+            _ = client_gone(&self.watch) => {
+                tracing::info!("a psql client went away: its query was stopped");
+                Err(error("57014", "the client went away"))
+            }
         }
     }
 

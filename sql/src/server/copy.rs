@@ -19,7 +19,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 use pgwire::messages::copy::CopyData;
 
-use super::pg_text;
+use super::{SOURCE, pg_text};
+use crate::error::{Kind, Position, SqlError};
 
 /// How a COPY writes its rows.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,28 +39,29 @@ pub struct CopyOut {
 const FIX: &str = "write COPY (SELECT …) TO STDOUT WITH (FORMAT csv, HEADER), or from psql \
                    \\copy (SELECT …) to 'file.csv' with (format csv, header)";
 
+fn refused(kind: Kind, message: impl Into<String>, fix: impl Into<String>) -> SqlError {
+    SqlError::user(Some(Position { source: SOURCE.into(), line: 1, column: 1 }), message, fix).kind(kind)
+}
+
 /// Reads a `COPY … TO STDOUT` statement; the error says what to write instead.
-pub fn parse(text: &str) -> Result<CopyOut, (&'static str, String)> {
-    let syntax = |e: String| ("42601", format!("{e}; fix: {FIX}"));
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(|e| syntax(e.to_string()))?;
+pub fn parse(text: &str) -> Result<CopyOut, SqlError> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, text)
+        .map_err(|e| refused(Kind::Syntax, e.to_string(), FIX))?;
     let Some(Statement::Copy { source, to, target, options, legacy_options, .. }) = statements.pop() else {
-        return Err(syntax("not a COPY statement".into()));
+        return Err(refused(Kind::Syntax, "not a COPY statement", FIX));
     };
     if !to {
-        return Err((
-            "0A000",
-            "COPY … FROM loads nothing here; fix: add watchlist entries with INSERT INTO watchlist, \
-             or list a CSV as watchlist_csv in the configuration"
-                .into(),
+        return Err(refused(
+            Kind::Unsupported,
+            "COPY … FROM loads nothing here",
+            "add watchlist entries with INSERT INTO watchlist, or list a CSV as watchlist_csv in the configuration",
         ));
     }
     if target != CopyTarget::Stdout {
-        return Err((
-            "0A000",
-            format!(
-                "COPY … TO {target} would write on the server; fix: psql's \\copy (SELECT …) to 'file.csv' \
-                 with (format csv, header) writes the file where psql runs"
-            ),
+        return Err(refused(
+            Kind::Unsupported,
+            format!("COPY … TO {target} would write on the server"),
+            "psql's \\copy (SELECT …) to 'file.csv' with (format csv, header) writes the file where psql runs",
         ));
     }
     let query = match source {
@@ -73,7 +75,8 @@ pub fn parse(text: &str) -> Result<CopyOut, (&'static str, String)> {
         }
     };
     let (mut csv, mut header, mut delimiter, mut null) = (false, false, None, None);
-    let unsupported = |what: String| ("0A000", format!("COPY option {what} is not supported; fix: {FIX}"));
+    let unsupported =
+        |what: String| refused(Kind::Unsupported, format!("COPY option {what} is not supported"), FIX);
     for o in options {
         match o {
             CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => csv = true,
@@ -101,11 +104,15 @@ pub fn parse(text: &str) -> Result<CopyOut, (&'static str, String)> {
         }
     }
     if header && !csv {
-        return Err(("0A000", format!("COPY's HEADER is for CSV only (as in PostgreSQL); fix: {FIX}")));
+        return Err(refused(Kind::Unsupported, "COPY's HEADER is for CSV only (as in PostgreSQL)", FIX));
     }
     let delimiter = delimiter.unwrap_or(if csv { ',' } else { '\t' });
     if matches!(delimiter, '\n' | '\r' | '"' | '\\') {
-        return Err(("22023", format!("COPY's delimiter cannot be {delimiter:?}; fix: {FIX}")));
+        return Err(refused(
+            Kind::InvalidParameter,
+            format!("COPY's delimiter cannot be {delimiter:?}"),
+            FIX,
+        ));
     }
     let null = null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() });
     Ok(CopyOut { query, csv, header, delimiter, null })
@@ -232,16 +239,19 @@ mod tests {
     #[test]
     fn what_would_touch_the_servers_files_is_refused_with_the_way_to_do_it() {
         let e = parse("COPY watchlist FROM STDIN").unwrap_err();
-        assert!(e.1.contains("INSERT INTO watchlist"), "{e:?}");
+        assert!(e.to_string().contains("INSERT INTO watchlist"), "{e:?}");
         let e = parse("COPY (SELECT 1) TO '/etc/passwd'").unwrap_err();
-        assert!(e.1.contains("would write on the server") && e.1.contains("\\copy"), "{e:?}");
+        assert!(
+            e.to_string().contains("would write on the server") && e.to_string().contains("\\copy"),
+            "{e:?}"
+        );
         let e = parse("COPY (SELECT 1) TO PROGRAM 'rm -rf /'").unwrap_err();
-        assert!(e.1.contains("would write on the server"), "{e:?}");
+        assert!(e.to_string().contains("would write on the server"), "{e:?}");
         let e = parse("COPY (SELECT 1) TO STDOUT WITH (FORMAT binary)").unwrap_err();
-        assert!(e.1.contains("FORMAT binary is not supported"), "{e:?}");
+        assert!(e.to_string().contains("FORMAT binary is not supported"), "{e:?}");
         let e = parse("COPY (SELECT 1) TO STDOUT WITH (HEADER)").unwrap_err();
-        assert!(e.1.contains("CSV only"), "{e:?}");
+        assert!(e.to_string().contains("CSV only"), "{e:?}");
         let e = parse("COPY (SELECT 1 TO STDOUT").unwrap_err();
-        assert_eq!(e.0, "42601", "{e:?}");
+        assert_eq!(e.sqlstate(), "42601", "{e:?}");
     }
 }
