@@ -81,6 +81,16 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
             break
         time.sleep(0.1)
     print("inserted", row[0] if row else None)
+    # What a GUI tool's browser asks: PostgreSQL's catalog, with a bound parameter.
+    cols = cur.execute(
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
+        "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE c.relname = %s AND a.attnum > 0 ORDER BY a.attnum",
+        ("zone_density",),
+    ).fetchall()
+    print("columns", ",".join(name for name, _ in cols))
+    print("types", ",".join(sorted({t for _, t in cols})))
+    tables = cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
+    print("tables", ",".join(sorted(t for (t,) in tables)))
 # Autocommit off: psycopg wraps statements in BEGIN ... COMMIT, which vigil accepts.
 with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil") as conn:
     print("transaction", conn.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("fan-zone",)).fetchone()[0] > 0)
@@ -124,6 +134,15 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("numeric"), "True");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
+    // The catalog's columns are SHOW COLUMNS's, in order; its tables SHOW STREAMS's.
+    let shown = |sql: &str| -> Vec<String> {
+        city.psql(sql).lines().filter_map(|l| l.split('|').next()).map(str::to_owned).collect()
+    };
+    assert_eq!(said("columns"), shown("SHOW COLUMNS FROM zone_density").join(","), "{stdout}");
+    assert!(said("types").contains("text") && said("types").contains("timestamp"), "{stdout}");
+    let mut streams = shown("SHOW STREAMS");
+    streams.sort();
+    assert_eq!(said("tables"), streams.join(","), "{stdout}");
     // time, diff, zone, window_end, persons: four tabs.
     assert_eq!(said("subscribe"), "3 4", "{stdout}");
     assert_eq!(said("after"), "True", "{stdout}");

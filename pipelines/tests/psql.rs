@@ -640,8 +640,34 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     );
     let (ok, said) = run("karim", "DESCRIBE plate_reads");
     assert!(!ok && said.contains("SHOW STREAMS lists them: ") && said.contains("zone_density"), "{said}");
-    // psql's \d reads PostgreSQL's catalog, which vigil does not keep: the error says what to use.
-    let (ok, said) = run("amina", "\\d plate_reads");
+    // psql's \d commands read PostgreSQL's catalog, which lists what the role may read.
+    let (ok, listed) = run("karim", "\\d");
+    assert!(
+        ok && listed.contains("public|zone_density|table|") && listed.contains("public|gate_peak|table|"),
+        "{listed}"
+    );
+    assert!(!listed.contains("plate_reads") && !listed.contains("plates_seen"), "{listed}");
+    let (ok, listed) = run("amina", "\\dt");
+    assert!(ok && listed.contains("public|watchlist|table|") && listed.contains("public|plates_seen|table|"));
+    assert!(!listed.contains("audit_log"), "{listed}");
+    let (ok, described) = run("amina", "\\d plate_reads");
+    let lines: Vec<&str> = described.lines().collect();
+    assert!(ok && lines.contains(&"Table \"public.plate_reads\""), "{described}");
+    assert!(lines.iter().any(|l| l.starts_with("plate|text|")), "{described}");
+    assert!(lines.iter().any(|l| l.starts_with("event_id|bigint|") && l.contains("not null")), "{described}");
+    // \d+ adds storage and descriptions; \du lists roles (through ARRAY(SELECT ...)).
+    let (ok, described) = run("karim", "\\d+ zones");
+    assert!(
+        ok && described.contains("Storage") && described.lines().any(|l| l.starts_with("name|text|")),
+        "{described}"
+    );
+    let (ok, roles) = run("karim", "\\du");
+    assert!(ok && roles.contains("Role name"), "{roles}");
+    // A table the role may not read is not in its catalog, even by name.
+    let (_, said) = run("karim", "\\d plate_reads");
+    assert!(said.contains("Did not find any relation named \"plate_reads\""), "{said}");
+    // A catalog table vigil does not keep says what to use instead.
+    let (ok, said) = run("amina", "SELECT * FROM pg_catalog.pg_no_such_table");
     assert!(!ok && said.contains("HINT:") && said.contains("SHOW COLUMNS FROM name"), "{said}");
     // The auditor reads the records of everyone's actions, with digests for personal data.
     let (ok, log) = run(

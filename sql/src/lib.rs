@@ -14,6 +14,7 @@ pub mod error;
 pub mod functions;
 pub mod limits;
 pub mod operator;
+pub mod pg_catalog;
 pub mod plan;
 pub mod registry;
 pub mod render;

@@ -295,6 +295,8 @@ pub struct Registry {
     now: std::sync::atomic::AtomicI64,
     /// The audit log, read as the `audit_log` table by auditors.
     audit_path: Option<PathBuf>,
+    /// PostgreSQL's catalog for psql's `\d` and GUI tools, one per role.
+    pg_catalogs: crate::pg_catalog::Catalogs,
 }
 
 /// Whether a rule over its estimated budget is refused (created now) or installed (restored:
@@ -393,6 +395,7 @@ impl Registry {
             checked: Mutex::new((std::time::Instant::now(), BTreeMap::new())),
             now: std::sync::atomic::AtomicI64::new(0),
             audit_path: None,
+            pg_catalogs: Default::default(),
         }
     }
 
@@ -989,6 +992,14 @@ impl Registry {
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
         let tables = self.query_tables(role, matches!(job, Job::Run(_)))?;
+        let pg_catalog =
+            match crate::pg_catalog::reads_catalog(sql) {
+                true => Some(self.pg_catalogs.for_role(
+                    role,
+                    tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema))),
+                )?),
+                false => None,
+            };
         let hidden: Vec<String> = self.hidden_tables(role);
         let udfs = crate::functions::text_udfs(&self.streams);
         let stop = Arc::new(AtomicBool::new(false));
@@ -1010,7 +1021,7 @@ impl Registry {
                     Ok(rt) => rt,
                     Err(e) => return drop(tx.send(Err(SqlError::Internal(e.to_string())))),
                 };
-                let run = run_query(tables, udfs, &sql, &limits, &stop, job);
+                let run = run_query(tables, udfs, pg_catalog, &sql, &limits, &stop, job);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1115,6 +1126,7 @@ enum Outcome {
 async fn run_query(
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
     udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    pg_catalog: Option<Arc<dyn datafusion::catalog::SchemaProvider>>,
     sql: &str,
     limits: &Limits,
     stop: &AtomicBool,
@@ -1138,10 +1150,15 @@ async fn run_query(
         .with_memory_limit(limits.query_memory, 1.0)
         .build_arc()
         .map_err(|e| SqlError::Internal(e.to_string()))?;
-    let mut config = datafusion::prelude::SessionConfig::new();
+    // psql's \d and tools' browsers read information_schema too.
+    let mut config = datafusion::prelude::SessionConfig::new().with_information_schema(pg_catalog.is_some());
     // Spans let an unknown table or column be placed at its line and column.
     config.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let catalog_query = pg_catalog.is_some();
+    if let Some(catalog) = pg_catalog {
+        crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
+    }
     for f in udfs.into_iter().chain(crate::window::window_udfs()) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
@@ -1150,7 +1167,11 @@ async fn run_query(
         ctx.register_table(name.as_str(), Arc::new(t)).map_err(df_err)?;
     }
     let state = ctx.state();
-    let mut statement = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic).map_err(df_err)?;
+    // A catalog query is PostgreSQL's SQL (psql's `OPERATOR(pg_catalog.~)`, `::regclass`).
+    let mut statement = match catalog_query.then(|| crate::pg_catalog::parse(sql)).flatten() {
+        Some(s) => s,
+        None => state.sql_to_statement(sql, &datafusion::config::Dialect::Generic).map_err(df_err)?,
+    };
     if let datafusion::sql::parser::Statement::Statement(st) = &mut statement {
         check_depth(st, limits, source)?;
         // Windows read as in rules: `window_start` and the window tables (TUMBLE(...) in FROM).
@@ -1158,7 +1179,8 @@ async fn run_query(
             .map_err(|e| SqlError::user(None, e.message, e.fix).kind(Kind::Unsupported))?;
         crate::window::rewrite_window_columns(st);
     }
-    let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+    let plan = state.statement_to_plan(statement).await.map_err(df_err);
+    let plan = plan.map_err(|e| if catalog_query { crate::pg_catalog::explain(e) } else { e })?;
     let plan = crate::window::unnest_windows(plan)?;
     let types = plan.get_parameter_types().map_err(df_err)?;
     let param = |i: usize| types.get(&format!("${}", i + 1)).cloned().flatten();
@@ -1456,7 +1478,8 @@ mod tests {
                 ["zones", "detections"].map(|t| (t.to_owned(), Arc::clone(&schema), vec![])).to_vec();
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             let stop = AtomicBool::new(false);
-            let r = rt.block_on(run_query(tables, vec![], sql, &Limits::default(), &stop, Job::Run(None)));
+            let r =
+                rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, Job::Run(None)));
             let e = r.err().expect("refused");
             (e.sqlstate(), e.position().map(ToString::to_string), e.to_string())
         };
@@ -1475,6 +1498,7 @@ mod tests {
         let ok = rt.block_on(run_query(
             tables,
             vec![],
+            None,
             "SELECT count(*) FROM detections",
             &Limits::default(),
             &stop,

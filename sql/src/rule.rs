@@ -662,11 +662,14 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
             };
             if d.message.contains("'pg_catalog.") || d.message.contains("'information_schema.") {
                 // psql's \d commands and GUI tools' browsers read PostgreSQL's catalog.
-                fix.push(
-                    "vigil keeps no PostgreSQL catalog, so psql's \\d commands do not work here: SHOW STREAMS \
-                     lists what you may read, SHOW COLUMNS FROM name its columns"
+                fix.push(match &reads {
+                    Some(Reads::Rule(..)) => "a rule reads vigil's streams, not PostgreSQL's catalog: \
+                                              SHOW STREAMS lists them"
                         .into(),
-                );
+                    _ => "vigil keeps the parts of PostgreSQL's catalog psql's \\d commands read, not this one: \
+                          SHOW STREAMS lists what you may read, SHOW COLUMNS FROM name its columns"
+                        .into(),
+                });
             } else if d.message.starts_with("table ") && !names.is_empty() {
                 fix.push(format!("read one of the streams: {names}"));
             } else {

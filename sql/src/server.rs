@@ -409,7 +409,7 @@ struct Session {
 /// The value of a server setting drivers ask for with `SHOW` (upper case name), if it is one.
 fn server_parameter(name: &str) -> Option<&'static str> {
     Some(match name {
-        "SERVER_VERSION" => "16.0",
+        "SERVER_VERSION" => crate::pg_catalog::SERVER_VERSION,
         "SERVER_ENCODING" | "CLIENT_ENCODING" => "UTF8",
         "TRANSACTION_ISOLATION" | "DEFAULT_TRANSACTION_ISOLATION" => "read committed",
         "STANDARD_CONFORMING_STRINGS" | "INTEGER_DATETIMES" => "on",
