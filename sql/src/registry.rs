@@ -992,14 +992,13 @@ impl Registry {
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
         let tables = self.query_tables(role, matches!(job, Job::Run(_)))?;
-        let pg_catalog =
-            match crate::pg_catalog::reads_catalog(sql) {
-                true => Some(self.pg_catalogs.for_role(
-                    role,
-                    tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema))),
-                )?),
-                false => None,
-            };
+        // psql's \d and GUI tools read PostgreSQL's catalog, listing the tables above.
+        let listed = || tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema)));
+        let pg_catalog = if crate::pg_catalog::reads_catalog(sql) {
+            Some(self.pg_catalogs.for_role(role, listed())?)
+        } else {
+            None
+        };
         let hidden: Vec<String> = self.hidden_tables(role);
         let udfs = crate::functions::text_udfs(&self.streams);
         let stop = Arc::new(AtomicBool::new(false));
