@@ -663,6 +663,8 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     );
     let (ok, roles) = run("karim", "\\du");
     assert!(ok && roles.contains("Role name"), "{roles}");
+    let (ok, schemas) = run("karim", "\\dn");
+    assert!(ok && schemas.contains("public|") && !schemas.contains("pg_catalog"), "{schemas}");
     // A table the role may not read is not in its catalog, even by name.
     let (_, said) = run("karim", "\\d plate_reads");
     assert!(said.contains("Did not find any relation named \"plate_reads\""), "{said}");

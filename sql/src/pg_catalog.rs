@@ -79,7 +79,10 @@ impl CatalogInfo for Listing {
     }
 
     async fn schema_names(&self, catalog: &str) -> Result<Option<Vec<String>>, DataFusionError> {
-        Ok((catalog == DATABASE).then(|| vec![SCHEMA.to_owned()]))
+        // PostgreSQL's own schemas are in every database: psql's tab completion leaves out
+        // `pg_catalog`'s tables by its oid, and finds nothing when it has none.
+        Ok((catalog == DATABASE)
+            .then(|| [SCHEMA, "pg_catalog", "information_schema"].map(str::to_owned).to_vec()))
     }
 
     async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>, DataFusionError> {
@@ -370,6 +373,27 @@ mod tests {
         assert!(!text.contains("OPERATOR") && !text.contains("COLLATE"), "{text}");
         assert!(parse("SELECT 1; SELECT 2").is_none());
         assert!(parse("SELECT FROM WHERE (").is_none());
+    }
+
+    #[tokio::test]
+    async fn psqls_tab_completion_finds_a_table_by_its_first_letters() {
+        let zones = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
+        let tables = ["zones", "zone_density", "detections"].map(|t| (t.to_owned(), Arc::clone(&zones)));
+        let provider = Catalogs::default().for_role(Role::Analyst, tables).expect("catalog");
+        let ctx = SessionContext::new();
+        install(&ctx, provider).expect("installs");
+        // What psql 15 sends for `SELECT * FROM zo<TAB>`.
+        let sql = "SELECT c.relname, NULL::pg_catalog.text FROM pg_catalog.pg_class c \
+                   WHERE c.relkind IN ('r', 'S', 'v', 'm', 'f', 'p') AND (c.relname) LIKE 'zo%' \
+                   AND pg_catalog.pg_table_is_visible(c.oid) AND c.relnamespace <> \
+                   (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog') \
+                   UNION ALL SELECT NULL::pg_catalog.text, n.nspname FROM pg_catalog.pg_namespace n \
+                   WHERE n.nspname LIKE 'zo%' AND n.nspname NOT LIKE E'pg\\\\_%' LIMIT 1000";
+        let plan = ctx.state().statement_to_plan(parse(sql).expect("parses")).await.expect("plans");
+        let batches = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(text.contains("| zones ") && text.contains("| zone_density "), "{text}");
+        assert!(!text.contains("detections"), "{text}");
     }
 
     #[tokio::test]
