@@ -663,6 +663,14 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     );
     let (ok, roles) = run("karim", "\\du");
     assert!(ok && roles.contains("Role name"), "{roles}");
+    // The version psql is told at login is the one SHOW and version() answer.
+    let (_, told) = run("karim", "\\echo :SERVER_VERSION_NAME");
+    let (_, shown) = run("karim", "SHOW server_version");
+    let (_, version) = run("karim", "SELECT version()");
+    assert!(
+        shown.contains(told.trim()) && version.contains(&format!("PostgreSQL {} on vigil", told.trim())),
+        "{told} {shown} {version}"
+    );
     let (ok, schemas) = run("karim", "\\dn");
     assert!(ok && schemas.contains("public|") && !schemas.contains("pg_catalog"), "{schemas}");
     // A table the role may not read is not in its catalog, even by name.

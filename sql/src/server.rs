@@ -338,7 +338,7 @@ impl PgWireServerHandlers for Factory {
         let mut scram = ScramAuth::new(Arc::new(Accounts(Arc::clone(&self.credentials))));
         scram.set_iterations(ITERATIONS);
         Arc::new(Login {
-            inner: SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+            inner: SASLAuthStartupHandler::new(Arc::new(parameters()))
                 .with_scram(scram)
                 .with_connection_manager(Arc::clone(&self.sessions)),
             failures: Arc::clone(&self.failures),
@@ -404,6 +404,14 @@ struct Session {
     credentials: Arc<Credentials>,
     /// Plans the statements clients prepare (the extended protocol).
     parser: Arc<extended::Parser>,
+}
+
+/// The settings a client is told as it logs in: the same as `SHOW` answers.
+fn parameters() -> DefaultServerParameterProvider {
+    let mut p = DefaultServerParameterProvider::default();
+    p.server_version = crate::pg_catalog::SERVER_VERSION.to_owned();
+    p.is_superuser = false;
+    p
 }
 
 /// The value of a server setting drivers ask for with `SHOW` (upper case name), if it is one.
