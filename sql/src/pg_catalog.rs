@@ -202,9 +202,9 @@ pub(crate) fn install(ctx: &SessionContext, catalog: Arc<dyn SchemaProvider>) ->
         Volatility::Immutable,
         Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::from(version.as_str())))),
     ));
-    // psql's `\d+`: no comments on tables or columns (`SHOW STREAMS` says what each holds), no
-    // sizes (a stream's rows are in memory and in Parquet, not in a relation's pages: unknown,
-    // not 0), and sizes as PostgreSQL prints them.
+    // psql's `\d+`: no comments on tables or columns (`SHOW STREAMS` says what each holds), and
+    // no sizes (a stream's rows are in memory and in Parquet, not in a relation's pages: unknown,
+    // not 0). pg_size_pretty prints a size as PostgreSQL does.
     let unknown: [(&str, Vec<DataType>); 5] = [
         ("obj_description", vec![DataType::Int64, DataType::Utf8]),
         ("col_description", vec![DataType::Int64, DataType::Int64]),
@@ -241,13 +241,13 @@ pub(crate) fn install(ctx: &SessionContext, catalog: Arc<dyn SchemaProvider>) ->
 /// 20,480 of its unit, rounded half away from zero.
 fn size_pretty(bytes: i64) -> String {
     const LIMIT: i64 = 10 * 1024;
-    if bytes.abs() < LIMIT {
+    if bytes.unsigned_abs() < LIMIT as u64 {
         return format!("{bytes} bytes");
     }
     // In half-units, so that the last shift can round.
     let mut size = bytes >> 9;
     for unit in ["kB", "MB", "GB", "TB"] {
-        if size.abs() < 2 * LIMIT - 1 {
+        if size.unsigned_abs() < (2 * LIMIT - 1) as u64 {
             return format!("{} {unit}", (size + size.signum()) / 2);
         }
         size >>= 10;
@@ -497,6 +497,7 @@ mod tests {
             (-10_240, "-10 kB"),
             (1 << 50, "1024 TB"),
             (i64::MAX, "8192 PB"),
+            (i64::MIN, "-8192 PB"),
         ];
         for (bytes, text) in cases {
             assert_eq!(size_pretty(bytes), text, "{bytes}");
