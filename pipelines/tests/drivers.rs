@@ -69,6 +69,16 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     print("injection", cur.fetchone()[0])
     cur.execute("SELECT count(*) FROM zone_density WHERE persons >= %s", (0.0,))
     print("numeric", cur.fetchone()[0] > 0)
+    # Timestamps come as datetimes, in UTC, and go back as parameters, in text and in binary.
+    first = cur.execute("SELECT min(window_end) FROM zone_density WHERE zone = %s", ("gate-a",)).fetchone()[0]
+    print("datetime", type(first).__name__, first.utcoffset(), first.isoformat())
+    for _ in range(100):
+        later = cur.execute("SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > %s", (first,)).fetchone()[0]
+        if later:
+            break
+        time.sleep(0.1)
+    binary = cur.execute("SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > %s", (first,), binary=True).fetchone()[0]
+    print("next", later.isoformat(), binary == later)
     # A statement vigil answers itself, with parameters: a watchlist entry.
     cur.execute(
         "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES (%s, %s, %s, %s, %s)",
@@ -132,6 +142,17 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert!(bound > 0 && bound <= psql_rows, "psycopg {bound} rows, psql {psql_rows}");
     assert_eq!(said("injection"), "0");
     assert_eq!(said("numeric"), "True");
+    // The oracle for timestamps: psql's text of the same values, read back by psql.
+    let (first, next) = (said("datetime"), said("next"));
+    let first = first.strip_prefix("datetime 0:00:00 ").unwrap_or_else(|| panic!("a UTC datetime: {stdout}"));
+    let psql_first = city.psql("SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a'");
+    let iso = |pg: &str| pg.trim().replacen(' ', "T", 1).replace("+00", "+00:00");
+    assert_eq!(iso(&psql_first), first, "psql prints what psycopg reads");
+    let psql_next = city.psql(&format!(
+        "SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > '{}'",
+        psql_first.trim()
+    ));
+    assert_eq!(format!("{} True", iso(&psql_next)), next, "a bound datetime selects as its text does");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
     // The catalog's columns are SHOW COLUMNS's, in order; its tables SHOW STREAMS's.
@@ -154,7 +175,7 @@ fn tokio_postgres_runs_a_prepared_statement_with_binary_results() {
     let city = City::start(dir.path());
     wait_for_density(&city);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (columns, rows, named) = rt.block_on(async {
+    let (columns, rows, named, described, next) = rt.block_on(async {
         let (client, conn) = tokio_postgres::Config::new()
             .host("127.0.0.1")
             .port(city.port)
@@ -179,9 +200,17 @@ fn tokio_postgres_runs_a_prepared_statement_with_binary_results() {
                 rows.push((r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, f64>(2)));
             }
         }
+        // A timestamp parameter and result in binary: a SystemTime each way.
+        let stmt = client
+            .prepare("SELECT min(window_end) AS next FROM zone_density WHERE zone = 'gate-a' AND window_end > $1")
+            .await
+            .expect("prepared");
+        let described = (stmt.params()[0].name().to_owned(), stmt.columns()[0].type_().name().to_owned());
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_781_467_200_000);
+        let next: std::time::SystemTime = client.query_one(&stmt, &[&start]).await.expect("runs").get(0);
         let err = client.query("SELECT nope FROM zone_density", &[]).await.expect_err("a bad column");
         let named = err.as_db_error().map(|e| (e.code().code().to_owned(), e.message().to_owned()));
-        (columns, rows, named)
+        (columns, rows, named, described, next)
     });
     assert_eq!(
         columns,
@@ -197,6 +226,13 @@ fn tokio_postgres_runs_a_prepared_statement_with_binary_results() {
     let psql_count: i64 =
         city.psql("SELECT count(*) FROM zone_density WHERE zone = 'gate-a'").trim().parse().unwrap();
     assert!(rows[0].1 > 0 && rows[0].1 <= psql_count && rows[0].2 >= 0.0, "{rows:?} psql {psql_count}");
+    assert_eq!(described, ("timestamptz".into(), "timestamptz".into()));
+    // The demo city starts at 20:00:00 and its first windows end two seconds later.
+    let psql_next = city.psql(
+        "SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > '2026-06-14 20:00:00+00'",
+    );
+    let next = chrono::DateTime::<chrono::Utc>::from(next).format("%Y-%m-%d %H:%M:%S+00").to_string();
+    assert_eq!(next, psql_next.trim(), "the binary timestamp's instant");
     let (code, message) = named.expect("a database error");
     assert!(code == "42000" || code.starts_with("42"), "{code} {message}");
     assert!(message.contains("nope"), "{message}");

@@ -148,23 +148,13 @@ impl Catalogs {
     }
 }
 
-/// `schema` with each column's type as the server sends its values (`server::pg_type`):
-/// unsigned integers as the signed type one size up (`bigint` for a `UInt32` or `UInt64` id, not
-/// the `numeric` the catalog would give a `UInt64`).
+/// `schema` with each column's type as the server sends its values
+/// ([`crate::server::types::catalog_type`]).
 fn as_sent(schema: &Schema) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::UInt8 => DataType::Int16,
-                DataType::UInt16 => DataType::Int32,
-                DataType::UInt32 | DataType::UInt64 => DataType::Int64,
-                DataType::Float16 => DataType::Float32,
-                t => t.clone(),
-            };
-            f.as_ref().clone().with_data_type(t)
-        })
+        .map(|f| f.as_ref().clone().with_data_type(crate::server::types::catalog_type(f.data_type())))
         .collect();
     Arc::new(Schema::new(fields))
 }

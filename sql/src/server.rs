@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::PgWireConnectionState;
@@ -68,6 +68,9 @@ use crate::rule::{split_statements, statement_words};
 
 mod copy;
 mod extended;
+pub(crate) mod types;
+
+use types::{pg_text, pg_type};
 
 /// An account of the endpoint: its own credentials and role.
 #[derive(Clone)]
@@ -411,6 +414,9 @@ fn parameters() -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
     p.server_version = crate::pg_catalog::SERVER_VERSION.to_owned();
     p.is_superuser = false;
+    let shown = |name| server_parameter(name).unwrap_or_default().to_owned();
+    p.date_style = shown("DATESTYLE");
+    p.time_zone = shown("TIMEZONE");
     p
 }
 
@@ -831,15 +837,6 @@ fn subject_value(text: &str) -> Option<String> {
     (end > start).then(|| text[start + 1..end].replace("''", "'"))
 }
 
-/// A value in PostgreSQL's text format: Arrow's display, but booleans as `t` and `f`, as psql
-/// and drivers expect them.
-fn pg_text(c: &dyn datafusion::arrow::array::Array, f: &ArrayFormatter<'_>, i: usize) -> String {
-    match c.as_any().downcast_ref::<datafusion::arrow::array::BooleanArray>() {
-        Some(b) => (if b.value(i) { "t" } else { "f" }).to_owned(),
-        None => f.value(i).to_string(),
-    }
-}
-
 /// COPY text rows; without a delta, a snapshot: diff 1 at time `as_of`.
 fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData> {
     let options = FormatOptions::default().with_null("\\N");
@@ -858,18 +855,6 @@ fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData>
             CopyData::new(Bytes::from(line))
         })
         .collect()
-}
-
-fn pg_type(t: &DataType) -> Type {
-    match t {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
-        DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
-        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        _ => Type::VARCHAR,
-    }
 }
 
 fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
@@ -895,8 +880,6 @@ fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
 /// Rows in the formats the client asked for: text as Arrow displays values (booleans as `t`
 /// and `f`), binary as PostgreSQL's own encoding of the column's type.
 fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format) -> Response {
-    use datafusion::arrow::array::{AsArray, BooleanArray};
-    use datafusion::arrow::datatypes::{Float32Type, Float64Type, Int16Type, Int32Type, Int64Type};
     let schema = unique_names(schema);
     let fields: Vec<(String, Type)> =
         schema.fields().iter().map(|f| (f.name().clone(), pg_type(f.data_type()))).collect();
@@ -913,36 +896,15 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
             .iter()
             .zip(fields.iter())
             .map(|(c, f)| {
-                let to = match (f.format(), f.datatype()) {
-                    (FieldFormat::Binary, &Type::BOOL) => DataType::Boolean,
-                    (FieldFormat::Binary, &Type::INT2) => DataType::Int16,
-                    (FieldFormat::Binary, &Type::INT4) => DataType::Int32,
-                    (FieldFormat::Binary, &Type::INT8) => DataType::Int64,
-                    (FieldFormat::Binary, &Type::FLOAT4) => DataType::Float32,
-                    (FieldFormat::Binary, &Type::FLOAT8) => DataType::Float64,
-                    _ => return None,
-                };
-                datafusion::arrow::compute::cast(c, &to).ok()
+                (f.format() == FieldFormat::Binary).then(|| types::binary_column(c, f.datatype())).flatten()
             })
             .collect();
         for i in 0..b.num_rows() {
             let row = (|| {
                 for ((c, f), bin) in b.columns().iter().zip(&formatters).zip(&binary) {
-                    let Some(a) = bin.as_ref().filter(|_| c.is_valid(i)) else {
-                        let v: Option<String> = c.is_valid(i).then(|| pg_text(c.as_ref(), f, i));
-                        encoder.encode_field(&v)?;
-                        continue;
-                    };
-                    match a.data_type() {
-                        DataType::Boolean => encoder
-                            .encode_field(&a.as_any().downcast_ref::<BooleanArray>().map(|b| b.value(i)))?,
-                        DataType::Int16 => encoder.encode_field(&a.as_primitive::<Int16Type>().value(i))?,
-                        DataType::Int32 => encoder.encode_field(&a.as_primitive::<Int32Type>().value(i))?,
-                        DataType::Int64 => encoder.encode_field(&a.as_primitive::<Int64Type>().value(i))?,
-                        DataType::Float32 => {
-                            encoder.encode_field(&a.as_primitive::<Float32Type>().value(i))?
-                        }
-                        _ => encoder.encode_field(&a.as_primitive::<Float64Type>().value(i))?,
+                    match bin.as_ref().filter(|_| c.is_valid(i)) {
+                        Some(a) => types::encode_binary(&mut encoder, a.as_ref(), i)?,
+                        None => encoder.encode_field(&c.is_valid(i).then(|| pg_text(c.as_ref(), f, i)))?,
                     }
                 }
                 Ok(encoder.take_row())
@@ -956,7 +918,7 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use futures::StreamExt;
 
     use super::*;

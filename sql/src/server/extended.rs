@@ -220,16 +220,19 @@ fn param_text(portal: &Portal<Prepared>, i: usize, t: &Type) -> PgWireResult<Opt
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
             portal.parameter::<String>(i, t)?
         }
-        _ => {
-            return Err(wire_error(
-                "22P03",
-                format!(
-                    "parameter ${} is binary {}; send it as text (vigil reads binary text, integers, floats and booleans)",
-                    i + 1,
-                    t.name()
-                ),
-            ));
-        }
+        _ => match super::types::datetime_param(t, bytes) {
+            Some(text) => Some(text.map_err(|e| wire_error("22P03", format!("parameter ${}: {e}", i + 1)))?),
+            None => {
+                return Err(wire_error(
+                    "22P03",
+                    format!(
+                        "parameter ${} is binary {}; send it as text (vigil reads binary text, integers, floats, booleans, timestamps and dates)",
+                        i + 1,
+                        t.name()
+                    ),
+                ));
+            }
+        },
     };
     Ok(v)
 }
