@@ -638,7 +638,7 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     assert!(!streams.contains("audit_log") && !streams.contains("([`"), "{streams}");
     let (ok, columns) = run("amina", "SHOW COLUMNS FROM plate_reads");
     assert!(
-        ok && columns.contains("event_id|UInt64|no|yes|") && columns.contains("plate|Utf8|yes||yes"),
+        ok && columns.contains("event_id|bigint|no|yes|") && columns.contains("plate|text|yes||yes"),
         "{columns}"
     );
     let (ok, said) = run("karim", "DESCRIBE plate_reads");
@@ -646,9 +646,22 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     // psql's \d commands read PostgreSQL's catalog, which lists what the role may read.
     let (ok, listed) = run("karim", "\\d");
     assert!(
-        ok && listed.contains("public|zone_density|table|") && listed.contains("public|gate_peak|table|"),
+        ok && listed.contains("public|zone_density|table|vigil")
+            && listed.contains("public|gate_peak|table|vigil"),
         "{listed}"
     );
+    // So does information_schema, with PostgreSQL's type names, as \d and SHOW COLUMNS give them.
+    let (ok, columns) = run(
+        "karim",
+        "SELECT table_name, column_name, data_type FROM information_schema.columns \
+         WHERE table_name IN ('zone_density', 'plate_reads') AND column_name IN ('window_end', 'zone_id')",
+    );
+    assert!(
+        ok && columns.contains("zone_density|window_end|timestamp with time zone")
+            && columns.contains("zone_density|zone_id|bigint"),
+        "{columns}"
+    );
+    assert!(!columns.contains("plate_reads"), "{columns}");
     assert!(!listed.contains("plate_reads") && !listed.contains("plates_seen"), "{listed}");
     let (ok, listed) = run("amina", "\\dt");
     assert!(ok && listed.contains("public|watchlist|table|") && listed.contains("public|plates_seen|table|"));

@@ -41,6 +41,8 @@ use crate::roles::Role;
 const DATABASE: &str = "vigil";
 /// The schema every stream, table and rule is in.
 const SCHEMA: &str = "public";
+/// Who owns every table and schema, as the catalog says (`\d`'s "Owner").
+const OWNER: &str = "vigil";
 /// The catalog DataFusion's session plans in (its default).
 const SESSION_CATALOG: &str = "datafusion";
 
@@ -112,10 +114,18 @@ impl CatalogInfo for Listing {
 
 /// Each role's catalog, made at its first catalog query and kept (with its oids).
 #[derive(Default)]
-pub(crate) struct Catalogs(Mutex<HashMap<Role, RoleCatalog>>);
+pub(crate) struct Catalogs(Mutex<HashMap<Role, Kept>>);
 
-/// A role's listing and the catalog made over it.
-type RoleCatalog = (Listing, Arc<dyn SchemaProvider>);
+/// A role's listing and the `pg_catalog` made over it.
+type Kept = (Listing, Arc<dyn SchemaProvider>);
+
+/// What a role's catalog query reads: its `pg_catalog` (kept, with its oids) and an
+/// `information_schema` over the same tables.
+#[derive(Clone)]
+pub(crate) struct RoleCatalog {
+    pg_catalog: Arc<dyn SchemaProvider>,
+    information_schema: Arc<dyn SchemaProvider>,
+}
 
 impl Catalogs {
     /// `role`'s catalog, listing `tables` (what the role may read now).
@@ -123,7 +133,7 @@ impl Catalogs {
         &self,
         role: Role,
         tables: impl IntoIterator<Item = (String, SchemaRef)>,
-    ) -> Result<Arc<dyn SchemaProvider>, SqlError> {
+    ) -> Result<RoleCatalog, SqlError> {
         let mut tables: Vec<(String, SchemaRef)> = tables.into_iter().collect();
         // In a fixed order, so that a new table takes the next oid and the others keep theirs.
         tables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -142,9 +152,12 @@ impl Catalogs {
                 (listing, provider)
             }
         };
-        let tables = tables.into_iter().map(|(name, schema)| (name, as_sent(&schema))).collect();
+        let tables: Vec<(String, SchemaRef)> =
+            tables.into_iter().map(|(name, schema)| (name, as_sent(&schema))).collect();
+        let information_schema = information_schema(&tables)
+            .map_err(|e| SqlError::Internal(format!("PostgreSQL's information_schema: {e}")))?;
         *listing.0.write().expect("listing") = tables;
-        Ok(provider)
+        Ok(RoleCatalog { pg_catalog: provider, information_schema })
     }
 }
 
@@ -165,17 +178,117 @@ impl std::fmt::Debug for Catalogs {
     }
 }
 
-/// Installs `catalog` as `ctx`'s `pg_catalog` schema, with PostgreSQL's functions
-/// (`pg_table_is_visible`, `format_type`, …) and its oid types (`regclass`, …).
-pub(crate) fn install(ctx: &SessionContext, catalog: Arc<dyn SchemaProvider>) -> Result<(), DataFusionError> {
+/// PostgreSQL's `information_schema` over `tables` (each with the types it is sent as):
+/// `tables`, `columns`, `schemata` and `views`, with PostgreSQL's type names, where DataFusion's
+/// own would give Arrow's (`UInt32`, `Timestamp(ms, "UTC")`). Built for each catalog query:
+/// a few rows per column of what the role may read.
+fn information_schema(tables: &[(String, SchemaRef)]) -> Result<Arc<dyn SchemaProvider>, DataFusionError> {
+    use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch};
+    use datafusion::catalog::MemorySchemaProvider;
+    use datafusion::datasource::MemTable;
+    let text = |values: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let int = |values: Vec<Option<i32>>| -> ArrayRef { Arc::new(Int32Array::from(values)) };
+    let table = |columns: Vec<(&str, ArrayRef)>| -> Result<Arc<MemTable>, DataFusionError> {
+        let batch = RecordBatch::try_from_iter_with_nullable(
+            columns.into_iter().map(|(name, values)| (name, values, true)),
+        )?;
+        Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    };
+    let same = |n: usize, v: Option<&'static str>| vec![v; n];
+    let schema = MemorySchemaProvider::new();
+
+    let n = tables.len();
+    let names: Vec<Option<&str>> = tables.iter().map(|(t, _)| Some(t.as_str())).collect();
+    schema.register_table(
+        "tables".into(),
+        table(vec![
+            ("table_catalog", text(same(n, Some(DATABASE)))),
+            ("table_schema", text(same(n, Some(SCHEMA)))),
+            ("table_name", text(names)),
+            ("table_type", text(same(n, Some("BASE TABLE")))),
+        ])?,
+    )?;
+
+    let columns: Vec<(&str, usize, &Field)> = tables
+        .iter()
+        .flat_map(|(t, s)| s.fields().iter().enumerate().map(move |(i, f)| (t.as_str(), i, f.as_ref())))
+        .collect();
+    let n = columns.len();
+    let types: Vec<_> =
+        columns.iter().map(|(_, _, f)| crate::server::types::type_name(f.data_type())).collect();
+    schema.register_table(
+        "columns".into(),
+        table(vec![
+            ("table_catalog", text(same(n, Some(DATABASE)))),
+            ("table_schema", text(same(n, Some(SCHEMA)))),
+            ("table_name", text(columns.iter().map(|c| Some(c.0)).collect())),
+            ("column_name", text(columns.iter().map(|c| Some(c.2.name().as_str())).collect())),
+            ("ordinal_position", int(columns.iter().map(|c| i32::try_from(c.1 + 1).ok()).collect())),
+            ("column_default", text(same(n, None))),
+            (
+                "is_nullable",
+                text(columns.iter().map(|c| Some(if c.2.is_nullable() { "YES" } else { "NO" })).collect()),
+            ),
+            ("data_type", text(types.iter().map(|t| Some(t.0)).collect())),
+            ("character_maximum_length", int(vec![None; n])),
+            ("character_octet_length", int(vec![None; n])),
+            ("numeric_precision", int(types.iter().map(|t| t.2).collect())),
+            ("numeric_precision_radix", int(types.iter().map(|t| t.2.map(|_| 2)).collect())),
+            (
+                "numeric_scale",
+                int(types.iter().map(|t| matches!(t.1, "int2" | "int4" | "int8").then_some(0)).collect()),
+            ),
+            ("datetime_precision", int(types.iter().map(|t| t.3).collect())),
+            ("interval_type", text(same(n, None))),
+            ("udt_catalog", text(same(n, Some(DATABASE)))),
+            ("udt_schema", text(same(n, Some("pg_catalog")))),
+            ("udt_name", text(types.iter().map(|t| Some(t.1)).collect())),
+            ("is_updatable", text(same(n, Some("NO")))),
+        ])?,
+    )?;
+
+    let schemas = [SCHEMA, "pg_catalog", "information_schema"].map(Some).to_vec();
+    schema.register_table(
+        "schemata".into(),
+        table(vec![
+            ("catalog_name", text(same(schemas.len(), Some(DATABASE)))),
+            ("schema_name", text(schemas.clone())),
+            ("schema_owner", text(same(schemas.len(), Some(OWNER)))),
+        ])?,
+    )?;
+    schema.register_table(
+        "views".into(),
+        table(vec![
+            ("table_catalog", text(vec![])),
+            ("table_schema", text(vec![])),
+            ("table_name", text(vec![])),
+            ("view_definition", text(vec![])),
+        ])?,
+    )?;
+    Ok(Arc::new(schema))
+}
+
+/// Installs `catalog` as `ctx`'s `pg_catalog` and `information_schema` schemas, with
+/// PostgreSQL's functions (`pg_table_is_visible`, `format_type`, …) and its oid types
+/// (`regclass`, …).
+pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), DataFusionError> {
     setup_pg_catalog(ctx, SESSION_CATALOG, EmptyContextProvider).map_err(|e| *e)?;
     // setup_pg_catalog made a catalog of the session's own tables; the role's, which keeps
     // its oids between queries, takes its place.
     let session = ctx
         .catalog(SESSION_CATALOG)
         .ok_or_else(|| DataFusionError::Internal(format!("no catalog {SESSION_CATALOG}")))?;
-    session.register_schema("pg_catalog", catalog)?;
+    session.register_schema("pg_catalog", catalog.pg_catalog)?;
+    session.register_schema("information_schema", catalog.information_schema)?;
     ctx.register_udf(create_current_database_udf(DATABASE));
+    // Streams, tables and rules are the engine's: `\d`'s owner.
+    ctx.register_udf(create_udf(
+        "pg_get_userbyid",
+        vec![DataType::Int32],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::from(OWNER)))),
+    ));
     // Every function and type is visible (one schema, no search path): psql's \df and \dT.
     ctx.register_udf(
         create_pg_table_is_visible().with_aliases(["pg_function_is_visible", "pg_type_is_visible"]),
@@ -384,6 +497,49 @@ mod tests {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         assert!(text.contains("| zones ") && text.contains("| zone_density "), "{text}");
         assert!(!text.contains("detections"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn information_schema_lists_the_roles_tables_with_postgresqls_type_names() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let density = Arc::new(Schema::new(vec![
+            Field::new("zone_id", DataType::UInt32, false),
+            Field::new("window_end", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("persons", DataType::Float64, true),
+            Field::new("zone", DataType::Utf8, false),
+        ]));
+        let catalog =
+            Catalogs::default().for_role(Role::CrowdManager, [("zone_density".to_owned(), density)]);
+        let ctx = SessionContext::new();
+        install(&ctx, catalog.expect("catalog")).expect("installs");
+        let rows = |sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_owned();
+            async move {
+                let batches = ctx.sql(&sql).await.expect("plans").collect().await.expect("runs");
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+            }
+        };
+        // What a tool's column browser asks (Grafana's query builder, among others).
+        let columns = rows(
+            "SELECT column_name, data_type, udt_name, is_nullable, ordinal_position, numeric_precision \
+             FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'zone_density' \
+             ORDER BY ordinal_position",
+        )
+        .await;
+        for line in [
+            "| zone_id     | bigint                   | int8        | NO          | 1                | 64                |",
+            "| window_end  | timestamp with time zone | timestamptz | NO          | 2                |                   |",
+            "| persons     | double precision         | float8      | YES         | 3                | 53                |",
+            "| zone        | text                     | text        | NO          | 4                |                   |",
+        ] {
+            assert!(columns.contains(line), "{line}\n{columns}");
+        }
+        let tables = rows("SELECT table_schema, table_name, table_type FROM information_schema.tables").await;
+        assert!(tables.contains("| public       | zone_density | BASE TABLE |"), "{tables}");
+        assert_eq!(tables.matches("BASE TABLE").count(), 1, "only what the role may read: {tables}");
+        let schemata = rows("SELECT schema_name FROM information_schema.schemata ORDER BY 1").await;
+        assert!(schemata.contains("| public ") && schemata.contains("| pg_catalog "), "{schemata}");
     }
 
     #[tokio::test]

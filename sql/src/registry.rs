@@ -519,7 +519,8 @@ impl Registry {
     }
 
     /// The columns of `name` if `role` may query it, for `SHOW COLUMNS FROM`: (column, type,
-    /// nullable, key, personal).
+    /// nullable, key, personal), the type by PostgreSQL's name for what the server sends, as
+    /// `\d name` shows it.
     pub fn columns(&self, role: Role, name: &str) -> Result<Vec<[String; 5]>> {
         let tables = self.query_tables(role, false)?;
         let Some((_, schema, _)) = tables.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)) else {
@@ -541,7 +542,7 @@ impl Registry {
             .map(|f| {
                 [
                     f.name().clone(),
-                    f.data_type().to_string(),
+                    crate::server::types::type_name(f.data_type()).0.to_owned(),
                     if f.is_nullable() { "yes" } else { "no" }.to_owned(),
                     flag(info.map(|i| i.keys), f.name()).to_owned(),
                     flag(info.map(|i| i.personal), f.name()).to_owned(),
@@ -1125,7 +1126,7 @@ enum Outcome {
 async fn run_query(
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
     udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
-    pg_catalog: Option<Arc<dyn datafusion::catalog::SchemaProvider>>,
+    pg_catalog: Option<crate::pg_catalog::RoleCatalog>,
     sql: &str,
     limits: &Limits,
     stop: &AtomicBool,
@@ -1149,8 +1150,7 @@ async fn run_query(
         .with_memory_limit(limits.query_memory, 1.0)
         .build_arc()
         .map_err(|e| SqlError::Internal(e.to_string()))?;
-    // psql's \d and tools' browsers read information_schema too.
-    let mut config = datafusion::prelude::SessionConfig::new().with_information_schema(pg_catalog.is_some());
+    let mut config = datafusion::prelude::SessionConfig::new();
     // Spans let an unknown table or column be placed at its line and column.
     config.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config_rt(config, runtime);

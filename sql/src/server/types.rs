@@ -58,6 +58,24 @@ pub(crate) fn catalog_type(t: &DataType) -> DataType {
     }
 }
 
+/// PostgreSQL's name for the type a column of `t` is sent as (`format_type`'s, and
+/// `information_schema.columns.data_type`), its short name (`udt_name`), and its precision
+/// in bits or, for a timestamp, in digits of a second (`numeric_precision`, `datetime_precision`).
+pub(crate) fn type_name(t: &DataType) -> (&'static str, &'static str, Option<i32>, Option<i32>) {
+    match pg_type(t) {
+        Type::BOOL => ("boolean", "bool", None, None),
+        Type::INT2 => ("smallint", "int2", Some(16), None),
+        Type::INT4 => ("integer", "int4", Some(32), None),
+        Type::INT8 => ("bigint", "int8", Some(64), None),
+        Type::FLOAT4 => ("real", "float4", Some(24), None),
+        Type::FLOAT8 => ("double precision", "float8", Some(53), None),
+        Type::TIMESTAMPTZ => ("timestamp with time zone", "timestamptz", None, Some(6)),
+        Type::TIMESTAMP => ("timestamp without time zone", "timestamp", None, Some(6)),
+        Type::DATE => ("date", "date", None, Some(0)),
+        _ => ("text", "text", None, None),
+    }
+}
+
 /// Value `i` of `c` in PostgreSQL's text form: Arrow's display, but booleans as `t` and `f` and
 /// timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's time zone
 /// being UTC), which it and DataFusion both read back.
