@@ -201,6 +201,14 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     // As PostgreSQL prints a timestamp, which reads back as one.
     let after = city.ok(&format!("SELECT count(*) FROM early WHERE window_end <= '{}'", first_of(&first)));
     assert_eq!(first_of(&after), "1", "{after}");
+    // to_char takes PostgreSQL's patterns, and prints what PostgreSQL 15 prints for them.
+    let said = city.ok("SELECT to_char(min(window_end), 'FMDD Mon YYYY, HH12:MI:SS AM') FROM early");
+    assert_eq!(first_of(&said), "14 Jun 2026, 08:00:02 PM", "{said}");
+    let refused = city.fails("SELECT to_char(window_end, 'DD MONTH') FROM early");
+    assert!(
+        refused.contains("psql:1:28: to_char's pattern MONTH") && refused.contains("HINT:  write FMMonth"),
+        "{refused}"
+    );
     city.ok("DROP RULE early");
 
     let plan = city.ok("EXPLAIN RULE busy_cameras");

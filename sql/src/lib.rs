@@ -21,6 +21,7 @@ pub mod render;
 pub mod roles;
 pub mod rule;
 pub mod server;
+pub mod to_char;
 pub mod window;
 
 pub use error::{Kind, Position, SqlError};

@@ -1177,6 +1177,7 @@ async fn run_query(
         crate::window::rewrite_window_tables(st)
             .map_err(|e| SqlError::user(None, e.message, e.fix).kind(Kind::Unsupported))?;
         crate::window::rewrite_window_columns(st);
+        crate::to_char::rewrite(st, "psql")?;
     }
     let plan = state.statement_to_plan(statement).await.map_err(df_err);
     let plan = plan.map_err(|e| if catalog_query { crate::pg_catalog::explain(e) } else { e })?;

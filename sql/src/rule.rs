@@ -563,6 +563,7 @@ fn compile_query(
             .kind(Kind::Unsupported)
     })?;
     rewrite_window_columns(stmt.as_mut());
+    crate::to_char::rewrite(stmt.as_mut(), source)?;
 
     let catalog = Catalog::new(streams);
     let options_df = ParserOptions::default().with_collect_spans(true);
