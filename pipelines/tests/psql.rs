@@ -670,6 +670,27 @@ fn each_role_sees_what_it_may_and_nothing_else() {
         "{columns}"
     );
     assert!(!columns.contains("plate_reads"), "{columns}");
+    // What a dashboard tool asks before it lists tables and columns (Grafana's PostgreSQL data
+    // source: the search path, the user, schema-qualified names).
+    let (ok, asked) = run(
+        "karim",
+        "SELECT current_user, current_setting('search_path'), current_setting('server_version_num'), \
+         has_table_privilege('zone_density', 'SELECT'), has_table_privilege('plate_reads', 'SELECT')",
+    );
+    assert!(ok && asked.lines().any(|l| l == "karim|public|160000|t|f"), "{asked}");
+    let (ok, listed) = run(
+        "karim",
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
+         WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') ORDER BY 1",
+    );
+    assert!(ok && listed.contains("public.zone_density") && !listed.contains("plate_reads"), "{listed}");
+    let (ok, columns) = run(
+        "karim",
+        "SELECT quote_ident(column_name), data_type FROM information_schema.columns \
+         WHERE quote_ident(table_schema) = (parse_ident('public.zone_density'))[1] \
+         AND quote_ident(table_name) = (parse_ident('public.zone_density'))[2] ORDER BY ordinal_position",
+    );
+    assert!(ok && columns.contains("window_end|timestamp with time zone"), "{columns}");
     assert!(!listed.contains("plate_reads") && !listed.contains("plates_seen"), "{listed}");
     let (ok, listed) = run("amina", "\\dt");
     assert!(ok && listed.contains("public|watchlist|table|") && listed.contains("public|plates_seen|table|"));

@@ -20,7 +20,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser;
@@ -47,15 +47,25 @@ const OWNER: &str = "vigil";
 const SESSION_CATALOG: &str = "datafusion";
 
 /// Whether `sql` reads PostgreSQL's catalog: names a `pg_…` table or function,
-/// `information_schema`, or one of the functions tools ask first (`current_database()`).
+/// `information_schema`, or one of the functions tools ask first (`current_database()`,
+/// `current_user`, `current_setting('search_path')`, `has_table_privilege(…)`).
 /// Such a query is parsed as PostgreSQL's SQL and planned with the catalog installed.
 pub(crate) fn reads_catalog(sql: &str) -> bool {
     sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| {
         let w = w.to_ascii_lowercase();
         w.starts_with("pg_")
+            || (w.starts_with("has_") && w.ends_with("_privilege"))
             || matches!(
                 w.as_str(),
-                "information_schema" | "current_database" | "current_schema" | "current_schemas" | "version"
+                "information_schema"
+                    | "current_database"
+                    | "current_schema"
+                    | "current_schemas"
+                    | "version"
+                    | "current_user"
+                    | "session_user"
+                    | "user"
+                    | "current_setting"
             )
     })
 }
@@ -125,6 +135,18 @@ type Kept = (Listing, Arc<dyn SchemaProvider>);
 pub(crate) struct RoleCatalog {
     pg_catalog: Arc<dyn SchemaProvider>,
     information_schema: Arc<dyn SchemaProvider>,
+    /// The account asking (`current_user`).
+    user: String,
+    /// What the role may read, by name (`has_table_privilege`).
+    tables: Arc<Vec<String>>,
+}
+
+impl RoleCatalog {
+    /// The catalog as `user` reads it: `current_user` and `session_user` are `user`.
+    pub(crate) fn for_user(mut self, user: &str) -> Self {
+        user.clone_into(&mut self.user);
+        self
+    }
 }
 
 impl Catalogs {
@@ -154,10 +176,11 @@ impl Catalogs {
         };
         let tables: Vec<(String, SchemaRef)> =
             tables.into_iter().map(|(name, schema)| (name, as_sent(&schema))).collect();
+        let names = Arc::new(tables.iter().map(|(n, _)| n.clone()).collect());
         let information_schema = information_schema(&tables)
             .map_err(|e| SqlError::Internal(format!("PostgreSQL's information_schema: {e}")))?;
         *listing.0.write().expect("listing") = tables;
-        Ok(RoleCatalog { pg_catalog: provider, information_schema })
+        Ok(RoleCatalog { pg_catalog: provider, information_schema, user: OWNER.to_owned(), tables: names })
     }
 }
 
@@ -281,6 +304,56 @@ pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), 
     session.register_schema("pg_catalog", catalog.pg_catalog)?;
     session.register_schema("information_schema", catalog.information_schema)?;
     ctx.register_udf(create_current_database_udf(DATABASE));
+    // The account asking, by every name PostgreSQL gives it (psql's `current_user` reaches
+    // DataFusion as `session_user()`).
+    let user = ScalarValue::from(catalog.user.as_str());
+    for name in ["session_user", "current_user", "user"] {
+        let user = user.clone();
+        ctx.register_udf(create_udf(
+            name,
+            vec![],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(user.clone()))),
+        ));
+    }
+    // The settings `SHOW` answers (Grafana reads `current_setting('search_path')`).
+    ctx.register_udf(create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let values = names[0]
+                .as_string::<i32>()
+                .iter()
+                .map(|name| {
+                    name.map(|n| {
+                        crate::server::server_parameter(&n.to_ascii_uppercase()).ok_or_else(|| {
+                            DataFusionError::Execution(format!(
+                                "unrecognized configuration parameter \"{n}\""
+                            ))
+                        })
+                    })
+                    .transpose()
+                })
+                .collect::<Result<StringArray, _>>()?;
+            Ok(ColumnarValue::Array(Arc::new(values)))
+        }),
+    ));
+    // `has_table_privilege([user,] table, privilege)`: SELECT on what the role may read (its
+    // catalog's tables, by name or `public.name`); changes are made by vigil's own statements.
+    ctx.register_udf(ScalarUDF::new_from_impl(HasTablePrivilege {
+        signature: datafusion::logical_expr::Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8; 2]),
+                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8; 3]),
+            ],
+            Volatility::Stable,
+        ),
+        tables: Arc::clone(&catalog.tables),
+    }));
     // Streams, tables and rules are the engine's: `\d`'s owner.
     ctx.register_udf(create_udf(
         "pg_get_userbyid",
@@ -340,6 +413,48 @@ pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), 
     Ok(())
 }
 
+/// PostgreSQL's `has_table_privilege` over a role's tables (datafusion-pg-catalog's is always
+/// true).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct HasTablePrivilege {
+    signature: datafusion::logical_expr::Signature,
+    tables: Arc<Vec<String>>,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for HasTablePrivilege {
+    fn name(&self) -> &str {
+        "has_table_privilege"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType, DataFusionError> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<ColumnarValue, DataFusionError> {
+        let args = ColumnarValue::values_to_arrays(&args.args)?;
+        let (table, privilege) =
+            (args[args.len() - 2].as_string::<i32>(), args[args.len() - 1].as_string::<i32>());
+        let may: datafusion::arrow::array::BooleanArray = table
+            .iter()
+            .zip(privilege.iter())
+            .map(|(t, p)| {
+                let (t, p) = (t?, p?);
+                let name = t.strip_prefix("public.").unwrap_or(t).trim_matches('"');
+                let select = p.split(',').all(|p| p.trim().eq_ignore_ascii_case("select"));
+                Some(select && self.tables.iter().any(|n| n == name))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(may)))
+    }
+}
+
 /// PostgreSQL's `pg_size_pretty`: bytes below 10 kB, then kB, MB, GB, TB, PB, each below
 /// 20,480 of its unit, rounded half away from zero.
 fn size_pretty(bytes: i64) -> String {
@@ -360,6 +475,8 @@ fn size_pretty(bytes: i64) -> String {
 
 /// The PostgreSQL version vigil answers as (`SHOW server_version`, `version()`).
 pub(crate) const SERVER_VERSION: &str = "16.0";
+/// [`SERVER_VERSION`] as a number (`SHOW server_version_num`), as drivers compare versions.
+pub(crate) const SERVER_VERSION_NUM: &str = "160000";
 
 /// PostgreSQL's `ARRAY(SELECT e FROM … [ORDER BY …])`, which DataFusion does not have, as the
 /// scalar subquery `(SELECT array_agg(e ORDER BY …) FROM …)`, which it plans, correlated or not
@@ -460,6 +577,9 @@ mod tests {
         assert!(reads_catalog("select * from PG_CLASS"));
         assert!(reads_catalog("SELECT table_name FROM information_schema.tables"));
         assert!(reads_catalog("SELECT current_database()"));
+        assert!(reads_catalog("SELECT current_user, current_setting('search_path')"));
+        assert!(reads_catalog("SELECT has_table_privilege('zones', 'SELECT')"));
+        assert!(!reads_catalog("SELECT actor FROM audit_log WHERE actor = 'user1'"));
         assert!(!reads_catalog("SELECT count(*) FROM detections WHERE class = 'person'"));
         assert!(!reads_catalog("SELECT camera_id FROM zone_density_pg"));
     }

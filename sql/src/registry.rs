@@ -948,8 +948,9 @@ impl Registry {
     /// The query runs on a thread of its own with a large stack, under a memory pool and a
     /// time limit (its result counts against the pool), at most [`Limits::concurrent_queries`]
     /// at once; dropping the returned future (its client went away) stops it.
-    pub async fn query(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.query_with(sql, role, None).await
+    /// `user` is the account asking (PostgreSQL's `current_user`).
+    pub async fn query(&self, sql: &str, role: Role, user: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.query_with(sql, role, user, None).await
     }
 
     /// [`Registry::query`] of a statement with parameters (`$1`, `$2`, … in `sql`), bound to
@@ -959,9 +960,10 @@ impl Registry {
         &self,
         sql: &str,
         role: Role,
+        user: &str,
         params: Option<Vec<Option<String>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        match self.on_query_thread(sql, role, Job::Run(params)).await? {
+        match self.on_query_thread(sql, role, user, Job::Run(params)).await? {
             Outcome::Rows(schema, batches) => Ok((schema, batches)),
             Outcome::Described(..) => Err(SqlError::Internal("a query was described, not run".into())),
         }
@@ -969,14 +971,19 @@ impl Registry {
 
     /// What a query would return and what its parameters are, without running it: the result's
     /// schema and each parameter's type (`$1` first; `None` where the plan does not say).
-    pub async fn describe(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
-        match self.on_query_thread(sql, role, Job::Describe).await? {
+    pub async fn describe(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
+        match self.on_query_thread(sql, role, user, Job::Describe).await? {
             Outcome::Described(schema, params) => Ok((schema, params)),
             Outcome::Rows(..) => Err(SqlError::Internal("a query was run, not described".into())),
         }
     }
 
-    async fn on_query_thread(&self, sql: &str, role: Role, job: Job) -> Result<Outcome> {
+    async fn on_query_thread(&self, sql: &str, role: Role, user: &str, job: Job) -> Result<Outcome> {
         let limits = self.limits.clone();
         let deadline = tokio::time::Instant::now() + limits.query_timeout;
         let timeout = limits.query_timeout;
@@ -996,7 +1003,7 @@ impl Registry {
         // psql's \d and GUI tools read PostgreSQL's catalog, listing the tables above.
         let listed = || tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema)));
         let pg_catalog = if crate::pg_catalog::reads_catalog(sql) {
-            Some(self.pg_catalogs.for_role(role, listed())?)
+            Some(self.pg_catalogs.for_role(role, listed())?.for_user(user))
         } else {
             None
         };

@@ -421,9 +421,10 @@ fn parameters() -> DefaultServerParameterProvider {
 }
 
 /// The value of a server setting drivers ask for with `SHOW` (upper case name), if it is one.
-fn server_parameter(name: &str) -> Option<&'static str> {
+pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
     Some(match name {
         "SERVER_VERSION" => crate::pg_catalog::SERVER_VERSION,
+        "SERVER_VERSION_NUM" => crate::pg_catalog::SERVER_VERSION_NUM,
         "SERVER_ENCODING" | "CLIENT_ENCODING" => "UTF8",
         "TRANSACTION_ISOLATION" | "DEFAULT_TRANSACTION_ISOLATION" => "read committed",
         "STANDARD_CONFORMING_STRINGS" | "INTEGER_DATETIMES" => "on",
@@ -663,8 +664,8 @@ impl Session {
             },
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
-            ("COPY", _) => self.copy_out(text, role).await,
-            ("SELECT" | "WITH" | "VALUES", _) => match self.query(text, role).await {
+            ("COPY", _) => self.copy_out(text, role, user).await,
+            ("SELECT" | "WITH" | "VALUES", _) => match self.query(text, role, user).await {
                 Ok((schema, batches)) => batches_response(&schema, &batches, &Format::UnifiedText),
                 Err(r) => r,
             },
@@ -705,12 +706,12 @@ impl Session {
 
     /// `COPY (SELECT …) TO STDOUT` ([`copy`]): the query runs as a SELECT would, and its rows
     /// go out as COPY data.
-    async fn copy_out(&self, text: &str, role: Role) -> Response {
+    async fn copy_out(&self, text: &str, role: Role, user: &str) -> Response {
         let copy = match copy::parse(text) {
             Ok(c) => c,
             Err(e) => return user_error(e),
         };
-        match self.query(&copy.query, role).await {
+        match self.query(&copy.query, role, user).await {
             Ok((schema, batches)) => {
                 let columns = schema.fields().len();
                 Response::CopyOut(CopyResponse::new(0, columns, copy.lines(&schema, batches).map(Ok)))
@@ -720,9 +721,14 @@ impl Session {
     }
 
     /// Runs a query for this client (SELECT, COPY's query): stopped if the client goes away.
-    async fn query(&self, sql: &str, role: Role) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
+    async fn query(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
         tokio::select! {
-            r = self.registry.query(sql, role) => r.map_err(user_error),
+            r = self.registry.query(sql, role, user) => r.map_err(user_error),
             // Dropping the query stops it.
             _ = client_gone(&self.watch) => {
                 tracing::info!("a psql client went away: its query was stopped");

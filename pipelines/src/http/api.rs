@@ -169,7 +169,7 @@ pub async fn hits(
                WHERE status IN ('candidate', 'confirmation') AND hit_id NOT IN \
                (SELECT hit_id FROM hits WHERE status IN ('confirmed', 'rejected', 'retracted')) \
                ORDER BY event_time, read_time, hit_id";
-    let (_, batches) = match s.registry.query(sql, who.role).await {
+    let (_, batches) = match s.registry.query(sql, who.role, &who.user).await {
         Ok(r) => r,
         Err(e) => return sql_problem(&e),
     };
@@ -325,11 +325,11 @@ pub async fn stream(
     let limit = q.limit.unwrap_or(1000).min(10_000);
     let params = (!params.is_empty()).then_some(params);
     let sql = format!("SELECT * FROM \"{name}\"{filter} ORDER BY event_time DESC LIMIT {limit}");
-    let mut r = s.registry.query_with(&sql, who.role, params.clone()).await;
+    let mut r = s.registry.query_with(&sql, who.role, &who.user, params.clone()).await;
     // Tables and some rules have no event time: their rows in their own order.
     if r.as_ref().is_err_and(|e| e.sqlstate() == "42703") && q.since.is_none() {
         let sql = format!("SELECT * FROM \"{name}\"{filter} LIMIT {limit}");
-        r = s.registry.query_with(&sql, who.role, params).await;
+        r = s.registry.query_with(&sql, who.role, &who.user, params).await;
     }
     let (_, batches) = match r {
         Ok(r) => r,

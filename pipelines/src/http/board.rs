@@ -156,7 +156,7 @@ impl Board {
 
     /// Runs one of the board's fixed queries; errors are logged (the board shows what it has).
     async fn query(&self, sql: &str) -> Option<Vec<serde_json::Map<String, Value>>> {
-        match self.registry.query(sql, Role::Admin).await {
+        match self.registry.query(sql, Role::Admin, "vigil").await {
             Ok((_, batches)) => Some(rows(&batches)),
             Err(e) => {
                 tracing::debug!("board query failed: {e}: {sql}");

@@ -154,7 +154,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let (_, role) = role_of(&self.credentials, client);
+        let (user, role) = role_of(&self.credentials, client);
         let (w0, w1) = first_words(sql);
         let query = matches!(w0.as_str(), "SELECT" | "WITH" | "VALUES");
         if !query {
@@ -163,7 +163,7 @@ impl QueryParser for Parser {
             return Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields: own_fields(&w0, &w1) }));
         }
         let (schema, planned) =
-            self.registry.describe(sql, role).await.map_err(|e| response_error(user_error(e)))?;
+            self.registry.describe(sql, role, &user).await.map_err(|e| response_error(user_error(e)))?;
         let params = (0..planned.len().max(types.len()))
             .map(|i| {
                 let given = types.get(i).cloned().flatten().filter(|t| *t != Type::UNKNOWN);
@@ -273,7 +273,8 @@ impl ExtendedQueryHandler for Session {
             })
             .collect::<PgWireResult<Vec<_>>>()?;
         let r = if stmt.query {
-            let run = self.registry.query_with(&stmt.sql, role, (!values.is_empty()).then_some(values));
+            let run =
+                self.registry.query_with(&stmt.sql, role, &user, (!values.is_empty()).then_some(values));
             let r = tokio::select! {
                 r = run => r,
                 _ = super::client_gone(&self.watch) => return Err(wire_error("57014", "the client went away")),
