@@ -5,7 +5,8 @@
 //!
 //! Written here: neither DataFusion nor datafusion-pg-catalog translates the patterns, and the
 //! table below is PostgreSQL's ("Template Patterns for Date/Time Formatting"). A format with a
-//! `%` is taken as chrono's already (DataFusion's own `to_char`) and left as it is.
+//! `%` outside double quotes is taken as chrono's already (DataFusion's own `to_char`) and left
+//! as it is.
 
 use std::ops::ControlFlow;
 
@@ -192,6 +193,12 @@ pub fn translate(pattern: &str) -> Result<String, (String, String)> {
     Ok(out)
 }
 
+/// Whether `format` is chrono's (DataFusion's own `to_char`): a `%` outside double quotes, where
+/// PostgreSQL's patterns have none (`"100%" DD` is PostgreSQL's).
+fn is_chrono(format: &str) -> bool {
+    format.split('"').step_by(2).any(|outside| outside.contains('%'))
+}
+
 fn push_literal(out: &mut String, c: char) {
     if c == '%' {
         out.push_str("%%");
@@ -214,7 +221,7 @@ pub fn rewrite(stmt: &mut Statement, source: &str) -> Result<(), SqlError> {
             return ControlFlow::Continue(());
         };
         let Value::SingleQuotedString(pattern) = &mut v.value else { return ControlFlow::Continue(()) };
-        if pattern.contains('%') {
+        if is_chrono(pattern) {
             return ControlFlow::Continue(());
         }
         match translate(pattern) {
@@ -254,6 +261,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_percent_outside_quotes_is_chronos_format() {
+        assert!(is_chrono("%Y-%m-%d") && is_chrono("\"at\" %H"));
+        assert!(!is_chrono("\"100%\" DD") && !is_chrono("YYYY-MM-DD"));
+    }
 
     #[test]
     fn postgresql_patterns_become_chronos() {
