@@ -104,11 +104,31 @@ fn micros(c: &dyn Array, i: usize) -> Option<i64> {
 /// `us` (Unix microseconds) as PostgreSQL's ISO text: seconds' fraction without trailing zeros,
 /// `+00` for an instant (`timestamptz`), nothing for a local time (`timestamp`).
 fn timestamp_text(us: i64, instant: bool) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
     let Some(t) = DateTime::from_timestamp_micros(us) else { return us.to_string() };
-    let mut text = t.format("%Y-%m-%d %H:%M:%S").to_string();
-    let fraction = t.timestamp_subsec_micros();
+    // Written field by field: chrono's `format` reads its pattern again for every value, which
+    // made a timestamp cost five times another column's value in COPY.
+    let mut text = String::with_capacity(32);
+    let (date, time) = (t.date_naive(), t.time());
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        date.year(),
+        date.month(),
+        date.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+    let mut fraction = t.timestamp_subsec_micros();
     if fraction > 0 {
-        text.push_str(format!(".{fraction:06}").trim_end_matches('0'));
+        let mut digits = 6;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        let _ = write!(text, ".{fraction:0digits$}");
     }
     if instant {
         text.push_str("+00");
