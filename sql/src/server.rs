@@ -883,8 +883,8 @@ fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))
 }
 
-/// Rows in the formats the client asked for: text as Arrow displays values (booleans as `t`
-/// and `f`), binary as PostgreSQL's own encoding of the column's type.
+/// Rows in the formats the client asked for: text as PostgreSQL prints values ([`pg_text`]),
+/// binary as PostgreSQL's own encoding of the column's type ([`types::encode_binary`]).
 fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format) -> Response {
     let schema = unique_names(schema);
     let fields: Vec<(String, Type)> =

@@ -45,17 +45,27 @@ pub(crate) fn pg_type(t: &DataType) -> Type {
 /// catalog maps to the type the column is sent as ([`pg_type`]), so that `\d` says `bigint` for
 /// a `UInt64` id and `text` for what goes as text.
 pub(crate) fn catalog_type(t: &DataType) -> DataType {
-    match pg_type(t) {
+    encoded_from(&pg_type(t), t).unwrap_or(DataType::Utf8)
+}
+
+/// The Arrow type a value sent as `t` is encoded from, for a column of Arrow type `from`; None
+/// for what goes as text.
+fn encoded_from(t: &Type, from: &DataType) -> Option<DataType> {
+    Some(match *t {
         Type::BOOL => DataType::Boolean,
         Type::INT2 => DataType::Int16,
         Type::INT4 => DataType::Int32,
         Type::INT8 => DataType::Int64,
         Type::FLOAT4 => DataType::Float32,
         Type::FLOAT8 => DataType::Float64,
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => t.clone(),
+        // The time zone is kept: the values stay UTC instants.
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => match from {
+            DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            _ => return None,
+        },
         Type::DATE => DataType::Date32,
-        _ => DataType::Utf8,
-    }
+        _ => return None,
+    })
 }
 
 /// PostgreSQL's name for the type a column of `t` is sent as (`format_type`'s, and
@@ -139,22 +149,7 @@ fn timestamp_text(us: i64, instant: bool) -> String {
 /// Column `c` cast to what its binary form is encoded from, for a column sent as `t`; None if
 /// `t` goes as text.
 pub(super) fn binary_column(c: &ArrayRef, t: &Type) -> Option<ArrayRef> {
-    let to = match *t {
-        Type::BOOL => DataType::Boolean,
-        Type::INT2 => DataType::Int16,
-        Type::INT4 => DataType::Int32,
-        Type::INT8 => DataType::Int64,
-        Type::FLOAT4 => DataType::Float32,
-        Type::FLOAT8 => DataType::Float64,
-        // The time zone is kept: the values stay UTC instants.
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => match c.data_type() {
-            DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            _ => return None,
-        },
-        Type::DATE => DataType::Date32,
-        _ => return None,
-    };
-    datafusion::arrow::compute::cast(c, &to).ok()
+    datafusion::arrow::compute::cast(c, &encoded_from(t, c.data_type())?).ok()
 }
 
 /// Encodes value `i` of `a` (a [`binary_column`]) in PostgreSQL's binary form.
