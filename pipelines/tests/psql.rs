@@ -204,6 +204,11 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
     // to_char takes PostgreSQL's patterns, and prints what PostgreSQL 15 prints for them.
     let said = city.ok("SELECT to_char(min(window_end), 'FMDD Mon YYYY, HH12:MI:SS AM') FROM early");
     assert_eq!(first_of(&said), "14 Jun 2026, 08:00:02 PM", "{said}");
+    // Columns the query did not name take PostgreSQL's names, as psql and drivers show them.
+    let named = city.ok(
+        "SELECT count(*), date_part('hour', window_end), n * 2, window_end::date FROM early GROUP BY 2, 3, 4",
+    );
+    assert_eq!(named.lines().next(), Some("count|date_part|?column?|window_end"), "{named}");
     let refused = city.fails("SELECT to_char(window_end, 'DD MONTH') FROM early");
     assert!(
         refused.contains("psql:1:28: to_char's pattern MONTH") && refused.contains("HINT:  write FMMonth"),

@@ -68,6 +68,7 @@ use crate::rule::{split_statements, statement_words};
 
 mod copy;
 mod extended;
+mod names;
 pub(crate) mod types;
 
 use types::{pg_text, pg_type};
@@ -666,7 +667,9 @@ impl Session {
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
             ("COPY", _) => self.copy_out(text, role, user).await,
             ("SELECT" | "WITH" | "VALUES", _) => match self.query(text, role, user).await {
-                Ok((schema, batches)) => batches_response(&schema, &batches, &Format::UnifiedText),
+                Ok((schema, batches)) => {
+                    batches_response(&names::pg_names(text, &schema), &batches, &Format::UnifiedText)
+                }
                 Err(r) => r,
             },
             _ => error(
@@ -714,6 +717,7 @@ impl Session {
         match self.query(&copy.query, role, user).await {
             Ok((schema, batches)) => {
                 let columns = schema.fields().len();
+                let schema = names::pg_names(&copy.query, &schema);
                 Response::CopyOut(CopyResponse::new(0, columns, copy.lines(&schema, batches).map(Ok)))
             }
             Err(r) => r,

@@ -172,7 +172,7 @@ impl QueryParser for Parser {
                 })
             })
             .collect();
-        let schema = crate::registry::unique_names(&schema);
+        let schema = crate::registry::unique_names(&super::names::pg_names(sql, &schema));
         let fields = schema.fields().iter().map(|f| (f.name().clone(), pg_type(f.data_type()))).collect();
         Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields }))
     }
@@ -280,9 +280,11 @@ impl ExtendedQueryHandler for Session {
                 _ = super::client_gone(&self.watch) => return Err(wire_error("57014", "the client went away")),
             };
             match r {
-                Ok((schema, batches)) => {
-                    super::batches_response(&schema, &batches, &portal.result_column_format)
-                }
+                Ok((schema, batches)) => super::batches_response(
+                    &super::names::pg_names(&stmt.sql, &schema),
+                    &batches,
+                    &portal.result_column_format,
+                ),
                 Err(e) => user_error(e),
             }
         } else {
