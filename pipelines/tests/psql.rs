@@ -209,6 +209,12 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
         "SELECT count(*), date_part('hour', window_end), n * 2, window_end::date FROM early GROUP BY 2, 3, 4",
     );
     assert_eq!(named.lines().next(), Some("count|date_part|?column?|window_end"), "{named}");
+    // A query's plan, DataFusion's, as EXPLAIN gives it.
+    let plan = city.ok("EXPLAIN SELECT count(*) FROM early WHERE n > 1");
+    assert!(
+        plan.contains("logical_plan|") && plan.contains("physical_plan|") && plan.contains("Filter"),
+        "{plan}"
+    );
     let refused = city.fails("SELECT to_char(window_end, 'DD MONTH') FROM early");
     assert!(
         refused.contains("psql:1:28: to_char's pattern MONTH") && refused.contains("HINT:  write FMMonth"),
@@ -654,6 +660,8 @@ fn each_role_sees_what_it_may_and_nothing_else() {
         ok && columns.contains("event_id|bigint|no|yes|") && columns.contains("plate|text|yes||yes"),
         "{columns}"
     );
+    let (ok, said) = run("karim", "EXPLAIN SELECT plate FROM plate_reads");
+    assert!(!ok && !said.contains("plan") && said.contains("plate_reads"), "{said}");
     let (ok, said) = run("karim", "DESCRIBE plate_reads");
     assert!(!ok && said.contains("SHOW STREAMS lists them: ") && said.contains("zone_density"), "{said}");
     // psql's \d commands read PostgreSQL's catalog, which lists what the role may read.

@@ -666,7 +666,8 @@ impl Session {
             ("SUBSCRIBE", _) => self.subscribe(w.get(if upper(&w, 1) == "TO" { 2 } else { 1 })).await,
             ("COPY", "SUBSCRIBE") => self.subscribe(w.get(if upper(&w, 2) == "TO" { 3 } else { 2 })).await,
             ("COPY", _) => self.copy_out(text, role, user).await,
-            ("SELECT" | "WITH" | "VALUES", _) => match self.query(text, role, user).await {
+            // A query's plan (EXPLAIN [ANALYZE] SELECT …): DataFusion's, over what the role may read.
+            ("SELECT" | "WITH" | "VALUES" | "EXPLAIN", _) => match self.query(text, role, user).await {
                 Ok((schema, batches)) => {
                     batches_response(&names::pg_names(text, &schema), &batches, &Format::UnifiedText)
                 }
@@ -676,7 +677,7 @@ impl Session {
                 "0A000",
                 format!(
                     "{SOURCE}: {} is not a statement vigil runs; use CREATE RULE, DROP RULE, SHOW RULES, \
-                     EXPLAIN RULE, SUBSCRIBE, SELECT, COPY (SELECT …) TO STDOUT, INSERT and DELETE on the watchlist, \
+                     EXPLAIN RULE, SUBSCRIBE, SELECT, EXPLAIN SELECT, COPY (SELECT …) TO STDOUT, INSERT and DELETE on the watchlist, \
                      SHOW PLATE or ERASE PLATE",
                     w.first().map_or("an empty statement", String::as_str)
                 ),

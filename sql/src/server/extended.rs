@@ -156,7 +156,7 @@ impl QueryParser for Parser {
     {
         let (user, role) = role_of(&self.credentials, client);
         let (w0, w1) = first_words(sql);
-        let query = matches!(w0.as_str(), "SELECT" | "WITH" | "VALUES");
+        let query = matches!(w0.as_str(), "SELECT" | "WITH" | "VALUES") || (w0 == "EXPLAIN" && w1 != "RULE");
         if !query {
             let n = placeholders(sql)?.max(types.len());
             let params = (0..n).map(|i| types.get(i).cloned().flatten().unwrap_or(Type::VARCHAR)).collect();
