@@ -79,6 +79,11 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
         time.sleep(0.1)
     binary = cur.execute("SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > %s", (first,), binary=True).fetchone()[0]
     print("next", later.isoformat(), binary == later)
+    # A column the query did not name is PostgreSQL's (count); EXPLAIN with a bound parameter.
+    cur.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a",))
+    print("named", cur.description[0].name)
+    plan = cur.execute("EXPLAIN SELECT zone FROM zone_density WHERE zone = %s", ("gate-a",)).fetchall()
+    print("explain", ",".join(kind for kind, _ in plan), "gate-a" in plan[0][1])
     # A statement vigil answers itself, with parameters: a watchlist entry.
     cur.execute(
         "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES (%s, %s, %s, %s, %s)",
@@ -142,6 +147,8 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert!(bound > 0 && bound <= psql_rows, "psycopg {bound} rows, psql {psql_rows}");
     assert_eq!(said("injection"), "0");
     assert_eq!(said("numeric"), "True");
+    assert_eq!(said("named"), "count", "{stdout}");
+    assert_eq!(said("explain"), "logical_plan,physical_plan True", "{stdout}");
     // The oracle for timestamps: psql's text of the same values, read back by psql.
     let (first, next) = (said("datetime"), said("next"));
     let first = first.strip_prefix("datetime 0:00:00 ").unwrap_or_else(|| panic!("a UTC datetime: {stdout}"));

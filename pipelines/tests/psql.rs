@@ -209,6 +209,8 @@ fn an_analyst_creates_subscribes_to_and_drops_rules_from_psql() {
         "SELECT count(*), date_part('hour', window_end), n * 2, window_end::date FROM early GROUP BY 2, 3, 4",
     );
     assert_eq!(named.lines().next(), Some("count|date_part|?column?|window_end"), "{named}");
+    let header = city.ok("COPY (SELECT count(*), max(n) FROM early) TO STDOUT WITH (FORMAT csv, HEADER)");
+    assert_eq!(header.lines().next(), Some("count,max"), "{header}");
     // A query's plan, DataFusion's, as EXPLAIN gives it.
     let plan = city.ok("EXPLAIN SELECT count(*) FROM early WHERE n > 1");
     assert!(

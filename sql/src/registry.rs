@@ -542,7 +542,7 @@ impl Registry {
             .map(|f| {
                 [
                     f.name().clone(),
-                    crate::server::types::type_name(f.data_type()).0.to_owned(),
+                    crate::server::types::type_name(f.data_type()).name.to_owned(),
                     if f.is_nullable() { "yes" } else { "no" }.to_owned(),
                     flag(info.map(|i| i.keys), f.name()).to_owned(),
                     flag(info.map(|i| i.personal), f.name()).to_owned(),

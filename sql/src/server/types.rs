@@ -68,22 +68,36 @@ fn encoded_from(t: &Type, from: &DataType) -> Option<DataType> {
     })
 }
 
-/// PostgreSQL's name for the type a column of `t` is sent as (`format_type`'s, and
-/// `information_schema.columns.data_type`), its short name (`udt_name`), and its precision
-/// in bits or, for a timestamp, in digits of a second (`numeric_precision`, `datetime_precision`).
-pub(crate) fn type_name(t: &DataType) -> (&'static str, &'static str, Option<i32>, Option<i32>) {
-    match pg_type(t) {
-        Type::BOOL => ("boolean", "bool", None, None),
-        Type::INT2 => ("smallint", "int2", Some(16), None),
-        Type::INT4 => ("integer", "int4", Some(32), None),
-        Type::INT8 => ("bigint", "int8", Some(64), None),
-        Type::FLOAT4 => ("real", "float4", Some(24), None),
-        Type::FLOAT8 => ("double precision", "float8", Some(53), None),
-        Type::TIMESTAMPTZ => ("timestamp with time zone", "timestamptz", None, Some(6)),
-        Type::TIMESTAMP => ("timestamp without time zone", "timestamp", None, Some(6)),
-        Type::DATE => ("date", "date", None, Some(0)),
-        _ => ("text", "text", None, None),
-    }
+/// How PostgreSQL's catalog describes the type a column is sent as ([`type_name`]).
+pub(crate) struct SqlType {
+    /// Its SQL name (`format_type`'s, `information_schema.columns.data_type`).
+    pub name: &'static str,
+    /// Its short name (`udt_name`).
+    pub udt: &'static str,
+    /// Precision in bits of a number (`numeric_precision`).
+    pub bits: Option<i32>,
+    /// Digits after the point: 0 for an integer (`numeric_scale`).
+    pub scale: Option<i32>,
+    /// Digits of a second for a date or time (`datetime_precision`).
+    pub second_digits: Option<i32>,
+}
+
+/// PostgreSQL's description of the type a column of `t` is sent as ([`pg_type`]).
+pub(crate) fn type_name(t: &DataType) -> SqlType {
+    let (name, udt, bits, scale, second_digits) = match pg_type(t) {
+        Type::BOOL => ("boolean", "bool", None, None, None),
+        Type::INT2 => ("smallint", "int2", Some(16), Some(0), None),
+        Type::INT4 => ("integer", "int4", Some(32), Some(0), None),
+        Type::INT8 => ("bigint", "int8", Some(64), Some(0), None),
+        Type::FLOAT4 => ("real", "float4", Some(24), None, None),
+        Type::FLOAT8 => ("double precision", "float8", Some(53), None, None),
+        Type::TIMESTAMPTZ => ("timestamp with time zone", "timestamptz", None, None, Some(6)),
+        Type::TIMESTAMP => ("timestamp without time zone", "timestamp", None, None, Some(6)),
+        Type::DATE => ("date", "date", None, None, Some(0)),
+        // What goes as text (`varchar` on the wire) is `text` in the catalog, as `\d` says.
+        _ => ("text", "text", None, None, None),
+    };
+    SqlType { name, udt, bits, scale, second_digits }
 }
 
 /// Value `i` of `c` in PostgreSQL's text form: Arrow's display, but booleans as `t` and `f` and
