@@ -79,6 +79,12 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
         time.sleep(0.1)
     binary = cur.execute("SELECT min(window_end) FROM zone_density WHERE zone = 'gate-a' AND window_end > %s", (first,), binary=True).fetchone()[0]
     print("next", later.isoformat(), binary == later)
+    # A difference of instants is a timedelta (text and binary), its epoch the same seconds with
+    # their fraction; an infinite float is a float.
+    since = "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), extract(epoch from TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end)), 'inf'::float8 FROM zone_density"
+    span, secs, inf = cur.execute(since).fetchone()
+    bspan, bsecs, binf = cur.execute(since, binary=True).fetchone()
+    print("interval", type(span).__name__, span.total_seconds(), secs, inf, bspan == span, bsecs == secs, binf == inf)
     # A column the query did not name is PostgreSQL's (count); EXPLAIN with a bound parameter.
     cur.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a",))
     print("named", cur.description[0].name)
@@ -160,6 +166,13 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
         psql_first.trim()
     ));
     assert_eq!(format!("{} True", iso(&psql_next)), next, "a bound datetime selects as its text does");
+    // The demo's first window ends at 20:00:01: PostgreSQL 15 prints the same difference as
+    // `2 days 02:00:22.4` and its epoch as 180022.4.
+    assert_eq!(said("interval"), "timedelta 180022.4 180022.4 inf True True True", "{stdout}");
+    let psql_span = city.psql(
+        "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), 'inf'::float8 FROM zone_density",
+    );
+    assert_eq!(psql_span.trim(), "2 days 02:00:22.4|Infinity");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
     // The catalog's columns are SHOW COLUMNS's, in order; its tables SHOW STREAMS's.
@@ -221,11 +234,7 @@ fn tokio_postgres_runs_a_prepared_statement_with_binary_results() {
     });
     assert_eq!(
         columns,
-        [
-            ("zone".into(), "varchar".into()),
-            ("windows".into(), "int8".into()),
-            ("most".into(), "float8".into())
-        ]
+        [("zone".into(), "text".into()), ("windows".into(), "int8".into()), ("most".into(), "float8".into())]
     );
     let zones: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(zones, ["gate-a", "fan-zone"], "{rows:?}");

@@ -42,7 +42,8 @@ impl Catalog {
             datafusion::functions::all_default_functions()
                 .into_iter()
                 .chain(crate::window::window_udfs())
-                .chain(crate::functions::text_udfs(streams)),
+                .chain(crate::functions::text_udfs(streams))
+                .chain([crate::functions::date_part()]),
             |f| (f.name(), f.aliases()),
         );
         let aggregates = by_name(datafusion::functions_aggregate::all_default_aggregate_functions(), |f| {
@@ -53,7 +54,7 @@ impl Catalog {
         // What DataFusion's SessionState registers: `count(*)`, `extract`, `x['field']`, ...
         let planners: Vec<Arc<dyn ExprPlanner>> = vec![
             Arc::new(datafusion::functions::core::planner::CoreFunctionPlanner::default()),
-            Arc::new(datafusion::functions::datetime::planner::DatetimeFunctionPlanner),
+            Arc::new(crate::functions::Extract),
             Arc::new(datafusion::functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion::functions_aggregate::planner::AggregateFunctionPlanner),
         ];

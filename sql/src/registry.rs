@@ -1160,12 +1160,25 @@ async fn run_query(
     let mut config = datafusion::prelude::SessionConfig::new();
     // Spans let an unknown table or column be placed at its line and column.
     config.options_mut().sql_parser.collect_spans = true;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // The session's time zone is UTC, as `SHOW TimeZone` says: `now()` and `to_timestamp` are
+    // instants (`timestamptz`), as in PostgreSQL, not local times.
+    config.options_mut().execution.time_zone = Some("UTC".into());
+    // `EXTRACT` planned with vigil's `date_part` ([`crate::functions::Extract`]).
+    let planners = std::iter::once(Arc::new(crate::functions::Extract) as _)
+        .chain(datafusion::execution::SessionStateDefaults::default_expr_planners())
+        .collect();
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_expr_planners(planners)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let catalog_query = pg_catalog.is_some();
     if let Some(catalog) = pg_catalog {
         crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
     }
-    for f in udfs.into_iter().chain(crate::window::window_udfs()) {
+    for f in udfs.into_iter().chain(crate::window::window_udfs()).chain([crate::functions::date_part()]) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
     for (name, schema, batches) in tables {

@@ -4,13 +4,16 @@
 //!
 //! One mapping serves the rows, the extended protocol's descriptions and the catalog psql's `\d`
 //! reads ([`catalog_type`]), so that a column is described as the type its values come as.
-//! Timestamps are PostgreSQL's (`timestamp with time zone` for Arrow's UTC instants), so that
-//! drivers give their own date-time values (psycopg a `datetime`, JDBC a `Timestamp`).
+//! Timestamps are PostgreSQL's (`timestamp with time zone` for Arrow's UTC instants) and
+//! durations its `interval`, so that drivers give their own date-time values (psycopg a
+//! `datetime` and a `timedelta`, JDBC a `Timestamp` and a `PGInterval`).
 
 use chrono::{DateTime, SecondsFormat};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    DataType, Date32Type, DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+    DurationSecondType, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::arrow::util::display::ArrayFormatter;
@@ -22,6 +25,11 @@ use pgwire::error::PgWireResult;
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// PostgreSQL's epoch in Unix days: binary dates count from it.
 const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds in a day, an hour, a minute and a second: an interval's time part.
+const US_PER_DAY: i64 = 86_400_000_000;
+const US_PER_HOUR: i64 = 3_600_000_000;
+const US_PER_MINUTE: i64 = 60_000_000;
+const US_PER_SECOND: i64 = 1_000_000;
 
 /// The type a column of Arrow type `t` is sent as. Unsigned integers go as the signed type one
 /// size up (a `UInt64` id as `int8`: PostgreSQL has no unsigned types, and ids stay below 2⁶³);
@@ -37,7 +45,8 @@ pub(crate) fn pg_type(t: &DataType) -> Type {
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Date32 | DataType::Date64 => Type::DATE,
-        _ => Type::VARCHAR,
+        DataType::Duration(_) | DataType::Interval(_) => Type::INTERVAL,
+        _ => Type::TEXT,
     }
 }
 
@@ -64,6 +73,7 @@ fn encoded_from(t: &Type, from: &DataType) -> Option<DataType> {
             _ => return None,
         },
         Type::DATE => DataType::Date32,
+        Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
         _ => return None,
     })
 }
@@ -94,22 +104,155 @@ pub(crate) fn type_name(t: &DataType) -> SqlType {
         Type::TIMESTAMPTZ => ("timestamp with time zone", "timestamptz", None, None, Some(6)),
         Type::TIMESTAMP => ("timestamp without time zone", "timestamp", None, None, Some(6)),
         Type::DATE => ("date", "date", None, None, Some(0)),
-        // What goes as text (`varchar` on the wire) is `text` in the catalog, as `\d` says.
+        Type::INTERVAL => ("interval", "interval", None, None, Some(6)),
         _ => ("text", "text", None, None, None),
     };
     SqlType { name, udt, bits, scale, second_digits }
 }
 
-/// Value `i` of `c` in PostgreSQL's text form: Arrow's display, but booleans as `t` and `f` and
+/// Value `i` of `c` in PostgreSQL's text form: Arrow's display, but booleans as `t` and `f`,
 /// timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's time zone
-/// being UTC), which it and DataFusion both read back.
+/// being UTC), which it and DataFusion both read back, durations as its intervals
+/// (`00:00:44.2`, `1 day 02:00:00`) and infinite floats as `Infinity` (JDBC and psycopg read
+/// Arrow's `inf` as no number).
 pub(super) fn pg_text(c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) -> String {
     if let Some(b) = c.as_any().downcast_ref::<BooleanArray>() {
         return (if b.value(i) { "t" } else { "f" }).to_owned();
     }
+    let float = match c.data_type() {
+        DataType::Float64 => Some(c.as_primitive::<Float64Type>().value(i)),
+        DataType::Float32 => Some(f64::from(c.as_primitive::<Float32Type>().value(i))),
+        DataType::Float16 => Some(f64::from(c.as_primitive::<Float16Type>().value(i))),
+        _ => None,
+    };
+    if let Some(x) = float {
+        return match c.data_type() {
+            DataType::Float64 => float_text(x, &format!("{x:e}"), 15),
+            _ => float_text(x, &format!("{:e}", x as f32), 6),
+        };
+    }
+    if let Some((months, days, us)) = interval(c, i) {
+        return interval_text(months, days, us);
+    }
     match (c.data_type(), micros(c, i)) {
         (DataType::Timestamp(_, tz), Some(us)) => timestamp_text(us, tz.is_some()),
         _ => f.value(i).to_string(),
+    }
+}
+
+/// A float as PostgreSQL prints it: the shortest digits that read back as the same value
+/// (`shortest`, Rust's `{:e}` of it), fixed where the exponent is from -4 to below `digits`
+/// (15 for `float8`, 6 for `float4`) and `1e+20`, `1.5e-05` otherwise; `Infinity`, `-Infinity`
+/// and `NaN`. Arrow prints `5400.0`, `inf` and `1e20`, which JDBC does not read.
+fn float_text(x: f64, shortest: &str, digits: i32) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return (if x > 0.0 { "Infinity" } else { "-Infinity" }).into();
+    }
+    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((shortest, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let figures: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..digits).contains(&exponent) {
+        let (first, rest) = figures.split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{point}{rest}e{exp_sign}{:02}", exponent.abs());
+    }
+    if exponent < 0 {
+        return format!("{sign}0.{}{figures}", "0".repeat((-exponent - 1) as usize));
+    }
+    let whole = (exponent + 1) as usize;
+    if figures.len() <= whole {
+        format!("{sign}{figures}{}", "0".repeat(whole - figures.len()))
+    } else {
+        format!("{sign}{}.{}", &figures[..whole], &figures[whole..])
+    }
+}
+
+/// Value `i` of duration or interval column `c` as PostgreSQL's interval: months, days and
+/// microseconds (nanoseconds cut). A duration is split into days and time as PostgreSQL's
+/// difference of two timestamps is (`1 day 02:00:00`, not `26:00:00`). None for other types.
+fn interval(c: &dyn Array, i: usize) -> Option<(i32, i32, i64)> {
+    let (months, days, us) = match c.data_type() {
+        DataType::Duration(unit) => {
+            let us = match unit {
+                TimeUnit::Second => {
+                    c.as_primitive::<DurationSecondType>().value(i).saturating_mul(US_PER_SECOND)
+                }
+                TimeUnit::Millisecond => {
+                    c.as_primitive::<DurationMillisecondType>().value(i).saturating_mul(1_000)
+                }
+                TimeUnit::Microsecond => c.as_primitive::<DurationMicrosecondType>().value(i),
+                TimeUnit::Nanosecond => c.as_primitive::<DurationNanosecondType>().value(i) / 1_000,
+            };
+            let days = i32::try_from(us / US_PER_DAY).unwrap_or(if us < 0 { i32::MIN } else { i32::MAX });
+            (0, days, us % US_PER_DAY)
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            (c.as_primitive::<IntervalYearMonthType>().value(i), 0, 0)
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = c.as_primitive::<IntervalDayTimeType>().value(i);
+            (0, v.days, i64::from(v.milliseconds) * 1_000)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = c.as_primitive::<IntervalMonthDayNanoType>().value(i);
+            (v.months, v.days, v.nanoseconds / 1_000)
+        }
+        _ => return None,
+    };
+    Some((months, days, us))
+}
+
+/// An interval as PostgreSQL prints it (its default `IntervalStyle`, `postgres`): years,
+/// `mons` and days where not zero, then the time as `HH:MM:SS` with the seconds' fraction
+/// without trailing zeros (`1 year 2 mons -3 days +04:05:06.5`); `00:00:00` for none.
+fn interval_text(months: i32, days: i32, us: i64) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(24);
+    // Whether the last part written was negative: a positive part after it takes a `+`.
+    let mut before_negative = false;
+    for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
+        if value == 0 {
+            continue;
+        }
+        let space = if text.is_empty() { "" } else { " " };
+        let plus = if before_negative && value > 0 { "+" } else { "" };
+        let s = if value == 1 { "" } else { "s" };
+        let _ = write!(text, "{space}{plus}{value} {unit}{s}");
+        before_negative = value < 0;
+    }
+    if text.is_empty() || us != 0 {
+        let space = if text.is_empty() { "" } else { " " };
+        let sign = if us < 0 {
+            "-"
+        } else if before_negative {
+            "+"
+        } else {
+            ""
+        };
+        let a = us.unsigned_abs();
+        let (h, m, s) =
+            (a / US_PER_HOUR as u64, a / US_PER_MINUTE as u64 % 60, a / US_PER_SECOND as u64 % 60);
+        let _ = write!(text, "{space}{sign}{h:02}:{m:02}:{s:02}");
+        push_fraction(&mut text, (a % US_PER_SECOND as u64) as u32);
+    }
+    text
+}
+
+/// Appends `.` and a second's `fraction` (microseconds) without trailing zeros; nothing for 0.
+fn push_fraction(text: &mut String, mut fraction: u32) {
+    use std::fmt::Write;
+    if fraction > 0 {
+        let mut digits = 6;
+        while fraction.is_multiple_of(10) {
+            fraction /= 10;
+            digits -= 1;
+        }
+        let _ = write!(text, ".{fraction:0digits$}");
     }
 }
 
@@ -145,15 +288,7 @@ fn timestamp_text(us: i64, instant: bool) -> String {
         time.minute(),
         time.second()
     );
-    let mut fraction = t.timestamp_subsec_micros();
-    if fraction > 0 {
-        let mut digits = 6;
-        while fraction % 10 == 0 {
-            fraction /= 10;
-            digits -= 1;
-        }
-        let _ = write!(text, ".{fraction:0digits$}");
-    }
+    push_fraction(&mut text, t.timestamp_subsec_micros());
     if instant {
         text.push_str("+00");
     }
@@ -179,6 +314,15 @@ pub(super) fn encode_binary(encoder: &mut DataRowEncoder, a: &dyn Array, i: usiz
             .encode_field(&a.as_primitive::<TimestampMicrosecondType>().value(i).saturating_sub(PG_EPOCH_US)),
         DataType::Date32 => {
             encoder.encode_field(&a.as_primitive::<Date32Type>().value(i).saturating_sub(PG_EPOCH_DAYS))
+        }
+        // Microseconds, days and months, as 8, 4 and 4 big-endian bytes.
+        DataType::Interval(_) => {
+            let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+            let mut bytes = Vec::with_capacity(16);
+            bytes.extend_from_slice(&(v.nanoseconds / 1_000).to_be_bytes());
+            bytes.extend_from_slice(&v.days.to_be_bytes());
+            bytes.extend_from_slice(&v.months.to_be_bytes());
+            encoder.encode_field(&bytes)
         }
         _ => encoder.encode_field(&a.as_primitive::<Float64Type>().value(i)),
     }
@@ -215,7 +359,11 @@ pub(super) fn datetime_param(t: &Type, bytes: &[u8]) -> Option<Result<String, St
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{TimestampMillisecondArray, TimestampNanosecondArray};
+    use datafusion::arrow::array::{
+        DurationMicrosecondArray, Float32Array, Float64Array, IntervalMonthDayNanoArray,
+        TimestampMillisecondArray, TimestampNanosecondArray,
+    };
+    use datafusion::arrow::datatypes::IntervalMonthDayNano;
     use datafusion::arrow::util::display::FormatOptions;
 
     use super::*;
@@ -237,6 +385,108 @@ mod tests {
         // The extremes of Arrow's range neither panic nor print a wrong date.
         let far = TimestampMillisecondArray::from(vec![i64::MIN, i64::MAX]).with_timezone("UTC");
         assert!(!text(&far, 0).is_empty() && !text(&far, 1).is_empty());
+    }
+
+    #[test]
+    fn floats_print_as_postgresql_prints_them() {
+        // PostgreSQL 15 (Debian) for the same values: `SELECT 5400::float8, …`.
+        let f8 = Float64Array::from(vec![
+            5400.0,
+            0.1,
+            1e20,
+            1.5e-5,
+            123_456_789_012_345_678.0,
+            1e15,
+            1e14,
+            -0.0,
+            1.5e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -2.5,
+        ]);
+        let printed: Vec<String> = (0..f8.len()).map(|i| text(&f8, i)).collect();
+        assert_eq!(
+            printed,
+            [
+                "5400",
+                "0.1",
+                "1e+20",
+                "1.5e-05",
+                "1.2345678901234568e+17",
+                "1e+15",
+                "100000000000000",
+                "-0",
+                "1.5e+300",
+                "Infinity",
+                "-Infinity",
+                "NaN",
+                "-2.5"
+            ]
+        );
+        let f4 = Float32Array::from(vec![1e6, 123_456.0, 0.0001, 0.00001, 0.3, 16_777_217.0, 1.0 / 3.0]);
+        let printed: Vec<String> = (0..f4.len()).map(|i| text(&f4, i)).collect();
+        assert_eq!(printed, ["1e+06", "123456", "0.0001", "1e-05", "0.3", "1.6777216e+07", "0.33333334"]);
+    }
+
+    proptest::proptest! {
+        /// Every float's text reads back as the same float (psql's `\copy` and drivers read it).
+        #[test]
+        fn float_text_reads_back(bits in proptest::num::u64::ANY, small in proptest::num::f32::ANY) {
+            let x = f64::from_bits(bits);
+            let printed = text(&Float64Array::from(vec![x]), 0);
+            let back: f64 = printed.parse().unwrap();
+            proptest::prop_assert!(back.to_bits() == x.to_bits() || (x.is_nan() && back.is_nan()), "{x} {printed}");
+            let printed = text(&Float32Array::from(vec![small]), 0);
+            let back: f32 = printed.parse().unwrap();
+            proptest::prop_assert!(back.to_bits() == small.to_bits() || (small.is_nan() && back.is_nan()), "{small} {printed}");
+        }
+    }
+
+    #[test]
+    fn durations_and_intervals_print_as_postgresqls_intervals() {
+        // PostgreSQL 15 (Debian): `SELECT interval '26 hours', …, timestamptz '2026-01-01' -
+        // timestamptz '2026-01-03 04:00:00'` (a difference of instants is split into days).
+        let us = |s: f64| (s * 1e6) as i64;
+        let d = DurationMicrosecondArray::from(vec![
+            us(44.2),
+            us(26.0 * 3600.0),
+            -us(52.0 * 3600.0),
+            0,
+            us(-1.5),
+        ]);
+        let printed: Vec<String> = (0..d.len()).map(|i| text(&d, i)).collect();
+        assert_eq!(printed, ["00:00:44.2", "1 day 02:00:00", "-2 days -04:00:00", "00:00:00", "-00:00:01.5"]);
+        let mdn = |months, days, s: f64| IntervalMonthDayNano::new(months, days, (s * 1e9) as i64);
+        let i = IntervalMonthDayNanoArray::from(vec![
+            mdn(0, 0, 26.0 * 3600.0),
+            mdn(-14, 0, 0.0),
+            mdn(1, -1, 0.0),
+            mdn(0, -3, -1.5),
+            mdn(0, 1, -3600.0),
+            mdn(14, 3, 4.0 * 3600.0 + 5.0 * 60.0 + 6.5),
+            mdn(0, -1, 3600.0),
+        ]);
+        let printed: Vec<String> = (0..i.len()).map(|n| text(&i, n)).collect();
+        assert_eq!(
+            printed,
+            [
+                "26:00:00",
+                "-1 years -2 mons",
+                "1 mon -1 days",
+                "-3 days -00:00:01.5",
+                "1 day -01:00:00",
+                "1 year 2 mons 3 days 04:05:06.5",
+                "-1 days +01:00:00"
+            ]
+        );
+        // Binary: microseconds, days and months, from what every interval is cast to.
+        let c: ArrayRef = Arc::new(d);
+        let t = pg_type(c.data_type());
+        assert_eq!(t, Type::INTERVAL);
+        let b = binary_column(&c, &t).unwrap();
+        let v = b.as_primitive::<IntervalMonthDayNanoType>().value(0);
+        assert_eq!((v.months, v.days, v.nanoseconds / 1_000), (0, 0, 44_200_000));
     }
 
     #[test]
