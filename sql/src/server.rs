@@ -910,17 +910,24 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
                 (f.format() == FieldFormat::Binary).then(|| types::binary_column(c, f.datatype())).flatten()
             })
             .collect();
+        // Each text value is written into one buffer, not a `String` of its own.
+        let mut value = String::new();
         for i in 0..b.num_rows() {
-            let row = (|| {
+            let mut row = || {
                 for ((c, f), bin) in b.columns().iter().zip(&formatters).zip(&binary) {
                     match bin.as_ref().filter(|_| c.is_valid(i)) {
                         Some(a) => types::encode_binary(&mut encoder, a.as_ref(), i)?,
-                        None => encoder.encode_field(&c.is_valid(i).then(|| pg_text(c.as_ref(), f, i)))?,
+                        None if c.is_valid(i) => {
+                            value.clear();
+                            types::write_pg_text(&mut value, c.as_ref(), f, i);
+                            encoder.encode_field(&value.as_str())?
+                        }
+                        None => encoder.encode_field(&None::<&str>)?,
                     }
                 }
                 Ok(encoder.take_row())
-            })();
-            rows.push(row);
+            };
+            rows.push(row());
         }
     }
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))

@@ -19,7 +19,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 use pgwire::messages::copy::CopyData;
 
-use super::{SOURCE, pg_text};
+use super::SOURCE;
+use super::types::write_pg_text;
 use crate::error::{Kind, Position, SqlError};
 
 /// How a COPY writes its rows.
@@ -135,10 +136,31 @@ impl CopyOut {
         let options = FormatOptions::default();
         let formatters: Vec<_> =
             b.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
+        let mut value = String::new();
         (0..b.num_rows())
             .map(|i| {
-                let cells = b.columns().iter().zip(&formatters);
-                self.line(cells.map(|(c, f)| c.is_valid(i).then(|| pg_text(c.as_ref(), f, i))))
+                // Each value is written into the line where it needs no quote or escape (most
+                // do), through one buffer where it does: no `String` per value.
+                let mut text = String::with_capacity(128);
+                for (k, (c, f)) in b.columns().iter().zip(&formatters).enumerate() {
+                    if k > 0 {
+                        text.push(self.delimiter);
+                    }
+                    if !c.is_valid(i) {
+                        text.push_str(&self.null);
+                        continue;
+                    }
+                    let start = text.len();
+                    write_pg_text(&mut text, c.as_ref(), f, i);
+                    if self.needs_care(&text[start..]) {
+                        value.clear();
+                        value.push_str(&text[start..]);
+                        text.truncate(start);
+                        self.push_field(&mut text, &value);
+                    }
+                }
+                text.push('\n');
+                CopyData::new(Bytes::from(text))
             })
             .collect()
     }
@@ -152,12 +174,35 @@ impl CopyOut {
             }
             match cell {
                 None => text.push_str(&self.null),
-                Some(v) if self.csv => text.push_str(&self.csv_field(&v)),
-                Some(v) => text.push_str(&self.text_field(&v)),
+                Some(v) => self.push_field(&mut text, &v),
             }
         }
         text.push('\n');
         CopyData::new(Bytes::from(text))
+    }
+
+    /// Whether value `v` is not written as it is: CSV quotes it, text escapes it.
+    fn needs_care(&self, v: &str) -> bool {
+        if self.csv && (v.is_empty() || v == self.null) {
+            return true;
+        }
+        let special: &[char] = if self.csv { &['"', '\n', '\r'] } else { &['\\', '\n', '\r', '\t'] };
+        if self.delimiter.is_ascii() {
+            // Bytes, not chars: this runs for every value COPY sends.
+            let d = self.delimiter as u8;
+            v.bytes().any(|b| b == d || (b.is_ascii() && special.contains(&char::from(b))))
+        } else {
+            v.contains(self.delimiter) || v.contains(special)
+        }
+    }
+
+    /// Appends value `v` to a line, quoted or escaped as it needs.
+    fn push_field(&self, text: &mut String, v: &str) {
+        match (self.csv, self.needs_care(v)) {
+            (_, false) => text.push_str(v),
+            (true, true) => text.push_str(&self.csv_field(v)),
+            (false, true) => text.push_str(&self.text_field(v)),
+        }
     }
 
     /// A value in CSV: quoted when it holds the delimiter, a quote or a line break, when it is

@@ -9,7 +9,7 @@
 //! `datetime` and a `timedelta`, JDBC a `Timestamp` and a `PGInterval`).
 
 use chrono::{DateTime, SecondsFormat};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
     DurationSecondType, Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
@@ -110,65 +110,124 @@ pub(crate) fn type_name(t: &DataType) -> SqlType {
     SqlType { name, udt, bits, scale, second_digits }
 }
 
-/// Value `i` of `c` in PostgreSQL's text form: Arrow's display, but booleans as `t` and `f`,
-/// timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's time zone
-/// being UTC), which it and DataFusion both read back, durations as its intervals
-/// (`00:00:44.2`, `1 day 02:00:00`) and infinite floats as `Infinity` (JDBC and psycopg read
-/// Arrow's `inf` as no number).
+/// Value `i` of `c` in PostgreSQL's text form ([`write_pg_text`]).
 pub(super) fn pg_text(c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) -> String {
-    if let Some(b) = c.as_any().downcast_ref::<BooleanArray>() {
-        return (if b.value(i) { "t" } else { "f" }).to_owned();
-    }
-    let float = match c.data_type() {
-        DataType::Float64 => Some(c.as_primitive::<Float64Type>().value(i)),
-        DataType::Float32 => Some(f64::from(c.as_primitive::<Float32Type>().value(i))),
-        DataType::Float16 => Some(f64::from(c.as_primitive::<Float16Type>().value(i))),
-        _ => None,
-    };
-    if let Some(x) = float {
-        return match c.data_type() {
-            DataType::Float64 => float_text(x, &format!("{x:e}"), 15),
-            _ => float_text(x, &format!("{:e}", x as f32), 6),
-        };
-    }
-    if let Some((months, days, us)) = interval(c, i) {
-        return interval_text(months, days, us);
-    }
-    match (c.data_type(), micros(c, i)) {
-        (DataType::Timestamp(_, tz), Some(us)) => timestamp_text(us, tz.is_some()),
-        _ => f.value(i).to_string(),
+    let mut text = String::new();
+    write_pg_text(&mut text, c, f, i);
+    text
+}
+
+/// Appends value `i` of `c` in PostgreSQL's text form to `out`: Arrow's display, but booleans as
+/// `t` and `f`, timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's
+/// time zone being UTC), which it and DataFusion both read back, durations as its intervals
+/// (`00:00:44.2`, `1 day 02:00:00`) and floats as its (`5400`, `Infinity`: JDBC and psycopg read
+/// Arrow's `inf` as no number). Appended, not returned: COPY writes a row's values into one
+/// line, without a `String` each.
+pub(super) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) {
+    use std::fmt::Write;
+    match c.data_type() {
+        DataType::Boolean => out.push(if c.as_boolean().value(i) { 't' } else { 'f' }),
+        DataType::Float64 => {
+            let x = c.as_primitive::<Float64Type>().value(i);
+            write_float(out, x, |b| b.format_finite(x), 15);
+        }
+        DataType::Float32 => {
+            let x = c.as_primitive::<Float32Type>().value(i);
+            write_float(out, f64::from(x), |b| b.format_finite(x), 6);
+        }
+        DataType::Float16 => {
+            let x = f32::from(c.as_primitive::<Float16Type>().value(i));
+            write_float(out, f64::from(x), |b| b.format_finite(x), 6);
+        }
+        DataType::Duration(_) | DataType::Interval(_) => {
+            if let Some((months, days, us)) = interval(c, i) {
+                write_interval(out, months, days, us);
+            }
+        }
+        DataType::Timestamp(_, tz) => {
+            if let Some(us) = micros(c, i) {
+                write_timestamp(out, us, tz.is_some());
+            }
+        }
+        _ => {
+            let _ = write!(out, "{}", f.value(i));
+        }
     }
 }
 
-/// A float as PostgreSQL prints it: the shortest digits that read back as the same value
-/// (`shortest`, Rust's `{:e}` of it), fixed where the exponent is from -4 to below `digits`
-/// (15 for `float8`, 6 for `float4`) and `1e+20`, `1.5e-05` otherwise; `Infinity`, `-Infinity`
-/// and `NaN`. Arrow prints `5400.0`, `inf` and `1e20`, which JDBC does not read.
-fn float_text(x: f64, shortest: &str, digits: i32) -> String {
+/// Appends a float as PostgreSQL prints it: the shortest digits that read back as the same value
+/// (`shortest` prints them, with ryu), fixed where the exponent is from -4 to below `digits` (15
+/// for `float8`, 6 for `float4`) and `1e+20`, `1.5e-05` otherwise; `Infinity`, `-Infinity` and
+/// `NaN`. Arrow prints `5400.0`, `inf` and `1e20`, which JDBC does not read.
+fn write_float(out: &mut String, x: f64, shortest: impl FnOnce(&mut ryu::Buffer) -> &str, digits: i32) {
     if x.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if x.is_infinite() {
-        return (if x > 0.0 { "Infinity" } else { "-Infinity" }).into();
+        return out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
     }
-    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((shortest, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
-    let figures: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut buffer = ryu::Buffer::new();
+    let text = shortest(&mut buffer);
+    let text = match text.strip_prefix('-') {
+        Some(t) => {
+            out.push('-');
+            t
+        }
+        None => text,
+    };
+    // ryu's text (`5400.0`, `0.0001`, `1e20`, `1.5e-5`) as its significant digits and the
+    // exponent of the first: 54 and 3, 1 and -4, 1 and 20, 15 and -5.
+    let (mantissa, exp) = text.split_once('e').unwrap_or((text, "0"));
+    let mut figures = [0u8; 24];
+    let (mut n, mut whole) = (0, None);
+    for b in mantissa.bytes() {
+        match b {
+            b'.' => whole = Some(n),
+            _ if n < figures.len() => {
+                figures[n] = b;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    let whole = whole.unwrap_or(n) as i32;
+    let zeros = figures[..n].iter().take_while(|&&b| b == b'0').count();
+    let figures = &figures[zeros..n];
+    let end = figures.iter().rposition(|&b| b != b'0').map_or(0, |p| p + 1);
+    let (figures, exponent) = match &figures[..end] {
+        [] => (&b"0"[..], 0),
+        f => (f, whole - 1 - zeros as i32 + exp.parse::<i32>().unwrap_or(0)),
+    };
+    let figures = std::str::from_utf8(figures).unwrap_or("0");
+    write_fixed_or_exp(out, figures, exponent, digits);
+}
+
+/// Appends significant `figures` times 10 to the `exponent` (of the first), as [`write_float`]
+/// does.
+fn write_fixed_or_exp(out: &mut String, figures: &str, exponent: i32, digits: i32) {
+    use std::fmt::Write;
+    let (first, rest) = figures.split_at(1);
     if !(-4..digits).contains(&exponent) {
-        let (first, rest) = figures.split_at(1);
-        let point = if rest.is_empty() { "" } else { "." };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{sign}{first}{point}{rest}e{exp_sign}{:02}", exponent.abs());
-    }
-    if exponent < 0 {
-        return format!("{sign}0.{}{figures}", "0".repeat((-exponent - 1) as usize));
-    }
-    let whole = (exponent + 1) as usize;
-    if figures.len() <= whole {
-        format!("{sign}{figures}{}", "0".repeat(whole - figures.len()))
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let _ = write!(out, "e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs());
+    } else if exponent < 0 {
+        out.push_str("0.");
+        (1..-exponent).for_each(|_| out.push('0'));
+        out.push_str(figures);
     } else {
-        format!("{sign}{}.{}", &figures[..whole], &figures[whole..])
+        let whole = exponent as usize + 1;
+        if figures.len() <= whole {
+            out.push_str(figures);
+            (figures.len()..whole).for_each(|_| out.push('0'));
+        } else {
+            out.push_str(&figures[..whole]);
+            out.push('.');
+            out.push_str(&figures[whole..]);
+        }
     }
 }
 
@@ -207,26 +266,26 @@ fn interval(c: &dyn Array, i: usize) -> Option<(i32, i32, i64)> {
     Some((months, days, us))
 }
 
-/// An interval as PostgreSQL prints it (its default `IntervalStyle`, `postgres`): years,
+/// Appends an interval as PostgreSQL prints it (its default `IntervalStyle`, `postgres`): years,
 /// `mons` and days where not zero, then the time as `HH:MM:SS` with the seconds' fraction
 /// without trailing zeros (`1 year 2 mons -3 days +04:05:06.5`); `00:00:00` for none.
-fn interval_text(months: i32, days: i32, us: i64) -> String {
+fn write_interval(text: &mut String, months: i32, days: i32, us: i64) {
     use std::fmt::Write;
-    let mut text = String::with_capacity(24);
+    let start = text.len();
     // Whether the last part written was negative: a positive part after it takes a `+`.
     let mut before_negative = false;
     for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
         if value == 0 {
             continue;
         }
-        let space = if text.is_empty() { "" } else { " " };
+        let space = if text.len() == start { "" } else { " " };
         let plus = if before_negative && value > 0 { "+" } else { "" };
         let s = if value == 1 { "" } else { "s" };
         let _ = write!(text, "{space}{plus}{value} {unit}{s}");
         before_negative = value < 0;
     }
-    if text.is_empty() || us != 0 {
-        let space = if text.is_empty() { "" } else { " " };
+    if text.len() == start || us != 0 {
+        let space = if text.len() == start { "" } else { " " };
         let sign = if us < 0 {
             "-"
         } else if before_negative {
@@ -238,9 +297,8 @@ fn interval_text(months: i32, days: i32, us: i64) -> String {
         let (h, m, s) =
             (a / US_PER_HOUR as u64, a / US_PER_MINUTE as u64 % 60, a / US_PER_SECOND as u64 % 60);
         let _ = write!(text, "{space}{sign}{h:02}:{m:02}:{s:02}");
-        push_fraction(&mut text, (a % US_PER_SECOND as u64) as u32);
+        push_fraction(text, (a % US_PER_SECOND as u64) as u32);
     }
-    text
 }
 
 /// Appends `.` and a second's `fraction` (microseconds) without trailing zeros; nothing for 0.
@@ -268,15 +326,17 @@ fn micros(c: &dyn Array, i: usize) -> Option<i64> {
     })
 }
 
-/// `us` (Unix microseconds) as PostgreSQL's ISO text: seconds' fraction without trailing zeros,
+/// Appends `us` (Unix microseconds) as PostgreSQL's ISO text: seconds' fraction without trailing zeros,
 /// `+00` for an instant (`timestamptz`), nothing for a local time (`timestamp`).
-fn timestamp_text(us: i64, instant: bool) -> String {
+fn write_timestamp(text: &mut String, us: i64, instant: bool) {
     use chrono::{Datelike, Timelike};
     use std::fmt::Write;
-    let Some(t) = DateTime::from_timestamp_micros(us) else { return us.to_string() };
+    let Some(t) = DateTime::from_timestamp_micros(us) else {
+        let _ = write!(text, "{us}");
+        return;
+    };
     // Written field by field: chrono's `format` reads its pattern again for every value, which
     // made a timestamp cost five times another column's value in COPY.
-    let mut text = String::with_capacity(32);
     let (date, time) = (t.date_naive(), t.time());
     let _ = write!(
         text,
@@ -288,11 +348,10 @@ fn timestamp_text(us: i64, instant: bool) -> String {
         time.minute(),
         time.second()
     );
-    push_fraction(&mut text, t.timestamp_subsec_micros());
+    push_fraction(text, t.timestamp_subsec_micros());
     if instant {
         text.push_str("+00");
     }
-    text
 }
 
 /// Column `c` cast to what its binary form is encoded from, for a column sent as `t`; None if
