@@ -17,9 +17,11 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
@@ -28,6 +30,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt;
+use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use datafusion_pg_catalog::pg_catalog::{
     PgCatalogSchemaProvider, PgCatalogStaticTables, create_current_database_udf, create_pg_table_is_visible,
     setup_pg_catalog,
@@ -288,13 +292,60 @@ fn information_schema(tables: &[(String, SchemaRef)]) -> Result<Arc<dyn SchemaPr
     Ok(Arc::new(schema))
 }
 
+/// What `setup_pg_catalog` adds to a session besides its catalog: PostgreSQL's functions
+/// (`format_type`, `pg_get_expr`, …) and `pg_get_keywords`.
+struct PgFunctions {
+    scalars: Vec<Arc<ScalarUDF>>,
+    tables: Vec<(String, Arc<dyn TableFunctionImpl>)>,
+}
+
+/// [`PgFunctions`], taken once from a session set up by `setup_pg_catalog`. Calling it for every
+/// catalog query decompressed PostgreSQL's static tables each time (its `PgCatalogStaticTables`,
+/// LZ4: a fifth of `\d`'s time), though the role's kept catalog has its own.
+fn pg_functions() -> Result<&'static PgFunctions, DataFusionError> {
+    static FUNCTIONS: OnceLock<PgFunctions> = OnceLock::new();
+    if let Some(f) = FUNCTIONS.get() {
+        return Ok(f);
+    }
+    let (plain, set_up) = (SessionContext::new(), SessionContext::new());
+    setup_pg_catalog(&set_up, SESSION_CATALOG, EmptyContextProvider).map_err(|e| *e)?;
+    let (plain, set_up) = (plain.state(), set_up.state());
+    let mut scalars: Vec<Arc<ScalarUDF>> = set_up
+        .scalar_functions()
+        .values()
+        .filter(|f| plain.scalar_functions().get(f.name()) != Some(*f))
+        .cloned()
+        .collect();
+    scalars.sort_by(|a, b| a.name().cmp(b.name()));
+    scalars.dedup_by(|a, b| a.name() == b.name());
+    let tables = ["pg_get_keywords"]
+        .iter()
+        .filter_map(|&name| {
+            Some((name.to_owned(), Arc::clone(set_up.table_functions().get(name)?.function())))
+        })
+        .collect();
+    Ok(FUNCTIONS.get_or_init(|| PgFunctions { scalars, tables }))
+}
+
 /// Installs `catalog` as `ctx`'s `pg_catalog` and `information_schema` schemas, with
 /// PostgreSQL's functions (`pg_table_is_visible`, `format_type`, …) and its oid types
 /// (`regclass`, …).
 pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), DataFusionError> {
-    setup_pg_catalog(ctx, SESSION_CATALOG, EmptyContextProvider).map_err(|e| *e)?;
-    // setup_pg_catalog made a catalog of the session's own tables; the role's, which keeps
-    // its oids between queries, takes its place.
+    let functions = pg_functions()?;
+    for f in &functions.scalars {
+        ctx.register_udf(f.as_ref().clone());
+    }
+    for (name, f) in &functions.tables {
+        ctx.register_udtf(name, Arc::clone(f));
+    }
+    CoerceIntArgsToBigInt::widen(ctx);
+    // PostgreSQL's oid types (`::regclass`) as setup_pg_catalog plans them.
+    let state = ctx.state_ref();
+    let existing = state.read().clone();
+    *state.write() = SessionStateBuilder::new_from_existing(existing)
+        .with_type_planner(Arc::new(PgOidTypePlanner))
+        .build();
+    // The role's catalog, which keeps its oids between queries.
     let session = ctx
         .catalog(SESSION_CATALOG)
         .ok_or_else(|| DataFusionError::Internal(format!("no catalog {SESSION_CATALOG}")))?;

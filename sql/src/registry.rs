@@ -522,7 +522,7 @@ impl Registry {
     /// nullable, key, personal), the type by PostgreSQL's name for what the server sends, as
     /// `\d name` shows it.
     pub fn columns(&self, role: Role, name: &str) -> Result<Vec<[String; 5]>> {
-        let tables = self.query_tables(role, false)?;
+        let tables = self.query_tables(role, None)?;
         let Some((_, schema, _)) = tables.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)) else {
             let mut names: Vec<&str> = tables.iter().map(|(n, ..)| n.as_str()).collect();
             names.sort_unstable();
@@ -999,7 +999,7 @@ impl Registry {
             .await
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
-        let tables = self.query_tables(role, matches!(job, Job::Run(_)))?;
+        let tables = self.query_tables(role, matches!(job, Job::Run(_)).then_some(sql))?;
         // psql's \d and GUI tools read PostgreSQL's catalog, listing the tables above.
         let listed = || tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema)));
         let pg_catalog = if crate::pg_catalog::reads_catalog(sql) {
@@ -1063,16 +1063,24 @@ impl Registry {
     }
 
     /// What ad-hoc queries read: every stream's retained batches, the reference tables, and
-    /// the rules' current contents.
-    /// Without `rows`, only their schemas (to describe a query).
-    fn query_tables(&self, role: Role, rows: bool) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
+    /// the rules' current contents. Without `sql`, only their schemas (to describe a query);
+    /// with it, rows only for the tables its text names (anywhere, as a word or inside one: a
+    /// table it does not name cannot be read), so that `SELECT 1` and psql's catalog queries do
+    /// not copy every stream's batches nor read the audit log.
+    fn query_tables(
+        &self,
+        role: Role,
+        sql: Option<&str>,
+    ) -> Result<Vec<(String, SchemaRef, Vec<RecordBatch>)>> {
         let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
+        let text = sql.map(str::to_lowercase);
+        let named = |name: &str| text.as_deref().is_some_and(|t| t.contains(&name.to_lowercase()));
         let mut tables: Vec<(String, SchemaRef, Vec<RecordBatch>)> = Vec::new();
         if role.may_read_audit()
             && let Some(path) = &self.audit_path
         {
             // Describing a query needs the table's schema, not the whole log read.
-            let (schema, rows) = match rows {
+            let (schema, rows) = match named(AUDIT_TABLE) {
                 true => {
                     crate::audit_table::read(path).map(|(s, r)| (s, vec![r])).map_err(|e| internal(&e))?
                 }
@@ -1080,7 +1088,7 @@ impl Registry {
             };
             tables.push((AUDIT_TABLE.to_owned(), schema, rows));
         }
-        if !rows {
+        if sql.is_none() {
             for info in self.streams.all().filter(|i| role.may_read_stream(i)) {
                 tables.push((info.name.to_owned(), Arc::clone(&info.schema), Vec::new()));
             }
@@ -1092,9 +1100,14 @@ impl Registry {
         {
             let r = self.retained.lock().expect("retained");
             for info in self.streams.streams().filter(|i| role.may_read_stream(i)) {
-                tables.push((info.name.to_owned(), Arc::clone(&info.schema), r.batches(info.name)));
+                let batches = if named(info.name) { r.batches(info.name) } else { Vec::new() };
+                tables.push((info.name.to_owned(), Arc::clone(&info.schema), batches));
             }
             for info in self.streams.tables().filter(|i| role.may_read_stream(i)) {
+                if !named(info.name) {
+                    tables.push((info.name.to_owned(), Arc::clone(&info.schema), Vec::new()));
+                    continue;
+                }
                 let changes = r.table_changes(info.name);
                 let rows = consolidate_table(info, &changes).map_err(|e| internal(&e))?;
                 tables.push((
@@ -1105,8 +1118,12 @@ impl Registry {
             }
         }
         for e in self.list().into_iter().filter(|e| self.may_read_rule(role, &e.rule)) {
-            let rows = e.out.contents(&e.rule.schema)?;
             let schema = unique_names(&e.rule.schema);
+            if !named(&e.rule.name) {
+                tables.push((e.rule.name.clone(), schema, Vec::new()));
+                continue;
+            }
+            let rows = e.out.contents(&e.rule.schema)?;
             let rows = RecordBatch::try_new(Arc::clone(&schema), rows.columns().to_vec())
                 .map_err(|e| internal(&e))?;
             tables.push((e.rule.name.clone(), schema, vec![rows]));
