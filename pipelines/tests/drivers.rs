@@ -88,6 +88,9 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     # A column the query did not name is PostgreSQL's (count); EXPLAIN with a bound parameter.
     cur.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a",))
     print("named", cur.description[0].name)
+    # Two columns of one name: the second is told apart (a dict row would keep only one).
+    cur.execute("SELECT current_user, session_user, count(*), count(*) FROM zone_density WHERE zone = %s", ("gate-a",))
+    print("apart", ",".join(d.name for d in cur.description))
     plan = cur.execute("EXPLAIN SELECT zone FROM zone_density WHERE zone = %s", ("gate-a",)).fetchall()
     print("explain", ",".join(kind for kind, _ in plan), "gate-a" in plan[0][1])
     # A statement vigil answers itself, with parameters: a watchlist entry.
@@ -154,6 +157,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("injection"), "0");
     assert_eq!(said("numeric"), "True");
     assert_eq!(said("named"), "count", "{stdout}");
+    assert_eq!(said("apart"), "current_user,session_user,count,count_2", "{stdout}");
     assert_eq!(said("explain"), "logical_plan,physical_plan True", "{stdout}");
     // The oracle for timestamps: psql's text of the same values, read back by psql.
     let (first, next) = (said("datetime"), said("next"));

@@ -693,6 +693,9 @@ fn each_role_sees_what_it_may_and_nothing_else() {
          has_table_privilege('zone_density', 'SELECT'), has_table_privilege('plate_reads', 'SELECT')",
     );
     assert!(ok && asked.lines().any(|l| l == "karim|public|160000|t|f"), "{asked}");
+    // Two columns of one name, as PostgreSQL allows them (DataFusion alone refuses them).
+    let (ok, both) = run("karim", "SELECT current_user, session_user, 1 AS n, 2 AS n");
+    assert!(ok && both.lines().any(|l| l == "karim|karim|1|2"), "{both}");
     let (ok, listed) = run(
         "karim",
         "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \

@@ -1216,7 +1216,23 @@ async fn run_query(
         crate::window::rewrite_window_columns(st);
         crate::to_char::rewrite(st, "psql")?;
     }
-    let plan = state.statement_to_plan(statement).await.map_err(df_err);
+    // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
+    // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
+    // columns named apart; the client is sent PostgreSQL's names (`server::names`).
+    let retry = statement.clone();
+    let plan = match state.statement_to_plan(statement).await {
+        Err(e) if e.to_string().contains("require unique expression names") => {
+            let mut retry = retry;
+            if let datafusion::sql::parser::Statement::Statement(st) = &mut retry
+                && let datafusion::sql::sqlparser::ast::Statement::Query(q) = st.as_mut()
+            {
+                name_apart(&mut q.body);
+            }
+            state.statement_to_plan(retry).await
+        }
+        plan => plan,
+    };
+    let plan = plan.map_err(df_err);
     let plan = plan.map_err(|e| if catalog_query { crate::pg_catalog::explain(e) } else { e })?;
     let plan = crate::window::unnest_windows(plan)?;
     let types = plan.get_parameter_types().map_err(df_err)?;
@@ -1283,6 +1299,31 @@ fn over_memory(limits: &Limits) -> SqlError {
         "narrow it (a WHERE, a LIMIT, an aggregate instead of a join of whole streams), or raise server.query_memory_mb",
     )
     .kind(Kind::ProgramLimit)
+}
+
+/// Names every column of `body`'s top-level queries apart (`__column_2` for the second): each
+/// is given an alias unless it is a star's.
+fn name_apart(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
+    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            name_apart(left);
+            name_apart(right);
+        }
+        SetExpr::Query(q) => name_apart(&mut q.body),
+        SetExpr::Select(select) => {
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                let alias = Ident::with_quote('"', format!("__column_{}", i + 1));
+                *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
+                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                        SelectItem::ExprWithAlias { expr, alias }
+                    }
+                    star => star,
+                };
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A schema whose duplicate column names get `_2`, `_3` suffixes (a join's `event_time`).

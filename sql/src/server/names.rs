@@ -34,8 +34,8 @@ pub(super) fn pg_names(sql: &str, schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// The name of each of the `n` columns of `q` that PostgreSQL names differently from DataFusion
-/// (None: as DataFusion named it, an alias or a star's column); None if they cannot be counted.
+/// The name PostgreSQL gives each of the `n` columns of `q` (None: as DataFusion named it, a
+/// star's column); None if they cannot be counted.
 fn column_names(q: &Query, n: usize) -> Option<Vec<Option<String>>> {
     // A set operation's columns are named after its first query's.
     let mut body = q.body.as_ref();
@@ -56,7 +56,8 @@ fn column_names(q: &Query, n: usize) -> Option<Vec<Option<String>>> {
     for item in &select.projection {
         match item {
             SelectItem::UnnamedExpr(e) => names.push(pg_name(e)),
-            SelectItem::ExprWithAlias { .. } => names.push(None),
+            // As DataFusion names it too, unless the plan had to name it apart.
+            SelectItem::ExprWithAlias { alias, .. } => names.push(Some(folded(alias))),
             _ => names.extend(std::iter::repeat_n(None, n - named)),
         }
     }
