@@ -734,6 +734,25 @@ fn each_role_sees_what_it_may_and_nothing_else() {
         shown.contains(told.trim()) && version.contains(&format!("PostgreSQL {} on vigil", told.trim())),
         "{told} {shown} {version}"
     );
+    // SHOW ALL lists the settings SHOW answers; one vigil does not have is PostgreSQL's error.
+    let (ok, all) = run("karim", "SHOW ALL");
+    assert!(ok && all.lines().any(|l| l.starts_with("timezone|UTC|")), "{all}");
+    let (ok, said) = run("karim", "SHOW work_mem");
+    assert!(
+        !ok && said.contains("unrecognized configuration parameter \"work_mem\"")
+            && said.contains("SHOW ALL"),
+        "{said}"
+    );
+    // pg_typeof names the type a value is sent as, as \d names a column's.
+    let (ok, typed) = run(
+        "karim",
+        "SELECT pg_typeof(TIMESTAMPTZ '2026-06-14 20:00:00+00'), pg_typeof(0.5::float8), \
+         pg_typeof(TIMESTAMPTZ '2026-06-14 20:00:01+00' - TIMESTAMPTZ '2026-06-14 20:00:00+00')",
+    );
+    assert!(
+        ok && typed.lines().any(|l| l == "timestamp with time zone|double precision|interval"),
+        "{typed}"
+    );
     let (ok, schemas) = run("karim", "\\dn");
     assert!(ok && schemas.contains("public|") && !schemas.contains("pg_catalog"), "{schemas}");
     // A table the role may not read is not in its catalog, even by name.

@@ -1,7 +1,7 @@
 //! The catalog's text functions ([`vigil_engine::catalog::TextFunction`]) as SQL scalar
 //! functions: `normalize_plate(plate_raw)` in a rule or an ad-hoc query runs the function that
 //! the stream's definition offers, on each row, with `NULL` in and `NULL` out. Also
-//! [`date_part`], DataFusion's with a duration's epoch mended.
+//! [`date_part`], DataFusion's with a duration's epoch mended, and PostgreSQL's [`pg_typeof`].
 
 use std::sync::Arc;
 
@@ -166,4 +166,33 @@ fn seconds(a: &ArrayRef) -> DfResult<ArrayRef> {
     let ns = datafusion::arrow::compute::cast(a, &DataType::Duration(TimeUnit::Nanosecond))?;
     let s: Float64Array = ns.as_primitive::<DurationNanosecondType>().unary(|ns| ns as f64 / 1e9);
     Ok(Arc::new(s))
+}
+
+/// `pg_typeof(x)`: the PostgreSQL type a value is sent as (`timestamp with time zone`,
+/// `bigint`), as psql users ask it when a comparison or a cast does not do what they meant.
+pub fn pg_typeof() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(PgTypeof(Signature::any(1, Volatility::Immutable))))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof(Signature);
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let Some(arg) = args.arg_fields.first() else { return exec_err!("pg_typeof takes one argument") };
+        let name = crate::server::types::type_name(arg.data_type()).name;
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name.to_owned()))))
+    }
 }

@@ -1195,7 +1195,8 @@ async fn run_query(
     if let Some(catalog) = pg_catalog {
         crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
     }
-    for f in udfs.into_iter().chain(crate::window::window_udfs()).chain([crate::functions::date_part()]) {
+    let ours = [crate::functions::date_part(), crate::functions::pg_typeof()];
+    for f in udfs.into_iter().chain(crate::window::window_udfs()).chain(ours) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
     for (name, schema, batches) in tables {

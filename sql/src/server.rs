@@ -421,22 +421,31 @@ fn parameters() -> DefaultServerParameterProvider {
     p
 }
 
-/// The value of a server setting drivers ask for with `SHOW` (upper case name), if it is one.
+/// The settings `SHOW` answers (`SHOW ALL` lists them): name, value and what it is.
+const SETTINGS: [(&str, &str, &str); 14] = [
+    ("application_name", "", "Sets the application name to be reported in statistics and logs."),
+    ("client_encoding", "UTF8", "Sets the client's character set encoding."),
+    ("datestyle", "ISO, MDY", "Sets the display format for date and time values."),
+    (
+        "default_transaction_isolation",
+        "read committed",
+        "Sets the transaction isolation level of each new transaction.",
+    ),
+    ("integer_datetimes", "on", "Shows whether datetimes are integer based."),
+    ("is_superuser", "off", "Shows whether the current user is a superuser."),
+    ("max_identifier_length", "63", "Shows the maximum identifier length."),
+    ("search_path", "public", "Sets the schema search order for names that are not schema-qualified."),
+    ("server_encoding", "UTF8", "Shows the server (database) character set encoding."),
+    ("server_version", crate::pg_catalog::SERVER_VERSION, "Shows the server version."),
+    ("server_version_num", crate::pg_catalog::SERVER_VERSION_NUM, "Shows the server version as an integer."),
+    ("standard_conforming_strings", "on", "Causes '...' strings to treat backslashes literally."),
+    ("timezone", "UTC", "Sets the time zone for displaying and interpreting time stamps."),
+    ("transaction_isolation", "read committed", "Sets the current transaction's isolation level."),
+];
+
+/// The value of a server setting drivers ask for with `SHOW` (any case), if it is one.
 pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "SERVER_VERSION" => crate::pg_catalog::SERVER_VERSION,
-        "SERVER_VERSION_NUM" => crate::pg_catalog::SERVER_VERSION_NUM,
-        "SERVER_ENCODING" | "CLIENT_ENCODING" => "UTF8",
-        "TRANSACTION_ISOLATION" | "DEFAULT_TRANSACTION_ISOLATION" => "read committed",
-        "STANDARD_CONFORMING_STRINGS" | "INTEGER_DATETIMES" => "on",
-        "DATESTYLE" => "ISO, MDY",
-        "TIMEZONE" => "UTC",
-        "SEARCH_PATH" => "public",
-        "IS_SUPERUSER" => "off",
-        "MAX_IDENTIFIER_LENGTH" => "63",
-        "APPLICATION_NAME" => "",
-        _ => return None,
-    })
+    SETTINGS.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)).map(|(_, value, _)| *value)
 }
 
 fn denied(role: Role, what: &str) -> Response {
@@ -617,6 +626,28 @@ impl Session {
             ("SET" | "RESET" | "DISCARD", _) => Response::Execution(Tag::new(&upper(&w, 0))),
             ("SHOW", p) if server_parameter(p).is_some() => {
                 text_response(&[&p.to_ascii_lowercase()], vec![vec![server_parameter(p).map(str::to_owned)]])
+            }
+            ("SHOW", "ALL") => text_response(
+                &["name", "setting", "description"],
+                SETTINGS
+                    .iter()
+                    .map(|(n, v, d)| vec![Some((*n).into()), Some((*v).into()), Some((*d).into())])
+                    .collect(),
+            ),
+            // `SHOW work_mem`: a setting vigil does not have (with a value in quotes, it is a
+            // request for what is held about a person, below).
+            ("SHOW", p) if subject_value(text).is_none() => {
+                let mut info = ErrorInfo::new(
+                    "ERROR".into(),
+                    "42704".into(),
+                    format!("unrecognized configuration parameter \"{}\"", p.to_ascii_lowercase()),
+                );
+                info.hint = Some(
+                    "SHOW ALL lists the settings vigil has; SHOW STREAMS what you may query; \
+                     SHOW PLATE '…' what is held about a plate (the value in single quotes)"
+                        .into(),
+                );
+                Response::Error(Box::new(info))
             }
             ("SHOW" | "ERASE", kind) if !kind.is_empty() => {
                 let erase = upper(&w, 0) == "ERASE";

@@ -136,6 +136,7 @@ fn own_fields(w0: &str, w1: &str) -> Vec<(String, Type)> {
         }
         ("EXPLAIN", "RULE") => text(&["plan"]),
         ("SHOW", p) if super::server_parameter(p).is_some() => text(&[&p.to_ascii_lowercase()]),
+        ("SHOW", "ALL") => text(&["name", "setting", "description"]),
         ("SHOW" | "ERASE", kind) if !kind.is_empty() => text(&["what", "place", "rows", "detail"]),
         _ => Vec::new(),
     }
