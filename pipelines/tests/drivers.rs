@@ -85,6 +85,10 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     span, secs, inf = cur.execute(since).fetchone()
     bspan, bsecs, binf = cur.execute(since, binary=True).fetchone()
     print("interval", type(span).__name__, span.total_seconds(), secs, inf, bspan == span, bsecs == secs, binf == inf)
+    # array_agg is PostgreSQL's array: a Python list, in text and binary.
+    lists = "SELECT array_agg(persons ORDER BY window_end), ARRAY['gate-a', 'fan zone', NULL] FROM zone_density WHERE zone = %s"
+    (counts, names), (bcounts, bnames) = (cur.execute(lists, ("gate-a",)).fetchone(), cur.execute(lists, ("gate-a",), binary=True).fetchone())
+    print("arrays", type(counts).__name__, len(counts) > 0, all(isinstance(c, float) for c in counts), names, bnames == names, bcounts[: len(counts)] == counts)
     # A column the query did not name is PostgreSQL's (count); EXPLAIN with a bound parameter.
     cur.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("gate-a",))
     print("named", cur.description[0].name)
@@ -177,6 +181,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
         "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), 'inf'::float8 FROM zone_density",
     );
     assert_eq!(psql_span.trim(), "2 days 02:00:22.4|Infinity");
+    assert_eq!(said("arrays"), "list True True ['gate-a', 'fan zone', None] True True", "{stdout}");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
     // The catalog's columns are SHOW COLUMNS's, in order; its tables SHOW STREAMS's.

@@ -890,8 +890,20 @@ fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData>
             let mut line = format!("{t}\t{diff}");
             for (c, f) in rows.columns().iter().zip(&formatters) {
                 line.push('\t');
-                let v = if c.is_valid(i) { pg_text(c.as_ref(), f, i) } else { f.value(i).to_string() };
-                line.push_str(&v.replace(['\t', '\n'], " "));
+                if !c.is_valid(i) {
+                    line.push_str("\\N");
+                    continue;
+                }
+                // Escaped as COPY's text format escapes (a tab in a value is not a new column).
+                for ch in pg_text(c.as_ref(), f, i).chars() {
+                    match ch {
+                        '\\' => line.push_str("\\\\"),
+                        '\t' => line.push_str("\\t"),
+                        '\n' => line.push_str("\\n"),
+                        '\r' => line.push_str("\\r"),
+                        ch => line.push(ch),
+                    }
+                }
             }
             line.push('\n');
             CopyData::new(Bytes::from(line))
@@ -945,13 +957,22 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
         let mut value = String::new();
         for i in 0..b.num_rows() {
             let mut row = || {
-                for ((c, f), bin) in b.columns().iter().zip(&formatters).zip(&binary) {
+                for (((c, f), bin), info) in
+                    b.columns().iter().zip(&formatters).zip(&binary).zip(fields.iter())
+                {
                     match bin.as_ref().filter(|_| c.is_valid(i)) {
                         Some(a) => types::encode_binary(&mut encoder, a.as_ref(), i)?,
                         None if c.is_valid(i) => {
                             value.clear();
                             types::write_pg_text(&mut value, c.as_ref(), f, i);
-                            encoder.encode_field(&value.as_str())?
+                            // As text: pgwire would quote an array's whole text as one element.
+                            let (format, options) = (info.format(), info.format_options());
+                            encoder.encode_field_with_type_and_format(
+                                &value.as_str(),
+                                &Type::TEXT,
+                                format,
+                                options,
+                            )?
                         }
                         None => encoder.encode_field(&None::<&str>)?,
                     }

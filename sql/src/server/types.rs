@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::{
     IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
-use datafusion::arrow::util::display::ArrayFormatter;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::Type;
 use pgwire::api::results::DataRowEncoder;
 use pgwire::error::PgWireResult;
@@ -46,8 +46,31 @@ pub(crate) fn pg_type(t: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Duration(_) | DataType::Interval(_) => Type::INTERVAL,
+        // A list of one of the types above is PostgreSQL's array of it (`array_agg`); a list of
+        // lists goes as its text.
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            array_of(&pg_type(f.data_type())).unwrap_or(Type::TEXT)
+        }
         _ => Type::TEXT,
     }
+}
+
+/// PostgreSQL's array type of `element`, for the element types [`pg_type`] gives.
+fn array_of(element: &Type) -> Option<Type> {
+    Some(match *element {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::TEXT => Type::TEXT_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::INTERVAL => Type::INTERVAL_ARRAY,
+        _ => return None,
+    })
 }
 
 /// The Arrow type the catalog describes a column of Arrow type `t` with: the one PostgreSQL's
@@ -74,6 +97,15 @@ fn encoded_from(t: &Type, from: &DataType) -> Option<DataType> {
         },
         Type::DATE => DataType::Date32,
         Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
+        // An array's elements as their own type is encoded from (text as `Utf8`).
+        // (PostgreSQL names its array types after their element's with a `_`: `_int8`.)
+        _ if t.name().starts_with('_') => match from {
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                let element = encoded_from(&pg_type(f.data_type()), f.data_type()).unwrap_or(DataType::Utf8);
+                DataType::new_list(element, true)
+            }
+            _ => return None,
+        },
         _ => return None,
     })
 }
@@ -105,6 +137,17 @@ pub(crate) fn type_name(t: &DataType) -> SqlType {
         Type::TIMESTAMP => ("timestamp without time zone", "timestamp", None, None, Some(6)),
         Type::DATE => ("date", "date", None, None, Some(0)),
         Type::INTERVAL => ("interval", "interval", None, None, Some(6)),
+        Type::BOOL_ARRAY => ("boolean[]", "_bool", None, None, None),
+        Type::INT2_ARRAY => ("smallint[]", "_int2", None, None, None),
+        Type::INT4_ARRAY => ("integer[]", "_int4", None, None, None),
+        Type::INT8_ARRAY => ("bigint[]", "_int8", None, None, None),
+        Type::FLOAT4_ARRAY => ("real[]", "_float4", None, None, None),
+        Type::FLOAT8_ARRAY => ("double precision[]", "_float8", None, None, None),
+        Type::TEXT_ARRAY => ("text[]", "_text", None, None, None),
+        Type::TIMESTAMPTZ_ARRAY => ("timestamp with time zone[]", "_timestamptz", None, None, None),
+        Type::TIMESTAMP_ARRAY => ("timestamp without time zone[]", "_timestamp", None, None, None),
+        Type::DATE_ARRAY => ("date[]", "_date", None, None, None),
+        Type::INTERVAL_ARRAY => ("interval[]", "_interval", None, None, None),
         _ => ("text", "text", None, None, None),
     };
     SqlType { name, udt, bits, scale, second_digits }
@@ -149,10 +192,62 @@ pub(super) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<
                 write_timestamp(out, us, tz.is_some());
             }
         }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => write_array(out, c, i),
         _ => {
             let _ = write!(out, "{}", f.value(i));
         }
     }
+}
+
+/// Appends list `i` of `c` as PostgreSQL prints an array: `{1,2}`, `{gate-a,"fan zone",NULL}`,
+/// each element in its own text form, quoted (with `\\` before `"` and `\\`) where it is empty,
+/// `NULL`, or holds a brace, a quote, a comma, a backslash or a space; `{{1,2},{3}}` for lists
+/// of lists.
+fn write_array(out: &mut String, c: &dyn Array, i: usize) {
+    let values: ArrayRef = match c.data_type() {
+        DataType::List(_) => c.as_list::<i32>().value(i),
+        DataType::LargeList(_) => c.as_list::<i64>().value(i),
+        DataType::FixedSizeList(..) => c.as_fixed_size_list().value(i),
+        _ => return,
+    };
+    let options = FormatOptions::default();
+    let Ok(f) = ArrayFormatter::try_new(values.as_ref(), &options) else { return };
+    let nested = matches!(
+        values.data_type(),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+    );
+    let mut element = String::new();
+    out.push('{');
+    for k in 0..values.len() {
+        if k > 0 {
+            out.push(',');
+        }
+        if values.is_null(k) {
+            out.push_str("NULL");
+            continue;
+        }
+        element.clear();
+        write_pg_text(&mut element, values.as_ref(), &f, k);
+        let quote = !nested
+            && (element.is_empty()
+                || element.eq_ignore_ascii_case("NULL")
+                || element.contains(|ch: char| {
+                    matches!(ch, '{' | '}' | '"' | ',' | '\\') || ch.is_ascii_whitespace()
+                }));
+        if !quote {
+            out.push_str(&element);
+            continue;
+        }
+        out.push('"');
+        for ch in element.chars() {
+            if matches!(ch, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
 }
 
 /// Appends a float as PostgreSQL prints it: the shortest digits that read back as the same value
@@ -383,7 +478,66 @@ pub(super) fn encode_binary(encoder: &mut DataRowEncoder, a: &dyn Array, i: usiz
             bytes.extend_from_slice(&v.months.to_be_bytes());
             encoder.encode_field(&bytes)
         }
+        DataType::List(_) => {
+            let mut bytes = Vec::new();
+            push_array(&mut bytes, &a.as_list::<i32>().value(i));
+            encoder.encode_field(&bytes)
+        }
         _ => encoder.encode_field(&a.as_primitive::<Float64Type>().value(i)),
+    }
+}
+
+/// Appends PostgreSQL's binary array of `values` (a [`binary_column`]'s list): one dimension
+/// (none when empty), whether any element is NULL, the element type's oid, the length and the
+/// lower bound 1, then each element's length (-1 for NULL) and binary form.
+fn push_array(out: &mut Vec<u8>, values: &ArrayRef) {
+    let n = values.len();
+    let dimensions: i32 = if n == 0 { 0 } else { 1 };
+    out.extend_from_slice(&dimensions.to_be_bytes());
+    out.extend_from_slice(&i32::from(values.null_count() > 0).to_be_bytes());
+    out.extend_from_slice(&pg_type(values.data_type()).oid().to_be_bytes());
+    if n == 0 {
+        return;
+    }
+    out.extend_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    for k in 0..n {
+        if values.is_null(k) {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        let at = out.len();
+        out.extend_from_slice(&0i32.to_be_bytes());
+        push_binary(out, values.as_ref(), k);
+        let len = i32::try_from(out.len() - at - 4).unwrap_or(i32::MAX);
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// Appends value `i` of `a` (an array's element, as [`binary_column`] casts it) in PostgreSQL's
+/// binary form, as [`encode_binary`] sends a column's.
+fn push_binary(out: &mut Vec<u8>, a: &dyn Array, i: usize) {
+    match a.data_type() {
+        DataType::Boolean => out.push(u8::from(a.as_boolean().value(i))),
+        DataType::Int16 => out.extend_from_slice(&a.as_primitive::<Int16Type>().value(i).to_be_bytes()),
+        DataType::Int32 => out.extend_from_slice(&a.as_primitive::<Int32Type>().value(i).to_be_bytes()),
+        DataType::Int64 => out.extend_from_slice(&a.as_primitive::<Int64Type>().value(i).to_be_bytes()),
+        DataType::Float32 => out.extend_from_slice(&a.as_primitive::<Float32Type>().value(i).to_be_bytes()),
+        DataType::Float64 => out.extend_from_slice(&a.as_primitive::<Float64Type>().value(i).to_be_bytes()),
+        DataType::Timestamp(..) => out.extend_from_slice(
+            &a.as_primitive::<TimestampMicrosecondType>().value(i).saturating_sub(PG_EPOCH_US).to_be_bytes(),
+        ),
+        DataType::Date32 => out.extend_from_slice(
+            &a.as_primitive::<Date32Type>().value(i).saturating_sub(PG_EPOCH_DAYS).to_be_bytes(),
+        ),
+        DataType::Interval(_) => {
+            let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+            out.extend_from_slice(&(v.nanoseconds / 1_000).to_be_bytes());
+            out.extend_from_slice(&v.days.to_be_bytes());
+            out.extend_from_slice(&v.months.to_be_bytes());
+        }
+        DataType::Utf8 => out.extend_from_slice(a.as_string::<i32>().value(i).as_bytes()),
+        _ => {}
     }
 }
 
@@ -419,11 +573,11 @@ mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{
-        DurationMicrosecondArray, Float32Array, Float64Array, IntervalMonthDayNanoArray,
-        TimestampMillisecondArray, TimestampNanosecondArray,
+        DurationMicrosecondArray, Float32Array, Float64Array, Int64Builder, IntervalMonthDayNanoArray,
+        ListBuilder, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
+        TimestampNanosecondArray,
     };
     use datafusion::arrow::datatypes::IntervalMonthDayNano;
-    use datafusion::arrow::util::display::FormatOptions;
 
     use super::*;
 
@@ -546,6 +700,49 @@ mod tests {
         let b = binary_column(&c, &t).unwrap();
         let v = b.as_primitive::<IntervalMonthDayNanoType>().value(0);
         assert_eq!((v.months, v.days, v.nanoseconds / 1_000), (0, 0, 44_200_000));
+    }
+
+    #[test]
+    fn lists_print_as_postgresqls_arrays() {
+        // PostgreSQL 15 (Debian): `SELECT ARRAY['a', 'fan zone', '', NULL, 'x"y', 'NULL'],
+        // ARRAY[ARRAY[1,2],ARRAY[3,4]], ARRAY[TIMESTAMPTZ '2026-06-14 20:00:00+00']`.
+        let mut texts = ListBuilder::new(StringBuilder::new());
+        for v in
+            [Some("a"), Some("fan zone"), Some(""), None, Some("x\"y"), Some("NULL"), Some("back\\slash")]
+        {
+            texts.values().append_option(v);
+        }
+        texts.append(true);
+        texts.append(true);
+        let texts = texts.finish();
+        assert_eq!(text(&texts, 0), r#"{a,"fan zone","",NULL,"x\"y","NULL","back\\slash"}"#);
+        assert_eq!(text(&texts, 1), "{}");
+        let mut nested = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
+        for row in [[1, 2], [3, 4]] {
+            nested.values().values().append_slice(&row);
+            nested.values().append(true);
+        }
+        nested.append(true);
+        assert_eq!(text(&nested.finish(), 0), "{{1,2},{3,4}}");
+        let mut instants = ListBuilder::new(TimestampMillisecondBuilder::new().with_timezone("UTC"));
+        instants.values().append_value(1_781_467_200_000);
+        instants.append(true);
+        let instants = instants.finish();
+        assert_eq!(text(&instants, 0), r#"{"2026-06-14 20:00:00+00"}"#);
+        assert_eq!(pg_type(instants.data_type()), Type::TIMESTAMPTZ_ARRAY);
+        assert_eq!(type_name(texts.data_type()).name, "text[]");
+        // Binary: one dimension, no NULL, int8's oid, two elements from 1, each 8 bytes.
+        let mut ints = ListBuilder::new(Int64Builder::new());
+        ints.values().append_slice(&[1, 2]);
+        ints.append(true);
+        let c: ArrayRef = Arc::new(ints.finish());
+        let b = binary_column(&c, &pg_type(c.data_type())).unwrap();
+        let mut bytes = Vec::new();
+        push_array(&mut bytes, &b.as_list::<i32>().value(0));
+        let words: Vec<i32> =
+            bytes.chunks(4).take(5).map(|w| i32::from_be_bytes(w.try_into().unwrap())).collect();
+        assert_eq!(words, [1, 0, 20, 2, 1]);
+        assert_eq!(bytes.len(), 20 + 2 * (4 + 8));
     }
 
     #[test]
