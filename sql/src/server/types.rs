@@ -163,9 +163,9 @@ pub(super) fn pg_text(c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) -> String
 /// Appends value `i` of `c` in PostgreSQL's text form to `out`: Arrow's display, but booleans as
 /// `t` and `f`, timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's
 /// time zone being UTC), which it and DataFusion both read back, durations as its intervals
-/// (`00:00:44.2`, `1 day 02:00:00`) and floats as its (`5400`, `Infinity`: JDBC and psycopg read
-/// Arrow's `inf` as no number). Appended, not returned: COPY writes a row's values into one
-/// line, without a `String` each.
+/// (`00:00:44.2`, `1 day 02:00:00`), floats as its (`5400`, `Infinity`: JDBC and psycopg read
+/// Arrow's `inf` as no number) and lists as its arrays (`{1,2}`). Appended, not returned: COPY
+/// writes a row's values into one line, without a `String` each.
 pub(super) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) {
     use std::fmt::Write;
     match c.data_type() {
