@@ -743,6 +743,14 @@ fn each_role_sees_what_it_may_and_nothing_else() {
             && said.contains("SHOW ALL"),
         "{said}"
     );
+    // Local time is asked with AT TIME ZONE (the session is UTC), printed as PostgreSQL 15 prints
+    // it with that TimeZone: Morocco is an hour ahead in June, on UTC in Ramadan (2026-03-01).
+    let (ok, local) = run(
+        "karim",
+        "SELECT TIMESTAMPTZ '2026-06-14 20:00:23.4+00' AT TIME ZONE 'Africa/Casablanca', \
+         TIMESTAMPTZ '2026-03-01 12:00:00+00' AT TIME ZONE 'Africa/Casablanca'",
+    );
+    assert!(ok && local.lines().any(|l| l == "2026-06-14 21:00:23.4+01|2026-03-01 12:00:00+00"), "{local}");
     // pg_typeof names the type a value is sent as, as \d names a column's.
     let (ok, typed) = run(
         "karim",

@@ -189,7 +189,7 @@ pub(super) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<
         }
         DataType::Timestamp(_, tz) => {
             if let Some(us) = micros(c, i) {
-                write_timestamp(out, us, tz.is_some());
+                write_timestamp(out, us, tz.as_deref());
             }
         }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => write_array(out, c, i),
@@ -421,18 +421,34 @@ fn micros(c: &dyn Array, i: usize) -> Option<i64> {
     })
 }
 
-/// Appends `us` (Unix microseconds) as PostgreSQL's ISO text: seconds' fraction without trailing zeros,
-/// `+00` for an instant (`timestamptz`), nothing for a local time (`timestamp`).
-fn write_timestamp(text: &mut String, us: i64, instant: bool) {
-    use chrono::{Datelike, Timelike};
+/// Appends `us` (Unix microseconds) as PostgreSQL's ISO text: seconds' fraction without
+/// trailing zeros; for an instant (`timestamptz`, `zone` its Arrow time zone) the wall-clock time
+/// in that zone and its offset (`+00` for UTC; `2026-06-14 21:00:23.4+01` for `event_time AT
+/// TIME ZONE 'Africa/Casablanca'`, as PostgreSQL prints it with that `TimeZone`), nothing for a
+/// local time (`timestamp`).
+fn write_timestamp(text: &mut String, us: i64, zone: Option<&str>) {
+    use chrono::{Datelike, Offset, Timelike};
     use std::fmt::Write;
     let Some(t) = DateTime::from_timestamp_micros(us) else {
         let _ = write!(text, "{us}");
         return;
     };
+    let (local, offset) = match zone {
+        None => (t.naive_utc(), None),
+        Some("UTC" | "+00:00" | "Z") => (t.naive_utc(), Some(0)),
+        // Any other zone Arrow reads (named zones with their daylight and Ramadan changes, or
+        // fixed offsets); one it does not (never made by DataFusion) as UTC.
+        Some(z) => match z.parse::<datafusion::arrow::array::timezone::Tz>() {
+            Ok(tz) => {
+                let there = t.with_timezone(&tz);
+                (there.naive_local(), Some(there.offset().fix().local_minus_utc()))
+            }
+            Err(_) => (t.naive_utc(), Some(0)),
+        },
+    };
     // Written field by field: chrono's `format` reads its pattern again for every value, which
     // made a timestamp cost five times another column's value in COPY.
-    let (date, time) = (t.date_naive(), t.time());
+    let (date, time) = (local.date(), local.time());
     let _ = write!(
         text,
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
@@ -444,8 +460,12 @@ fn write_timestamp(text: &mut String, us: i64, instant: bool) {
         time.second()
     );
     push_fraction(text, t.timestamp_subsec_micros());
-    if instant {
-        text.push_str("+00");
+    if let Some(seconds) = offset {
+        let (sign, a) = (if seconds < 0 { '-' } else { '+' }, seconds.unsigned_abs());
+        let _ = write!(text, "{sign}{:02}", a / 3600);
+        if a % 3600 != 0 {
+            let _ = write!(text, ":{:02}", a / 60 % 60);
+        }
     }
 }
 
@@ -743,6 +763,19 @@ mod tests {
             bytes.chunks(4).take(5).map(|w| i32::from_be_bytes(w.try_into().unwrap())).collect();
         assert_eq!(words, [1, 0, 20, 2, 1]);
         assert_eq!(bytes.len(), 20 + 2 * (4 + 8));
+    }
+
+    #[test]
+    fn instants_in_another_zone_print_its_wall_clock_and_offset() {
+        // PostgreSQL 15 (Debian) with `SET TimeZone = 'Africa/Casablanca'` ('Asia/Kolkata'):
+        // `2026-06-14 21:00:23.4+01`, and `+00` on 2026-03-01, in Ramadan; `+05:30` in Kolkata.
+        let at =
+            |zone: &str, ms: i64| text(&TimestampMillisecondArray::from(vec![ms]).with_timezone(zone), 0);
+        assert_eq!(at("Africa/Casablanca", 1_781_467_223_400), "2026-06-14 21:00:23.4+01");
+        assert_eq!(at("Africa/Casablanca", 1_772_366_400_000), "2026-03-01 12:00:00+00");
+        assert_eq!(at("Asia/Kolkata", 1_781_467_223_400), "2026-06-15 01:30:23.4+05:30");
+        assert_eq!(at("-03:00", 1_781_467_223_400), "2026-06-14 17:00:23.4-03");
+        assert_eq!(at("+00:00", 1_781_467_223_400), "2026-06-14 20:00:23.4+00");
     }
 
     #[test]
