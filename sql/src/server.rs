@@ -932,7 +932,7 @@ fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
 }
 
 /// Rows in the formats the client asked for: text as PostgreSQL prints values ([`pg_text`]),
-/// binary as PostgreSQL's own encoding of the column's type ([`types::encode_binary`]).
+/// binary as PostgreSQL's own encoding of the column's type ([`types::push_binary`]).
 fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format) -> Response {
     let schema = unique_names(schema);
     let fields: Vec<(String, Type)> =
@@ -953,15 +953,19 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
                 (f.format() == FieldFormat::Binary).then(|| types::binary_column(c, f.datatype())).flatten()
             })
             .collect();
-        // Each text value is written into one buffer, not a `String` of its own.
-        let mut value = String::new();
+        // Each value is written into one buffer, not a `String` or `Vec` of its own.
+        let (mut value, mut bytes) = (String::new(), Vec::new());
         for i in 0..b.num_rows() {
             let mut row = || {
                 for (((c, f), bin), info) in
                     b.columns().iter().zip(&formatters).zip(&binary).zip(fields.iter())
                 {
                     match bin.as_ref().filter(|_| c.is_valid(i)) {
-                        Some(a) => types::encode_binary(&mut encoder, a.as_ref(), i)?,
+                        Some(a) => {
+                            bytes.clear();
+                            types::push_binary(&mut bytes, a.as_ref(), i);
+                            encoder.encode_field(&bytes.as_slice())?
+                        }
                         None if c.is_valid(i) => {
                             value.clear();
                             types::write_pg_text(&mut value, c.as_ref(), f, i);

@@ -18,8 +18,6 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::Type;
-use pgwire::api::results::DataRowEncoder;
-use pgwire::error::PgWireResult;
 
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds: binary timestamps count from it.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -475,35 +473,32 @@ pub(super) fn binary_column(c: &ArrayRef, t: &Type) -> Option<ArrayRef> {
     datafusion::arrow::compute::cast(c, &encoded_from(t, c.data_type())?).ok()
 }
 
-/// Encodes value `i` of `a` (a [`binary_column`]) in PostgreSQL's binary form.
-pub(super) fn encode_binary(encoder: &mut DataRowEncoder, a: &dyn Array, i: usize) -> PgWireResult<()> {
+/// Appends value `i` of `a` (a [`binary_column`]) in PostgreSQL's binary form: big-endian
+/// numbers; microseconds and days from PostgreSQL's epoch for timestamps and dates;
+/// microseconds, days and months for an interval; an array as [`push_array`] writes it.
+pub(super) fn push_binary(out: &mut Vec<u8>, a: &dyn Array, i: usize) {
     match a.data_type() {
-        DataType::Boolean => encoder.encode_field(&a.as_boolean().value(i)),
-        DataType::Int16 => encoder.encode_field(&a.as_primitive::<Int16Type>().value(i)),
-        DataType::Int32 => encoder.encode_field(&a.as_primitive::<Int32Type>().value(i)),
-        DataType::Int64 => encoder.encode_field(&a.as_primitive::<Int64Type>().value(i)),
-        DataType::Float32 => encoder.encode_field(&a.as_primitive::<Float32Type>().value(i)),
-        // Microseconds and days from PostgreSQL's epoch, as 8 and 4 big-endian bytes.
-        DataType::Timestamp(..) => encoder
-            .encode_field(&a.as_primitive::<TimestampMicrosecondType>().value(i).saturating_sub(PG_EPOCH_US)),
-        DataType::Date32 => {
-            encoder.encode_field(&a.as_primitive::<Date32Type>().value(i).saturating_sub(PG_EPOCH_DAYS))
-        }
-        // Microseconds, days and months, as 8, 4 and 4 big-endian bytes.
+        DataType::Boolean => out.push(u8::from(a.as_boolean().value(i))),
+        DataType::Int16 => out.extend_from_slice(&a.as_primitive::<Int16Type>().value(i).to_be_bytes()),
+        DataType::Int32 => out.extend_from_slice(&a.as_primitive::<Int32Type>().value(i).to_be_bytes()),
+        DataType::Int64 => out.extend_from_slice(&a.as_primitive::<Int64Type>().value(i).to_be_bytes()),
+        DataType::Float32 => out.extend_from_slice(&a.as_primitive::<Float32Type>().value(i).to_be_bytes()),
+        DataType::Float64 => out.extend_from_slice(&a.as_primitive::<Float64Type>().value(i).to_be_bytes()),
+        DataType::Timestamp(..) => out.extend_from_slice(
+            &a.as_primitive::<TimestampMicrosecondType>().value(i).saturating_sub(PG_EPOCH_US).to_be_bytes(),
+        ),
+        DataType::Date32 => out.extend_from_slice(
+            &a.as_primitive::<Date32Type>().value(i).saturating_sub(PG_EPOCH_DAYS).to_be_bytes(),
+        ),
         DataType::Interval(_) => {
             let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
-            let mut bytes = Vec::with_capacity(16);
-            bytes.extend_from_slice(&(v.nanoseconds / 1_000).to_be_bytes());
-            bytes.extend_from_slice(&v.days.to_be_bytes());
-            bytes.extend_from_slice(&v.months.to_be_bytes());
-            encoder.encode_field(&bytes)
+            out.extend_from_slice(&(v.nanoseconds / 1_000).to_be_bytes());
+            out.extend_from_slice(&v.days.to_be_bytes());
+            out.extend_from_slice(&v.months.to_be_bytes());
         }
-        DataType::List(_) => {
-            let mut bytes = Vec::new();
-            push_array(&mut bytes, &a.as_list::<i32>().value(i));
-            encoder.encode_field(&bytes)
-        }
-        _ => encoder.encode_field(&a.as_primitive::<Float64Type>().value(i)),
+        DataType::Utf8 => out.extend_from_slice(a.as_string::<i32>().value(i).as_bytes()),
+        DataType::List(_) => push_array(out, &a.as_list::<i32>().value(i)),
+        _ => {}
     }
 }
 
@@ -531,33 +526,6 @@ fn push_array(out: &mut Vec<u8>, values: &ArrayRef) {
         push_binary(out, values.as_ref(), k);
         let len = i32::try_from(out.len() - at - 4).unwrap_or(i32::MAX);
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    }
-}
-
-/// Appends value `i` of `a` (an array's element, as [`binary_column`] casts it) in PostgreSQL's
-/// binary form, as [`encode_binary`] sends a column's.
-fn push_binary(out: &mut Vec<u8>, a: &dyn Array, i: usize) {
-    match a.data_type() {
-        DataType::Boolean => out.push(u8::from(a.as_boolean().value(i))),
-        DataType::Int16 => out.extend_from_slice(&a.as_primitive::<Int16Type>().value(i).to_be_bytes()),
-        DataType::Int32 => out.extend_from_slice(&a.as_primitive::<Int32Type>().value(i).to_be_bytes()),
-        DataType::Int64 => out.extend_from_slice(&a.as_primitive::<Int64Type>().value(i).to_be_bytes()),
-        DataType::Float32 => out.extend_from_slice(&a.as_primitive::<Float32Type>().value(i).to_be_bytes()),
-        DataType::Float64 => out.extend_from_slice(&a.as_primitive::<Float64Type>().value(i).to_be_bytes()),
-        DataType::Timestamp(..) => out.extend_from_slice(
-            &a.as_primitive::<TimestampMicrosecondType>().value(i).saturating_sub(PG_EPOCH_US).to_be_bytes(),
-        ),
-        DataType::Date32 => out.extend_from_slice(
-            &a.as_primitive::<Date32Type>().value(i).saturating_sub(PG_EPOCH_DAYS).to_be_bytes(),
-        ),
-        DataType::Interval(_) => {
-            let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
-            out.extend_from_slice(&(v.nanoseconds / 1_000).to_be_bytes());
-            out.extend_from_slice(&v.days.to_be_bytes());
-            out.extend_from_slice(&v.months.to_be_bytes());
-        }
-        DataType::Utf8 => out.extend_from_slice(a.as_string::<i32>().value(i).as_bytes()),
-        _ => {}
     }
 }
 
