@@ -751,6 +751,9 @@ fn each_role_sees_what_it_may_and_nothing_else() {
          TIMESTAMPTZ '2026-03-01 12:00:00+00' AT TIME ZONE 'Africa/Casablanca'",
     );
     assert!(ok && local.lines().any(|l| l == "2026-06-14 21:00:23.4+01|2026-03-01 12:00:00+00"), "{local}");
+    // SET TimeZone is accepted, not applied, and psql shows the warning that says so.
+    let (ok, set) = run("karim", "SET TimeZone = 'Africa/Casablanca'");
+    assert!(ok && set.contains("WARNING:") && set.contains("AT TIME ZONE 'Africa/Casablanca'"), "{set}");
     // pg_typeof names the type a value is sent as, as \d names a column's.
     let (ok, typed) = run(
         "karim",

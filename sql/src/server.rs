@@ -448,6 +448,36 @@ pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
     SETTINGS.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)).map(|(_, value, _)| *value)
 }
 
+/// A warning for `SET TimeZone` to a zone other than UTC, which vigil accepts and does not
+/// apply (its sessions are in UTC): the way to local time instead. None for other statements.
+fn time_zone_warning(text: &str) -> Option<ErrorInfo> {
+    let w = statement_words(text)?;
+    let words: Vec<String> = w.iter().map(|x| x.to_ascii_uppercase()).collect();
+    let mut at = usize::from(matches!(words.get(1).map(String::as_str), Some("SESSION" | "LOCAL"))) + 1;
+    match (words.first().map(String::as_str), words.get(at).map(String::as_str)) {
+        (Some("SET"), Some("TIMEZONE")) => at += 1,
+        (Some("SET"), Some("TIME")) if words.get(at + 1).is_some_and(|z| z == "ZONE") => at += 2,
+        _ => return None,
+    }
+    if matches!(words.get(at).map(String::as_str), Some("TO" | "=")) {
+        at += 1;
+    }
+    let value = w.get(at)?.trim_matches('\'').to_owned();
+    let utc = ["UTC", "ETC/UTC", "GMT", "Z", "ZULU", "UCT", "0", "+00", "+00:00", "DEFAULT", "LOCAL"];
+    if utc.contains(&value.to_ascii_uppercase().as_str()) {
+        return None;
+    }
+    let mut info = ErrorInfo::new(
+        "WARNING".into(),
+        "01000".into(),
+        format!("vigil's sessions are in UTC: TimeZone stays UTC, not {value}"),
+    );
+    info.hint = Some(format!(
+        "timestamps print with their offset (+00); for local time write event_time AT TIME ZONE '{value}'"
+    ));
+    Some(info)
+}
+
 fn denied(role: Role, what: &str) -> Response {
     error("42501", format!("permission denied: the role {role} cannot {what}; it sees {}", role.sees()))
 }
@@ -501,6 +531,10 @@ impl SimpleQueryHandler for Session {
         // Logged in, so the account exists; were it gone, the session would get nothing.
         let role = self.credentials.role_of(&user).unwrap_or(Role::Auditor);
         for st in statements {
+            if let Some(warning) = time_zone_warning(&st.text) {
+                use futures::SinkExt;
+                client.send(PgWireBackendMessage::NoticeResponse(warning.into())).await?;
+            }
             let r = self.statement(&st.text, &st.blanked, &user, role).await;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
@@ -992,6 +1026,28 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int64Array;
+
+    #[test]
+    fn setting_a_time_zone_other_than_utc_is_warned_with_the_way_to_local_time() {
+        for sql in [
+            "SET TimeZone = 'Africa/Casablanca'",
+            "set timezone to 'Africa/Casablanca';",
+            "SET SESSION TIME ZONE 'Africa/Casablanca'",
+        ] {
+            let w = super::time_zone_warning(sql).unwrap_or_else(|| panic!("{sql}"));
+            assert!(w.message.contains("not Africa/Casablanca"), "{sql}: {}", w.message);
+            assert!(w.hint.unwrap().contains("AT TIME ZONE 'Africa/Casablanca'"), "{sql}");
+        }
+        for sql in [
+            "SET TimeZone = 'UTC'",
+            "SET TIME ZONE 'Etc/UTC'",
+            "SET timezone TO DEFAULT",
+            "SET datestyle = 'ISO'",
+            "SELECT 1",
+        ] {
+            assert!(super::time_zone_warning(sql).is_none(), "{sql}");
+        }
+    }
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use futures::StreamExt;
 
