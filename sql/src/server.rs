@@ -71,7 +71,7 @@ mod extended;
 mod names;
 pub(crate) mod types;
 
-use types::{pg_text, pg_type};
+use types::pg_type;
 
 /// An account of the endpoint: its own credentials and role.
 #[derive(Clone)]
@@ -451,6 +451,10 @@ pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
 /// A warning for `SET TimeZone` to a zone other than UTC, which vigil accepts and does not
 /// apply (its sessions are in UTC): the way to local time instead. None for other statements.
 fn time_zone_warning(text: &str) -> Option<ErrorInfo> {
+    // Every statement passes here: only a SET is read into words.
+    if !text.trim_start().get(..3).is_some_and(|h| h.eq_ignore_ascii_case("SET")) {
+        return None;
+    }
     let w = statement_words(text)?;
     let words: Vec<String> = w.iter().map(|x| x.to_ascii_uppercase()).collect();
     let mut at = usize::from(matches!(words.get(1).map(String::as_str), Some("SESSION" | "LOCAL"))) + 1;
@@ -913,36 +917,14 @@ fn subject_value(text: &str) -> Option<String> {
     (end > start).then(|| text[start + 1..end].replace("''", "'"))
 }
 
-/// COPY text rows; without a delta, a snapshot: diff 1 at time `as_of`.
+/// COPY text rows, each after its time and diff (COPY's text format, escapes and `\N`
+/// included); without a delta, a snapshot: diff 1 at time `as_of`.
 fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData> {
-    let options = FormatOptions::default().with_null("\\N");
-    let formatters: Vec<_> =
-        rows.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
-    (0..rows.num_rows())
-        .map(|i| {
-            let (t, diff) = d.map_or((as_of, 1), |d| (d.times[i], d.diffs[i]));
-            let mut line = format!("{t}\t{diff}");
-            for (c, f) in rows.columns().iter().zip(&formatters) {
-                line.push('\t');
-                if !c.is_valid(i) {
-                    line.push_str("\\N");
-                    continue;
-                }
-                // Escaped as COPY's text format escapes (a tab in a value is not a new column).
-                for ch in pg_text(c.as_ref(), f, i).chars() {
-                    match ch {
-                        '\\' => line.push_str("\\\\"),
-                        '\t' => line.push_str("\\t"),
-                        '\n' => line.push_str("\\n"),
-                        '\r' => line.push_str("\\r"),
-                        ch => line.push(ch),
-                    }
-                }
-            }
-            line.push('\n');
-            CopyData::new(Bytes::from(line))
-        })
-        .collect()
+    use std::fmt::Write;
+    copy::CopyOut::text().rows_after(rows, |i, line| {
+        let (t, diff) = d.map_or((as_of, 1), |d| (d.times[i], d.diffs[i]));
+        let _ = write!(line, "{t}\t{diff}\t");
+    })
 }
 
 fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
@@ -965,7 +947,7 @@ fn text_response(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
     Response::Query(QueryResponse::new(fields, stream::iter(rows)))
 }
 
-/// Rows in the formats the client asked for: text as PostgreSQL prints values ([`pg_text`]),
+/// Rows in the formats the client asked for: text as PostgreSQL prints values ([`types::write_pg_text`]),
 /// binary as PostgreSQL's own encoding of the column's type ([`types::push_binary`]).
 fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format) -> Response {
     let schema = unique_names(schema);
@@ -1026,6 +1008,20 @@ fn batches_response(schema: &SchemaRef, batches: &[RecordBatch], format: &Format
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int64Array;
+
+    #[test]
+    fn subscribed_rows_are_copys_text_after_their_time_and_diff() {
+        use datafusion::arrow::array::StringArray;
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let rows =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![Some("a\tb\\c"), None]))])
+                .unwrap();
+        let lines: Vec<String> = super::copy_rows(&rows, None, 7)
+            .iter()
+            .map(|d| String::from_utf8(d.data.to_vec()).unwrap())
+            .collect();
+        assert_eq!(lines, ["7\t1\ta\\tb\\\\c\n", "7\t1\t\\N\n"]);
+    }
 
     #[test]
     fn setting_a_time_zone_other_than_utc_is_warned_with_the_way_to_local_time() {

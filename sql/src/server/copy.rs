@@ -133,6 +133,17 @@ impl CopyOut {
     }
 
     fn rows(&self, b: &RecordBatch) -> Vec<CopyData> {
+        self.rows_after(b, |_, _| {})
+    }
+
+    /// PostgreSQL's text format with its defaults (tab, `\N`), for rows written by vigil itself
+    /// (`SUBSCRIBE`'s).
+    pub(super) fn text() -> Self {
+        Self { query: String::new(), csv: false, header: false, delimiter: '\t', null: "\\N".into() }
+    }
+
+    /// Row `i` of `b` for each row, its line opened by `prefix` (`SUBSCRIBE`'s time and diff).
+    pub(super) fn rows_after(&self, b: &RecordBatch, prefix: impl Fn(usize, &mut String)) -> Vec<CopyData> {
         let options = FormatOptions::default();
         let formatters: Vec<_> =
             b.columns().iter().filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok()).collect();
@@ -142,6 +153,7 @@ impl CopyOut {
                 // Each value is written into the line where it needs no quote or escape (most
                 // do), through one buffer where it does: no `String` per value.
                 let mut text = String::with_capacity(128);
+                prefix(i, &mut text);
                 for (k, (c, f)) in b.columns().iter().zip(&formatters).enumerate() {
                     if k > 0 {
                         text.push(self.delimiter);

@@ -151,13 +151,6 @@ pub(crate) fn type_name(t: &DataType) -> SqlType {
     SqlType { name, udt, bits, scale, second_digits }
 }
 
-/// Value `i` of `c` in PostgreSQL's text form ([`write_pg_text`]).
-pub(super) fn pg_text(c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) -> String {
-    let mut text = String::new();
-    write_pg_text(&mut text, c, f, i);
-    text
-}
-
 /// Appends value `i` of `c` in PostgreSQL's text form to `out`: Arrow's display, but booleans as
 /// `t` and `f`, timestamps as PostgreSQL prints them (`2026-06-14 20:00:23.4+00`, the session's
 /// time zone being UTC), which it and DataFusion both read back, durations as its intervals
@@ -571,7 +564,9 @@ mod tests {
 
     fn text(c: &dyn Array, i: usize) -> String {
         let options = FormatOptions::default();
-        pg_text(c, &ArrayFormatter::try_new(c, &options).unwrap(), i)
+        let mut text = String::new();
+        write_pg_text(&mut text, c, &ArrayFormatter::try_new(c, &options).unwrap(), i);
+        text
     }
 
     #[test]
