@@ -1,12 +1,12 @@
 //! The catalog's text functions ([`vigil_engine::catalog::TextFunction`]) as SQL scalar
 //! functions: `normalize_plate(plate_raw)` in a rule or an ad-hoc query runs the function that
 //! the stream's definition offers, on each row, with `NULL` in and `NULL` out. Also
-//! [`date_part`], DataFusion's with a duration's epoch mended, and PostgreSQL's [`pg_typeof`].
+//! [`date_part`], DataFusion's with PostgreSQL's fields of durations and intervals, and PostgreSQL's [`pg_typeof`].
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, DurationNanosecondType, FieldRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int32Type};
 use datafusion::common::{Result as DfResult, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult};
@@ -103,10 +103,17 @@ impl ExprPlanner for Extract {
     }
 }
 
-/// DataFusion's `date_part` (and, planned by [`Extract`], `EXTRACT`), but `epoch` of a duration is its whole length in
-/// seconds with the fraction, as in PostgreSQL: DataFusion 55's adds the duration's nanoseconds
-/// as an `i32`, which overflows past 2.1 s and is dropped, so a dwell of 44.2 s gave 44.
-/// Written here because the fix is not released (its interval twin is apache/datafusion#19807).
+/// DataFusion's `date_part` (and, planned by [`Extract`], `EXTRACT`) with PostgreSQL's answers
+/// where DataFusion 55's differ:
+/// - a duration or an interval is read as PostgreSQL reads its interval (a duration split into
+///   days and time as vigil prints it, `2 days 02:00:22.4`): `second` is the seconds field with
+///   its fraction (22.4), `hour` the hours field (2, not the 50 hours in all), `epoch` the whole
+///   length with its fraction (DataFusion added a duration's nanoseconds as an `i32`, which
+///   overflowed past 2.1 s: a dwell of 44.2 s gave 44);
+/// - `second` and `millisecond` of a timestamp keep their fraction (23.4, not 23).
+///
+/// Written here because the fixes are not released (the interval epoch's is
+/// apache/datafusion#19807) and PostgreSQL's field rules are what analysts check against.
 pub fn date_part() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(DatePart(
         datafusion::functions::datetime::date_part().as_ref().clone(),
@@ -115,6 +122,125 @@ pub fn date_part() -> Arc<ScalarUDF> {
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct DatePart(ScalarUDF);
+
+/// A field `date_part` is asked for, under PostgreSQL's names and abbreviations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Microsecond,
+    Millisecond,
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Quarter,
+    Year,
+    Decade,
+    Century,
+    Millennium,
+    Epoch,
+    /// Any other (`dow`, `week`, …): DataFusion's for timestamps, refused for intervals.
+    Other,
+}
+
+impl Field {
+    fn parse(part: &str) -> Self {
+        match part.trim_matches(['\'', '"']).to_ascii_lowercase().as_str() {
+            "microsecond" | "microseconds" | "us" | "usec" | "usecs" | "useconds" => Self::Microsecond,
+            "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" | "mseconds" => Self::Millisecond,
+            "second" | "seconds" | "s" | "sec" | "secs" => Self::Second,
+            "minute" | "minutes" | "m" | "min" | "mins" => Self::Minute,
+            "hour" | "hours" | "h" | "hr" | "hrs" => Self::Hour,
+            "day" | "days" | "d" => Self::Day,
+            "month" | "months" | "mon" | "mons" => Self::Month,
+            "quarter" | "qtr" => Self::Quarter,
+            "year" | "years" | "y" | "yr" | "yrs" => Self::Year,
+            "decade" | "decades" | "dec" | "decs" => Self::Decade,
+            "century" | "centuries" | "c" | "cent" => Self::Century,
+            "millennium" | "millennia" | "mil" | "mils" => Self::Millennium,
+            "epoch" => Self::Epoch,
+            _ => Self::Other,
+        }
+    }
+
+    /// The field of `args` (`date_part(field, value)`) when vigil answers it, not DataFusion.
+    fn ours(part: Option<&ScalarValue>, value: &DataType) -> Option<Self> {
+        let field = Self::parse(part?.try_as_str().flatten()?);
+        match value {
+            DataType::Duration(_) | DataType::Interval(_) => Some(field),
+            DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)
+                if matches!(field, Self::Second | Self::Millisecond) =>
+            {
+                Some(field)
+            }
+            _ => None,
+        }
+    }
+
+    /// This field of an interval of `months`, `days` and `us` microseconds, as PostgreSQL's
+    /// `interval_part` computes it (a month is 30 days and a year 365.25 for `epoch`).
+    fn of_interval(self, months: i32, days: i32, us: i64) -> f64 {
+        let (years, months_left) = (months / 12, months % 12);
+        let (hours, minutes, us_in_minute) = (us / 3_600_000_000, us / 60_000_000 % 60, us % 60_000_000);
+        match self {
+            Self::Microsecond => us_in_minute as f64,
+            Self::Millisecond => us_in_minute as f64 / 1e3,
+            Self::Second => us_in_minute as f64 / 1e6,
+            Self::Minute => minutes as f64,
+            Self::Hour => hours as f64,
+            Self::Day => f64::from(days),
+            Self::Month => f64::from(months_left),
+            Self::Quarter => f64::from(months_left / 3 + 1),
+            Self::Year => f64::from(years),
+            Self::Decade => f64::from(years / 10),
+            Self::Century => f64::from(years / 100),
+            Self::Millennium => f64::from(years / 1000),
+            Self::Epoch => {
+                let day_s = 86_400.0;
+                us as f64 / 1e6
+                    + 365.25 * day_s * f64::from(years)
+                    + 30.0 * day_s * f64::from(months_left)
+                    + day_s * f64::from(days)
+            }
+            Self::Other => f64::NAN,
+        }
+    }
+
+    /// The field of each value of `a`: a duration or interval (PostgreSQL's fields) or a
+    /// timestamp or time (its seconds with their fraction).
+    fn of(self, a: &ArrayRef, name: &str) -> DfResult<ArrayRef> {
+        match a.data_type() {
+            DataType::Duration(_) | DataType::Interval(_) => {
+                if self == Self::Other {
+                    return exec_err!(
+                        "unit \"{name}\" not supported for type interval: an interval has epoch, \
+                         microseconds, milliseconds, second, minute, hour, day, month, quarter, \
+                         year, decade, century and millennium"
+                    );
+                }
+                let values = (0..a.len()).map(|i| {
+                    crate::server::types::interval(a.as_ref(), i)
+                        .filter(|_| a.is_valid(i))
+                        .map(|(months, days, us)| self.of_interval(months, days, us))
+                });
+                Ok(Arc::new(values.collect::<Float64Array>()))
+            }
+            _ => {
+                use datafusion::arrow::compute::kernels::temporal::{DatePart as Arrow, date_part};
+                let seconds = date_part(a, Arrow::Second)?;
+                let nanos = date_part(a, Arrow::Nanosecond)?;
+                let scale = if self == Self::Millisecond { 1e3 } else { 1e6 };
+                // Microseconds, as PostgreSQL keeps (and vigil prints), then one division.
+                let us: Float64Array = datafusion::arrow::compute::kernels::arity::binary(
+                    seconds.as_primitive::<Int32Type>(),
+                    nanos.as_primitive::<Int32Type>(),
+                    |s, ns| (i64::from(s) * 1_000_000 + i64::from(ns) / 1_000) as f64 / scale,
+                )?;
+                Ok(Arc::new(us))
+            }
+        }
+    }
+}
 
 impl ScalarUDFImpl for DatePart {
     fn name(&self) -> &str {
@@ -134,7 +260,12 @@ impl ScalarUDFImpl for DatePart {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        self.0.return_field_from_args(args)
+        match (args.scalar_arguments.first(), args.arg_fields.get(1)) {
+            (Some(part), Some(value)) if Field::ours(*part, value.data_type()).is_some() => {
+                Ok(Arc::new(datafusion::arrow::datatypes::Field::new(self.name(), DataType::Float64, true)))
+            }
+            _ => self.0.return_field_from_args(args),
+        }
     }
 
     fn coerce_types(&self, args: &[DataType]) -> DfResult<Vec<DataType>> {
@@ -146,26 +277,26 @@ impl ScalarUDFImpl for DatePart {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let epoch = matches!(&args.args[..], [ColumnarValue::Scalar(part), _]
-            if part.try_as_str().flatten().is_some_and(|p| p.trim_matches(['\'', '"']).eq_ignore_ascii_case("epoch")));
+        let part = match args.args.first() {
+            Some(ColumnarValue::Scalar(part)) => Some(part),
+            _ => None,
+        };
+        let name = part.and_then(|p| p.try_as_str().flatten()).unwrap_or_default().to_ascii_lowercase();
         match args.args.get(1) {
-            Some(ColumnarValue::Array(a)) if epoch && matches!(a.data_type(), DataType::Duration(_)) => {
-                Ok(ColumnarValue::Array(seconds(a)?))
-            }
-            Some(ColumnarValue::Scalar(d)) if epoch && matches!(d.data_type(), DataType::Duration(_)) => {
-                let a = seconds(&d.to_array()?)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(a.as_ref(), 0)?))
-            }
-            _ => self.0.invoke_with_args(args),
+            Some(ColumnarValue::Array(a)) => match Field::ours(part, a.data_type()) {
+                Some(field) => Ok(ColumnarValue::Array(field.of(a, &name)?)),
+                None => self.0.invoke_with_args(args),
+            },
+            Some(ColumnarValue::Scalar(v)) => match Field::ours(part, &v.data_type()) {
+                Some(field) => {
+                    let a = field.of(&v.to_array()?, &name)?;
+                    Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(a.as_ref(), 0)?))
+                }
+                None => self.0.invoke_with_args(args),
+            },
+            None => self.0.invoke_with_args(args),
         }
     }
-}
-
-/// A duration column's values in seconds, with their fraction.
-fn seconds(a: &ArrayRef) -> DfResult<ArrayRef> {
-    let ns = datafusion::arrow::compute::cast(a, &DataType::Duration(TimeUnit::Nanosecond))?;
-    let s: Float64Array = ns.as_primitive::<DurationNanosecondType>().unary(|ns| ns as f64 / 1e9);
-    Ok(Arc::new(s))
 }
 
 /// `pg_typeof(x)`: the PostgreSQL type a value is sent as (`timestamp with time zone`,
@@ -194,5 +325,87 @@ impl ScalarUDFImpl for PgTypeof {
         let Some(arg) = args.arg_fields.first() else { return exec_err!("pg_typeof takes one argument") };
         let name = crate::server::types::type_name(arg.data_type()).name;
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name.to_owned()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Float64Type;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// Each query's one value, as Float64, from a session with vigil's `date_part` and `EXTRACT`.
+    async fn values(exprs: &[&str]) -> Vec<f64> {
+        let mut state = SessionStateBuilder::new().with_default_features().build();
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, date_part()).unwrap();
+        let planners =
+            std::iter::once(Arc::new(Extract) as _).chain(state.expr_planners().iter().cloned()).collect();
+        let state = SessionStateBuilder::new_from_existing(state).with_expr_planners(planners).build();
+        let ctx = SessionContext::new_with_state(state);
+        let mut out = Vec::new();
+        for e in exprs {
+            let batches =
+                ctx.sql(&format!("SELECT CAST({e} AS DOUBLE)")).await.unwrap().collect().await.unwrap();
+            out.push(batches[0].column(0).as_primitive::<Float64Type>().value(0));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn fields_of_durations_intervals_and_timestamps_are_postgresqls() {
+        let two_days = "(TIMESTAMPTZ '2026-06-14 20:00:22.4+00' - TIMESTAMPTZ '2026-06-12 18:00:00+00')";
+        let minus_two_days =
+            "(TIMESTAMPTZ '2026-06-12 18:00:00+00' - TIMESTAMPTZ '2026-06-14 20:00:22.4+00')";
+        let t = "TIMESTAMPTZ '2026-01-01 00:00:23.4+00'";
+        let cases = [
+            // PostgreSQL 15's answers (`psql -A -t`), to the same expressions.
+            (format!("extract(second FROM {t})"), 23.4),
+            (format!("date_part('second', {t})"), 23.4),
+            (format!("extract(millisecond FROM {t})"), 23400.0),
+            (format!("extract(second FROM {two_days})"), 22.4),
+            (format!("extract(hour FROM {two_days})"), 2.0),
+            (format!("extract(day FROM {two_days})"), 2.0),
+            (format!("extract(epoch FROM {two_days})"), 180022.4),
+            (format!("extract(hour FROM {minus_two_days})"), -2.0),
+            (format!("extract(second FROM {minus_two_days})"), -22.4),
+            ("extract(minute FROM INTERVAL '125.5 minutes')".into(), 5.0),
+            ("date_part('minute', INTERVAL '-125.5 minutes')".into(), -5.0),
+            ("extract(milliseconds FROM INTERVAL '44.2 seconds')".into(), 44200.0),
+            ("extract(microseconds FROM INTERVAL '44.2 seconds')".into(), 44200000.0),
+            (
+                "extract(epoch FROM INTERVAL '1 year 2 months 3 days 4 hours 5 minutes 6.5 seconds')".into(),
+                37015506.5,
+            ),
+            ("extract(quarter FROM INTERVAL '1 year 7 months')".into(), 3.0),
+            ("extract(year FROM INTERVAL '26 months')".into(), 2.0),
+            ("extract(month FROM INTERVAL '-26 months')".into(), -2.0),
+            ("extract(second FROM TIME '10:00:01.25')".into(), 1.25),
+            // Unchanged: DataFusion's own, which were already PostgreSQL's.
+            (format!("extract(hour FROM {t} + INTERVAL '20 hours')"), 20.0),
+            (format!("extract(epoch FROM {t})"), 1767225623.4),
+        ];
+        let exprs: Vec<&str> = cases.iter().map(|(e, _)| e.as_str()).collect();
+        let got = values(&exprs).await;
+        for ((e, want), got) in cases.iter().zip(got) {
+            assert!((got - want).abs() < 1e-9, "{e}: {got}, PostgreSQL {want}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_field_an_interval_does_not_have_is_named_in_the_error() {
+        let mut state = SessionStateBuilder::new().with_default_features().build();
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, date_part()).unwrap();
+        let ctx = SessionContext::new_with_state(state);
+        let e = ctx
+            .sql("SELECT date_part('week', INTERVAL '3 days')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("unit \"week\" not supported for type interval"), "{e}");
     }
 }

@@ -320,7 +320,7 @@ fn write_fixed_or_exp(out: &mut String, figures: &str, exponent: i32, digits: i3
 /// Value `i` of duration or interval column `c` as PostgreSQL's interval: months, days and
 /// microseconds (nanoseconds cut). A duration is split into days and time as PostgreSQL's
 /// difference of two timestamps is (`1 day 02:00:00`, not `26:00:00`). None for other types.
-fn interval(c: &dyn Array, i: usize) -> Option<(i32, i32, i64)> {
+pub(crate) fn interval(c: &dyn Array, i: usize) -> Option<(i32, i32, i64)> {
     let (months, days, us) = match c.data_type() {
         DataType::Duration(unit) => {
             let us = match unit {
