@@ -14,15 +14,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::array::{AsArray, BooleanArray, Int16Array, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::SchemaProvider;
 use datafusion::catalog::TableFunctionImpl;
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser;
@@ -33,10 +37,12 @@ use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt;
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use datafusion_pg_catalog::pg_catalog::{
-    PgCatalogSchemaProvider, PgCatalogStaticTables, create_current_database_udf, create_pg_table_is_visible,
-    setup_pg_catalog,
+    PgCatalogSchemaProvider, PgCatalogStaticTables, PgCatalogTable, create_current_database_udf,
+    create_pg_table_is_visible, setup_pg_catalog,
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::StreamExt;
+use pgwire::api::Type;
 
 use crate::SqlError;
 use crate::roles::Role;
@@ -170,10 +176,11 @@ impl Catalogs {
                 let listing = Listing::default();
                 let internal = |e: DataFusionError| SqlError::Internal(format!("PostgreSQL's catalog: {e}"));
                 let statics = Arc::new(PgCatalogStaticTables::try_new().map_err(internal)?);
-                let provider: Arc<dyn SchemaProvider> = Arc::new(
-                    PgCatalogSchemaProvider::try_new(listing.clone(), statics, EmptyContextProvider)
+                let provider: Arc<dyn SchemaProvider> = Arc::new(PgCatalog {
+                    inner: PgCatalogSchemaProvider::try_new(listing.clone(), statics, EmptyContextProvider)
                         .map_err(internal)?,
-                );
+                    listing: listing.clone(),
+                });
                 by_role.insert(role, (listing.clone(), Arc::clone(&provider)));
                 (listing, provider)
             }
@@ -186,6 +193,126 @@ impl Catalogs {
         *listing.0.write().expect("listing") = tables;
         Ok(RoleCatalog { pg_catalog: provider, information_schema, user: OWNER.to_owned(), tables: names })
     }
+}
+
+/// `pg_catalog` as datafusion-pg-catalog makes it, with `pg_attribute` naming the types of
+/// interval and array columns: its own calls every type it does not know `text`, so `\\d` said
+/// `text` for a dwell (`max(event_time) - min(event_time)`) and for `array_agg`'s column.
+#[derive(Debug)]
+struct PgCatalog {
+    inner: PgCatalogSchemaProvider<Listing, EmptyContextProvider>,
+    listing: Listing,
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if name.eq_ignore_ascii_case("pg_attribute")
+            && let Some(PgCatalogTable::Dynamic(inner)) = self.inner.build_table_by_name(name)?
+        {
+            let typed = TypedAttributes { inner, listing: self.listing.clone() };
+            return PgCatalogTable::Dynamic(Arc::new(typed)).try_into_table_provider().map(Some);
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// datafusion-pg-catalog's `pg_attribute` rows with each column's type as the server sends it
+/// ([`crate::server::types::pg_type`]) where it said `text`.
+#[derive(Debug)]
+struct TypedAttributes {
+    inner: Arc<dyn PartitionStream>,
+    listing: Listing,
+}
+
+impl PartitionStream for TypedAttributes {
+    fn schema(&self) -> &SchemaRef {
+        self.inner.schema()
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let listing = self.listing.clone();
+        let rows = self.inner.execute(ctx).map(move |batch| typed_attributes(batch?, &listing));
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(self.inner.schema()), rows))
+    }
+}
+
+/// `batch` of `pg_attribute` rows with the type columns of interval and array columns mended.
+/// The rows come table by table in the listing's order (one `attrelid` each, columns by
+/// `attnum`); a row whose name is not the listed column's is left as it is.
+fn typed_attributes(batch: RecordBatch, listing: &Listing) -> Result<RecordBatch, DataFusionError> {
+    let schema = batch.schema();
+    let index = |c: &str| schema.index_of(c);
+    let (relid, name, typid, len, num) =
+        (index("attrelid")?, index("attname")?, index("atttypid")?, index("attlen")?, index("attnum")?);
+    let (ndims, byval, align, storage) =
+        (index("attndims")?, index("attbyval")?, index("attalign")?, index("attstorage")?);
+    let relids = batch.column(relid).as_primitive::<Int32Type>();
+    let names = batch.column(name).as_string::<i32>();
+    let nums = batch.column(num).as_primitive::<Int16Type>();
+    let tables = listing.0.read().expect("listing");
+    let mut table: Option<usize> = None;
+    let mut fixes = Vec::new();
+    for row in 0..batch.num_rows() {
+        if row == 0 || relids.value(row) != relids.value(row - 1) {
+            table = Some(table.map_or(0, |t| t + 1));
+        }
+        let listed = table.and_then(|t| tables.get(t)).and_then(|(_, schema)| {
+            schema.fields().get(usize::try_from(nums.value(row)).ok()?.checked_sub(1)?)
+        });
+        let Some(field) = listed.filter(|f| f.name() == names.value(row)) else { continue };
+        let t = crate::server::types::pg_type(field.data_type());
+        // pg_type's length, alignment and storage for the two kinds the library does not know.
+        let (length, array_align) = match field.data_type() {
+            DataType::Interval(_) => (16, None),
+            DataType::List(e) | DataType::LargeList(e) | DataType::FixedSizeList(e, _) => {
+                let element = crate::server::types::pg_type(e.data_type());
+                let double = matches!(
+                    element,
+                    Type::INT8 | Type::FLOAT8 | Type::TIMESTAMPTZ | Type::TIMESTAMP | Type::INTERVAL
+                );
+                (-1, Some(if double { "d" } else { "i" }))
+            }
+            _ => continue,
+        };
+        fixes.push((row, t.oid() as i32, length, array_align));
+    }
+    drop(tables);
+    if fixes.is_empty() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    let mut typids: Vec<Option<i32>> = columns[typid].as_primitive::<Int32Type>().iter().collect();
+    let mut lens: Vec<Option<i16>> = columns[len].as_primitive::<Int16Type>().iter().collect();
+    let mut dims: Vec<Option<i32>> = columns[ndims].as_primitive::<Int32Type>().iter().collect();
+    let mut byvals: Vec<Option<bool>> = columns[byval].as_boolean().iter().collect();
+    let mut aligns: Vec<Option<String>> =
+        columns[align].as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect();
+    let mut storages: Vec<Option<String>> =
+        columns[storage].as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect();
+    for (row, oid, length, array_align) in fixes {
+        typids[row] = Some(oid);
+        lens[row] = Some(length);
+        byvals[row] = Some(false);
+        dims[row] = Some(i32::from(array_align.is_some()));
+        aligns[row] = Some(array_align.unwrap_or("d").to_owned());
+        storages[row] = Some(if array_align.is_some() { "x" } else { "p" }.to_owned());
+    }
+    columns[typid] = Arc::new(Int32Array::from(typids));
+    columns[len] = Arc::new(Int16Array::from(lens));
+    columns[ndims] = Arc::new(Int32Array::from(dims));
+    columns[byval] = Arc::new(BooleanArray::from(byvals));
+    columns[align] = Arc::new(StringArray::from(aligns));
+    columns[storage] = Arc::new(StringArray::from(storages));
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// `schema` with each column's type as the server sends its values
@@ -256,7 +383,16 @@ fn information_schema(tables: &[(String, SchemaRef)]) -> Result<Arc<dyn SchemaPr
                 "is_nullable",
                 text(columns.iter().map(|c| Some(if c.2.is_nullable() { "YES" } else { "NO" })).collect()),
             ),
-            ("data_type", text(types.iter().map(|t| Some(t.name)).collect())),
+            // PostgreSQL's `ARRAY` for an array column, its element type in `udt_name` (`_int8`).
+            (
+                "data_type",
+                text(
+                    types
+                        .iter()
+                        .map(|t| Some(if t.udt.starts_with('_') { "ARRAY" } else { t.name }))
+                        .collect(),
+                ),
+            ),
             ("character_maximum_length", int(vec![None; n])),
             ("character_octet_length", int(vec![None; n])),
             ("numeric_precision", int(types.iter().map(|t| t.bits).collect())),
@@ -675,6 +811,7 @@ mod tests {
             Field::new("window_end", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
             Field::new("persons", DataType::Float64, true),
             Field::new("zone", DataType::Utf8, false),
+            Field::new("cams", DataType::new_list(DataType::UInt32, true), true),
         ]));
         let catalog =
             Catalogs::default().for_role(Role::CrowdManager, [("zone_density".to_owned(), density)]);
@@ -700,6 +837,7 @@ mod tests {
             "| window_end  | timestamp with time zone | timestamptz | NO          | 2                |                   |",
             "| persons     | double precision         | float8      | YES         | 3                | 53                |",
             "| zone        | text                     | text        | NO          | 4                |                   |",
+            "| cams        | ARRAY                    | _int8       | YES         | 5                |                   |",
         ] {
             assert!(columns.contains(line), "{line}\n{columns}");
         }
@@ -708,6 +846,44 @@ mod tests {
         assert_eq!(tables.matches("BASE TABLE").count(), 1, "only what the role may read: {tables}");
         let schemata = rows("SELECT schema_name FROM information_schema.schemata ORDER BY 1").await;
         assert!(schemata.contains("| public ") && schemata.contains("| pg_catalog "), "{schemata}");
+    }
+
+    #[tokio::test]
+    async fn pg_attribute_names_interval_and_array_columns_as_postgresql_does() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let list = |t: DataType| DataType::new_list(t, true);
+        let visits = Arc::new(Schema::new(vec![
+            Field::new("track_id", DataType::UInt64, false),
+            Field::new("dwell", DataType::Duration(TimeUnit::Millisecond), true),
+            Field::new("cams", list(DataType::UInt32), true),
+            Field::new("classes", list(DataType::Utf8), true),
+            Field::new("xs", list(DataType::Float32), true),
+            Field::new("seen", list(DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))), true),
+        ]));
+        // A table listed before it, so its rows are not the first.
+        let alerts = Arc::new(Schema::new(vec![Field::new("rule", DataType::Utf8, false)]));
+        let catalog = Catalogs::default()
+            .for_role(Role::Analyst, [("visits".to_owned(), visits), ("alerts".to_owned(), alerts)]);
+        let ctx = SessionContext::new();
+        install(&ctx, catalog.expect("catalog")).expect("installs");
+        // psql's `\d`, reduced; every value as PostgreSQL 15 gives it for a table of these types.
+        let sql = "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS t, \
+                   a.attlen, a.attndims, a.attalign, a.attstorage, a.attbyval \
+                   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+                   WHERE a.attnum > 0 ORDER BY c.relname, a.attnum";
+        let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        for line in [
+            "| alerts  | rule     | text                       | -1     | 0        | i        | x          | false    |",
+            "| visits  | track_id | bigint                     | 8      | 0        | d        | p          | true     |",
+            "| visits  | dwell    | interval                   | 16     | 0        | d        | p          | false    |",
+            "| visits  | cams     | bigint[]                   | -1     | 1        | d        | x          | false    |",
+            "| visits  | classes  | text[]                     | -1     | 1        | i        | x          | false    |",
+            "| visits  | xs       | real[]                     | -1     | 1        | i        | x          | false    |",
+            "| visits  | seen     | timestamp with time zone[] | -1     | 1        | d        | x          | false    |",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 
     #[tokio::test]
