@@ -122,6 +122,13 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
 # Autocommit off: psycopg wraps statements in BEGIN ... COMMIT, which vigil accepts.
 with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil") as conn:
     print("transaction", conn.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("fan-zone",)).fetchone()[0] > 0)
+# SET TimeZone: the driver is told the zone (ParameterStatus); instants come as that zone's wall
+# clock, the same instants in text and binary, and a day is the zone's (PostgreSQL 15's answers).
+with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil", autocommit=True) as conn:
+    conn.execute("SET TimeZone = 'Africa/Casablanca'")
+    local = "SELECT TIMESTAMPTZ '2026-06-14 23:30:00+00', date_trunc('day', TIMESTAMPTZ '2026-06-14 23:30:00+00')"
+    (t, day), (bt, bday) = conn.execute(local).fetchone(), conn.execute(local, binary=True).fetchone()
+    print("timezone", conn.info.parameter_status("TimeZone"), t.isoformat(), day.isoformat(), bt == t, bday == day)
 # A SUBSCRIBE-style stream: the rule's rows, then its changes, as COPY rows. Leaving it early
 # (an exception out of the block) makes psycopg send a cancel request, which stops it on the
 # server; the connection then serves the next statement.
@@ -184,6 +191,11 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("arrays"), "list True True ['gate-a', 'fan zone', None] True True", "{stdout}");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
+    assert_eq!(
+        said("timezone"),
+        "Africa/Casablanca 2026-06-15T00:30:00+01:00 2026-06-15T00:00:00+01:00 True True",
+        "{stdout}"
+    );
     // The catalog's columns are SHOW COLUMNS's, in order; its tables SHOW STREAMS's.
     let shown = |sql: &str| -> Vec<String> {
         city.psql(sql).lines().filter_map(|l| l.split('|').next()).map(str::to_owned).collect()

@@ -743,17 +743,35 @@ fn each_role_sees_what_it_may_and_nothing_else() {
             && said.contains("SHOW ALL"),
         "{said}"
     );
-    // Local time is asked with AT TIME ZONE (the session is UTC), printed as PostgreSQL 15 prints
-    // it with that TimeZone: Morocco is an hour ahead in June, on UTC in Ramadan (2026-03-01).
+    // Local time with AT TIME ZONE, printed as PostgreSQL 15 prints it with that TimeZone:
+    // Morocco is an hour ahead in June, on UTC in Ramadan (2026-03-01).
     let (ok, local) = run(
         "karim",
         "SELECT TIMESTAMPTZ '2026-06-14 20:00:23.4+00' AT TIME ZONE 'Africa/Casablanca', \
          TIMESTAMPTZ '2026-03-01 12:00:00+00' AT TIME ZONE 'Africa/Casablanca'",
     );
     assert!(ok && local.lines().any(|l| l == "2026-06-14 21:00:23.4+01|2026-03-01 12:00:00+00"), "{local}");
-    // SET TimeZone is accepted, not applied, and psql shows the warning that says so.
-    let (ok, set) = run("karim", "SET TimeZone = 'Africa/Casablanca'");
-    assert!(ok && set.contains("WARNING:") && set.contains("AT TIME ZONE 'Africa/Casablanca'"), "{set}");
+    // Or with SET TimeZone, for the session: instants print as the zone's wall clock, its days
+    // and hours are the zone's, a time without an offset is in it (PostgreSQL 15's answers, to
+    // the same statements).
+    let (ok, set) = run(
+        "karim",
+        "SET TimeZone = 'Africa/Casablanca'; SHOW TimeZone; \
+         SELECT TIMESTAMPTZ '2026-06-14 20:00:23.4+00', date_trunc('day', TIMESTAMPTZ '2026-06-14 23:30:00+00'), \
+         extract(hour FROM TIMESTAMPTZ '2026-06-14 23:30:00+00'), TIMESTAMPTZ '2026-06-14 20:00:00'",
+    );
+    let lines: Vec<&str> = set.lines().collect();
+    assert!(ok && lines.contains(&"Africa/Casablanca"), "{set}");
+    assert!(
+        lines.contains(&"2026-06-14 21:00:23.4+01|2026-06-15 00:00:00+01|0|2026-06-14 20:00:00+01"),
+        "{set}"
+    );
+    let (ok, bad) = run("karim", "SET TimeZone = 'Mars/Base'");
+    assert!(
+        !ok && bad.contains("invalid value for parameter \"TimeZone\"")
+            && bad.contains("'Africa/Casablanca'"),
+        "{bad}"
+    );
     // pg_typeof names the type a value is sent as, as \d names a column's.
     let (ok, typed) = run(
         "karim",

@@ -963,7 +963,22 @@ impl Registry {
         user: &str,
         params: Option<Vec<Option<String>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        match self.on_query_thread(sql, role, user, Job::Run(params)).await? {
+        self.query_in(sql, role, user, params, "UTC").await
+    }
+
+    /// [`Registry::query_with`] in a session whose `TimeZone` is `zone` (an IANA name, or
+    /// `UTC`), as PostgreSQL runs it: instants print as that zone's wall clock with its offset,
+    /// `date_trunc('day', …)` and `extract(hour …)` are the zone's, and `now()` and a timestamp
+    /// written without an offset are in it. The values stay the same instants.
+    pub async fn query_in(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+        params: Option<Vec<Option<String>>>,
+        zone: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        match self.on_query_thread(sql, role, user, Job::Run(params, zone.to_owned())).await? {
             Outcome::Rows(schema, batches) => Ok((schema, batches)),
             Outcome::Described(..) => Err(SqlError::Internal("a query was described, not run".into())),
         }
@@ -999,7 +1014,7 @@ impl Registry {
             .await
             .map_err(|_| over_time())?
             .map_err(|_| SqlError::ShuttingDown)?;
-        let tables = self.query_tables(role, matches!(job, Job::Run(_)).then_some(sql))?;
+        let tables = self.query_tables(role, matches!(job, Job::Run(..)).then_some(sql))?;
         // psql's \d and GUI tools read PostgreSQL's catalog, listing the tables above.
         let listed = || tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema)));
         let pg_catalog = if crate::pg_catalog::reads_catalog(sql) {
@@ -1135,8 +1150,8 @@ impl Registry {
 /// Plans and runs an ad-hoc query over `tables` within `limits`, until `stop`.
 /// What a query thread does with the statement.
 enum Job {
-    /// Run it, with these parameters (text form) if it has any.
-    Run(Option<Vec<Option<String>>>),
+    /// Run it, with these parameters (text form) if it has any, in this `TimeZone`.
+    Run(Option<Vec<Option<String>>>, String),
     /// Plan it only: its result's schema and its parameters' types.
     Describe,
 }
@@ -1145,6 +1160,49 @@ enum Job {
 enum Outcome {
     Rows(SchemaRef, Vec<RecordBatch>),
     Described(SchemaRef, Vec<Option<DataType>>),
+}
+
+/// `schema` and `batches` with every instant column (`timestamptz`) typed in `zone`: the same
+/// instants, so that DataFusion's functions (`date_trunc`, `extract`, `to_char`) read them as
+/// that zone's wall clock, and the server prints them with its offset, as PostgreSQL does with
+/// `SET TimeZone`. Unchanged in UTC.
+fn in_zone(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    zone: &str,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), datafusion::error::DataFusionError> {
+    let retyped = |t: &DataType| match t {
+        DataType::Timestamp(unit, Some(tz)) if tz.as_ref() != zone => {
+            Some(DataType::Timestamp(*unit, Some(zone.into())))
+        }
+        _ => None,
+    };
+    if zone == "UTC" || !schema.fields().iter().any(|f| retyped(f.data_type()).is_some()) {
+        return Ok((schema, batches));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match retyped(f.data_type()) {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let zoned = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            // A cast between two zones keeps each value (an instant); only the type changes.
+            let columns = b
+                .columns()
+                .iter()
+                .zip(zoned.fields())
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(Arc::clone(&zoned), columns)?)
+        })
+        .collect::<std::result::Result<Vec<_>, datafusion::error::DataFusionError>>()?;
+    Ok((zoned, batches))
 }
 
 async fn run_query(
@@ -1156,6 +1214,11 @@ async fn run_query(
     stop: &AtomicBool,
     job: Job,
 ) -> Result<Outcome> {
+    let zone = match &job {
+        Job::Run(_, zone) => zone.clone(),
+        Job::Describe => "UTC".to_owned(),
+    };
+    let zone = zone.as_str();
     use futures::StreamExt;
     let mut names: Vec<String> = tables.iter().map(|(name, ..)| name.clone()).collect();
     names.sort();
@@ -1177,9 +1240,9 @@ async fn run_query(
     let mut config = datafusion::prelude::SessionConfig::new();
     // Spans let an unknown table or column be placed at its line and column.
     config.options_mut().sql_parser.collect_spans = true;
-    // The session's time zone is UTC, as `SHOW TimeZone` says: `now()` and `to_timestamp` are
-    // instants (`timestamptz`), as in PostgreSQL, not local times.
-    config.options_mut().execution.time_zone = Some("UTC".into());
+    // The session's time zone, as `SHOW TimeZone` says: `now()` and `to_timestamp` are
+    // instants (`timestamptz`) in it, as in PostgreSQL, not local times.
+    config.options_mut().execution.time_zone = Some(zone.into());
     // `EXTRACT` planned with vigil's `date_part` ([`crate::functions::Extract`]).
     let planners = std::iter::once(Arc::new(crate::functions::Extract) as _)
         .chain(datafusion::execution::SessionStateDefaults::default_expr_planners())
@@ -1200,6 +1263,7 @@ async fn run_query(
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
     for (name, schema, batches) in tables {
+        let (schema, batches) = in_zone(schema, batches, zone).map_err(df_err)?;
         let t = MemTable::try_new(schema, vec![batches]).map_err(df_err)?;
         ctx.register_table(name.as_str(), Arc::new(t)).map_err(df_err)?;
     }
@@ -1243,8 +1307,8 @@ async fn run_query(
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             return Ok(Outcome::Described(schema, (0..types.len()).map(param).collect()));
         }
-        Job::Run(None) => plan,
-        Job::Run(Some(values)) => {
+        Job::Run(None, _) => plan,
+        Job::Run(Some(values), _) => {
             if values.len() != types.len() {
                 return Err(SqlError::user(
                     None,
@@ -1547,6 +1611,52 @@ mod tests {
 
     use super::*;
 
+    /// In a session whose TimeZone is Morocco's, a stream's instants are read in that zone: its
+    /// days, hours and windows are local, and the values are the same instants.
+    #[test]
+    fn a_query_in_a_zone_reads_instants_as_that_zones_wall_clock() {
+        use datafusion::arrow::array::{AsArray, TimestampMillisecondArray};
+        use datafusion::arrow::datatypes::TimestampMillisecondType;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("event_time", ts, false)]));
+        // 2026-06-14 23:30:00 UTC: 00:30 on the 15th in Casablanca (UTC+1 in June).
+        let at = 1_781_479_800_000_i64;
+        let times = TimestampMillisecondArray::from(vec![at]).with_timezone("UTC");
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(times)]).unwrap();
+        let sql = "SELECT event_time, date_trunc('day', event_time) AS day, extract(hour FROM event_time) AS h, \
+                   window_end FROM detections GROUP BY tumble(event_time, INTERVAL '1 hour'), event_time";
+        let run = |zone: &str| {
+            let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let stop = AtomicBool::new(false);
+            let job = Job::Run(None, zone.to_owned());
+            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job)) {
+                Ok(Outcome::Rows(_, b)) => b.into_iter().next().expect("a row"),
+                other => panic!("{zone}: {:?}", other.err()),
+            }
+        };
+        let instant =
+            |b: &RecordBatch, c: usize| b.column(c).as_primitive::<TimestampMillisecondType>().value(0);
+        let zone_of = |b: &RecordBatch, c: usize| match b.schema().field(c).data_type() {
+            DataType::Timestamp(_, tz) => tz.as_deref().unwrap_or_default().to_owned(),
+            t => panic!("{t}"),
+        };
+        let hour =
+            |b: &RecordBatch| datafusion::arrow::compute::cast(b.column(2), &DataType::Float64).unwrap();
+        let local = run("Africa/Casablanca");
+        assert_eq!(instant(&local, 0), at, "the same instant");
+        assert_eq!(zone_of(&local, 0), "Africa/Casablanca");
+        assert_eq!(instant(&local, 1), at - 1_800_000, "the local day: 2026-06-15 00:00+01");
+        assert_eq!(hour(&local).as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0), 0.0);
+        assert_eq!(
+            (instant(&local, 3), zone_of(&local, 3)),
+            (at + 1_800_000, "Africa/Casablanca".to_owned())
+        );
+        let utc = run("UTC");
+        assert_eq!((instant(&utc, 1), zone_of(&utc, 0)), (at - 84_600_000, "UTC".to_owned()), "the UTC day");
+        assert_eq!(hour(&utc).as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0), 23.0);
+    }
+
     /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
     /// for an unknown table, which ones this user may query.
     #[test]
@@ -1557,8 +1667,15 @@ mod tests {
                 ["zones", "detections"].map(|t| (t.to_owned(), Arc::clone(&schema), vec![])).to_vec();
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             let stop = AtomicBool::new(false);
-            let r =
-                rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, Job::Run(None)));
+            let r = rt.block_on(run_query(
+                tables,
+                vec![],
+                None,
+                sql,
+                &Limits::default(),
+                &stop,
+                Job::Run(None, "UTC".into()),
+            ));
             let e = r.err().expect("refused");
             (e.sqlstate(), e.position().map(ToString::to_string), e.to_string())
         };
@@ -1581,7 +1698,7 @@ mod tests {
             "SELECT count(*) FROM detections",
             &Limits::default(),
             &stop,
-            Job::Run(None),
+            Job::Run(None, "UTC".into()),
         ));
         assert!(matches!(ok, Ok(Outcome::Rows(..))));
     }

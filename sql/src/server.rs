@@ -197,6 +197,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
                     registry: Arc::clone(&registry),
                     credentials: Arc::clone(&credentials),
                 }),
+                zone: std::sync::Mutex::new("UTC".to_owned()),
             }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
@@ -408,6 +409,8 @@ struct Session {
     credentials: Arc<Credentials>,
     /// Plans the statements clients prepare (the extended protocol).
     parser: Arc<extended::Parser>,
+    /// The session's `TimeZone` (`SET TimeZone`): what queries print instants in.
+    zone: std::sync::Mutex<String>,
 }
 
 /// The settings a client is told as it logs in: the same as `SHOW` answers.
@@ -448,38 +451,56 @@ pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
     SETTINGS.iter().find(|(n, ..)| n.eq_ignore_ascii_case(name)).map(|(_, value, _)| *value)
 }
 
-/// A warning for `SET TimeZone` to a zone other than UTC, which vigil accepts and does not
-/// apply (its sessions are in UTC): the way to local time instead. None for other statements.
-fn time_zone_warning(text: &str) -> Option<ErrorInfo> {
-    // Every statement passes here: only a SET is read into words.
-    if !text.trim_start().get(..3).is_some_and(|h| h.eq_ignore_ascii_case("SET")) {
+/// The zone a `SET [SESSION | LOCAL] TimeZone | TIME ZONE [TO | =] value` or a `RESET
+/// TimeZone` sets: a zone of the IANA database under its own spelling (`africa/casablanca` is
+/// `Africa/Casablanca`), `UTC` for UTC's names, `DEFAULT` and `LOCAL`; PostgreSQL's error for
+/// anything else. None for other statements.
+fn time_zone_set(text: &str) -> Option<Result<String, ErrorInfo>> {
+    // Every statement passes here: only a SET or RESET is read into words.
+    let head = text.trim_start();
+    if !(head.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("SET"))
+        || head.get(..5).is_some_and(|h| h.eq_ignore_ascii_case("RESET")))
+    {
         return None;
     }
     let w = statement_words(text)?;
     let words: Vec<String> = w.iter().map(|x| x.to_ascii_uppercase()).collect();
     let mut at = usize::from(matches!(words.get(1).map(String::as_str), Some("SESSION" | "LOCAL"))) + 1;
     match (words.first().map(String::as_str), words.get(at).map(String::as_str)) {
-        (Some("SET"), Some("TIMEZONE")) => at += 1,
+        (Some("SET" | "RESET"), Some("TIMEZONE")) => at += 1,
         (Some("SET"), Some("TIME")) if words.get(at + 1).is_some_and(|z| z == "ZONE") => at += 2,
         _ => return None,
+    }
+    if words[0] == "RESET" {
+        return Some(Ok("UTC".to_owned()));
     }
     if matches!(words.get(at).map(String::as_str), Some("TO" | "=")) {
         at += 1;
     }
     let value = w.get(at)?.trim_matches('\'').to_owned();
-    let utc = ["UTC", "ETC/UTC", "GMT", "Z", "ZULU", "UCT", "0", "+00", "+00:00", "DEFAULT", "LOCAL"];
+    let utc =
+        ["UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "UCT", "0", "+00", "+00:00", "DEFAULT", "LOCAL"];
     if utc.contains(&value.to_ascii_uppercase().as_str()) {
-        return None;
+        return Some(Ok("UTC".to_owned()));
     }
-    let mut info = ErrorInfo::new(
-        "WARNING".into(),
-        "01000".into(),
-        format!("vigil's sessions are in UTC: TimeZone stays UTC, not {value}"),
-    );
-    info.hint = Some(format!(
-        "timestamps print with their offset (+00); for local time write event_time AT TIME ZONE '{value}'"
-    ));
-    Some(info)
+    // PostgreSQL reads a bare offset as a POSIX zone, west of Greenwich when positive ('+01:00'
+    // is an hour behind UTC): refused here, with the zone's name asked for instead.
+    match chrono_tz::TZ_VARIANTS.iter().find(|z| z.name().eq_ignore_ascii_case(&value)) {
+        Some(z) => Some(Ok(z.name().to_owned())),
+        None => {
+            let mut info = ErrorInfo::new(
+                "ERROR".into(),
+                "22023".into(),
+                format!("invalid value for parameter \"TimeZone\": \"{value}\""),
+            );
+            info.hint = Some(
+                "name a zone of the IANA database, such as 'Africa/Casablanca' (Morocco's clocks, \
+                 Ramadan included) or 'UTC'"
+                    .into(),
+            );
+            Some(Err(info))
+        }
+    }
 }
 
 fn denied(role: Role, what: &str) -> Response {
@@ -535,11 +556,8 @@ impl SimpleQueryHandler for Session {
         // Logged in, so the account exists; were it gone, the session would get nothing.
         let role = self.credentials.role_of(&user).unwrap_or(Role::Auditor);
         for st in statements {
-            if let Some(warning) = time_zone_warning(&st.text) {
-                use futures::SinkExt;
-                client.send(PgWireBackendMessage::NoticeResponse(warning.into())).await?;
-            }
             let r = self.statement(&st.text, &st.blanked, &user, role).await;
+            self.report_zone(client, &st.text, matches!(r, Response::Execution(_))).await?;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
             // A SUBSCRIBE that opens the query string is streamed here, each change as it comes
@@ -562,6 +580,26 @@ impl SimpleQueryHandler for Session {
 }
 
 impl Session {
+    /// The session's `TimeZone`.
+    fn zone(&self) -> String {
+        self.zone.lock().expect("zone").clone()
+    }
+
+    /// After a `SET TimeZone` that took effect, tells the client the new zone as PostgreSQL
+    /// does (a ParameterStatus message: drivers read instants' text in it).
+    async fn report_zone<C>(&self, client: &mut C, text: &str, done: bool) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        if done && time_zone_set(text).is_some_and(|z| z.is_ok()) {
+            let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), self.zone());
+            client.send(PgWireBackendMessage::ParameterStatus(status)).await?;
+        }
+        Ok(())
+    }
+
     /// Records a statement and its outcome: its kind, the rule or stream it named, a digest of
     /// its text.
     fn audit(&self, user: &str, text: &str, r: &Response) {
@@ -661,7 +699,18 @@ impl Session {
             })),
             ("COMMIT" | "END", _) => Response::Execution(Tag::new("COMMIT")),
             ("ROLLBACK" | "ABORT", _) => Response::Execution(Tag::new("ROLLBACK")),
+            ("SET" | "RESET", _) if let Some(zone) = time_zone_set(text) => match zone {
+                Ok(zone) => {
+                    *self.zone.lock().expect("zone") = zone;
+                    Response::Execution(Tag::new(&upper(&w, 0)))
+                }
+                Err(info) => Response::Error(Box::new(info)),
+            },
             ("SET" | "RESET" | "DISCARD", _) => Response::Execution(Tag::new(&upper(&w, 0))),
+            ("SHOW", "TIMEZONE") => text_response(&["TimeZone"], vec![vec![Some(self.zone())]]),
+            ("SHOW", "TIME") if upper(&w, 2) == "ZONE" => {
+                text_response(&["TimeZone"], vec![vec![Some(self.zone())]])
+            }
             ("SHOW", p) if server_parameter(p).is_some() => {
                 text_response(&[&p.to_ascii_lowercase()], vec![vec![server_parameter(p).map(str::to_owned)]])
             }
@@ -669,7 +718,10 @@ impl Session {
                 &["name", "setting", "description"],
                 SETTINGS
                     .iter()
-                    .map(|(n, v, d)| vec![Some((*n).into()), Some((*v).into()), Some((*d).into())])
+                    .map(|(n, v, d)| {
+                        let v = if *n == "timezone" { self.zone() } else { (*v).into() };
+                        vec![Some((*n).into()), Some(v), Some((*d).into())]
+                    })
                     .collect(),
             ),
             // `SHOW work_mem`: a setting vigil does not have (with a value in quotes, it is a
@@ -801,8 +853,9 @@ impl Session {
         role: Role,
         user: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
+        let zone = self.zone();
         tokio::select! {
-            r = self.registry.query(sql, role, user) => r.map_err(user_error),
+            r = self.registry.query_in(sql, role, user, None, &zone) => r.map_err(user_error),
             // Dropping the query stops it.
             _ = client_gone(&self.watch) => {
                 tracing::info!("a psql client went away: its query was stopped");
@@ -1024,24 +1077,34 @@ mod tests {
     }
 
     #[test]
-    fn setting_a_time_zone_other_than_utc_is_warned_with_the_way_to_local_time() {
-        for sql in [
-            "SET TimeZone = 'Africa/Casablanca'",
-            "set timezone to 'Africa/Casablanca';",
-            "SET SESSION TIME ZONE 'Africa/Casablanca'",
+    fn set_time_zone_names_a_zone_of_the_iana_database_or_is_refused_with_the_fix() {
+        for (sql, zone) in [
+            ("SET TimeZone = 'Africa/Casablanca'", "Africa/Casablanca"),
+            ("set timezone to 'africa/casablanca';", "Africa/Casablanca"),
+            ("SET SESSION TIME ZONE 'Asia/Kolkata'", "Asia/Kolkata"),
+            ("SET TimeZone = 'UTC'", "UTC"),
+            ("SET TIME ZONE 'Etc/UTC'", "UTC"),
+            ("SET timezone TO DEFAULT", "UTC"),
+            ("RESET TimeZone", "UTC"),
         ] {
-            let w = super::time_zone_warning(sql).unwrap_or_else(|| panic!("{sql}"));
-            assert!(w.message.contains("not Africa/Casablanca"), "{sql}: {}", w.message);
-            assert!(w.hint.unwrap().contains("AT TIME ZONE 'Africa/Casablanca'"), "{sql}");
+            assert_eq!(
+                super::time_zone_set(sql).map(|z| z.map_err(|e| e.message)),
+                Some(Ok(zone.into())),
+                "{sql}"
+            );
         }
-        for sql in [
-            "SET TimeZone = 'UTC'",
-            "SET TIME ZONE 'Etc/UTC'",
-            "SET timezone TO DEFAULT",
-            "SET datestyle = 'ISO'",
-            "SELECT 1",
-        ] {
-            assert!(super::time_zone_warning(sql).is_none(), "{sql}");
+        for sql in ["SET TimeZone = 'Mars/Base'", "SET TIME ZONE '+01:00'"] {
+            let e = super::time_zone_set(sql).unwrap().unwrap_err();
+            assert_eq!(e.code, "22023", "{sql}");
+            assert!(
+                e.message.starts_with("invalid value for parameter \"TimeZone\""),
+                "{sql}: {}",
+                e.message
+            );
+            assert!(e.hint.unwrap().contains("'Africa/Casablanca'"), "{sql}");
+        }
+        for sql in ["SET datestyle = 'ISO'", "RESET ALL", "SELECT 1", "SHOW TimeZone"] {
+            assert!(super::time_zone_set(sql).is_none(), "{sql}");
         }
     }
     use datafusion::arrow::datatypes::{DataType, Field, Schema};

@@ -92,9 +92,15 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// The names of the window functions.
 pub const WINDOW_FUNCTIONS: [&str; 3] = ["tumble", "hop", "session"];
 
-/// The struct type a window call returns.
+/// The struct type a window call returns (a rule's: in UTC).
 pub fn window_type() -> DataType {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    window_type_in(Some("UTC".into()))
+}
+
+/// The struct type of a window over times in zone `tz` (an ad-hoc query's, in its session's
+/// `TimeZone`): the same instants, printed in that zone.
+fn window_type_in(tz: Option<Arc<str>>) -> DataType {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, tz.or_else(|| Some("UTC".into())));
     DataType::Struct(Fields::from(vec![
         Field::new("window_start", ts.clone(), false),
         Field::new("window_end", ts, false),
@@ -135,11 +141,19 @@ impl ScalarUDFImpl for WindowUdf {
         if let Some(t) = args[1..].iter().find(|t| !matches!(t, DataType::Interval(_))) {
             return plan_err!("{}() takes INTERVAL literals after the timestamp, not {t}", self.name);
         }
-        Ok(window_type())
+        Ok(window_type_in(zone_of(&args[0])))
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         exec_err!("{}() can only appear in GROUP BY", self.name)
+    }
+}
+
+/// The zone of a timestamp type (`None` for one without, or another type).
+fn zone_of(t: &DataType) -> Option<Arc<str>> {
+    match t {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
     }
 }
 
@@ -473,8 +487,9 @@ impl ScalarUDFImpl for WindowsOf {
         &self.signature
     }
 
-    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::List(Arc::new(Field::new("item", window_type(), false))))
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        let window = window_type_in(args.first().and_then(zone_of));
+        Ok(DataType::List(Arc::new(Field::new("item", window, false))))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
@@ -483,6 +498,8 @@ impl ScalarUDFImpl for WindowsOf {
         };
         use datafusion::arrow::buffer::OffsetBuffer;
         let times = args.args[0].to_array(args.number_rows)?;
+        let window = window_type_in(zone_of(times.data_type()));
+        let zone = zone_of(times.data_type()).unwrap_or_else(|| "UTC".into());
         let times = datafusion::arrow::compute::cast(&times, &DataType::Int64)?;
         let times = times.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
         let size = self.kind.size();
@@ -495,12 +512,13 @@ impl ScalarUDFImpl for WindowsOf {
                 ends.push(end);
             }
         }
-        let DataType::Struct(fields) = window_type() else { unreachable!("a window is a struct") };
-        let column =
-            |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC")) };
+        let DataType::Struct(fields) = window.clone() else { unreachable!("a window is a struct") };
+        let column = |v: Vec<i64>| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(v).with_timezone(Arc::clone(&zone)))
+        };
         let windows = StructArray::try_new(fields, vec![column(starts), column(ends)], None)?;
         let list = ListArray::try_new(
-            Arc::new(Field::new("item", window_type(), false)),
+            Arc::new(Field::new("item", window, false)),
             OffsetBuffer::from_lengths(lengths),
             Arc::new(windows),
             times.nulls().cloned(),

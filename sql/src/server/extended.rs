@@ -274,8 +274,9 @@ impl ExtendedQueryHandler for Session {
             })
             .collect::<PgWireResult<Vec<_>>>()?;
         let r = if stmt.query {
-            let run =
-                self.registry.query_with(&stmt.sql, role, &user, (!values.is_empty()).then_some(values));
+            let zone = self.zone();
+            let params = (!values.is_empty()).then_some(values);
+            let run = self.registry.query_in(&stmt.sql, role, &user, params, &zone);
             let r = tokio::select! {
                 r = run => r,
                 _ = super::client_gone(&self.watch) => return Err(wire_error("57014", "the client went away")),
@@ -293,7 +294,11 @@ impl ExtendedQueryHandler for Session {
             let statements = split_statements(&text, SOURCE).map_err(|e| response_error(user_error(e)))?;
             match statements.as_slice() {
                 [] => Response::EmptyQuery,
-                [st] => self.statement(&st.text, &st.blanked, &user, role).await,
+                [st] => {
+                    let r = self.statement(&st.text, &st.blanked, &user, role).await;
+                    self.report_zone(client, &st.text, matches!(r, Response::Execution(_))).await?;
+                    r
+                }
                 _ => super::error(
                     "42601",
                     "a prepared statement holds one statement; send several with the simple protocol",
