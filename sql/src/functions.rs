@@ -299,6 +299,124 @@ impl ScalarUDFImpl for DatePart {
     }
 }
 
+/// Casts to text of instants, durations, floats and lists print as PostgreSQL's do: DataFusion
+/// gives Arrow's forms (`event_time::text` was `2026-06-14T20:00:00.500Z`, an hour's interval
+/// `1 hours`, an array `[1, 2]`), which an analyst's `'seen at ' || event_time` carried into
+/// reports. Rewritten after DataFusion's type coercion (which adds the casts `||` needs) into
+/// [`pg_text`], the server's own text writer; the column keeps its name.
+#[derive(Debug)]
+pub struct PgTextCasts;
+
+impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _: &datafusion::config::ConfigOptions,
+    ) -> DfResult<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::DFSchema;
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::ExprSchemable;
+        use datafusion::logical_expr::expr_rewriter::NamePreserver;
+        plan.transform_up_with_subqueries(|plan| {
+            let mut schema = DFSchema::empty();
+            for input in plan.inputs() {
+                schema.merge(input.schema());
+            }
+            let names = NamePreserver::new(&plan);
+            plan.map_expressions(|expr| {
+                let name = names.save(&expr);
+                let rewritten = expr.transform_up(|e| {
+                    let Expr::Cast(cast) = &e else { return Ok(Transformed::no(e)) };
+                    let target = cast.field.data_type();
+                    let to_text = matches!(target, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+                    let from = cast.expr.get_type(&schema).ok();
+                    if !to_text || !from.as_ref().is_some_and(pg_text_differs) {
+                        return Ok(Transformed::no(e));
+                    }
+                    let text =
+                        Expr::ScalarFunction(ScalarFunction::new_udf(pg_text(), vec![*cast.expr.clone()]));
+                    Ok(Transformed::yes(match target {
+                        DataType::Utf8 => text,
+                        _ => Expr::Cast(datafusion::logical_expr::Cast::new_from_field(
+                            Box::new(text),
+                            Arc::clone(&cast.field),
+                        )),
+                    }))
+                })?;
+                Ok(rewritten.update_data(|e| name.restore(e)))
+            })?
+            .map_data(|plan| plan.recompute_schema())
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "vigil_pg_text_casts"
+    }
+}
+
+/// Whether PostgreSQL's text form of a `t` differs from Arrow's display.
+fn pg_text_differs(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Timestamp(..)
+            | DataType::Duration(_)
+            | DataType::Interval(_)
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+    )
+}
+
+/// `vigil_pg_text(x)`: `x` in PostgreSQL's text form, as the server sends it (see
+/// [`PgTextCasts`]).
+pub fn pg_text() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(PgText(Signature::any(1, Volatility::Immutable))))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgText(Signature);
+
+impl ScalarUDFImpl for PgText {
+    fn name(&self) -> &str {
+        "vigil_pg_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let values = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let options = datafusion::arrow::util::display::FormatOptions::default();
+        let formatter = datafusion::arrow::util::display::ArrayFormatter::try_new(values.as_ref(), &options)?;
+        let mut out = StringBuilder::with_capacity(values.len(), values.len() * 24);
+        let mut text = String::new();
+        for i in 0..values.len() {
+            if values.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            text.clear();
+            crate::server::types::write_pg_text(&mut text, values.as_ref(), &formatter, i);
+            out.append_value(&text);
+        }
+        let text: ArrayRef = Arc::new(out.finish());
+        Ok(match scalar {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(text.as_ref(), 0)?),
+            false => ColumnarValue::Array(text),
+        })
+    }
+}
+
 /// `pg_typeof(x)`: the PostgreSQL type a value is sent as (`timestamp with time zone`,
 /// `bigint`), as psql users ask it when a comparison or a cast does not do what they meant.
 pub fn pg_typeof() -> Arc<ScalarUDF> {
@@ -392,6 +510,62 @@ mod tests {
         for ((e, want), got) in cases.iter().zip(got) {
             assert!((got - want).abs() < 1e-9, "{e}: {got}, PostgreSQL {want}");
         }
+    }
+
+    #[tokio::test]
+    async fn casts_to_text_print_as_postgresqls_do_and_keep_the_columns_name() {
+        // In UTC, as the server's sessions are by default (`TIMESTAMPTZ` literals are instants).
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().execution.time_zone = Some("UTC".into());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rule(Arc::new(PgTextCasts))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        // PostgreSQL 15's answers (`psql -A -t`) to the same expressions.
+        let sql = "SELECT (TIMESTAMPTZ '2026-06-14 20:00:00.5+00')::text AS a, CAST(DATE '2026-06-14' AS text) AS b, \
+                   (INTERVAL '1 hour')::text AS c, 1.5::float8::text AS d, 1e20::float8::text AS e, \
+                   'at ' || TIMESTAMPTZ '2026-06-14 20:00:00+00' AS f, \
+                   (TIMESTAMPTZ '2026-06-14 20:00:01+00' - TIMESTAMPTZ '2026-06-14 20:00:00+00')::text AS g, \
+                   true::text AS h, 0.1::float4::text AS i, CAST(NULL AS double)::text AS j, \
+                   make_array(1.5, 2.0)::text AS k";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let row: Vec<Option<String>> = batches[0]
+            .columns()
+            .iter()
+            .map(|c| {
+                let c = datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap();
+                let c = c.as_string::<i32>();
+                c.is_valid(0).then(|| c.value(0).to_owned())
+            })
+            .collect();
+        let want = [
+            "2026-06-14 20:00:00.5+00",
+            "2026-06-14",
+            "01:00:00",
+            "1.5",
+            "1e+20",
+            "at 2026-06-14 20:00:00+00",
+            "00:00:01",
+            "true",
+            "0.1",
+        ];
+        let got: Vec<&str> = row[..9].iter().map(|v| v.as_deref().unwrap()).collect();
+        assert_eq!(got, want);
+        assert_eq!(row[9], None, "NULL stays NULL");
+        assert_eq!(row[10].as_deref(), Some("{1.5,2}"));
+        let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]);
+        // A cast under a name of its own keeps the column's name too.
+        let batches = ctx
+            .sql("SELECT t::text FROM (SELECT TIMESTAMPTZ '2026-06-14 20:00:00+00' AS t)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(batches[0].schema().field(0).name(), "t");
     }
 
     #[tokio::test]

@@ -1252,6 +1252,7 @@ async fn run_query(
         .with_runtime_env(runtime)
         .with_default_features()
         .with_expr_planners(planners)
+        .with_analyzer_rule(Arc::new(crate::functions::PgTextCasts))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog_query = pg_catalog.is_some();

@@ -572,7 +572,10 @@ fn compile_query(
         .statement_to_plan(st)
         .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
     let config = ConfigOptions::default();
-    let plan = Analyzer::new()
+    // Casts to text as PostgreSQL's, as in ad-hoc queries ([`crate::functions::PgTextCasts`]).
+    let mut analyzer = Analyzer::new();
+    analyzer.rules.push(Arc::new(crate::functions::PgTextCasts));
+    let plan = analyzer
         .execute_and_check(plan, &config, |_, _| {})
         .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
     let plan = decorrelate(plan)

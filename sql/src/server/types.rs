@@ -157,7 +157,7 @@ pub(crate) fn type_name(t: &DataType) -> SqlType {
 /// (`00:00:44.2`, `1 day 02:00:00`), floats as its (`5400`, `Infinity`: JDBC and psycopg read
 /// Arrow's `inf` as no number) and lists as its arrays (`{1,2}`). Appended, not returned: COPY
 /// writes a row's values into one line, without a `String` each.
-pub(super) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) {
+pub(crate) fn write_pg_text(out: &mut String, c: &dyn Array, f: &ArrayFormatter<'_>, i: usize) {
     use std::fmt::Write;
     match c.data_type() {
         DataType::Boolean => out.push(if c.as_boolean().value(i) { 't' } else { 'f' }),
