@@ -303,7 +303,8 @@ impl ScalarUDFImpl for DatePart {
 /// gives Arrow's forms (`event_time::text` was `2026-06-14T20:00:00.500Z`, an hour's interval
 /// `1 hours`, an array `[1, 2]`), which an analyst's `'seen at ' || event_time` carried into
 /// reports. Rewritten after DataFusion's type coercion (which adds the casts `||` needs) into
-/// [`pg_text`], the server's own text writer; the column keeps its name.
+/// [`pg_text`], the server's own text writer; the column keeps its name. Likewise an instant
+/// cast to `timestamp` is the session zone's wall clock (`to_local_time`), not UTC's.
 #[derive(Debug)]
 pub struct PgTextCasts;
 
@@ -328,6 +329,20 @@ impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
                 let rewritten = expr.transform_up(|e| {
                     let Expr::Cast(cast) = &e else { return Ok(Transformed::no(e)) };
                     let target = cast.field.data_type();
+                    // An instant to a local time: the session zone's wall clock, as PostgreSQL
+                    // gives (Arrow's cast keeps UTC's).
+                    if let (DataType::Timestamp(_, None), Ok(DataType::Timestamp(_, Some(_)))) =
+                        (target, cast.expr.get_type(&schema))
+                    {
+                        let local = datafusion::functions::datetime::to_local_time();
+                        let local =
+                            Expr::ScalarFunction(ScalarFunction::new_udf(local, vec![*cast.expr.clone()]));
+                        let cast = datafusion::logical_expr::Cast::new_from_field(
+                            Box::new(local),
+                            Arc::clone(&cast.field),
+                        );
+                        return Ok(Transformed::yes(Expr::Cast(cast)));
+                    }
                     let to_text = matches!(target, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
                     let from = cast.expr.get_type(&schema).ok();
                     if !to_text || !from.as_ref().is_some_and(pg_text_differs) {

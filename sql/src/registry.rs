@@ -1625,7 +1625,8 @@ mod tests {
         let times = TimestampMillisecondArray::from(vec![at]).with_timezone("UTC");
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(times)]).unwrap();
         let sql = "SELECT event_time, date_trunc('day', event_time) AS day, extract(hour FROM event_time) AS h, \
-                   window_end FROM detections GROUP BY tumble(event_time, INTERVAL '1 hour'), event_time";
+                   window_end, CAST(event_time AS TIMESTAMP) AS wall \
+                   FROM detections GROUP BY tumble(event_time, INTERVAL '1 hour'), event_time";
         let run = |zone: &str| {
             let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -1653,7 +1654,16 @@ mod tests {
             (instant(&local, 3), zone_of(&local, 3)),
             (at + 1_800_000, "Africa/Casablanca".to_owned())
         );
+        let wall = |b: &RecordBatch| {
+            let c = datafusion::arrow::compute::cast(
+                b.column(4),
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            );
+            c.unwrap().as_primitive::<TimestampMillisecondType>().value(0)
+        };
+        assert_eq!(wall(&local), at + 3_600_000, "::timestamp is the zone's wall clock, 00:30");
         let utc = run("UTC");
+        assert_eq!(wall(&utc), at);
         assert_eq!((instant(&utc, 1), zone_of(&utc, 0)), (at - 84_600_000, "UTC".to_owned()), "the UTC day");
         assert_eq!(hour(&utc).as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0), 23.0);
     }
