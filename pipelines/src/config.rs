@@ -260,6 +260,9 @@ pub struct Server {
     pub query_memory_mb: Spanned<i64>,
     /// Seconds an ad-hoc query may run.
     pub query_timeout_s: Spanned<i64>,
+    /// The `TimeZone` psql sessions start in (`"Africa/Casablanca"`: instants print as Morocco's
+    /// wall clock); `UTC` by default. A session may `SET TimeZone`.
+    pub time_zone: Spanned<String>,
 }
 
 impl Default for Server {
@@ -274,6 +277,7 @@ impl Default for Server {
             auth_timeout_s: Spanned::new(0..0, 10),
             query_memory_mb: Spanned::new(0..0, 256),
             query_timeout_s: Spanned::new(0..0, 30),
+            time_zone: Spanned::new(0..0, "UTC".into()),
         }
     }
 }
@@ -845,6 +849,14 @@ impl Config {
                     &format!("use a number from 0 to {most}"),
                 );
             }
+        }
+        let zone = &self.server.time_zone;
+        if vigil_sql::server::zone_name(zone.get_ref()).is_none() {
+            return err(
+                zone.span(),
+                format!("server.time_zone = {:?} is not a time zone", zone.get_ref()),
+                "name a zone of the IANA database, such as \"Africa/Casablanca\" (Morocco's clocks, Ramadan included) or \"UTC\"",
+            );
         }
         if let Some(d) = self.models.faces.as_ref().and_then(|f| f.detector.as_ref())
             && !["centerface", "mtcnn"].contains(&d.get_ref().as_str())
@@ -1605,6 +1617,7 @@ mod tests {
             ("[server]\nquery_memory_mb = 1000000\n", 4, "server.query_memory_mb"),
             ("[server]\nquery_timeout_s = 0\n", 4, "server.query_timeout_s"),
             ("[server]\nhttp_max_connections = 0\n", 4, "server.http_max_connections"),
+            ("[server]\ntime_zone = \"+01:00\"\n", 4, "server.time_zone = \"+01:00\" is not a time zone"),
             ("[engine]\nworkers = 1000\n", 4, "engine.workers = 1000"),
             ("[engine]\ndecode_threads = -1\n", 4, "engine.decode_threads = -1 is out of range"),
             ("[snapshots]\nmin_interval_s = 0.0\n", 4, "snapshots.min_interval_s = 0 is out of range"),

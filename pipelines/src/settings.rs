@@ -538,6 +538,9 @@ impl Settings {
                     // The run opens the log under its output directory.
                     audit: None,
                     failures: Default::default(),
+                    // Checked when the file was read.
+                    time_zone: vigil_sql::server::zone_name(config.server.time_zone.get_ref())
+                        .unwrap_or_else(|| "UTC".into()),
                 },
                 limits: vigil_sql::limits::Limits {
                     query_memory: (*config.server.query_memory_mb.get_ref() as usize) << 20,

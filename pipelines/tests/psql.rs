@@ -574,7 +574,8 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     let mut config = String::from(
         "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 4\nvehicles_per_minute = 6\n\n\
          [[zones]]\nname = \"gate\"\ncamera = 0\npolygon = [[10.0, 4.0], [30.0, 4.0], [30.0, 16.0], [10.0, 16.0]]\n\n\
-         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n",
+         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n\
+         [server]\ntime_zone = \"Africa/Casablanca\"\n\n",
     );
     let passwords: Vec<(String, String)> =
         users.iter().map(|(u, _)| (format!("PW_{}", u.to_uppercase()), format!("{u}-password-1"))).collect();
@@ -736,7 +737,8 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     );
     // SHOW ALL lists the settings SHOW answers; one vigil does not have is PostgreSQL's error.
     let (ok, all) = run("karim", "SHOW ALL");
-    assert!(ok && all.lines().any(|l| l.starts_with("timezone|UTC|")), "{all}");
+    // (The city's sessions start in Morocco's time zone: `server.time_zone`.)
+    assert!(ok && all.lines().any(|l| l.starts_with("timezone|Africa/Casablanca|")), "{all}");
     let (ok, said) = run("karim", "SHOW work_mem");
     assert!(
         !ok && said.contains("unrecognized configuration parameter \"work_mem\"")
@@ -751,12 +753,12 @@ fn each_role_sees_what_it_may_and_nothing_else() {
          TIMESTAMPTZ '2026-03-01 12:00:00+00' AT TIME ZONE 'Africa/Casablanca'",
     );
     assert!(ok && local.lines().any(|l| l == "2026-06-14 21:00:23.4+01|2026-03-01 12:00:00+00"), "{local}");
-    // Or with SET TimeZone, for the session: instants print as the zone's wall clock, its days
-    // and hours are the zone's, a time without an offset is in it (PostgreSQL 15's answers, to
-    // the same statements).
+    // Or for the session, in the zone `server.time_zone` names (or SET TimeZone): instants print
+    // as the zone's wall clock, its days and hours are the zone's, a time without an offset is
+    // in it (PostgreSQL 15's answers, to the same statements).
     let (ok, set) = run(
         "karim",
-        "SET TimeZone = 'Africa/Casablanca'; SHOW TimeZone; \
+        "SHOW TimeZone; \
          SELECT TIMESTAMPTZ '2026-06-14 20:00:23.4+00', date_trunc('day', TIMESTAMPTZ '2026-06-14 23:30:00+00'), \
          extract(hour FROM TIMESTAMPTZ '2026-06-14 23:30:00+00'), TIMESTAMPTZ '2026-06-14 20:00:00'",
     );
@@ -765,6 +767,15 @@ fn each_role_sees_what_it_may_and_nothing_else() {
     assert!(
         lines.contains(&"2026-06-14 21:00:23.4+01|2026-06-15 00:00:00+01|0|2026-06-14 20:00:00+01"),
         "{set}"
+    );
+    let (ok, utc) = run(
+        "karim",
+        "SET TimeZone = 'UTC'; SELECT TIMESTAMPTZ '2026-06-14 20:00:23.4+00'; RESET TimeZone; SHOW TimeZone",
+    );
+    let lines: Vec<&str> = utc.lines().collect();
+    assert!(
+        ok && lines.contains(&"2026-06-14 20:00:23.4+00") && lines.contains(&"Africa/Casablanca"),
+        "{utc}"
     );
     let (ok, bad) = run("karim", "SET TimeZone = 'Mars/Base'");
     assert!(

@@ -501,19 +501,24 @@ pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), 
             Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(user.clone()))),
         ));
     }
-    // The settings `SHOW` answers (Grafana reads `current_setting('search_path')`).
+    // The settings `SHOW` answers (Grafana reads `current_setting('search_path')`); the time
+    // zone is the session's.
+    let zone = ctx.state().config().options().execution.time_zone.clone().unwrap_or_else(|| "UTC".into());
     ctx.register_udf(create_udf(
         "current_setting",
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             let names = ColumnarValue::values_to_arrays(args)?;
             let values = names[0]
                 .as_string::<i32>()
                 .iter()
                 .map(|name| {
                     name.map(|n| {
+                        if n.eq_ignore_ascii_case("timezone") {
+                            return Ok(zone.as_str());
+                        }
                         crate::server::server_parameter(&n.to_ascii_uppercase()).ok_or_else(|| {
                             DataFusionError::Execution(format!(
                                 "unrecognized configuration parameter \"{n}\""

@@ -129,6 +129,8 @@ pub struct Edge {
     /// Failed logins so far; share it with the other endpoints of the same accounts (HTTP), so
     /// that guesses spread over both are slowed as one.
     pub failures: Arc<Failures>,
+    /// The `TimeZone` a session starts in (`UTC`, or a zone's name as [`zone_name`] gives it).
+    pub time_zone: String,
 }
 
 impl Default for Edge {
@@ -138,6 +140,7 @@ impl Default for Edge {
             auth_timeout: Duration::from_secs(10),
             audit: None,
             failures: Arc::default(),
+            time_zone: "UTC".to_owned(),
         }
     }
 }
@@ -197,7 +200,8 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
                     registry: Arc::clone(&registry),
                     credentials: Arc::clone(&credentials),
                 }),
-                zone: std::sync::Mutex::new("UTC".to_owned()),
+                zone: std::sync::Mutex::new(edge.time_zone.clone()),
+                default_zone: edge.time_zone.clone(),
             }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
@@ -343,7 +347,7 @@ impl PgWireServerHandlers for Factory {
         let mut scram = ScramAuth::new(Arc::new(Accounts(Arc::clone(&self.credentials))));
         scram.set_iterations(ITERATIONS);
         Arc::new(Login {
-            inner: SASLAuthStartupHandler::new(Arc::new(parameters()))
+            inner: SASLAuthStartupHandler::new(Arc::new(parameters(&self.session.zone())))
                 .with_scram(scram)
                 .with_connection_manager(Arc::clone(&self.sessions)),
             failures: Arc::clone(&self.failures),
@@ -411,16 +415,17 @@ struct Session {
     parser: Arc<extended::Parser>,
     /// The session's `TimeZone` (`SET TimeZone`): what queries print instants in.
     zone: std::sync::Mutex<String>,
+    /// The zone `RESET TimeZone` goes back to (`server.time_zone`).
+    default_zone: String,
 }
 
-/// The settings a client is told as it logs in: the same as `SHOW` answers.
-fn parameters() -> DefaultServerParameterProvider {
+/// The settings a client is told as it logs in: the same as `SHOW` answers, in `zone`.
+fn parameters(zone: &str) -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
     p.server_version = crate::pg_catalog::SERVER_VERSION.to_owned();
     p.is_superuser = false;
-    let shown = |name| server_parameter(name).unwrap_or_default().to_owned();
-    p.date_style = shown("DATESTYLE");
-    p.time_zone = shown("TIMEZONE");
+    p.date_style = server_parameter("DATESTYLE").unwrap_or_default().to_owned();
+    zone.clone_into(&mut p.time_zone);
     p
 }
 
@@ -452,9 +457,9 @@ pub(crate) fn server_parameter(name: &str) -> Option<&'static str> {
 }
 
 /// The zone a `SET [SESSION | LOCAL] TimeZone | TIME ZONE [TO | =] value` or a `RESET
-/// TimeZone` sets: a zone of the IANA database under its own spelling (`africa/casablanca` is
-/// `Africa/Casablanca`), `UTC` for UTC's names, `DEFAULT` and `LOCAL`; PostgreSQL's error for
-/// anything else. None for other statements.
+/// TimeZone` sets, as [`zone_name`] reads it; empty for `RESET`, `DEFAULT` and `LOCAL` (the
+/// server's `server.time_zone`); PostgreSQL's error for anything else. None for other
+/// statements.
 fn time_zone_set(text: &str) -> Option<Result<String, ErrorInfo>> {
     // Every statement passes here: only a SET or RESET is read into words.
     let head = text.trim_start();
@@ -472,21 +477,17 @@ fn time_zone_set(text: &str) -> Option<Result<String, ErrorInfo>> {
         _ => return None,
     }
     if words[0] == "RESET" {
-        return Some(Ok("UTC".to_owned()));
+        return Some(Ok(String::new()));
     }
     if matches!(words.get(at).map(String::as_str), Some("TO" | "=")) {
         at += 1;
     }
     let value = w.get(at)?.trim_matches('\'').to_owned();
-    let utc =
-        ["UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "UCT", "0", "+00", "+00:00", "DEFAULT", "LOCAL"];
-    if utc.contains(&value.to_ascii_uppercase().as_str()) {
-        return Some(Ok("UTC".to_owned()));
+    if ["DEFAULT", "LOCAL"].contains(&value.to_ascii_uppercase().as_str()) {
+        return Some(Ok(String::new()));
     }
-    // PostgreSQL reads a bare offset as a POSIX zone, west of Greenwich when positive ('+01:00'
-    // is an hour behind UTC): refused here, with the zone's name asked for instead.
-    match chrono_tz::TZ_VARIANTS.iter().find(|z| z.name().eq_ignore_ascii_case(&value)) {
-        Some(z) => Some(Ok(z.name().to_owned())),
+    match zone_name(&value) {
+        Some(z) => Some(Ok(z)),
         None => {
             let mut info = ErrorInfo::new(
                 "ERROR".into(),
@@ -501,6 +502,18 @@ fn time_zone_set(text: &str) -> Option<Result<String, ErrorInfo>> {
             Some(Err(info))
         }
     }
+}
+
+/// A zone of the IANA database under its own spelling (`africa/casablanca` is
+/// `Africa/Casablanca`), `UTC` for UTC's names; None for anything else. PostgreSQL reads a
+/// bare offset as a POSIX zone, west of Greenwich when positive (`+01:00` is an hour behind
+/// UTC), so offsets other than UTC's are not zones here: the zone's name is asked for instead.
+pub fn zone_name(value: &str) -> Option<String> {
+    let utc = ["UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "UCT", "0", "+00", "+00:00"];
+    if utc.contains(&value.to_ascii_uppercase().as_str()) {
+        return Some("UTC".to_owned());
+    }
+    chrono_tz::TZ_VARIANTS.iter().find(|z| z.name().eq_ignore_ascii_case(value)).map(|z| z.name().to_owned())
 }
 
 fn denied(role: Role, what: &str) -> Response {
@@ -701,6 +714,7 @@ impl Session {
             ("ROLLBACK" | "ABORT", _) => Response::Execution(Tag::new("ROLLBACK")),
             ("SET" | "RESET", _) if let Some(zone) = time_zone_set(text) => match zone {
                 Ok(zone) => {
+                    let zone = if zone.is_empty() { self.default_zone.clone() } else { zone };
                     *self.zone.lock().expect("zone") = zone;
                     Response::Execution(Tag::new(&upper(&w, 0)))
                 }
@@ -1084,8 +1098,8 @@ mod tests {
             ("SET SESSION TIME ZONE 'Asia/Kolkata'", "Asia/Kolkata"),
             ("SET TimeZone = 'UTC'", "UTC"),
             ("SET TIME ZONE 'Etc/UTC'", "UTC"),
-            ("SET timezone TO DEFAULT", "UTC"),
-            ("RESET TimeZone", "UTC"),
+            ("SET timezone TO DEFAULT", ""),
+            ("RESET TimeZone", ""),
         ] {
             assert_eq!(
                 super::time_zone_set(sql).map(|z| z.map_err(|e| e.message)),
