@@ -1166,7 +1166,7 @@ enum Outcome {
 /// instants, so that DataFusion's functions (`date_trunc`, `extract`, `to_char`) read them as
 /// that zone's wall clock, and the server prints them with its offset, as PostgreSQL does with
 /// `SET TimeZone`. Unchanged in UTC.
-fn in_zone(
+pub(crate) fn in_zone(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     zone: &str,

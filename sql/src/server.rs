@@ -890,8 +890,10 @@ impl Session {
             Err(e) => return user_error(e),
         };
         let columns = schema.fields().len() + 2;
-        let first = copy_rows(&snapshot, None, out.latest());
-        let live = live_changes(rx, name.clone());
+        // Instants print in the session's zone, as its queries' do.
+        let zone = self.zone();
+        let first = copy_rows(&snapshot, None, out.latest(), &zone);
+        let live = live_changes(rx, name.clone(), zone);
         let data = stream::iter(first.into_iter().map(Ok)).chain(live);
         Response::CopyOut(CopyResponse::new(0, columns, data))
     }
@@ -942,13 +944,14 @@ where
 fn live_changes(
     rx: tokio::sync::broadcast::Receiver<Arc<Delta>>,
     rule: String,
+    zone: String,
 ) -> impl futures::Stream<Item = PgWireResult<CopyData>> {
     stream::unfold(Some(rx), move |rx| {
-        let rule = rule.clone();
+        let (rule, zone) = (rule.clone(), zone.clone());
         async move {
             let mut rx = rx?;
             match rx.recv().await {
-                Ok(d) => Some((Ok(copy_delta(&d)), Some(rx))),
+                Ok(d) => Some((Ok(copy_delta(&d, &zone)), Some(rx))),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(rule = %rule, "a SUBSCRIBE fell behind and missed {n} changes");
                     let info = ErrorInfo::new(
@@ -969,9 +972,9 @@ fn live_changes(
 }
 
 /// COPY text rows for a delta: `time_ms \t diff \t columns...`.
-fn copy_delta(d: &Delta) -> CopyData {
+fn copy_delta(d: &Delta, zone: &str) -> CopyData {
     let mut text = String::new();
-    for chunk in copy_rows(&d.rows, Some(d), 0) {
+    for chunk in copy_rows(&d.rows, Some(d), 0, zone) {
         text.push_str(std::str::from_utf8(&chunk.data).unwrap_or_default());
     }
     CopyData::new(Bytes::from(text))
@@ -985,9 +988,14 @@ fn subject_value(text: &str) -> Option<String> {
 }
 
 /// COPY text rows, each after its time and diff (COPY's text format, escapes and `\N`
-/// included); without a delta, a snapshot: diff 1 at time `as_of`.
-fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64) -> Vec<CopyData> {
+/// included), instants in `zone`; without a delta, a snapshot: diff 1 at time `as_of`.
+fn copy_rows(rows: &RecordBatch, d: Option<&Delta>, as_of: u64, zone: &str) -> Vec<CopyData> {
     use std::fmt::Write;
+    let zoned = crate::registry::in_zone(rows.schema(), vec![rows.clone()], zone);
+    let rows = match &zoned {
+        Ok((_, b)) if b.len() == 1 => &b[0],
+        _ => rows,
+    };
     copy::CopyOut::text().rows_after(rows, |i, line| {
         let (t, diff) = d.map_or((as_of, 1), |d| (d.times[i], d.diffs[i]));
         let _ = write!(line, "{t}\t{diff}\t");
@@ -1083,11 +1091,21 @@ mod tests {
         let rows =
             RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![Some("a\tb\\c"), None]))])
                 .unwrap();
-        let lines: Vec<String> = super::copy_rows(&rows, None, 7)
+        let lines: Vec<String> = super::copy_rows(&rows, None, 7, "UTC")
             .iter()
             .map(|d| String::from_utf8(d.data.to_vec()).unwrap())
             .collect();
         assert_eq!(lines, ["7\t1\ta\\tb\\\\c\n", "7\t1\t\\N\n"]);
+        // Instants in the session's zone, as its queries print them.
+        use datafusion::arrow::array::TimestampMillisecondArray;
+        use datafusion::arrow::datatypes::TimeUnit;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![Field::new("window_end", ts, false)]));
+        let ends = TimestampMillisecondArray::from(vec![1_781_467_223_400]).with_timezone("UTC");
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(ends)]).unwrap();
+        let line = |zone| String::from_utf8(super::copy_rows(&rows, None, 7, zone)[0].data.to_vec()).unwrap();
+        assert_eq!(line("UTC"), "7\t1\t2026-06-14 20:00:23.4+00\n");
+        assert_eq!(line("Africa/Casablanca"), "7\t1\t2026-06-14 21:00:23.4+01\n");
     }
 
     #[test]
@@ -1138,7 +1156,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let items: Vec<PgWireResult<CopyData>> = rt.block_on(async {
             drop(tx);
-            live_changes(rx, "busy".into()).collect().await
+            live_changes(rx, "busy".into(), "UTC".into()).collect().await
         });
         // The lag ends the stream at once: one error, naming the rule and the count.
         assert_eq!(items.len(), 1);
