@@ -36,6 +36,8 @@ pub enum Kind {
     UndefinedTable,
     /// A column that does not exist (42703).
     UndefinedColumn,
+    /// A name that means two columns (42702).
+    AmbiguousColumn,
     /// A function that does not exist (42883).
     UndefinedFunction,
     /// A rule that does not exist (42704).
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Syntax => "42601",
             Kind::UndefinedTable => "42P01",
             Kind::UndefinedColumn => "42703",
+            Kind::AmbiguousColumn => "42702",
             Kind::UndefinedFunction => "42883",
             Kind::UndefinedObject => "42704",
             Kind::DuplicateObject => "42710",

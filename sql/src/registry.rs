@@ -1289,12 +1289,26 @@ async fn run_query(
     let plan = match state.statement_to_plan(statement).await {
         Err(e) if e.to_string().contains("require unique expression names") => {
             let mut retry = retry;
+            let mut twice = Vec::new();
             if let datafusion::sql::parser::Statement::Statement(st) = &mut retry
                 && let datafusion::sql::sqlparser::ast::Statement::Query(q) = st.as_mut()
             {
-                name_apart(&mut q.body);
+                twice = name_apart(&mut q.body);
             }
-            state.statement_to_plan(retry).await
+            let plan = state.statement_to_plan(retry).await;
+            // ORDER BY a name two columns have: PostgreSQL's error, not "no field named".
+            if let Err(e) = &plan
+                && let Some(name) =
+                    twice.iter().find(|n| e.to_string().contains(&format!("No field named {n}.")))
+            {
+                return Err(SqlError::user(
+                    None,
+                    format!("ORDER BY \"{name}\" is ambiguous: two columns are named {name}"),
+                    "name them apart with AS, or ORDER BY the column's position (ORDER BY 2)",
+                )
+                .kind(Kind::AmbiguousColumn));
+            }
+            plan
         }
         plan => plan,
     };
@@ -1367,18 +1381,37 @@ fn over_memory(limits: &Limits) -> SqlError {
     .kind(Kind::ProgramLimit)
 }
 
-/// Names every column of `body`'s top-level queries apart (`__column_2` for the second): each
-/// is given an alias unless it is a star's.
-fn name_apart(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
-    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+/// Names the columns of `body`'s top-level queries apart (`__column_2` for the second): each
+/// is given an alias unless it is a star's or its name is its own (`class`, `count(*) AS n`
+/// when no other column is `n`), which ORDER BY may then still use. Returns the names two
+/// columns share.
+fn name_apart(body: &mut datafusion::sql::sqlparser::ast::SetExpr) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SelectItem, SetExpr};
     match body {
         SetExpr::SetOperation { left, right, .. } => {
-            name_apart(left);
-            name_apart(right);
+            let mut twice = name_apart(left);
+            twice.extend(name_apart(right));
+            twice
         }
         SetExpr::Query(q) => name_apart(&mut q.body),
         SetExpr::Select(select) => {
+            // The name a column is known by in the query (an alias, a column's name), folded
+            // as PostgreSQL folds it; None for an expression, whose name DataFusion makes.
+            let name = |item: &SelectItem| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
+                SelectItem::UnnamedExpr(SqlExpr::Identifier(id)) => Some(fold(id)),
+                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(ids)) => ids.last().map(fold),
+                _ => None,
+            };
+            let names: Vec<Option<String>> = select.projection.iter().map(name).collect();
+            let count = |n: &String| names.iter().filter(|m| m.as_ref() == Some(n)).count();
+            let mut twice: Vec<String> = names.iter().flatten().filter(|n| count(n) > 1).cloned().collect();
+            twice.dedup();
             for (i, item) in select.projection.iter_mut().enumerate() {
+                // A name only this column has is kept, so that ORDER BY and the like still find it.
+                if names[i].as_ref().is_some_and(|n| count(n) == 1) {
+                    continue;
+                }
                 let alias = Ident::with_quote('"', format!("__column_{}", i + 1));
                 *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
                     SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
@@ -1387,9 +1420,15 @@ fn name_apart(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
                     star => star,
                 };
             }
+            twice
         }
-        _ => {}
+        _ => Vec::new(),
     }
+}
+
+/// An identifier as PostgreSQL folds it: as written when quoted, lower-cased otherwise.
+fn fold(id: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
 }
 
 /// A schema whose duplicate column names get `_2`, `_3` suffixes (a join's `event_time`).
@@ -1666,6 +1705,34 @@ mod tests {
         assert_eq!(wall(&utc), at);
         assert_eq!((instant(&utc, 1), zone_of(&utc, 0)), (at - 84_600_000, "UTC".to_owned()), "the UTC day");
         assert_eq!(hour(&utc).as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0), 23.0);
+    }
+
+    /// Two columns of one name are allowed, as in PostgreSQL; a column whose name is its own is
+    /// still found by ORDER BY, and ORDER BY a shared name is PostgreSQL's "ambiguous" error.
+    #[test]
+    fn columns_of_one_name_keep_the_other_names_for_order_by() {
+        use datafusion::arrow::array::{AsArray, StringArray};
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("class", DataType::Utf8, false)]));
+        let classes = StringArray::from(vec!["person", "car", "person"]);
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(classes)]).unwrap();
+        let run = |sql: &str| {
+            let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let stop = AtomicBool::new(false);
+            let job = Job::Run(None, "UTC".into());
+            rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job))
+        };
+        let sql = "SELECT class AS k, count(*), count(*) FROM detections GROUP BY class ORDER BY k DESC";
+        let Ok(Outcome::Rows(_, rows)) = run(sql) else { panic!("{sql}") };
+        let k: Vec<&str> =
+            rows.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten()).collect();
+        assert_eq!(k, ["person", "car"]);
+        let e = run("SELECT 1 AS n, 2 AS n ORDER BY n").err().expect("ambiguous");
+        assert_eq!(e.sqlstate(), "42702", "{e}");
+        assert!(
+            e.to_string().contains("ORDER BY \"n\" is ambiguous") && e.to_string().contains("ORDER BY 2"),
+            "{e}"
+        );
     }
 
     /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
