@@ -76,6 +76,14 @@ pub(crate) fn reads_catalog(sql: &str) -> bool {
                     | "session_user"
                     | "user"
                     | "current_setting"
+                    // PostgreSQL's oid types (`'detections'::regclass`), which the catalog plans.
+                    | "regclass"
+                    | "regtype"
+                    | "regproc"
+                    | "regprocedure"
+                    | "regnamespace"
+                    | "regrole"
+                    | "oid"
             )
     })
 }
@@ -768,6 +776,8 @@ mod tests {
         assert!(reads_catalog("SELECT current_database()"));
         assert!(reads_catalog("SELECT current_user, current_setting('search_path')"));
         assert!(reads_catalog("SELECT has_table_privilege('zones', 'SELECT')"));
+        assert!(reads_catalog("SELECT 'detections'::regclass::oid"));
+        assert!(reads_catalog("SELECT 'int8'::REGTYPE"));
         assert!(!reads_catalog("SELECT actor FROM audit_log WHERE actor = 'user1'"));
         assert!(!reads_catalog("SELECT count(*) FROM detections WHERE class = 'person'"));
         assert!(!reads_catalog("SELECT camera_id FROM zone_density_pg"));
@@ -878,6 +888,12 @@ mod tests {
                    WHERE a.attnum > 0 ORDER BY c.relname, a.attnum";
         let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        // `'name'::regclass` is the table's oid in pg_class, as tools join on it.
+        let sql = "SELECT 'visits'::regclass::oid = (SELECT oid FROM pg_catalog.pg_class WHERE relname = 'visits') AS same";
+        // (Parsed as the server parses a catalog query.)
+        let plan = ctx.state().statement_to_plan(parse(sql).expect("parses")).await.expect("plans");
+        let same = ctx.execute_logical_plan(plan).await.expect("plans").collect().await.expect("runs");
+        assert!(same[0].column(0).as_boolean().value(0), "{sql}");
         for line in [
             "| alerts  | rule     | text                       | -1     | 0        | i        | x          | false    |",
             "| visits  | track_id | bigint                     | 8      | 0        | d        | p          | true     |",
