@@ -135,6 +135,7 @@ fn own_fields(w0: &str, w1: &str) -> Vec<(String, Type)> {
             text(&["name", "severity", "emit", "backfill", "origin", "state", "rows_held", "sql"])
         }
         ("EXPLAIN", "RULE") => text(&["plan"]),
+        ("SHOW", "TIMEZONE" | "TIME") => text(&["TimeZone"]),
         ("SHOW", p) if super::server_parameter(p).is_some() => text(&[&p.to_ascii_lowercase()]),
         ("SHOW", "ALL") => text(&["name", "setting", "description"]),
         ("SHOW" | "ERASE", kind) if !kind.is_empty() => text(&["what", "place", "rows", "detail"]),
