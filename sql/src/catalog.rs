@@ -43,7 +43,7 @@ impl Catalog {
                 .into_iter()
                 .chain(crate::window::window_udfs())
                 .chain(crate::functions::text_udfs(streams))
-                .chain([crate::functions::date_part()]),
+                .chain([crate::functions::date_part(), crate::functions::age()]),
             |f| (f.name(), f.aliases()),
         );
         let aggregates = by_name(datafusion::functions_aggregate::all_default_aggregate_functions(), |f| {

@@ -432,6 +432,158 @@ impl ScalarUDFImpl for PgText {
     }
 }
 
+/// PostgreSQL's `age(a, b)`: `a - b` as years, months and days of the calendar, then a time
+/// (`age('2026-06-14 20:00', '2026-03-31 21:30')` is `2 mons 13 days 22:30:00`), counted on the
+/// wall clock of the instants' zone (the session's `TimeZone`); `age(b)` is from midnight today.
+/// The difference of two instants alone (`a - b`) is days and a time. Written here because
+/// DataFusion has no `age`; the rules are PostgreSQL's `timestamp_age` (a day borrowed from the
+/// month of the earlier instant's side).
+pub fn age() -> Arc<ScalarUDF> {
+    let signature = Signature::one_of(
+        vec![
+            datafusion::logical_expr::TypeSignature::Any(1),
+            datafusion::logical_expr::TypeSignature::Any(2),
+        ],
+        Volatility::Stable,
+    );
+    Arc::new(ScalarUDF::new_from_impl(Age(signature)))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Age(Signature);
+
+impl ScalarUDFImpl for Age {
+    fn name(&self) -> &str {
+        "age"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        if let Some(t) = args.iter().find(|t| !matches!(t, DataType::Timestamp(..) | DataType::Null)) {
+            return plan_err!("age() takes timestamps (age(a, b) or age(b)), not {t}");
+        }
+        Ok(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::IntervalMonthDayNanoArray;
+        use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+        let n = args.number_rows;
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { n };
+        let zone = args.arg_fields.iter().find_map(|f| match f.data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        });
+        let tz: datafusion::arrow::array::timezone::Tz =
+            zone.as_deref().unwrap_or("UTC").parse().or_else(|_| "UTC".parse())?;
+        let micros = |a: &ColumnarValue| -> DfResult<ArrayRef> {
+            let a = a.to_array(rows)?;
+            Ok(datafusion::arrow::compute::cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?)
+        };
+        let (a, b) = match &args.args[..] {
+            [b] => {
+                // Midnight today on the zone's wall clock, as an instant.
+                let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+                let midnight = today
+                    .and_hms_opt(0, 0, 0)
+                    .and_then(|m| m.and_local_timezone(tz).earliest())
+                    .map(|m| m.timestamp_micros());
+                let a: ArrayRef =
+                    Arc::new(datafusion::arrow::array::TimestampMicrosecondArray::from(vec![midnight; rows]));
+                (a, micros(b)?)
+            }
+            [a, b] => (micros(a)?, micros(b)?),
+            _ => return exec_err!("age() takes one or two timestamps"),
+        };
+        let (a, b) =
+            (a.as_primitive::<TimestampMicrosecondType>(), b.as_primitive::<TimestampMicrosecondType>());
+        let out: IntervalMonthDayNanoArray =
+            a.iter().zip(b.iter()).map(|(a, b)| age_of(a?, b?, &tz)).collect();
+        let out: ArrayRef = Arc::new(out);
+        Ok(match scalar {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?),
+            false => ColumnarValue::Array(out),
+        })
+    }
+}
+
+/// `age(a, b)` of two instants (microseconds) on `tz`'s wall clock, as PostgreSQL's
+/// `timestamp_age` computes it.
+fn age_of(
+    a: i64,
+    b: i64,
+    tz: &datafusion::arrow::array::timezone::Tz,
+) -> Option<datafusion::arrow::datatypes::IntervalMonthDayNano> {
+    use chrono::{Datelike, Timelike};
+    let local =
+        |us: i64| chrono::DateTime::from_timestamp_micros(us).map(|d| d.with_timezone(tz).naive_local());
+    let (l1, l2) = (local(a)?, local(b)?);
+    let fields = |l: &chrono::NaiveDateTime| {
+        [
+            i64::from(l.year()),
+            i64::from(l.month()),
+            i64::from(l.day()),
+            i64::from(l.hour()),
+            i64::from(l.minute()),
+            i64::from(l.second()),
+            i64::from(l.nanosecond() / 1_000),
+        ]
+    };
+    let (f1, f2) = (fields(&l1), fields(&l2));
+    let [mut year, mut mon, mut mday, mut hour, mut min, mut sec, mut usec]: [i64; 7] =
+        std::array::from_fn(|i| f1[i] - f2[i]);
+    let earlier = a < b;
+    let flip = |v: [&mut i64; 7]| v.into_iter().for_each(|x| *x = -*x);
+    if earlier {
+        flip([&mut year, &mut mon, &mut mday, &mut hour, &mut min, &mut sec, &mut usec]);
+    }
+    while usec < 0 {
+        usec += 1_000_000;
+        sec -= 1;
+    }
+    while sec < 0 {
+        sec += 60;
+        min -= 1;
+    }
+    while min < 0 {
+        min += 60;
+        hour -= 1;
+    }
+    while hour < 0 {
+        hour += 24;
+        mday -= 1;
+    }
+    while mday < 0 {
+        // The days of the month before the later side's: the earlier instant's month.
+        let (y, m) = if earlier { (l1.year(), l1.month()) } else { (l2.year(), l2.month()) };
+        let next = if m == 12 {
+            chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+        } else {
+            chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+        };
+        let days = next?.pred_opt()?.day();
+        mday += i64::from(days);
+        mon -= 1;
+    }
+    while mon < 0 {
+        mon += 12;
+        year -= 1;
+    }
+    if earlier {
+        flip([&mut year, &mut mon, &mut mday, &mut hour, &mut min, &mut sec, &mut usec]);
+    }
+    let nanos = (((hour * 60 + min) * 60 + sec) * 1_000_000 + usec) * 1_000;
+    Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+        i32::try_from(year * 12 + mon).ok()?,
+        i32::try_from(mday).ok()?,
+        nanos,
+    ))
+}
+
 /// `pg_typeof(x)`: the PostgreSQL type a value is sent as (`timestamp with time zone`,
 /// `bigint`), as psql users ask it when a comparison or a cast does not do what they meant.
 pub fn pg_typeof() -> Arc<ScalarUDF> {
@@ -581,6 +733,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(batches[0].schema().field(0).name(), "t");
+    }
+
+    #[tokio::test]
+    async fn age_is_postgresqls_in_the_sessions_zone() {
+        let text = |zone: &'static str, exprs: Vec<&'static str>| async move {
+            let mut config = datafusion::prelude::SessionConfig::new();
+            config.options_mut().execution.time_zone = Some(zone.into());
+            let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+            for f in [age(), pg_text()] {
+                datafusion::execution::FunctionRegistry::register_udf(&mut state, f).unwrap();
+            }
+            let ctx = SessionContext::new_with_state(state);
+            let mut out = Vec::new();
+            for e in exprs {
+                let b =
+                    ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
+                out.push(b[0].column(0).as_string::<i32>().value(0).to_owned());
+            }
+            out
+        };
+        // PostgreSQL 15's answers to the same expressions, in UTC and in Casablanca.
+        let utc = text(
+            "UTC",
+            vec![
+                "age(TIMESTAMPTZ '2026-06-14 20:00:00+00', TIMESTAMPTZ '2026-03-31 21:30:00+00')",
+                "age(TIMESTAMPTZ '2026-03-31 21:30:00+00', TIMESTAMPTZ '2026-06-14 20:00:00+00')",
+                "age(TIMESTAMPTZ '2026-03-01 00:00:00+00', TIMESTAMPTZ '2026-01-31 12:00:00+00')",
+                "age(TIMESTAMPTZ '2026-06-14 20:00:00.25+00', TIMESTAMPTZ '2026-06-14 20:00:01+00')",
+            ],
+        )
+        .await;
+        assert_eq!(
+            utc,
+            ["2 mons 13 days 22:30:00", "-2 mons -13 days -22:30:00", "1 mon 12:00:00", "-00:00:00.75"]
+        );
+        let local = text(
+            "Africa/Casablanca",
+            vec![
+                "age(TIMESTAMPTZ '2026-06-14 23:30:00+00', TIMESTAMPTZ '2026-06-13 23:40:00+00')",
+                "age(TIMESTAMPTZ '2026-06-15 00:30:00+00', TIMESTAMPTZ '2025-02-28 23:30:00+00')",
+            ],
+        )
+        .await;
+        assert_eq!(local, ["23:50:00", "1 year 3 mons 14 days 02:00:00"]);
     }
 
     #[tokio::test]

@@ -1259,7 +1259,7 @@ async fn run_query(
     if let Some(catalog) = pg_catalog {
         crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
     }
-    let ours = [crate::functions::date_part(), crate::functions::pg_typeof()];
+    let ours = [crate::functions::date_part(), crate::functions::pg_typeof(), crate::functions::age()];
     for f in udfs.into_iter().chain(crate::window::window_udfs()).chain(ours) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
