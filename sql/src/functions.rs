@@ -288,15 +288,21 @@ impl ScalarUDFImpl for DatePart {
                 None => self.0.invoke_with_args(args),
             },
             Some(ColumnarValue::Scalar(v)) => match Field::ours(part, &v.data_type()) {
-                Some(field) => {
-                    let a = field.of(&v.to_array()?, &name)?;
-                    Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(a.as_ref(), 0)?))
-                }
+                Some(field) => result(true, field.of(&v.to_array()?, &name)?),
                 None => self.0.invoke_with_args(args),
             },
             None => self.0.invoke_with_args(args),
         }
     }
+}
+
+/// `values` (computed over one row when every argument was a scalar) as a function's result:
+/// a scalar again in that case.
+fn result(scalar: bool, values: ArrayRef) -> DfResult<ColumnarValue> {
+    Ok(match scalar {
+        true => ColumnarValue::Scalar(ScalarValue::try_from_array(values.as_ref(), 0)?),
+        false => ColumnarValue::Array(values),
+    })
 }
 
 /// Casts to text of instants, durations, floats and lists print as PostgreSQL's do: DataFusion
@@ -329,10 +335,11 @@ impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
                 let rewritten = expr.transform_up(|e| {
                     let Expr::Cast(cast) = &e else { return Ok(Transformed::no(e)) };
                     let target = cast.field.data_type();
+                    let from = cast.expr.get_type(&schema).ok();
                     // An instant to a local time: the session zone's wall clock, as PostgreSQL
                     // gives (Arrow's cast keeps UTC's).
-                    if let (DataType::Timestamp(_, None), Ok(DataType::Timestamp(_, Some(_)))) =
-                        (target, cast.expr.get_type(&schema))
+                    if let (DataType::Timestamp(_, None), Some(DataType::Timestamp(_, Some(_)))) =
+                        (target, &from)
                     {
                         let local = datafusion::functions::datetime::to_local_time();
                         let local =
@@ -344,7 +351,6 @@ impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
                         return Ok(Transformed::yes(Expr::Cast(cast)));
                     }
                     let to_text = matches!(target, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-                    let from = cast.expr.get_type(&schema).ok();
                     if !to_text || !from.as_ref().is_some_and(pg_text_differs) {
                         return Ok(Transformed::no(e));
                     }
@@ -424,11 +430,7 @@ impl ScalarUDFImpl for PgText {
             crate::server::types::write_pg_text(&mut text, values.as_ref(), &formatter, i);
             out.append_value(&text);
         }
-        let text: ArrayRef = Arc::new(out.finish());
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(ScalarValue::try_from_array(text.as_ref(), 0)?),
-            false => ColumnarValue::Array(text),
-        })
+        result(scalar, Arc::new(out.finish()))
     }
 }
 
@@ -503,11 +505,7 @@ impl ScalarUDFImpl for Age {
             (a.as_primitive::<TimestampMicrosecondType>(), b.as_primitive::<TimestampMicrosecondType>());
         let out: IntervalMonthDayNanoArray =
             a.iter().zip(b.iter()).map(|(a, b)| age_of(a?, b?, &tz)).collect();
-        let out: ArrayRef = Arc::new(out);
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(ScalarValue::try_from_array(out.as_ref(), 0)?),
-            false => ColumnarValue::Array(out),
-        })
+        result(scalar, Arc::new(out))
     }
 }
 

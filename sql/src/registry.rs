@@ -1192,12 +1192,20 @@ pub(crate) fn in_zone(
     let batches = batches
         .into_iter()
         .map(|b| {
-            // A cast between two zones keeps each value (an instant); only the type changes.
+            // The same values (instants) under the new type: the buffers are shared, not copied.
             let columns = b
                 .columns()
                 .iter()
                 .zip(zoned.fields())
-                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .map(|(c, f)| match c.data_type() == f.data_type() {
+                    true => Ok(Arc::clone(c)),
+                    false => c
+                        .to_data()
+                        .into_builder()
+                        .data_type(f.data_type().clone())
+                        .build()
+                        .map(datafusion::arrow::array::make_array),
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(RecordBatch::try_new(Arc::clone(&zoned), columns)?)
         })

@@ -721,8 +721,8 @@ impl Session {
                 Err(info) => Response::Error(Box::new(info)),
             },
             ("SET" | "RESET" | "DISCARD", _) => Response::Execution(Tag::new(&upper(&w, 0))),
-            ("SHOW", "TIMEZONE") => text_response(&["TimeZone"], vec![vec![Some(self.zone())]]),
-            ("SHOW", "TIME") if upper(&w, 2) == "ZONE" => {
+            // SHOW TimeZone, SHOW TIME ZONE.
+            ("SHOW", p @ ("TIMEZONE" | "TIME")) if p == "TIMEZONE" || upper(&w, 2) == "ZONE" => {
                 text_response(&["TimeZone"], vec![vec![Some(self.zone())]])
             }
             ("SHOW", p) if server_parameter(p).is_some() => {
