@@ -1,7 +1,9 @@
 //! The catalog's text functions ([`vigil_engine::catalog::TextFunction`]) as SQL scalar
 //! functions: `normalize_plate(plate_raw)` in a rule or an ad-hoc query runs the function that
-//! the stream's definition offers, on each row, with `NULL` in and `NULL` out. Also
-//! [`date_part`], DataFusion's with PostgreSQL's fields of durations and intervals, and PostgreSQL's [`pg_typeof`].
+//! the stream's definition offers, on each row, with `NULL` in and `NULL` out. Also where
+//! PostgreSQL's date-time and text rules differ from DataFusion's: [`date_part`] (fields of
+//! durations and intervals), [`age`], [`interval_mul`], casts to text ([`PgTextCasts`]), and
+//! [`pg_typeof`].
 
 use std::sync::Arc;
 
@@ -92,14 +94,117 @@ pub fn text_udfs(streams: &Streams) -> Vec<Arc<ScalarUDF>> {
         .collect()
 }
 
-/// Plans `EXTRACT(field FROM x)` as [`date_part`] (DataFusion's planner calls its own); first
-/// among a session's planners.
+/// Plans `EXTRACT(field FROM x)` as [`date_part`] (DataFusion's planner calls its own), and an
+/// interval times or divided by a number as [`interval_mul`]; first among a session's planners.
 #[derive(Debug)]
 pub struct Extract;
 
 impl ExprPlanner for Extract {
     fn plan_extract(&self, args: Vec<Expr>) -> DfResult<PlannerResult<Vec<Expr>>> {
         Ok(PlannerResult::Planned(Expr::ScalarFunction(ScalarFunction::new_udf(date_part(), args))))
+    }
+
+    /// An interval (or a difference of instants) times or divided by a number, as PostgreSQL
+    /// computes it ([`interval_mul`]); DataFusion 55 refuses both.
+    fn plan_binary_op(
+        &self,
+        expr: datafusion::logical_expr::planner::RawBinaryExpr,
+        schema: &datafusion::common::DFSchema,
+    ) -> DfResult<PlannerResult<datafusion::logical_expr::planner::RawBinaryExpr>> {
+        use datafusion::logical_expr::ExprSchemable;
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        let span = |e: &Expr| matches!(e.get_type(schema), Ok(DataType::Interval(_) | DataType::Duration(_)));
+        let number = |e: &Expr| e.get_type(schema).is_ok_and(|t| t.is_numeric());
+        let call = |span: Expr, factor: Expr| {
+            Ok(PlannerResult::Planned(Expr::ScalarFunction(ScalarFunction::new_udf(
+                interval_mul(),
+                vec![span, factor],
+            ))))
+        };
+        match expr.op {
+            BinaryOperator::Multiply if span(&expr.left) && number(&expr.right) => {
+                call(expr.left, expr.right)
+            }
+            BinaryOperator::Multiply if number(&expr.left) && span(&expr.right) => {
+                call(expr.right, expr.left)
+            }
+            BinaryOperator::Divide if span(&expr.left) && number(&expr.right) => {
+                let one = Expr::Literal(ScalarValue::Float64(Some(1.0)), None);
+                let inverse = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    Box::new(one),
+                    datafusion::logical_expr::Operator::Divide,
+                    Box::new(datafusion::logical_expr::cast(expr.right, DataType::Float64)),
+                ));
+                call(expr.left, inverse)
+            }
+            _ => Ok(PlannerResult::Original(expr)),
+        }
+    }
+}
+
+/// `vigil_interval_mul(span, factor)`: an interval or a duration (read as the days and time
+/// vigil prints it as) times a number, as PostgreSQL's `interval_mul`: each of months, days and
+/// time is multiplied, and a fraction of a month carries into days (30 to a month) and a
+/// fraction of a day into the time (`INTERVAL '1 month' * 1.5` is `1 mon 15 days`,
+/// `INTERVAL '1 day' * 2.5` is `2 days 12:00:00`).
+pub fn interval_mul() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(IntervalMul(Signature::any(2, Volatility::Immutable))))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalMul(Signature);
+
+impl ScalarUDFImpl for IntervalMul {
+    fn name(&self) -> &str {
+        "vigil_interval_mul"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::IntervalMonthDayNanoArray;
+        use datafusion::arrow::datatypes::{Float64Type, IntervalMonthDayNano};
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let spans = args.args[0].to_array(rows)?;
+        let factors = datafusion::arrow::compute::cast(&args.args[1].to_array(rows)?, &DataType::Float64)?;
+        let factors = factors.as_primitive::<Float64Type>();
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let span = crate::server::types::interval(spans.as_ref(), i).filter(|_| spans.is_valid(i));
+            let (Some((months, days, us)), true) = (span, factors.is_valid(i)) else {
+                out.push(None);
+                continue;
+            };
+            let f = factors.value(i);
+            if !f.is_finite() {
+                return exec_err!("division by zero: an interval divided by 0 (or multiplied by {f})");
+            }
+            // PostgreSQL's interval_mul, in microseconds (TSROUND keeps six decimals).
+            let round = |x: f64| (x * 1e6).round() / 1e6;
+            let m = (f64::from(months) * f).trunc();
+            let mut d = (f64::from(days) * f).trunc();
+            let month_days = round((f64::from(months) * f - m) * 30.0);
+            let mut seconds = round((f64::from(days) * f - d + month_days - month_days.trunc()) * 86_400.0);
+            if seconds.abs() >= 86_400.0 {
+                d += (seconds / 86_400.0).trunc();
+                seconds -= (seconds / 86_400.0).trunc() * 86_400.0;
+            }
+            d += month_days.trunc();
+            let time_us = (us as f64 * f + seconds * 1e6).round();
+            let fits = |x: f64, max: f64| x.abs() <= max;
+            if !(fits(m, f64::from(i32::MAX)) && fits(d, f64::from(i32::MAX)) && fits(time_us, 9.2e15)) {
+                return exec_err!("interval out of range: {f} times it does not fit in an interval");
+            }
+            out.push(Some(IntervalMonthDayNano::new(m as i32, d as i32, time_us as i64 * 1_000)));
+        }
+        result(scalar, Arc::new(IntervalMonthDayNanoArray::from(out)))
     }
 }
 
@@ -775,6 +880,36 @@ mod tests {
         )
         .await;
         assert_eq!(local, ["23:50:00", "1 year 3 mons 14 days 02:00:00"]);
+    }
+
+    #[tokio::test]
+    async fn an_interval_times_a_number_is_postgresqls() {
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().execution.time_zone = Some("UTC".into());
+        let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, pg_text()).unwrap();
+        let planners =
+            std::iter::once(Arc::new(Extract) as _).chain(state.expr_planners().iter().cloned()).collect();
+        let state = SessionStateBuilder::new_from_existing(state).with_expr_planners(planners).build();
+        let ctx = SessionContext::new_with_state(state);
+        let since = "(TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - TIMESTAMPTZ '2026-06-14 20:00:00+00')";
+        // PostgreSQL 15's answers to the same expressions.
+        let cases = [
+            ("INTERVAL '10 seconds' * 3".to_owned(), "00:00:30"),
+            ("INTERVAL '1 day' * 2.5".to_owned(), "2 days 12:00:00"),
+            ("INTERVAL '1 month' * 1.5".to_owned(), "1 mon 15 days"),
+            ("3 * INTERVAL '2 hours'".to_owned(), "06:00:00"),
+            ("INTERVAL '1 hour' / 4".to_owned(), "00:15:00"),
+            ("INTERVAL '1 year 1 month' * 0.3".to_owned(), "3 mons 27 days"),
+            ("INTERVAL '-1 day 2 hours' * 1.75".to_owned(), "-1 days -14:30:00"),
+            (format!("{since} / 3"), "16:40:07.8"),
+        ];
+        for (e, want) in cases {
+            let b = ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
+            assert_eq!(b[0].column(0).as_string::<i32>().value(0), want, "{e}");
+        }
+        let e = ctx.sql("SELECT INTERVAL '1 hour' / 0").await.unwrap().collect().await.unwrap_err();
+        assert!(e.to_string().contains("division by zero"), "{e}");
     }
 
     #[tokio::test]
