@@ -581,10 +581,7 @@ impl ScalarUDFImpl for Age {
         let n = args.number_rows;
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { n };
-        let zone = args.arg_fields.iter().find_map(|f| match f.data_type() {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        });
+        let zone = args.arg_fields.iter().find_map(|f| crate::window::zone_of(f.data_type()));
         let tz: datafusion::arrow::array::timezone::Tz =
             zone.as_deref().unwrap_or("UTC").parse().or_else(|_| "UTC".parse())?;
         let micros = |a: &ColumnarValue| -> DfResult<ArrayRef> {

@@ -511,7 +511,9 @@ pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), 
     }
     // The settings `SHOW` answers (Grafana reads `current_setting('search_path')`); the time
     // zone is the session's.
-    let zone = ctx.state().config().options().execution.time_zone.clone().unwrap_or_else(|| "UTC".into());
+    // (Read in place: `ctx.state()` would clone the whole session state.)
+    let zone = ctx.state_ref().read().config_options().execution.time_zone.clone();
+    let zone = zone.unwrap_or_else(|| "UTC".into());
     ctx.register_udf(create_udf(
         "current_setting",
         vec![DataType::Utf8],

@@ -1222,12 +1222,13 @@ async fn run_query(
     stop: &AtomicBool,
     job: Job,
 ) -> Result<Outcome> {
+    use futures::StreamExt;
+    // A description's types do not depend on the zone.
     let zone = match &job {
         Job::Run(_, zone) => zone.clone(),
         Job::Describe => "UTC".to_owned(),
     };
     let zone = zone.as_str();
-    use futures::StreamExt;
     let mut names: Vec<String> = tables.iter().map(|(name, ..)| name.clone()).collect();
     names.sort();
     // Placed and explained as a rule's errors are, with the tables this user may query.
@@ -1414,6 +1415,7 @@ fn name_apart(body: &mut datafusion::sql::sqlparser::ast::SetExpr) -> Vec<String
             let names: Vec<Option<String>> = select.projection.iter().map(name).collect();
             let count = |n: &String| names.iter().filter(|m| m.as_ref() == Some(n)).count();
             let mut twice: Vec<String> = names.iter().flatten().filter(|n| count(n) > 1).cloned().collect();
+            twice.sort_unstable();
             twice.dedup();
             for (i, item) in select.projection.iter_mut().enumerate() {
                 // A name only this column has is kept, so that ORDER BY and the like still find it.

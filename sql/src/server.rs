@@ -447,6 +447,7 @@ const SETTINGS: [(&str, &str, &str); 14] = [
     ("server_version", crate::pg_catalog::SERVER_VERSION, "Shows the server version."),
     ("server_version_num", crate::pg_catalog::SERVER_VERSION_NUM, "Shows the server version as an integer."),
     ("standard_conforming_strings", "on", "Causes '...' strings to treat backslashes literally."),
+    // (Answered with the session's zone: `Session::zone`.)
     ("timezone", "UTC", "Sets the time zone for displaying and interpreting time stamps."),
     ("transaction_isolation", "read committed", "Sets the current transaction's isolation level."),
 ];

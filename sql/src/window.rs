@@ -150,7 +150,7 @@ impl ScalarUDFImpl for WindowUdf {
 }
 
 /// The zone of a timestamp type (`None` for one without, or another type).
-fn zone_of(t: &DataType) -> Option<Arc<str>> {
+pub(crate) fn zone_of(t: &DataType) -> Option<Arc<str>> {
     match t {
         DataType::Timestamp(_, tz) => tz.clone(),
         _ => None,
@@ -498,8 +498,8 @@ impl ScalarUDFImpl for WindowsOf {
         };
         use datafusion::arrow::buffer::OffsetBuffer;
         let times = args.args[0].to_array(args.number_rows)?;
-        let window = window_type_in(zone_of(times.data_type()));
         let zone = zone_of(times.data_type()).unwrap_or_else(|| "UTC".into());
+        let window = window_type_in(Some(Arc::clone(&zone)));
         let times = datafusion::arrow::compute::cast(&times, &DataType::Int64)?;
         let times = times.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
         let size = self.kind.size();
