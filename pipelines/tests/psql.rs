@@ -793,6 +793,20 @@ fn each_role_sees_what_it_may_and_nothing_else() {
         ok && typed.lines().any(|l| l == "timestamp with time zone|double precision|interval"),
         "{typed}"
     );
+    // \d names a dwell's and an array's types as PostgreSQL does (the catalog said text).
+    let (ok, said) = run(
+        "amina",
+        "CREATE RULE spans AS SELECT zone_id, max(event_time) - min(event_time) AS span, \
+         array_agg(persons) AS seen FROM zone_density GROUP BY tumble(event_time, INTERVAL '10 seconds'), zone_id",
+    );
+    assert!(ok, "{said}");
+    let (ok, described) = run("amina", "\\d spans");
+    assert!(
+        ok && described.lines().any(|l| l.starts_with("span|interval|"))
+            && described.lines().any(|l| l.starts_with("seen|double precision[]|")),
+        "{described}"
+    );
+    run("amina", "DROP RULE spans");
     let (ok, schemas) = run("karim", "\\dn");
     assert!(ok && schemas.contains("public|") && !schemas.contains("pg_catalog"), "{schemas}");
     // A table the role may not read is not in its catalog, even by name.
