@@ -286,6 +286,18 @@ impl Health {
         self.status.lock().expect("camera status").clone()
     }
 
+    /// Logs (target `vigil::camera`, on by default) that a session delivers its first frame:
+    /// the operator's record of when a camera came up, or `back` up after it failed.
+    pub(crate) fn log_streaming(&self, back: bool, what: &str) {
+        let (name, camera) = (&self.name, self.camera);
+        if back {
+            let n = self.reconnects.load(Ordering::Relaxed);
+            tracing::info!(target: "vigil::camera", camera, "camera {camera} ({name}): streaming again, {what} (reconnect {n})");
+        } else {
+            tracing::info!(target: "vigil::camera", camera, "camera {camera} ({name}): streaming, {what}");
+        }
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.lock().expect("camera status"));
     }
@@ -525,6 +537,7 @@ async fn session(
             message: format!("H.264 decoder: {e}"),
         })?;
     let mut report: Option<SenderReport> = None;
+    let mut reports = 0u64;
     loop {
         let item = tokio::time::timeout(spec.frame_timeout, demuxed.next()).await.map_err(|_| frozen())?;
         let item = match item {
@@ -540,16 +553,26 @@ async fn session(
                 report = Some(SenderReport { rtp: ts.timestamp(), unix_ms, clock_rate });
                 let skew = unix_ms - wall_ms();
                 let trusted = skew.unsigned_abs() <= spec.max_skew.as_millis() as u64;
-                health.update(|s| {
+                let source = if trusted { TimeSource::Rtcp } else { TimeSource::Receive };
+                let was = {
+                    let mut s = health.status.lock().expect("camera status");
                     s.clock_skew_ms = Some(skew as f64);
-                    s.time_source = if trusted { TimeSource::Rtcp } else { TimeSource::Receive };
-                });
-                if !trusted {
-                    tracing::warn!(
-                        camera = spec.id,
-                        "camera clock off by {skew} ms: timing its frames by receive time"
-                    );
+                    std::mem::replace(&mut s.time_source, source)
+                };
+                let (camera, name) = (spec.id, &spec.name);
+                match clock_news(reports == 0, was, source) {
+                    Some(TimeSource::Receive) => tracing::warn!(
+                        camera,
+                        "camera {camera} ({name}): its clock is off by {skew} ms: timing its frames by receive time; fix: set the camera's NTP server"
+                    ),
+                    Some(TimeSource::Rtcp) => tracing::info!(
+                        target: "vigil::camera",
+                        camera,
+                        "camera {camera} ({name}): its clock is right again (off by {skew} ms): timing its frames by it"
+                    ),
+                    None => {}
                 }
+                reports += 1;
             }
             CodecItem::MessageFrame(m) if m.stream_id() == meta => {
                 let received = wall_ms();
@@ -588,10 +611,22 @@ async fn session(
                         objects: f.objects,
                     });
                 }
-                let mut s = health.status.lock().expect("camera status");
-                if s.streaming_since.is_none() {
-                    s.state = CameraState::Streaming;
-                    s.streaming_since = Some(Instant::now());
+                let first = {
+                    let mut s = health.status.lock().expect("camera status");
+                    let first = s.streaming_since.is_none();
+                    if first {
+                        s.state = CameraState::Streaming;
+                        s.streaming_since = Some(Instant::now());
+                    }
+                    first
+                };
+                // As the decoder counts a video session's first frame.
+                if first {
+                    let back = health.sessions.fetch_add(1, Ordering::Relaxed) > 0;
+                    if back {
+                        health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    health.log_streaming(back, "ONVIF metadata");
                 }
             }
             CodecItem::VideoFrame(frame) => {
@@ -621,6 +656,19 @@ async fn session(
     }
 }
 
+/// What a sender report that moves a camera's time source from `was` to `now` has to say: the
+/// time source to log, or nothing. A clock that goes wrong (or is wrong at a session's `first`
+/// report) is said, and one that comes right again, but not every report: a camera whose
+/// clock is off sends one every few seconds for as long as it runs.
+fn clock_news(first: bool, was: TimeSource, now: TimeSource) -> Option<TimeSource> {
+    match (now, was) {
+        (TimeSource::Receive, _) if first => Some(now),
+        (TimeSource::Rtcp, _) if first => None,
+        (now, was) if now != was => Some(now),
+        _ => None,
+    }
+}
+
 /// retina's errors carry a multi-line context dump; the first line says what happened.
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_owned()
@@ -636,6 +684,22 @@ mod tests {
         let delays: Vec<u64> = (0..9).map(|a| spec.backoff(a).as_millis() as u64).collect();
         assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
         assert_eq!(spec.backoff(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_wrong_clock_is_said_when_it_goes_wrong_and_when_it_comes_right_not_at_every_report() {
+        use TimeSource::{Receive, Rtcp};
+        // A session's reports, as the camera's clock is right, wrong three times, right twice.
+        let sources = [Rtcp, Receive, Receive, Receive, Rtcp, Rtcp];
+        let (mut was, mut said) = (Receive, Vec::new());
+        for (i, &now) in sources.iter().enumerate() {
+            said.push(clock_news(i == 0, was, now));
+            was = now;
+        }
+        assert_eq!(said, [None, Some(Receive), None, None, Some(Rtcp), None]);
+        // Wrong from a session's first report, even when the last session ended wrong too.
+        assert_eq!(clock_news(true, Receive, Receive), Some(Receive));
+        assert_eq!(clock_news(true, Receive, Rtcp), None);
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Job {
                 return;
             }
         };
+        let (w, h) = yuv.dimensions();
         if !s.streaming {
             s.streaming = true;
             // A session that ended before its first frame was decoded leaves the state alone.
@@ -181,9 +182,11 @@ impl Job {
                     st.backoff = None;
                 }
             });
-            if s.health.sessions.fetch_add(1, Ordering::Relaxed) > 0 {
+            let back = s.health.sessions.fetch_add(1, Ordering::Relaxed) > 0;
+            if back {
                 s.health.reconnects.fetch_add(1, Ordering::Relaxed);
             }
+            s.health.log_streaming(back, &format!("H.264 {w}×{h}"));
         }
         // Sampling: a frame is due when the analytics period has passed since the last one
         // (within a quarter period, so 25 fps sampled to 10 does not alias into 8.3).
@@ -192,7 +195,6 @@ impl Job {
             return;
         }
         s.next_due = if t - s.next_due > s.period_ms { t + s.period_ms } else { s.next_due + s.period_ms };
-        let (w, h) = yuv.dimensions();
         // Converted straight into the frame's own buffer: it is shared (Arc) from here on.
         let mut rgb = vec![0u8; w * h * 3];
         yuv.write_rgb8(&mut rgb);

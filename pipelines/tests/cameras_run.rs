@@ -178,6 +178,25 @@ fn a_camera_whose_server_is_killed_five_times_reconnects_and_the_others_keep_the
         out.display()
     ));
     assert_eq!(reconnects[0][0], "5", "camera 0 reconnected five times");
+    // The operator's log (stderr is a pipe here, as a log file is): each camera's first frame
+    // once, each of camera 0's returns, in plain text.
+    let said = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    for c in 0..4 {
+        assert_eq!(
+            said(&format!("camera {c} (cam{c}): streaming, H.264")),
+            1,
+            "camera {c} came up once\n{log}"
+        );
+    }
+    for n in 1..=5 {
+        assert_eq!(
+            said(&format!("camera 0 (cam0): streaming again, H.264 640×360 (reconnect {n})")),
+            1,
+            "{log}"
+        );
+    }
+    assert_eq!(said("streaming again"), 5, "only camera 0 came back\n{log}");
+    assert!(!log.contains('\u{1b}'), "no terminal colours in a log that is not a terminal:\n{log}");
     // The other cameras: frames per second unchanged before and during the outages.
     let rates = duckdb(&format!(
         "WITH f AS (SELECT DISTINCT camera_id, event_time FROM read_parquet({det}) WHERE camera_id > 0), \

@@ -9,6 +9,7 @@
 // The binary's job is to print alerts and summaries; libraries never print.
 #![allow(clippy::print_stdout)]
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -397,11 +398,14 @@ impl TrackerArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // Warnings, and every deletion retention makes (what and why): an operator's record.
+            // Warnings, every deletion retention makes (what and why) and each camera's coming
+            // up or back: an operator's record.
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
-                .unwrap_or_else(|_| "warn,vigil::retention=info".into()),
+                .unwrap_or_else(|_| "warn,vigil::retention=info,vigil::camera=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match dispatch(cli) {
