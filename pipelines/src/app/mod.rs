@@ -98,8 +98,10 @@ pub struct Summary {
     pub out: PathBuf,
     /// The run's epoch.
     pub epoch: Epoch,
-    /// Simulated seconds run.
+    /// Seconds of event time run (simulated, or the live cameras').
     pub simulated_s: f64,
+    /// True when the input was live cameras, not the simulated city.
+    pub live: bool,
     /// Wall-clock time.
     pub wall: Duration,
     /// Paced runs: the most the feed fell behind its schedule (zero when it kept up).
@@ -394,6 +396,7 @@ pub fn run_with(
     }
     Ok(Summary {
         simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + driven.tick_ms) / 1000.0,
+        live,
         ingest: stats,
         alerts: bus.counts(),
         files,

@@ -831,9 +831,10 @@ fn live(
 fn print_summary(s: &Summary) {
     let total: u64 = s.ingest.total_rows();
     println!(
-        "{} {:.1} simulated seconds in {:.1} s: {} events ({}), {} late events",
+        "{} {:.1} {}seconds in {:.1} s: {} events ({}), {} late events",
         if s.interrupted { "Interrupted after" } else { "Ran" },
         s.simulated_s,
+        if s.live { "" } else { "simulated " },
         s.wall.as_secs_f64(),
         total,
         s.ingest.rows.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
