@@ -2,9 +2,10 @@
 //!
 //! The watchlist is a reference table that changes at runtime (`watchlist` rows added or
 //! removed through the ingest side). Each plate read enters differential as a temporal row:
-//! inserted at its event time and retracted one millisecond later, so the join answers "was this
-//! plate on the watchlist when it was read" and keeps no read longer than that. An entry added
-//! while the city runs therefore matches the reads that follow it, and not the ones before.
+//! inserted at its event time and retracted the lookback later ([`LiveFor`], which holds the
+//! retraction until its time), so the join keeps no read longer than that. An entry added
+//! while the city runs therefore matches the reads of the lookback before it (retroactive
+//! hits) and every later one.
 //! Hits are released by [`Finalize`] once their time is complete, as `watchlist` alerts.
 //!
 //! Privacy by design: every entry carries its legal basis, which travels with each hit, and an
@@ -20,7 +21,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::bridge::{Diff, Finalize, ToUpdates};
+use vigil_engine::bridge::{Diff, Finalize, LiveFor, ToUpdates};
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
 use vigil_engine::runtime::Time;
@@ -370,19 +371,21 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
         let mut restored = Vec::new();
         if stream.scope().index() == 0 {
             for batch in config.restore_reads.iter() {
-                if let Err(e) = read_updates(batch, lookback, &mut restored) {
+                if let Err(e) = read_updates(batch, &mut restored) {
                     errors.report("PlateReads (restored)", e);
                 }
             }
         }
         let restored = restored.to_stream(stream.scope()).as_collection();
+        // In the join for the lookback: entries added meanwhile find it.
         let reads: VecCollection<'scope, Time, (u64, ReadRec), Diff> = stream
             .updates("PlateReads", move |batch, _t, out| {
-                if let Err(e) = read_updates(&batch.rows, lookback, out) {
+                if let Err(e) = read_updates(&batch.rows, out) {
                     e1.report("PlateReads", e);
                 }
             })
-            .concat(restored);
+            .concat(restored)
+            .live_for("PlateReadsLookback", lookback);
         // Erased reads leave the join when they are erased.
         let reads = match erased {
             Some(erased) => {
@@ -523,7 +526,6 @@ fn hit_alert(h: &HitRow<'_>, epoch: Epoch) -> Option<Alert> {
 
 fn read_updates(
     batch: &RecordBatch,
-    lookback: Time,
     out: &mut Vec<((u64, ReadRec), Time, Diff)>,
 ) -> vigil_engine::Result<()> {
     let cols = PlateReadCols::new(batch)?;
@@ -533,10 +535,7 @@ fn read_updates(
         let t = r.event_time.max(0) as Time;
         let plate = plate_match::pack(&plate);
         let rec = (r.camera_id, r.event_time, r.plate_raw.to_owned(), plate, fix.unwrap_or_default());
-        let row = (r.event_id, rec);
-        // In the join for the lookback: entries added meanwhile find it.
-        out.push((row.clone(), t, 1));
-        out.push((row, t + lookback, -1));
+        out.push(((r.event_id, rec), t, 1));
     }
     Ok(())
 }

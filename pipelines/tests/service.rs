@@ -259,6 +259,48 @@ fn watchlist_entries_load_from_csv_row_by_row_and_stop_matching_when_they_expire
 }
 
 #[test]
+fn an_entry_added_later_finds_the_reads_of_its_lookback_and_none_older() {
+    let dir = tempfile::tempdir().unwrap();
+    // 12345-ب-6 passes every 5 s; its entry is added 60 s into the run and searches back 20 s.
+    let config = dir.path().join("city.toml");
+    std::fs::write(
+        &config,
+        "[city]\nseed = 4\nfps = 5.0\n\n[sinks]\nout = \"out\"\nground_truth = false\n\n[hits]\nlookback = \"20s\"\n\n\
+         [simulation]\ncameras = 2\npedestrians_per_camera = 2\nvehicles_per_minute = 2\nlaggy_camera_every = 0\n\n\
+         [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-12T20:00:00Z\"\n\
+         active_from_s = 60\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", config.to_str().unwrap(), "--duration", "90", "--fast", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = dir.path().join("out");
+    // Seconds into the run of each read, and of each candidate hit's read.
+    let secs = |sql: &str| -> Vec<i64> {
+        duckdb(&sql.replace("{o}", &o.display().to_string())).iter().map(|r| r[0].parse().unwrap()).collect()
+    };
+    let reads = secs(
+        "SELECT (epoch_ms(event_time) - 1781467200000) // 1000 FROM read_parquet('{o}/plate_reads/**/*.parquet') \
+         WHERE plate = '12345-ب-6' ORDER BY 1",
+    );
+    let hits = secs(
+        "SELECT (epoch_ms(read_time) - 1781467200000) // 1000 FROM read_parquet('{o}/hits/**/*.parquet') \
+         WHERE status = 'candidate' ORDER BY 1",
+    );
+    assert!(
+        reads.iter().filter(|&&t| t < 40).count() >= 5,
+        "the plate was read before the lookback: {reads:?}"
+    );
+    // Every read from 40 s on hits (the ones before 60 s when the entry comes), none before.
+    let expected: Vec<i64> = reads.iter().copied().filter(|&t| t >= 40).collect();
+    assert!(expected.iter().filter(|&&t| t < 60).count() >= 3, "reads within the lookback: {reads:?}");
+    assert_eq!(hits, expected, "hits by the second of their read, against the reads {reads:?}");
+}
+
+#[test]
 fn reads_that_match_nothing_go_after_their_period_and_hits_keep_theirs() {
     let dir = tempfile::tempdir().unwrap();
     // Random plates (no hit) and a listed one (a hit every 5 s); reads kept 2 minutes, hits 6.
