@@ -286,15 +286,16 @@ impl Health {
         self.status.lock().expect("camera status").clone()
     }
 
-    /// Logs (target `vigil::camera`, on by default) that a session delivers its first frame:
-    /// the operator's record of when a camera came up, or `back` up after it failed.
-    pub(crate) fn log_streaming(&self, back: bool, what: &str) {
+    /// Counts a session that delivers its first frame (`what` it delivers), a reconnect if it
+    /// is not the first, and logs it (target `vigil::camera`, on by default): the operator's
+    /// record of when a camera came up, or back up after it failed.
+    pub(crate) fn came_up(&self, what: &str) {
         let (name, camera) = (&self.name, self.camera);
-        if back {
-            let n = self.reconnects.load(Ordering::Relaxed);
-            tracing::info!(target: "vigil::camera", camera, "camera {camera} ({name}): streaming again, {what} (reconnect {n})");
-        } else {
+        if self.sessions.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::info!(target: "vigil::camera", camera, "camera {camera} ({name}): streaming, {what}");
+        } else {
+            let n = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(target: "vigil::camera", camera, "camera {camera} ({name}): streaming again, {what} (reconnect {n})");
         }
     }
 
@@ -620,13 +621,8 @@ async fn session(
                     }
                     first
                 };
-                // As the decoder counts a video session's first frame.
                 if first {
-                    let back = health.sessions.fetch_add(1, Ordering::Relaxed) > 0;
-                    if back {
-                        health.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    health.log_streaming(back, "ONVIF metadata");
+                    health.came_up("ONVIF metadata");
                 }
             }
             CodecItem::VideoFrame(frame) => {

@@ -182,11 +182,7 @@ impl Job {
                     st.backoff = None;
                 }
             });
-            let back = s.health.sessions.fetch_add(1, Ordering::Relaxed) > 0;
-            if back {
-                s.health.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-            s.health.log_streaming(back, &format!("H.264 {w}×{h}"));
+            s.health.came_up(&format!("H.264 {w}×{h}"));
         }
         // Sampling: a frame is due when the analytics period has passed since the last one
         // (within a quarter period, so 25 fps sampled to 10 does not alias into 8.3).
