@@ -4,10 +4,10 @@
 //! tens of nanoseconds a row. Stateful incremental work (joins, aggregates) happens in
 //! differential dataflow, whose cost is about a microsecond per *update*; so a batch is turned
 //! into as few updates as possible, usually pre-aggregated per key ([`ToUpdates`]). State is
-//! bounded the way Materialize bounds temporal filters: an update may be paired with its own
+//! bounded the way Materialize bounds temporal filters: an update is paired with its own
 //! retraction at a later time, after which the arrangement consolidates it away.
 //!
-//! An update's own retraction is not handed to differential ahead of its time, though: an
+//! That retraction is not handed to differential ahead of its time, though: an
 //! arrangement's batcher keeps every update beyond its frontier and merges them all again at
 //! each seal, so a day of pending retractions (a plate read's lookback) made every tick cost
 //! that whole day (measured: a run's seconds per simulated hour grew from 18 to 44 in 11 hours).
@@ -37,7 +37,8 @@ pub type Diff = isize;
 pub trait ToUpdates<'scope> {
     /// Calls `logic(batch, batch_time, out)` for every batch (its rows and multiplicity);
     /// `logic` pushes `(data, time, diff)` updates. Times earlier than the batch's own are raised to it (a batch can only
-    /// speak for its time and later), so `logic` may use event times or expiry times freely.
+    /// speak for its time and later), so `logic` may use event times freely. (An update's
+    /// retraction at its expiry goes through [`LiveFor`], not here: see the module's note.)
     ///
     /// Pre-aggregate in `logic` (one update per key per batch, not one per row): see
     /// `vigil_operators::watchlist` for an example.
