@@ -436,7 +436,7 @@ pub fn spawn(
             };
             let delay = spec.backoff(attempt);
             attempt = attempt.saturating_add(1);
-            tracing::warn!(camera = spec.id, "{err}; reconnecting in {:.1} s", delay.as_secs_f64());
+            tracing::warn!(target: "vigil::camera", camera = spec.id, "{err}; reconnecting in {:.1} s", delay.as_secs_f64());
             health.update(|s| {
                 s.state = CameraState::Backoff;
                 s.last_error = Some(err.to_string());
@@ -563,6 +563,7 @@ async fn session(
                 let (camera, name) = (spec.id, &spec.name);
                 match clock_news(reports == 0, was, source) {
                     Some(TimeSource::Receive) => tracing::warn!(
+                        target: "vigil::camera",
                         camera,
                         "camera {camera} ({name}): its clock is off by {skew} ms: timing its frames by receive time; fix: set the camera's NTP server"
                     ),
@@ -582,7 +583,7 @@ async fn session(
                     Ok(f) => f,
                     Err(e) => {
                         health.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(camera = spec.id, "{e}");
+                        tracing::debug!(target: "vigil::camera", camera = spec.id, "{e}");
                         continue;
                     }
                 };
@@ -592,6 +593,7 @@ async fn session(
                     if f.objects.len() > MAX_OBJECTS {
                         health.frames_rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
+                            target: "vigil::camera",
                             camera = spec.id,
                             "ONVIF frame with {} objects refused (at most {MAX_OBJECTS})",
                             f.objects.len()

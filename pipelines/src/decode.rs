@@ -167,7 +167,7 @@ impl Job {
             Ok(None) => return,
             Err(e) => {
                 s.health.decode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(camera = s.camera, "decode error: {e}");
+                tracing::debug!(target: "vigil::camera", camera = s.camera, "decode error: {e}");
                 return;
             }
         };

@@ -396,7 +396,7 @@ impl Live {
         if let Some(h) = self.health.iter().find(|h| h.camera == camera) {
             h.frames_rejected.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::warn!(camera, "frame refused: {e}");
+        tracing::warn!(target: "vigil::camera", camera, "frame refused: {e}");
     }
 
     fn health_batch(&mut self, now: Millis) -> anyhow::Result<arrow::array::RecordBatch> {

@@ -196,6 +196,9 @@ fn a_camera_whose_server_is_killed_five_times_reconnects_and_the_others_keep_the
         );
     }
     assert_eq!(said("streaming again"), 5, "only camera 0 came back\n{log}");
+    // Failures and returns under one target, which VIGIL_LOG can pick out.
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("reconnecting in")).collect();
+    assert!(failures.len() >= 5 && failures.iter().all(|l| l.contains("vigil::camera:")), "{log}");
     assert!(!log.contains('\u{1b}'), "no terminal colours in a log that is not a terminal:\n{log}");
     // The other cameras: frames per second unchanged before and during the outages.
     let rates = duckdb(&format!(

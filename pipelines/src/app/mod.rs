@@ -99,7 +99,7 @@ pub struct Summary {
     /// The run's epoch.
     pub epoch: Epoch,
     /// Seconds of event time run (simulated, or the live cameras').
-    pub simulated_s: f64,
+    pub event_s: f64,
     /// True when the input was live cameras, not the simulated city.
     pub live: bool,
     /// Wall-clock time.
@@ -395,7 +395,7 @@ pub fn run_with(
         files.insert(info.name, list_files(&opts.out.join(info.name))?.len());
     }
     Ok(Summary {
-        simulated_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + driven.tick_ms) / 1000.0,
+        event_s: (progress.sim_ms.load(Ordering::Relaxed) as f64 + driven.tick_ms) / 1000.0,
         live,
         ingest: stats,
         alerts: bus.counts(),

@@ -833,7 +833,7 @@ fn print_summary(s: &Summary) {
     println!(
         "{} {:.1} {}seconds in {:.1} s: {} events ({}), {} late events",
         if s.interrupted { "Interrupted after" } else { "Ran" },
-        s.simulated_s,
+        s.event_s,
         if s.live { "" } else { "simulated " },
         s.wall.as_secs_f64(),
         total,
@@ -908,7 +908,7 @@ fn bench(
         rows as f64 / s.wall.as_secs_f64(),
         rows,
         s.wall.as_secs_f64(),
-        s.simulated_s / s.wall.as_secs_f64()
+        s.event_s / s.wall.as_secs_f64()
     );
 
     // Phase 2: paced on the wall clock; latency from event time to alert emission.
@@ -947,9 +947,9 @@ fn bench(
     let kept_up = s.behind_max.as_secs_f64() <= 1.0 / fps;
     println!(
         "sustained (paced at real time): {:.0} events/s offered, {:.2} s wall for {:.1} simulated s, fell behind by at most {:.0} ms{}, end drain {:.2} s",
-        rows as f64 / s.simulated_s,
+        rows as f64 / s.event_s,
         s.wall.as_secs_f64(),
-        s.simulated_s,
+        s.event_s,
         s.behind_max.as_secs_f64() * 1000.0,
         if kept_up { " (kept up)" } else { " (could NOT keep up)" },
         s.drain.as_secs_f64(),
