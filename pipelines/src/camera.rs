@@ -251,6 +251,8 @@ pub struct Health {
     pub attempts: AtomicU64,
     /// Status.
     pub status: Mutex<Status>,
+    /// When a refused frame was last logged, and how many were refused unlogged since.
+    refusals: Mutex<Quiet>,
 }
 
 impl Health {
@@ -278,7 +280,23 @@ impl Health {
                 streaming_since: None,
                 backoff: None,
             }),
+            refusals: Mutex::new(Quiet::default()),
         }
+    }
+
+    /// Counts a frame refused as bad data (`why`) and logs it (`vigil::camera`, warn), at most
+    /// once a minute: a camera that sends bad data sends it at every frame, and the count is in
+    /// the health rows' `frames_rejected` anyway.
+    pub(crate) fn refused(&self, why: impl std::fmt::Display) {
+        self.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        let unsaid = self.refusals.lock().expect("camera refusals").admit(Instant::now(), REFUSALS_EVERY);
+        let Some(unsaid) = unsaid else { return };
+        let camera = self.camera;
+        let more = match unsaid {
+            0 => String::new(),
+            n => format!(" ({n} more refused since the last such line)"),
+        };
+        tracing::warn!(target: "vigil::camera", camera, "camera {camera} ({}): frame refused: {why}{more}", self.name);
     }
 
     /// A copy of the status.
@@ -591,13 +609,10 @@ async fn session(
                     // A frame holds at most as many objects as event ids can tell apart: one
                     // that claims more is bad data, refused and counted, never the end of the run.
                     if f.objects.len() > MAX_OBJECTS {
-                        health.frames_rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            target: "vigil::camera",
-                            camera = spec.id,
-                            "ONVIF frame with {} objects refused (at most {MAX_OBJECTS})",
+                        health.refused(format_args!(
+                            "ONVIF frame with {} objects (at most {MAX_OBJECTS})",
                             f.objects.len()
-                        );
+                        ));
                         continue;
                     }
                     // The camera's own timestamp when its clock is right, else the receive time.
@@ -667,6 +682,30 @@ fn clock_news(first: bool, was: TimeSource, now: TimeSource) -> Option<TimeSourc
     }
 }
 
+/// How often a camera's refused frames are logged.
+const REFUSALS_EVERY: Duration = Duration::from_secs(60);
+
+/// A log line's rate limit: the first event is said, then at most one every period, with the
+/// count of those left unsaid since. Written here as it is a few lines: `tracing` has no rate
+/// limit of its own, and a general limiter (governor) would not count what it held back.
+#[derive(Debug, Default)]
+struct Quiet {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl Quiet {
+    /// An event at `now`: `Some(unsaid since the last line)` when it is to be said.
+    fn admit(&mut self, now: Instant, every: Duration) -> Option<u64> {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < every) {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
+}
+
 /// retina's errors carry a multi-line context dump; the first line says what happened.
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_owned()
@@ -698,6 +737,20 @@ mod tests {
         // Wrong from a session's first report, even when the last session ended wrong too.
         assert_eq!(clock_news(true, Receive, Receive), Some(Receive));
         assert_eq!(clock_news(true, Receive, Rtcp), None);
+    }
+
+    #[test]
+    fn refusals_are_said_once_a_period_with_the_count_held_back() {
+        let (t0, every) = (Instant::now(), Duration::from_secs(60));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut q = Quiet::default();
+        // Ten a second for two minutes and a half: the first, then one a minute.
+        let said: Vec<(u64, u64)> =
+            (0..1500u64).filter_map(|i| q.admit(at(i / 10), every).map(|n| (i / 10, n))).collect();
+        assert_eq!(said, [(0, 0), (60, 599), (120, 599)]);
+        // Quiet for a while: the next is said at once, with those held back before.
+        assert_eq!(q.admit(at(400), every), Some(299));
+        assert_eq!(q.admit(at(401), every), None);
     }
 
     #[test]

@@ -393,10 +393,10 @@ impl Live {
 
     /// Counts a frame refused as bad data for its camera.
     fn reject(&self, camera: u32, e: impl std::fmt::Display) {
-        if let Some(h) = self.health.iter().find(|h| h.camera == camera) {
-            h.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        match self.health.iter().find(|h| h.camera == camera) {
+            Some(h) => h.refused(e),
+            None => tracing::warn!(target: "vigil::camera", camera, "frame refused: {e}"),
         }
-        tracing::warn!(target: "vigil::camera", camera, "frame refused: {e}");
     }
 
     fn health_batch(&mut self, now: Millis) -> anyhow::Result<arrow::array::RecordBatch> {

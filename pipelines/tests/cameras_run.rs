@@ -336,6 +336,14 @@ fn an_onvif_frame_with_too_many_objects_is_refused_and_counted_and_the_run_goes_
         out.display()
     ));
     assert!(health[0][0].parse::<u64>().unwrap() >= 5, "refused frames are counted: {health:?}");
+    // Said once, not once a frame: the log has one line a minute at most for a camera's refusals.
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("frame refused")).collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("vigil::camera")
+            && said[0].contains("camera 4 (")
+            && said[0].contains("1500 objects")
+    );
 }
 
 #[test]

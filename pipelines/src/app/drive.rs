@@ -214,7 +214,7 @@ fn deliver_frame(
     // Event ids are checked before any row is written: a frame whose objects cannot all be
     // named is refused whole (and counted), never half-written.
     if let Err(e) = ids(last) {
-        tracing::warn!(camera = f.camera, "frame refused: {e}");
+        tracing::warn!(target: "vigil::camera", camera = f.camera, "frame refused: {e}");
         return Ok(());
     }
     let ingest = control.ingest();
