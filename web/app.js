@@ -241,6 +241,11 @@ function renderAlerts(b) {
 }
 
 function renderFlows(b) {
+  // A city without counting lines has no flows: say so, and how to add one, not an empty table.
+  if (!b.flows.length) {
+    $('flows').tBodies[0].replaceChildren(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: t('no_lines') })));
+    return;
+  }
   $('flows').tBodies[0].replaceChildren(...b.flows.map((f) => el('tr', { 'data-line': f.name },
     el('td', { text: f.name }), el('td', { text: fmt(f.in, 0) }), el('td', { text: fmt(f.out, 0) }),
     el('td', { text: fmt(f.per_min_per_m, 1) }),
@@ -356,6 +361,10 @@ function keys(e) {
 async function loadRules() {
   try {
     const r = await api('/api/v1/rules');
+    if (!r.rules.length) {
+      $('rules').tBodies[0].replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: t('no_rules') })));
+      return;
+    }
     $('rules').tBodies[0].replaceChildren(...r.rules.map((x) => el('tr', { 'data-rule': x.name },
       el('td', { text: x.name }), el('td', { text: t(x.state) }), el('td', { text: fmt(x.rows_emitted, 0) }),
       el('td', { text: x.last_error || '' }))));

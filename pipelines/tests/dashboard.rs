@@ -97,6 +97,7 @@ fn a_crowd_manager_sees_the_surge_within_two_seconds_and_analysts_confirm_by_key
     let alert = out["alert"]["text"].as_str().unwrap_or_else(|| panic!("no alert on the page: {show}"));
     assert!(alert.contains("raised") && alert.contains("acknowledged by karim"), "{alert}");
     // Arabic reads right to left.
+    assert_eq!(out["labels_missing"], serde_json::json!([]), "{show}");
     assert_eq!(out["arabic"]["dir"], "rtl", "{show}");
     assert_eq!(out["arabic"]["title"], "المناطق", "{show}");
     // The page is small.

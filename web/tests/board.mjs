@@ -128,6 +128,11 @@ try {
     out.alert.text = await page.$eval(`#alerts li[data-zone="${cfg.zone}"]`, (e) => e.textContent).catch(() => null);
     step(`alert ${out.alert.id}: ${out.alert.text}`);
   }
+  // Every language has every label (a missing one would show in English, or as its key).
+  out.labels_missing = await page.evaluate(() => {
+    const d = window.VIGIL_I18N, keys = Object.keys(d.en);
+    return Object.entries(d).flatMap(([lang, v]) => keys.filter((k) => !(k in v)).map((k) => `${lang}.${k}`));
+  });
   await page.selectOption('#lang', 'ar');
   out.arabic = await page.evaluate(() => ({ dir: document.documentElement.dir, title: document.querySelector('#zones-card h2').textContent }));
   await page.screenshot({ path: `${artifacts}/board-ar.png`, fullPage: true });
