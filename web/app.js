@@ -258,7 +258,7 @@ function renderCameras(b) {
   $('cameras').tBodies[0].replaceChildren(...b.cameras.map((c) => {
     const bad = c.silent || c.state !== 'streaming';
     return el('tr', { class: bad ? 'bad' : '' }, el('td', { text: c.camera }),
-      el('td', { text: c.silent ? t('silent') : c.state }), el('td', { text: fmt(c.fps_out, 1) }),
+      el('td', { text: c.silent ? t('silent') : t(`camera_${c.state}`) }), el('td', { text: fmt(c.fps_out, 1) }),
       el('td', { text: fmt(c.frames_dropped, 0) }));
   }));
 }
