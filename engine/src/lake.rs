@@ -181,13 +181,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// renames of its pending files (see the module documentation). The files must be complete and
 /// synced under their hidden names.
 pub fn commit(dir: &Path, writer: &str, state: &WriterState) -> Result<()> {
-    let bytes = serde_json::to_vec(state).expect("a commit record serializes");
-    write_atomic(&state_path(dir, writer), &bytes)?;
+    write_record(dir, writer, state)?;
     finish_renames(dir, &state.pending)
 }
 
+/// The first half of [`commit`]: writes the record. Once it is written the files are committed
+/// (a restart's [`recover`] finishes the renames).
+pub fn write_record(dir: &Path, writer: &str, state: &WriterState) -> Result<()> {
+    let bytes = serde_json::to_vec(state).expect("a commit record serializes");
+    write_atomic(&state_path(dir, writer), &bytes)
+}
+
 /// Renames each `(hidden, final)` pair whose hidden file still exists; syncs the directories.
-fn finish_renames(dir: &Path, pending: &[(String, String)]) -> Result<()> {
+pub fn finish_renames(dir: &Path, pending: &[(String, String)]) -> Result<()> {
     let mut synced: Vec<PathBuf> = Vec::new();
     for (tmp, fin) in pending {
         let (tmp, fin) = (dir.join(tmp), dir.join(fin));

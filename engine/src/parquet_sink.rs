@@ -15,6 +15,13 @@
 //! commits what its sinks hold while it unwinds, and [`request_flush`] makes every sink commit
 //! at once. While rows are held or a file is open the sink holds a capability: a probe on the
 //! sink's output is done only when everything is committed.
+//!
+//! A write that fails (a full disk, a directory gone, permissions) does not stop the sink: the
+//! rows of its unfinished files go back to the rows held, the sink logs the cause with the fix
+//! and tries again after a delay (doubling to a minute), and it commits them all when it can.
+//! Meanwhile it holds at most [`ParquetSinkConfig::hold_bytes`] of rows; beyond that the oldest
+//! are dropped, counted ([`dropped_rows`]) and logged. So a full disk costs the lake the rows
+//! past that bound, not the run: what reads the stream live goes on.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -64,10 +71,23 @@ pub struct ParquetSinkConfig {
     /// The columns that identify a row (the stream's keys; none: the whole row), by which a
     /// resumed writer recognises the rows the killed run committed.
     pub keys: Vec<String>,
+    /// While writes fail, the most bytes of rows held for a later write (the oldest go first).
+    pub hold_bytes: usize,
+    /// The first wait before a failed write is tried again (it doubles, to a minute at most).
+    pub retry: Duration,
 }
 
 /// How long rows wait in an open file, by default: what a SIGKILL can lose.
 pub const DEFAULT_COMMIT: Duration = Duration::from_secs(5);
+
+/// Rows a sink holds while its writes fail, by default: 128 MiB.
+pub const DEFAULT_HOLD_BYTES: usize = 128 << 20;
+
+/// The first wait before a failed write is tried again, by default.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(5);
+
+/// The longest wait between two tries of a failing sink.
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 static FLUSH: AtomicBool = AtomicBool::new(false);
 
@@ -96,7 +116,17 @@ impl ParquetSinkConfig {
             time_column: EVENT_TIME.to_owned(),
             commit: DEFAULT_COMMIT,
             keys: Vec::new(),
+            hold_bytes: DEFAULT_HOLD_BYTES,
+            retry: DEFAULT_RETRY,
         }
+    }
+
+    /// The same, holding at most `bytes` of rows while writes fail, and trying again first
+    /// after `retry`.
+    pub fn with_hold(mut self, bytes: usize, retry: Duration) -> Self {
+        self.hold_bytes = bytes;
+        self.retry = retry.max(Duration::from_millis(1));
+        self
     }
 
     /// The same, recognising rows by `keys` (the stream's; the whole row when empty).
@@ -173,7 +203,20 @@ struct OpenFile {
     tmp: PathBuf,
     path: PathBuf,
     rows: u64,
-    _cap: Capability<Time>,
+    cap: Capability<Time>,
+    /// The rows written to it (shared with the writer's input, not copies): held until the
+    /// file is committed, to be written again if it never is.
+    held: Vec<RecordBatch>,
+}
+
+/// A sink whose writes fail: since when, when it tries again, and what it has said.
+struct Outage {
+    since: Instant,
+    retry_at: Instant,
+    delay: Duration,
+    said_at: Instant,
+    /// Rows dropped beyond the bound since the last line that said so.
+    dropped_unsaid: u64,
 }
 
 /// Writes one stream's batches to Parquet files (one per partition) and commits them to the
@@ -200,8 +243,14 @@ struct PartitionWriter {
     /// The keys of the rows the killed run committed near `skip_before` (see [`Resumed`]).
     resumed: Option<Resumed>,
     last_commit: Instant,
-    /// A write failed: rows are dropped from then on (the run is being stopped).
+    /// The writer was abandoned (its input ended while it could not write): rows are dropped.
     failed: bool,
+    /// Bytes of the rows in `stash`.
+    stash_bytes: usize,
+    /// Writes are failing; they are tried again at its `retry_at`.
+    outage: Option<Outage>,
+    /// Renames of committed files that failed, tried again with the next commit.
+    unrenamed: Vec<(String, String)>,
 }
 
 impl PartitionWriter {
@@ -253,6 +302,9 @@ impl PartitionWriter {
             resumed,
             last_commit: Instant::now(),
             failed: false,
+            stash_bytes: 0,
+            outage: None,
+            unrenamed: Vec::new(),
         };
         (writer, error)
     }
@@ -290,7 +342,10 @@ impl PartitionWriter {
                 },
             )?;
             let at = (part.max(0) as Time).max(*cap.time());
-            self.open.insert(part, OpenFile { writer, tmp, path, rows: 0, _cap: cap.delayed(&at) });
+            self.open.insert(
+                part,
+                OpenFile { writer, tmp, path, rows: 0, cap: cap.delayed(&at), held: Vec::new() },
+            );
         }
         Ok(self.open.get_mut(&part).expect("inserted above"))
     }
@@ -309,6 +364,7 @@ impl PartitionWriter {
             None => false,
         };
         let entry = self.stash.entry(time).or_insert_with(|| (cap.clone(), Vec::new()));
+        let before: usize = entry.1.iter().map(RecordBatch::get_array_memory_size).sum();
         for b in data.iter().filter(|b| b.rows.num_rows() > 0) {
             if near {
                 let r = self.resumed.as_ref().expect("near a resume point");
@@ -325,6 +381,27 @@ impl PartitionWriter {
                 entry.1.push(b.rows.clone());
             }
         }
+        let after: usize = entry.1.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.stash_bytes += after - before;
+        self.bound();
+    }
+
+    /// While writes fail, drops the oldest rows held beyond [`ParquetSinkConfig::hold_bytes`],
+    /// counting them.
+    fn bound(&mut self) {
+        let Some(outage) = &mut self.outage else { return };
+        while self.stash_bytes > self.config.hold_bytes {
+            let Some((_, (_, batches))) = self.stash.pop_first() else { break };
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            self.stash_bytes = self.stash_bytes.saturating_sub(bytes);
+            outage.dropped_unsaid += rows as u64;
+            *DROPPED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(self.config.prefix.clone())
+                .or_default() += rows as u64;
+        }
     }
 
     /// Writes the rows held for times before `frontier` (all of them when `None`).
@@ -338,8 +415,14 @@ impl PartitionWriter {
                 break;
             }
             let (time, (cap, batches)) = entry.remove_entry();
-            for b in &batches {
-                self.write(time, b, &cap)?;
+            let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            self.stash_bytes = self.stash_bytes.saturating_sub(bytes);
+            for (i, b) in batches.iter().enumerate() {
+                if let Err(e) = self.write(time, b, &cap) {
+                    // The rows not yet in a file go back (those in one go back with it).
+                    self.restash(cap, batches[i..].to_vec());
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -373,6 +456,7 @@ impl PartitionWriter {
         let dir = self.config.dir.clone();
         let f = self.file_for(part, cap)?;
         f.rows += rows.num_rows() as u64;
+        f.held.push(rows.clone());
         f.writer.write(rows).map_err(|source| EngineError::Parquet {
             context: format!("writing {}", dir.join(&f.tmp).display()),
             source,
@@ -398,9 +482,85 @@ impl PartitionWriter {
                 // The partition goes on in a new piece.
                 *self.pieces.entry(p).or_default() += 1;
             }
-            self.finished.push(finish_file(&self.config.dir, f)?);
+            let (done, outcome) = finish_file(&self.config.dir, f);
+            if let Err(e) = outcome {
+                remove_quietly(&self.config.dir.join(&done.tmp));
+                self.restash(done.cap, done.held);
+                return Err(e);
+            }
+            self.finished.push(done);
         }
         Ok(())
+    }
+
+    /// Puts rows back among those held, at their capability's time.
+    fn restash(&mut self, cap: Capability<Time>, batches: Vec<RecordBatch>) {
+        self.stash_bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+        self.stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.extend(batches);
+    }
+
+    /// A write failed: every file not committed is deleted and its rows go back among those
+    /// held, to be written when the next try succeeds. The first failure is logged with the
+    /// fix; then a line a minute while it lasts.
+    fn fail(&mut self, e: &EngineError) {
+        for (_, f) in std::mem::take(&mut self.open) {
+            let OpenFile { writer, tmp, cap, held, .. } = f;
+            drop(writer);
+            remove_quietly(&self.config.dir.join(&tmp));
+            self.restash(cap, held);
+        }
+        for f in std::mem::take(&mut self.finished) {
+            remove_quietly(&self.config.dir.join(&f.tmp));
+            self.restash(f.cap, f.held);
+        }
+        let now = Instant::now();
+        let (dir, hold_mb) = (self.config.dir.display(), self.config.hold_bytes >> 20);
+        let prefix = &self.config.prefix;
+        match &mut self.outage {
+            None => {
+                let delay = self.config.retry;
+                tracing::error!(
+                    target: "vigil::sink",
+                    "{prefix}: cannot write: {e}; fix: free space on the disk of {dir} or mend it (permissions, \
+                     mount); the rows are held in memory (up to {hold_mb} MB, then the oldest go) and written \
+                     when it can, tried again every {} s at most",
+                    RETRY_MAX.as_secs()
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    retry_at: now + delay,
+                    delay,
+                    said_at: now,
+                    dropped_unsaid: 0,
+                });
+            }
+            Some(o) => {
+                o.delay = (o.delay * 2).min(RETRY_MAX);
+                o.retry_at = now + o.delay;
+                if now.duration_since(o.said_at) >= RETRY_MAX {
+                    let rows: usize =
+                        self.stash.values().flat_map(|(_, b)| b).map(RecordBatch::num_rows).sum();
+                    tracing::error!(
+                        target: "vigil::sink",
+                        "{prefix}: still cannot write after {} s: {e}; {rows} rows held ({} MB), {} dropped since the last line",
+                        now.duration_since(o.since).as_secs(),
+                        self.stash_bytes >> 20,
+                        o.dropped_unsaid
+                    );
+                    o.said_at = now;
+                    o.dropped_unsaid = 0;
+                }
+            }
+        }
+        self.bound();
+    }
+
+    /// While writes fail and the next try is not due: when it is (`None` when due, or when
+    /// writes do not fail).
+    fn waiting(&self) -> Option<Duration> {
+        let o = self.outage.as_ref()?;
+        let now = Instant::now();
+        (o.retry_at > now).then(|| o.retry_at - now)
     }
 
     /// Commits when it is due: after the commit interval (or at once after [`request_flush`]),
@@ -431,6 +591,16 @@ impl PartitionWriter {
     /// so that the dataflow can end (the application stops the run; the next start discards
     /// what was not committed, and a replayable input writes it again).
     fn abandon(&mut self) {
+        let rows: usize = self.stash.values().flat_map(|(_, b)| b).map(RecordBatch::num_rows).sum::<usize>()
+            + self.open.values().map(|f| f.rows as usize).sum::<usize>()
+            + self.finished.iter().map(|f| f.rows as usize).sum::<usize>();
+        if rows > 0 {
+            *DROPPED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(self.config.prefix.clone())
+                .or_default() += rows as u64;
+        }
         self.failed = true;
         self.stash.clear();
         self.open.clear();
@@ -441,18 +611,46 @@ impl PartitionWriter {
     }
 
     fn commit(&mut self, frontier: Option<Time>) -> Result<()> {
+        let files = &self.finished;
+        let state =
+            WriterState {
+                epoch: self.config.epoch.value(),
+                commit: self.state.commit + 1,
+                // Rows before `skip_before` were committed by the killed run: the point never goes back.
+                through: frontier.map(|f| f.max(self.skip_before)),
+                pending: self
+                    .unrenamed
+                    .iter()
+                    .cloned()
+                    .chain(files.iter().map(|f| {
+                        (f.tmp.to_string_lossy().into_owned(), f.path.to_string_lossy().into_owned())
+                    }))
+                    .collect(),
+            };
+        // Until the record is written nothing is committed: a failure leaves the files to be
+        // written again. Once it is, they are committed, and a rename that fails is tried again.
+        lake::write_record(&self.config.dir, &self.name, &state)?;
         let files = std::mem::take(&mut self.finished);
-        let state = WriterState {
-            epoch: self.config.epoch.value(),
-            commit: self.state.commit + 1,
-            // Rows before `skip_before` were committed by the killed run: the point never goes back.
-            through: frontier.map(|f| f.max(self.skip_before)),
-            pending: files
-                .iter()
-                .map(|f| (f.tmp.to_string_lossy().into_owned(), f.path.to_string_lossy().into_owned()))
-                .collect(),
+        self.unrenamed = match lake::finish_renames(&self.config.dir, &state.pending) {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::error!(target: "vigil::sink", "{}: {e} (committed; tried again at the next commit)", self.config.prefix);
+                state.pending.clone()
+            }
         };
-        lake::commit(&self.config.dir, &self.name, &state)?;
+        if let Some(o) = self.outage.take() {
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            tracing::info!(
+                target: "vigil::sink",
+                "{}: writing again after {} s; {rows} rows held were committed{}",
+                self.config.prefix,
+                o.since.elapsed().as_secs(),
+                match o.dropped_unsaid {
+                    0 => String::new(),
+                    n => format!(", {n} more were dropped beyond the bound"),
+                }
+            );
+        }
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         *COMMITTED
             .lock()
@@ -585,22 +783,36 @@ impl Resumed {
     }
 }
 
-/// A file finished and synced under its hidden name, waiting for its commit.
+/// A file finished and synced under its hidden name, waiting for its commit (its rows and
+/// capability held until then, as an open file's).
 struct Finished {
     tmp: PathBuf,
     path: PathBuf,
     rows: u64,
+    cap: Capability<Time>,
+    held: Vec<RecordBatch>,
 }
 
-/// Finishes and syncs a file under its hidden name; it becomes visible when committed.
-fn finish_file(dir: &Path, f: OpenFile) -> Result<Finished> {
-    let OpenFile { writer, tmp, path, rows, _cap } = f;
+/// Finishes and syncs a file under its hidden name; it becomes visible when committed. The
+/// file comes back with the outcome: on failure, its rows are to be written again.
+fn finish_file(dir: &Path, f: OpenFile) -> (Finished, Result<()>) {
+    let OpenFile { writer, tmp, path, rows, cap, held } = f;
     let abs = dir.join(&tmp);
-    let file = writer
+    let done = writer
         .into_inner()
-        .map_err(|source| EngineError::Parquet { context: format!("finishing {}", abs.display()), source })?;
-    file.sync_all().map_err(|e| EngineError::io("syncing", &abs, e))?;
-    Ok(Finished { tmp, path, rows })
+        .map_err(|source| EngineError::Parquet { context: format!("finishing {}", abs.display()), source })
+        .and_then(|file| file.sync_all().map_err(|e| EngineError::io("syncing", &abs, e)));
+    (Finished { tmp, path, rows, cap, held }, done)
+}
+
+/// Deletes a hidden file of a write that failed (what is left of it is of no use; a restart's
+/// [`recover`] deletes it too).
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::debug!("removing {}: {e}", path.display());
+    }
 }
 
 /// Rows committed to Parquet files since the process started, by file prefix (a stream's or a
@@ -610,6 +822,15 @@ static COMMITTED: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::ne
 /// [`COMMITTED`]: rows in committed files, by prefix, counted as each file is renamed into place.
 pub fn committed_rows() -> BTreeMap<String, u64> {
     COMMITTED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Rows never written since the process started, by file prefix: dropped beyond
+/// [`ParquetSinkConfig::hold_bytes`] while writes failed, or held when the input ended.
+static DROPPED: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// [`DROPPED`].
+pub fn dropped_rows() -> BTreeMap<String, u64> {
+    DROPPED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The `event_time` column (milliseconds) of a batch.
@@ -631,9 +852,10 @@ fn times_of<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a [i64]> {
 /// Extension trait: write batches to Parquet.
 pub trait WriteParquet<'scope> {
     /// Writes every batch (of schema `schema`) to partitioned Parquet files as `config` says.
-    /// The returned stream carries nothing; probe it to know when every file is closed. Write
-    /// errors are reported through `on_error` (the application stops the run: rows it goes on
-    /// accepting could not be written).
+    /// The returned stream carries nothing; probe it to know when every file is closed. A write
+    /// that fails is logged and tried again (see the module documentation); `on_error` hears
+    /// of what loses rows the sink cannot hold on to: a record unreadable at start, and rows
+    /// that still cannot be written when the input ends.
     ///
     /// ```
     /// use vigil_engine::ids::Epoch;
@@ -687,25 +909,40 @@ impl<'scope> WriteParquet<'scope> for Stream<'scope, Time, Vec<Batch>> {
                         writer.receive(&cap, data);
                     });
                     let f = frontier.frontier().first().copied();
-                    let done = writer.write_ready(f).and_then(|()| writer.close_until(f, false));
-                    if let Err(e) = done {
-                        writer.abandon();
-                        on_error(e);
-                    }
-                    match writer.commit_due(f) {
-                        Ok(Some(next)) => {
-                            // One pending wake-up at a time, not one per batch.
-                            let (now, delay) = (Instant::now(), next.max(Duration::from_millis(10)));
-                            let at = now + delay;
-                            if wake.is_none_or(|w| w <= now || w > at) {
-                                activator.activate_after(delay);
-                                wake = Some(at);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
+                    // Writes are failing and the next try is not due: the rows wait (bounded).
+                    // When the input ends there is no later: one last try, then what is left
+                    // is dropped and counted.
+                    let next = match writer.waiting() {
+                        Some(wait) if f.is_some() => Ok(Some(wait)),
+                        _ => writer
+                            .write_ready(f)
+                            .and_then(|()| writer.close_until(f, false))
+                            .and_then(|()| writer.commit_due(f)),
+                    };
+                    let next = match next {
+                        Ok(next) => next,
+                        Err(e) if f.is_none() => {
+                            tracing::error!(
+                                target: "vigil::sink",
+                                "{}: cannot write as the run ends: {e}; the rows held are lost",
+                                writer.config.prefix
+                            );
                             writer.abandon();
                             on_error(e);
+                            None
+                        }
+                        Err(e) => {
+                            writer.fail(&e);
+                            writer.waiting()
+                        }
+                    };
+                    if let Some(next) = next {
+                        // One pending wake-up at a time, not one per batch.
+                        let (now, delay) = (Instant::now(), next.max(Duration::from_millis(10)));
+                        let at = now + delay;
+                        if wake.is_none_or(|w| w <= now || w > at) {
+                            activator.activate_after(delay);
+                            wake = Some(at);
                         }
                     }
                 }
@@ -774,6 +1011,108 @@ mod tests {
         assert_eq!(rows_written_after(Some(lake::THROUGH_ALL)), 0);
         // After a clean end the next run is a new one: everything.
         assert_eq!(rows_written_after(None), 3);
+    }
+
+    /// Rows of event times `times` (ms), one batch.
+    fn ticks(times: std::ops::Range<i64>) -> RecordBatch {
+        use arrow::array::TimestampMillisecondArray;
+        let times = TimestampMillisecondArray::from(times.collect::<Vec<_>>()).with_timezone("UTC");
+        RecordBatch::try_new(tick_schema(), vec![std::sync::Arc::new(times)]).unwrap()
+    }
+
+    fn tick_schema() -> SchemaRef {
+        std::sync::Arc::new(arrow::datatypes::Schema::new(vec![crate::stream::field::<
+            crate::stream::Timestamp,
+        >(EVENT_TIME)]))
+    }
+
+    /// The event times in the committed files under `dir`, sorted.
+    fn committed_times(dir: &Path) -> Vec<i64> {
+        let mut out = Vec::new();
+        for p in list_files(dir).unwrap_or_default() {
+            let f = File::open(p).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap();
+            for b in reader {
+                out.extend_from_slice(event_times(&b.unwrap()).unwrap());
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// A sink fed a second of rows (1,000 a second of event time) per step, whose directory is
+    /// replaced by a file for steps `broken` (every write fails), with `hold_bytes` held; returns
+    /// the event times committed at the end, and the rows it dropped.
+    fn through_an_outage(prefix: &str, broken: std::ops::Range<i64>, hold_bytes: usize) -> (Vec<i64>, u64) {
+        use timely::dataflow::InputHandleVec;
+        use timely::dataflow::operators::Input;
+        use timely::dataflow::operators::probe::{Handle, Probe};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(prefix);
+        let moved = tmp.path().join("moved");
+        let config = ParquetSinkConfig::new(&dir, prefix, 60_000, Epoch::new(1).unwrap())
+            .with_commit(Duration::from_millis(100))
+            .with_hold(hold_bytes, Duration::from_millis(10));
+        let d = dir.clone();
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandleVec::<Time, Batch>::new();
+            let probe = Handle::new();
+            worker.dataflow(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .write_parquet(tick_schema(), config, 0, |e| panic!("{e}"))
+                    .probe_with(&probe);
+            });
+            for second in 0..6i64 {
+                if second == broken.start {
+                    std::fs::rename(&d, &moved).unwrap();
+                    std::fs::write(&d, b"not a directory").unwrap();
+                }
+                if second == broken.end {
+                    std::fs::remove_file(&d).unwrap();
+                    std::fs::rename(&moved, &d).unwrap();
+                    // Until its next try succeeds, the sink does not know the disk is back:
+                    // that try (the wait has doubled to at most 640 ms) comes first.
+                    let until = Instant::now() + Duration::from_millis(1500);
+                    while Instant::now() < until {
+                        worker.step();
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                input.send(Batch::new(ticks(second * 1000..second * 1000 + 1000)));
+                input.advance_to(((second + 1) * 1000) as Time);
+                // Long enough for a commit, or for the tries of a broken disk to fail.
+                let until = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < until {
+                    worker.step();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            input.close();
+            worker.step_while(|| !probe.done());
+        });
+        (committed_times(&dir), dropped_rows().get(prefix).copied().unwrap_or(0))
+    }
+
+    #[test]
+    fn a_disk_that_fails_for_a_while_loses_no_row_and_writes_none_twice() {
+        let (times, dropped) = through_an_outage("outage", 2..4, DEFAULT_HOLD_BYTES);
+        let missing: Vec<i64> = (0..6000).filter(|t| times.binary_search(t).is_err()).collect();
+        assert!(missing.is_empty(), "{} rows missing, from {:?}", missing.len(), missing.first());
+        assert_eq!(times.len(), 6000, "rows written twice");
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_oldest_rows_held_are_dropped_and_counted() {
+        // A bound of one byte: every row of the outage goes (those committed before stay).
+        let (times, dropped) = through_an_outage("bounded", 2..4, 1);
+        assert_eq!(dropped, 2000);
+        let kept: Vec<i64> = (0..2000).chain(4000..6000).collect();
+        assert!(times == kept, "{} rows, from {:?} to {:?}", times.len(), times.first(), times.last());
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub struct Sinks {
     /// Seconds rows may wait in an open Parquet file before it is committed: what a SIGKILL
     /// or a crash can lose.
     pub commit_s: Spanned<i64>,
+    /// While a stream's files cannot be written (a full disk), the most of its rows held in
+    /// memory for a later write, MiB; beyond it the oldest are dropped.
+    pub hold_mb: Spanned<i64>,
 }
 
 impl Default for Sinks {
@@ -191,6 +194,7 @@ impl Default for Sinks {
             partition_s: Spanned::new(0..0, 60),
             ground_truth: true,
             commit_s: Spanned::new(0..0, 5),
+            hold_mb: Spanned::new(0..0, 128),
         }
     }
 }
@@ -784,7 +788,7 @@ impl Config {
         let s = &self.simulation;
         let max_cameras = i64::from(vigil_operators::detection::EventId::MAX_CAMERA);
         // (value, key, least, most): whole-number settings and their ranges.
-        let whole: [(&Spanned<i64>, &str, i64, i64); 26] = [
+        let whole: [(&Spanned<i64>, &str, i64, i64); 27] = [
             (&self.hits.confirmations, "hits.confirmations", 1, 5),
             (&self.engine.workers, "engine.workers", 1, 64),
             (&self.engine.allowed_lateness_ms, "engine.allowed_lateness_ms", 0, 3_600_000),
@@ -796,6 +800,7 @@ impl Config {
             (&s.overlap, "simulation.overlap", 1, 64),
             (&self.sinks.partition_s, "sinks.partition_s", 1, 86_400),
             (&self.sinks.commit_s, "sinks.commit_s", 1, 300),
+            (&self.sinks.hold_mb, "sinks.hold_mb", 1, 65_536),
             (&self.engine.rule_max_rows, "engine.rule_max_rows", 1_000, 100_000_000),
             (&self.engine.rules_max_rows, "engine.rules_max_rows", 1_000, 1_000_000_000),
             (&self.engine.rule_max_rows_per_s, "engine.rule_max_rows_per_s", 100, 100_000_000),

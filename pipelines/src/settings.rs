@@ -248,6 +248,8 @@ pub struct Settings {
     pub partition_ms: Millis,
     /// How long rows may wait in an open Parquet file (what a crash can lose).
     pub commit: std::time::Duration,
+    /// The most bytes of rows each sink holds while its writes fail.
+    pub hold_bytes: usize,
     /// Write the simulator's ground truth.
     pub ground_truth: bool,
     /// Retention.
@@ -508,6 +510,7 @@ impl Settings {
             out: config.base_dir.join(&config.sinks.out),
             partition_ms: config.sinks.partition_s.get_ref() * 1000,
             commit: std::time::Duration::from_secs(*config.sinks.commit_s.get_ref() as u64),
+            hold_bytes: *config.sinks.hold_mb.get_ref() as usize * (1 << 20),
             ground_truth: config.sinks.ground_truth,
             retention: RetentionSettings {
                 periods,

@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 use vigil_engine::catalog::Catalog as Streams;
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
-use vigil_engine::parquet_sink::{ParquetSinkConfig, WriteParquet};
+use vigil_engine::parquet_sink::{DEFAULT_RETRY, ParquetSinkConfig, WriteParquet};
 use vigil_engine::runtime::Builder;
 use vigil_engine::share::{Retained, consolidate as consolidate_table};
 use vigil_engine::stream::{Batch, Class, StreamDef};
@@ -137,6 +137,8 @@ pub struct RuleSinks {
     pub errors: ErrorSink,
     /// How often the rules' sinks commit their open files.
     pub commit: std::time::Duration,
+    /// The most bytes of rows each of a rule's sinks holds while its writes fail.
+    pub hold_bytes: usize,
 }
 
 /// How many changes a `SUBSCRIBE` may fall behind before it is told it missed some.
@@ -1558,7 +1560,8 @@ fn builder(
             let (rows, alert_files) = sink_configs(root, &rule, id, &sinks);
             let errors = sinks.errors.clone();
             let name = rule.name.clone();
-            // A rule whose rows cannot be written stops the run like any sink.
+            // A rule's sinks ride out a disk that cannot be written as every sink does; one
+            // that cannot write as the run ends stops it with the cause.
             let report = move |e| errors.fatal(&name, e);
             rule_rows(&rule, deltas)
                 .write_parquet(rows_schema(&rule), rows, worker, report.clone())
@@ -1585,11 +1588,13 @@ fn sink_configs(
         ParquetSinkConfig::new(root.join("rules").join(&dir_name), dir_name, sinks.partition_ms, sinks.epoch)
             .with_time_column(TIME_COLUMN)
             .with_commit(sinks.commit)
+            .with_hold(sinks.hold_bytes, DEFAULT_RETRY)
             .tagged(format!("r{id}"));
     let alerts =
         ParquetSinkConfig::new(root.join(Alerts::NAME), Alerts::NAME, sinks.partition_ms, sinks.epoch)
             .tagged(format!("r{id}"))
             .with_commit(sinks.commit)
+            .with_hold(sinks.hold_bytes, DEFAULT_RETRY)
             .with_dictionary(&["camera_id", "kind", "rule", "severity"]);
     (rows, alerts)
 }

@@ -330,7 +330,9 @@ impl Control {
 
     /// The end of a tick at ingest time `now`; see the module documentation.
     pub fn tick(&mut self, now: Millis) -> anyhow::Result<()> {
-        // A sink that cannot write stops the run: going on would accept rows and lose them.
+        // A sink that could not write what it held as its input ended (or whose record could
+        // not be read at start) stops the run. A disk that cannot be written while the run goes
+        // on does not: the sinks hold their rows and try again (`parquet_sink`).
         if let Some(cause) = self.errors.fatal_cause() {
             anyhow::bail!("the run stopped: {cause}; rows accepted before it were written");
         }

@@ -102,8 +102,13 @@ pub fn simulated(
         control.push_due_watch(now)?;
         for cam in cams.iter_mut() {
             let f = cam.step(params);
-            if let Some(t) = truth.as_mut() {
-                t.record(&f)?;
+            // The simulator's truth is an evaluation aid, not the city's data: a disk that
+            // cannot take it ends it (its file is deleted), not the run.
+            if let Some(Err(e)) = truth.as_mut().map(|t| t.record(&f)) {
+                tracing::error!(target: "vigil::sink", "ground_truth: {e:#}; written no more in this run");
+                if let Some(t) = truth.take() {
+                    t.discard();
+                }
             }
             in_flight.insert((f.deliver_ms, f.camera, f.frame), f);
         }
@@ -304,6 +309,12 @@ impl GroundTruth {
             tmp,
             path: dir.join(format!("ground_truth-e{epoch}.parquet")),
         })
+    }
+
+    /// Gives up the file (it could not be written).
+    fn discard(self) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.tmp);
     }
 
     fn record(&mut self, f: &SimFrame) -> anyhow::Result<()> {

@@ -55,6 +55,8 @@ pub struct MainGraph {
     pub epoch: Epoch,
     /// How often sinks commit their open files.
     pub commit: std::time::Duration,
+    /// The most bytes of rows a sink holds while its writes fail.
+    pub hold_bytes: usize,
     /// Where alerts are published.
     pub bus: AlertBus,
     /// Where errors go.
@@ -131,4 +133,5 @@ fn sink_config(out: &std::path::Path, name: &str, g: &MainGraph) -> ParquetSinkC
     ParquetSinkConfig::new(out.join(name), name, g.partition_ms, g.epoch)
         .with_dictionary(&DICTIONARY)
         .with_commit(g.commit)
+        .with_hold(g.hold_bytes, vigil_engine::parquet_sink::DEFAULT_RETRY)
 }

@@ -261,6 +261,7 @@ pub fn run_with(
             partition_ms: settings.partition_ms,
             epoch,
             commit: settings.commit,
+            hold_bytes: settings.hold_bytes,
             bus: bus.clone(),
             errors: errors.clone(),
             replayed_until: resume.as_ref().map_or(0, |r| r.from.max(0) as u64),
@@ -286,6 +287,7 @@ pub fn run_with(
             bus: Some(bus.clone()),
             errors: errors.clone(),
             commit: settings.commit,
+            hold_bytes: settings.hold_bytes,
         },
     )
     .with_limits(settings.server.limits.clone())

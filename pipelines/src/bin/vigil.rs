@@ -398,10 +398,10 @@ impl TrackerArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // Warnings, every deletion retention makes (what and why) and each camera's coming
-            // up or back: an operator's record.
+            // Warnings, every deletion retention makes (what and why), each camera's coming
+            // up or back, and a sink's writing again after a failure: an operator's record.
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
-                .unwrap_or_else(|_| "warn,vigil::retention=info,vigil::camera=info".into()),
+                .unwrap_or_else(|_| "warn,vigil::retention=info,vigil::camera=info,vigil::sink=info".into()),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file or journald gets plain text.
