@@ -364,7 +364,7 @@ impl PartitionWriter {
             None => false,
         };
         let entry = self.stash.entry(time).or_insert_with(|| (cap.clone(), Vec::new()));
-        let before: usize = entry.1.iter().map(RecordBatch::get_array_memory_size).sum();
+        let before = entry.1.len();
         for b in data.iter().filter(|b| b.rows.num_rows() > 0) {
             if near {
                 let r = self.resumed.as_ref().expect("near a resume point");
@@ -381,8 +381,7 @@ impl PartitionWriter {
                 entry.1.push(b.rows.clone());
             }
         }
-        let after: usize = entry.1.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.stash_bytes += after - before;
+        self.stash_bytes += entry.1[before..].iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
         self.bound();
     }
 
