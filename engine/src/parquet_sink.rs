@@ -1042,18 +1042,25 @@ mod tests {
         out
     }
 
-    /// A sink fed a second of rows (1,000 a second of event time) per step, whose directory is
-    /// replaced by a file for steps `broken` (every write fails), with `hold_bytes` held; returns
-    /// the event times committed at the end, and the rows it dropped.
-    fn through_an_outage(prefix: &str, broken: std::ops::Range<i64>, hold_bytes: usize) -> (Vec<i64>, u64) {
+    /// A sink (partitions of `partition_ms`, commits every `commit`) fed at each step `i` the
+    /// rows of event times `steps[i]` at logical time `i` s, whose directory is replaced by a
+    /// file for the steps `broken` (every write fails), holding `hold_bytes`; returns the event
+    /// times committed at the end, and the rows it dropped.
+    fn through_an_outage(
+        prefix: &str,
+        steps: Vec<Vec<std::ops::Range<i64>>>,
+        broken: std::ops::Range<usize>,
+        (partition_ms, commit): (Millis, Duration),
+        hold_bytes: usize,
+    ) -> (Vec<i64>, u64) {
         use timely::dataflow::InputHandleVec;
         use timely::dataflow::operators::Input;
         use timely::dataflow::operators::probe::{Handle, Probe};
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(prefix);
         let moved = tmp.path().join("moved");
-        let config = ParquetSinkConfig::new(&dir, prefix, 60_000, Epoch::new(1).unwrap())
-            .with_commit(Duration::from_millis(100))
+        let config = ParquetSinkConfig::new(&dir, prefix, partition_ms, Epoch::new(1).unwrap())
+            .with_commit(commit)
             .with_hold(hold_bytes, Duration::from_millis(10));
         let d = dir.clone();
         timely::execute_directly(move |worker| {
@@ -1065,30 +1072,31 @@ mod tests {
                     .write_parquet(tick_schema(), config, 0, |e| panic!("{e}"))
                     .probe_with(&probe);
             });
-            for second in 0..6i64 {
-                if second == broken.start {
-                    std::fs::rename(&d, &moved).unwrap();
-                    std::fs::write(&d, b"not a directory").unwrap();
-                }
-                if second == broken.end {
-                    std::fs::remove_file(&d).unwrap();
-                    std::fs::rename(&moved, &d).unwrap();
-                    // Until its next try succeeds, the sink does not know the disk is back:
-                    // that try (the wait has doubled to at most 640 ms) comes first.
-                    let until = Instant::now() + Duration::from_millis(1500);
-                    while Instant::now() < until {
-                        worker.step();
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-                input.send(Batch::new(ticks(second * 1000..second * 1000 + 1000)));
-                input.advance_to(((second + 1) * 1000) as Time);
-                // Long enough for a commit, or for the tries of a broken disk to fail.
-                let until = Instant::now() + Duration::from_millis(300);
+            let run_for = |worker: &mut timely::worker::Worker, ms: u64| {
+                let until = Instant::now() + Duration::from_millis(ms);
                 while Instant::now() < until {
                     worker.step();
                     std::thread::sleep(Duration::from_millis(5));
                 }
+            };
+            for (step, ranges) in steps.into_iter().enumerate() {
+                if step == broken.start {
+                    std::fs::rename(&d, &moved).unwrap();
+                    std::fs::write(&d, b"not a directory").unwrap();
+                }
+                if step == broken.end {
+                    std::fs::remove_file(&d).unwrap();
+                    std::fs::rename(&moved, &d).unwrap();
+                    // Until its next try succeeds, the sink does not know the disk is back:
+                    // that try (the wait has doubled to at most 640 ms) comes first.
+                    run_for(worker, 1500);
+                }
+                for r in ranges {
+                    input.send(Batch::new(ticks(r)));
+                }
+                input.advance_to(((step + 1) * 1000) as Time);
+                // Long enough for a commit, or for the tries of a broken disk to fail.
+                run_for(worker, 300);
             }
             input.close();
             worker.step_while(|| !probe.done());
@@ -1096,22 +1104,53 @@ mod tests {
         (committed_times(&dir), dropped_rows().get(prefix).copied().unwrap_or(0))
     }
 
+    /// Six steps of a second of rows each.
+    fn seconds() -> Vec<Vec<std::ops::Range<i64>>> {
+        (0..6).map(|s| std::iter::once(s * 1000..s * 1000 + 1000).collect()).collect()
+    }
+
+    /// Whether `times` are `expected`, each once; a short message when not.
+    fn each_once(times: &[i64], expected: impl Iterator<Item = i64>) -> Result<(), String> {
+        let expected: Vec<i64> = expected.collect();
+        let missing: Vec<i64> =
+            expected.iter().copied().filter(|t| times.binary_search(t).is_err()).collect();
+        match (missing.first(), times.len() == expected.len()) {
+            (Some(first), _) => Err(format!("{} rows missing, from {first}", missing.len())),
+            (None, false) => Err(format!("{} rows for {} times: some twice", times.len(), expected.len())),
+            (None, true) => Ok(()),
+        }
+    }
+
     #[test]
     fn a_disk_that_fails_for_a_while_loses_no_row_and_writes_none_twice() {
-        let (times, dropped) = through_an_outage("outage", 2..4, DEFAULT_HOLD_BYTES);
-        let missing: Vec<i64> = (0..6000).filter(|t| times.binary_search(t).is_err()).collect();
-        assert!(missing.is_empty(), "{} rows missing, from {:?}", missing.len(), missing.first());
-        assert_eq!(times.len(), 6000, "rows written twice");
+        let at_once = (60_000, Duration::from_millis(100));
+        let (times, dropped) = through_an_outage("outage", seconds(), 2..4, at_once, DEFAULT_HOLD_BYTES);
+        each_once(&times, 0..6000).unwrap();
+        assert_eq!(dropped, 0);
+        // Files open when the disk fails (their partition goes on, their commit is not due):
+        // partition 2–4 s holds rows of steps 2 and 3 when step 3's rows of partition 4–6 s
+        // find the directory gone.
+        let steps = vec![
+            vec![0..1000],
+            vec![1000..2000],
+            vec![2000..3000],
+            vec![3000..3500, 4000..4500],
+            vec![3500..4000],
+            vec![4500..6000],
+        ];
+        let (times, dropped) =
+            through_an_outage("open", steps, 3..5, (2000, Duration::from_secs(10)), DEFAULT_HOLD_BYTES);
+        each_once(&times, 0..6000).unwrap();
         assert_eq!(dropped, 0);
     }
 
     #[test]
     fn beyond_the_bound_the_oldest_rows_held_are_dropped_and_counted() {
         // A bound of one byte: every row of the outage goes (those committed before stay).
-        let (times, dropped) = through_an_outage("bounded", 2..4, 1);
+        let at_once = (60_000, Duration::from_millis(100));
+        let (times, dropped) = through_an_outage("bounded", seconds(), 2..4, at_once, 1);
         assert_eq!(dropped, 2000);
-        let kept: Vec<i64> = (0..2000).chain(4000..6000).collect();
-        assert!(times == kept, "{} rows, from {:?} to {:?}", times.len(), times.first(), times.last());
+        each_once(&times, (0..2000).chain(4000..6000)).unwrap();
     }
 
     #[test]
