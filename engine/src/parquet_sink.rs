@@ -209,6 +209,9 @@ struct OpenFile {
     held: Vec<RecordBatch>,
 }
 
+/// A write's outcome: on failure, the error and the rows it placed in no file.
+type Unplaced<T> = std::result::Result<T, (EngineError, Vec<RecordBatch>)>;
+
 /// A sink whose writes fail: since when, when it tries again, and what it has said.
 struct Outage {
     since: Instant,
@@ -417,9 +420,10 @@ impl PartitionWriter {
             let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
             self.stash_bytes = self.stash_bytes.saturating_sub(bytes);
             for (i, b) in batches.iter().enumerate() {
-                if let Err(e) = self.write(time, b, &cap) {
-                    // The rows not yet in a file go back (those in one go back with it).
-                    self.restash(cap, batches[i..].to_vec());
+                if let Err((e, mut unplaced)) = self.write(time, b, &cap) {
+                    // The rows in no file go back (those in one go back with it, [`fail`]).
+                    unplaced.extend(batches[i + 1..].iter().cloned());
+                    self.restash(cap, unplaced);
                     return Err(e);
                 }
             }
@@ -427,38 +431,59 @@ impl PartitionWriter {
         Ok(())
     }
 
-    fn write(&mut self, batch_time: Time, data: &RecordBatch, cap: &Capability<Time>) -> Result<()> {
+    /// Writes `data` to the files of its partitions. On failure, the error comes with the rows
+    /// of `data` that are in no file (each row is then either in a file or in those).
+    fn write(&mut self, batch_time: Time, data: &RecordBatch, cap: &Capability<Time>) -> Unplaced<()> {
         if data.num_rows() == 0 {
             return Ok(());
         }
         let floor = self.partition_of(batch_time as Millis);
-        let times = times_of(data, &self.config.time_column)?;
+        let times = times_of(data, &self.config.time_column).map_err(|e| (e, vec![data.clone()]))?;
         let first = self.partition_of(times[0]).max(floor);
         if times.iter().all(|&t| self.partition_of(t).max(floor) == first) {
-            return self.append(first, data, cap);
+            return self.append(first, data, cap).map_err(|(e, rows)| (e, rows.into_iter().collect()));
         }
-        let parts: std::collections::BTreeSet<Millis> =
-            times.iter().map(|&t| self.partition_of(t).max(floor)).collect();
-        for part in parts {
+        let of = |pick: &dyn Fn(Millis) -> bool| -> Result<RecordBatch> {
             let mask: BooleanArray =
-                times.iter().map(|&t| Some(self.partition_of(t).max(floor) == part)).collect();
-            let rows = filter_record_batch(data, &mask).map_err(|source| EngineError::Arrow {
+                times.iter().map(|&t| Some(pick(self.partition_of(t).max(floor)))).collect();
+            filter_record_batch(data, &mask).map_err(|source| EngineError::Arrow {
                 context: format!("splitting {} rows by partition", self.config.prefix),
                 source,
-            })?;
-            self.append(part, &rows, cap)?;
+            })
+        };
+        let parts: std::collections::BTreeSet<Millis> =
+            times.iter().map(|&t| self.partition_of(t).max(floor)).collect();
+        // Split first, so that a failure to split places nothing.
+        let split: Vec<(Millis, RecordBatch)> = parts
+            .iter()
+            .map(|&part| of(&|p| p == part).map(|rows| (part, rows)))
+            .collect::<Result<_>>()
+            .map_err(|e| (e, vec![data.clone()]))?;
+        for (k, (part, rows)) in split.iter().enumerate() {
+            if let Err((e, unplaced)) = self.append(*part, rows, cap) {
+                let later = split[k + 1..].iter().map(|(_, rows)| rows.clone());
+                return Err((e, unplaced.into_iter().chain(later).collect()));
+            }
         }
         Ok(())
     }
 
-    fn append(&mut self, part: Millis, rows: &RecordBatch, cap: &Capability<Time>) -> Result<()> {
+    /// Appends `rows` to the file of `part`. On failure, the error comes with `rows` if they are
+    /// in no file (the file could not be made; a file that failed to take them holds them).
+    fn append(
+        &mut self,
+        part: Millis,
+        rows: &RecordBatch,
+        cap: &Capability<Time>,
+    ) -> std::result::Result<(), (EngineError, Option<RecordBatch>)> {
         let dir = self.config.dir.clone();
-        let f = self.file_for(part, cap)?;
+        let f = self.file_for(part, cap).map_err(|e| (e, Some(rows.clone())))?;
         f.rows += rows.num_rows() as u64;
         f.held.push(rows.clone());
-        f.writer.write(rows).map_err(|source| EngineError::Parquet {
-            context: format!("writing {}", dir.join(&f.tmp).display()),
-            source,
+        f.writer.write(rows).map_err(|source| {
+            let e =
+                EngineError::Parquet { context: format!("writing {}", dir.join(&f.tmp).display()), source };
+            (e, None)
         })
     }
 
@@ -1013,7 +1038,7 @@ mod tests {
     }
 
     /// Rows of event times `times` (ms), one batch.
-    fn ticks(times: std::ops::Range<i64>) -> RecordBatch {
+    fn ticks(times: impl Iterator<Item = i64>) -> RecordBatch {
         use arrow::array::TimestampMillisecondArray;
         let times = TimestampMillisecondArray::from(times.collect::<Vec<_>>()).with_timezone("UTC");
         RecordBatch::try_new(tick_schema(), vec![std::sync::Arc::new(times)]).unwrap()
@@ -1091,9 +1116,8 @@ mod tests {
                     // that try (the wait has doubled to at most 640 ms) comes first.
                     run_for(worker, 1500);
                 }
-                for r in ranges {
-                    input.send(Batch::new(ticks(r)));
-                }
+                // One batch a step (it may span partitions).
+                input.send(Batch::new(ticks(ranges.into_iter().flatten())));
                 input.advance_to(((step + 1) * 1000) as Time);
                 // Long enough for a commit, or for the tries of a broken disk to fail.
                 run_for(worker, 300);
@@ -1129,7 +1153,7 @@ mod tests {
         assert_eq!(dropped, 0);
         // Files open when the disk fails (their partition goes on, their commit is not due):
         // partition 2–4 s holds rows of steps 2 and 3 when step 3's rows of partition 4–6 s
-        // find the directory gone.
+        // (the same batch) find the directory gone.
         let steps = vec![
             vec![0..1000],
             vec![1000..2000],
