@@ -337,18 +337,29 @@ impl AuditLog {
         };
         let text = line(&record);
         let io = |e| EngineError::io("appending to", &self.path, e);
-        inner.file.write_all(text.as_bytes()).map_err(io)?;
-        inner.file.sync_data().map_err(io)?;
+        let before = inner.file.metadata().map_err(io)?.len();
+        let written = inner.file.write_all(text.as_bytes()).and_then(|()| inner.file.sync_data());
+        if let Err(e) = written {
+            // A full disk can take part of the line: cut it off, or the next record would
+            // follow half a line and the chain would read as broken.
+            if let Err(cut) = inner.file.set_len(before) {
+                tracing::error!("{}: cutting off a partial record: {cut}", self.path.display());
+            }
+            return Err(io(e));
+        }
         let hash = text[text.len() - 67..text.len() - 3].to_owned();
-        // The head, replaced atomically: a crash leaves the old head or the new one.
+        inner.seq = record.seq;
+        inner.head = hash.clone();
+        // The head, replaced atomically: a crash leaves the old head or the new one. The record
+        // is on disk already; a head that cannot be written lags it, which verification allows.
         let head = head_path(&self.path);
         let tmp = head.with_extension("head.tmp");
-        std::fs::write(&tmp, format!("{} {hash}\n", record.seq))
+        let headed = std::fs::write(&tmp, format!("{} {hash}\n", record.seq))
             .and_then(|()| File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &head))
-            .map_err(|e| EngineError::io("writing", &head, e))?;
-        inner.seq = record.seq;
-        inner.head = hash;
+            .and_then(|()| std::fs::rename(&tmp, &head));
+        if let Err(e) = headed {
+            tracing::error!("{}: record {} written, its head not: {e}", self.path.display(), record.seq);
+        }
         Ok(record.seq)
     }
 
@@ -374,6 +385,59 @@ mod tests {
             log.append("analyst1", "watchlist.add", &d, &[("legal_basis", "PV-2026-0042")]).unwrap();
         }
         path
+    }
+
+    /// Run by [`a_record_the_disk_takes_half_of_is_cut_off_and_the_chain_goes_on`] in a child
+    /// process whose files may not grow past `VIGIL_AUDIT_LIMIT` bytes (a full disk, as far as
+    /// the log can tell): records until one fails, then a short one that fits, then the chain
+    /// is verified; panics if it does not hold.
+    #[test]
+    #[ignore = "run in a child process by the test below"]
+    fn child_appends_past_a_file_size_limit() {
+        let Ok(dir) = std::env::var("VIGIL_AUDIT_DIR") else { return };
+        let limit: u64 = std::env::var("VIGIL_AUDIT_LIMIT").unwrap().parse().unwrap();
+        let path = Path::new(&dir).join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        let len = || std::fs::metadata(&path).unwrap().len();
+        // Short records (about 250 bytes) until less than 1,000 are left, then a long one
+        // (about 1,700) that the "disk" takes only part of.
+        let mut i = 0;
+        while len() + 1_000 < limit {
+            log.append("admin", "rule.create", &format!("r{i}"), &[]).unwrap();
+            i += 1;
+        }
+        let long = "x".repeat(1_500);
+        let failed = log.append("admin", "rule.create", "long", &[("sql", &long)]).unwrap_err().to_string();
+        let len = len();
+        assert!(len < limit, "the partial record was left: {len} bytes of {limit} ({failed})");
+        let seq = log.append("admin", "rule.drop", "r", &[]).expect("a short record fits");
+        let v = verify(&path).unwrap();
+        assert_eq!(v.records, seq);
+        // The parent reads this line (the lint against printing is for the library's code).
+        writeln!(std::io::stdout(), "CHILD OK {seq} records; {failed}").unwrap();
+    }
+
+    #[test]
+    fn a_record_the_disk_takes_half_of_is_cut_off_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 3_000;
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", r#"trap '' XFSZ; exec prlimit --fsize="$VIGIL_AUDIT_LIMIT": "$0" "$@""#])
+            .arg(&exe)
+            .args([
+                "--exact",
+                "audit::tests::child_appends_past_a_file_size_limit",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("VIGIL_AUDIT_DIR", dir.path())
+            .env("VIGIL_AUDIT_LIMIT", limit.to_string())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("CHILD OK"), "{text}");
+        assert!(text.contains("File too large"), "the limit was not met: {text}");
     }
 
     #[test]
