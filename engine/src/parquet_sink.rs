@@ -550,6 +550,7 @@ impl PartitionWriter {
                      when it can, tried again every {} s at most",
                     RETRY_MAX.as_secs()
                 );
+                count_failing(prefix, 1);
                 self.outage = Some(Outage {
                     since: now,
                     retry_at: now + delay,
@@ -625,6 +626,9 @@ impl PartitionWriter {
                 .entry(self.config.prefix.clone())
                 .or_default() += rows as u64;
         }
+        if self.outage.take().is_some() {
+            count_failing(&self.config.prefix, -1);
+        }
         self.failed = true;
         self.stash.clear();
         self.open.clear();
@@ -663,6 +667,7 @@ impl PartitionWriter {
             }
         };
         if let Some(o) = self.outage.take() {
+            count_failing(&self.config.prefix, -1);
             let rows: u64 = files.iter().map(|f| f.rows).sum();
             tracing::info!(
                 target: "vigil::sink",
@@ -709,6 +714,8 @@ impl Drop for PartitionWriter {
                 self.config.dir.display(),
                 self.name
             );
+            // What it held is lost: counted, and the writer no longer counts as failing.
+            self.abandon();
         }
     }
 }
@@ -855,6 +862,21 @@ static DROPPED: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(
 /// [`DROPPED`].
 pub fn dropped_rows() -> BTreeMap<String, u64> {
     DROPPED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Writers whose writes are failing now, by file prefix (a stream has one a worker).
+static FAILING: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// [`FAILING`]: for an operator's alert on a sink that cannot write.
+pub fn failing_writers() -> BTreeMap<String, u64> {
+    FAILING.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Counts a writer of `prefix` into (`by` 1) or out of (`by` -1) [`FAILING`].
+fn count_failing(prefix: &str, by: i64) {
+    let mut failing = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+    let n = failing.entry(prefix.to_owned()).or_default();
+    *n = n.saturating_add_signed(by);
 }
 
 /// The `event_time` column (milliseconds) of a batch.
@@ -1070,7 +1092,8 @@ mod tests {
     /// A sink (partitions of `partition_ms`, commits every `commit`) fed at each step `i` the
     /// rows of event times `steps[i]` at logical time `i` s, whose directory is replaced by a
     /// file for the steps `broken` (every write fails), holding `hold_bytes`; returns the event
-    /// times committed at the end, and the rows it dropped.
+    /// times committed at the end and the rows it dropped, and checks that the writer counts as
+    /// failing while the directory is broken and not after.
     fn through_an_outage(
         prefix: &str,
         steps: Vec<Vec<std::ops::Range<i64>>>,
@@ -1110,6 +1133,8 @@ mod tests {
                     std::fs::write(&d, b"not a directory").unwrap();
                 }
                 if step == broken.end {
+                    let p = d.file_name().unwrap().to_str().unwrap();
+                    assert_eq!(failing_writers().get(p), Some(&1), "the writer fails now");
                     std::fs::remove_file(&d).unwrap();
                     std::fs::rename(&moved, &d).unwrap();
                     // Until its next try succeeds, the sink does not know the disk is back:
@@ -1125,6 +1150,7 @@ mod tests {
             input.close();
             worker.step_while(|| !probe.done());
         });
+        assert_eq!(failing_writers().get(prefix), Some(&0), "the writer writes again");
         (committed_times(&dir), dropped_rows().get(prefix).copied().unwrap_or(0))
     }
 

@@ -17,6 +17,10 @@ pub struct Snapshot {
     pub late: BTreeMap<u32, u64>,
     /// Rows in committed Parquet files, per stream or rule.
     pub parquet_rows: BTreeMap<String, u64>,
+    /// Rows never written (a disk that could not take them), per stream or rule.
+    pub parquet_dropped: BTreeMap<String, u64>,
+    /// Writers that cannot write now, per stream or rule.
+    pub parquet_failing: BTreeMap<String, u64>,
     /// The clock less the watermark, ms.
     pub watermark_lag_ms: i64,
     /// Per rule: rows emitted, rows its operators hold, stopped, and how far its output trails
@@ -88,6 +92,29 @@ pub fn render(s: &Snapshot) -> String {
     );
     for (prefix, n) in &s.parquet_rows {
         let _ = writeln!(out, "vigil_parquet_rows_total{{stream=\"{}\"}} {n}", label(prefix));
+    }
+    // Every stream that wrote or failed gets both, zero included: an alert needs the series.
+    let sinks: std::collections::BTreeSet<&String> =
+        s.parquet_rows.keys().chain(s.parquet_dropped.keys()).chain(s.parquet_failing.keys()).collect();
+    family(
+        &mut out,
+        "vigil_parquet_rows_dropped_total",
+        "counter",
+        "Rows never written since the process started (held past [sinks] hold_mb while the disk could not take them), per stream or rule.",
+    );
+    for prefix in &sinks {
+        let n = s.parquet_dropped.get(*prefix).copied().unwrap_or(0);
+        let _ = writeln!(out, "vigil_parquet_rows_dropped_total{{stream=\"{}\"}} {n}", label(prefix));
+    }
+    family(
+        &mut out,
+        "vigil_parquet_sink_failing",
+        "gauge",
+        "Writers of the stream or rule whose writes fail now (their rows are held and retried).",
+    );
+    for prefix in &sinks {
+        let n = s.parquet_failing.get(*prefix).copied().unwrap_or(0);
+        let _ = writeln!(out, "vigil_parquet_sink_failing{{stream=\"{}\"}} {n}", label(prefix));
     }
     family(&mut out, "vigil_watermark_lag_seconds", "gauge", "How far the watermark is behind the clock.");
     let _ = writeln!(out, "vigil_watermark_lag_seconds {}", s.watermark_lag_ms.max(0) as f64 / 1000.0);
@@ -188,6 +215,22 @@ mod tests {
         assert!(text.contains("vigil_camera_up{camera=\"gate-a\",camera_id=\"3\"} 1\n"), "{text}");
         assert!(!text.contains("vigil_camera_lag_seconds{"), "no lag known, no sample: {text}");
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        // Sinks: each stream that wrote or failed has both series, zero included.
+        let sinks = Snapshot {
+            parquet_rows: [("tracks".to_owned(), 5)].into(),
+            parquet_dropped: [("detections".to_owned(), 40)].into(),
+            parquet_failing: [("detections".to_owned(), 1)].into(),
+            ..Default::default()
+        };
+        let sinks = render(&sinks);
+        for line in [
+            "vigil_parquet_rows_dropped_total{stream=\"detections\"} 40\n",
+            "vigil_parquet_rows_dropped_total{stream=\"tracks\"} 0\n",
+            "vigil_parquet_sink_failing{stream=\"detections\"} 1\n",
+            "vigil_parquet_sink_failing{stream=\"tracks\"} 0\n",
+        ] {
+            assert!(sinks.contains(line), "{line} missing: {sinks}");
+        }
         let mut unique = types.clone();
         unique.dedup();
         assert_eq!(types.len(), unique.len());

@@ -426,6 +426,8 @@ impl Control {
             rows: stats.rows.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             late: stats.late_rows.clone(),
             parquet_rows: vigil_engine::parquet_sink::committed_rows(),
+            parquet_dropped: vigil_engine::parquet_sink::dropped_rows(),
+            parquet_failing: vigil_engine::parquet_sink::failing_writers(),
             watermark_lag_ms: now - watermark,
             rules: self
                 .registry
