@@ -118,6 +118,8 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
     for f in [
         "vigil_rows_ingested",
         "vigil_parquet_rows",
+        "vigil_parquet_sink_failing",
+        "vigil_parquet_rows_dropped",
         "vigil_watermark_lag_seconds",
         "vigil_rule_rows",
         "process_resident_memory_bytes",
