@@ -96,25 +96,26 @@ pub fn render(s: &Snapshot) -> String {
     // Every stream that wrote or failed gets both, zero included: an alert needs the series.
     let sinks: std::collections::BTreeSet<&String> =
         s.parquet_rows.keys().chain(s.parquet_dropped.keys()).chain(s.parquet_failing.keys()).collect();
-    family(
-        &mut out,
-        "vigil_parquet_rows_dropped_total",
-        "counter",
-        "Rows never written since the process started (held past [sinks] hold_mb while the disk could not take them), per stream or rule.",
-    );
-    for prefix in &sinks {
-        let n = s.parquet_dropped.get(*prefix).copied().unwrap_or(0);
-        let _ = writeln!(out, "vigil_parquet_rows_dropped_total{{stream=\"{}\"}} {n}", label(prefix));
-    }
-    family(
-        &mut out,
-        "vigil_parquet_sink_failing",
-        "gauge",
-        "Writers of the stream or rule whose writes fail now (their rows are held and retried).",
-    );
-    for prefix in &sinks {
-        let n = s.parquet_failing.get(*prefix).copied().unwrap_or(0);
-        let _ = writeln!(out, "vigil_parquet_sink_failing{{stream=\"{}\"}} {n}", label(prefix));
+    let per_sink = [
+        (
+            "vigil_parquet_rows_dropped_total",
+            "counter",
+            "Rows never written since the process started (held past [sinks] hold_mb while the disk could not take them), per stream or rule.",
+            &s.parquet_dropped,
+        ),
+        (
+            "vigil_parquet_sink_failing",
+            "gauge",
+            "Writers of the stream or rule whose writes fail now (their rows are held and retried).",
+            &s.parquet_failing,
+        ),
+    ];
+    for (name, kind, help, values) in per_sink {
+        family(&mut out, name, kind, help);
+        for prefix in &sinks {
+            let n = values.get(*prefix).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{stream=\"{}\"}} {n}", label(prefix));
+        }
     }
     family(&mut out, "vigil_watermark_lag_seconds", "gauge", "How far the watermark is behind the clock.");
     let _ = writeln!(out, "vigil_watermark_lag_seconds {}", s.watermark_lag_ms.max(0) as f64 / 1000.0);
