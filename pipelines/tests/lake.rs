@@ -173,6 +173,44 @@ for s in ["detections", "tracks", "zone_density", "rules/sure_people"]:
 }
 
 #[test]
+fn a_run_refused_for_a_busy_port_writes_nothing_and_the_next_run_records_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = city(d, "city", "2026-06-14T20:00:00Z", 1);
+    let run = |pg: Option<&str>| {
+        let mut args = vec!["run", "--config", config.to_str().unwrap(), "--fast", "--duration", "30", "--quiet"];
+        if let Some(addr) = pg {
+            args.extend(["--pg-listen", addr]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(&args)
+            .env("VIGIL_PG_PASSWORD", "a-long-password")
+            .current_dir(d)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Another program holds the port the configuration's operator chose.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (ok, log) = run(Some(&addr));
+    assert!(!ok && log.contains(&format!("binding the psql endpoint to {addr}")), "{log}");
+    assert!(!d.join("city/run.json").exists(), "the refused run began its output");
+    // Restarted once the port is free (here: without the endpoint): a new run, which records
+    // every stream. Before, the refused run's record made it a resumed one that wrote nothing.
+    drop(busy);
+    let (ok, log) = run(None);
+    assert!(ok && !log.contains("was killed"), "{log}");
+    let counts = py(
+        "import duckdb\nfor s in ['detections', 'plate_reads', 'alerts']:\n    \
+         print(duckdb.sql(f\"select count(*) from read_parquet('city/{s}/**/*.parquet')\").fetchall()[0][0])\n",
+        d,
+    );
+    let n: Vec<u64> = counts.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(n[0] > 1_000 && n[1] > 0 && n[2] > 0, "detections, plate reads, alerts: {n:?}");
+}
+
+#[test]
 fn readers_agree_per_partition_a_date_filter_reads_one_date_and_closed_hours_are_merged() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

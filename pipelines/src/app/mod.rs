@@ -172,6 +172,17 @@ pub fn run_with(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<Summary> {
     let began = Instant::now();
+    // The endpoints first: a busy port or a missing password is an error of the command
+    // itself, found before anything is written (a run that stopped here and had begun its
+    // output would be taken by the next for one killed after its last commit).
+    let pg_listener = match opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
+        Some(addr) => Some(bind(&addr, "psql", &settings.server)?),
+        None => None,
+    };
+    let http_listener = match opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
+        Some(addr) => Some(bind(&addr, "HTTP", &settings.server)?),
+        None => None,
+    };
     let live = !settings.cameras.is_empty();
     let start_ms = if live { drive::wall_ms() } else { settings.start_ms };
     let epoch = if opts.parquet {
@@ -349,12 +360,12 @@ pub fn run_with(
         RunRecord { epoch: epoch.value(), ids_epoch: ids_epoch.value(), finished: false }.write(&opts.out)?;
     }
     // Users come in once the state they see is restored.
-    if let Some(addr) = opts.pg_listen.clone().or_else(|| settings.server.pg_listen.clone()) {
-        start_pg_server(&addr, settings, Arc::clone(&registry), audit.clone())?;
+    if let Some(listener) = pg_listener {
+        start_pg_server(listener, settings, Arc::clone(&registry), audit.clone())?;
     }
-    if let Some(addr) = opts.http_listen.clone().or_else(|| settings.server.http_listen.clone()) {
+    if let Some(listener) = http_listener {
         let bound = crate::http::start(
-            &addr,
+            listener,
             crate::http::Parts {
                 accounts: accounts(&settings.server)?,
                 failures: Arc::clone(&settings.server.edge.failures),
@@ -724,19 +735,29 @@ pub fn cli_login(
     Ok((name.clone(), *role))
 }
 
-/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime). Binding
-/// happens here, so a busy port or a missing password is an error of the command itself.
-fn start_pg_server(
+/// Binds endpoint `what` (`psql`, `HTTP`) to `addr`, once its accounts are known to be good.
+fn bind(
     addr: &str,
+    what: &str,
+    server: &crate::settings::ServerSettings,
+) -> anyhow::Result<std::net::TcpListener> {
+    accounts(server)?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding the {what} endpoint to {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Starts the psql endpoint on its own thread (a single-threaded tokio runtime), on a listener
+/// bound at the run's start ([`bind`]).
+fn start_pg_server(
+    listener: std::net::TcpListener,
     settings: &Settings,
     registry: Arc<Registry>,
     audit: Option<Arc<AuditLog>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
     let accounts = accounts(server)?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding the psql endpoint to {addr}"))?;
-    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let mut edge = server.edge.clone();
     edge.audit = audit;

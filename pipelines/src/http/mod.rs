@@ -152,12 +152,9 @@ pub struct Parts {
     pub max_connections: usize,
 }
 
-/// Serves HTTP on `addr` from a thread of its own; returns the bound address.
-pub fn start(addr: &str, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
-    use anyhow::Context;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding the HTTP endpoint to {addr}"))?;
-    listener.set_nonblocking(true)?;
+/// Serves HTTP on `listener` (bound and non-blocking) from a thread of its own; returns its
+/// address.
+pub fn start(listener: std::net::TcpListener, parts: Parts) -> anyhow::Result<std::net::SocketAddr> {
     let bound = listener.local_addr()?;
     let max_connections = parts.max_connections;
     let board = Arc::new(board::Board::new(
