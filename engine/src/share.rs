@@ -38,7 +38,7 @@ use timely::scheduling::Activator;
 
 use crate::error::{EngineError, Result};
 use crate::runtime::Time;
-use crate::stream::{Batch, Batches, StreamInfo};
+use crate::stream::{Batch, Batches, Memory, StreamInfo};
 use crate::time::Millis;
 
 /// How much the store dropped by age since the last [`Retained::take_dropped`]: rows by stream.
@@ -212,15 +212,20 @@ impl Retained {
         (std::mem::take(&mut self.dropped_age), std::mem::take(&mut self.dropped_budget))
     }
 
-    /// Drops the oldest batches (of any worker) while over budget.
+    /// Drops the oldest batches (of any worker) while over budget; a stream kept for its
+    /// period ([`Memory::Period`]) only when no other has any left.
     fn enforce_budget(&mut self) {
         while self.bytes > self.budget_bytes {
             let oldest = self
                 .events
                 .values_mut()
-                .flat_map(|(info, qs)| qs.iter_mut().map(move |q| (info.name, q)))
+                .flat_map(|(info, qs)| {
+                    let info: &'static StreamInfo = info;
+                    qs.iter_mut().map(move |q| (info, q))
+                })
                 .filter(|(_, q)| !q.is_empty())
-                .min_by_key(|(_, q)| q.front().map(|(t, _)| *t));
+                .min_by_key(|(info, q)| (info.memory == Memory::Period, q.front().map(|(t, _)| *t)))
+                .map(|(info, q)| (info.name, q));
             let Some((name, q)) = oldest else { break };
             let Some((t, b)) = q.pop_front() else { break };
             self.bytes = self.bytes.saturating_sub(b.get_array_memory_size());
@@ -229,8 +234,9 @@ impl Retained {
         }
     }
 
-    /// Keeps `stream` at most `ms` behind the watermark, when that is less than the horizon
-    /// (a stream whose retention period is shorter than the memory horizon).
+    /// Keeps `stream` at most `ms` behind the watermark (its retention period): when that is
+    /// less than the horizon, or always for a stream kept in memory for its whole period
+    /// ([`Memory::Period`]).
     pub fn set_horizon(&mut self, stream: &'static str, ms: Millis) {
         self.horizons.insert(stream, ms.max(0));
     }
@@ -240,7 +246,10 @@ impl Retained {
     pub fn expire(&mut self, watermark: Millis) -> Result<()> {
         let cutoff = watermark.saturating_sub(self.horizon_ms).max(0) as Time;
         for (info, qs) in self.events.values_mut() {
-            let own = self.horizons.get(info.name).filter(|h| **h < self.horizon_ms);
+            let own = self
+                .horizons
+                .get(info.name)
+                .filter(|h| **h < self.horizon_ms || info.memory == Memory::Period);
             let cutoff = own.map_or(cutoff, |h| watermark.saturating_sub(*h).max(0) as Time);
             for q in qs.iter_mut() {
                 // Batches are kept in (nearly) time order: drop from the front.
@@ -486,6 +495,21 @@ mod tests {
         }
     }
 
+    crate::stream! {
+        /// A worklist: kept in memory for its whole period.
+        pub struct Work {
+            name: "work", class: Record, memory: Period, keys: [], personal: [],
+            row: WorkRow, builder: WorkRows, reader: WorkCols,
+            columns: { event_time: Timestamp, v: i64 }
+        }
+    }
+
+    fn work(t: i64) -> Batch {
+        let mut b = WorkRows::default();
+        b.push(&WorkRow { event_time: t, v: t });
+        Batch::new(b.finish())
+    }
+
     fn batch(t: i64, v: i64) -> Batch {
         let mut b = T1Rows::default();
         b.push(&T1Row { event_time: t, v });
@@ -526,6 +550,30 @@ mod tests {
         r.keep(T1::info(), 0, 30_000, &batch(30_000, 30));
         r.expire(30_000).unwrap();
         assert_eq!(r.rows()["t1"], 1);
+    }
+
+    #[test]
+    fn a_worklist_stays_for_its_period_and_the_budget_takes_it_last() {
+        let mut r = Retained::new(1, 10_000, usize::MAX);
+        r.set_horizon("t1", 60_000);
+        r.set_horizon("work", 60_000);
+        for t in 0..10 {
+            r.keep(Work::info(), 0, t as Time * 10_000, &work(t * 10_000));
+            r.keep(T1::info(), 0, t as Time * 10_000, &batch(t * 10_000, t));
+        }
+        r.expire(90_000).unwrap();
+        // The events: the 10 s horizon (times >= 80,000); the worklist: its 60 s (>= 30,000).
+        assert_eq!((r.rows()["t1"], r.rows()["work"]), (2, 7));
+        // Over budget, the events go first though the worklist's rows are older...
+        let one = batch(0, 0).rows.get_array_memory_size();
+        r.set_memory_budget(7 * one);
+        assert_eq!((r.rows().get("t1").copied().unwrap_or(0), r.rows()["work"]), (0, 7));
+        // ... and the worklist's oldest when nothing else is left.
+        r.set_memory_budget(5 * one);
+        assert_eq!(r.rows()["work"], 5);
+        assert_eq!(r.batches("work")[0].num_rows(), 1);
+        let first = WorkCols::new(&r.batches("work")[0]).unwrap().rows().next().map(|w| w.v);
+        assert_eq!(first, Some(50_000));
     }
 
     #[test]

@@ -94,6 +94,19 @@ impl Class {
     }
 }
 
+/// How long a stream's rows stay in memory, where psql, the HTTP API and new rules read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Memory {
+    /// The in-memory horizon (`[retention] memory_s`), or the stream's retention period when
+    /// that is shorter: enough for backfill and ad-hoc questions about the last minutes.
+    #[default]
+    Horizon,
+    /// The stream's whole retention period: a worklist people act on (the hits awaiting
+    /// verification), small beside the events, whose rows must not leave the queries while they
+    /// are still in force. The memory budget takes its rows only when nothing else is left.
+    Period,
+}
+
 /// What the engine knows of a stream: everything but the Rust types.
 #[derive(Debug)]
 pub struct StreamInfo {
@@ -109,6 +122,8 @@ pub struct StreamInfo {
     pub personal: &'static [&'static str],
     /// How long rows are kept.
     pub class: Class,
+    /// How long rows stay in memory.
+    pub memory: Memory,
 }
 
 impl StreamInfo {
@@ -134,7 +149,12 @@ impl StreamInfo {
                 "stream {name}: an event stream needs an `event_time: Timestamp` column"
             );
         }
-        Self { name, doc: doc.trim(), schema, keys, personal, class }
+        Self { name, doc: doc.trim(), schema, keys, personal, class, memory: Memory::Horizon }
+    }
+
+    /// The definition, with its rows kept in memory as `memory` says.
+    pub fn with_memory(self, memory: Memory) -> Self {
+        Self { memory, ..self }
     }
 
     /// True for a reference table (rows changed by diffs), false for an event stream.
@@ -395,6 +415,7 @@ macro_rules! stream {
         $vis:vis struct $name:ident {
             name: $sname:literal,
             class: $class:ident,
+            $(memory: $memory:ident,)?
             keys: [$($key:ident),* $(,)?],
             personal: [$($personal:ident),* $(,)?],
             row: $row:ident,
@@ -414,14 +435,16 @@ macro_rules! stream {
             fn info() -> &'static $crate::stream::StreamInfo {
                 static INFO: ::std::sync::OnceLock<$crate::stream::StreamInfo> = ::std::sync::OnceLock::new();
                 INFO.get_or_init(|| {
-                    $crate::stream::StreamInfo::new(
+                    let info = $crate::stream::StreamInfo::new(
                         $sname,
                         concat!($($doc, "\n"),*),
                         $crate::stream::Class::$class,
                         vec![$($crate::stream::field::<$ty>(stringify!($col))),+],
                         &[$(stringify!($key)),*],
                         &[$(stringify!($personal)),*],
-                    )
+                    );
+                    $( let info = info.with_memory($crate::stream::Memory::$memory); )?
+                    info
                 })
             }
         }

@@ -35,6 +35,8 @@ vigil_engine::stream! {
     pub struct Hits {
         name: "hits",
         class: Personal,
+        // The verification queue: a candidate stays in psql and the HTTP queue until decided.
+        memory: Period,
         keys: [hit_id, event_time, status],
         personal: [plate_raw, plate, listed_plate],
         row: HitRow,

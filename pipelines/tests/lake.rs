@@ -178,7 +178,8 @@ fn a_run_refused_for_a_busy_port_writes_nothing_and_the_next_run_records_everyth
     let d = dir.path();
     let config = city(d, "city", "2026-06-14T20:00:00Z", 1);
     let run = |pg: Option<&str>| {
-        let mut args = vec!["run", "--config", config.to_str().unwrap(), "--fast", "--duration", "30", "--quiet"];
+        let mut args =
+            vec!["run", "--config", config.to_str().unwrap(), "--fast", "--duration", "30", "--quiet"];
         if let Some(addr) = pg {
             args.extend(["--pg-listen", addr]);
         }

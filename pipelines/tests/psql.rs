@@ -1170,7 +1170,7 @@ fn a_restart_keeps_each_hit_and_the_confirmations_it_had() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut config = String::from(
         "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\nvehicles_per_minute = 2\n\
-         ocr_error_rate = 0.0\n\n\
+         ocr_error_rate = 0.0\n\n[retention]\nmemory_s = 5\n\n\
          [[watchlist]]\nplate = \"12345-ب-6\"\nlegal_basis = \"DGSN-2026-00118\"\nexpires_at = \"2026-09-01T00:00:00Z\"\n\n",
     );
     for user in ["amina", "omar"] {
@@ -1191,9 +1191,22 @@ fn a_restart_keeps_each_hit_and_the_confirmations_it_had() {
         &format!("INSERT INTO hit_decisions (hit_id, decision, reason) VALUES ('{id}', 'confirm', '')"),
     );
     wait(&city, &format!("SELECT status FROM hits WHERE hit_id = '{id}' AND status = 'confirmation'"));
-    // Stopped and started again on the same output: the second person completes the hit.
+    // The events leave memory after `memory_s` (5 s); the hits, a worklist, stay for their
+    // period: the candidate is still in the queue once the detections of its time have gone.
+    wait(
+        &city,
+        &format!(
+            "SELECT 1 FROM (SELECT min(event_time) AS m FROM detections) d, \
+             (SELECT event_time AS h FROM hits WHERE hit_id = '{id}' AND status = 'candidate') x WHERE d.m > x.h"
+        ),
+    );
+    let life = format!("SELECT status, decided_by FROM hits WHERE hit_id = '{id}' ORDER BY event_time");
+    assert_eq!(ask(&city, "amina", &life), [["candidate", "system"], ["confirmation", "amina"]]);
+    // Stopped and started again on the same output: the hit's life so far is in the queue
+    // again (from the lake), and the second person completes it.
     city.stop();
     let city = City::start_with(tmp.path(), &args, &env);
+    assert_eq!(ask(&city, "amina", &life), [["candidate", "system"], ["confirmation", "amina"]]);
     for user in ["amina", "omar"] {
         ask(
             &city,

@@ -30,9 +30,9 @@ use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
 use vigil_engine::ingest::{Ingest, IngestStats};
 use vigil_engine::parquet_sink::list_files;
-use vigil_engine::runtime::{Runtime, RuntimeConfig};
+use vigil_engine::runtime::{Runtime, RuntimeConfig, Time};
 use vigil_engine::share::Retained;
-use vigil_engine::stream::StreamDef;
+use vigil_engine::stream::{Batch, StreamDef, StreamInfo};
 use vigil_engine::time::{Millis, WatermarkPolicy};
 use vigil_operators::alerts::AlertBus;
 use vigil_operators::detection::LateEvents;
@@ -216,6 +216,7 @@ pub fn run_with(
     // Hits a previous run left (candidates awaiting people, decisions made): the book takes
     // them up, so a restart loses no verification.
     let restored;
+    let mut hit_rows = Vec::new();
     let settings = if opts.parquet {
         let all =
             |b: &arrow::array::RecordBatch| Some(arrow::array::BooleanArray::from(vec![true; b.num_rows()]));
@@ -227,6 +228,7 @@ pub fn run_with(
             tracing::info!("{} hits taken up from the previous runs", s.hits.restore.len());
         }
         s.hits.restore_reads = restore_reads(&opts.out, s.hits.lookback_ms)?.into();
+        hit_rows = rows;
         restored = s;
         &restored
     } else {
@@ -260,6 +262,9 @@ pub fn run_with(
     for info in catalog.streams() {
         retained.lock().expect("retained").set_horizon(info.name, r.stream_period(info));
     }
+    // The hits of the previous runs, for psql and the HTTP queue: the book took them up, and
+    // does not make their rows again.
+    keep_restored(&mut retained.lock().expect("retained"), vigil_operators::hits::Hits::info(), hit_rows);
     let runtime = Runtime::start(
         RuntimeConfig::new(workers, derive::inputs())
             .with_retained(Arc::clone(&retained))
@@ -627,6 +632,23 @@ fn write_references(
     Ok(())
 }
 
+/// Keeps rows a previous run wrote (read back from the lake) in memory for queries, each
+/// batch at its earliest row's time: it leaves memory when that row's period ends, up to a
+/// partition early, as on disk.
+fn keep_restored(
+    retained: &mut Retained,
+    info: &'static StreamInfo,
+    batches: Vec<arrow::array::RecordBatch>,
+) {
+    for rows in batches {
+        let times = rows.column_by_name(vigil_engine::stream::EVENT_TIME).and_then(|c| {
+            c.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().map(|a| a.values().to_vec())
+        });
+        let Some(first) = times.and_then(|t| t.into_iter().min()) else { continue };
+        retained.keep_for_queries(info, 0, first.max(0) as Time, &Batch::new(rows));
+    }
+}
+
 /// The rows per second a stream is assumed to carry before any is retained (rules restored at
 /// start): every camera's frames times the objects a view holds.
 fn nominal_rows_per_s(settings: &Settings) -> f64 {
@@ -742,8 +764,8 @@ fn bind(
     server: &crate::settings::ServerSettings,
 ) -> anyhow::Result<std::net::TcpListener> {
     accounts(server)?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding the {what} endpoint to {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the {what} endpoint to {addr}"))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
