@@ -111,6 +111,43 @@ vigil_engine::stream! {
     }
 }
 
+/// The decisions of `decisions` (rows of `hit_decisions`, journaled before psql was told they
+/// were taken, in the order they were) that the `hits` rows written so far do not show: each
+/// decision a person made on a hit is one row of that hit decided by them (a confirmation, a
+/// rejection, or one ignored), so of their n decisions on it the first m shown are done. A restart
+/// applies the rest again, and only those: a run killed in the seconds before its `hits` were
+/// committed loses no acknowledged decision, and none is made twice.
+pub fn undone(
+    decisions: &RecordBatch,
+    hits: &[RecordBatch],
+) -> Result<RecordBatch, vigil_engine::EngineError> {
+    let mut shown: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for b in hits {
+        for r in HitCols::new(b)?.rows() {
+            if !matches!(r.status, "candidate" | "retracted") {
+                *shown.entry((r.hit_id.to_owned(), r.decided_by.to_owned())).or_default() += 1;
+            }
+        }
+    }
+    let keep: arrow::array::BooleanArray = DecisionCols::new(decisions)?
+        .rows()
+        .map(|d| {
+            let key = (d.hit_id.trim().to_ascii_lowercase(), d.decided_by.to_owned());
+            match shown.get_mut(&key) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    Some(false)
+                }
+                _ => Some(true),
+            }
+        })
+        .collect();
+    arrow::compute::filter_record_batch(decisions, &keep).map_err(|source| vigil_engine::EngineError::Arrow {
+        context: "decisions not yet in hits".into(),
+        source,
+    })
+}
+
 /// How long a decision row stays in `hit_decisions` (the longest any hit may be kept).
 pub const DECISION_ROW_MS: Millis = 90 * 86_400_000;
 
@@ -696,6 +733,50 @@ mod tests {
         b.decide((2, true, String::new(), "omar".into()), 520, &mut out);
         let s: Vec<String> = statuses(&mut out).into_iter().map(|r| r.0).collect();
         assert_eq!(s, ["ignored", "confirmed", "ignored"]);
+    }
+
+    #[test]
+    fn a_restart_applies_again_only_the_decisions_hits_does_not_show() {
+        let (mut b, mut out) = (book(), HitRows::default());
+        b.matched(cand(1, 100), 100, 1, &mut out);
+        b.matched(cand(2, 100), 100, 1, &mut out);
+        // Amina confirms hit 1 twice (the second is ignored), omar confirms it, amina rejects 2.
+        let decisions = [(1, "amina", 200), (1, "amina", 210), (1, "omar", 300), (2, "amina", 310)];
+        let mut journal = DecisionRows::default();
+        for (id, by, at) in decisions {
+            let hit_id = format!("{id:016x}");
+            let (decision, reason) = if id == 2 { ("reject", "another car") } else { ("confirm", "") };
+            journal.push(&DecisionRow {
+                hit_id: &hit_id,
+                decision,
+                reason,
+                decided_by: by,
+                decided_at: at,
+                expires_at: at + DECISION_ROW_MS,
+            });
+            b.decide((id, id != 2, reason.to_owned(), by.to_owned()), at as Time, &mut out);
+        }
+        let (journal, rows) = (journal.finish(), out.finish());
+        assert_eq!(rows.num_rows(), 6);
+        let left = |hits: &[RecordBatch]| -> Vec<(String, String, i64)> {
+            let undone = undone(&journal, hits).unwrap();
+            DecisionCols::new(&undone)
+                .unwrap()
+                .rows()
+                .map(|d| (d.hit_id.to_owned(), d.decided_by.to_owned(), d.decided_at))
+                .collect()
+        };
+        // Every row committed: nothing to do again.
+        assert_eq!(left(std::slice::from_ref(&rows)), []);
+        // Killed after amina's first confirmation was committed: her second, omar's and the
+        // rejection are done again, in their order.
+        let who = |id: u64, by: &str, at: i64| (format!("{id:016x}"), by.to_owned(), at);
+        assert_eq!(
+            left(&[rows.slice(0, 3)]),
+            [who(1, "amina", 210), who(1, "omar", 300), who(2, "amina", 310)]
+        );
+        // Killed before any decision was committed: all four.
+        assert_eq!(left(&[rows.slice(0, 2)]).len(), 4);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum Control {
         diff: i64,
         /// Who.
         user: String,
+        /// Told once the change is journaled (kept through a kill) and applied, or why not:
+        /// psql acknowledges the statement only then.
+        reply: std::sync::mpsc::Sender<std::result::Result<(), String>>,
     },
     /// A request about one data subject (`SHOW PLATE '…'`, `ERASE PLATE '…'`): what is held
     /// about them, and with `erase`, the erasure of what may be erased. Whoever runs the engine
@@ -114,7 +117,7 @@ impl std::fmt::Debug for Control {
             }
             Control::Remove { id } => write!(f, "Remove({id})"),
             Control::Kill { id } => write!(f, "Kill({id})"),
-            Control::Table { info, rows, diff, user } => {
+            Control::Table { info, rows, diff, user, .. } => {
                 write!(f, "Table({} {diff} x {} rows by {user})", info.name, rows.num_rows())
             }
         }
@@ -740,11 +743,27 @@ impl Registry {
         diff: i64,
         user: &str,
     ) -> Result<()> {
+        let (reply, answer) = std::sync::mpsc::channel();
         self.control
             .lock()
             .expect("control")
-            .send(Control::Table { info, rows, diff, user: user.to_owned() })
-            .map_err(|_| SqlError::ShuttingDown)
+            .send(Control::Table { info, rows, diff, user: user.to_owned(), reply })
+            .map_err(|_| SqlError::ShuttingDown)?;
+        // The engine answers at its next tick (milliseconds); a minute covers a stalled disk.
+        match answer.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SqlError::user(
+                None,
+                format!("the change to {} was not kept: {e}", info.name),
+                "mend the cause the engine's log names, then run the statement again",
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(SqlError::ShuttingDown),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(SqlError::user(
+                None,
+                format!("no answer from the engine within 60 s on the change to {}", info.name),
+                "look at the table before running the statement again: the change may have been taken late",
+            )),
+        }
     }
 
     /// Installs the rules of the configuration (`origin` names the file): they run like any

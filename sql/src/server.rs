@@ -784,11 +784,17 @@ impl Session {
                     Err(e) => error("XX000", format!("the request failed: {e}")),
                 }
             }
-            ("INSERT", _) | ("DELETE", _) => match self.registry.write(text, user) {
-                Ok(("INSERT", n)) => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n)),
-                Ok((tag, n)) => Response::Execution(Tag::new(tag).with_rows(n)),
-                Err(e) => user_error(e),
-            },
+            ("INSERT", _) | ("DELETE", _) => {
+                // Answered once the engine has journaled the change (its next tick): off the
+                // connections' thread.
+                let (registry, text, user) = (Arc::clone(&self.registry), text.to_owned(), user.to_owned());
+                match tokio::task::spawn_blocking(move || registry.write(&text, &user)).await {
+                    Ok(Ok(("INSERT", n))) => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n)),
+                    Ok(Ok((tag, n))) => Response::Execution(Tag::new(tag).with_rows(n)),
+                    Ok(Err(e)) => user_error(e),
+                    Err(e) => error("XX000", format!("the statement failed: {e}")),
+                }
+            }
             ("EXPLAIN", "RULE") => match w.get(2).and_then(|n| self.registry.get(n)) {
                 Some(e) => {
                     let plan =

@@ -183,14 +183,23 @@ impl Control {
     }
 
     /// Takes up the table changes users made in earlier runs ([`journal`]), without auditing
-    /// them again: the watchlist entries analysts added (and did not delete) come back.
-    pub fn restore_tables(&mut self, tables: &[&'static StreamInfo], now: Millis) -> anyhow::Result<usize> {
-        let Some(out) = self.out.clone() else { return Ok(0) };
-        let mut restored = 0;
+    /// them again: the watchlist entries analysts added (and did not delete) come back, and the
+    /// rows `pending` keeps of the others (the decisions `hits` does not show yet). Returns the
+    /// rows taken up, by table.
+    pub fn restore_tables(
+        &mut self,
+        tables: &[&'static StreamInfo],
+        now: Millis,
+        pending: impl Fn(&'static StreamInfo, RecordBatch) -> anyhow::Result<RecordBatch>,
+    ) -> anyhow::Result<Vec<(&'static str, usize)>> {
+        let Some(out) = self.out.clone() else { return Ok(Vec::new()) };
+        let mut restored = Vec::new();
         for info in tables {
-            let rows = journal::live_rows(&out, info)?;
-            restored += rows.num_rows();
-            self.apply_table(info, &rows, 1, now)?;
+            let rows = pending(info, journal::live_rows(&out, info)?)?;
+            if rows.num_rows() > 0 {
+                restored.push((info.name, rows.num_rows()));
+                self.apply_table(info, &rows, 1, now)?;
+            }
         }
         Ok(restored)
     }
@@ -206,7 +215,10 @@ impl Control {
             rows.column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
         };
-        let (from, until) = (times("valid_from"), times("expires_at"));
+        // A row goes in at its `valid_from`, or a decision at its `decided_at` (one taken up
+        // from the journal by a resumed simulation comes in at its time in the replay, not at
+        // the replay's start), and never before `now`.
+        let (from, until) = (times("valid_from").or_else(|| times("decided_at")), times("expires_at"));
         for i in 0..rows.num_rows() {
             let row = rows.slice(i, 1);
             if diff > 0 {
@@ -350,8 +362,11 @@ impl Control {
                 }
                 RuleControl::Remove { id } => self.ingest.remove(id)?,
                 RuleControl::Kill { id } => self.ingest.kill(id)?,
-                RuleControl::Table { info, rows, diff, user } => {
-                    self.change_table(info, &rows, diff, &user, now)?
+                RuleControl::Table { info, rows, diff, user, reply } => {
+                    // psql hears of it once it is journaled: then it survives a kill.
+                    let done = self.change_table(info, &rows, diff, &user, now);
+                    let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+                    done?
                 }
                 // Listing only reads (memory under its lock, files the sinks have closed): it is
                 // answered on a thread of its own, so a long plate history does not stall the
@@ -470,13 +485,15 @@ impl Control {
 
     /// Ends the loop: a last sweep; returns the ingest side (to finish) and the files deleted.
     pub fn finish(mut self) -> anyhow::Result<(Ingest, u64)> {
-        // Table changes psql acknowledged in the last tick are kept for the next run: journaled
-        // (and audited), though this run's dataflow is closing.
+        // Table changes sent in the last tick are kept for the next run: journaled (and
+        // audited), though this run's dataflow is closing, and then acknowledged.
         while let Ok(c) = self.rules.try_recv() {
-            if let RuleControl::Table { info, rows, diff, user } = c {
+            if let RuleControl::Table { info, rows, diff, user, reply } = c {
                 let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
                 self.audit_rows(&audited, &user, if diff > 0 { "add" } else { "remove" });
-                self.journal(info, &rows, diff)?;
+                let done = self.journal(info, &rows, diff);
+                let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+                done?;
             }
         }
         if let Some(s) = self.retention.as_mut() {
@@ -567,10 +584,12 @@ pub mod journal {
     /// Changes after which the journal is folded into a snapshot even if nothing expired.
     pub const FOLD_AFTER: usize = 256;
 
-    /// The tables journaled: the watchlist (hit decisions are kept with the hits, and zones
-    /// come from the configuration).
+    /// The tables journaled: the watchlist and the hit decisions (zones come from the
+    /// configuration). A decision is in `hits` once that stream commits, seconds later; the
+    /// journal holds it from the moment psql is told it was taken.
     pub fn kept(info: &StreamInfo) -> bool {
         info.name == vigil_operators::watchlist::Watchlist::NAME
+            || info.name == vigil_operators::hits::HitDecisions::NAME
     }
 
     fn dir(out: &Path, info: &StreamInfo) -> PathBuf {

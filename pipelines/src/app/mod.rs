@@ -264,7 +264,7 @@ pub fn run_with(
     }
     // The hits of the previous runs, for psql and the HTTP queue: the book took them up, and
     // does not make their rows again.
-    keep_restored(&mut retained.lock().expect("retained"), vigil_operators::hits::Hits::info(), hit_rows);
+    keep_restored(&mut retained.lock().expect("retained"), vigil_operators::hits::Hits::info(), &hit_rows);
     let runtime = Runtime::start(
         RuntimeConfig::new(workers, derive::inputs())
             .with_retained(Arc::clone(&retained))
@@ -356,11 +356,20 @@ pub fn run_with(
         commit: settings.commit,
     });
     if opts.parquet {
-        // Reference tables as users left them (the watchlist entries analysts added from psql).
+        // Reference tables as users left them (the watchlist entries analysts added from psql),
+        // and the decisions people took that the killed run's `hits` had not committed.
         let tables: Vec<_> = catalog.tables().filter(|s| control::journal::kept(s)).collect();
-        let n = control.restore_tables(&tables, feed_from)?;
-        if n > 0 {
-            eprintln!("{n} reference-table rows added from psql in earlier runs taken up");
+        let pending = |info: &'static StreamInfo, rows| {
+            if info.name == vigil_operators::hits::HitDecisions::NAME {
+                Ok(vigil_operators::hits::undone(&rows, &hit_rows)?)
+            } else {
+                Ok(rows)
+            }
+        };
+        let taken = control.restore_tables(&tables, feed_from, pending)?;
+        if !taken.is_empty() {
+            let what: Vec<String> = taken.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            eprintln!("rows added from psql in earlier runs taken up: {}", what.join(", "));
         }
         RunRecord { epoch: epoch.value(), ids_epoch: ids_epoch.value(), finished: false }.write(&opts.out)?;
     }
@@ -635,12 +644,8 @@ fn write_references(
 /// Keeps rows a previous run wrote (read back from the lake) in memory for queries, each
 /// batch at its earliest row's time: it leaves memory when that row's period ends, up to a
 /// partition early, as on disk.
-fn keep_restored(
-    retained: &mut Retained,
-    info: &'static StreamInfo,
-    batches: Vec<arrow::array::RecordBatch>,
-) {
-    for rows in batches {
+fn keep_restored(retained: &mut Retained, info: &'static StreamInfo, batches: &[arrow::array::RecordBatch]) {
+    for rows in batches.iter().cloned() {
         let times = rows.column_by_name(vigil_engine::stream::EVENT_TIME).and_then(|c| {
             c.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().map(|a| a.values().to_vec())
         });
