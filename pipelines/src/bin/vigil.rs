@@ -61,7 +61,8 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// Seconds to run (simulated, or wall-clock for cameras); default: until SIGINT/SIGTERM.
+        /// Seconds to run (simulated, or wall-clock for cameras); default or 0: until
+        /// SIGINT/SIGTERM, as `demo --duration 0`.
         #[arg(long)]
         duration: Option<f64>,
         /// Run as fast as the machine allows.
@@ -440,8 +441,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             live(Settings::embedded(), workers, duration, fast, out, quiet, (pg_listen, http_listen))
         }
         Command::Run { config, duration, fast, out, workers, quiet, pg_listen, http_listen } => {
+            if let Some(d) = duration.filter(|d| !(*d >= 0.0 && d.is_finite())) {
+                anyhow::bail!(
+                    "--duration {d}: not a number of seconds; fix: give seconds, or 0 to run until stopped"
+                );
+            }
             let settings = Settings::load(&config)?;
             let out = out.unwrap_or_else(|| settings.out.clone());
+            let duration = duration.filter(|d| *d > 0.0);
             live(settings, workers, duration, fast, out, quiet, (pg_listen, http_listen))
         }
         Command::Replay { events, rules, out, workers, lateness_ms, disorder_ms } => {
