@@ -185,6 +185,36 @@ fn run_with_a_config_file_and_a_rule_file() {
     assert!(min_score > 0.9, "every alert satisfies the rule's WHERE: {report}");
 }
 
+#[test]
+fn run_with_duration_zero_runs_until_stopped_as_demo_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("city.toml");
+    std::fs::write(&config, "[city]\nfps = 5.0\n\n[simulation]\ncameras = 2\npedestrians_per_camera = 2\n")
+        .unwrap();
+    let mut child = vigil()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--fast", "--duration", "0", "--quiet"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "vigil run --duration 0 stopped by itself");
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // Run fast for three seconds: far more than the tenth of a second it used to stop after.
+    let simulated: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {stdout}"));
+    assert!(simulated > 10.0, "{stdout}");
+}
+
 fn expect_config_error(toml: &str, line: usize, words: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("city.toml");
