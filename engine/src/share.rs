@@ -16,7 +16,8 @@
 //! a replayer must see progress from the start, an import starts from a retained point.
 //!
 //! Retention is enforced here, in memory: batches older than the horizon behind the watermark
-//! are dropped ([`Retained::expire`]), and a memory budget drops the oldest first
+//! are dropped ([`Retained::expire`]; a stream whose definition says [`Memory::Period`] by its
+//! own period instead), and a memory budget drops the oldest first
 //! (backfill then starts after them, so a new rule still sees a gap-free input). Reference-table
 //! changes are kept from the start, compacted into one snapshot behind the horizon.
 

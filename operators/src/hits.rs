@@ -467,8 +467,8 @@ impl Book {
                 confirmed_by: Vec::new(),
                 since: t,
             };
-            let note =
-                "no such hit here (a wrong id, past its retention, or raised before the engine restarted)";
+            let note = "no such hit here (a wrong id, past its retention, or raised in the seconds before \
+                        the engine was killed and not yet written); fix: copy the id from hits";
             Self::row(out, &unknown, t, "ignored", &by, note);
             return;
         };

@@ -1292,6 +1292,40 @@ fn an_entry_added_after_a_restart_finds_the_reads_of_the_run_before() {
 /// the engine is stopped and started again, and one deleted from psql stays deleted, the
 /// configuration's too. The configuration's entries are loaded once however often the city
 /// restarts, and one taken out of the configuration is gone.
+/// A change that cannot be journaled (its directory is a file here, as a broken disk would
+/// refuse the write) is refused with the cause, the engine goes on, and the same statement is
+/// taken once the journal can be written again.
+#[test]
+fn a_change_that_cannot_be_journaled_is_refused_and_the_engine_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city_toml = "[city]\nfps = 5.0\n\n[simulation]\ncameras = 1\npedestrians_per_camera = 2\n";
+    std::fs::write(tmp.path().join("city.toml"), city_toml).unwrap();
+    let journal = tmp.path().join("city/catalog/tables/watchlist");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    std::fs::write(&journal, b"not a directory").unwrap();
+    let args = ["run", "--config", "city.toml", "--duration", "120"];
+    let city = City::start_with(tmp.path(), &args, &[("VIGIL_PG_PASSWORD", PASSWORD)]);
+    let insert = "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES \
+                  ('4821-D-33', 'stolen vehicle', 'DGSN-2026-00301', 'DGSN Rabat', '2026-09-01T00:00:00Z')";
+    let err = city.fails(insert);
+    assert!(err.contains("the change to watchlist was not kept"), "{err}");
+    // The engine goes on: events still come, and the entry is not there.
+    let listed = "SELECT plate FROM watchlist WHERE plate = '4821-د-33'";
+    let count =
+        || city.rows_as("vigil", PASSWORD, "SELECT count(*) FROM detections")[0][0].parse::<u64>().unwrap();
+    let before = count();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = count();
+    assert!(after > before, "no events after the refusal: {before} then {after}");
+    assert!(city.rows_as("vigil", PASSWORD, listed).is_empty());
+    // Mended: the same statement is journaled and taken.
+    std::fs::remove_file(&journal).unwrap();
+    assert!(city.ok(insert).contains("INSERT 0 1"));
+    city.wait_rows_as("vigil", PASSWORD, listed);
+    city.stop();
+    assert!(journal.is_dir(), "the entry was not journaled");
+}
+
 #[test]
 fn watchlist_entries_added_and_deleted_from_psql_survive_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -150,19 +150,28 @@ impl Control {
 
     /// A change of a reference table by `actor` at `now`: inserted rows go in at their
     /// `valid_from` (now, or later) and are scheduled out at their `expires_at` when the table
-    /// has one; deleted rows go out now, and their scheduled expiry is dropped.
-    pub fn change_table(
+    /// has one; deleted rows go out now, and their scheduled expiry is dropped. `reply` hears
+    /// of it once it is journaled: psql acknowledges a change that survives a kill. A journal
+    /// that cannot be written (a full or read-only disk) refuses the change, and the engine
+    /// goes on; only a change the dataflow cannot take is an error of the run.
+    fn change_table(
         &mut self,
-        info: &'static StreamInfo,
-        rows: &RecordBatch,
-        diff: i64,
-        actor: &str,
+        (info, rows, diff, actor): (&'static StreamInfo, &RecordBatch, i64, &str),
         now: Millis,
+        reply: &std::sync::mpsc::Sender<Result<(), String>>,
     ) -> anyhow::Result<()> {
+        if let Err(e) = self.journal(info, rows, diff) {
+            tracing::error!(
+                "{}: a change by {actor} was refused, as it could not be journaled: {e:#}; fix: mend the disk of the output, and the user runs it again",
+                info.name
+            );
+            let _ = reply.send(Err(format!("{e:#}")));
+            return Ok(());
+        }
         self.audit_change(info, rows, diff, actor);
-        // Before it takes effect: a change acknowledged to psql survives a restart.
-        self.journal(info, rows, diff)?;
-        self.apply_table(info, rows, diff, now)
+        let done = self.apply_table(info, rows, diff, now);
+        let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        done
     }
 
     fn audit_change(&self, info: &'static StreamInfo, rows: &RecordBatch, diff: i64, actor: &str) {
@@ -363,10 +372,7 @@ impl Control {
                 RuleControl::Remove { id } => self.ingest.remove(id)?,
                 RuleControl::Kill { id } => self.ingest.kill(id)?,
                 RuleControl::Table { info, rows, diff, user, reply } => {
-                    // psql hears of it once it is journaled: then it survives a kill.
-                    let done = self.change_table(info, &rows, diff, &user, now);
-                    let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-                    done?
+                    self.change_table((info, &rows, diff, &user), now, &reply)?
                 }
                 // Listing only reads (memory under its lock, files the sinks have closed): it is
                 // answered on a thread of its own, so a long plate history does not stall the
