@@ -645,12 +645,13 @@ fn write_references(
 /// batch at its earliest row's time: it leaves memory when that row's period ends, up to a
 /// partition early, as on disk.
 fn keep_restored(retained: &mut Retained, info: &'static StreamInfo, batches: &[arrow::array::RecordBatch]) {
-    for rows in batches.iter().cloned() {
-        let times = rows.column_by_name(vigil_engine::stream::EVENT_TIME).and_then(|c| {
-            c.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().map(|a| a.values().to_vec())
-        });
-        let Some(first) = times.and_then(|t| t.into_iter().min()) else { continue };
-        retained.keep_for_queries(info, 0, first.max(0) as Time, &Batch::new(rows));
+    for rows in batches {
+        let first = rows
+            .column_by_name(vigil_engine::stream::EVENT_TIME)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>())
+            .and_then(|t| t.values().iter().copied().min());
+        let Some(first) = first else { continue };
+        retained.keep_for_queries(info, 0, first.max(0) as Time, &Batch::new(rows.clone()));
     }
 }
 
