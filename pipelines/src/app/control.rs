@@ -160,18 +160,30 @@ impl Control {
         now: Millis,
         reply: &std::sync::mpsc::Sender<Result<(), String>>,
     ) -> anyhow::Result<()> {
+        if let Err(e) = self.keep_change((info, rows, diff, actor)) {
+            let _ = reply.send(Err(e));
+            return Ok(());
+        }
+        let done = self.apply_table(info, rows, diff, now);
+        let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        done
+    }
+
+    /// Journals a change and then audits it; the cause (also logged) when it could not be
+    /// journaled: then it is refused, and nothing records it as made.
+    fn keep_change(
+        &mut self,
+        (info, rows, diff, actor): (&'static StreamInfo, &RecordBatch, i64, &str),
+    ) -> Result<(), String> {
         if let Err(e) = self.journal(info, rows, diff) {
             tracing::error!(
                 "{}: a change by {actor} was refused, as it could not be journaled: {e:#}; fix: mend the disk of the output, and the user runs it again",
                 info.name
             );
-            let _ = reply.send(Err(format!("{e:#}")));
-            return Ok(());
+            return Err(format!("it could not be journaled: {e:#}"));
         }
         self.audit_change(info, rows, diff, actor);
-        let done = self.apply_table(info, rows, diff, now);
-        let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-        done
+        Ok(())
     }
 
     fn audit_change(&self, info: &'static StreamInfo, rows: &RecordBatch, diff: i64, actor: &str) {
@@ -495,11 +507,7 @@ impl Control {
         // audited), though this run's dataflow is closing, and then acknowledged.
         while let Ok(c) = self.rules.try_recv() {
             if let RuleControl::Table { info, rows, diff, user, reply } = c {
-                let audited: Vec<_> = (0..rows.num_rows()).map(|i| (info, rows.slice(i, 1))).collect();
-                self.audit_rows(&audited, &user, if diff > 0 { "add" } else { "remove" });
-                let done = self.journal(info, &rows, diff);
-                let _ = reply.send(done.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-                done?;
+                let _ = reply.send(self.keep_change((info, &rows, diff, &user)));
             }
         }
         if let Some(s) = self.retention.as_mut() {
