@@ -116,30 +116,33 @@ vigil_engine::stream! {
 /// decision a person made on a hit is one row of that hit decided by them (a confirmation, a
 /// rejection, or one ignored), so of their n decisions on it the first m shown are done. A restart
 /// applies the rest again, and only those: a run killed in the seconds before its `hits` were
-/// committed loses no acknowledged decision, and none is made twice.
+/// committed loses no acknowledged decision, and none is made twice. A decision on a hit `hits`
+/// no longer holds (retention took it; the journal keeps decisions longer) is not applied again
+/// unless it is newer than every row there, as one on a hit not yet written would be: otherwise
+/// each restart would record it as ignored.
 pub fn undone(
     decisions: &RecordBatch,
     hits: &[RecordBatch],
 ) -> Result<RecordBatch, vigil_engine::EngineError> {
-    let mut shown: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for b in hits {
-        for r in HitCols::new(b)?.rows() {
-            if !matches!(r.status, "candidate" | "retracted") {
-                *shown.entry((r.hit_id.to_owned(), r.decided_by.to_owned())).or_default() += 1;
-            }
+    let mut shown: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let (mut known, mut newest) = (BTreeSet::new(), Millis::MIN);
+    let cols = hits.iter().map(HitCols::new).collect::<Result<Vec<_>, _>>()?;
+    for r in cols.iter().flat_map(|c| c.rows()) {
+        known.insert(r.hit_id);
+        newest = newest.max(r.event_time);
+        if !matches!(r.status, "candidate" | "retracted") {
+            *shown.entry((r.hit_id, r.decided_by)).or_default() += 1;
         }
     }
+    // Decision ids are canonical (lower-case hex) as `check_decisions` stored them.
     let keep: arrow::array::BooleanArray = DecisionCols::new(decisions)?
         .rows()
-        .map(|d| {
-            let key = (d.hit_id.trim().to_ascii_lowercase(), d.decided_by.to_owned());
-            match shown.get_mut(&key) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    Some(false)
-                }
-                _ => Some(true),
+        .map(|d| match shown.get_mut(&(d.hit_id, d.decided_by)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Some(false)
             }
+            _ => Some(known.contains(d.hit_id) || d.decided_at > newest),
         })
         .collect();
     arrow::compute::filter_record_batch(decisions, &keep).map_err(|source| vigil_engine::EngineError::Arrow {
@@ -777,6 +780,11 @@ mod tests {
         );
         // Killed before any decision was committed: all four.
         assert_eq!(left(&[rows.slice(0, 2)]).len(), 4);
+        // Hit 1's rows gone by retention, hit 2's rejection written: hit 1's decisions, older
+        // than that row, are not made again (each restart would record them as ignored).
+        assert_eq!(left(&[rows.slice(1, 1), rows.slice(5, 1)]), []);
+        // Hit 1 not yet written at all, its decisions newer than every row: made again.
+        assert_eq!(left(&[rows.slice(1, 1)]).len(), 3 + 1);
     }
 
     #[test]
