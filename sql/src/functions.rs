@@ -438,6 +438,9 @@ impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
             plan.map_expressions(|expr| {
                 let name = names.save(&expr);
                 let rewritten = expr.transform_up(|e| {
+                    if let Some(e) = pg_time_literal(&e) {
+                        return Ok(Transformed::yes(e));
+                    }
                     let Expr::Cast(cast) = &e else { return Ok(Transformed::no(e)) };
                     let target = cast.field.data_type();
                     let from = cast.expr.get_type(&schema).ok();
@@ -479,6 +482,68 @@ impl datafusion::optimizer::AnalyzerRule for PgTextCasts {
     fn name(&self) -> &str {
         "vigil_pg_text_casts"
     }
+}
+
+/// A quoted time cast to an instant (`TIMESTAMPTZ '2026-06-14 20:00'`, or `event_time >
+/// '2026-06-14 20:00'` once coerced) in a form PostgreSQL reads and Arrow's parser refuses
+/// (minutes without seconds, an offset of hours alone such as `+01`): the same cast of the
+/// text Arrow reads. None for anything else, which Arrow parses (or refuses) as it is.
+fn pg_time_literal(e: &Expr) -> Option<Expr> {
+    let (inner, to) = match e {
+        Expr::Cast(c) => (&c.expr, c.field.data_type()),
+        Expr::TryCast(c) => (&c.expr, c.field.data_type()),
+        _ => return None,
+    };
+    let Expr::Literal(
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::Utf8View(Some(text))
+        | ScalarValue::LargeUtf8(Some(text)),
+        meta,
+    ) = inner.as_ref()
+    else {
+        return None;
+    };
+    if !matches!(to, DataType::Timestamp(..)) {
+        return None;
+    }
+    let text = pg_time_text(text)?;
+    let literal = Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), meta.clone()));
+    Some(match e {
+        Expr::Cast(c) => {
+            Expr::Cast(datafusion::logical_expr::Cast::new_from_field(literal, Arc::clone(&c.field)))
+        }
+        Expr::TryCast(c) => {
+            Expr::TryCast(datafusion::logical_expr::TryCast::new_from_field(literal, Arc::clone(&c.field)))
+        }
+        _ => return None,
+    })
+}
+
+/// `text` in a form Arrow's timestamp parser reads, if it is one of PostgreSQL's ISO forms
+/// Arrow refuses: `2026-06-14 20:00`, `2026-06-14T9:05`, `2026-06-14 20:00+01`,
+/// `2026-06-14 20:00:00.5+01`. Written here with chrono's formats because Arrow's parser is
+/// strict (RFC 3339 with optional parts) and DataFusion has no other.
+fn pg_time_text(text: &str) -> Option<String> {
+    let t = text.trim();
+    for f in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(n) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Some(n.format("%Y-%m-%dT%H:%M:%S").to_string());
+        }
+    }
+    let zoned = [
+        "%Y-%m-%d %H:%M%#z",
+        "%Y-%m-%dT%H:%M%#z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M %#z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
+    ];
+    for f in zoned {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
+            return Some(d.to_rfc3339());
+        }
+    }
+    None
 }
 
 /// Whether PostgreSQL's text form of a `t` differs from Arrow's display.
@@ -569,7 +634,18 @@ impl ScalarUDFImpl for Age {
     }
 
     fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
-        if let Some(t) = args.iter().find(|t| !matches!(t, DataType::Timestamp(..) | DataType::Null)) {
+        // A quoted time (`age(now(), '2026-01-01')`) is read as PostgreSQL reads its literal of
+        // unknown type: an instant in the session's zone.
+        if let Some(t) = args.iter().find(|t| {
+            !matches!(
+                t,
+                DataType::Timestamp(..)
+                    | DataType::Null
+                    | DataType::Utf8
+                    | DataType::Utf8View
+                    | DataType::LargeUtf8
+            )
+        }) {
             return plan_err!("age() takes timestamps (age(a, b) or age(b)), not {t}");
         }
         Ok(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
@@ -581,11 +657,34 @@ impl ScalarUDFImpl for Age {
         let n = args.number_rows;
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { n };
-        let zone = args.arg_fields.iter().find_map(|f| crate::window::zone_of(f.data_type()));
+        let zone = args
+            .arg_fields
+            .iter()
+            .find_map(|f| crate::window::zone_of(f.data_type()))
+            .or_else(|| args.config_options.execution.time_zone.as_deref().map(Arc::from));
         let tz: datafusion::arrow::array::timezone::Tz =
             zone.as_deref().unwrap_or("UTC").parse().or_else(|_| "UTC".parse())?;
         let micros = |a: &ColumnarValue| -> DfResult<ArrayRef> {
-            let a = a.to_array(rows)?;
+            let mut a = a.to_array(rows)?;
+            if !matches!(a.data_type(), DataType::Timestamp(..) | DataType::Null) {
+                // Text without an offset is a wall-clock time in `zone`; text that is no time
+                // is an error, as in PostgreSQL, not a NULL.
+                let text = datafusion::arrow::compute::cast(&a, &DataType::Utf8)?;
+                a = Arc::new(
+                    text.as_string::<i32>()
+                        .iter()
+                        .map(|t| t.map(|t| pg_time_text(t).unwrap_or_else(|| t.to_owned())))
+                        .collect::<StringArray>(),
+                );
+                let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+                let zoned =
+                    DataType::Timestamp(TimeUnit::Microsecond, Some(zone.as_deref().unwrap_or("UTC").into()));
+                a = datafusion::arrow::compute::cast_with_options(&a, &zoned, &options).map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "age(): {e}; write the time as 'YYYY-MM-DD HH:MM:SS' (with an offset such as +01 if it is not in the session's TimeZone)"
+                    ))
+                })?;
+            }
             Ok(datafusion::arrow::compute::cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?)
         };
         let (a, b) = match &args.args[..] {
@@ -877,6 +976,82 @@ mod tests {
         )
         .await;
         assert_eq!(local, ["23:50:00", "1 year 3 mons 14 days 02:00:00"]);
+        // A quoted time is an instant in the session's zone (PostgreSQL's unknown literal).
+        let quoted = |zone| {
+            text(
+                zone,
+                vec![
+                    "age(TIMESTAMPTZ '2026-06-15 00:30:00+00', '2026-06-14 00:00')",
+                    "age('2026-06-15 00:30:00+00', TIMESTAMPTZ '2026-06-14 00:00:00+00')",
+                ],
+            )
+        };
+        assert_eq!(quoted("UTC").await, ["1 day 00:30:00", "1 day 00:30:00"]);
+        assert_eq!(quoted("Africa/Casablanca").await, ["1 day 01:30:00", "1 day 00:30:00"]);
+    }
+
+    #[tokio::test]
+    async fn quoted_times_are_read_in_postgresqls_iso_forms() {
+        let text = |zone: &'static str, exprs: Vec<&'static str>| async move {
+            let mut config = datafusion::prelude::SessionConfig::new();
+            config.options_mut().execution.time_zone = Some(zone.into());
+            let state = SessionStateBuilder::new()
+                .with_config(config)
+                .with_default_features()
+                .with_analyzer_rule(Arc::new(PgTextCasts))
+                .build();
+            let ctx = SessionContext::new_with_state(state);
+            ctx.register_udf(Arc::unwrap_or_clone(pg_text()));
+            let mut out = Vec::new();
+            for e in exprs {
+                let b =
+                    ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
+                out.push(b[0].column(0).as_string::<i32>().value(0).to_owned());
+            }
+            out
+        };
+        let exprs = vec![
+            "TIMESTAMPTZ '2026-06-14 20:00'",
+            "CAST('2026-06-14T9:05' AS TIMESTAMPTZ)",
+            "TIMESTAMPTZ '2026-06-14 20:00+01'",
+            "TIMESTAMPTZ '2026-06-14 20:00:00.5+01'",
+            "TIMESTAMPTZ '2026-06-14 20:00 +01'",
+            "TIMESTAMPTZ '2026-06-14 20:00:07'",
+            "TIMESTAMPTZ '2026-06-14'",
+            "TIMESTAMPTZ '2026-06-14 20:00' - TIMESTAMPTZ '2026-06-14 19:30'",
+            "now() > '2026-06-14 20:00'",
+        ];
+        // PostgreSQL 15's answers to the same expressions with `SET TimeZone`.
+        assert_eq!(
+            text("UTC", exprs.clone()).await,
+            [
+                "2026-06-14 20:00:00+00",
+                "2026-06-14 09:05:00+00",
+                "2026-06-14 19:00:00+00",
+                "2026-06-14 19:00:00.5+00",
+                "2026-06-14 19:00:00+00",
+                "2026-06-14 20:00:07+00",
+                "2026-06-14 00:00:00+00",
+                "00:30:00",
+                "t",
+            ]
+        );
+        assert_eq!(
+            text("Africa/Casablanca", exprs).await,
+            [
+                "2026-06-14 20:00:00+01",
+                "2026-06-14 09:05:00+01",
+                "2026-06-14 20:00:00+01",
+                "2026-06-14 20:00:00.5+01",
+                "2026-06-14 20:00:00+01",
+                "2026-06-14 20:00:07+01",
+                "2026-06-14 00:00:00+01",
+                "00:30:00",
+                "t",
+            ]
+        );
+        assert_eq!(pg_time_text("14/06/2026 20:00"), None);
+        assert_eq!(pg_time_text("2026-06-14 20:00:00"), None);
     }
 
     #[tokio::test]

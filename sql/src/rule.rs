@@ -730,6 +730,10 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
         .kind(if kind == Kind::Invalid { Kind::Datatype } else { kind });
     }
     let fix = match kind {
+        _ if text.contains("Error parsing timestamp from") => {
+            "write a time as '2026-06-14 20:00:00' (or '2026-06-14 20:00'), with an offset such as +01 after it \
+             if it is not in the session's TimeZone"
+        }
         Kind::Invalid => {
             "correct the SQL (see the DataFusion SQL reference); type errors need matching types or a CAST"
         }
