@@ -25,9 +25,8 @@ use vigil_sql::roles::Role;
 
 // jemalloc in place of glibc's malloc: vigil runs for months, and glibc's arenas keep the high
 // water mark of differential's merges and the sinks' batches. Thirty simulated hours of the demo
-// city (`scripts/soak.py`, a one-hour lookback): glibc's resident set went 995 → 1,088 MB while
-// the live heap stayed flat; jemalloc's stayed between 986 and 1,023 MB, in a fifth less wall
-// time (`benches/README.md`, Memory). Freed pages go back to the system after a decay (10 s),
+// city (`scripts/soak.py`, a one-hour lookback): glibc's resident set went 995 → 1,088 MB;
+// jemalloc's stayed between 986 and 1,023 MB, in a fifth less wall time (`benches/README.md`). Freed pages go back to the system after a decay (10 s),
 // purged by a background thread even while the process is idle (`background_threads`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
