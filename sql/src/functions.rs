@@ -934,26 +934,32 @@ mod tests {
         assert_eq!(batches[0].schema().field(0).name(), "t");
     }
 
+    /// PostgreSQL's text of each expression, in a session of `zone` with the casts to text and
+    /// quoted times rewritten as in psql ([`PgTextCasts`]) and `age()`.
+    async fn pg_texts(zone: &'static str, exprs: Vec<&'static str>) -> Vec<String> {
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().execution.time_zone = Some(zone.into());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rule(Arc::new(PgTextCasts))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for f in [age(), pg_text()] {
+            ctx.register_udf(Arc::unwrap_or_clone(f));
+        }
+        let mut out = Vec::new();
+        for e in exprs {
+            let b = ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
+            out.push(b[0].column(0).as_string::<i32>().value(0).to_owned());
+        }
+        out
+    }
+
     #[tokio::test]
     async fn age_is_postgresqls_in_the_sessions_zone() {
-        let text = |zone: &'static str, exprs: Vec<&'static str>| async move {
-            let mut config = datafusion::prelude::SessionConfig::new();
-            config.options_mut().execution.time_zone = Some(zone.into());
-            let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
-            for f in [age(), pg_text()] {
-                datafusion::execution::FunctionRegistry::register_udf(&mut state, f).unwrap();
-            }
-            let ctx = SessionContext::new_with_state(state);
-            let mut out = Vec::new();
-            for e in exprs {
-                let b =
-                    ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
-                out.push(b[0].column(0).as_string::<i32>().value(0).to_owned());
-            }
-            out
-        };
         // PostgreSQL 15's answers to the same expressions, in UTC and in Casablanca.
-        let utc = text(
+        let utc = pg_texts(
             "UTC",
             vec![
                 "age(TIMESTAMPTZ '2026-06-14 20:00:00+00', TIMESTAMPTZ '2026-03-31 21:30:00+00')",
@@ -967,7 +973,7 @@ mod tests {
             utc,
             ["2 mons 13 days 22:30:00", "-2 mons -13 days -22:30:00", "1 mon 12:00:00", "-00:00:00.75"]
         );
-        let local = text(
+        let local = pg_texts(
             "Africa/Casablanca",
             vec![
                 "age(TIMESTAMPTZ '2026-06-14 23:30:00+00', TIMESTAMPTZ '2026-06-13 23:40:00+00')",
@@ -978,7 +984,7 @@ mod tests {
         assert_eq!(local, ["23:50:00", "1 year 3 mons 14 days 02:00:00"]);
         // A quoted time is an instant in the session's zone (PostgreSQL's unknown literal).
         let quoted = |zone| {
-            text(
+            pg_texts(
                 zone,
                 vec![
                     "age(TIMESTAMPTZ '2026-06-15 00:30:00+00', '2026-06-14 00:00')",
@@ -992,24 +998,6 @@ mod tests {
 
     #[tokio::test]
     async fn quoted_times_are_read_in_postgresqls_iso_forms() {
-        let text = |zone: &'static str, exprs: Vec<&'static str>| async move {
-            let mut config = datafusion::prelude::SessionConfig::new();
-            config.options_mut().execution.time_zone = Some(zone.into());
-            let state = SessionStateBuilder::new()
-                .with_config(config)
-                .with_default_features()
-                .with_analyzer_rule(Arc::new(PgTextCasts))
-                .build();
-            let ctx = SessionContext::new_with_state(state);
-            ctx.register_udf(Arc::unwrap_or_clone(pg_text()));
-            let mut out = Vec::new();
-            for e in exprs {
-                let b =
-                    ctx.sql(&format!("SELECT vigil_pg_text({e})")).await.unwrap().collect().await.unwrap();
-                out.push(b[0].column(0).as_string::<i32>().value(0).to_owned());
-            }
-            out
-        };
         let exprs = vec![
             "TIMESTAMPTZ '2026-06-14 20:00'",
             "CAST('2026-06-14T9:05' AS TIMESTAMPTZ)",
@@ -1023,7 +1011,7 @@ mod tests {
         ];
         // PostgreSQL 15's answers to the same expressions with `SET TimeZone`.
         assert_eq!(
-            text("UTC", exprs.clone()).await,
+            pg_texts("UTC", exprs.clone()).await,
             [
                 "2026-06-14 20:00:00+00",
                 "2026-06-14 09:05:00+00",
@@ -1037,7 +1025,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            text("Africa/Casablanca", exprs).await,
+            pg_texts("Africa/Casablanca", exprs).await,
             [
                 "2026-06-14 20:00:00+01",
                 "2026-06-14 09:05:00+01",
