@@ -881,14 +881,7 @@ mod tests {
     #[tokio::test]
     async fn casts_to_text_print_as_postgresqls_do_and_keep_the_columns_name() {
         // In UTC, as the server's sessions are by default (`TIMESTAMPTZ` literals are instants).
-        let mut config = datafusion::prelude::SessionConfig::new();
-        config.options_mut().execution.time_zone = Some("UTC".into());
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_analyzer_rule(Arc::new(PgTextCasts))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = session("UTC");
         // PostgreSQL 15's answers (`psql -A -t`) to the same expressions.
         let sql = "SELECT (TIMESTAMPTZ '2026-06-14 20:00:00.5+00')::text AS a, CAST(DATE '2026-06-14' AS text) AS b, \
                    (INTERVAL '1 hour')::text AS c, 1.5::float8::text AS d, 1e20::float8::text AS e, \
@@ -934,9 +927,8 @@ mod tests {
         assert_eq!(batches[0].schema().field(0).name(), "t");
     }
 
-    /// PostgreSQL's text of each expression, in a session of `zone` with the casts to text and
-    /// quoted times rewritten as in psql ([`PgTextCasts`]) and `age()`.
-    async fn pg_texts(zone: &'static str, exprs: Vec<&'static str>) -> Vec<String> {
+    /// A session in `zone` with psql's casts to text and quoted times ([`PgTextCasts`]).
+    fn session(zone: &str) -> SessionContext {
         let mut config = datafusion::prelude::SessionConfig::new();
         config.options_mut().execution.time_zone = Some(zone.into());
         let state = SessionStateBuilder::new()
@@ -944,7 +936,13 @@ mod tests {
             .with_default_features()
             .with_analyzer_rule(Arc::new(PgTextCasts))
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        SessionContext::new_with_state(state)
+    }
+
+    /// PostgreSQL's text of each expression, in a session of `zone` with the casts to text and
+    /// quoted times rewritten as in psql ([`PgTextCasts`]) and `age()`.
+    async fn pg_texts(zone: &'static str, exprs: Vec<&'static str>) -> Vec<String> {
+        let ctx = session(zone);
         for f in [age(), pg_text()] {
             ctx.register_udf(Arc::unwrap_or_clone(f));
         }
