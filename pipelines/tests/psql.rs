@@ -337,6 +337,22 @@ fn crowd_streams_are_queried_and_ruled_on_from_psql_while_the_city_runs() {
         let n: u64 = out.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("a count");
         assert!(n > 0, "no {what}: {out}");
     }
+    // An analyst's times as PostgreSQL reads them (minutes without seconds, an offset of hours
+    // alone), over windows long closed: the same rows as the times written in full.
+    let count = |sql: &str| -> u64 {
+        let out = city.ok(sql);
+        out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("a count: {out}"))
+    };
+    let full = count(
+        "SELECT count(*) FROM zone_density WHERE window_end >= '2026-06-14 20:00:00+00:00' \
+         AND window_end < '2026-06-14 20:00:10+00:00'",
+    );
+    assert!(full > 0);
+    let short = count(
+        "SELECT count(*) FROM zone_density WHERE window_end >= '2026-06-14 20:00' \
+         AND window_end < TIMESTAMPTZ '2026-06-14 21:00:10 +01'",
+    );
+    assert_eq!(short, full);
     city.stop();
 }
 
