@@ -75,7 +75,7 @@ impl Segment {
     }
 
     /// Merges `b`, seen at `time`, when both are small and `time` is not before this one's
-    /// last: returns the change in bytes, or `b` back.
+    /// last: returns the change in bytes, or None when it is kept apart.
     fn merge(&mut self, time: Time, b: &RecordBatch) -> std::result::Result<Option<isize>, ArrowError> {
         let n = b.num_rows();
         if n > SMALL_ROWS || self.rows.num_rows() + n > SEGMENT_ROWS || time < self.last() {

@@ -679,11 +679,8 @@ impl ScalarUDFImpl for Age {
                 let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
                 let zoned =
                     DataType::Timestamp(TimeUnit::Microsecond, Some(zone.as_deref().unwrap_or("UTC").into()));
-                a = datafusion::arrow::compute::cast_with_options(&a, &zoned, &options).map_err(|e| {
-                    datafusion::error::DataFusionError::Execution(format!(
-                        "age(): {e}; write the time as 'YYYY-MM-DD HH:MM:SS' (with an offset such as +01 if it is not in the session's TimeZone)"
-                    ))
-                })?;
+                // Arrow's parse error carries the fix the psql endpoint gives for any bad time.
+                a = datafusion::arrow::compute::cast_with_options(&a, &zoned, &options)?;
             }
             Ok(datafusion::arrow::compute::cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?)
         };
