@@ -11,7 +11,8 @@ allocator settle). Retention is set to one hour so that deletion runs throughout
 
 `--serve` also opens psql and HTTP (ports 6877 and 8087) as a control room would: a page's
 server-sent events stay open throughout, and at every sample psql runs an analyst's query over
-the retained window and the board is read over HTTP (the answers' sizes are printed).
+the retained window and the board is read over HTTP (the answers' sizes are printed), and
+`/metrics` gives the allocator's live and resident bytes and the events kept in memory.
 """
 
 import argparse
@@ -78,7 +79,18 @@ class Clients:
         board = subprocess.run(["curl", "-sf", "-b", self.jar, "127.0.0.1:8087/api/v1/board"], capture_output=True,
                                timeout=60)
         rows = len(psql.stdout.splitlines()) if psql.returncode == 0 else f"error {psql.stderr[:80]!r}"
-        return f"  psql rows {rows}, board {len(board.stdout)} B, events {self.sse_log.tell()} B"
+        said = f"  psql rows {rows}, board {len(board.stdout)} B, events {self.sse_log.tell()} B"
+        metrics = subprocess.run(["curl", "-sf", "-b", self.jar, "127.0.0.1:8087/metrics"], capture_output=True,
+                                 timeout=60)
+        gauges = dict(line.split(" ", 1) for line in metrics.stdout.decode().splitlines()
+                      if line.startswith(("vigil_heap_", "vigil_memory_retained_bytes")))
+        # The allocator's live bytes against what it keeps resident: growth in the first is a
+        # structure that grows; in the second alone, the allocator's.
+        for name, short in [("vigil_heap_allocated_bytes", "heap"), ("vigil_heap_resident_bytes", "jemalloc rss"),
+                            ("vigil_memory_retained_bytes", "kept events")]:
+            if name in gauges:
+                said += f", {short} {int(gauges[name]) / 2**20:.1f} MB"
+        return said
 
     def close(self):
         if self.events and self.events.poll() is None:

@@ -32,6 +32,35 @@ pub struct Snapshot {
     pub errors: u64,
     /// Files retention deleted.
     pub deleted_files: u64,
+    /// Bytes of the events kept in memory for backfill and psql (against `memory_mb`).
+    pub retained_bytes: u64,
+    /// The allocator's own figures, where the binary's allocator gives them.
+    pub heap: Option<Heap>,
+}
+
+/// What the allocator holds: live allocations against the memory it keeps from the system.
+/// Their difference is fragmentation and freed pages not yet returned; a resident set that
+/// grows while `allocated` does not is the allocator's, not a structure that grows.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Heap {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes of physical memory the allocator holds (its resident pages).
+    pub resident: u64,
+}
+
+/// How the process reads [`Heap`]: set once by the binary, which chooses the allocator (the
+/// library's tests run on the system's).
+static HEAP_READER: std::sync::OnceLock<fn() -> Option<Heap>> = std::sync::OnceLock::new();
+
+/// Sets how [`Heap`] is read (the first call wins).
+pub fn set_heap_reader(read: fn() -> Option<Heap>) {
+    let _ = HEAP_READER.set(read);
+}
+
+/// The allocator's figures now, if a reader was set.
+pub fn heap() -> Option<Heap> {
+    HEAP_READER.get().and_then(|read| read())
 }
 
 /// One camera's gauges and counters.
@@ -177,6 +206,24 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(out, "vigil_errors_total {}", s.errors);
     family(&mut out, "vigil_retention_files_deleted_total", "counter", "Parquet files retention deleted.");
     let _ = writeln!(out, "vigil_retention_files_deleted_total {}", s.deleted_files);
+    family(
+        &mut out,
+        "vigil_memory_retained_bytes",
+        "gauge",
+        "Bytes of events kept in memory for rule backfill and psql (bounded by [retention] memory_mb).",
+    );
+    let _ = writeln!(out, "vigil_memory_retained_bytes {}", s.retained_bytes);
+    if let Some(heap) = s.heap {
+        family(&mut out, "vigil_heap_allocated_bytes", "gauge", "Bytes in live heap allocations.");
+        let _ = writeln!(out, "vigil_heap_allocated_bytes {}", heap.allocated);
+        family(
+            &mut out,
+            "vigil_heap_resident_bytes",
+            "gauge",
+            "Bytes of physical memory the allocator holds (live allocations, fragmentation, pages not yet returned).",
+        );
+        let _ = writeln!(out, "vigil_heap_resident_bytes {}", heap.resident);
+    }
     if let Some(rss) = resident_bytes() {
         family(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
@@ -215,6 +262,19 @@ mod tests {
         assert!(text.contains("vigil_rule_lag_seconds{rule=\"odd\\\"name\\\\\"} 1.5\n"), "{text}");
         assert!(text.contains("vigil_camera_up{camera=\"gate-a\",camera_id=\"3\"} 1\n"), "{text}");
         assert!(!text.contains("vigil_camera_lag_seconds{"), "no lag known, no sample: {text}");
+        assert!(!text.contains("vigil_heap_"), "no allocator figures, no series: {text}");
+        let heap = render(&Snapshot {
+            retained_bytes: 4096,
+            heap: Some(Heap { allocated: 100, resident: 300 }),
+            ..Default::default()
+        });
+        for line in [
+            "vigil_memory_retained_bytes 4096\n",
+            "vigil_heap_allocated_bytes 100\n",
+            "vigil_heap_resident_bytes 300\n",
+        ] {
+            assert!(heap.contains(line), "{line} missing: {heap}");
+        }
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         // Sinks: each stream that wrote or failed has both series, zero included.
         let sinks = Snapshot {

@@ -67,6 +67,8 @@ for s in ["detections", "zone_density"]:
 # The JSON API reads the retained stream (after the files above, so the city has windows).
 rows = json.loads(call("/api/v1/streams/zone_density?limit=3", bearer)[1])["rows"]
 print("stream", len(rows) > 0, all("density" in r and isinstance(r["event_time"], int) for r in rows))
+gauges = {s.name: s.value for f in text_string_to_metric_families(call("/metrics", bearer)[1]) for s in f.samples}
+print("memory", *(int(gauges.get(g, -1)) for g in ["vigil_heap_allocated_bytes", "vigil_heap_resident_bytes", "vigil_memory_retained_bytes", "process_resident_memory_bytes"]))
 names = sorted({f.name for f in text_string_to_metric_families(call("/metrics", bearer)[1])})
 print("families", " ".join(names))
 "#;
@@ -114,6 +116,12 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
         assert!(v[1] == v[2] && v[1].parse::<u64>().unwrap() > 0, "{line}");
     }
     assert_eq!(said("agree").len(), 2, "{stdout}");
+    // The allocator's figures (jemalloc, the binary's): live bytes within what it holds, which is
+    // within the process' resident set; the events kept in memory within the live bytes.
+    let memory: Vec<i64> = said("memory")[0].split(' ').map(|v| v.parse().unwrap()).collect();
+    let [allocated, resident, retained, rss] = memory[..] else { panic!("{memory:?}") };
+    assert!(allocated > 10 << 20 && allocated <= resident && resident <= rss, "{memory:?}");
+    assert!(retained > 0 && retained < allocated, "{memory:?}");
     let families = said("families").join(" ");
     for f in [
         "vigil_rows_ingested",

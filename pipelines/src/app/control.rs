@@ -461,6 +461,8 @@ impl Control {
             parquet_rows: vigil_engine::parquet_sink::committed_rows(),
             parquet_dropped: vigil_engine::parquet_sink::dropped_rows(),
             parquet_failing: vigil_engine::parquet_sink::failing_writers(),
+            retained_bytes: self.ingest.retained().lock().map(|r| r.bytes() as u64).unwrap_or(0),
+            heap: crate::metrics::heap(),
             watermark_lag_ms: now - watermark,
             rules: self
                 .registry

@@ -31,6 +31,17 @@ use vigil_sql::roles::Role;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's live and resident bytes, for `/metrics` (statistics are cached per epoch: the
+/// epoch is advanced first).
+fn jemalloc_heap() -> Option<vigil_pipelines::metrics::Heap> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(vigil_pipelines::metrics::Heap {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Stream-processing engine for city camera analytics")]
 struct Cli {
@@ -416,6 +427,7 @@ fn main() -> std::process::ExitCode {
         // Colours only on a terminal: a log file or journald gets plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    vigil_pipelines::metrics::set_heap_reader(jemalloc_heap);
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
