@@ -45,7 +45,8 @@ pub struct Snapshot {
 pub struct Heap {
     /// Bytes in live allocations.
     pub allocated: u64,
-    /// Bytes of physical memory the allocator holds (its resident pages).
+    /// Bytes of physical memory the allocator holds (its resident pages; an upper bound, as
+    /// pages mapped but not yet touched count).
     pub resident: u64,
 }
 

@@ -116,11 +116,13 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
         assert!(v[1] == v[2] && v[1].parse::<u64>().unwrap() > 0, "{line}");
     }
     assert_eq!(said("agree").len(), 2, "{stdout}");
-    // The allocator's figures (jemalloc, the binary's): live bytes within what it holds, which is
-    // within the process' resident set; the events kept in memory within the live bytes.
+    // The allocator's figures (jemalloc, the binary's): live bytes within what it holds; the
+    // events kept in memory within the live bytes. (jemalloc's resident figure is an upper
+    // bound, pages mapped but not yet touched included, so it is not compared with the
+    // process' resident set.)
     let memory: Vec<i64> = said("memory")[0].split(' ').map(|v| v.parse().unwrap()).collect();
     let [allocated, resident, retained, rss] = memory[..] else { panic!("{memory:?}") };
-    assert!(allocated > 10 << 20 && allocated <= resident && resident <= rss, "{memory:?}");
+    assert!(allocated > 10 << 20 && allocated <= resident && rss > 10 << 20, "{memory:?}");
     assert!(retained > 0 && retained < allocated, "{memory:?}");
     let families = said("families").join(" ");
     for f in [
