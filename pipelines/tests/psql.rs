@@ -353,6 +353,17 @@ fn crowd_streams_are_queried_and_ruled_on_from_psql_while_the_city_runs() {
          AND window_end < TIMESTAMPTZ '2026-06-14 21:00:10 +01'",
     );
     assert_eq!(short, full);
+    // `now()` is the city's clock (simulated here, June 2026): its last minute has windows, the
+    // newest within a few seconds of it; by the wall's clock there would be none.
+    let recent = count("SELECT count(*) FROM zone_density WHERE window_end > now() - INTERVAL '1 minute'");
+    assert!(recent > 0, "no window in the city's last minute");
+    let fresh =
+        city.ok("SELECT now() - max(window_end) < INTERVAL '10 seconds', current_date FROM zone_density");
+    assert_eq!(fresh.lines().nth(1), Some("t|2026-06-14"), "{fresh}");
+    // A rule that reads the time now would be fixed at its creation: refused with the fix.
+    let e = city.fails("CREATE RULE recent AS SELECT zone, density FROM zone_density WHERE window_end > now() - INTERVAL '1 minute'");
+    assert!(e.contains("now() (it reads the time now) is not supported in rules"), "{e}");
+    assert!(e.contains("filter where you read the rule"), "{e}");
     city.stop();
 }
 

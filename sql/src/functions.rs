@@ -651,6 +651,28 @@ impl ScalarUDFImpl for Age {
         Ok(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano))
     }
 
+    /// `age(b)` is `age(midnight today, b)`, today on the clock `now()` reads (in a query, the
+    /// engine's), in `b`'s zone or the session's.
+    fn simplify(
+        &self,
+        args: Vec<datafusion::logical_expr::Expr>,
+        info: &datafusion::logical_expr::simplify::SimplifyContext,
+    ) -> DfResult<datafusion::logical_expr::simplify::ExprSimplifyResult> {
+        use datafusion::logical_expr::simplify::ExprSimplifyResult;
+        let (Some(at), [b]) = (info.query_execution_start_time(), &args[..]) else {
+            return Ok(ExprSimplifyResult::Original(args));
+        };
+        let zone = crate::window::zone_of(&info.get_data_type(b)?)
+            .or_else(|| info.config_options().execution.time_zone.as_deref().map(Arc::from));
+        let zone: Arc<str> = zone.unwrap_or_else(|| Arc::from("UTC"));
+        let tz: datafusion::arrow::array::timezone::Tz = zone.parse().or_else(|_| "UTC".parse())?;
+        let today = ScalarValue::TimestampMicrosecond(midnight(at, &tz), Some(zone));
+        let args = vec![datafusion::logical_expr::lit(today), b.clone()];
+        Ok(ExprSimplifyResult::Simplified(datafusion::logical_expr::Expr::ScalarFunction(
+            ScalarFunction::new_udf(age(), args),
+        )))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         use datafusion::arrow::array::IntervalMonthDayNanoArray;
         use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
@@ -685,17 +707,9 @@ impl ScalarUDFImpl for Age {
             Ok(datafusion::arrow::compute::cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?)
         };
         let (a, b) = match &args.args[..] {
-            [b] => {
-                // Midnight today on the zone's wall clock, as an instant.
-                let today = chrono::Utc::now().with_timezone(&tz).date_naive();
-                let midnight = today
-                    .and_hms_opt(0, 0, 0)
-                    .and_then(|m| m.and_local_timezone(tz).earliest())
-                    .map(|m| m.timestamp_micros());
-                let a: ArrayRef =
-                    Arc::new(datafusion::arrow::array::TimestampMicrosecondArray::from(vec![midnight; rows]));
-                (a, micros(b)?)
-            }
+            // `simplify` makes it `age(midnight today, b)`, today on the query's clock; evaluated
+            // before that (constant folding tries), it has no clock to read.
+            [_] => return exec_err!("age(b) reads the time now: it runs only once simplified"),
             [a, b] => (micros(a)?, micros(b)?),
             _ => return exec_err!("age() takes one or two timestamps"),
         };
@@ -705,6 +719,15 @@ impl ScalarUDFImpl for Age {
             a.iter().zip(b.iter()).map(|(a, b)| age_of(a?, b?, &tz)).collect();
         result(scalar, Arc::new(out))
     }
+}
+
+/// Midnight of `at`'s day on `tz`'s wall clock, as an instant (microseconds).
+fn midnight(at: chrono::DateTime<chrono::Utc>, tz: &datafusion::arrow::array::timezone::Tz) -> Option<i64> {
+    at.with_timezone(tz)
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .and_then(|m| m.and_local_timezone(*tz).earliest())
+        .map(|m| m.timestamp_micros())
 }
 
 /// `age(a, b)` of two instants (microseconds) on `tz`'s wall clock, as PostgreSQL's

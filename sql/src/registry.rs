@@ -1045,6 +1045,8 @@ impl Registry {
         };
         let hidden: Vec<String> = self.hidden_tables(role);
         let udfs = crate::functions::text_udfs(&self.streams);
+        // `now()` is the city's clock, as for the rows users write (none before the first tick).
+        let now = Some(self.now.load(Ordering::Relaxed)).filter(|&n| n > 0);
         let stop = Arc::new(AtomicBool::new(false));
         // Set when this future is dropped (the client went away) or done: the thread stops.
         struct StopOnDrop(Arc<AtomicBool>);
@@ -1064,7 +1066,7 @@ impl Registry {
                     Ok(rt) => rt,
                     Err(e) => return drop(tx.send(Err(SqlError::Internal(e.to_string())))),
                 };
-                let run = run_query(tables, udfs, pg_catalog, &sql, &limits, &stop, job);
+                let run = run_query(tables, udfs, pg_catalog, &sql, &limits, &stop, job, now);
                 let stopped = async {
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1234,6 +1236,10 @@ pub(crate) fn in_zone(
     Ok((zoned, batches))
 }
 
+/// Plans and runs `sql` over `tables`. `now` is the engine's clock (ms), what `now()`,
+/// `current_timestamp` and `current_date` read (the wall clock when `None`): a simulated or
+/// replayed city's "the last five minutes" are its own, and a live city's clock is the wall's.
+#[allow(clippy::too_many_arguments)]
 async fn run_query(
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
     udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
@@ -1242,6 +1248,7 @@ async fn run_query(
     limits: &Limits,
     stop: &AtomicBool,
     job: Job,
+    now: Option<Millis>,
 ) -> Result<Outcome> {
     use futures::StreamExt;
     // A description's types do not depend on the zone.
@@ -1384,7 +1391,17 @@ async fn run_query(
             plan.with_param_values(scalars).map_err(df_err)?
         }
     };
-    let df = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+    use datafusion::logical_expr::LogicalPlan;
+    let clock = now.and_then(chrono::DateTime::from_timestamp_millis);
+    let df = match clock {
+        // The start time DataFusion gives `now()` when it simplifies the plan, set to the clock.
+        Some(at) if !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) => {
+            let mut state = ctx.state();
+            state.execution_props_mut().query_execution_start_time = Some(at);
+            datafusion::dataframe::DataFrame::new(state, plan)
+        }
+        _ => ctx.execute_logical_plan(plan).await.map_err(df_err)?,
+    };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await.map_err(df_err)?;
     let (mut batches, mut bytes) = (Vec::new(), 0usize);
@@ -1705,7 +1722,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             let stop = AtomicBool::new(false);
             let job = Job::Run(None, zone.to_owned());
-            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job)) {
+            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, None)) {
                 Ok(Outcome::Rows(_, b)) => b.into_iter().next().expect("a row"),
                 other => panic!("{zone}: {:?}", other.err()),
             }
@@ -1754,7 +1771,7 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             let stop = AtomicBool::new(false);
             let job = Job::Run(None, "UTC".into());
-            rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job))
+            rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, None))
         };
         let sql = "SELECT class AS k, count(*), count(*) FROM detections GROUP BY class ORDER BY k DESC";
         let Ok(Outcome::Rows(_, rows)) = run(sql) else { panic!("{sql}") };
@@ -1770,6 +1787,49 @@ mod tests {
     }
 
     /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
+    /// `now()`, `current_timestamp` and `current_date` read the engine's clock: a simulated
+    /// city's "the last five minutes" are its own (with no clock yet, the wall's).
+    #[test]
+    fn now_is_the_engines_clock() {
+        use datafusion::arrow::array::{AsArray, Date32Array};
+        use datafusion::arrow::datatypes::{IntervalMonthDayNanoType, TimestampNanosecondType};
+        let zoned = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("event_time", zoned, false)]));
+        let clock = chrono::DateTime::parse_from_rfc3339("2026-06-14T20:05:00Z").unwrap().timestamp_millis();
+        // Ten minutes, two minutes and one second before the clock.
+        let times = TimestampMillisecondArray::from(vec![clock - 600_000, clock - 120_000, clock - 1_000])
+            .with_timezone("UTC");
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(times)]).unwrap();
+        let sql = "SELECT (SELECT count(*) FROM detections WHERE event_time > now() - INTERVAL '5 minutes') AS n, \
+                   current_timestamp AS now, current_date AS today, \
+                   age(TIMESTAMPTZ '2026-06-13 12:00:00+00') AS since";
+        let run = |now: Option<Millis>| {
+            let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let stop = AtomicBool::new(false);
+            let job = Job::Run(None, "UTC".to_owned());
+            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, now)) {
+                Ok(Outcome::Rows(_, b)) => {
+                    let b = &b[0];
+                    let n = b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
+                    let at = b.column(1).as_primitive::<TimestampNanosecondType>().value(0) / 1_000_000;
+                    let today = b.column(2).as_any().downcast_ref::<Date32Array>().unwrap().value(0);
+                    let since = b.column(3).as_primitive::<IntervalMonthDayNanoType>().value(0);
+                    (n, at, today, (since.months, since.days, since.nanoseconds / 3_600_000_000_000))
+                }
+                other => panic!("{:?}", other.err()),
+            }
+        };
+        let june_14 = (clock / 86_400_000) as i32;
+        // age(b) counts from midnight of the clock's day: 12 hours after noon the day before.
+        assert_eq!(run(Some(clock)), (2, clock, june_14, (0, 0, 12)), "the city's clock");
+        let (n, at, today, since) = run(None);
+        assert!(
+            n == 0 && at > clock && today > june_14 && since.0 > 0,
+            "the wall's clock: {n} {at} {today} {since:?}"
+        );
+    }
+
     /// for an unknown table, which ones this user may query.
     #[test]
     fn an_ad_hoc_query_error_names_its_place_and_the_tables_there_are() {
@@ -1787,6 +1847,7 @@ mod tests {
                 &Limits::default(),
                 &stop,
                 Job::Run(None, "UTC".into()),
+                None,
             ));
             let e = r.err().expect("refused");
             (e.sqlstate(), e.position().map(ToString::to_string), e.to_string())
@@ -1811,6 +1872,7 @@ mod tests {
             &Limits::default(),
             &stop,
             Job::Run(None, "UTC".into()),
+            None,
         ));
         assert!(matches!(ok, Ok(Outcome::Rows(..))));
     }

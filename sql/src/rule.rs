@@ -578,6 +578,23 @@ fn compile_query(
     let plan = analyzer
         .execute_and_check(plan, &config, |_, _| {})
         .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
+    // Before `decorrelate`, whose simplification would fold `now()` into the time of creation.
+    if let Some(words) = reads_the_clock(&plan) {
+        let (pos, word) = locate_any(sql, words, &start).unwrap_or((start.clone(), words[0].to_owned()));
+        let word = if ["now", "age"].iter().any(|f| word.eq_ignore_ascii_case(f)) {
+            format!("{word}()")
+        } else {
+            word
+        };
+        return Err(SqlError::user(
+            Some(pos),
+            format!("{word} (it reads the time now) is not supported in rules"),
+            "a rule sees each event as it arrives, so it needs no filter on the time now: filter where \
+             you read the rule (SELECT ... FROM <rule> WHERE event_time > now() - INTERVAL '5 minutes'), \
+             or count over a window (GROUP BY tumble(event_time, INTERVAL '5 minutes'), ...)",
+        )
+        .kind(Kind::Unsupported));
+    }
     let plan = decorrelate(plan)
         .map_err(|e| from_datafusion(e, sql, source, Some(Reads::Rule(&start, &catalog))))?;
     let logical = plan.display_indent_schema().to_string();
@@ -605,6 +622,38 @@ fn compile_query(
         logical,
         options,
     })
+}
+
+/// The functions that read the time now, with the words that call them (`age(b)`, one
+/// argument, counts from midnight today). A rule's plan is built once and runs for months:
+/// simplified, they would be the time the rule was created, for good.
+const CLOCK_FUNCTIONS: [(&str, &[&str]); 4] = [
+    ("now", &["now", "current_timestamp", "localtimestamp"]),
+    ("current_date", &["current_date"]),
+    ("current_time", &["current_time", "localtime"]),
+    ("age", &["age"]),
+];
+
+/// The words of the first of [`CLOCK_FUNCTIONS`] the plan (its subqueries included) calls.
+fn reads_the_clock(plan: &LogicalPlan) -> Option<&'static [&'static str]> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && let Some((_, words)) = CLOCK_FUNCTIONS.iter().find(|(name, _)| *name == f.func.name())
+                    && (f.func.name() != "age" || f.args.len() == 1)
+                {
+                    found = Some(*words);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
 }
 
 fn set_operation(body: &SetExpr) -> Option<(SetOperator, SetQuantifier)> {
@@ -764,14 +813,25 @@ fn error_kind(e: &DataFusionError, missed_table: bool) -> Kind {
 
 /// Finds the first token equal to `word` (case-insensitive) at or after `from`.
 fn locate_word(sql: &str, word: &str, from: &Position) -> Option<Position> {
+    locate_any(sql, &[word], from).map(|(at, _)| at)
+}
+
+/// Finds the first token equal to one of `words` (case-insensitive) at or after `from`, and
+/// how it was written.
+fn locate_any(sql: &str, words: &[&str], from: &Position) -> Option<(Position, String)> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location().ok()?;
     tokens
         .into_iter()
         .filter(|t| (t.span.start.line, t.span.start.column) >= (from.line, from.column))
-        .find(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word)))
-        .map(|t| Position {
-            source: from.source.clone(),
-            line: t.span.start.line,
-            column: t.span.start.column,
+        .find_map(|t| match t.token {
+            Token::Word(w) if words.iter().any(|c| w.value.eq_ignore_ascii_case(c)) => {
+                let at = Position {
+                    source: from.source.clone(),
+                    line: t.span.start.line,
+                    column: t.span.start.column,
+                };
+                Some((at, w.value))
+            }
+            _ => None,
         })
 }
