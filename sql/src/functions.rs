@@ -546,6 +546,32 @@ fn pg_time_text(text: &str) -> Option<String> {
     None
 }
 
+/// Quoted times typed or cast as timestamps in the SQL text (`TIMESTAMPTZ '2026-06-14 20:00'`,
+/// `CAST('…' AS TIMESTAMPTZ)`), rewritten as [`PgTextCasts`] rewrites them in a plan: for what
+/// DataFusion evaluates while it plans, before any analyzer runs (a table function's arguments,
+/// `FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', …)`).
+pub(crate) fn rewrite_quoted_times(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr, Value, visit_expressions_mut};
+    let _ = visit_expressions_mut(stmt, |e| {
+        let quoted = match e {
+            Expr::TypedString(ts) if matches!(ts.data_type, SqlType::Timestamp(..)) => {
+                Some(&mut ts.value.value)
+            }
+            Expr::Cast { expr, data_type: SqlType::Timestamp(..), .. } => match expr.as_mut() {
+                Expr::Value(v) => Some(&mut v.value),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(Value::SingleQuotedString(text)) = quoted
+            && let Some(read) = pg_time_text(text)
+        {
+            *text = read;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Whether PostgreSQL's text form of a `t` differs from Arrow's display.
 fn pg_text_differs(t: &DataType) -> bool {
     matches!(

@@ -1318,6 +1318,7 @@ async fn run_query(
             .map_err(|e| SqlError::user(None, e.message, e.fix).kind(Kind::Unsupported))?;
         crate::window::rewrite_window_columns(st);
         crate::to_char::rewrite(st, "psql")?;
+        crate::functions::rewrite_quoted_times(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
@@ -1787,6 +1788,28 @@ mod tests {
     }
 
     /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
+    /// Quoted times in a table function's arguments, which DataFusion evaluates while planning,
+    /// are read as everywhere else. PostgreSQL 15 gives 1 under `TimeZone` UTC and 181 under
+    /// Africa/Casablanca (the first time is in the session's zone, the second has its offset).
+    #[test]
+    fn quoted_times_in_generate_series_are_read_as_postgresql_reads_them() {
+        use datafusion::arrow::array::AsArray;
+        let sql = "SELECT count(*) FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', \
+                   TIMESTAMPTZ '2026-06-14 21:00 +01', INTERVAL '20 seconds')";
+        let count = |zone: &str| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let stop = AtomicBool::new(false);
+            let job = Job::Run(None, zone.to_owned());
+            match rt.block_on(run_query(vec![], vec![], None, sql, &Limits::default(), &stop, job, None)) {
+                Ok(Outcome::Rows(_, b)) => {
+                    b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+                }
+                other => panic!("{zone}: {:?}", other.err()),
+            }
+        };
+        assert_eq!((count("UTC"), count("Africa/Casablanca")), (1, 181));
+    }
+
     /// `now()`, `current_timestamp` and `current_date` read the engine's clock: a simulated
     /// city's "the last five minutes" are its own (with no clock yet, the wall's).
     #[test]
