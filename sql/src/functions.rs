@@ -864,6 +864,7 @@ mod tests {
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -1129,5 +1130,53 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("unit \"week\" not supported for type interval"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        /// Every time in PostgreSQL's ISO forms (minutes with or without seconds and a fraction,
+        /// a space or a `T`, an offset of hours, hours and minutes, or none, with or without a
+        /// space before it) comes out as text Arrow reads, the same instant chrono reads; other
+        /// text comes out as nothing, never a panic.
+        #[test]
+        fn pg_time_text_gives_what_arrow_reads(
+            (y, mo, d, h, mi) in (1000i32..9999, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60),
+            seconds in proptest::option::of((0u32..60, proptest::option::of(0u32..1000))),
+            sep in prop_oneof![Just(" "), Just("T")],
+            offset in proptest::option::of((any::<bool>(), 0i32..=14, prop_oneof![Just(0i32), Just(30)], any::<bool>(), any::<bool>())),
+            noise in "[0-9 T:+.a-z-]{0,24}",
+        ) {
+            let mut text = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}");
+            if let Some((s, frac)) = seconds {
+                text += &format!(":{s:02}");
+                if let Some(f) = frac {
+                    text += &format!(".{f:03}");
+                }
+            }
+            let mut utc_offset_s = 0;
+            if let Some((negative, oh, om, spaced, long)) = offset {
+                let sign = if negative { -1 } else { 1 };
+                utc_offset_s = sign * (oh * 3600 + om * 60);
+                let sign = if negative { '-' } else { '+' };
+                // A space before the offset, as PostgreSQL prints one, after a space-separated time.
+                let space = if spaced && sep == " " { " " } else { "" };
+                text += &if long || om != 0 { format!("{space}{sign}{oh:02}:{om:02}") } else { format!("{space}{sign}{oh:02}") };
+            }
+            let wall = chrono::NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_milli_opt(
+                h, mi, seconds.map_or(0, |s| s.0), seconds.and_then(|s| s.1).unwrap_or(0)).unwrap();
+            let want = (wall - chrono::Duration::seconds(i64::from(utc_offset_s))).and_utc().timestamp_millis();
+            // Arrow's own reading of what it is given, as UTC for a time without an offset.
+            let read = |t: &str| {
+                let a = StringArray::from(vec![t]);
+                let ts = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into()));
+                let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+                datafusion::arrow::compute::cast_with_options(&a, &ts, &options)
+                    .map(|c| c.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(0))
+            };
+            let given = pg_time_text(&text).unwrap_or_else(|| text.clone());
+            prop_assert_eq!(read(&given).ok(), Some(want), "{} gave {}", text, given);
+            // Anything else: no panic.
+            let _ = pg_time_text(&noise);
+        }
     }
 }
