@@ -1136,8 +1136,8 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
         /// Every time in PostgreSQL's ISO forms (minutes with or without seconds and a fraction,
         /// a space or a `T`, an offset of hours, hours and minutes, or none, with or without a
-        /// space before it) comes out as text Arrow reads, the same instant chrono reads; other
-        /// text comes out as nothing, never a panic.
+        /// space before it) comes out as text Arrow reads, the instant meant; other text never
+        /// panics.
         #[test]
         fn pg_time_text_gives_what_arrow_reads(
             (y, mo, d, h, mi) in (1000i32..9999, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60),
