@@ -688,10 +688,7 @@ impl ScalarUDFImpl for Age {
         let (Some(at), [b]) = (info.query_execution_start_time(), &args[..]) else {
             return Ok(ExprSimplifyResult::Original(args));
         };
-        let zone = crate::window::zone_of(&info.get_data_type(b)?)
-            .or_else(|| info.config_options().execution.time_zone.as_deref().map(Arc::from));
-        let zone: Arc<str> = zone.unwrap_or_else(|| Arc::from("UTC"));
-        let tz: datafusion::arrow::array::timezone::Tz = zone.parse().or_else(|_| "UTC".parse())?;
+        let (zone, tz) = age_zone(crate::window::zone_of(&info.get_data_type(b)?), info.config_options())?;
         let today = ScalarValue::TimestampMicrosecond(midnight(at, &tz), Some(zone));
         let args = vec![datafusion::logical_expr::lit(today), b.clone()];
         Ok(ExprSimplifyResult::Simplified(datafusion::logical_expr::Expr::ScalarFunction(
@@ -705,13 +702,8 @@ impl ScalarUDFImpl for Age {
         let n = args.number_rows;
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { n };
-        let zone = args
-            .arg_fields
-            .iter()
-            .find_map(|f| crate::window::zone_of(f.data_type()))
-            .or_else(|| args.config_options.execution.time_zone.as_deref().map(Arc::from));
-        let tz: datafusion::arrow::array::timezone::Tz =
-            zone.as_deref().unwrap_or("UTC").parse().or_else(|_| "UTC".parse())?;
+        let zone = args.arg_fields.iter().find_map(|f| crate::window::zone_of(f.data_type()));
+        let (zone, tz) = age_zone(zone, &args.config_options)?;
         let micros = |a: &ColumnarValue| -> DfResult<ArrayRef> {
             let mut a = a.to_array(rows)?;
             if !matches!(a.data_type(), DataType::Timestamp(..) | DataType::Null) {
@@ -725,8 +717,7 @@ impl ScalarUDFImpl for Age {
                         .collect::<StringArray>(),
                 );
                 let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
-                let zoned =
-                    DataType::Timestamp(TimeUnit::Microsecond, Some(zone.as_deref().unwrap_or("UTC").into()));
+                let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::clone(&zone)));
                 // Arrow's parse error carries the fix the psql endpoint gives for any bad time.
                 a = datafusion::arrow::compute::cast_with_options(&a, &zoned, &options)?;
             }
@@ -745,6 +736,19 @@ impl ScalarUDFImpl for Age {
             a.iter().zip(b.iter()).map(|(a, b)| age_of(a?, b?, &tz)).collect();
         result(scalar, Arc::new(out))
     }
+}
+
+/// The zone `age()` counts its calendar in, named and read: its arguments' (`zone`), else the
+/// session's, else UTC.
+fn age_zone(
+    zone: Option<Arc<str>>,
+    config: &datafusion::config::ConfigOptions,
+) -> DfResult<(Arc<str>, datafusion::arrow::array::timezone::Tz)> {
+    let zone = zone
+        .or_else(|| config.execution.time_zone.as_deref().map(Arc::from))
+        .unwrap_or_else(|| Arc::from("UTC"));
+    let tz = zone.parse().or_else(|_| "UTC".parse())?;
+    Ok((zone, tz))
 }
 
 /// Midnight of `at`'s day on `tz`'s wall clock, as an instant (microseconds).

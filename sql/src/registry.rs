@@ -1691,6 +1691,19 @@ fn plain_doc(doc: &str) -> String {
 #[cfg(test)]
 mod tests {
 
+    /// Runs `sql` over `tables` as a psql session in `zone` does, `now` being the engine's clock.
+    fn query(
+        tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+        sql: &str,
+        zone: &str,
+        now: Option<Millis>,
+    ) -> Result<Outcome> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let stop = AtomicBool::new(false);
+        let job = Job::Run(None, zone.to_owned());
+        rt.block_on(super::run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, now))
+    }
+
     #[test]
     fn docs_lose_rustdoc_links_for_psql() {
         assert_eq!(
@@ -1720,10 +1733,7 @@ mod tests {
                    FROM detections GROUP BY tumble(event_time, INTERVAL '1 hour'), event_time";
         let run = |zone: &str| {
             let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let stop = AtomicBool::new(false);
-            let job = Job::Run(None, zone.to_owned());
-            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, None)) {
+            match query(tables, sql, zone, None) {
                 Ok(Outcome::Rows(_, b)) => b.into_iter().next().expect("a row"),
                 other => panic!("{zone}: {:?}", other.err()),
             }
@@ -1769,10 +1779,7 @@ mod tests {
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(classes)]).unwrap();
         let run = |sql: &str| {
             let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let stop = AtomicBool::new(false);
-            let job = Job::Run(None, "UTC".into());
-            rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, None))
+            query(tables, sql, "UTC", None)
         };
         let sql = "SELECT class AS k, count(*), count(*) FROM detections GROUP BY class ORDER BY k DESC";
         let Ok(Outcome::Rows(_, rows)) = run(sql) else { panic!("{sql}") };
@@ -1787,7 +1794,6 @@ mod tests {
         );
     }
 
-    /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
     /// Quoted times in a table function's arguments, which DataFusion evaluates while planning,
     /// are read as everywhere else. PostgreSQL 15 gives 1 under `TimeZone` UTC and 181 under
     /// Africa/Casablanca (the first time is in the session's zone, the second has its offset).
@@ -1796,16 +1802,11 @@ mod tests {
         use datafusion::arrow::array::AsArray;
         let sql = "SELECT count(*) FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', \
                    TIMESTAMPTZ '2026-06-14 21:00 +01', INTERVAL '20 seconds')";
-        let count = |zone: &str| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let stop = AtomicBool::new(false);
-            let job = Job::Run(None, zone.to_owned());
-            match rt.block_on(run_query(vec![], vec![], None, sql, &Limits::default(), &stop, job, None)) {
-                Ok(Outcome::Rows(_, b)) => {
-                    b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
-                }
-                other => panic!("{zone}: {:?}", other.err()),
+        let count = |zone: &str| match query(vec![], sql, zone, None) {
+            Ok(Outcome::Rows(_, b)) => {
+                b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
             }
+            other => panic!("{zone}: {:?}", other.err()),
         };
         assert_eq!((count("UTC"), count("Africa/Casablanca")), (1, 181));
     }
@@ -1828,10 +1829,7 @@ mod tests {
                    age(TIMESTAMPTZ '2026-06-13 12:00:00+00') AS since";
         let run = |now: Option<Millis>| {
             let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let stop = AtomicBool::new(false);
-            let job = Job::Run(None, "UTC".to_owned());
-            match rt.block_on(run_query(tables, vec![], None, sql, &Limits::default(), &stop, job, now)) {
+            match query(tables, sql, "UTC", now) {
                 Ok(Outcome::Rows(_, b)) => {
                     let b = &b[0];
                     let n = b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
@@ -1853,6 +1851,7 @@ mod tests {
         );
     }
 
+    /// What an ad-hoc query's error says: where (line and column, as a rule's error does) and,
     /// for an unknown table, which ones this user may query.
     #[test]
     fn an_ad_hoc_query_error_names_its_place_and_the_tables_there_are() {
@@ -1860,19 +1859,7 @@ mod tests {
         let refused = |sql: &str| {
             let tables =
                 ["zones", "detections"].map(|t| (t.to_owned(), Arc::clone(&schema), vec![])).to_vec();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let stop = AtomicBool::new(false);
-            let r = rt.block_on(run_query(
-                tables,
-                vec![],
-                None,
-                sql,
-                &Limits::default(),
-                &stop,
-                Job::Run(None, "UTC".into()),
-                None,
-            ));
-            let e = r.err().expect("refused");
+            let e = query(tables, sql, "UTC", None).err().expect("refused");
             (e.sqlstate(), e.position().map(ToString::to_string), e.to_string())
         };
         let (state, at, e) = refused("SELECT *\nFROM nothere");
@@ -1885,18 +1872,7 @@ mod tests {
         assert!(e.contains("ends too early"), "{e}");
         // A query that plans still runs.
         let tables = vec![("detections".to_owned(), Arc::clone(&schema), vec![])];
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let stop = AtomicBool::new(false);
-        let ok = rt.block_on(run_query(
-            tables,
-            vec![],
-            None,
-            "SELECT count(*) FROM detections",
-            &Limits::default(),
-            &stop,
-            Job::Run(None, "UTC".into()),
-            None,
-        ));
+        let ok = query(tables, "SELECT count(*) FROM detections", "UTC", None);
         assert!(matches!(ok, Ok(Outcome::Rows(..))));
     }
 
