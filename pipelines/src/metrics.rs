@@ -203,31 +203,36 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
-    family(&mut out, "vigil_errors_total", "counter", "Errors reported by operators, sinks and rules.");
-    let _ = writeln!(out, "vigil_errors_total {}", s.errors);
-    family(&mut out, "vigil_retention_files_deleted_total", "counter", "Parquet files retention deleted.");
-    let _ = writeln!(out, "vigil_retention_files_deleted_total {}", s.deleted_files);
-    family(
-        &mut out,
-        "vigil_memory_retained_bytes",
-        "gauge",
-        "Bytes of events kept in memory for rule backfill and psql (bounded by [retention] memory_mb).",
-    );
-    let _ = writeln!(out, "vigil_memory_retained_bytes {}", s.retained_bytes);
-    if let Some(heap) = s.heap {
-        family(&mut out, "vigil_heap_allocated_bytes", "gauge", "Bytes in live heap allocations.");
-        let _ = writeln!(out, "vigil_heap_allocated_bytes {}", heap.allocated);
-        family(
-            &mut out,
+    let heap = s.heap;
+    let single: [(&str, &str, &str, Option<u64>); 6] = [
+        ("vigil_errors_total", "counter", "Errors reported by operators, sinks and rules.", Some(s.errors)),
+        (
+            "vigil_retention_files_deleted_total",
+            "counter",
+            "Parquet files retention deleted.",
+            Some(s.deleted_files),
+        ),
+        (
+            "vigil_memory_retained_bytes",
+            "gauge",
+            "Bytes of events kept in memory for rule backfill and psql (bounded by [retention] memory_mb).",
+            Some(s.retained_bytes),
+        ),
+        ("vigil_heap_allocated_bytes", "gauge", "Bytes in live heap allocations.", heap.map(|h| h.allocated)),
+        (
             "vigil_heap_resident_bytes",
             "gauge",
             "Bytes of physical memory the allocator holds (live allocations, fragmentation, pages not yet returned).",
-        );
-        let _ = writeln!(out, "vigil_heap_resident_bytes {}", heap.resident);
-    }
-    if let Some(rss) = resident_bytes() {
-        family(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+            heap.map(|h| h.resident),
+        ),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", resident_bytes()),
+    ];
+    // A value not known (no allocator figures, no /proc): no series.
+    for (name, kind, help, value) in single {
+        if let Some(v) = value {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
     }
     out
 }

@@ -353,6 +353,12 @@ fn crowd_streams_are_queried_and_ruled_on_from_psql_while_the_city_runs() {
          AND window_end < TIMESTAMPTZ '2026-06-14 21:00:10 +01'",
     );
     assert_eq!(short, full);
+    // Ten-second buckets of the same span from a table function, the times written as above.
+    let buckets = count(
+        "SELECT count(*) FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', \
+         TIMESTAMPTZ '2026-06-14 21:01 +01', INTERVAL '10 seconds')",
+    );
+    assert_eq!(buckets, 7);
     // `now()` is the city's clock (simulated here, June 2026): its last minute has windows, the
     // newest within a few seconds of it; by the wall's clock there would be none.
     let recent = count("SELECT count(*) FROM zone_density WHERE window_end > now() - INTERVAL '1 minute'");
