@@ -32,7 +32,7 @@ use vigil_engine::runtime::{Input, Runtime, RuntimeConfig, Time};
 use vigil_engine::stream::{Batch, StreamDef};
 use vigil_operators::hits::{HitConfig, HitDecisions};
 use vigil_operators::plate::{PlateRead, PlateReadRows, PlateReads};
-use vigil_operators::watchlist::{WatchEntry, Watchlist, WatchlistJoin, to_batch};
+use vigil_operators::watchlist::{ErasedReads, WatchEntry, Watchlist, WatchlistJoin, to_batch};
 
 const LETTERS: [char; 8] = ['أ', 'ب', 'د', 'ه', 'و', 'ط', 'ي', 'ج'];
 
@@ -98,16 +98,20 @@ impl Watch {
 
 fn start(watch: &Arc<Watch>) -> Runtime {
     let w = Arc::clone(watch);
-    let config = RuntimeConfig::new(1, vec![PlateReads::info(), Watchlist::info(), HitDecisions::info()]);
+    // The city's inputs, the erasure requests' included (none are made here, but the join holds
+    // its reads ready for them).
+    let inputs = vec![PlateReads::info(), Watchlist::info(), HitDecisions::info(), ErasedReads::info()];
+    let config = RuntimeConfig::new(1, inputs);
     Runtime::start(config, 0, move |graph| {
         let probe = ProbeHandle::new();
-        let (reads, list, decisions) = (
+        let (reads, list, decisions, erased) = (
             graph.get::<PlateReads>().unwrap(),
             graph.get::<Watchlist>().unwrap(),
             graph.get::<HitDecisions>().unwrap(),
+            graph.get::<ErasedReads>(),
         );
         let config = HitConfig { lookback_ms: 86_400_000, ..HitConfig::default() };
-        let out = reads.watchlist_hits(list, decisions, None, config, Epoch::default(), &ErrorSink::log());
+        let out = reads.watchlist_hits(list, decisions, erased, config, Epoch::default(), &ErrorSink::log());
         let w = Arc::clone(&w);
         out.hits
             .into_inner()

@@ -18,14 +18,18 @@
 
 use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::Hash;
 
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
+use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::progress::frontier::MutableAntichain;
 
 use crate::runtime::Time;
 use crate::stream::Batch;
@@ -67,7 +71,7 @@ impl<'scope> ToUpdates<'scope> for Stream<'scope, Time, Vec<Batch>> {
         L: FnMut(&Batch, Time, &mut Vec<(D, Time, Diff)>) + 'static,
     {
         let mut buffer = Vec::new();
-        self.unary::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+        self.unary::<CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
             Pipeline,
             name,
             move |_cap, _info| {
@@ -104,33 +108,32 @@ pub trait Finalize<'scope, D> {
 
 impl<'scope, D: ExchangeData> Finalize<'scope, D> for VecCollection<'scope, Time, D, Diff> {
     fn finalize(self, name: &str) -> Stream<'scope, Time, Vec<(D, Time, Diff)>> {
-        self.inner
-            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
-                Pipeline,
-                name,
-                |_cap, _info| {
-                    let mut pending: BTreeMap<Time, Pending<D>> = BTreeMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            let Some(cap) = cap.retain_least(0) else { return };
-                            for (d, t, r) in data.drain(..) {
-                                let slot = pending
-                                    .entry(t)
-                                    .or_insert_with(|| (cap.delayed(&t.max(*cap.time())), Vec::new()));
-                                slot.1.push((d, r));
-                            }
-                        });
-                        while let Some(entry) = pending.first_entry() {
-                            if frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (t, (cap, mut updates)) = entry.remove_entry();
-                            consolidate(&mut updates);
-                            output.session(&cap).give_iterator(updates.into_iter().map(|(d, r)| (d, t, r)));
+        self.inner.unary_frontier::<CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+            Pipeline,
+            name,
+            |_cap, _info| {
+                let mut pending: BTreeMap<Time, Pending<D>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else { return };
+                        for (d, t, r) in data.drain(..) {
+                            let slot = pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t.max(*cap.time())), Vec::new()));
+                            slot.1.push((d, r));
                         }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (t, (cap, mut updates)) = entry.remove_entry();
+                        consolidate(&mut updates);
+                        output.session(&cap).give_iterator(updates.into_iter().map(|(d, r)| (d, t, r)));
                     }
-                },
-            )
+                }
+            },
+        )
     }
 }
 
@@ -162,54 +165,201 @@ pub trait LiveFor<'scope, D> {
 impl<'scope, D: ExchangeData> LiveFor<'scope, D> for VecCollection<'scope, Time, D, Diff> {
     fn live_for(self, name: &str, life: Time) -> VecCollection<'scope, Time, D, Diff> {
         self.inner
-            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
+            .unary_frontier::<CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(
                 Pipeline,
                 name,
                 |_cap, _info| {
-                    // Retractions by the time they are due (a heap: one allocation for all,
-                    // where a map of vectors took one per read), and a capability at the earliest.
-                    let mut due: BinaryHeap<Reverse<(Time, D, Diff)>> = BinaryHeap::new();
-                    let mut held: Option<Capability<Time>> = None;
-                    let mut ready: Vec<(D, Diff)> = Vec::new();
+                    let mut due = Due::default();
                     move |(input, frontier), output| {
                         input.for_each(|cap, data| {
                             let Some(cap) = cap.retain_least(0) else { return };
                             for (d, t, r) in data.iter() {
-                                let at = t.saturating_add(life);
-                                due.push(Reverse((at, d.clone(), -r)));
-                                // The held capability is never later than a due time; an
-                                // update's time is never earlier than its capability's.
-                                if held.as_ref().is_none_or(|h| at < *h.time()) {
-                                    held = Some(cap.delayed(&at.max(*cap.time())));
-                                }
+                                due.hold(d.clone(), *t, *r, life, &cap);
                             }
                             output.session(&cap).give_iterator(data.drain(..));
                         });
-                        // What is due, one time at a time (the heap gives them in time order).
-                        while let Some(Reverse((t, ..))) = due.peek() {
-                            let t = *t;
-                            if frontier.less_than(&t) {
-                                break;
-                            }
-                            while let Some(Reverse((_, d, r))) =
-                                due.peek_mut().filter(|u| u.0.0 == t).map(PeekMut::pop)
-                            {
-                                ready.push((d, r));
-                            }
-                            consolidate(&mut ready);
-                            let cap = held.as_ref().expect("a capability while retractions are due");
-                            output
-                                .session(&cap.delayed(&t))
-                                .give_iterator(ready.drain(..).map(|(d, r)| (d, t, r)));
-                        }
-                        match (due.peek(), held.as_mut()) {
-                            (Some(Reverse((t, ..))), Some(cap)) => cap.downgrade(t),
-                            _ => held = None,
-                        }
+                        due.release(frontier, |cap, updates| output.session(cap).give_iterator(updates));
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// Extension trait: keyed updates that hold for a while, or until their key is taken out.
+pub trait LiveForUnless<'scope, K, V> {
+    /// As [`LiveFor::live_for`], and while `gone` holds a key, its updates are out: those held
+    /// are retracted at once (at the time `gone` takes the key, or the update's own if later)
+    /// and no longer held; one that comes later counts only until its key went out (nothing,
+    /// if it is timed after). A key stays out until `gone` retracts it. What an antijoin with `gone` would give, without a second copy of every
+    /// update kept for it: what leaves (an erased plate read) leaves this operator's memory at
+    /// once, not at the end of its life. The updates and `gone` are exchanged by key, as
+    /// differential exchanges them to arrange by key.
+    ///
+    /// ```
+    /// use timely::dataflow::operators::{Inspect, ToStream};
+    /// use differential_dataflow::AsCollection;
+    /// use vigil_engine::bridge::LiveForUnless;
+    ///
+    /// let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let out = std::sync::Arc::clone(&seen);
+    /// timely::example(move |scope| {
+    ///     // Reads 7 and 8 at time 10, each in the join for 100; read 7 erased at time 30.
+    ///     let reads = vec![((7u64, 'a'), 10u64, 1isize), ((8, 'b'), 10, 1)].to_stream(scope).as_collection();
+    ///     let erased = vec![(7u64, 30u64, 1isize)].to_stream(scope).as_collection();
+    ///     let live = reads.live_for_unless("Reads", 100, erased);
+    ///     live.inner.inspect(move |u| out.lock().unwrap().push(*u));
+    /// });
+    /// let mut seen = seen.lock().unwrap().clone();
+    /// seen.sort_by_key(|u| (u.1, u.0));
+    /// assert_eq!(seen, [((7, 'a'), 10, 1), ((8, 'b'), 10, 1), ((7, 'a'), 30, -1), ((8, 'b'), 110, -1)]);
+    /// ```
+    fn live_for_unless(
+        self,
+        name: &str,
+        life: Time,
+        gone: VecCollection<'scope, Time, K, Diff>,
+    ) -> VecCollection<'scope, Time, (K, V), Diff>;
+}
+
+impl<'scope, K, V> LiveForUnless<'scope, K, V> for VecCollection<'scope, Time, (K, V), Diff>
+where
+    K: ExchangeData + Hash,
+    V: ExchangeData,
+{
+    fn live_for_unless(
+        self,
+        name: &str,
+        life: Time,
+        gone: VecCollection<'scope, Time, K, Diff>,
+    ) -> VecCollection<'scope, Time, (K, V), Diff> {
+        let by_key = Exchange::new(|u: &((K, V), Time, Diff)| (u.0).0.hashed());
+        let gone_by_key = Exchange::new(|u: &(K, Time, Diff)| u.0.hashed());
+        self.inner
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<((K, V), Time, Diff)>>, _, _, _, _>(
+                gone.inner,
+                by_key,
+                gone_by_key,
+                name,
+                |_cap, _info| {
+                    let mut due: Due<(K, V)> = Due::default();
+                    // The keys out: their multiplicity in `gone` (kept while positive) and
+                    // since when they are out.
+                    let mut out: HashMap<K, (Diff, Time)> = HashMap::new();
+                    let mut taken: HashMap<K, Time> = HashMap::new();
+                    move |(input, frontier), (gone, _), output| {
+                        gone.for_each(|cap, data| {
+                            let Some(cap) = cap.retain_least(0) else { return };
+                            for (k, t, r) in data.drain(..) {
+                                let (n, since) = out.entry(k.clone()).or_insert((0, t));
+                                *n += r;
+                                if r > 0 {
+                                    *since = (*since).min(t);
+                                }
+                                if *n > 0 {
+                                    taken.insert(k, *since);
+                                } else {
+                                    out.remove(&k);
+                                }
+                            }
+                            // Erasures are rare (a person's request): one pass over what is held.
+                            for (at, (k, v), r) in due.take(|d| taken.contains_key(&d.0)) {
+                                // Out at the key's time, or the update's own if later.
+                                let t = taken[&k].max(at.saturating_sub(life));
+                                output.session(&cap.delayed(&t)).give(((k, v), t, r));
+                            }
+                            taken.clear();
+                        });
+                        input.for_each(|cap, data| {
+                            let Some(cap) = cap.retain_least(0) else { return };
+                            let mut session = output.session(&cap);
+                            for (d, t, r) in data.drain(..) {
+                                match out.get(&d.0) {
+                                    None => {
+                                        due.hold(d.clone(), t, r, life, &cap);
+                                        session.give((d, t, r));
+                                    }
+                                    // Timed before its key went out (and come after): in until then.
+                                    Some(&(_, since)) if t < since => {
+                                        let until = since.min(t.saturating_add(life));
+                                        session.give((d.clone(), t, r));
+                                        session.give((d, until, -r));
+                                    }
+                                    Some(_) => {}
+                                }
+                            }
+                        });
+                        due.release(frontier, |cap, updates| output.session(cap).give_iterator(updates));
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+/// Retractions waiting for their time, and a capability at the earliest. A heap: one allocation
+/// for all, where a map of vectors by time took one per read.
+struct Due<D> {
+    heap: BinaryHeap<Reverse<(Time, D, Diff)>>,
+    held: Option<Capability<Time>>,
+    ready: Vec<(D, Time, Diff)>,
+}
+
+impl<D> Default for Due<D> {
+    fn default() -> Self {
+        Self { heap: BinaryHeap::new(), held: None, ready: Vec::new() }
+    }
+}
+
+impl<D: Ord + Clone> Due<D> {
+    /// Holds the retraction of `(d, t, r)`, due `life` after `t`; `cap` is the update's.
+    fn hold(&mut self, d: D, t: Time, r: Diff, life: Time, cap: &Capability<Time>) {
+        let at = t.saturating_add(life);
+        self.heap.push(Reverse((at, d, -r)));
+        // The held capability is never later than a due time; an update's time is never
+        // earlier than its capability's.
+        if self.held.as_ref().is_none_or(|h| at < *h.time()) {
+            self.held = Some(cap.delayed(&at.max(*cap.time())));
+        }
+    }
+
+    /// Takes out the held retractions of the data `gone` picks: (due time, data, diff).
+    fn take(&mut self, mut gone: impl FnMut(&D) -> bool) -> Vec<(Time, D, Diff)> {
+        let mut taken = Vec::new();
+        self.heap.retain(|Reverse(u)| {
+            let out = gone(&u.1);
+            if out {
+                taken.push(u.clone());
+            }
+            !out
+        });
+        taken
+    }
+
+    /// Sends, one time at a time (the heap gives them in time order), the retractions the
+    /// input's `frontier` has reached, consolidated, each with a capability at its time.
+    fn release(
+        &mut self,
+        frontier: &MutableAntichain<Time>,
+        mut send: impl FnMut(&Capability<Time>, std::vec::Drain<'_, (D, Time, Diff)>),
+    ) {
+        while let Some(Reverse((t, ..))) = self.heap.peek() {
+            let t = *t;
+            if frontier.less_than(&t) {
+                break;
+            }
+            while let Some(Reverse(u)) = self.heap.peek_mut().filter(|u| u.0.0 == t).map(PeekMut::pop) {
+                let (t, d, r) = u;
+                self.ready.push((d, t, r));
+            }
+            consolidate_updates(&mut self.ready);
+            let cap = self.held.as_ref().expect("a capability while retractions are due").delayed(&t);
+            send(&cap, self.ready.drain(..));
+        }
+        match (self.heap.peek(), self.held.as_mut()) {
+            (Some(Reverse((t, ..))), Some(cap)) => cap.downgrade(t),
+            _ => self.held = None,
+        }
     }
 }
 
@@ -223,29 +373,49 @@ mod tests {
 
     use super::*;
 
-    /// Runs `steps` of (updates at the step's time, then the input advanced to `to`) through
-    /// `live_for(life)`, and returns what came out after each step.
-    fn run(life: Time, steps: Vec<(Vec<(u32, Time)>, Time)>) -> Vec<Vec<(u32, Time, Diff)>> {
+    /// A step: updates at their times, keys taken out (+1) or put back (-1), then the inputs
+    /// advanced to the last field.
+    type Step<D> = (Vec<(D, Time)>, Vec<(u32, Time, Diff)>, Time);
+
+    /// What came out after each step.
+    type After<D> = Vec<Vec<(D, Time, Diff)>>;
+
+    /// Runs `steps` through the operator `build` makes, and returns what came out after each.
+    fn drive<D, F>(steps: Vec<Step<D>>, build: F) -> After<D>
+    where
+        D: ExchangeData + Copy + Sync,
+        F: for<'a> Fn(
+                VecCollection<'a, Time, D, Diff>,
+                VecCollection<'a, Time, u32, Diff>,
+            ) -> VecCollection<'a, Time, D, Diff>
+            + Send
+            + Sync
+            + 'static,
+    {
         timely::execute_directly(move |worker| {
             let seen = Arc::new(Mutex::new(Vec::new()));
             let out = Arc::clone(&seen);
-            let mut input = InputSession::<Time, u32, Diff>::new();
+            let mut input = InputSession::<Time, D, Diff>::new();
+            let mut gone = InputSession::<Time, u32, Diff>::new();
             let probe = Handle::new();
             worker.dataflow(|scope| {
-                input
-                    .to_collection(scope)
-                    .live_for("Test", life)
+                build(input.to_collection(scope), gone.to_collection(scope))
                     .inner
                     .inspect(move |u| out.lock().unwrap().push(*u))
                     .probe_with(&probe);
             });
             let mut after = Vec::new();
-            for (updates, to) in steps {
+            for (updates, keys, to) in steps {
+                for (k, t, r) in keys {
+                    gone.update_at(k, t, r);
+                }
                 for (d, t) in updates {
                     input.update_at(d, t, 1);
                 }
                 input.advance_to(to);
+                gone.advance_to(to);
                 input.flush();
+                gone.flush();
                 worker.step_while(|| probe.less_than(&to));
                 let mut got = std::mem::take(&mut *seen.lock().unwrap());
                 got.sort_unstable_by_key(|u| (u.1, u.0));
@@ -253,6 +423,18 @@ mod tests {
             }
             after
         })
+    }
+
+    /// `steps` of (updates, then the input advanced to `to`) through `live_for(life)`.
+    fn run(life: Time, steps: Vec<(Vec<(u32, Time)>, Time)>) -> Vec<Vec<(u32, Time, Diff)>> {
+        drive(steps.into_iter().map(|(u, to)| (u, Vec::new(), to)).collect(), move |c, _| {
+            c.live_for("Test", life)
+        })
+    }
+
+    /// `steps` through `live_for_unless(life, gone)`: reads are (key, value), keys go out and back.
+    fn run_unless(life: Time, steps: Vec<Step<(u32, u32)>>) -> After<(u32, u32)> {
+        drive(steps, move |c, gone| c.live_for_unless("Test", life, gone))
     }
 
     #[test]
@@ -319,5 +501,116 @@ mod tests {
         assert_eq!(after[1], [(2, 31, 1)]);
         assert_eq!(after[2], [(2, 81, -1)]);
         assert_eq!(after[3], [(1, 90, -1)]);
+    }
+
+    #[test]
+    fn a_key_taken_out_takes_its_updates_out_at_once_and_for_good() {
+        let after = run_unless(
+            100,
+            vec![
+                (vec![((1, 10), 0), ((2, 20), 0), ((3, 30), 5)], vec![], 10),
+                // Key 2 out at 20: retracted then, not at 100.
+                (vec![], vec![(2, 20, 1)], 30),
+                // A later update for key 2 is not sent; key 3's update at 50 is.
+                (vec![((2, 21), 40), ((3, 31), 50)], vec![], 60),
+                (vec![], vec![], 1_000),
+            ],
+        );
+        assert_eq!(after[0], [((1, 10), 0, 1), ((2, 20), 0, 1), ((3, 30), 5, 1)]);
+        assert_eq!(after[1], [((2, 20), 20, -1)]);
+        assert_eq!(after[2], [((3, 31), 50, 1)]);
+        // Key 2's pending retraction was dropped with it: a second one would show here.
+        assert_eq!(after[3], [((1, 10), 100, -1), ((3, 30), 105, -1), ((3, 31), 150, -1)]);
+    }
+
+    #[test]
+    fn a_key_out_before_its_update_is_timed_keeps_it_from_going_negative_and_comes_back_when_put_back() {
+        let after = run_unless(
+            100,
+            vec![
+                // An update at 50, its key taken out at 20 (an earlier time) afterwards: the
+                // retraction is at the update's own time, never before it.
+                (vec![((4, 40), 50)], vec![], 10),
+                (vec![], vec![(4, 20, 1)], 30),
+                // Put back: its updates are sent again.
+                (vec![], vec![(4, 60, -1)], 70),
+                (vec![((4, 41), 80)], vec![], 90),
+                (vec![], vec![], 1_000),
+            ],
+        );
+        assert_eq!(after[0], [((4, 40), 50, 1)]);
+        assert_eq!(after[1], [((4, 40), 50, -1)]);
+        assert_eq!(after[2], []);
+        assert_eq!(after[3], [((4, 41), 80, 1)]);
+        assert_eq!(after[4], [((4, 41), 180, -1)]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Reads with their own keys, some keys taken out along the way: a read never counts
+        /// below zero nor above one, one whose key is out is out from then on, one whose key
+        /// stays in is in for exactly its life, no retraction comes before its time, and in the
+        /// end nothing is left.
+        #[test]
+        fn a_key_out_is_out_and_the_rest_live_their_life(
+            life in 0u64..40,
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0u64..30, 0..5), proptest::collection::vec((0usize..40, 0u64..30), 0..3), 1u64..25),
+                1..12),
+        ) {
+            let (mut now, mut next_key, mut plan) = (0u64, 0u32, Vec::new());
+            let mut reads: Vec<(u32, Time)> = Vec::new();
+            let mut erased: std::collections::BTreeMap<u32, Time> = Default::default();
+            for (updates, outs, step) in steps {
+                let mut at = Vec::new();
+                for dt in updates {
+                    reads.push((next_key, now + dt));
+                    at.push(((next_key, 7), now + dt));
+                    next_key += 1;
+                }
+                let mut keys = Vec::new();
+                for (pick, dt) in outs {
+                    let Some(&(k, _)) = reads.get(pick) else { continue };
+                    if erased.contains_key(&k) { continue }
+                    erased.insert(k, now + dt);
+                    keys.push((k, now + dt, 1));
+                }
+                now += step;
+                plan.push((at, keys, now));
+            }
+            plan.push((Vec::new(), Vec::new(), Time::MAX));
+            let reached: Vec<Time> = plan.iter().map(|p| p.2).collect();
+            let after = run_unless(life, plan);
+            let mut out = Vec::new();
+            for (got, to) in after.iter().zip(reached) {
+                for &(d, t, r) in got {
+                    proptest::prop_assert!(r > 0 || t <= to || erased.contains_key(&d.0),
+                        "retraction of {:?} at {} sent with the input at {}", d, t, to);
+                }
+                out.extend(got.iter().copied());
+            }
+            for &(k, t) in &reads {
+                let mine: Vec<(Time, Diff)> = out.iter().filter(|u| u.0.0 == k).map(|u| (u.1, u.2)).collect();
+                let count_at = |x: Time| mine.iter().filter(|u| u.0 <= x).map(|u| u.1).sum::<Diff>();
+                let mut times: Vec<Time> = mine.iter().map(|u| u.0).collect();
+                times.push(t);
+                for &x in &times {
+                    let n = count_at(x);
+                    proptest::prop_assert!((0..=1).contains(&n), "read {} counts {} at {}", k, n, x);
+                }
+                proptest::prop_assert_eq!(count_at(Time::MAX), 0, "read {} is left", k);
+                match erased.get(&k) {
+                    Some(&e) => proptest::prop_assert_eq!(count_at(e.max(t)), 0, "read {} in after its key went out at {}", k, e),
+                    None => {
+                        let mut expected = vec![(t, 1), (t + life, -1)];
+                        let mut mine = mine.clone();
+                        consolidate(&mut expected);
+                        consolidate(&mut mine);
+                        proptest::prop_assert_eq!(mine, expected);
+                    }
+                }
+            }
+        }
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! The watchlist is a reference table that changes at runtime (`watchlist` rows added or
 //! removed through the ingest side). Each plate read enters differential as a temporal row:
-//! inserted at its event time and retracted the lookback later ([`LiveFor`], which holds the
-//! retraction until its time), so the join keeps no read longer than that. An entry added
-//! while the city runs therefore matches the reads of the lookback before it (retroactive
-//! hits) and every later one.
+//! inserted at its event time and retracted the lookback later, or at once when it is erased
+//! ([`LiveForUnless`], which holds the retraction until its time), so the join keeps no read
+//! longer than that. An entry added while the city runs therefore matches the reads of the
+//! lookback before it (retroactive hits) and every later one.
 //! Hits are released by [`Finalize`] once their time is complete, as `watchlist` alerts.
 //!
 //! Privacy by design: every entry carries its legal basis, which travels with each hit, and an
@@ -21,7 +21,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::operators::generic::Operator;
-use vigil_engine::bridge::{Diff, Finalize, LiveFor, ToUpdates};
+use vigil_engine::bridge::{Diff, Finalize, LiveForUnless, ToUpdates};
 use vigil_engine::error::ErrorSink;
 use vigil_engine::ids::Epoch;
 use vigil_engine::runtime::Time;
@@ -376,8 +376,23 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                 }
             }
         }
-        let restored = restored.to_stream(stream.scope()).as_collection();
-        // In the join for the lookback: entries added meanwhile find it.
+        let scope = stream.scope();
+        let restored = restored.to_stream(scope).as_collection();
+        // Erased reads leave the join when they are erased.
+        let erased_ids: VecCollection<'scope, Time, u64, Diff> = match erased {
+            Some(erased) => {
+                let e4 = errors.clone();
+                erased.into_inner().updates("ErasedReads", move |batch, t, out| {
+                    match ErasedReadCols::new(&batch.rows) {
+                        Ok(cols) => out.extend(cols.rows().map(|r| (r.event_id, t, batch.diff as Diff))),
+                        Err(e) => e4.report("ErasedReads", e),
+                    }
+                })
+            }
+            None => timely::dataflow::operators::generic::operator::empty(scope).as_collection(),
+        };
+        // In the join for the lookback (entries added meanwhile find it), or until erased: the
+        // reads are held once, by `live_for_unless`, and arranged once, by event id, below.
         let reads: VecCollection<'scope, Time, (u64, ReadRec), Diff> = stream
             .updates("PlateReads", move |batch, _t, out| {
                 if let Err(e) = read_updates(&batch.rows, out) {
@@ -385,22 +400,7 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                 }
             })
             .concat(restored)
-            .live_for("PlateReadsLookback", lookback);
-        // Erased reads leave the join when they are erased.
-        let reads = match erased {
-            Some(erased) => {
-                let e4 = errors.clone();
-                let ids: VecCollection<'scope, Time, u64, Diff> = erased.into_inner().updates(
-                    "ErasedReads",
-                    move |batch, t, out| match ErasedReadCols::new(&batch.rows) {
-                        Ok(cols) => out.extend(cols.rows().map(|r| (r.event_id, t, batch.diff as Diff))),
-                        Err(e) => e4.report("ErasedReads", e),
-                    },
-                );
-                reads.antijoin(ids)
-            }
-            None => reads,
-        };
+            .live_for_unless("PlateReadsLookback", lookback, erased_ids);
         let entries: VecCollection<'scope, Time, EntryRow, Diff> =
             watchlist.into_inner().updates("WatchlistRows", move |batch, t, out| {
                 if let Err(e) = entry_updates(batch, t, out) {

@@ -1147,6 +1147,28 @@ fn an_erasure_request_leaves_only_the_evidence_for_confirmed_hits() {
          AND CAST(event_time AS BIGINT) <= {asked_at}"
     );
     assert_eq!(n(&alerts), 0, "alerts of unconfirmed hits in memory after the erasure");
+    // The erased reads left the watchlist join too: a second entry for the plate, added now,
+    // finds the evidence read (within the lookback) and none of the erased ones.
+    run(
+        "amina",
+        "INSERT INTO watchlist (plate, reason, legal_basis, authority, expires_at) VALUES \
+         ('4821-D-33', 'warrant', 'TPI-Agadir 2026/78', 'TPI Agadir', '2026-09-01T00:00:00Z')",
+    );
+    let second = |what: &str| {
+        format!(
+            "SELECT count(*) FROM hits WHERE legal_basis = 'TPI-Agadir 2026/78' AND {what} \
+             AND CAST(read_time AS BIGINT) <= {asked_at}"
+        )
+    };
+    while n(&second(&format!("event_id = {evidence}"))) != 1 {
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "no retroactive hit on the evidence");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        n(&second(&format!("event_id <> {evidence}"))),
+        0,
+        "an entry added later found an erased read"
+    );
     // The plate is still read after the request: that is new data, not the request's.
     std::thread::sleep(Duration::from_secs(6));
     assert!(n(&reads_sql(i64::MAX)) >= 1, "the plate is not read after the erasure");
