@@ -18,6 +18,7 @@
 
 use arrow::array::RecordBatch;
 use differential_dataflow::{AsCollection, VecCollection};
+use smol_str::SmolStr;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::operators::generic::Operator;
@@ -298,8 +299,15 @@ fn check_insert(
 }
 
 /// A read in the join: (camera, event time, raw text, the plate it was taken as
-/// ([`plate_match::pack`]), what OCR confusions were undone (empty: none)).
-type ReadRec = (u32, i64, String, u64, String);
+/// ([`plate_match::pack`]), whether OCR confusions were undone to take it so). Held per read
+/// for the lookback, so kept small: the raw text inline (a plate's fits), and what was undone
+/// said again from the raw text when the read hits.
+type ReadRec = (u32, i64, SmolStr, u64, bool);
+
+/// Set in a read's packed plate in its blocking keys when OCR confusions were undone to take it
+/// ([`plate_match::pack`] leaves bits 60 and 61 clear): a read has about six keys, so its flag
+/// is not a field of its own there.
+const UNDONE: u64 = 1 << 61;
 
 /// An entry's details: (legal basis, reason, authority).
 type EntryRec = (String, String, String);
@@ -407,12 +415,12 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                     e2.report("WatchlistRows", e);
                 }
             });
-        // Plates meet on blocking keys: (key, (event id, packed plate, confusions undone?)) and
-        // (key, packed listed plate), each listed plate once however many entries list it.
-        let read_keys = reads.clone().flat_map(|(id, (_, _, _, plate, fix))| {
+        // Plates meet on blocking keys: (key, (event id, packed plate with `UNDONE`)) and (key,
+        // packed listed plate), each listed plate once however many entries list it.
+        let read_keys = reads.clone().flat_map(|(id, (_, _, _, plate, fixed))| {
             let keys = plate_match::unpack(plate).map(|p| plate_match::keys(&p)).unwrap_or_default();
-            let fixed = !fix.is_empty();
-            keys.into_iter().map(move |k| (k, (id, plate, fixed)))
+            let tagged = if fixed { plate | UNDONE } else { plate };
+            keys.into_iter().map(move |k| (k, (id, tagged)))
         });
         let listed = entries.clone().map(|(plate, _)| plate).distinct();
         let entry_keys = listed.flat_map(|plate: u64| {
@@ -422,10 +430,11 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
         let min_score = config.min_score;
         let pairs = read_keys.arrange_by_key().join_core(
             entry_keys.arrange_by_key(),
-            move |k, (id, plate, fixed), listed| {
-                let (r, l) = (plate_match::unpack(*plate)?, plate_match::unpack(*listed)?);
+            move |k, (id, tagged), listed| {
+                let (plate, fixed) = (tagged & !UNDONE, tagged & UNDONE != 0);
+                let (r, l) = (plate_match::unpack(plate)?, plate_match::unpack(*listed)?);
                 let (score, _) = plate_match::score(&r, &l)?;
-                let score = if *fixed { score * plate_match::CONFUSION } else { score };
+                let score = if fixed { score * plate_match::CONFUSION } else { score };
                 // A pair sharing several keys is emitted on the first only.
                 let first = plate_match::first_shared_key(&plate_match::keys(&r), &plate_match::keys(&l));
                 (score >= min_score && first == Some(*k)).then_some((*id, *listed))
@@ -435,14 +444,17 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
             .join_map(reads, |id, listed, read| (*listed, (*id, read.clone())))
             .join_map(
                 entries,
-                |_, (id, (camera, time, raw, plate, fix)), (listed, (basis, reason, authority))| {
+                |_, (id, (camera, time, raw, plate, fixed)), (listed, (basis, reason, authority))| {
                     let (r, l) = (plate_match::unpack(*plate), crate::plate::parse(listed).ok());
                     let (mut score, mut why) = r
                         .zip(l)
                         .and_then(|(r, l)| plate_match::score(&r, &l))
                         .unwrap_or((0.0, String::new()));
-                    if !fix.is_empty() {
+                    if *fixed {
                         score *= plate_match::CONFUSION;
+                        // As the read was taken: its canonical plate, if any, did not parse.
+                        let fix =
+                            plate_match::reading(raw, None).and_then(|(_, fix)| fix).unwrap_or_default();
                         why = format!("{why}; {fix}");
                     }
                     Candidate {
@@ -450,7 +462,7 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                         camera_id: *camera,
                         read_time: *time,
                         event_id: *id,
-                        plate_raw: raw.clone(),
+                        plate_raw: raw.to_string(),
                         plate: r.map(|r| r.to_string()).unwrap_or_default(),
                         listed_plate: listed.clone(),
                         score_permille: (score * 1000.0).round() as u16,
@@ -534,7 +546,7 @@ fn read_updates(
         let Some((plate, fix)) = plate_match::reading(r.plate_raw, r.plate) else { continue };
         let t = r.event_time.max(0) as Time;
         let plate = plate_match::pack(&plate);
-        let rec = (r.camera_id, r.event_time, r.plate_raw.to_owned(), plate, fix.unwrap_or_default());
+        let rec = (r.camera_id, r.event_time, SmolStr::new(r.plate_raw), plate, fix.is_some());
         out.push(((r.event_id, rec), t, 1));
     }
     Ok(())
@@ -609,5 +621,86 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The join on two workers, reads and erasures sent to different ones: an entry added
+    /// finds the reads of its lookback, exactly and through an OCR confusion (said, and scored
+    /// lower), and not a read erased before it.
+    #[test]
+    fn an_entry_added_finds_its_reads_through_confusions_but_not_an_erased_one() {
+        use std::sync::{Arc, Mutex};
+        use timely::dataflow::operators::Inspect;
+        use timely::dataflow::operators::probe::{Handle, Probe};
+        use vigil_engine::runtime::{Input, Runtime, RuntimeConfig};
+
+        use crate::hits::{HitCols, HitDecisions};
+        use crate::plate::{PlateRead, PlateReadRows, PlateReads};
+
+        let seen: Arc<Mutex<Vec<(u64, f32, String)>>> = Arc::default();
+        let out = Arc::clone(&seen);
+        let inputs = vec![PlateReads::info(), Watchlist::info(), HitDecisions::info(), ErasedReads::info()];
+        let mut rt = Runtime::start(RuntimeConfig::new(2, inputs), 0, move |graph| {
+            let probe = Handle::new();
+            let (reads, list) = (graph.get::<PlateReads>().unwrap(), graph.get::<Watchlist>().unwrap());
+            let (decisions, erased) = (graph.get::<HitDecisions>().unwrap(), graph.get::<ErasedReads>());
+            let config = HitConfig { lookback_ms: 60_000, ..HitConfig::default() };
+            let hits = reads
+                .watchlist_hits(list, decisions, erased, config, Epoch::default(), &ErrorSink::log())
+                .hits;
+            let out = Arc::clone(&out);
+            hits.into_inner()
+                .inspect(move |b: &Batch| {
+                    for h in HitCols::new(&b.rows).unwrap().rows().filter(|h| h.status == "candidate") {
+                        out.lock().unwrap().push((h.event_id, h.score, h.why.to_owned()));
+                    }
+                })
+                .probe_with(&probe);
+            probe
+        })
+        .unwrap();
+        // Read exactly (1), with an I for a 1 (2), exactly again (3, to be erased), and another plate (4).
+        let mut b = PlateReadRows::default();
+        for (event_id, raw) in [(1, "4821-د-33"), (2, "482I-د-33"), (3, "4821-د-33"), (4, "1234-ب-6")] {
+            let plate = crate::plate::normalize(raw).ok();
+            b.push(&PlateRead {
+                camera_id: 7,
+                event_time: 1_000,
+                event_id,
+                plate_raw: raw,
+                plate: plate.as_deref(),
+                confidence: 0.9,
+                char_confidences: None,
+                plate_x: None,
+                plate_y: None,
+                plate_w: None,
+                plate_h: None,
+            });
+        }
+        rt.send(0, 1_000, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
+        rt.advance(2_000).unwrap();
+        let mut erase = ErasedReadRows::default();
+        erase.push(&ErasedRead { event_id: 3, erased_at: 2_000, expires_at: 70_000 });
+        rt.send(1, 2_000, Input { stream: ErasedReads::info(), batch: Batch::new(erase.finish()) }).unwrap();
+        rt.advance(3_000).unwrap();
+        let entry = WatchEntry {
+            plate: "4821-د-33".into(),
+            reason: "stolen vehicle".into(),
+            legal_basis: "DGSN-2026-00001".into(),
+            authority: "DGSN".into(),
+            added_by: "test".into(),
+            valid_from: 0,
+            expires_at: 1_000_000,
+        };
+        rt.send(0, 3_000, Input { stream: Watchlist::info(), batch: Batch::new(to_batch(&[entry])) })
+            .unwrap();
+        rt.advance(4_000).unwrap();
+        rt.finish().unwrap();
+        let mut hits = seen.lock().unwrap().clone();
+        hits.sort_by_key(|h| h.0);
+        let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
+        assert_eq!(ids, [1, 2], "{hits:?}");
+        assert!(!hits[0].2.contains("read "), "{hits:?}");
+        assert!(hits[1].2.contains("read \"482I-د-33\" as 4821-د-33"), "{hits:?}");
+        assert!((hits[1].1 - hits[0].1 * plate_match::CONFUSION).abs() < 1e-6, "{hits:?}");
     }
 }
