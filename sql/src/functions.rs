@@ -572,6 +572,110 @@ pub(crate) fn rewrite_quoted_times(stmt: &mut datafusion::sql::sqlparser::ast::S
     });
 }
 
+/// Table functions that return one column, which DataFusion names `value`.
+const ONE_COLUMN_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
+
+/// PostgreSQL's name for the one column of `generate_series` (and `range`) in FROM: the
+/// function's name, or the table alias when it is given without column names
+/// (`SELECT d FROM generate_series(…) AS d`, a common way to write time buckets), where
+/// DataFusion names it `value` whatever the alias.
+pub(crate) fn name_series_columns(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Ident, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    };
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table { name, alias, args: Some(_), .. } = t
+                && let Some(f) = name.0.last().and_then(|p| p.as_ident())
+                && ONE_COLUMN_FUNCTIONS.contains(&f.value.to_lowercase().as_str())
+            {
+                match alias {
+                    None => {
+                        let column = f.value.to_lowercase();
+                        *alias = Some(TableAlias {
+                            explicit: true,
+                            name: Ident::new(&column),
+                            columns: vec![TableAliasColumnDef::from_name(column)],
+                            at: None,
+                        });
+                    }
+                    Some(a) if a.columns.is_empty() => {
+                        a.columns.push(TableAliasColumnDef { name: a.name.clone(), data_type: None });
+                    }
+                    Some(_) => {}
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Namer);
+}
+
+/// PostgreSQL's `SELECT generate_series(1, 3)`: a set-returning function in the select list
+/// gives a row per value, where DataFusion's scalar `generate_series` gives one row holding a
+/// list. A select item that is the call alone becomes `unnest(generate_series(…))`, named as
+/// PostgreSQL names it (`generate_series`, or its alias). Calls inside other expressions
+/// (`generate_series(1, 3) + 1`) are left as DataFusion reads them.
+pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr,
+        Value, VisitMut, VisitorMut,
+    };
+    fn unnest(e: &mut Expr) -> bool {
+        let Expr::Function(f) = e else { return false };
+        let named = f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"));
+        if !named || f.over.is_some() || !matches!(f.args, FunctionArguments::List(_)) {
+            return false;
+        }
+        let call = Expr::Function(f.clone());
+        f.name = ObjectName::from(vec![Ident::new("unnest")]);
+        if let FunctionArguments::List(list) = &mut f.args {
+            list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(call))];
+            list.duplicate_treatment = None;
+            list.clauses.clear();
+        }
+        true
+    }
+    fn selects(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(s) => {
+                for item in s.projection.iter_mut() {
+                    if let SelectItem::UnnamedExpr(e) = item
+                        && unnest(e)
+                    {
+                        let expr = std::mem::replace(e, Expr::value(Value::Null));
+                        *item = SelectItem::ExprWithAlias { expr, alias: Ident::new("generate_series") };
+                    } else if let SelectItem::ExprWithAlias { expr, .. } = item {
+                        unnest(expr);
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                selects(left);
+                selects(right);
+            }
+            SetExpr::Query(q) => selects(&mut q.body),
+            _ => {}
+        }
+    }
+    struct Queries;
+    impl VisitorMut for Queries {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> std::ops::ControlFlow<()> {
+            selects(&mut q.body);
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Queries);
+}
+
 /// Whether PostgreSQL's text form of a `t` differs from Arrow's display.
 fn pg_text_differs(t: &DataType) -> bool {
     matches!(

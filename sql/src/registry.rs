@@ -1319,6 +1319,8 @@ async fn run_query(
         crate::window::rewrite_window_columns(st);
         crate::to_char::rewrite(st, "psql")?;
         crate::functions::rewrite_quoted_times(st);
+        crate::functions::name_series_columns(st);
+        crate::functions::expand_series_in_select(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
@@ -1809,6 +1811,90 @@ mod tests {
             other => panic!("{zone}: {:?}", other.err()),
         };
         assert_eq!((count("UTC"), count("Africa/Casablanca")), (1, 181));
+    }
+
+    /// `generate_series`' column is named as PostgreSQL 15 names it (checked on this machine):
+    /// `generate_series`, or the alias the function is given without column names.
+    #[test]
+    fn generate_series_column_is_named_as_in_postgresql() {
+        let names = |sql: &str| match query(vec![], sql, "UTC", None) {
+            Ok(Outcome::Rows(schema, b)) => {
+                let n: usize = b.iter().map(|b| b.num_rows()).sum();
+                (schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(), n)
+            }
+            other => panic!("{sql}: {:?}", other.err()),
+        };
+        let one = |name: &str| (vec![name.to_owned()], 3);
+        assert_eq!(names("SELECT * FROM generate_series(1, 3)"), one("generate_series"));
+        assert_eq!(names("SELECT generate_series FROM generate_series(1, 3)"), one("generate_series"));
+        assert_eq!(names("SELECT g FROM generate_series(1, 3) AS g"), one("g"));
+        assert_eq!(names("SELECT g.g FROM generate_series(1, 3) g"), one("g"));
+        assert_eq!(names("SELECT * FROM generate_series(1, 3) AS g(x)"), one("x"));
+        assert_eq!(names("SELECT \"Day\" FROM generate_series(1, 3) AS \"Day\""), one("Day"));
+        let joined = "SELECT a.a, b.b FROM generate_series(1, 3) a JOIN generate_series(2, 4) b ON a.a = b.b";
+        assert_eq!(names(joined), (vec!["a".to_owned(), "b".to_owned()], 2));
+    }
+
+    /// A subquery tied to the outer query by a time range (DataFusion decorrelates only
+    /// equalities) is refused with the join to write instead, not the physical planner's words;
+    /// the same count written as that join answers.
+    #[test]
+    fn a_subquery_correlated_by_a_range_says_to_join() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let zoned = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("event_time", zoned, false)]));
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-06-14T20:00:00Z").unwrap().timestamp_millis();
+        let times =
+            TimestampMillisecondArray::from(vec![t0 + 1_000, t0 + 2_000, t0 + 12_000]).with_timezone("UTC");
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(times)]).unwrap();
+        let tables = || vec![("plate_reads".to_owned(), Arc::clone(&schema), vec![batch.clone()])];
+        let series = "generate_series(TIMESTAMPTZ '2026-06-14 20:00', TIMESTAMPTZ '2026-06-14 20:00:10', \
+                      INTERVAL '10 seconds') AS b";
+        let sub = format!(
+            "SELECT b, (SELECT count(*) FROM plate_reads r WHERE r.event_time >= b \
+             AND r.event_time < b + INTERVAL '10 seconds') AS n FROM {series}"
+        );
+        let e = query(tables(), &sub, "UTC", None).err().expect("refused");
+        assert_eq!(e.sqlstate(), "0A000", "{e}");
+        assert!(e.to_string().contains("other than by equalities"), "{e}");
+        assert!(e.to_string().contains("fix: write it as a join: FROM outer LEFT JOIN"), "{e}");
+        let join = format!(
+            "SELECT b, count(r.event_time) AS n FROM {series} LEFT JOIN plate_reads r \
+             ON r.event_time >= b AND r.event_time < b + INTERVAL '10 seconds' GROUP BY b ORDER BY b"
+        );
+        let Ok(Outcome::Rows(_, b)) = query(tables(), &join, "UTC", None) else { panic!("the join") };
+        let n: Vec<i64> =
+            b.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec()).collect();
+        assert_eq!(n, [2, 1]);
+    }
+
+    /// `generate_series` in the select list gives a row per value, as in PostgreSQL 15 (checked
+    /// on this machine), not one row holding a list.
+    #[test]
+    fn generate_series_in_the_select_list_gives_rows() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let rows = |sql: &str| match query(vec![], sql, "UTC", None) {
+            Ok(Outcome::Rows(schema, b)) => {
+                let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                let i = names.len() - 1;
+                let values: Vec<i64> = b
+                    .iter()
+                    .flat_map(|b| b.column(i).as_primitive::<Int64Type>().values().to_vec())
+                    .collect();
+                (names, values)
+            }
+            other => panic!("{sql}: {:?}", other.err()),
+        };
+        assert_eq!(rows("SELECT generate_series(1, 3)"), (vec!["generate_series".into()], vec![1, 2, 3]));
+        assert_eq!(rows("SELECT generate_series(1, 3) AS n"), (vec!["n".into()], vec![1, 2, 3]));
+        assert_eq!(
+            rows("SELECT 'x' AS k, generate_series(5, 6)"),
+            (vec!["k".into(), "generate_series".into()], vec![5, 6])
+        );
+        let sub = "SELECT count(*) AS n FROM (SELECT generate_series(1, 4) AS v) s WHERE v > 1";
+        assert_eq!(rows(sub), (vec!["n".into()], vec![3]));
     }
 
     /// `now()`, `current_timestamp` and `current_date` read the engine's clock: a simulated

@@ -778,6 +778,28 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
         )
         .kind(if kind == Kind::Invalid { Kind::Datatype } else { kind });
     }
+    // DataFusion turns a correlated subquery into a join only when equalities tie it to the
+    // outer query; others (`WHERE r.event_time >= b.t`) reach the physical planner unplanned.
+    let subquery = ["ScalarSubquery", "Exists", "InSubquery"]
+        .iter()
+        .find(|s| text.contains(&format!("does not support logical expression {s}")));
+    if let Some(which) = subquery {
+        let what = match *which {
+            "ScalarSubquery" => "a subquery giving a value",
+            "Exists" => "an EXISTS subquery",
+            _ => "an IN subquery",
+        };
+        return SqlError::user(
+            None,
+            format!(
+                "{what} that refers to the outer query other than by equalities (such as a time range) \
+                 is not supported"
+            ),
+            "write it as a join: FROM outer LEFT JOIN inner ON <the subquery's conditions> GROUP BY the outer \
+             columns, counting count(inner.column); or tie the subquery to the outer query by = only",
+        )
+        .kind(Kind::Unsupported);
+    }
     let fix = match kind {
         _ if text.contains("Error parsing timestamp from") => {
             "write a time as '2026-06-14 20:00:00' (or '2026-06-14 20:00'), with an offset such as +01 after it \
