@@ -147,6 +147,54 @@ fn entry(plate: &str) -> WatchEntry {
     }
 }
 
+/// On a fresh join listing `list`: the bytes held per read of `texts` once they are in, and
+/// the hit rows they raised.
+fn held(list: &[&str], texts: &[&str]) -> (f64, u64) {
+    let watch = Arc::new(Watch::default());
+    let mut rt = start(&watch);
+    let rows = to_batch(&list.iter().map(|p| entry(p)).collect::<Vec<_>>());
+    rt.send(0, 0, Input { stream: Watchlist::info(), batch: Batch::new(rows) }).unwrap();
+    rt.advance(1_000).unwrap();
+    watch.wait_until(1_000);
+    let before = live();
+    let end = send_reads(&mut rt, texts, 1_000, 0);
+    watch.wait_until(end);
+    let held = live().saturating_sub(before) as f64 / texts.len() as f64;
+    let hits = watch.hits.load(Ordering::Acquire);
+    rt.finish().unwrap();
+    (held, hits)
+}
+
+/// Sends `texts` as plate reads, 1,000 per 100 ms of event time from `t0`, event ids from
+/// `id0`, advancing the input after each tick; returns the time advanced to.
+fn send_reads(rt: &mut Runtime, texts: &[&str], t0: i64, id0: u64) -> Time {
+    let mut last = t0 as Time;
+    for (k, chunk) in texts.chunks(1_000).enumerate() {
+        let t = t0 + k as i64 * 100;
+        let mut b = PlateReadRows::default();
+        for (j, text) in chunk.iter().enumerate() {
+            let plate = vigil_operators::plate::normalize(text).ok();
+            b.push(&PlateRead {
+                camera_id: (j % 500) as u32,
+                event_time: t,
+                event_id: id0 + (k * 1_000 + j) as u64,
+                plate_raw: text,
+                plate: plate.as_deref(),
+                confidence: 0.9,
+                char_confidences: None,
+                plate_x: None,
+                plate_y: None,
+                plate_w: None,
+                plate_h: None,
+            });
+        }
+        rt.send(0, t as Time, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
+        last = t as Time + 1;
+        rt.advance(last).unwrap();
+    }
+    last
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (entries_n, reads_n) = if full { (1_000_000, 200_000) } else { (20_000, 5_000) };
@@ -196,30 +244,8 @@ fn main() {
     // 2. The reads, tick by tick.
     let loaded = live();
     let (t1, c1) = (Instant::now(), cpu_s());
-    let mut last = 1_000;
-    for (k, chunk) in reads.chunks(1_000).enumerate() {
-        let t = 1_000 + k as i64 * 100;
-        let mut b = PlateReadRows::default();
-        for (j, (text, _)) in chunk.iter().enumerate() {
-            let plate = vigil_operators::plate::normalize(text).ok();
-            b.push(&PlateRead {
-                camera_id: (j % 500) as u32,
-                event_time: t,
-                event_id: (k * 1_000 + j) as u64,
-                plate_raw: text,
-                plate: plate.as_deref(),
-                confidence: 0.9,
-                char_confidences: None,
-                plate_x: None,
-                plate_y: None,
-                plate_w: None,
-                plate_h: None,
-            });
-        }
-        rt.send(0, t as Time, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
-        last = t as Time + 1;
-        rt.advance(last).unwrap();
-    }
+    let texts: Vec<&str> = reads.iter().map(|(t, _)| t.as_str()).collect();
+    let last = send_reads(&mut rt, &texts, 1_000, 0);
     watch.wait_until(last);
     let (read_s, read_cpu) = (t1.elapsed().as_secs_f64(), cpu_s() - c1);
     // Each read stays in the join for the lookback (a day by default), with its retraction
@@ -243,6 +269,18 @@ fn main() {
     }
     rt.finish().unwrap();
     lat.sort_by(f64::total_cmp);
+    // 4. What a hit costs while it is kept (its period, 30 days by default): on a fresh join
+    // with a list of `n`, reads that all hit (listed plates read exactly) against as many that
+    // hit nothing (old plates, `1234-56-7`: the list holds only current ones).
+    let n = reads_n / 10;
+    let small: Vec<&str> = listed.iter().take(n).map(String::as_str).collect();
+    let unlisted: Vec<String> =
+        (0..n).map(|i| format!("{}-{}-{}", 1_000 + i % 9_000, 10 + i / 9_000, 1 + i % 89)).collect();
+    let unlisted: Vec<&str> = unlisted.iter().map(String::as_str).collect();
+    let (per_miss, no_hits) = held(&small, &unlisted);
+    let (per_listed, new_hits) = held(&small, &small);
+    assert_eq!(no_hits, 0, "unlisted plates hit");
+    assert!(new_hits >= n as u64, "{new_hits} hit rows for {n} listed reads");
     let median = lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN);
     // DuckDB: the same plates, the exact join, in the same run.
     let dir = tempfile::tempdir().unwrap();
@@ -279,6 +317,10 @@ fn main() {
         read_cpu * 1e6 / reads_n as f64
     );
     println!("reads held in the join: {per_read:.0} bytes allocated per read (for its lookback)");
+    println!(
+        "hits kept: {:.0} bytes allocated per hit ({per_listed:.0} per read that hits, {per_miss:.0} per read that does not)",
+        per_listed - per_miss
+    );
     println!(
         "latency, watchlist insert to its first retroactive hit: median {median:.1} ms of {} ({lat:.1?})",
         lat.len()

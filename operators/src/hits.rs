@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::RecordBatch;
+use smol_str::SmolStr;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
@@ -274,14 +275,14 @@ pub fn restore(batches: &[RecordBatch]) -> Vec<RestoredHit> {
                 camera_id: r.camera_id,
                 read_time: r.read_time,
                 event_id: r.event_id,
-                plate_raw: r.plate_raw.to_owned(),
-                plate: r.plate.to_owned(),
-                listed_plate: r.listed_plate.to_owned(),
+                plate_raw: r.plate_raw.into(),
+                plate: r.plate.into(),
+                listed_plate: r.listed_plate.into(),
                 score_permille: (r.score * 1000.0).round() as u16,
-                why: r.why.to_owned(),
-                legal_basis: r.legal_basis.to_owned(),
-                reason: r.reason.to_owned(),
-                authority: r.authority.to_owned(),
+                why: r.why.into(),
+                legal_basis: r.legal_basis.into(),
+                reason: r.reason.into(),
+                authority: r.authority.into(),
             };
             rows.push((r.event_time, r.status.to_owned(), r.decided_by.to_owned(), r.hit_id.to_owned(), c));
         }
@@ -307,7 +308,9 @@ pub fn restore(batches: &[RecordBatch]) -> Vec<RestoredHit> {
     hits.into_values().collect()
 }
 
-/// A match of a read and an entry, as the join produces it (and retracts it).
+/// A match of a read and an entry, as the join produces it (and retracts it). Kept for the
+/// hit's period (30 days by default) in the book, so its texts are inline (`SmolStr`: up to 23
+/// bytes, where a plate, a legal basis or an authority fits) or shared with the entry's.
 #[derive(
     Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -321,21 +324,21 @@ pub struct Candidate {
     /// The read's event id.
     pub event_id: u64,
     /// The OCR's text.
-    pub plate_raw: String,
+    pub plate_raw: SmolStr,
     /// The plate the read was taken as.
-    pub plate: String,
+    pub plate: SmolStr,
     /// The entry's plate.
-    pub listed_plate: String,
+    pub listed_plate: SmolStr,
     /// Score × 1000.
     pub score_permille: u16,
     /// Why they match.
-    pub why: String,
+    pub why: SmolStr,
     /// The entry's legal basis.
-    pub legal_basis: String,
+    pub legal_basis: SmolStr,
     /// The entry's reason.
-    pub reason: String,
+    pub reason: SmolStr,
     /// The entry's authority.
-    pub authority: String,
+    pub authority: SmolStr,
 }
 
 /// A hit's id: a stable hash of the read and the entry (plate and legal basis).

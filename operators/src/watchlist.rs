@@ -309,11 +309,11 @@ type ReadRec = (u32, i64, SmolStr, u64, bool);
 /// is not a field of its own there.
 const UNDONE: u64 = 1 << 61;
 
-/// An entry's details: (legal basis, reason, authority).
-type EntryRec = (String, String, String);
+/// An entry's details: (legal basis, reason, authority), as each of its hits keeps them.
+type EntryRec = (SmolStr, SmolStr, SmolStr);
 
 /// An entry in the join: its packed plate, and its plate as written with its details.
-type EntryRow = (u64, (String, EntryRec));
+type EntryRow = (u64, (SmolStr, EntryRec));
 
 /// What the watchlist join produces.
 pub struct WatchlistOut<'scope> {
@@ -462,11 +462,11 @@ impl<'scope> WatchlistJoin<'scope> for Events<'scope, PlateReads> {
                         camera_id: *camera,
                         read_time: *time,
                         event_id: *id,
-                        plate_raw: raw.to_string(),
-                        plate: r.map(|r| r.to_string()).unwrap_or_default(),
+                        plate_raw: raw.clone(),
+                        plate: r.map(|r| SmolStr::new(r.to_string())).unwrap_or_default(),
                         listed_plate: listed.clone(),
                         score_permille: (score * 1000.0).round() as u16,
-                        why,
+                        why: why.into(),
                         legal_basis: basis.clone(),
                         reason: reason.clone(),
                         authority: authority.clone(),
@@ -557,8 +557,8 @@ fn entry_updates(batch: &Batch, t: Time, out: &mut Vec<(EntryRow, Time, Diff)>) 
     for r in cols.rows() {
         // Entries are canonical (checked on the way in); one that is not cannot match.
         let Ok(plate) = crate::plate::parse(r.plate) else { continue };
-        let rec = (r.legal_basis.to_owned(), r.reason.to_owned(), r.authority.to_owned());
-        out.push(((plate_match::pack(&plate), (r.plate.to_owned(), rec)), t, batch.diff as Diff));
+        let rec = (r.legal_basis.into(), r.reason.into(), r.authority.into());
+        out.push(((plate_match::pack(&plate), (r.plate.into(), rec)), t, batch.diff as Diff));
     }
     Ok(())
 }
