@@ -174,19 +174,14 @@ fn send_reads(rt: &mut Runtime, texts: &[&str], t0: i64, id0: u64) -> Time {
         let mut b = PlateReadRows::default();
         for (j, text) in chunk.iter().enumerate() {
             let plate = vigil_operators::plate::normalize(text).ok();
-            b.push(&PlateRead {
-                camera_id: (j % 500) as u32,
-                event_time: t,
-                event_id: id0 + (k * 1_000 + j) as u64,
-                plate_raw: text,
-                plate: plate.as_deref(),
-                confidence: 0.9,
-                char_confidences: None,
-                plate_x: None,
-                plate_y: None,
-                plate_w: None,
-                plate_h: None,
-            });
+            b.push(&PlateRead::text(
+                (j % 500) as u32,
+                t,
+                id0 + (k * 1_000 + j) as u64,
+                text,
+                plate.as_deref(),
+                0.9,
+            ));
         }
         rt.send(0, t as Time, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
         last = t as Time + 1;

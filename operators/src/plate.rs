@@ -56,6 +56,33 @@ vigil_engine::stream! {
     }
 }
 
+impl<'a> PlateRead<'a> {
+    /// A read of `plate_raw` (taken as `plate`) without per-character confidences or a box on
+    /// the frame, as the simulator reads plates.
+    pub fn text(
+        camera_id: u32,
+        event_time: i64,
+        event_id: u64,
+        plate_raw: &'a str,
+        plate: Option<&'a str>,
+        confidence: f32,
+    ) -> Self {
+        Self {
+            camera_id,
+            event_time,
+            event_id,
+            plate_raw,
+            plate,
+            confidence,
+            char_confidences: None,
+            plate_x: None,
+            plate_y: None,
+            plate_w: None,
+            plate_h: None,
+        }
+    }
+}
+
 /// Arabic letters in issue, with the Latin equivalents seen on plates (sources differ for و).
 const LETTERS: &[(char, &[char])] = &[
     ('أ', &['A', 'ا', 'إ', 'آ']),

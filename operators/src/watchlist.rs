@@ -662,19 +662,7 @@ mod tests {
         let mut b = PlateReadRows::default();
         for (event_id, raw) in [(1, "4821-د-33"), (2, "482I-د-33"), (3, "4821-د-33"), (4, "1234-ب-6")] {
             let plate = crate::plate::normalize(raw).ok();
-            b.push(&PlateRead {
-                camera_id: 7,
-                event_time: 1_000,
-                event_id,
-                plate_raw: raw,
-                plate: plate.as_deref(),
-                confidence: 0.9,
-                char_confidences: None,
-                plate_x: None,
-                plate_y: None,
-                plate_w: None,
-                plate_h: None,
-            });
+            b.push(&PlateRead::text(7, 1_000, event_id, raw, plate.as_deref(), 0.9));
         }
         rt.send(0, 1_000, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();
         rt.advance(2_000).unwrap();

@@ -26,19 +26,8 @@ impl Feed {
     fn reads(&self, worker: usize, reads: &[(u32, i64, &str)]) {
         let mut b = PlateReadRows::default();
         for (i, (camera, t, plate)) in reads.iter().enumerate() {
-            b.push(&PlateRead {
-                camera_id: *camera,
-                event_time: *t,
-                event_id: EventId::pack(Epoch::default(), *camera, *t as u64, i as u32).unwrap().0,
-                plate_raw: plate,
-                plate: Some(plate),
-                confidence: 0.9,
-                char_confidences: None,
-                plate_x: None,
-                plate_y: None,
-                plate_w: None,
-                plate_h: None,
-            });
+            let id = EventId::pack(Epoch::default(), *camera, *t as u64, i as u32).unwrap().0;
+            b.push(&PlateRead::text(*camera, *t, id, plate, Some(plate), 0.9));
         }
         let t = reads.iter().map(|r| r.1).min().unwrap() as Time;
         self.rt.send(worker, t, Input { stream: PlateReads::info(), batch: Batch::new(b.finish()) }).unwrap();

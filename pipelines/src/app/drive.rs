@@ -237,19 +237,14 @@ fn deliver_frame(
             for (i, r) in f.plates.iter().enumerate() {
                 let plate = vigil_operators::plate::normalize(&r.text).ok();
                 let Ok(id) = ids(first + i) else { continue };
-                reads.push(&PlateRead {
-                    camera_id: f.camera,
-                    event_time: f.capture_ms,
-                    event_id: id.0,
-                    plate_raw: &r.text,
-                    plate: plate.as_deref(),
-                    confidence: r.confidence,
-                    char_confidences: None,
-                    plate_x: None,
-                    plate_y: None,
-                    plate_w: None,
-                    plate_h: None,
-                });
+                reads.push(&PlateRead::text(
+                    f.camera,
+                    f.capture_ms,
+                    id.0,
+                    &r.text,
+                    plate.as_deref(),
+                    r.confidence,
+                ));
             }
         })?;
     }
