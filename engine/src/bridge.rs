@@ -11,7 +11,8 @@
 //! arrangement's batcher keeps every update beyond its frontier and merges them all again at
 //! each seal, so a day of pending retractions (a plate read's lookback) made every tick cost
 //! that whole day (measured: a run's seconds per simulated hour grew from 18 to 44 in 11 hours).
-//! [`LiveFor`] holds them in time order and sends each when its time comes.
+//! [`LiveFor`] holds them in time order and sends each when its time comes; [`LiveForUnless`]
+//! also takes an update out early, when its key is (a plate read erased at a person's request).
 //!
 //! Back out of differential, [`Finalize`] releases updates once the frontier has passed their
 //! time, consolidated.
@@ -191,9 +192,9 @@ pub trait LiveForUnless<'scope, K, V> {
     /// As [`LiveFor::live_for`], and while `gone` holds a key, its updates are out: those held
     /// are retracted at once (at the time `gone` takes the key, or the update's own if later)
     /// and no longer held; one that comes later counts only until its key went out (nothing,
-    /// if it is timed after). A key stays out until `gone` retracts it. What an antijoin with `gone` would give, without a second copy of every
-    /// update kept for it: what leaves (an erased plate read) leaves this operator's memory at
-    /// once, not at the end of its life. The updates and `gone` are exchanged by key, as
+    /// if it is timed after). A key stays out until `gone` retracts it. What an antijoin with
+    /// `gone` would give, without a second copy of every update kept for it: what leaves (an
+    /// erased plate read) leaves this operator's memory at once, not at the end of its life. The updates and `gone` are exchanged by key, as
     /// differential exchanges them to arrange by key.
     ///
     /// ```
