@@ -359,6 +359,20 @@ fn crowd_streams_are_queried_and_ruled_on_from_psql_while_the_city_runs() {
          TIMESTAMPTZ '2026-06-14 21:01 +01', INTERVAL '10 seconds')",
     );
     assert_eq!(buckets, 7);
+    // Counted per bucket as an analyst writes it (the alias names the series' column, a LEFT
+    // JOIN counts each bucket's windows, an empty one 0): six buckets, together the span's.
+    let per_bucket =
+        city.ok("SELECT b, count(z.window_end) AS n FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', \
+         TIMESTAMPTZ '2026-06-14 20:00:50', INTERVAL '10 seconds') AS b LEFT JOIN zone_density z \
+         ON z.window_end >= b AND z.window_end < b + INTERVAL '10 seconds' GROUP BY b ORDER BY b");
+    let n: Vec<u64> = per_bucket.lines().skip(1).filter_map(|l| l.split('|').nth(1)?.parse().ok()).collect();
+    assert_eq!(n.len(), 6, "{per_bucket}");
+    let span = count(
+        "SELECT count(*) FROM zone_density WHERE window_end >= '2026-06-14 20:00' AND window_end < '2026-06-14 20:01'",
+    );
+    assert_eq!(n.iter().sum::<u64>(), span, "{per_bucket}");
+    // In the select list, a row per value.
+    assert_eq!(city.ok("SELECT generate_series(1, 3)").lines().count(), 5, "a header, three rows, a footer");
     // `now()` is the city's clock (simulated here, June 2026): its last minute has windows, the
     // newest within a few seconds of it; by the wall's clock there would be none.
     let recent = count("SELECT count(*) FROM zone_density WHERE window_end > now() - INTERVAL '1 minute'");
