@@ -85,6 +85,10 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     span, secs, inf = cur.execute(since).fetchone()
     bspan, bsecs, binf = cur.execute(since, binary=True).fetchone()
     print("interval", type(span).__name__, span.total_seconds(), secs, inf, bspan == span, bsecs == secs, binf == inf)
+    # A window a driver binds: make_interval with a parameter by name (text and binary).
+    window = "SELECT make_interval(mins => %s), make_interval(0, 0, 0, %s, 0, 0, %s)"
+    made, bmade = cur.execute(window, (5, 2, 1.5)).fetchone(), cur.execute(window, (5, 2, 1.5), binary=True).fetchone()
+    print("make_interval", made[0].total_seconds(), made[1].total_seconds(), bmade == made)
     # array_agg is PostgreSQL's array: a Python list, in text and binary.
     lists = "SELECT array_agg(persons ORDER BY window_end), ARRAY['gate-a', 'fan zone', NULL] FROM zone_density WHERE zone = %s"
     (counts, names), (bcounts, bnames) = (cur.execute(lists, ("gate-a",)).fetchone(), cur.execute(lists, ("gate-a",), binary=True).fetchone())
@@ -185,6 +189,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     // The demo's first window ends at 20:00:01: PostgreSQL 15 prints the same difference as
     // `2 days 02:00:22.4` and its epoch as 180022.4.
     assert_eq!(said("interval"), "timedelta 180022.4 180022.4 inf True True True", "{stdout}");
+    assert_eq!(said("make_interval"), "300.0 172801.5 True", "{stdout}");
     let psql_span = city.psql(
         "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), 'inf'::float8 FROM zone_density",
     );

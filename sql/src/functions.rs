@@ -676,6 +676,64 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
     let _ = stmt.visit(&mut Queries);
 }
 
+/// PostgreSQL's `make_interval(years, months, weeks, days, hours, mins, secs)`, each argument
+/// optional and nameable (`now() - make_interval(mins => $1)`: a window a driver can bind, where
+/// `INTERVAL '5 minutes'` cannot take a parameter). DataFusion has no such function, and its
+/// named arguments may not skip one, so the call is written out as the sum it is: `INTERVAL
+/// '0 seconds' + INTERVAL '1 minute' * (…) + …`. A call it cannot read (an unknown name, too
+/// many arguments) is left for DataFusion to refuse.
+pub(crate) fn rewrite_make_interval(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    const PARTS: [(&str, &str); 7] = [
+        ("years", "1 year"),
+        ("months", "1 month"),
+        ("weeks", "7 days"),
+        ("days", "1 day"),
+        ("hours", "1 hour"),
+        ("mins", "1 minute"),
+        ("secs", "1 second"),
+    ];
+    let written = |args: &[FunctionArg]| -> Option<String> {
+        let mut sum = String::from("(INTERVAL '0 seconds'");
+        for (i, arg) in args.iter().enumerate() {
+            let (unit, value) = match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (PARTS.get(i)?.1, e),
+                FunctionArg::Named { name, arg: FunctionArgExpr::Expr(e), .. }
+                | FunctionArg::ExprNamed {
+                    name: Expr::Identifier(name),
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => (PARTS.iter().find(|p| p.0.eq_ignore_ascii_case(&name.value))?.1, e),
+                _ => return None,
+            };
+            // As a number: a bound parameter would otherwise be taken for an interval.
+            sum.push_str(&format!(" + INTERVAL '{unit}' * CAST(({value}) AS DOUBLE)"));
+        }
+        sum.push(')');
+        Some(sum)
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Function(f) = e
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("make_interval"))
+            && let FunctionArguments::List(list) = &f.args
+            && let Some(text) = written(&list.args)
+            && let Ok(sum) =
+                Parser::new(&GenericDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr())
+        {
+            *e = sum;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Whether PostgreSQL's text form of a `t` differs from Arrow's display.
 fn pg_text_differs(t: &DataType) -> bool {
     matches!(

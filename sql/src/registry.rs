@@ -1321,6 +1321,7 @@ async fn run_query(
         crate::functions::rewrite_quoted_times(st);
         crate::functions::name_series_columns(st);
         crate::functions::expand_series_in_select(st);
+        crate::functions::rewrite_make_interval(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
@@ -1867,6 +1868,23 @@ mod tests {
         let n: Vec<i64> =
             b.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec()).collect();
         assert_eq!(n, [2, 1]);
+    }
+
+    /// `make_interval` as PostgreSQL 15 gives it (checked on this machine), arguments by
+    /// position or by name, any left out; a name it does not have is refused.
+    #[test]
+    fn make_interval_is_postgresqls() {
+        use datafusion::arrow::util::display::array_value_to_string;
+        let sql = "SELECT CAST(make_interval(mins => 5) AS TEXT), CAST(make_interval(0, 1, 0, 2) AS TEXT), \
+                   CAST(make_interval(secs => 90.5) AS TEXT), CAST(make_interval(weeks => 1, hours => 3) AS TEXT), \
+                   CAST(make_interval(years => 1, days => -1) AS TEXT), CAST(make_interval() AS TEXT)";
+        let Ok(Outcome::Rows(_, b)) = query(vec![], sql, "UTC", None) else { panic!("{sql}") };
+        let texts: Vec<String> = (0..6).map(|i| array_value_to_string(b[0].column(i), 0).unwrap()).collect();
+        assert_eq!(
+            texts,
+            ["00:05:00", "1 mon 2 days", "00:01:30.5", "7 days 03:00:00", "1 year -1 days", "00:00:00"]
+        );
+        assert!(query(vec![], "SELECT make_interval(minutes => 5)", "UTC", None).is_err());
     }
 
     /// `generate_series` in the select list gives a row per value, as in PostgreSQL 15 (checked

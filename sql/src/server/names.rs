@@ -77,6 +77,9 @@ fn pg_name(e: &Expr) -> Option<String> {
             Some(n) if n != "?column?" => n,
             _ => return type_name(&data_type.to_string()).map(str::to_owned),
         },
+        // A typed literal is named after its type (`DATE '…'` is `date`, `INTERVAL '…'` `interval`).
+        Expr::TypedString(ts) => return type_name(&ts.data_type.to_string()).map(str::to_owned),
+        Expr::Interval(_) => "interval".into(),
         Expr::Extract { .. } => "extract".into(),
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
@@ -100,6 +103,7 @@ fn type_name(written: &str) -> Option<&'static str> {
         "timestamp" => "timestamp",
         "timestamptz" | "timestamp with time zone" => "timestamptz",
         "numeric" | "decimal" => "numeric",
+        "interval" => "interval",
         _ => return None,
     })
 }
@@ -157,6 +161,15 @@ mod tests {
                 &["now()", "Int64(1)", "Utf8(\"a\")", "t.score"]
             ),
             ["now", "int4", "text", "score"]
+        );
+        // Typed literals (PostgreSQL 15: `interval`, `date`, `timestamptz`, `timestamp`, `interval`).
+        assert_eq!(
+            renamed(
+                "SELECT interval '90 minutes', DATE '2026-06-14', TIMESTAMPTZ '2026-06-14 20:00+00', \
+                 TIMESTAMP '2026-06-14 20:00', '1 hour'::interval",
+                &["a", "b", "c", "d", "e"]
+            ),
+            ["interval", "date", "timestamptz", "timestamp", "interval"]
         );
         // A union is named after its first query.
         assert_eq!(
