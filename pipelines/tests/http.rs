@@ -67,6 +67,11 @@ for s in ["detections", "zone_density"]:
 # The JSON API reads the retained stream (after the files above, so the city has windows).
 rows = json.loads(call("/api/v1/streams/zone_density?limit=3", bearer)[1])["rows"]
 print("stream", len(rows) > 0, all("density" in r and isinstance(r["event_time"], int) for r in rows))
+# Refusals are JSON, said as the request named things: an unknown stream, a limit that is not one.
+for path in ["/api/v1/streams/zone_densty", "/api/v1/streams/zone_density?limit=abc", "/api/v1/hits?limit=-1"]:
+    status, body, headers = call(path, bearer)
+    error = json.loads(body)["error"] if headers.get_content_type() == "application/json" else body
+    print("refused", status, error.split(";")[0], "fix:" in error)
 gauges = {s.name: s.value for f in text_string_to_metric_families(call("/metrics", bearer)[1]) for s in f.samples}
 print("memory", *(int(gauges.get(g, -1)) for g in ["vigil_heap_allocated_bytes", "vigil_heap_resident_bytes", "vigil_memory_retained_bytes", "process_resident_memory_bytes"]))
 names = sorted({f.name for f in text_string_to_metric_families(call("/metrics", bearer)[1])})
@@ -110,6 +115,15 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
         assert!(openapi.split(' ').any(|p| p == path), "{path} undocumented: {openapi}");
     }
     assert_eq!(said("stream"), ["True True"]);
+    assert_eq!(
+        said("refused"),
+        [
+            "404 no stream \"zone_densty\" True",
+            "400 Failed to deserialize query string: limit: invalid digit found in string True",
+            "400 Failed to deserialize query string: limit: invalid digit found in string True",
+        ],
+        "{stdout}"
+    );
     // The counters are the rows the files hold.
     for line in said("agree") {
         let v: Vec<&str> = line.split(' ').collect();

@@ -8,13 +8,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::{Value, json};
-use vigil_sql::error::SqlError;
+use vigil_sql::error::{Kind, SqlError};
 
 use super::board::Board;
 use super::json::rows;
@@ -51,6 +52,14 @@ fn sql_problem(e: &SqlError) -> Response {
         _ => StatusCode::BAD_REQUEST,
     };
     problem(status, e.to_string())
+}
+
+/// A query string that does not read (`?limit=abc`) as JSON, like every other refusal of the API.
+fn query_problem(e: &QueryRejection) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        format!("{}; fix: see /api/v1/openapi.json for the parameters", e.body_text()),
+    )
 }
 
 pub async fn page() -> Response {
@@ -162,8 +171,12 @@ pub struct HitsQuery {
 pub async fn hits(
     State(s): State<Arc<Shared>>,
     Extension(who): Extension<Session>,
-    Query(q): Query<HitsQuery>,
+    q: Result<Query<HitsQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return query_problem(&e),
+    };
     let sql = "SELECT hit_id, event_time, status, decided_by, camera_id, read_time, plate_raw, plate, \
                listed_plate, score, why, legal_basis, reason, authority FROM hits \
                WHERE status IN ('candidate', 'confirmation') AND hit_id NOT IN \
@@ -306,8 +319,12 @@ pub async fn stream(
     State(s): State<Arc<Shared>>,
     Extension(who): Extension<Session>,
     Path(name): Path<String>,
-    Query(q): Query<StreamQuery>,
+    q: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return query_problem(&e),
+    };
     if name.is_empty() || name.len() > 63 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return problem(StatusCode::NOT_FOUND, format!("no stream {name:?}"));
     }
@@ -333,6 +350,10 @@ pub async fn stream(
     }
     let (_, batches) = match r {
         Ok(r) => r,
+        // Said as the request named it: the query the server wrote is not the caller's.
+        Err(SqlError::User { kind: Kind::UndefinedTable, fix, .. }) => {
+            return problem(StatusCode::NOT_FOUND, format!("no stream {name:?}; fix: {fix}"));
+        }
         Err(e) => return sql_problem(&e),
     };
     let rows = rows(&batches);
