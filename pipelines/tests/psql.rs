@@ -371,6 +371,13 @@ fn crowd_streams_are_queried_and_ruled_on_from_psql_while_the_city_runs() {
         "SELECT count(*) FROM zone_density WHERE window_end >= '2026-06-14 20:00' AND window_end < '2026-06-14 20:01'",
     );
     assert_eq!(n.iter().sum::<u64>(), span, "{per_bucket}");
+    // The same count as a subquery tied by the range: refused, with that join to write.
+    let e = city.fails(
+        "SELECT b, (SELECT count(*) FROM zone_density z WHERE z.window_end >= b \
+         AND z.window_end < b + INTERVAL '10 seconds') FROM generate_series(TIMESTAMPTZ '2026-06-14 20:00', \
+         TIMESTAMPTZ '2026-06-14 20:00:50', INTERVAL '10 seconds') AS b",
+    );
+    assert!(e.contains("other than by equalities") && e.contains("LEFT JOIN"), "{e}");
     // In the select list, a row per value.
     assert_eq!(city.ok("SELECT generate_series(1, 3)").lines().count(), 5, "a header, three rows, a footer");
     // `now()` is the city's clock (simulated here, June 2026): its last minute has windows, the

@@ -572,6 +572,12 @@ pub(crate) fn rewrite_quoted_times(stmt: &mut datafusion::sql::sqlparser::ast::S
     });
 }
 
+/// The function `name` calls, lower-cased as PostgreSQL folds it (`pg_catalog.Generate_Series`
+/// is `generate_series`); `None` for a name that is not an identifier.
+fn function_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Option<String> {
+    Some(name.0.last()?.as_ident()?.value.to_lowercase())
+}
+
 /// Table functions that return one column, which DataFusion names `value`.
 const ONE_COLUMN_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
 
@@ -588,12 +594,11 @@ pub(crate) fn name_series_columns(stmt: &mut datafusion::sql::sqlparser::ast::St
         type Break = ();
         fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> std::ops::ControlFlow<()> {
             if let TableFactor::Table { name, alias, args: Some(_), .. } = t
-                && let Some(f) = name.0.last().and_then(|p| p.as_ident())
-                && ONE_COLUMN_FUNCTIONS.contains(&f.value.to_lowercase().as_str())
+                && let Some(column) = function_name(name)
+                && ONE_COLUMN_FUNCTIONS.contains(&column.as_str())
             {
                 match alias {
                     None => {
-                        let column = f.value.to_lowercase();
                         *alias = Some(TableAlias {
                             explicit: true,
                             name: Ident::new(&column),
@@ -625,13 +630,10 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
     };
     fn unnest(e: &mut Expr) -> bool {
         let Expr::Function(f) = e else { return false };
-        let named = f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"));
-        if !named || f.over.is_some() || !matches!(f.args, FunctionArguments::List(_)) {
+        if function_name(&f.name).as_deref() != Some("generate_series")
+            || f.over.is_some()
+            || !matches!(f.args, FunctionArguments::List(_))
+        {
             return false;
         }
         let call = Expr::Function(f.clone());
@@ -679,12 +681,12 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
 /// PostgreSQL's `make_interval(years, months, weeks, days, hours, mins, secs)`, each argument
 /// optional and nameable (`now() - make_interval(mins => $1)`: a window a driver can bind, where
 /// `INTERVAL '5 minutes'` cannot take a parameter). DataFusion has no such function, and its
-/// named arguments may not skip one, so the call is written out as the sum it is: `INTERVAL
-/// '0 seconds' + INTERVAL '1 minute' * (…) + …`. A call it cannot read (an unknown name, too
+/// named arguments may not skip one, so the call is written out as the sum it is: `(INTERVAL
+/// '0 seconds' + INTERVAL '1 minute' * CAST((…) AS DOUBLE) + …)`. A call it cannot read (an unknown name, too
 /// many arguments) is left for DataFusion to refuse.
 pub(crate) fn rewrite_make_interval(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
     use datafusion::sql::sqlparser::ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
+        BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
     };
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
@@ -697,8 +699,23 @@ pub(crate) fn rewrite_make_interval(stmt: &mut datafusion::sql::sqlparser::ast::
         ("mins", "1 minute"),
         ("secs", "1 second"),
     ];
-    let written = |args: &[FunctionArg]| -> Option<String> {
-        let mut sum = String::from("(INTERVAL '0 seconds'");
+    // `INTERVAL '<unit>' * CAST(NULL AS DOUBLE)`, the NULL then replaced by the argument (the
+    // arguments are not written out and parsed again: a deep one would pass the parser's limit).
+    let term = |unit: &str, value: &Expr| -> Option<Expr> {
+        let text = format!("INTERVAL '{unit}' * CAST(NULL AS DOUBLE)");
+        let mut term = Parser::new(&GenericDialect {}).try_with_sql(&text).ok()?.parse_expr().ok()?;
+        if let Expr::BinaryOp { right, .. } = &mut term
+            && let Expr::Cast { expr, .. } = right.as_mut()
+        {
+            // As a number: a bound parameter would otherwise be taken for an interval.
+            **expr = Expr::Nested(Box::new(value.clone()));
+        }
+        Some(term)
+    };
+    let written = |args: &[FunctionArg]| -> Option<Expr> {
+        let zero =
+            Parser::new(&GenericDialect {}).try_with_sql("INTERVAL '0 seconds'").ok()?.parse_expr().ok()?;
+        let mut sum = zero;
         for (i, arg) in args.iter().enumerate() {
             let (unit, value) = match arg {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (PARTS.get(i)?.1, e),
@@ -710,23 +727,19 @@ pub(crate) fn rewrite_make_interval(stmt: &mut datafusion::sql::sqlparser::ast::
                 } => (PARTS.iter().find(|p| p.0.eq_ignore_ascii_case(&name.value))?.1, e),
                 _ => return None,
             };
-            // As a number: a bound parameter would otherwise be taken for an interval.
-            sum.push_str(&format!(" + INTERVAL '{unit}' * CAST(({value}) AS DOUBLE)"));
+            sum = Expr::BinaryOp {
+                left: Box::new(sum),
+                op: BinaryOperator::Plus,
+                right: Box::new(term(unit, value)?),
+            };
         }
-        sum.push(')');
-        Some(sum)
+        Some(Expr::Nested(Box::new(sum)))
     };
     let _ = visit_expressions_mut(stmt, |e| {
         if let Expr::Function(f) = e
-            && f.name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("make_interval"))
+            && function_name(&f.name).as_deref() == Some("make_interval")
             && let FunctionArguments::List(list) = &f.args
-            && let Some(text) = written(&list.args)
-            && let Ok(sum) =
-                Parser::new(&GenericDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr())
+            && let Some(sum) = written(&list.args)
         {
             *e = sum;
         }

@@ -1885,6 +1885,10 @@ mod tests {
             ["00:05:00", "1 mon 2 days", "00:01:30.5", "7 days 03:00:00", "1 year -1 days", "00:00:00"]
         );
         assert!(query(vec![], "SELECT make_interval(minutes => 5)", "UTC", None).is_err());
+        // A call within a call, its argument taken as it is (PostgreSQL 15: `00:02:00`).
+        let sql = "SELECT CAST(make_interval(secs => extract(epoch FROM make_interval(mins => 2))) AS TEXT)";
+        let Ok(Outcome::Rows(_, b)) = query(vec![], sql, "UTC", None) else { panic!("{sql}") };
+        assert_eq!(array_value_to_string(b[0].column(0), 0).unwrap(), "00:02:00");
     }
 
     /// `generate_series` in the select list gives a row per value, as in PostgreSQL 15 (checked
