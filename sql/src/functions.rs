@@ -620,14 +620,17 @@ pub(crate) fn name_series_columns(stmt: &mut datafusion::sql::sqlparser::ast::St
 
 /// PostgreSQL's `SELECT generate_series(1, 3)`: a set-returning function in the select list
 /// gives a row per value, where DataFusion's scalar `generate_series` gives one row holding a
-/// list. A select item that is the call alone becomes `unnest(generate_series(…))`, named as
-/// PostgreSQL names it (`generate_series`, or its alias). Calls inside other expressions
+/// list. A select item that is the call alone becomes the table function's column when the
+/// query has no FROM, `unnest(generate_series(…))` when it has one, named as PostgreSQL names
+/// it (`generate_series`, or its alias). Calls inside other expressions
 /// (`generate_series(1, 3) + 1`) are left as DataFusion reads them.
 pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
     use datafusion::sql::sqlparser::ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr,
-        Value, VisitMut, VisitorMut,
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, Select, SelectItem,
+        SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
     };
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
     fn unnest(e: &mut Expr) -> bool {
         let Expr::Function(f) = e else { return false };
         if function_name(&f.name).as_deref() != Some("generate_series")
@@ -645,9 +648,56 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
         }
         true
     }
+    // Without FROM (`SELECT generate_series(1, 3)`), the one call becomes the table function,
+    // which streams its rows (and is stopped at the query's memory); the scalar one builds its
+    // whole list first (300 million values took 8.6 GB here before the limit stopped it).
+    fn from_series(s: &mut Select) -> bool {
+        let calls: Vec<usize> = s
+            .projection
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| match i {
+                SelectItem::UnnamedExpr(Expr::Function(f))
+                | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. } => {
+                    function_name(&f.name).as_deref() == Some("generate_series")
+                        && f.over.is_none()
+                        && matches!(f.args, FunctionArguments::List(_))
+                }
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let [i] = calls[..] else { return false };
+        if !s.from.is_empty() {
+            return false;
+        }
+        let template = "SELECT 1 FROM generate_series(0, 1) AS \"vigil series\"(v)";
+        let Ok(mut parsed) = Parser::parse_sql(&GenericDialect {}, template) else { return false };
+        let Some(Statement::Query(q)) = parsed.pop() else { return false };
+        let SetExpr::Select(mut t) = *q.body else { return false };
+        let Some(mut from) = t.from.pop() else { return false };
+        let (expr, alias) = match s.projection[i].clone() {
+            SelectItem::UnnamedExpr(e) => (e, Ident::new("generate_series")),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, alias),
+            _ => return false,
+        };
+        let (Expr::Function(f), TableFactor::Table { args: Some(args), .. }) = (expr, &mut from.relation)
+        else {
+            return false;
+        };
+        let FunctionArguments::List(list) = f.args else { return false };
+        args.args = list.args;
+        s.from = vec![from];
+        let column = Expr::CompoundIdentifier(vec![Ident::with_quote('"', "vigil series"), Ident::new("v")]);
+        s.projection[i] = SelectItem::ExprWithAlias { expr: column, alias };
+        true
+    }
     fn selects(body: &mut SetExpr) {
         match body {
             SetExpr::Select(s) => {
+                if from_series(s) {
+                    return;
+                }
                 for item in s.projection.iter_mut() {
                     if let SelectItem::UnnamedExpr(e) = item
                         && unnest(e)
