@@ -1087,6 +1087,225 @@ impl ScalarUDFImpl for PgTypeof {
     }
 }
 
+/// DataFusion's scalar `generate_series` and `range` (a list per row: `SELECT zone,
+/// generate_series(1, n) FROM …`, `array_length(generate_series(…), 1)`), refused before they
+/// build more values than the query's memory holds. They allocate each batch's lists whole,
+/// outside the memory pool: `array_length(generate_series(1, 300000000), 1)` took 2.4 GB before
+/// any limit saw it, and two billion would take the process down. The table function in FROM
+/// streams its rows and needs no bound.
+pub fn bounded_series(budget: usize) -> [Arc<ScalarUDF>; 2] {
+    use datafusion::functions_nested::range::{gen_series_udf, range_udf};
+    [(gen_series_udf(), true), (range_udf(), false)].map(|(inner, inclusive)| {
+        Arc::new(ScalarUDF::new_from_impl(BoundedSeries { inner, inclusive, budget }))
+    })
+}
+
+/// The user error a function of vigil's raised inside DataFusion (as an external error), with
+/// its own message and fix.
+pub(crate) fn raised(e: &datafusion::error::DataFusionError) -> Option<crate::error::SqlError> {
+    let datafusion::error::DataFusionError::External(inner) = e.find_root() else { return None };
+    match inner.downcast_ref::<crate::error::SqlError>()? {
+        crate::error::SqlError::User { kind, position, message, fix } => {
+            Some(crate::error::SqlError::user(position.clone(), message.clone(), fix.clone()).kind(*kind))
+        }
+        _ => None,
+    }
+}
+
+/// Bytes a series' value costs in its list (an `i64` or a timestamp; a date's 4 are counted as 8).
+const SERIES_VALUE_BYTES: u128 = 8;
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BoundedSeries {
+    inner: Arc<ScalarUDF>,
+    /// `generate_series` (the stop included) or `range`.
+    inclusive: bool,
+    /// The query's memory, in bytes.
+    budget: usize,
+}
+
+impl ScalarUDFImpl for BoundedSeries {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let values = series_values(&args.args, self.inclusive).map_err(|message| {
+            let fix =
+                "give the step's parts one sign (such as INTERVAL '30 days' rather than '1 month -30 days')";
+            crate::error::SqlError::user(None, format!("{}: {message}", self.name()), fix)
+                .kind(crate::error::Kind::InvalidParameter)
+        });
+        let values = values.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        if values * SERIES_VALUE_BYTES > self.budget as u128 {
+            let e = crate::error::SqlError::user(
+                None,
+                format!(
+                    "{}(…) outside FROM builds each row's values as one list: {values} values here ({} MiB), \
+                     more than a query's {} MiB",
+                    self.name(),
+                    (values * SERIES_VALUE_BYTES) >> 20,
+                    self.budget >> 20
+                ),
+                format!(
+                    "call it in FROM (SELECT v FROM {}(…) AS v), whose rows stream, or over a shorter span or a \
+                     larger step; or raise server.query_memory_mb",
+                    self.name()
+                ),
+            )
+            .kind(crate::error::Kind::ProgramLimit);
+            return Err(datafusion::error::DataFusionError::External(Box::new(e)));
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+/// How many values DataFusion's `generate_series` (`inclusive`) or `range` would build for
+/// `args` (every row's together), at most: exact for numbers and for timestamps stepped by a
+/// fixed duration; a step of days or months is taken at its shortest (a day of 23 hours, a
+/// month of 28 days), so the count is an upper bound. A step whose months and days pull
+/// opposite ways may not advance at all (from 28 January, `1 month -31 days` comes back to
+/// it: DataFusion would build values until memory ran out) and is refused when they may cancel
+/// ([`date_step`] for dates).
+fn series_values(args: &[ColumnarValue], inclusive: bool) -> Result<u128, String> {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{
+        Int64Type, IntervalMonthDayNanoType, TimeUnit, TimestampNanosecondType,
+    };
+    if args.iter().any(|a| a.data_type().is_null()) {
+        return Ok(0);
+    }
+    let arrays = ColumnarValue::values_to_arrays(args).map_err(|e| e.to_string())?;
+    let Some(first) = arrays.first() else { return Ok(0) };
+    let mut total: u128 = 0;
+    match first.data_type() {
+        DataType::Int64 => {
+            let ints: Vec<_> = arrays.iter().filter_map(|a| a.as_primitive_opt::<Int64Type>()).collect();
+            let (start, stop, step) = match ints[..] {
+                [stop] => (None, stop, None),
+                [start, stop] => (Some(start), stop, None),
+                [start, stop, step] => (Some(start), stop, Some(step)),
+                _ => return Ok(0),
+            };
+            for row in 0..stop.len() {
+                let at = |a: Option<&datafusion::arrow::array::Int64Array>, default: i64| match a {
+                    None => Some(default),
+                    Some(a) => a.is_valid(row).then(|| a.value(row)),
+                };
+                if let (Some(a), Some(b), Some(s)) = (at(start, 0), at(Some(stop), 0), at(step, 1)) {
+                    total += int_series_len(a, b, s, inclusive);
+                }
+            }
+        }
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => {
+            let [start, stop, step] = &arrays[..] else { return Ok(0) };
+            // Dates as their midnights: the step moves them alike.
+            let (zone, dates) = match first.data_type() {
+                DataType::Timestamp(_, zone) => (zone.clone(), false),
+                _ => (None, true),
+            };
+            let ns = DataType::Timestamp(TimeUnit::Nanosecond, zone);
+            let times = |a: &ArrayRef| cast(a, &ns).map_err(|e| e.to_string());
+            let (start, stop) = (times(start)?, times(stop)?);
+            let (start, stop) = (
+                start.as_primitive::<TimestampNanosecondType>(),
+                stop.as_primitive::<TimestampNanosecondType>(),
+            );
+            let Some(steps) = step.as_primitive_opt::<IntervalMonthDayNanoType>() else { return Ok(0) };
+            for row in 0..start.len() {
+                if start.is_null(row) || stop.is_null(row) || steps.is_null(row) {
+                    continue;
+                }
+                let (months, days, nanos) = IntervalMonthDayNanoType::to_parts(steps.value(row));
+                let span = i128::from(stop.value(row)) - i128::from(start.value(row));
+                let len = if !dates {
+                    time_series_len(span, months, days, nanos, inclusive)
+                } else if months == 0 && days == 0 {
+                    Some(0) // refused by DataFusion with its own words
+                } else {
+                    date_step(months, days, nanos)
+                        .and_then(|(m, d)| time_series_len(span, m, d, 0, inclusive))
+                };
+                total += len.ok_or_else(|| {
+                    let step = datafusion::arrow::util::display::array_value_to_string(step, row)
+                        .unwrap_or_default();
+                    format!("a step of {step} may not move forward or back (its parts pull opposite ways)")
+                })?;
+            }
+        }
+        _ => {}
+    }
+    Ok(total)
+}
+
+/// The number of values from `start` to `stop` by `step`, as DataFusion's `generate_range_values`
+/// gives them (none for a step of 0, which it refuses).
+fn int_series_len(start: i64, stop: i64, step: i64, inclusive: bool) -> u128 {
+    let (start, stop, step) = (i128::from(start), i128::from(stop), i128::from(step));
+    let last = match (inclusive, step.signum()) {
+        (_, 0) => return 0,
+        (true, _) => stop,
+        (false, 1) => stop - 1,
+        (false, _) => stop + 1,
+    };
+    let span = (last - start) * step.signum();
+    if span < 0 { 0 } else { (span / step.abs() + 1) as u128 }
+}
+
+/// The months and whole days a date series moves by (a date takes a step's hours as whole
+/// days, cut toward zero), or `None` where DataFusion's date series could run without end: it
+/// takes the series as going back when the months or the days are below zero, so a step whose
+/// parts pull opposite ways, or that is below zero only by its hours, or that comes to nothing,
+/// never reaches its stop.
+fn date_step(months: i32, days: i32, nanos: i64) -> Option<(i32, i32)> {
+    let whole = i32::try_from(i64::from(days) + nanos / 86_400_000_000_000).ok()?;
+    let back = months < 0 || days < 0;
+    let agree = |n: i32| n == 0 || (n < 0) == back;
+    (agree(months) && agree(whole) && (months, whole) != (0, 0)).then_some((months, whole))
+}
+
+/// At most how many values a series of times spanning `span` nanoseconds gives by a step of
+/// `months`, `days` and `nanos`; `None` when the step may not advance.
+fn time_series_len(span: i128, months: i32, days: i32, nanos: i64, inclusive: bool) -> Option<u128> {
+    const HOUR: i128 = 3_600_000_000_000;
+    const DAY: i128 = 24 * HOUR;
+    let (months, days, nanos) = (i128::from(months), i128::from(days), i128::from(nanos));
+    // The least and the most the step can move a time: a month of 28 to 31 days, a day of 23
+    // to 25 hours (the days around a change of clocks).
+    let part =
+        |n: i128, short: i128, long: i128| if n >= 0 { (n * short, n * long) } else { (n * long, n * short) };
+    let (m_lo, m_hi) = part(months, 28 * DAY, 31 * DAY);
+    let (d_lo, d_hi) = part(days, 23 * HOUR, 25 * HOUR);
+    let (lo, hi) = (m_lo + d_lo + nanos, m_hi + d_hi + nanos);
+    let step = if lo > 0 {
+        lo
+    } else if hi < 0 {
+        -hi
+    } else if months == 0 && days == 0 && nanos == 0 {
+        return Some(0); // refused by DataFusion with its own words
+    } else {
+        return None;
+    };
+    let forward = lo > 0;
+    let span = if forward { span } else { -span };
+    if span < 0 || (!inclusive && span == 0) {
+        return Some(0);
+    }
+    Some((span / step + 1) as u128)
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::AsArray;
@@ -1406,6 +1625,60 @@ mod tests {
             prop_assert_eq!(read(&given).ok(), Some(want), "{} gave {}", text, given);
             // Anything else: no panic.
             let _ = pg_time_text(&noise);
+        }
+    }
+
+    /// How many values DataFusion's own `generate_series` or `range` gives, by SQL.
+    fn datafusion_series_len(call: &str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let ctx = SessionContext::new();
+        let sql = format!("SELECT CAST(coalesce(cardinality({call}), 0) AS BIGINT)");
+        let b = rt.block_on(async { ctx.sql(&sql).await.unwrap().collect().await }).unwrap();
+        b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// The count of a series of numbers is DataFusion's; that of dates and times is at least
+        /// DataFusion's and, for a step of one sign, within its shortest month or day of it
+        /// (31/28); a date step refused is one DataFusion's series cannot finish.
+        #[test]
+        fn series_counts_bound_datafusions(
+            (a, b, step) in (-40i64..40, -40i64..40, (-7i64..7).prop_filter("a step", |s| *s != 0)),
+            (d0, d1) in (0i64..900, 0i64..900),
+            (months, days, hours) in (-3i32..4, -40i32..41, -30i64..31),
+            timestamps in any::<bool>(),
+            inclusive in any::<bool>(),
+        ) {
+            let name = if inclusive { "generate_series" } else { "range" };
+            let want = datafusion_series_len(&format!("{name}({a}, {b}, {step})"));
+            prop_assert_eq!(int_series_len(a, b, step, inclusive), want as u128);
+            let day = |d: i64| chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Duration::days(d);
+            let (t0, t1) = (day(d0), day(d1));
+            let nanos = hours * 3_600_000_000_000;
+            let span = i128::from((t1 - t0).num_days()) * 86_400_000_000_000;
+            let (bound, call) = if (months, days, hours) == (0, 0, 0) {
+                return Ok(()); // refused by DataFusion
+            } else if timestamps {
+                (
+                    time_series_len(span, months, days, nanos, inclusive),
+                    format!("{name}(TIMESTAMP '{t0} 00:00:00', TIMESTAMP '{t1} 00:00:00', INTERVAL '{months} months {days} days {hours} hours')"),
+                )
+            } else if months == 0 && days == 0 {
+                return Ok(()); // refused by DataFusion
+            } else {
+                (
+                    date_step(months, days, nanos).and_then(|(m, d)| time_series_len(span, m, d, 0, inclusive)),
+                    format!("{name}(DATE '{t0}', DATE '{t1}', INTERVAL '{months} months {days} days {hours} hours')"),
+                )
+            };
+            // A step refused is not run: DataFusion's series might not end.
+            let Some(bound) = bound else { return Ok(()) };
+            let got = datafusion_series_len(&call) as u128;
+            prop_assert!(bound >= got, "{}: {} < {}", call, bound, got);
+            if (months >= 0 && days >= 0 && hours >= 0) || (months <= 0 && days <= 0 && hours <= 0) {
+                prop_assert!(bound <= got * 31 / 28 + 2, "{}: {} against {}", call, bound, got);
+            }
         }
     }
 }

@@ -1261,7 +1261,9 @@ async fn run_query(
     names.sort();
     // Placed and explained as a rule's errors are, with the tables this user may query.
     let df_err = |e: datafusion::error::DataFusionError| {
-        if e.to_string().contains("Resources exhausted") {
+        if let Some(e) = crate::functions::raised(&e) {
+            e
+        } else if e.to_string().contains("Resources exhausted") {
             over_memory(limits)
         } else {
             crate::rule::from_datafusion(e, sql, "psql", Some(crate::rule::Reads::Query(&names)))
@@ -1297,7 +1299,8 @@ async fn run_query(
         crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
     }
     let ours = [crate::functions::date_part(), crate::functions::pg_typeof(), crate::functions::age()];
-    for f in udfs.into_iter().chain(crate::window::window_udfs()).chain(ours) {
+    let series = crate::functions::bounded_series(limits.query_memory);
+    for f in udfs.into_iter().chain(crate::window::window_udfs()).chain(ours).chain(series) {
         ctx.register_udf(Arc::unwrap_or_clone(f));
     }
     for (name, schema, batches) in tables {
@@ -1933,6 +1936,53 @@ mod tests {
         );
         let e = query(vec![], "SELECT generate_series(1, 300000000)", "UTC", None).err().expect("refused");
         assert!(e.to_string().contains("the query needs more than 256 MiB"), "{e}");
+    }
+
+    /// The scalar `generate_series` and `range` (outside FROM, or inside another function) are
+    /// refused before they build more values than the query's memory holds, saying how to
+    /// stream them; under it they answer as before. A date step whose parts pull opposite ways
+    /// (on which DataFusion's series would never end) is refused.
+    #[test]
+    fn scalar_series_are_bounded_by_the_querys_memory() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let refused =
+            |sql: &str| query(vec![], sql, "UTC", None).err().unwrap_or_else(|| panic!("{sql} ran"));
+        let big = [
+            "SELECT array_length(generate_series(1, 300000000), 1)",
+            "SELECT x, generate_series(1, 300000000) FROM (VALUES (1)) AS t(x)",
+            "SELECT cardinality(range(0, 600000000, 2))",
+            "SELECT array_length(generate_series(TIMESTAMP '2026-01-01', TIMESTAMP '2036-01-01', INTERVAL '1 second'), 1)",
+        ];
+        for sql in big {
+            let e = refused(sql);
+            assert_eq!(e.sqlstate(), "54000", "{sql}: {e}");
+            assert!(
+                e.to_string().contains("outside FROM builds each row's values as one list"),
+                "{sql}: {e}"
+            );
+            assert!(e.to_string().contains("fix: call it in FROM"), "{sql}: {e}");
+        }
+        // Rows under the bound each, over it together: the query's memory stops them.
+        let e = refused("SELECT x, generate_series(1, 20000000) FROM (VALUES (1), (2)) AS t(x)");
+        assert_eq!(e.sqlstate(), "54000", "{e}");
+        let e = refused(
+            "SELECT cardinality(generate_series(DATE '2026-03-01', DATE '2026-01-01', INTERVAL '1 month -20 days'))",
+        );
+        assert_eq!(e.sqlstate(), "22023", "{e}");
+        assert!(e.to_string().contains("may not move forward or back"), "{e}");
+        let n = |sql: &str| match query(vec![], sql, "UTC", None) {
+            Ok(Outcome::Rows(_, b)) => b[0].column(0).as_primitive::<Int64Type>().value(0),
+            other => panic!("{sql}: {:?}", other.err()),
+        };
+        assert_eq!(n("SELECT CAST(array_length(generate_series(1, 1000000), 1) AS BIGINT)"), 1_000_000);
+        assert_eq!(n("SELECT CAST(cardinality(range(0, 10, 3)) AS BIGINT)"), 4);
+        let days = "SELECT CAST(array_length(generate_series(TIMESTAMPTZ '2026-01-01 00:00+00', \
+                    TIMESTAMPTZ '2036-01-01 00:00+00', INTERVAL '1 day'), 1) AS BIGINT)";
+        assert_eq!(n(days), 3653);
+        let months = "SELECT CAST(array_length(generate_series(DATE '2026-03-31', DATE '2025-01-01', \
+                      INTERVAL '-1 month'), 1) AS BIGINT)";
+        assert_eq!(n(months), 15);
     }
 
     /// `now()`, `current_timestamp` and `current_date` read the engine's clock: a simulated
