@@ -530,6 +530,19 @@ fn the_plate_command_lists_and_erases_a_plate_in_a_stopped_runs_files() {
     let admin = |cmd: &mut Command| {
         run(cmd.env("VIGIL_PG_PASSWORD", "admin-pw-1234").env("VIGIL_PASSWORD", "admin-pw-1234"))
     };
+    // With neither password set, one error names both variables.
+    let neither = run(vigil()
+        .args(["plate", "erase", "12345-B-6", "--out"])
+        .arg(&out)
+        .env_remove("VIGIL_PG_PASSWORD")
+        .env_remove("VIGIL_PASSWORD"));
+    let said = String::from_utf8_lossy(&neither.stderr);
+    assert!(
+        !neither.status.success()
+            && said.contains("set VIGIL_PASSWORD to vigil's password")
+            && said.contains("and VIGIL_PG_PASSWORD to the same password"),
+        "{said}"
+    );
     let wrong = run(vigil()
         .args(["plate", "erase", "12345-B-6", "--out"])
         .arg(&out)

@@ -744,12 +744,19 @@ pub fn cli_login(
             "{what}: say who you are; fix: give --user NAME (an account of the configuration's [[users]])"
         ),
     };
-    let given = std::env::var("VIGIL_PASSWORD").map_err(|_| {
-        anyhow::anyhow!(
-            "{what}: no password; fix: set VIGIL_PASSWORD to {name}'s password (as psql asks for it)"
-        )
-    })?;
-    let password = password_of(name, var)?;
+    // The password given, and the account's as the server reads it from the configuration's
+    // variable: both are needed, and both are asked for at once when neither is set.
+    let (given, password) = match (std::env::var("VIGIL_PASSWORD"), password_of(name, var)) {
+        (Ok(given), Ok(password)) => (given, password),
+        (Err(_), Err(_)) if std::env::var_os(var).is_none() => bail!(
+            "{what}: no password; fix: set VIGIL_PASSWORD to {name}'s password (as psql asks for it), and {var} \
+             to the same password as the server has it (the configuration reads {name}'s password from {var})"
+        ),
+        (Err(_), _) => {
+            bail!("{what}: no password; fix: set VIGIL_PASSWORD to {name}'s password (as psql asks for it)")
+        }
+        (_, Err(e)) => return Err(e.context(format!("{what}: checking {name}'s password"))),
+    };
     // Compared without an early exit, so that the time taken says nothing of how much of the
     // password was right (three lines; not worth a dependency).
     let differs = given.len() != password.len()
