@@ -1239,8 +1239,8 @@ fn series_values(args: &[ColumnarValue], inclusive: bool) -> Result<u128, String
                         .and_then(|(m, d)| time_series_len(span, m, d, 0, inclusive))
                 };
                 total += len.ok_or_else(|| {
-                    let step = datafusion::arrow::util::display::array_value_to_string(step, row)
-                        .unwrap_or_default();
+                    let mut step = String::new();
+                    crate::server::types::write_interval(&mut step, months, days, nanos / 1000);
                     format!("a step of {step} may not move forward or back (its parts pull opposite ways)")
                 })?;
             }

@@ -355,7 +355,7 @@ pub(crate) fn interval(c: &dyn Array, i: usize) -> Option<(i32, i32, i64)> {
 /// Appends an interval as PostgreSQL prints it (its default `IntervalStyle`, `postgres`): years,
 /// `mons` and days where not zero, then the time as `HH:MM:SS` with the seconds' fraction
 /// without trailing zeros (`1 year 2 mons -3 days +04:05:06.5`); `00:00:00` for none.
-fn write_interval(text: &mut String, months: i32, days: i32, us: i64) {
+pub(crate) fn write_interval(text: &mut String, months: i32, days: i32, us: i64) {
     use std::fmt::Write;
     let start = text.len();
     // Whether the last part written was negative: a positive part after it takes a `+`.
