@@ -2041,6 +2041,11 @@ mod tests {
         assert!(e.contains("table 'nothere' not found") && e.contains("detections, zones"), "{e}");
         let (state, at, e) = refused("SELECT colour FROM detections");
         assert_eq!((state, at.as_deref()), ("42703", Some("psql:1:8")), "{e}");
+        // No column is spelled alike: the fix lists those there are, as the query may write them.
+        assert!(e.contains("fix: the columns here are detections.camera_id"), "{e}");
+        let (_, at, e) = refused("SELECT d.camera_id FROM detections d JOIN zones z ON d.camera_id = z.x");
+        assert_eq!(at.as_deref(), Some("psql:1:68"), "{e}");
+        assert!(e.contains("fix: the columns here are d.camera_id, z.camera_id"), "{e}");
         let (state, at, e) = refused("SELECT * FROM detections WHERE");
         assert_eq!((state, at.as_deref()), ("42601", Some("psql:1:31")), "{e}");
         assert!(e.contains("ends too early"), "{e}");

@@ -725,6 +725,9 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
                 });
             } else if d.message.starts_with("table ") && !names.is_empty() {
                 fix.push(format!("read one of the streams: {names}"));
+            } else if let Some(columns) = columns_in_scope(&e) {
+                // DataFusion suggests a column only when one is spelled alike.
+                fix.push(format!("the columns here are {columns}"));
             } else {
                 fix.push("check the names against the stream's columns".into());
             }
@@ -811,6 +814,25 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
         _ => "correct the SQL",
     };
     SqlError::user(None, text, fix).kind(kind)
+}
+
+/// The columns a query could have meant, when DataFusion found a column not among them:
+/// `d.camera_id, d.event_time, …` (each once, qualified as the query may write it), at most 40.
+fn columns_in_scope(e: &DataFusionError) -> Option<String> {
+    use datafusion::common::SchemaError;
+    let DataFusionError::SchemaError(err, _) = e.find_root() else { return None };
+    let SchemaError::FieldNotFound { valid_fields, .. } = &**err else { return None };
+    let mut seen = std::collections::HashSet::new();
+    let names: Vec<String> = valid_fields
+        .iter()
+        .map(|c| c.flat_name().replace("datafusion.public.", ""))
+        .filter(|n| seen.insert(n.clone()))
+        .collect();
+    match names.len() {
+        0 => None,
+        n if n > 40 => Some(format!("{}, … ({n} in all)", names[..40].join(", "))),
+        _ => Some(names.join(", ")),
+    }
 }
 
 /// The SQLSTATE class of a planning error; `missed_table`: the planner looked up a table that
