@@ -67,8 +67,12 @@ for s in ["detections", "zone_density"]:
 # The JSON API reads the retained stream (after the files above, so the city has windows).
 rows = json.loads(call("/api/v1/streams/zone_density?limit=3", bearer)[1])["rows"]
 print("stream", len(rows) > 0, all("density" in r and isinstance(r["event_time"], int) for r in rows))
-# Refusals are JSON, said as the request named things: an unknown stream, a limit that is not one.
-for path in ["/api/v1/streams/zone_densty", "/api/v1/streams/zone_density?limit=abc", "/api/v1/hits?limit=-1"]:
+# What there is to read, as SHOW STREAMS lists it.
+listed = json.loads(call("/api/v1/streams", bearer)[1])["streams"]
+print("listed", " ".join(s["name"] for s in listed if s["kind"] == "stream"), all(s["what"] for s in listed))
+# Refusals are JSON, said as the request named things: an unknown stream, a limit that is not
+# one, a path the API does not have.
+for path in ["/api/v1/streams/zone_densty", "/api/v1/streams/zone_density?limit=abc", "/api/v1/hits?limit=-1", "/api/v1/zones"]:
     status, body, headers = call(path, bearer)
     error = json.loads(body)["error"] if headers.get_content_type() == "application/json" else body
     print("refused", status, error.split(";")[0], "fix:" in error)
@@ -111,7 +115,13 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
     assert_eq!(said("guess"), ["401 401 True True"]);
     let openapi = said("openapi").join("");
     assert!(openapi.starts_with("3.1.0 "), "{openapi}");
-    for path in ["/api/v1/board/events", "/api/v1/hits/{id}/decision", "/api/v1/streams/{name}", "/metrics"] {
+    for path in [
+        "/api/v1/board/events",
+        "/api/v1/hits/{id}/decision",
+        "/api/v1/streams",
+        "/api/v1/streams/{name}",
+        "/metrics",
+    ] {
         assert!(openapi.split(' ').any(|p| p == path), "{path} undocumented: {openapi}");
     }
     assert_eq!(said("stream"), ["True True"]);
@@ -121,8 +131,14 @@ fn metrics_need_a_login_parse_as_prometheus_text_and_agree_with_the_parquet_file
             "404 no stream \"zone_densty\" True",
             "400 Failed to deserialize query string: limit: invalid digit found in string True",
             "400 Failed to deserialize query string: limit: invalid digit found in string True",
+            "404 no endpoint GET /api/v1/zones True",
         ],
         "{stdout}"
+    );
+    let listed = said("listed").join("");
+    assert!(
+        listed.starts_with("alerts camera_health density_grid detections hits ") && listed.ends_with(" True"),
+        "{listed}"
     );
     // The counters are the rows the files hold.
     for line in said("agree") {

@@ -304,6 +304,26 @@ pub async fn rules(State(s): State<Arc<Shared>>, Extension(who): Extension<Sessi
     json_response(StatusCode::OK, &json!({ "rules": list }))
 }
 
+/// The streams, tables and rules the role may read, as `SHOW STREAMS` lists them: what a
+/// client reads with `/api/v1/streams/{name}`.
+pub async fn streams(State(s): State<Arc<Shared>>, Extension(who): Extension<Session>) -> Response {
+    let list: Vec<Value> = s
+        .registry
+        .readable(who.role)
+        .into_iter()
+        .map(|[name, kind, what]| json!({ "name": name, "kind": kind, "what": what }))
+        .collect();
+    json_response(StatusCode::OK, &json!({ "streams": list }))
+}
+
+/// A path under `/api/` that is not one of the API's: JSON, as the API's other answers.
+pub async fn no_endpoint(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {}; fix: /api/v1/openapi.json lists the API's", uri.path()),
+    )
+}
+
 #[derive(serde::Deserialize)]
 pub struct StreamQuery {
     /// Rows with `event_time` after this (ms since the epoch).
