@@ -54,7 +54,7 @@ fn psycopg_binds_parameters_streams_a_subscription_and_inserts_with_them() {
     let city = City::start(dir.path());
     wait_for_density(&city);
     let script = r#"
-import sys, time, psycopg
+import datetime, sys, time, psycopg
 port, password = sys.argv[1], sys.argv[2]
 with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil", autocommit=True) as conn:
     cur = conn.cursor()
@@ -89,6 +89,13 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     window = "SELECT make_interval(mins => %s), make_interval(0, 0, 0, %s, 0, 0, %s)"
     made, bmade = cur.execute(window, (5, 2, 1.5)).fetchone(), cur.execute(window, (5, 2, 1.5), binary=True).fetchone()
     print("make_interval", made[0].total_seconds(), made[1].total_seconds(), bmade == made)
+    # A window bound as a timedelta (psycopg sends it binary): the same rows as make_interval's.
+    # (The first windows, which the city has written: the same whenever it is asked.)
+    window = "SELECT count(*) FROM zone_density WHERE window_end > TIMESTAMPTZ '2026-06-14 20:00:03+00' - %s \
+              AND window_end <= TIMESTAMPTZ '2026-06-14 20:00:01+00'"
+    td = cur.execute(window, (datetime.timedelta(seconds=2, microseconds=500000),)).fetchone()[0]
+    mi = cur.execute(window.replace("%s", "make_interval(secs => 2.5)")).fetchone()[0]
+    print("timedelta", td == mi, td > 0)
     # array_agg is PostgreSQL's array: a Python list, in text and binary.
     lists = "SELECT array_agg(persons ORDER BY window_end), ARRAY['gate-a', 'fan zone', NULL] FROM zone_density WHERE zone = %s"
     (counts, names), (bcounts, bnames) = (cur.execute(lists, ("gate-a",)).fetchone(), cur.execute(lists, ("gate-a",), binary=True).fetchone())
@@ -190,6 +197,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     // `2 days 02:00:22.4` and its epoch as 180022.4.
     assert_eq!(said("interval"), "timedelta 180022.4 180022.4 inf True True True", "{stdout}");
     assert_eq!(said("make_interval"), "300.0 172801.5 True", "{stdout}");
+    assert_eq!(said("timedelta"), "True True", "{stdout}");
     let psql_span = city.psql(
         "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), 'inf'::float8 FROM zone_density",
     );

@@ -115,6 +115,44 @@ fn with_literals(sql: &str, values: &[Option<String>]) -> PgWireResult<String> {
     Ok(out)
 }
 
+/// `sql` with each `$n` the client declared an `interval` written `CAST($n AS INTERVAL)`.
+/// DataFusion gives a parameter the type of where it stands (in `window_end > now() - $1` a
+/// timestamp's), where PostgreSQL takes the type the client declared: psycopg declares a
+/// `timedelta` an interval. Spliced into the text at the tokens' places (re-rendering tokens
+/// would not keep string literals as written).
+fn cast_declared_intervals(sql: &str, types: &[Option<Type>]) -> String {
+    if !types.contains(&Some(Type::INTERVAL)) {
+        return sql.to_owned();
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return sql.to_owned();
+    };
+    let lines: Vec<usize> = std::iter::once(0).chain(sql.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    // The byte offset of a token's (line, column), both counted from 1, the column in characters.
+    let offset = |line: u64, column: u64| {
+        let start = *lines.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let skip = usize::try_from(column).ok()?.checked_sub(1)?;
+        sql[start..].char_indices().nth(skip).map(|(i, _)| start + i)
+    };
+    let mut out = sql.to_owned();
+    for t in tokens.iter().rev() {
+        let Token::Placeholder(p) = &t.token else { continue };
+        let declared = p
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| types.get(n.checked_sub(1)?));
+        if declared != Some(&Some(Type::INTERVAL)) {
+            continue;
+        }
+        if let Some(at) = offset(t.span.start.line, t.span.start.column)
+            && out[at..].starts_with(p.as_str())
+        {
+            out.replace_range(at..at + p.len(), &format!("CAST({p} AS INTERVAL)"));
+        }
+    }
+    out
+}
+
 fn wire_error(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message.into())))
 }
@@ -164,6 +202,7 @@ impl QueryParser for Parser {
             let params = (0..n).map(|i| types.get(i).cloned().flatten().unwrap_or(Type::VARCHAR)).collect();
             return Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields: own_fields(&w0, &w1) }));
         }
+        let sql = &cast_declared_intervals(sql, types);
         let (schema, planned) =
             self.registry.describe(sql, role, &user).await.map_err(|e| response_error(user_error(e)))?;
         let params = (0..planned.len().max(types.len()))
@@ -228,7 +267,7 @@ fn param_text(portal: &Portal<Prepared>, i: usize, t: &Type) -> PgWireResult<Opt
                 return Err(wire_error(
                     "22P03",
                     format!(
-                        "parameter ${} is binary {}; send it as text (vigil reads binary text, integers, floats, booleans, timestamps and dates)",
+                        "parameter ${} is binary {}; send it as text (vigil reads binary text, integers, floats, booleans, timestamps, dates and intervals)",
                         i + 1,
                         t.name()
                     ),
@@ -325,6 +364,23 @@ impl ExtendedQueryHandler for Session {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Only the parameters declared intervals are cast, at their own places: not inside a
+    /// literal, after text that is not ASCII, on a later line.
+    #[test]
+    fn parameters_declared_intervals_are_cast_where_they_stand() {
+        let sql = "SELECT 'it''s $1', 'é' AS zone_é, now() -\n  $1, $2, $10 FROM t";
+        let types = [Some(Type::INTERVAL), Some(Type::INT8)];
+        assert_eq!(
+            cast_declared_intervals(sql, &types),
+            "SELECT 'it''s $1', 'é' AS zone_é, now() -\n  CAST($1 AS INTERVAL), $2, $10 FROM t"
+        );
+        assert_eq!(
+            cast_declared_intervals(sql, &[None, Some(Type::INTERVAL)]),
+            sql.replace("$2", "CAST($2 AS INTERVAL)")
+        );
+        assert_eq!(cast_declared_intervals(sql, &[Some(Type::TIMESTAMPTZ)]), sql);
+    }
 
     proptest! {
         /// Whatever a value holds, the statement stays one statement and the literal reads back

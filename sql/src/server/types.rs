@@ -545,6 +545,15 @@ pub(super) fn datetime_param(t: &Type, bytes: &[u8]) -> Option<Result<String, St
                 None => Err(format!("the binary date {days} is out of range")),
             }
         }
+        // PostgreSQL's binary interval: microseconds, days, months (psycopg sends a timedelta so);
+        // written in units DataFusion's interval text reads.
+        Type::INTERVAL => {
+            let Ok(b) = <[u8; 16]>::try_from(bytes) else { return Some(wrong(16)) };
+            let us = i64::from_be_bytes(b[..8].try_into().unwrap_or_default());
+            let days = i32::from_be_bytes(b[8..12].try_into().unwrap_or_default());
+            let months = i32::from_be_bytes(b[12..].try_into().unwrap_or_default());
+            Ok(format!("{months} months {days} days {us} microseconds"))
+        }
         _ => return None,
     })
 }
@@ -755,6 +764,14 @@ mod tests {
         assert_eq!(datetime_param(&Type::DATE, &0i32.to_be_bytes()), Some(Ok("2000-01-01".into())));
         assert!(matches!(datetime_param(&Type::TIMESTAMPTZ, &[0; 4]), Some(Err(_))));
         assert_eq!(datetime_param(&Type::INT8, &[0; 8]), None);
+        // An interval: microseconds, days, months.
+        let sent =
+            [(-1_500_000i64).to_be_bytes().as_slice(), &2i32.to_be_bytes(), &14i32.to_be_bytes()].concat();
+        assert_eq!(
+            datetime_param(&Type::INTERVAL, &sent),
+            Some(Ok("14 months 2 days -1500000 microseconds".into()))
+        );
+        assert!(matches!(datetime_param(&Type::INTERVAL, &[0; 8]), Some(Err(_))));
     }
 
     #[test]
