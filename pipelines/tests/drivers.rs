@@ -96,6 +96,12 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     td = cur.execute(window, (datetime.timedelta(seconds=2, microseconds=500000),)).fetchone()[0]
     mi = cur.execute(window.replace("%s", "make_interval(secs => 2.5)")).fetchone()[0]
     print("timedelta", td == mi, td > 0)
+    # A list bound to = ANY(%s) (psycopg's way for IN): texts and integers, as IN reads them.
+    plates = ["12345-ب-6", "4821-د-33", "it's, \"odd\" {}", "NULL"]
+    listed = cur.execute("SELECT count(*) FROM watchlist WHERE plate = ANY(%s)", (plates,)).fetchone()[0]
+    spelled = cur.execute("SELECT count(*) FROM watchlist WHERE plate IN ('12345-ب-6', '4821-د-33')").fetchone()[0]
+    cams = cur.execute("SELECT count(*) FROM zone_density WHERE camera_id = ANY(%s) AND window_end <= TIMESTAMPTZ '2026-06-14 20:00:01+00'", ([0, 1],)).fetchone()[0]
+    print("any", listed == spelled, listed > 0, cams)
     # array_agg is PostgreSQL's array: a Python list, in text and binary.
     lists = "SELECT array_agg(persons ORDER BY window_end), ARRAY['gate-a', 'fan zone', NULL] FROM zone_density WHERE zone = %s"
     (counts, names), (bcounts, bnames) = (cur.execute(lists, ("gate-a",)).fetchone(), cur.execute(lists, ("gate-a",), binary=True).fetchone())
@@ -198,6 +204,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("interval"), "timedelta 180022.4 180022.4 inf True True True", "{stdout}");
     assert_eq!(said("make_interval"), "300.0 172801.5 True", "{stdout}");
     assert_eq!(said("timedelta"), "True True", "{stdout}");
+    assert_eq!(said("any"), "True True 2", "{stdout}");
     let psql_span = city.psql(
         "SELECT TIMESTAMPTZ '2026-06-16 22:00:23.4+00' - min(window_end), 'inf'::float8 FROM zone_density",
     );

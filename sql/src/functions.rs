@@ -1087,6 +1087,110 @@ impl ScalarUDFImpl for PgTypeof {
     }
 }
 
+/// `pg_array(text)`: PostgreSQL's array text (`{a,"b c",NULL}`, what a driver sends for a list)
+/// as a list of texts, for a parameter in `= ANY($1)` ([`crate::server`] writes the call in);
+/// `NULL` in, `NULL` out.
+pub fn pg_array() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(PgArray(Signature::exact(vec![DataType::Utf8], Volatility::Immutable))))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgArray(Signature);
+
+impl ScalarUDFImpl for PgArray {
+    fn name(&self) -> &str {
+        "pg_array"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::new_list(DataType::Utf8, true))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::ListBuilder;
+        let scalar = matches!(args.args.first(), Some(ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(texts) = arrays.first().and_then(|a| a.as_string_opt::<i32>()) else {
+            return exec_err!("pg_array takes one text");
+        };
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for text in texts {
+            match text {
+                None => out.append_null(),
+                Some(t) => {
+                    let elements = parse_pg_array(t).map_err(|e| {
+                        datafusion::error::DataFusionError::External(Box::new(
+                            crate::error::SqlError::user(
+                                None,
+                                format!("{t:?} is not an array: {e}"),
+                                "send a list (PostgreSQL's array text: {a,b,\"c d\"})",
+                            )
+                            .kind(crate::error::Kind::InvalidParameter),
+                        ))
+                    })?;
+                    out.append_value(elements);
+                }
+            }
+        }
+        result(scalar, Arc::new(out.finish()))
+    }
+}
+
+/// The elements of PostgreSQL's one-dimensional array text (`{a,"b \"c\"",NULL}`), `None` for
+/// an unquoted NULL. Written here: arrow reads no PostgreSQL array text, and the grammar is
+/// these few lines.
+pub(crate) fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or("it does not start with { and end with }")?;
+    let mut elements = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(elements);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut element = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
+            loop {
+                match chars.next().ok_or("a quote is not closed")? {
+                    '"' => break,
+                    '\\' => element.push(chars.next().ok_or("it ends in a backslash")?),
+                    c => element.push(c),
+                }
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                match c {
+                    '{' | '}' | '"' => {
+                        return Err(format!("{c} inside an element (arrays of arrays are not read)"));
+                    }
+                    '\\' => element.push(chars.next().ok_or("it ends in a backslash")?),
+                    c => element.push(c),
+                }
+            }
+            element.truncate(element.trim_end().len());
+            if element.is_empty() {
+                return Err("an element is empty".into());
+            }
+        }
+        elements.push((quoted || !element.eq_ignore_ascii_case("NULL")).then_some(element));
+        match chars.next() {
+            None => return Ok(elements),
+            Some(',') => {}
+            Some(c) => return Err(format!("{c} after a quoted element")),
+        }
+    }
+}
+
 /// DataFusion's scalar `generate_series` and `range` (a list per row: `SELECT zone,
 /// generate_series(1, n) FROM …`, `array_length(generate_series(…), 1)`), refused before they
 /// build more values than the query's memory holds. They allocate each batch's lists whole,
@@ -1679,6 +1783,40 @@ mod tests {
             if (months >= 0 && days >= 0 && hours >= 0) || (months <= 0 && days <= 0 && hours <= 0) {
                 prop_assert!(bound <= got * 31 / 28 + 2, "{}: {} against {}", call, bound, got);
             }
+        }
+    }
+
+    /// PostgreSQL's array text as psql and drivers write it (checked against PostgreSQL 15's
+    /// `'…'::text[]`); anything else is an error, never a panic.
+    #[test]
+    fn array_text_reads_as_postgresql_reads_it() {
+        let read = |t: &str| parse_pg_array(t);
+        let s = |v: &[Option<&str>]| Ok(v.iter().map(|e| e.map(str::to_owned)).collect::<Vec<_>>());
+        assert_eq!(read("{a,b}"), s(&[Some("a"), Some("b")]));
+        assert_eq!(read("{}"), s(&[]));
+        assert_eq!(
+            read(" { 12345-ب-6 , \"a b\" ,NULL,\"NULL\",x\\,y } "),
+            s(&[Some("12345-ب-6"), Some("a b"), None, Some("NULL"), Some("x,y")])
+        );
+        assert_eq!(read(r#"{"say \"hi\"","back\\slash"}"#), s(&[Some("say \"hi\""), Some("back\\slash")]));
+        for bad in ["a,b", "{a,,b}", "{\"a}", "{{1,2},{3,4}}", "{\"a\"b}", "{a\\}", "{a,}"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// What a driver writes for any list of texts reads back as that list.
+        #[test]
+        fn a_list_written_as_array_text_reads_back(list in proptest::collection::vec(proptest::option::of(".{0,8}"), 0..6), noise in ".{0,20}") {
+            let quoted: Vec<String> = list
+                .iter()
+                .map(|e| match e {
+                    None => "NULL".to_owned(),
+                    Some(t) => format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")),
+                })
+                .collect();
+            prop_assert_eq!(parse_pg_array(&format!("{{{}}}", quoted.join(","))), Ok(list));
+            let _ = parse_pg_array(&noise);
         }
     }
 }

@@ -1298,7 +1298,12 @@ async fn run_query(
     if let Some(catalog) = pg_catalog {
         crate::pg_catalog::install(&ctx, catalog).map_err(df_err)?;
     }
-    let ours = [crate::functions::date_part(), crate::functions::pg_typeof(), crate::functions::age()];
+    let ours = [
+        crate::functions::date_part(),
+        crate::functions::pg_typeof(),
+        crate::functions::age(),
+        crate::functions::pg_array(),
+    ];
     let series = crate::functions::bounded_series(limits.query_memory);
     for f in udfs.into_iter().chain(crate::window::window_udfs()).chain(ours).chain(series) {
         ctx.register_udf(Arc::unwrap_or_clone(f));

@@ -115,15 +115,15 @@ fn with_literals(sql: &str, values: &[Option<String>]) -> PgWireResult<String> {
     Ok(out)
 }
 
-/// `sql` with each `$n` the client declared an `interval` written `CAST($n AS INTERVAL)`.
-/// DataFusion gives a parameter the type of where it stands (in `window_end > now() - $1` a
-/// timestamp's), where PostgreSQL takes the type the client declared: psycopg declares a
-/// `timedelta` an interval. Spliced into the text at the tokens' places (re-rendering tokens
+/// `sql` with the parameters whose type DataFusion would take from where they stand read as
+/// PostgreSQL reads them. A `$n` the client declared an `interval` is written `CAST($n AS
+/// INTERVAL)`: in `window_end > now() - $1` DataFusion would make it a timestamp, where
+/// PostgreSQL takes the declared type (psycopg declares a `timedelta` an interval). A `$n` in
+/// `ANY($n)` or `ALL($n)` is an array sent as text (`{a,b}`, psycopg's list), read by
+/// [`pg_array`](crate::functions::pg_array) and cast to the declared element type; DataFusion
+/// would take it for one text. Spliced into the text at the tokens' places (re-rendering tokens
 /// would not keep string literals as written).
-fn cast_declared_intervals(sql: &str, types: &[Option<Type>]) -> String {
-    if !types.contains(&Some(Type::INTERVAL)) {
-        return sql.to_owned();
-    }
+fn with_declared_types(sql: &str, types: &[Option<Type>]) -> String {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
         return sql.to_owned();
     };
@@ -134,20 +134,43 @@ fn cast_declared_intervals(sql: &str, types: &[Option<Type>]) -> String {
         let skip = usize::try_from(column).ok()?.checked_sub(1)?;
         sql[start..].char_indices().nth(skip).map(|(i, _)| start + i)
     };
+    let words: Vec<&Token> =
+        tokens.iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
     let mut out = sql.to_owned();
+    let mut at_word = words.len();
     for t in tokens.iter().rev() {
+        if !matches!(t.token, Token::Whitespace(_)) {
+            at_word -= 1;
+        }
         let Token::Placeholder(p) = &t.token else { continue };
         let declared = p
             .strip_prefix('$')
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| types.get(n.checked_sub(1)?));
-        if declared != Some(&Some(Type::INTERVAL)) {
+            .and_then(|n| types.get(n.checked_sub(1)?).cloned().flatten());
+        let in_any = at_word >= 2
+            && matches!(words[at_word - 1], Token::LParen)
+            && matches!(words.get(at_word + 1), Some(Token::RParen))
+            && matches!(words[at_word - 2], Token::Word(w) if ["ANY", "ALL", "SOME"].contains(&w.value.to_uppercase().as_str()));
+        let written = if in_any {
+            let element = match declared {
+                Some(Type::INT2_ARRAY | Type::INT4_ARRAY | Type::INT8_ARRAY) => Some("BIGINT"),
+                Some(Type::FLOAT4_ARRAY | Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY) => Some("DOUBLE"),
+                Some(Type::BOOL_ARRAY) => Some("BOOLEAN"),
+                _ => None,
+            };
+            match element {
+                Some(e) => format!("CAST(pg_array({p}) AS {e}[])"),
+                None => format!("pg_array({p})"),
+            }
+        } else if declared == Some(Type::INTERVAL) {
+            format!("CAST({p} AS INTERVAL)")
+        } else {
             continue;
-        }
+        };
         if let Some(at) = offset(t.span.start.line, t.span.start.column)
             && out[at..].starts_with(p.as_str())
         {
-            out.replace_range(at..at + p.len(), &format!("CAST({p} AS INTERVAL)"));
+            out.replace_range(at..at + p.len(), &written);
         }
     }
     out
@@ -202,7 +225,7 @@ impl QueryParser for Parser {
             let params = (0..n).map(|i| types.get(i).cloned().flatten().unwrap_or(Type::VARCHAR)).collect();
             return Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields: own_fields(&w0, &w1) }));
         }
-        let sql = &cast_declared_intervals(sql, types);
+        let sql = &with_declared_types(sql, types);
         let (schema, planned) =
             self.registry.describe(sql, role, &user).await.map_err(|e| response_error(user_error(e)))?;
         let params = (0..planned.len().max(types.len()))
@@ -365,21 +388,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Only the parameters declared intervals are cast, at their own places: not inside a
-    /// literal, after text that is not ASCII, on a later line.
+    /// Only the parameters declared intervals are cast, and those in `ANY(…)` read as arrays,
+    /// at their own places: not inside a literal, after text that is not ASCII, on a later line.
     #[test]
-    fn parameters_declared_intervals_are_cast_where_they_stand() {
+    fn parameters_are_read_as_their_declared_types_where_they_stand() {
         let sql = "SELECT 'it''s $1', 'é' AS zone_é, now() -\n  $1, $2, $10 FROM t";
         let types = [Some(Type::INTERVAL), Some(Type::INT8)];
         assert_eq!(
-            cast_declared_intervals(sql, &types),
+            with_declared_types(sql, &types),
             "SELECT 'it''s $1', 'é' AS zone_é, now() -\n  CAST($1 AS INTERVAL), $2, $10 FROM t"
         );
         assert_eq!(
-            cast_declared_intervals(sql, &[None, Some(Type::INTERVAL)]),
+            with_declared_types(sql, &[None, Some(Type::INTERVAL)]),
             sql.replace("$2", "CAST($2 AS INTERVAL)")
         );
-        assert_eq!(cast_declared_intervals(sql, &[Some(Type::TIMESTAMPTZ)]), sql);
+        assert_eq!(with_declared_types(sql, &[Some(Type::TIMESTAMPTZ)]), sql);
+        let sql =
+            "SELECT * FROM t WHERE plate = any ( $1 ) AND camera_id <> ALL($2) AND x = $3 AND ANY($4, 1)";
+        assert_eq!(
+            with_declared_types(sql, &[None, Some(Type::INT2_ARRAY)]),
+            "SELECT * FROM t WHERE plate = any ( pg_array($1) ) AND camera_id <> ALL(CAST(pg_array($2) AS BIGINT[])) \
+             AND x = $3 AND ANY($4, 1)"
+        );
     }
 
     proptest! {
