@@ -728,6 +728,36 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
     let _ = stmt.visit(&mut Queries);
 }
 
+/// PostgreSQL's `x = ANY('{a,b}')`: an array written as a text literal (psql users write
+/// lists so), read by [`pg_array`]; DataFusion would take it for one text and fail.
+pub(crate) fn rewrite_array_literals(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = e {
+            let mut inner = right.as_mut();
+            while let Expr::Nested(n) = inner {
+                inner = n.as_mut();
+            }
+            if let Expr::Value(v) = inner
+                && matches!(v.value, Value::SingleQuotedString(_))
+                && let Ok(mut call) = Parser::new(&GenericDialect {})
+                    .try_with_sql("pg_array(NULL)")
+                    .and_then(|mut p| p.parse_expr())
+                && let Expr::Function(f) = &mut call
+                && let FunctionArguments::List(list) = &mut f.args
+            {
+                list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(inner.clone()))];
+                *inner = call;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// PostgreSQL's `make_interval(years, months, weeks, days, hours, mins, secs)`, each argument
 /// optional and nameable (`now() - make_interval(mins => $1)`: a window a driver can bind, where
 /// `INTERVAL '5 minutes'` cannot take a parameter). DataFusion has no such function, and its

@@ -1330,6 +1330,7 @@ async fn run_query(
         crate::functions::name_series_columns(st);
         crate::functions::expand_series_in_select(st);
         crate::functions::rewrite_make_interval(st);
+        crate::functions::rewrite_array_literals(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
@@ -1988,6 +1989,23 @@ mod tests {
         let months = "SELECT CAST(array_length(generate_series(DATE '2026-03-31', DATE '2025-01-01', \
                       INTERVAL '-1 month'), 1) AS BIGINT)";
         assert_eq!(n(months), 15);
+    }
+
+    /// An array written as a text literal in `ANY(…)` and `ALL(…)` reads as PostgreSQL 15 reads
+    /// it (checked on this machine: 2 and 0); a literal that is not an array is refused.
+    #[test]
+    fn an_array_literal_in_any_is_read_as_an_array() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let sql = "SELECT count(*) FILTER (WHERE x = ANY('{a, \"b c\"}')) AS n, \
+                   count(*) FILTER (WHERE x <> ALL (('{a,NULL}'))) AS m \
+                   FROM (VALUES ('a'), ('b c'), ('d')) AS t(x)";
+        let Ok(Outcome::Rows(_, b)) = query(vec![], sql, "UTC", None) else { panic!("{sql}") };
+        let n = |i: usize| b[0].column(i).as_primitive::<Int64Type>().value(0);
+        assert_eq!((n(0), n(1)), (2, 0));
+        let e = query(vec![], "SELECT 1 WHERE 'a' = ANY('a,b')", "UTC", None).err().expect("refused");
+        assert_eq!(e.sqlstate(), "22023", "{e}");
+        assert!(e.to_string().contains("is not an array"), "{e}");
     }
 
     /// `now()`, `current_timestamp` and `current_date` read the engine's clock: a simulated
