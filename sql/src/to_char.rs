@@ -162,6 +162,8 @@ pub fn translate(pattern: &str) -> Result<String, (String, String)> {
             fill |= rest.starts_with("FM") || rest.starts_with("fm");
             rest = r;
         }
+        // What follows the modifiers (nothing, when they end the template: `'FX'` panicked here).
+        let Some(c) = rest.chars().next() else { break };
         if let Some((p, fix)) = refused_at(rest) {
             return Err((rest[..p.len()].to_owned(), fix.to_owned()));
         }
@@ -326,6 +328,9 @@ mod tests {
         ] {
             assert_eq!(formatted(pattern).await.unwrap(), postgresql, "{pattern}");
         }
+        // Modifiers that end the template prefix nothing (the proptest below found `FX` panicking).
+        assert_eq!(translate("FX"), Ok(String::new()));
+        assert_eq!(translate("DD FM"), translate("DD "));
         // chrono's own format is left as DataFusion takes it.
         assert_eq!(formatted("%H:%M").await.unwrap(), "20:05");
         let refused = formatted("Q").await.expect_err("refused");
