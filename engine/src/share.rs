@@ -369,6 +369,12 @@ impl Retained {
         self.horizons.insert(stream, ms.max(0));
     }
 
+    /// The shortest time any stream's rows are kept (the horizon, or a shorter retention
+    /// period): copies of rows made for a reader are kept no longer.
+    pub fn shortest_horizon_ms(&self) -> Millis {
+        self.horizons.values().copied().fold(self.horizon_ms, Millis::min)
+    }
+
     /// Drops event batches older than the horizon behind `watermark` (a batch goes once its
     /// time is; its rows are of one tick), and compacts table changes behind it.
     pub fn expire(&mut self, watermark: Millis) -> Result<()> {

@@ -139,6 +139,24 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
 # Autocommit off: psycopg wraps statements in BEGIN ... COMMIT, which vigil accepts.
 with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil") as conn:
     print("transaction", conn.execute("SELECT count(*) FROM zone_density WHERE zone = %s", ("fan-zone",)).fetchone()[0] > 0)
+    # Named (server-side) cursors: DECLARE, the cursor's portal described, FETCH FORWARD as the
+    # rows are read (itersize at a time), CLOSE when the block ends; the same name again after.
+    for _ in range(2):
+        with conn.cursor("many_rows") as named:
+            named.itersize = 400
+            named.execute("SELECT n, 'n' || n AS label FROM generate_series(1, 1000) AS n WHERE n > %s", (0,))
+            head = named.fetchmany(3)
+            rest = list(named)
+            names = ",".join(d.name for d in named.description)
+    print("named_cursor", names, head, len(rest), sum(v for v, _ in rest))
+    # In binary, with a parameter, over the city's rows.
+    with conn.cursor("binary_rows", binary=True) as named:
+        named.execute("SELECT zone, window_end FROM zone_density WHERE zone = %s ORDER BY window_end", ("gate-a",))
+        rows = named.fetchmany(2) + named.fetchall()
+    print("binary_cursor", len(rows) > 0, all(z == "gate-a" for z, _ in rows), type(rows[0][1]).__name__, rows == sorted(rows))
+    print("in_block", conn.info.transaction_status.name)
+    conn.commit()
+    print("committed", conn.info.transaction_status.name)
 # SET TimeZone: the driver is told the zone (ParameterStatus); instants come as that zone's wall
 # clock, the same instants in text and binary, and a day is the zone's (PostgreSQL 15's answers).
 with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=password, dbname="vigil", autocommit=True) as conn:
@@ -212,6 +230,9 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("arrays"), "list True True ['gate-a', 'fan zone', None] True True", "{stdout}");
     assert_eq!(said("inserted"), "DGSN-2026-00777 (it's quoted)");
     assert_eq!(said("transaction"), "True");
+    assert_eq!(said("named_cursor"), "n,label [(1, 'n1'), (2, 'n2'), (3, 'n3')] 997 500494", "{stdout}");
+    assert_eq!(said("binary_cursor"), "True True datetime True", "{stdout}");
+    assert_eq!((said("in_block"), said("committed")), ("INTRANS".into(), "IDLE".into()), "{stdout}");
     assert_eq!(
         said("timezone"),
         "Africa/Casablanca Africa/Casablanca 2026-06-15T00:30:00+01:00 2026-06-15T00:00:00+01:00 True True",

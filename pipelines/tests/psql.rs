@@ -1619,3 +1619,96 @@ fn psql_copy_writes_a_querys_rows_to_a_file_where_psql_runs() {
     );
     assert!(load.contains("INSERT INTO watchlist"), "{load}");
 }
+
+/// Cursors as psql uses them. With `\set FETCH_COUNT 7` psql reads a SELECT through one (BEGIN,
+/// DECLARE, FETCH FORWARD 7 until fewer come, CLOSE, COMMIT): the same text as the plain
+/// SELECT's. FETCH and MOVE move as PostgreSQL 15's do, its answers to the same script taken on
+/// this machine; a failed block refuses what follows until ROLLBACK; an ERASE closes every
+/// session's cursors.
+#[test]
+fn psql_reads_queries_through_cursors_as_postgresql_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let city = City::start(tmp.path(), 40);
+    // Rows that no longer change once the city's clock has passed them.
+    city.ok_until(
+        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:15Z'",
+        60,
+        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
+    );
+    let query = "SELECT camera_id, class, event_time, score, zone_id FROM detections \
+                 WHERE event_time < TIMESTAMP '2026-06-14T20:00:08Z' ORDER BY event_time, camera_id, score, class";
+    let run = |args: &[&str], script: &str| {
+        let file = tmp.path().join("script.sql");
+        std::fs::write(&file, script).unwrap();
+        let out = city
+            .connect(Command::new("psql"), "vigil")
+            .args(args)
+            .arg("-f")
+            .arg(&file)
+            .env("PGPASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (plain, e) = run(&["-A"], &format!("{query};\n"));
+    assert!(e.is_empty(), "{e}");
+    let (fetched, e) = run(&["-A", "-v", "FETCH_COUNT=7"], &format!("{query};\n"));
+    assert!(e.is_empty(), "{e}");
+    let rows = plain.lines().count().saturating_sub(2);
+    assert!(rows > 7 * 3, "too few rows to read in pieces: {plain}");
+    // (Rows of equal keys may come in either order: compared as sorted lines.)
+    let sorted = |s: &str| {
+        let mut l: Vec<&str> = s.lines().collect();
+        l.sort_unstable();
+        l.join("\n")
+    };
+    assert_eq!(sorted(&fetched), sorted(&plain), "FETCH_COUNT changes only how the rows come");
+    assert!(plain.ends_with(&format!("({rows} rows)\n")), "{plain}");
+    // A query that fails at DECLARE: its error, and the block psql opened ends.
+    let (out, e) = run(&["-At", "-v", "FETCH_COUNT=7"], "SELECT colour FROM detections;\nSELECT 42;\n");
+    assert!(e.contains("colour") && !e.contains("aborted"), "{e}");
+    assert_eq!(out, "42\n", "{e}");
+    let script = "BEGIN;
+DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT * FROM generate_series(1, 5);
+FETCH 2 FROM c;
+FETCH PRIOR FROM c;
+MOVE ALL IN c;
+COMMIT;
+FETCH BACKWARD 2 FROM c;
+CLOSE c;
+FETCH c;
+BEGIN;
+DECLARE d CURSOR FOR SELECT * FROM generate_series(1, 3);
+FETCH nosuch;
+FETCH d;
+ROLLBACK;
+FETCH d;
+DECLARE e NO SCROLL CURSOR WITH HOLD FOR SELECT 1;
+FETCH e;
+FETCH e;
+FETCH PRIOR FROM e;
+";
+    let (out, e) = run(&["-At"], script);
+    // PostgreSQL 15, this script but its last four lines (psql -At).
+    let postgres = "BEGIN\nDECLARE CURSOR\n1\n2\n1\nMOVE 4\nCOMMIT\n5\n4\nCLOSE CURSOR\nBEGIN\nDECLARE CURSOR\nROLLBACK\n";
+    assert_eq!(out, format!("{postgres}DECLARE CURSOR\n1\n"), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 5, "{e}");
+    for (line, says) in [
+        (errors[0], "cursor \"c\" does not exist"),
+        (errors[1], "cursor \"nosuch\" does not exist"),
+        (errors[2], "current transaction is aborted, commands ignored until end of transaction block"),
+        (errors[3], "cursor \"d\" does not exist"),
+        (errors[4], "cursor \"e\" can only scan forward"),
+    ] {
+        assert!(line.contains(says), "{line}");
+    }
+    assert!(e.contains("DECLARE it (again)") && e.contains("end the block with ROLLBACK"), "{e}");
+    // An erasure closes the cursors of every session: their rows may hold what was erased.
+    let (out, e) =
+        run(&["-At"], "DECLARE kept CURSOR WITH HOLD FOR SELECT 1;\nERASE PLATE '99999-A-9';\nFETCH kept;\n");
+    assert!(out.starts_with("DECLARE CURSOR\n"), "{out}");
+    assert!(e.contains("cursor \"kept\" does not exist") && e.contains("ERASE"), "{e}");
+    city.stop();
+}

@@ -467,6 +467,18 @@ impl Registry {
         self
     }
 
+    /// The limits on one request.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The shortest time rows are kept in memory (`retention.memory_s`, or a shorter
+    /// retention period): what a copy of them held for a client may live.
+    pub fn memory_horizon(&self) -> std::time::Duration {
+        let ms = self.retained.lock().expect("retained").shortest_horizon_ms();
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
     /// The streams and tables rules are compiled against.
     pub fn streams(&self) -> &Streams {
         &self.streams

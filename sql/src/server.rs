@@ -54,6 +54,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::CopyData;
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -67,6 +68,7 @@ use crate::roles::Role;
 use crate::rule::{split_statements, statement_words};
 
 mod copy;
+mod cursor;
 mod extended;
 mod names;
 pub(crate) mod types;
@@ -156,6 +158,29 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
     let sessions = Arc::new(ConnectionManager::new());
     let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&sessions)));
     let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections.max(1)));
+    // Cursors' rows: as much as the queries running at once may hold, for no longer than the
+    // engine keeps rows in memory (checked here too, so an idle session's cursor goes in time).
+    let limits = registry.limits();
+    let cursors = Arc::new(cursor::Cursors::new(
+        limits.query_memory.saturating_mul(limits.concurrent_queries.max(1)),
+        registry.memory_horizon(),
+    ));
+    let sweep = Arc::downgrade(&cursors);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(cursors) = sweep.upgrade() else { return };
+            let n = cursors.expire();
+            if n > 0 {
+                tracing::info!(
+                    "closed {n} cursors after {} s (retention.memory_s)",
+                    cursors.max_age.as_secs()
+                );
+            }
+        }
+    });
     // Refusals are logged at most once every 10 s, with the count: a storm is one line, not one
     // line a connection.
     let refused = Tally::new(Duration::from_secs(10));
@@ -190,6 +215,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
             }
         };
         let authed = Arc::new(AtomicBool::new(false));
+        let id = cursors.session();
         let factory = Arc::new(Factory {
             session: Arc::new(Session {
                 registry: Arc::clone(&registry),
@@ -199,9 +225,14 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, credentials: 
                 parser: Arc::new(extended::Parser {
                     registry: Arc::clone(&registry),
                     credentials: Arc::clone(&credentials),
+                    session: id,
+                    cursors: Arc::clone(&cursors),
                 }),
                 zone: std::sync::Mutex::new(edge.time_zone.clone()),
                 default_zone: edge.time_zone.clone(),
+                id,
+                cursors: Arc::clone(&cursors),
+                portals: Mutex::new(Default::default()),
             }),
             credentials: Arc::clone(&credentials),
             failures: Arc::clone(&failures),
@@ -417,6 +448,20 @@ struct Session {
     zone: std::sync::Mutex<String>,
     /// The zone `RESET TimeZone` goes back to (`server.time_zone`).
     default_zone: String,
+    /// The session's id among [`Session::cursors`]' holders.
+    id: u64,
+    /// Every session's cursors (`DECLARE`, `FETCH`): an erasure closes them all.
+    cursors: Arc<cursor::Cursors>,
+    /// Cursors given a portal of their name (the extended protocol describes them): removed
+    /// from the client's portals once the cursor is closed.
+    portals: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session's cursors end with it (closing them cannot fail).
+        let _ = self.cursors.close(self.id, None);
+    }
 }
 
 /// The settings a client is told as it logs in: the same as `SHOW` answers, in `zone`.
@@ -544,6 +589,13 @@ fn user_error(e: SqlError) -> Response {
     Response::Error(Box::new(info))
 }
 
+/// A cursor statement refused, with its fix as the hint.
+fn refused(r: cursor::Refusal) -> Response {
+    let mut info = ErrorInfo::new("ERROR".into(), r.code.into(), r.message);
+    info.hint = Some(r.fix);
+    Response::Error(Box::new(info))
+}
+
 fn error(code: &str, message: impl Into<String>) -> Response {
     Response::Error(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message.into())))
 }
@@ -570,7 +622,10 @@ impl SimpleQueryHandler for Session {
         // Logged in, so the account exists; were it gone, the session would get nothing.
         let role = self.credentials.role_of(&user).unwrap_or(Role::Auditor);
         for st in statements {
-            let r = self.statement(&st.text, &st.blanked, &user, role).await;
+            let r = match self.in_failed_block(client.transaction_status(), &st.text) {
+                Some(r) => r,
+                None => self.statement(&st.text, &st.blanked, &user, role, &Format::UnifiedText).await,
+            };
             self.report_zone(client, &st.text, matches!(r, Response::Execution(_))).await?;
             self.audit(&user, &st.text, &r);
             let failed = matches!(r, Response::Error(_));
@@ -589,6 +644,7 @@ impl SimpleQueryHandler for Session {
                 break;
             }
         }
+        self.forget_closed_cursors(client);
         Ok(out)
     }
 }
@@ -620,6 +676,10 @@ impl Session {
         let Some(a) = &self.audit else { return };
         let w = statement_words(text).unwrap_or_default();
         let (w0, w1) = (upper(&w, 0), upper(&w, 1));
+        // A cursor's query is recorded at its DECLARE; reading its rows adds nothing to say.
+        if matches!(w0.as_str(), "FETCH" | "MOVE" | "CLOSE") {
+            return;
+        }
         let named = |i: usize| {
             let i = if upper(&w, i) == "IF" { i + 2 + usize::from(upper(&w, i + 1) == "NOT") } else { i };
             w.get(i).cloned().unwrap_or_default()
@@ -645,7 +705,43 @@ impl Session {
         a.record(user, action, &actor(&object), &[("sql", &a.digest(text)), ("result", &result)]);
     }
 
-    async fn statement(&self, text: &str, blanked: &str, user: &str, role: Role) -> Response {
+    /// After an error inside BEGIN … COMMIT, what PostgreSQL answers until the block ends: every
+    /// statement refused but ROLLBACK, and COMMIT taken as ROLLBACK (`None`: run it).
+    fn in_failed_block(&self, status: TransactionStatus, text: &str) -> Option<Response> {
+        if status != TransactionStatus::Error {
+            return None;
+        }
+        let w = statement_words(text).unwrap_or_default();
+        match upper(&w, 0).as_str() {
+            "ROLLBACK" | "ABORT" => None,
+            "COMMIT" | "END" => {
+                self.cursors.end_transaction(self.id);
+                Some(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            _ => {
+                let mut info = ErrorInfo::new(
+                    "ERROR".into(),
+                    "25P02".into(),
+                    "current transaction is aborted, commands ignored until end of transaction block".into(),
+                );
+                info.hint = Some(
+                    "end the block with ROLLBACK; vigil has no transactions, so the statements before the error took effect"
+                        .into(),
+                );
+                Some(Response::Error(Box::new(info)))
+            }
+        }
+    }
+
+    /// Runs one statement; rows go out in `format` (the extended protocol's Bind asks).
+    async fn statement(
+        &self,
+        text: &str,
+        blanked: &str,
+        user: &str,
+        role: Role,
+        format: &Format,
+    ) -> Response {
         // split_statements tokenized the text already, so this does not fail.
         let w = statement_words(text).unwrap_or_default();
         let changes = matches!(
@@ -705,14 +801,53 @@ impl Session {
                 }
             }
             // No transactions: each statement takes effect at once, reads see the state as it is.
-            // The words drivers send around their statements are accepted as such.
-            ("BEGIN" | "START", _) => Response::Execution(Tag::new(if upper(&w, 0) == "BEGIN" {
+            // The words drivers send around their statements open and end a block as clients
+            // know it (psql's prompt, a driver's COMMIT, the cursors that close at its end).
+            ("BEGIN" | "START", _) => Response::TransactionStart(Tag::new(if upper(&w, 0) == "BEGIN" {
                 "BEGIN"
             } else {
                 "START TRANSACTION"
             })),
-            ("COMMIT" | "END", _) => Response::Execution(Tag::new("COMMIT")),
-            ("ROLLBACK" | "ABORT", _) => Response::Execution(Tag::new("ROLLBACK")),
+            ("COMMIT" | "END", _) => {
+                self.cursors.end_transaction(self.id);
+                Response::TransactionEnd(Tag::new("COMMIT"))
+            }
+            ("ROLLBACK" | "ABORT", _) => {
+                self.cursors.end_transaction(self.id);
+                Response::TransactionEnd(Tag::new("ROLLBACK"))
+            }
+            ("DECLARE", _) => self.declare(text, role, user, None).await,
+            (verb @ ("FETCH" | "MOVE"), _) => {
+                let (direction, name) = match cursor::parse_fetch(&w) {
+                    Ok(x) => x,
+                    Err(r) => return refused(r),
+                };
+                match self.cursors.fetch(self.id, &name, direction, verb == "FETCH") {
+                    Ok(f) if verb == "MOVE" => Response::Execution(Tag::new("MOVE").with_rows(f.count)),
+                    Ok(f) => {
+                        let format = if f.binary { &Format::UnifiedBinary } else { format };
+                        match batches_response(&f.schema, &f.batches, format) {
+                            Response::Query(mut q) => {
+                                q.set_command_tag("FETCH");
+                                Response::Query(q)
+                            }
+                            r => r,
+                        }
+                    }
+                    Err(r) => refused(r),
+                }
+            }
+            ("CLOSE", _) => match cursor::parse_close(&w) {
+                Ok(name) => match self.cursors.close(self.id, name.as_deref()) {
+                    Ok(()) => Response::Execution(Tag::new(if name.is_some() {
+                        "CLOSE CURSOR"
+                    } else {
+                        "CLOSE CURSOR ALL"
+                    })),
+                    Err(r) => refused(r),
+                },
+                Err(r) => refused(r),
+            },
             ("SET" | "RESET", _) if let Some(zone) = time_zone_set(text) => match zone {
                 Ok(zone) => {
                     let zone = if zone.is_empty() { self.default_zone.clone() } else { zone };
@@ -775,6 +910,13 @@ impl Session {
                     registry.subject(&kind, &value, erase, &user, std::time::Duration::from_secs(120))
                 })
                 .await;
+                if erase && matches!(answer, Ok(Ok(_))) {
+                    // Cursors' rows are copies that may hold what was erased.
+                    let n = self.cursors.close_everywhere();
+                    if n > 0 {
+                        tracing::info!("an erasure closed {n} open cursors");
+                    }
+                }
                 match answer {
                     Ok(Ok(rows)) => text_response(
                         &["what", "place", "rows", "detail"],
@@ -819,12 +961,55 @@ impl Session {
                 "0A000",
                 format!(
                     "{SOURCE}: {} is not a statement vigil runs; use CREATE RULE, DROP RULE, SHOW RULES, \
-                     EXPLAIN RULE, SUBSCRIBE, SELECT, EXPLAIN SELECT, COPY (SELECT …) TO STDOUT, INSERT and DELETE on the watchlist, \
+                     EXPLAIN RULE, SUBSCRIBE, SELECT, EXPLAIN SELECT, COPY (SELECT …) TO STDOUT, \
+                     DECLARE … CURSOR FOR SELECT …, FETCH, CLOSE, INSERT and DELETE on the watchlist, \
                      SHOW PLATE or ERASE PLATE",
                     w.first().map_or("an empty statement", String::as_str)
                 ),
             ),
         }
+    }
+
+    /// `DECLARE name CURSOR FOR query`: the query runs now, as a SELECT would, and the
+    /// session's cursor holds its rows ([`cursor`]).
+    /// `params` are the extended protocol's, bound into the query's plan.
+    async fn declare(
+        &self,
+        text: &str,
+        role: Role,
+        user: &str,
+        params: Option<Vec<Option<String>>>,
+    ) -> Response {
+        let d = match cursor::parse_declare(text) {
+            Ok(d) => d,
+            Err(r) => return refused(r),
+        };
+        match self.query_with(&d.query, role, user, params).await {
+            Ok((schema, batches)) => {
+                let schema = unique_names(&names::pg_names(&d.query, &schema));
+                match self.cursors.declare(self.id, &d.name, cursor::Cursor::new(schema, batches, &d)) {
+                    Ok(()) => Response::Execution(Tag::new("DECLARE CURSOR")),
+                    Err(r) => refused(r),
+                }
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// Removes the portals of cursors since closed (COMMIT, CLOSE, an erasure, their age)
+    /// from the client's: a session that runs for months declares as many as it likes.
+    fn forget_closed_cursors<C: ClientPortalStore>(&self, client: &C)
+    where
+        C::PortalStore: PortalStore,
+    {
+        let mut portals = self.portals.lock().expect("portals");
+        portals.retain(|name| {
+            let open = self.cursors.schema(self.id, name).is_some();
+            if !open {
+                client.portal_store().rm_portal(name);
+            }
+            open
+        });
     }
 
     fn show_rules(&self, role: Role) -> Response {
@@ -874,9 +1059,20 @@ impl Session {
         role: Role,
         user: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
+        self.query_with(sql, role, user, None).await
+    }
+
+    /// The same, with parameters bound into the plan.
+    async fn query_with(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+        params: Option<Vec<Option<String>>>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
         let zone = self.zone();
         tokio::select! {
-            r = self.registry.query_in(sql, role, user, None, &zone) => r.map_err(user_error),
+            r = self.registry.query_in(sql, role, user, params, &zone) => r.map_err(user_error),
             // Dropping the query stops it.
             _ = client_gone(&self.watch) => {
                 tracing::info!("a psql client went away: its query was stopped");

@@ -22,7 +22,7 @@ use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{FieldInfo, Response};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -50,6 +50,9 @@ pub struct Prepared {
 pub struct Parser {
     pub(super) registry: Arc<Registry>,
     pub(super) credentials: Arc<Credentials>,
+    /// The session's id and every session's cursors: a `FETCH` returns its cursor's columns.
+    pub(super) session: u64,
+    pub(super) cursors: Arc<super::cursor::Cursors>,
 }
 
 /// The role of the client's logged-in user.
@@ -220,25 +223,41 @@ impl QueryParser for Parser {
         let (user, role) = role_of(&self.credentials, client);
         let (w0, w1) = first_words(sql);
         let query = matches!(w0.as_str(), "SELECT" | "WITH" | "VALUES") || (w0 == "EXPLAIN" && w1 != "RULE");
+        // A cursor's query is planned as a SELECT is, its parameters typed by the plan.
+        if w0 == "DECLARE"
+            && let Ok(d) = super::cursor::parse_declare(sql)
+        {
+            let inner = with_declared_types(&d.query, types);
+            let (_, planned) = self
+                .registry
+                .describe(&inner, role, &user)
+                .await
+                .map_err(|e| response_error(user_error(e)))?;
+            let params = typed_params(types, &planned);
+            let sql = format!("{}{inner}", &sql[..d.query_at]);
+            return Ok(Some(Prepared { sql, query, params, fields: Vec::new() }));
+        }
         if !query {
             let n = placeholders(sql)?.max(types.len());
             let params = (0..n).map(|i| types.get(i).cloned().flatten().unwrap_or(Type::VARCHAR)).collect();
-            return Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields: own_fields(&w0, &w1) }));
+            let fields = match w0.as_str() {
+                // A FETCH from a cursor declared before it: the cursor's columns (one declared
+                // later is described at Execute's answer, as PostgreSQL describes it too).
+                "FETCH" => statement_words(sql)
+                    .and_then(|w| super::cursor::parse_fetch(&w).ok())
+                    .and_then(|(_, name)| self.cursors.schema(self.session, &name))
+                    .map(|(schema, _)| schema_fields(&schema))
+                    .unwrap_or_default(),
+                _ => own_fields(&w0, &w1),
+            };
+            return Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields }));
         }
         let sql = &with_declared_types(sql, types);
         let (schema, planned) =
             self.registry.describe(sql, role, &user).await.map_err(|e| response_error(user_error(e)))?;
-        let params = (0..planned.len().max(types.len()))
-            .map(|i| {
-                let given = types.get(i).cloned().flatten().filter(|t| *t != Type::UNKNOWN);
-                given.unwrap_or_else(|| {
-                    planned.get(i).cloned().flatten().map_or(Type::VARCHAR, |t| param_type(&t))
-                })
-            })
-            .collect();
+        let params = typed_params(types, &planned);
         let schema = crate::registry::unique_names(&super::names::pg_names(sql, &schema));
-        let fields = schema.fields().iter().map(|f| (f.name().clone(), pg_type(f.data_type()))).collect();
-        Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields }))
+        Ok(Some(Prepared { sql: sql.to_owned(), query, params, fields: schema_fields(&schema) }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -248,6 +267,23 @@ impl QueryParser for Parser {
     fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         Ok(fields(&stmt.fields, format.unwrap_or(&Format::UnifiedText)))
     }
+}
+
+/// Each parameter's type: the client's where it declared one, else the plan's.
+fn typed_params(types: &[Option<Type>], planned: &[Option<DataType>]) -> Vec<Type> {
+    (0..planned.len().max(types.len()))
+        .map(|i| {
+            let given = types.get(i).cloned().flatten().filter(|t| *t != Type::UNKNOWN);
+            given.unwrap_or_else(|| {
+                planned.get(i).cloned().flatten().map_or(Type::VARCHAR, |t| param_type(&t))
+            })
+        })
+        .collect()
+}
+
+/// The name and PostgreSQL type of each column of `schema`.
+fn schema_fields(schema: &datafusion::arrow::datatypes::Schema) -> Vec<(String, Type)> {
+    schema.fields().iter().map(|f| (f.name().clone(), pg_type(f.data_type()))).collect()
 }
 
 /// The type a parameter is described as: what the plan expects, in a type every driver binds.
@@ -324,6 +360,12 @@ impl ExtendedQueryHandler for Session {
     {
         let (user, role) = role_of(&self.credentials, client);
         let stmt = &portal.statement.statement;
+        if let Some(r) = self.in_failed_block(client.transaction_status(), &stmt.sql) {
+            return match r {
+                Response::Error(info) => Err(PgWireError::UserError(info)),
+                r => Ok(r),
+            };
+        }
         let types = &portal.statement.parameter_types;
         let values = (0..stmt.params.len().max(portal.parameters.len()))
             .map(|i| {
@@ -352,13 +394,21 @@ impl ExtendedQueryHandler for Session {
                 ),
                 Err(e) => user_error(e),
             }
+        } else if first_words(&stmt.sql).0 == "DECLARE" {
+            let params = (!values.is_empty()).then_some(values);
+            let r = self.declare(&stmt.sql, role, &user, params).await;
+            if matches!(r, Response::Execution(_)) {
+                self.cursor_portal(client, &stmt.sql);
+            }
+            r
         } else {
             let text = with_literals(&stmt.sql, &values)?;
             let statements = split_statements(&text, SOURCE).map_err(|e| response_error(user_error(e)))?;
             match statements.as_slice() {
                 [] => Response::EmptyQuery,
                 [st] => {
-                    let r = self.statement(&st.text, &st.blanked, &user, role).await;
+                    let format = &portal.result_column_format;
+                    let r = self.statement(&st.text, &st.blanked, &user, role, format).await;
                     self.report_zone(client, &st.text, matches!(r, Response::Execution(_))).await?;
                     r
                 }
@@ -369,6 +419,7 @@ impl ExtendedQueryHandler for Session {
             }
         };
         self.audit(&user, &stmt.sql, &r);
+        self.forget_closed_cursors(client);
         let r = match r {
             Response::CopyOut(copy) => {
                 let header = super::copy::parse(&stmt.sql).is_ok_and(|c| c.header);
@@ -380,6 +431,33 @@ impl ExtendedQueryHandler for Session {
             Response::Error(info) => Err(PgWireError::UserError(info)),
             r => Ok(r),
         }
+    }
+}
+
+impl Session {
+    /// After a `DECLARE`, a portal of the cursor's name: psycopg's named cursors describe it
+    /// (Describe of a portal) before they FETCH, as PostgreSQL's cursors are portals. Executing
+    /// it fetches from the cursor.
+    fn cursor_portal<C>(&self, client: &C, text: &str)
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+    {
+        let Ok(d) = super::cursor::parse_declare(text) else { return };
+        let Some((schema, binary)) = self.cursors.schema(self.id, &d.name) else { return };
+        let fetch = Prepared {
+            sql: format!("FETCH ALL FROM \"{}\"", d.name.replace('"', "\"\"")),
+            query: false,
+            params: Vec::new(),
+            fields: schema_fields(&schema),
+        };
+        let statement = Arc::new(StoredStatement::new(d.name.clone(), fetch, Vec::new()));
+        let mut portal = Portal::new_cursor(d.name.clone(), statement);
+        if binary {
+            portal.result_column_format = Format::UnifiedBinary;
+        }
+        client.portal_store().put_portal(Arc::new(portal));
+        self.portals.lock().expect("portals").insert(d.name);
     }
 }
 
