@@ -154,6 +154,14 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
         named.execute("SELECT zone, window_end FROM zone_density WHERE zone = %s ORDER BY window_end", ("gate-a",))
         rows = named.fetchmany(2) + named.fetchall()
     print("binary_cursor", len(rows) > 0, all(z == "gate-a" for z, _ in rows), type(rows[0][1]).__name__, rows == sorted(rows))
+    # A nested block is a savepoint: an error inside it is rolled back to it, and the outer
+    # block goes on (an error outside one would fail the block until ROLLBACK).
+    try:
+        with conn.transaction():
+            conn.execute("SELECT * FROM nosuch_table")
+    except psycopg.errors.UndefinedTable:
+        pass
+    print("savepoint", conn.info.transaction_status.name, conn.execute("SELECT 7").fetchone()[0])
     print("in_block", conn.info.transaction_status.name)
     conn.commit()
     print("committed", conn.info.transaction_status.name)
@@ -232,6 +240,7 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("transaction"), "True");
     assert_eq!(said("named_cursor"), "n,label [(1, 'n1'), (2, 'n2'), (3, 'n3')] 997 500494", "{stdout}");
     assert_eq!(said("binary_cursor"), "True True datetime True", "{stdout}");
+    assert_eq!(said("savepoint"), "INTRANS 7", "{stdout}");
     assert_eq!((said("in_block"), said("committed")), ("INTRANS".into(), "IDLE".into()), "{stdout}");
     assert_eq!(
         said("timezone"),

@@ -1623,7 +1623,8 @@ fn psql_copy_writes_a_querys_rows_to_a_file_where_psql_runs() {
 /// Cursors as psql uses them. With `\set FETCH_COUNT 7` psql reads a SELECT through one (BEGIN,
 /// DECLARE, FETCH FORWARD 7 until fewer come, CLOSE, COMMIT): the same text as the plain
 /// SELECT's. FETCH and MOVE move as PostgreSQL 15's do, its answers to the same script taken on
-/// this machine; a failed block refuses what follows until ROLLBACK; an ERASE closes every
+/// this machine; a failed block refuses what follows until ROLLBACK (or, with psql's
+/// ON_ERROR_ROLLBACK, goes on after it rolls back to its savepoint); an ERASE closes every
 /// session's cursors.
 #[test]
 fn psql_reads_queries_through_cursors_as_postgresql_does() {
@@ -1705,6 +1706,15 @@ FETCH PRIOR FROM e;
         assert!(line.contains(says), "{line}");
     }
     assert!(e.contains("DECLARE it (again)") && e.contains("end the block with ROLLBACK"), "{e}");
+    // A block with an error, with and without psql's ON_ERROR_ROLLBACK (which sets a savepoint
+    // before each statement and rolls back to it after a failed one): PostgreSQL 15's answers.
+    let script = "BEGIN;\nSELECT 1;\nSELECT * FROM nosuch_table;\nSELECT 2;\nSAVEPOINT s;\nRELEASE SAVEPOINT s;\nCOMMIT;\n";
+    let (out, e) = run(&["-At", "-v", "ON_ERROR_ROLLBACK=on"], script);
+    assert_eq!(out, "BEGIN\n1\n2\nSAVEPOINT\nRELEASE\nCOMMIT\n", "{e}");
+    assert_eq!(e.matches("ERROR").count(), 1, "{e}");
+    let (out, e) = run(&["-At", "-v", "ON_ERROR_ROLLBACK=off"], script);
+    assert_eq!(out, "BEGIN\n1\nROLLBACK\n", "{e}");
+    assert_eq!(e.matches("current transaction is aborted").count(), 3, "{e}");
     // An erasure closes the cursors of every session: their rows may hold what was erased.
     let (out, e) =
         run(&["-At"], "DECLARE kept CURSOR WITH HOLD FOR SELECT 1;\nERASE PLATE '99999-A-9';\nFETCH kept;\n");

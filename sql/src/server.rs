@@ -604,8 +604,35 @@ fn upper(w: &[String], i: usize) -> String {
     w.get(i).map(|s| s.to_ascii_uppercase()).unwrap_or_default()
 }
 
+/// `ROLLBACK TO [SAVEPOINT] name`.
+fn rolls_back_to_savepoint(w: &[String]) -> bool {
+    matches!(upper(w, 0).as_str(), "ROLLBACK" | "ABORT") && upper(w, 1) == "TO"
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Session {
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `ROLLBACK TO SAVEPOINT` after an error goes back into the block, as PostgreSQL's
+        // does: psql's ON_ERROR_ROLLBACK sends it after each failed statement in a block.
+        // (pgwire keeps a failed block failed whatever the statement answers.)
+        if client.transaction_status() == TransactionStatus::Error
+            && rolls_back_to_savepoint(&statement_words(&query.query).unwrap_or_default())
+        {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -713,6 +740,8 @@ impl Session {
         }
         let w = statement_words(text).unwrap_or_default();
         match upper(&w, 0).as_str() {
+            // (ROLLBACK TO a savepoint from the extended protocol: run, but the block stays
+            // failed, as pgwire keeps it.)
             "ROLLBACK" | "ABORT" => None,
             "COMMIT" | "END" => {
                 self.cursors.end_transaction(self.id);
@@ -812,6 +841,11 @@ impl Session {
                 self.cursors.end_transaction(self.id);
                 Response::TransactionEnd(Tag::new("COMMIT"))
             }
+            // Savepoints mark nothing (nothing is rolled back), and the block goes on: psql's
+            // ON_ERROR_ROLLBACK and psycopg's nested `conn.transaction()` set and release them.
+            ("SAVEPOINT", _) => Response::Execution(Tag::new("SAVEPOINT")),
+            ("RELEASE", _) => Response::Execution(Tag::new("RELEASE")),
+            _ if rolls_back_to_savepoint(&w) => Response::Execution(Tag::new("ROLLBACK")),
             ("ROLLBACK" | "ABORT", _) => {
                 self.cursors.end_transaction(self.id);
                 Response::TransactionEnd(Tag::new("ROLLBACK"))
