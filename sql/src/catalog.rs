@@ -43,7 +43,11 @@ impl Catalog {
                 .into_iter()
                 .chain(crate::window::window_udfs())
                 .chain(crate::functions::text_udfs(streams))
-                .chain([crate::functions::date_part(), crate::functions::age()]),
+                .chain([
+                    crate::functions::date_part(),
+                    crate::functions::age(),
+                    crate::functions::pg_array(),
+                ]),
             |f| (f.name(), f.aliases()),
         );
         let aggregates = by_name(datafusion::functions_aggregate::all_default_aggregate_functions(), |f| {

@@ -564,6 +564,8 @@ fn compile_query(
     })?;
     rewrite_window_columns(stmt.as_mut());
     crate::to_char::rewrite(stmt.as_mut(), source)?;
+    // `plate = ANY('{…}')`, as ad-hoc queries read it.
+    crate::functions::rewrite_array_literals(stmt.as_mut());
 
     let catalog = Catalog::new(streams);
     let options_df = ParserOptions::default().with_collect_spans(true);
