@@ -92,6 +92,13 @@ impl City {
         }
     }
 
+    /// Waits (up to 60 s) for detections at or after `at`: the rows before it no longer change
+    /// (cameras lag by a few seconds).
+    fn detections_until(&self, at: &str) {
+        let sql = format!("SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '{at}'");
+        self.ok_until(&sql, 60, |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"));
+    }
+
     fn ok(&self, sql: &str) -> String {
         let out = self.psql(sql);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -1484,11 +1491,7 @@ fn ad_hoc_windows_give_what_duckdb_gives_over_the_same_rows() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let city = City::start(tmp.path(), 45);
     // Rows before 20:00:20 are all in once rows of 20:00:35 are (cameras lag by a few seconds).
-    city.ok_until(
-        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:35Z'",
-        60,
-        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
-    );
+    city.detections_until("2026-06-14T20:00:35Z");
     let before = "event_time < TIMESTAMP '2026-06-14T20:00:20Z'";
     let ad_hoc = [
         format!(
@@ -1566,11 +1569,7 @@ fn ad_hoc_windows_give_what_duckdb_gives_over_the_same_rows() {
 fn psql_copy_writes_a_querys_rows_to_a_file_where_psql_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let city = City::start(tmp.path(), 40);
-    city.ok_until(
-        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:15Z'",
-        60,
-        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
-    );
+    city.detections_until("2026-06-14T20:00:15Z");
     let counts = "SELECT camera_id, class, count(*) AS n FROM detections \
                   WHERE event_time < TIMESTAMP '2026-06-14T20:00:08Z' GROUP BY camera_id, class ORDER BY camera_id, class";
     let query = format!(
@@ -1631,11 +1630,7 @@ fn psql_reads_queries_through_cursors_as_postgresql_does() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let city = City::start(tmp.path(), 40);
     // Rows that no longer change once the city's clock has passed them.
-    city.ok_until(
-        "SELECT count(*) FROM detections WHERE event_time >= TIMESTAMP '2026-06-14T20:00:15Z'",
-        60,
-        |out| out.lines().nth(1).is_some_and(|n| n.trim() != "0"),
-    );
+    city.detections_until("2026-06-14T20:00:15Z");
     let query = "SELECT camera_id, class, event_time, score, zone_id FROM detections \
                  WHERE event_time < TIMESTAMP '2026-06-14T20:00:08Z' ORDER BY event_time, camera_id, score, class";
     let run = |args: &[&str], script: &str| {
