@@ -162,6 +162,15 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     except psycopg.errors.UndefinedTable:
         pass
     print("savepoint", conn.info.transaction_status.name, conn.execute("SELECT 7").fetchone()[0])
+    # pg_cursors lists the session's cursors; a named cursor closed before it ran is looked up
+    # there first (psycopg), and not closed.
+    listed = conn.cursor("listed", withhold=True)
+    listed.execute("SELECT 1")
+    print("pg_cursors", conn.execute("SELECT name, is_holdable FROM pg_catalog.pg_cursors").fetchall())
+    listed.close()
+    with conn.cursor("never_ran"):
+        pass
+    print("never_ran", conn.execute("SELECT count(*) FROM pg_catalog.pg_cursors").fetchone()[0])
     print("in_block", conn.info.transaction_status.name)
     conn.commit()
     print("committed", conn.info.transaction_status.name)
@@ -241,6 +250,8 @@ with psycopg.connect(host="127.0.0.1", port=port, user="vigil", password=passwor
     assert_eq!(said("named_cursor"), "n,label [(1, 'n1'), (2, 'n2'), (3, 'n3')] 997 500494", "{stdout}");
     assert_eq!(said("binary_cursor"), "True True datetime True", "{stdout}");
     assert_eq!(said("savepoint"), "INTRANS 7", "{stdout}");
+    assert_eq!(said("pg_cursors"), "[('listed', True)]", "{stdout}");
+    assert_eq!(said("never_ran"), "0", "{stdout}");
     assert_eq!((said("in_block"), said("committed")), ("INTRANS".into(), "IDLE".into()), "{stdout}");
     assert_eq!(
         said("timezone"),

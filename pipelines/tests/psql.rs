@@ -1711,9 +1711,18 @@ FETCH PRIOR FROM e;
     assert_eq!(out, "BEGIN\n1\nROLLBACK\n", "{e}");
     assert_eq!(e.matches("current transaction is aborted").count(), 3, "{e}");
     // An erasure closes the cursors of every session: their rows may hold what was erased.
-    let (out, e) =
-        run(&["-At"], "DECLARE kept CURSOR WITH HOLD FOR SELECT 1;\nERASE PLATE '99999-A-9';\nFETCH kept;\n");
-    assert!(out.starts_with("DECLARE CURSOR\n"), "{out}");
+    // (pg_cursors lists the session's cursors, as PostgreSQL's view does.)
+    let (out, e) = run(
+        &["-At"],
+        "DECLARE kept CURSOR WITH HOLD FOR SELECT 1;\n\
+         SELECT name, is_holdable, is_scrollable, statement FROM pg_catalog.pg_cursors;\n\
+         ERASE PLATE '99999-A-9';\nSELECT count(*) FROM pg_catalog.pg_cursors;\nFETCH kept;\n",
+    );
+    assert!(
+        out.starts_with("DECLARE CURSOR\nkept|t|t|DECLARE kept CURSOR WITH HOLD FOR SELECT 1\n")
+            && out.ends_with("\n0\n"),
+        "{out}"
+    );
     assert!(e.contains("cursor \"kept\" does not exist") && e.contains("ERASE"), "{e}");
     city.stop();
 }

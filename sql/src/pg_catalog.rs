@@ -157,6 +157,8 @@ pub(crate) struct RoleCatalog {
     user: String,
     /// What the role may read, by name (`has_table_privilege`).
     tables: Arc<Vec<String>>,
+    /// The asking session's cursors, `pg_cursors`' rows (none if `None`).
+    cursors: Option<RecordBatch>,
 }
 
 impl RoleCatalog {
@@ -164,6 +166,59 @@ impl RoleCatalog {
     pub(crate) fn for_user(mut self, user: &str) -> Self {
         user.clone_into(&mut self.user);
         self
+    }
+
+    /// The catalog with `cursors` as `pg_cursors`' rows.
+    pub(crate) fn with_cursors(mut self, cursors: Option<RecordBatch>) -> Self {
+        self.cursors = cursors;
+        self
+    }
+}
+
+/// `pg_cursors`' columns, as PostgreSQL's view has them.
+pub(crate) fn pg_cursors_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("statement", DataType::Utf8, false),
+            Field::new("is_holdable", DataType::Boolean, false),
+            Field::new("is_binary", DataType::Boolean, false),
+            Field::new("is_scrollable", DataType::Boolean, false),
+            Field::new(
+                "creation_time",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]))
+    }))
+}
+
+/// A role's `pg_catalog` with the asking session's `pg_cursors` (datafusion-pg-catalog has no
+/// such table; psycopg asks it before it closes a named cursor it did not declare).
+#[derive(Debug)]
+struct WithCursors {
+    inner: Arc<dyn SchemaProvider>,
+    cursors: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl SchemaProvider for WithCursors {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.push("pg_cursors".into());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if name.eq_ignore_ascii_case("pg_cursors") {
+            return Ok(Some(Arc::clone(&self.cursors)));
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("pg_cursors") || self.inner.table_exist(name)
     }
 }
 
@@ -199,7 +254,13 @@ impl Catalogs {
         let information_schema = information_schema(&tables)
             .map_err(|e| SqlError::Internal(format!("PostgreSQL's information_schema: {e}")))?;
         *listing.0.write().expect("listing") = tables;
-        Ok(RoleCatalog { pg_catalog: provider, information_schema, user: OWNER.to_owned(), tables: names })
+        Ok(RoleCatalog {
+            pg_catalog: provider,
+            information_schema,
+            user: OWNER.to_owned(),
+            tables: names,
+            cursors: None,
+        })
     }
 }
 
@@ -493,7 +554,10 @@ pub(crate) fn install(ctx: &SessionContext, catalog: RoleCatalog) -> Result<(), 
     let session = ctx
         .catalog(SESSION_CATALOG)
         .ok_or_else(|| DataFusionError::Internal(format!("no catalog {SESSION_CATALOG}")))?;
-    session.register_schema("pg_catalog", catalog.pg_catalog)?;
+    let schema = pg_cursors_schema();
+    let rows = catalog.cursors.clone().unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
+    let cursors = Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![rows]])?);
+    session.register_schema("pg_catalog", Arc::new(WithCursors { inner: catalog.pg_catalog, cursors }))?;
     session.register_schema("information_schema", catalog.information_schema)?;
     ctx.register_udf(create_current_database_udf(DATABASE));
     // The account asking, by every name PostgreSQL gives it (psql's `current_user` reaches

@@ -1011,7 +1011,21 @@ impl Registry {
         params: Option<Vec<Option<String>>>,
         zone: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        match self.on_query_thread(sql, role, user, Job::Run(params, zone.to_owned())).await? {
+        self.query_in_session(sql, role, user, params, zone, None).await
+    }
+
+    /// The same, for a psql session whose cursors are `cursors` (`pg_catalog.pg_cursors`'
+    /// rows; none when `None`).
+    pub async fn query_in_session(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+        params: Option<Vec<Option<String>>>,
+        zone: &str,
+        cursors: Option<RecordBatch>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        match self.on_query_thread(sql, role, user, Job::Run(params, zone.to_owned()), cursors).await? {
             Outcome::Rows(schema, batches) => Ok((schema, batches)),
             Outcome::Described(..) => Err(SqlError::Internal("a query was described, not run".into())),
         }
@@ -1025,13 +1039,20 @@ impl Registry {
         role: Role,
         user: &str,
     ) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
-        match self.on_query_thread(sql, role, user, Job::Describe).await? {
+        match self.on_query_thread(sql, role, user, Job::Describe, None).await? {
             Outcome::Described(schema, params) => Ok((schema, params)),
             Outcome::Rows(..) => Err(SqlError::Internal("a query was run, not described".into())),
         }
     }
 
-    async fn on_query_thread(&self, sql: &str, role: Role, user: &str, job: Job) -> Result<Outcome> {
+    async fn on_query_thread(
+        &self,
+        sql: &str,
+        role: Role,
+        user: &str,
+        job: Job,
+        cursors: Option<RecordBatch>,
+    ) -> Result<Outcome> {
         let limits = self.limits.clone();
         let deadline = tokio::time::Instant::now() + limits.query_timeout;
         let timeout = limits.query_timeout;
@@ -1051,7 +1072,7 @@ impl Registry {
         // psql's \d and GUI tools read PostgreSQL's catalog, listing the tables above.
         let listed = || tables.iter().map(|(name, schema, _)| (name.clone(), Arc::clone(schema)));
         let pg_catalog = if crate::pg_catalog::reads_catalog(sql) {
-            Some(self.pg_catalogs.for_role(role, listed())?.for_user(user))
+            Some(self.pg_catalogs.for_role(role, listed())?.for_user(user).with_cursors(cursors))
         } else {
             None
         };

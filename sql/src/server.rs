@@ -1105,8 +1105,9 @@ impl Session {
         params: Option<Vec<Option<String>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), Response> {
         let zone = self.zone();
+        let cursors = crate::pg_catalog::reads_catalog(sql).then(|| self.cursors.listing(self.id));
         tokio::select! {
-            r = self.registry.query_in(sql, role, user, params, &zone) => r.map_err(user_error),
+            r = self.registry.query_in_session(sql, role, user, params, &zone, cursors) => r.map_err(user_error),
             // Dropping the query stops it.
             _ = client_gone(&self.watch) => {
                 tracing::info!("a psql client went away: its query was stopped");

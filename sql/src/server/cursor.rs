@@ -13,8 +13,8 @@
 //! declared `WITH HOLD`, and with its session.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
@@ -59,6 +59,8 @@ pub struct Declare {
     pub query: String,
     /// Where the query starts in the statement's text (bytes).
     pub query_at: usize,
+    /// The whole statement (`pg_cursors.statement`).
+    pub text: String,
 }
 
 /// Reads a `DECLARE` statement (its text, trimmed as [`crate::rule::split_statements`] gives
@@ -86,7 +88,15 @@ pub fn parse_declare(text: &str) -> Result<Declare, Refusal> {
         Some(Token::Word(w)) => ident(w),
         _ => return Err(syntax("the cursor needs a name")),
     };
-    let mut d = Declare { name, binary: false, scroll: None, hold: false, query: String::new(), query_at: 0 };
+    let mut d = Declare {
+        name,
+        binary: false,
+        scroll: None,
+        hold: false,
+        query: String::new(),
+        query_at: 0,
+        text: text.trim_end().trim_end_matches(';').trim_end().to_owned(),
+    };
     let mut next = words.next();
     let word = |t: Option<&datafusion::sql::sqlparser::tokenizer::TokenWithSpan>| match t.map(|t| &t.token) {
         Some(Token::Word(w)) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
@@ -225,6 +235,9 @@ pub struct Cursor {
     hold: bool,
     pub binary: bool,
     declared: Instant,
+    /// The DECLARE statement and when it ran (`pg_cursors`).
+    statement: String,
+    created: std::time::SystemTime,
 }
 
 impl Cursor {
@@ -248,6 +261,8 @@ impl Cursor {
             hold: d.hold,
             binary: d.binary,
             declared: Instant::now(),
+            statement: d.text.clone(),
+            created: std::time::SystemTime::now(),
         }
     }
 
@@ -436,6 +451,34 @@ impl Cursors {
         Ok(Fetched { schema: c.schema.clone(), batches, count: picked.len(), binary: c.binary })
     }
 
+    /// A session's cursors as `pg_catalog.pg_cursors` lists them.
+    pub fn listing(&self, session: u64) -> RecordBatch {
+        use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+        let open = self.open();
+        let mine: Vec<(&String, &Cursor)> = open
+            .range((session, String::new())..(session + 1, String::new()))
+            .map(|((_, n), c)| (n, c))
+            .collect();
+        let micros = |c: &Cursor| {
+            c.created
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(mine.iter().map(|(n, _)| n.as_str()))),
+            Arc::new(StringArray::from_iter_values(mine.iter().map(|(_, c)| c.statement.as_str()))),
+            Arc::new(BooleanArray::from_iter(mine.iter().map(|(_, c)| Some(c.hold)))),
+            Arc::new(BooleanArray::from_iter(mine.iter().map(|(_, c)| Some(c.binary)))),
+            Arc::new(BooleanArray::from_iter(mine.iter().map(|(_, c)| Some(c.scroll != Some(false))))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(mine.iter().map(|(_, c)| micros(c)))
+                    .with_timezone("UTC"),
+            ),
+        ];
+        RecordBatch::try_new(crate::pg_catalog::pg_cursors_schema(), columns)
+            .unwrap_or_else(|_| RecordBatch::new_empty(crate::pg_catalog::pg_cursors_schema()))
+    }
+
     /// `CLOSE name` (or every cursor of the session, `None`).
     pub fn close(&self, session: u64, name: Option<&str>) -> Result<(), Refusal> {
         let mut open = self.open();
@@ -480,8 +523,6 @@ impl Cursors {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
@@ -574,6 +615,7 @@ mod tests {
             hold: false,
             query: String::new(),
             query_at: 0,
+            text: "DECLARE c CURSOR FOR SELECT n".into(),
         };
         Cursor::new(schema, batches, &d)
     }
@@ -681,6 +723,13 @@ mod tests {
         assert_eq!(cursors.fetch(a, "c", Direction::Forward(None), true).unwrap_err().code, "34000");
         assert!(cursors.fetch(a, "held", Direction::Forward(None), true).is_ok());
         assert!(cursors.schema(b, "c").is_some());
+        // pg_cursors: the session's own, as declared.
+        let listed = cursors.listing(a);
+        assert_eq!(listed.num_rows(), 1);
+        let names =
+            listed.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+        assert_eq!(names.value(0), "held");
+        assert_eq!(cursors.listing(b).num_rows(), 1);
         // CLOSE ALL is the session's; an erasure closes every session's.
         cursors.close(a, None).unwrap();
         assert!(cursors.schema(a, "held").is_none() && cursors.schema(b, "c").is_some());

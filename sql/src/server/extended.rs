@@ -381,7 +381,8 @@ impl ExtendedQueryHandler for Session {
         let r = if stmt.query {
             let zone = self.zone();
             let params = (!values.is_empty()).then_some(values);
-            let run = self.registry.query_in(&stmt.sql, role, &user, params, &zone);
+            let cursors = crate::pg_catalog::reads_catalog(&stmt.sql).then(|| self.cursors.listing(self.id));
+            let run = self.registry.query_in_session(&stmt.sql, role, &user, params, &zone, cursors);
             let r = tokio::select! {
                 r = run => r,
                 _ = super::client_gone(&self.watch) => return Err(wire_error("57014", "the client went away")),
