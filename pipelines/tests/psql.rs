@@ -1716,7 +1716,7 @@ FETCH PRIOR FROM e;
         &["-At"],
         "DECLARE kept CURSOR WITH HOLD FOR SELECT 1;\n\
          SELECT name, is_holdable, is_scrollable, statement FROM pg_catalog.pg_cursors;\n\
-         ERASE PLATE '99999-A-9';\nSELECT count(*) FROM pg_catalog.pg_cursors;\nFETCH kept;\n",
+         ERASE PLATE '99999-A-9';\nSELECT count(*) FROM pg_cursors;\nFETCH kept;\n",
     );
     assert!(
         out.starts_with("DECLARE CURSOR\nkept|t|t|DECLARE kept CURSOR WITH HOLD FOR SELECT 1\n")

@@ -827,7 +827,20 @@ pub(crate) fn parse(sql: &str) -> Option<Statement> {
     }
     let mut statement = statements.remove(0);
     rewrite_array_subqueries(&mut statement);
+    qualify_pg_cursors(&mut statement);
     Some(Statement::Statement(Box::new(statement)))
+}
+
+/// `pg_cursors` as `pg_catalog.pg_cursors`, as PostgreSQL's search path finds it (the parser
+/// qualifies the catalog tables it knows; this one is vigil's).
+fn qualify_pg_cursors(statement: &mut sqlparser::ast::Statement) {
+    use sqlparser::ast::{Ident, ObjectName, visit_relations_mut};
+    let _ = visit_relations_mut(statement, |name: &mut ObjectName| {
+        if name.0.len() == 1 && name.to_string().eq_ignore_ascii_case("pg_cursors") {
+            *name = ObjectName::from(vec![Ident::new("pg_catalog"), Ident::new("pg_cursors")]);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 #[cfg(test)]
