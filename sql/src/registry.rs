@@ -996,26 +996,14 @@ impl Registry {
         user: &str,
         params: Option<Vec<Option<String>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.query_in(sql, role, user, params, "UTC").await
+        self.query_in_session(sql, role, user, params, "UTC", None).await
     }
 
-    /// [`Registry::query_with`] in a session whose `TimeZone` is `zone` (an IANA name, or
+    /// [`Registry::query_with`] in a psql session whose `TimeZone` is `zone` (an IANA name, or
     /// `UTC`), as PostgreSQL runs it: instants print as that zone's wall clock with its offset,
     /// `date_trunc('day', …)` and `extract(hour …)` are the zone's, and `now()` and a timestamp
-    /// written without an offset are in it. The values stay the same instants.
-    pub async fn query_in(
-        &self,
-        sql: &str,
-        role: Role,
-        user: &str,
-        params: Option<Vec<Option<String>>>,
-        zone: &str,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.query_in_session(sql, role, user, params, zone, None).await
-    }
-
-    /// The same, for a psql session whose cursors are `cursors` (`pg_catalog.pg_cursors`'
-    /// rows; none when `None`).
+    /// written without an offset are in it. The values stay the same instants. `cursors` are the
+    /// session's (`pg_catalog.pg_cursors`' rows; none when `None`).
     pub async fn query_in_session(
         &self,
         sql: &str,
