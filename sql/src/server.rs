@@ -589,7 +589,7 @@ fn user_error(e: SqlError) -> Response {
     Response::Error(Box::new(info))
 }
 
-/// A cursor statement refused, with its fix as the hint.
+/// A statement refused (a cursor's, a failed block's), with its fix as the hint.
 fn refused(r: cursor::Refusal) -> Response {
     let mut info = ErrorInfo::new("ERROR".into(), r.code.into(), r.message);
     info.hint = Some(r.fix);
@@ -747,18 +747,12 @@ impl Session {
                 self.cursors.end_transaction(self.id);
                 Some(Response::TransactionEnd(Tag::new("ROLLBACK")))
             }
-            _ => {
-                let mut info = ErrorInfo::new(
-                    "ERROR".into(),
-                    "25P02".into(),
-                    "current transaction is aborted, commands ignored until end of transaction block".into(),
-                );
-                info.hint = Some(
-                    "end the block with ROLLBACK; vigil has no transactions, so the statements before the error took effect"
-                        .into(),
-                );
-                Some(Response::Error(Box::new(info)))
-            }
+            _ => Some(refused(cursor::Refusal {
+                code: "25P02",
+                message: "current transaction is aborted, commands ignored until end of transaction block".into(),
+                fix: "end the block with ROLLBACK; vigil has no transactions, so the statements before the error took effect"
+                    .into(),
+            })),
         }
     }
 
