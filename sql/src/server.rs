@@ -1012,6 +1012,9 @@ impl Session {
             Ok(d) => d,
             Err(r) => return refused(r),
         };
+        if let Err(r) = self.cursors.admit(self.id, &d.name) {
+            return refused(r);
+        }
         match self.query_with(&d.query, role, user, params).await {
             Ok((schema, batches)) => {
                 let schema = unique_names(&names::pg_names(&d.query, &schema));

@@ -321,28 +321,40 @@ impl Cursor {
         Ok(picked.into_iter().map(|r| r as usize).collect())
     }
 
-    /// The rows `rows` (1-based, in order) as batches: slices of the held batches when they
-    /// run forward, one batch taken in order otherwise.
-    fn batches_of(&self, rows: &[usize]) -> Result<Vec<RecordBatch>, Refusal> {
-        let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else { return Ok(Vec::new()) };
-        let internal = |e: datafusion::arrow::error::ArrowError| refuse("XX000", e.to_string(), "report it");
-        if last >= first {
-            // Forward and contiguous: zero-copy slices.
-            let (from, to) = (first - 1, last);
-            let mut out = Vec::new();
-            for (b, &start) in self.batches.iter().zip(&self.starts) {
-                let end = start + b.num_rows();
-                let (lo, hi) = (from.max(start), to.min(end));
-                if lo < hi {
-                    out.push(b.slice(lo - start, hi - lo));
-                }
+    /// The rows `rows` (1-based, in order): zero-copy slices of the held batches, and the
+    /// order to take them in when they do not run forward ([`Rows::assemble`]).
+    fn rows_of(&self, rows: &[usize]) -> Rows {
+        let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+            return Rows { slices: Vec::new(), order: None };
+        };
+        let (from, to) = (first.min(last) - 1, first.max(last));
+        let mut slices = Vec::new();
+        for (b, &start) in self.batches.iter().zip(&self.starts) {
+            let end = start + b.num_rows();
+            let (lo, hi) = (from.max(start), to.min(end));
+            if lo < hi {
+                slices.push(b.slice(lo - start, hi - lo));
             }
-            return Ok(out);
         }
         // Backward: the span from the lowest to the highest, taken in the order asked.
-        let span = self.batches_of(&(last..=first).collect::<Vec<_>>())?;
-        let span = concat_batches(&self.schema, span.iter()).map_err(internal)?;
-        let order = UInt32Array::from_iter_values(rows.iter().map(|r| (r - last) as u32));
+        let order =
+            (last < first).then(|| UInt32Array::from_iter_values(rows.iter().map(|r| (r - last) as u32)));
+        Rows { slices, order }
+    }
+}
+
+/// A FETCH's rows as taken under the cursors' lock: slices (cheap), with the copy a backward
+/// FETCH needs left for after the lock is released, so other sessions do not wait on it.
+struct Rows {
+    slices: Vec<RecordBatch>,
+    order: Option<UInt32Array>,
+}
+
+impl Rows {
+    fn assemble(self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, Refusal> {
+        let Some(order) = self.order else { return Ok(self.slices) };
+        let internal = |e: datafusion::arrow::error::ArrowError| refuse("XX000", e.to_string(), "report it");
+        let span = concat_batches(schema, self.slices.iter()).map_err(internal)?;
         Ok(vec![take_record_batch(&span, &order).map_err(internal)?])
     }
 }
@@ -395,10 +407,15 @@ impl Cursors {
         )
     }
 
-    /// Keeps a declared cursor for `session`, if its name is free and its rows fit.
-    pub fn declare(&self, session: u64, name: &str, cursor: Cursor) -> Result<(), Refusal> {
+    /// Whether `session` may declare a cursor `name` (its name free, under its count): asked
+    /// before the cursor's query runs, so a refusal costs nothing, and again at
+    /// [`Cursors::declare`].
+    pub fn admit(&self, session: u64, name: &str) -> Result<(), Refusal> {
         self.expire();
-        let mut open = self.open();
+        Self::admits(&self.open(), session, name)
+    }
+
+    fn admits(open: &BTreeMap<(u64, String), Cursor>, session: u64, name: &str) -> Result<(), Refusal> {
         if open.contains_key(&(session, name.to_owned())) {
             return Err(refuse(
                 "42P03",
@@ -413,6 +430,14 @@ impl Cursors {
                 "CLOSE the cursors you have read (CLOSE ALL closes them all)",
             ));
         }
+        Ok(())
+    }
+
+    /// Keeps a declared cursor for `session`, if its name is free and its rows fit.
+    pub fn declare(&self, session: u64, name: &str, cursor: Cursor) -> Result<(), Refusal> {
+        self.expire();
+        let mut open = self.open();
+        Self::admits(&open, session, name)?;
         let held: usize = open.values().map(|c| c.bytes).sum();
         if held + cursor.bytes > self.budget {
             return Err(refuse(
@@ -444,11 +469,18 @@ impl Cursors {
         rows: bool,
     ) -> Result<Fetched, Refusal> {
         self.expire();
-        let mut open = self.open();
-        let Some(c) = open.get_mut(&(session, name.to_owned())) else { return Err(self.missing(name)) };
-        let picked = c.step(direction, name)?;
-        let batches = if rows { c.batches_of(&picked)? } else { Vec::new() };
-        Ok(Fetched { schema: c.schema.clone(), batches, count: picked.len(), binary: c.binary })
+        let (schema, taken, count, binary) = {
+            let mut open = self.open();
+            let Some(c) = open.get_mut(&(session, name.to_owned())) else { return Err(self.missing(name)) };
+            let picked = c.step(direction, name)?;
+            let taken = rows.then(|| c.rows_of(&picked));
+            (c.schema.clone(), taken, picked.len(), c.binary)
+        };
+        let batches = match taken {
+            Some(taken) => taken.assemble(&schema)?,
+            None => Vec::new(),
+        };
+        Ok(Fetched { schema, batches, count, binary })
     }
 
     /// A session's cursors as `pg_catalog.pg_cursors` lists them.
@@ -623,7 +655,7 @@ mod tests {
     /// The values a step returns.
     fn take(c: &mut Cursor, direction: Direction) -> Vec<i64> {
         let picked = c.step(direction, "c").unwrap();
-        values(&c.batches_of(&picked).unwrap())
+        values(&c.rows_of(&picked).assemble(&c.schema).unwrap())
     }
 
     fn values(batches: &[RecordBatch]) -> Vec<i64> {
@@ -667,7 +699,7 @@ mod tests {
             (Backward(None), vec![3, 2, 1]),
         ] {
             let picked = c.step(direction, "c").unwrap();
-            let got = values(&c.batches_of(&picked).unwrap());
+            let got = values(&c.rows_of(&picked).assemble(&c.schema).unwrap());
             assert_eq!(got, rows, "{direction:?}");
         }
     }
@@ -702,6 +734,9 @@ mod tests {
         cursors.declare(a, "c", cursor(10, 4, None)).unwrap();
         // One name per session; another session may use it.
         assert_eq!(cursors.declare(a, "c", cursor(1, 1, None)).unwrap_err().code, "42P03");
+        // Asked before the query runs: the same refusal, and a free name passes.
+        assert_eq!(cursors.admit(a, "c").unwrap_err().code, "42P03");
+        assert!(cursors.admit(a, "d").is_ok() && cursors.admit(b, "c").is_ok());
         cursors.declare(b, "c", cursor(3, 4, None)).unwrap();
         let f = cursors.fetch(a, "c", Direction::Forward(Some(6)), true).unwrap();
         assert_eq!((values(&f.batches), f.count), ((1..=6).collect(), 6));
@@ -742,6 +777,7 @@ mod tests {
             cursors.declare(a, &format!("c{i}"), cursor(1, 1, None)).unwrap();
         }
         assert_eq!(cursors.declare(a, "one_more", cursor(1, 1, None)).unwrap_err().code, "54000");
+        assert_eq!(cursors.admit(a, "one_more").unwrap_err().code, "54000");
         // Past their age, cursors close.
         let young = Cursors::new(1 << 20, Duration::ZERO);
         young.declare(a, "c", cursor(1, 1, None)).unwrap();
