@@ -784,4 +784,145 @@ mod tests {
         let e = young.fetch(a, "c", Direction::Forward(None), true).unwrap_err();
         assert!(e.fix.contains("retention.memory_s"), "{}", e.fix);
     }
+
+    /// Where PostgreSQL's executor moves, one row at a time (`PortalRunFetch`): a model
+    /// written apart from [`Cursor::step`]'s arithmetic, to check it on any moves.
+    fn one_row_at_a_time(n: i64, pos: &mut i64, direction: Direction) -> Vec<i64> {
+        let mut out = Vec::new();
+        let on_row = |p: i64| (1..=n).contains(&p);
+        let forward = |pos: &mut i64, times: u64, emit_last_only: bool, out: &mut Vec<i64>| {
+            for i in 0..times {
+                if *pos > n {
+                    break;
+                }
+                *pos += 1;
+                if on_row(*pos) && (!emit_last_only || i + 1 == times) {
+                    out.push(*pos);
+                }
+            }
+        };
+        match direction {
+            Direction::Forward(Some(0)) | Direction::Backward(Some(0)) | Direction::Relative(0) => {
+                if on_row(*pos) {
+                    out.push(*pos);
+                }
+            }
+            Direction::Forward(k) => forward(pos, k.unwrap_or(u64::MAX), false, &mut out),
+            Direction::Relative(k) if k > 0 => forward(pos, k as u64, true, &mut out),
+            Direction::Backward(_) | Direction::Relative(_) => {
+                let (times, last_only) = match direction {
+                    Direction::Backward(k) => (k.unwrap_or(u64::MAX), false),
+                    Direction::Relative(k) => (k.unsigned_abs(), true),
+                    _ => unreachable!(),
+                };
+                for i in 0..times {
+                    if *pos < 1 {
+                        break;
+                    }
+                    *pos -= 1;
+                    if on_row(*pos) && (!last_only || i + 1 == times) {
+                        out.push(*pos);
+                    }
+                }
+            }
+            Direction::Absolute(k) => {
+                *pos = if k >= 0 { k.min(n + 1) } else { (n + 1 + k).max(0) };
+                if on_row(*pos) {
+                    out.push(*pos);
+                }
+            }
+        }
+        out
+    }
+
+    fn direction() -> impl Strategy<Value = Direction> {
+        prop_oneof![
+            proptest::option::of(0u64..15).prop_map(Direction::Forward),
+            proptest::option::of(0u64..15).prop_map(Direction::Backward),
+            (-15i64..15).prop_map(Direction::Absolute),
+            (-15i64..15).prop_map(Direction::Relative),
+        ]
+    }
+
+    /// A FETCH as text, in one of the forms PostgreSQL reads for `direction`.
+    fn fetch_text(direction: Direction, pick: u8) -> String {
+        let d = match direction {
+            Direction::Forward(None) => ["ALL", "FORWARD ALL"][usize::from(pick % 2)].to_owned(),
+            Direction::Backward(None) => "BACKWARD ALL".to_owned(),
+            Direction::Forward(Some(k)) => [format!("FORWARD {k}"), format!("{k}"), format!("BACKWARD -{k}")]
+                [usize::from(pick % 3)]
+            .clone(),
+            Direction::Backward(Some(k)) => {
+                [format!("BACKWARD {k}"), format!("-{k}")][usize::from(pick % 2)].clone()
+            }
+            Direction::Absolute(k) => format!("ABSOLUTE {k}"),
+            Direction::Relative(k) => format!("relative {k}"),
+        };
+        format!("FETCH {d} {} \"c\"", ["FROM", "IN", ""][usize::from(pick % 3)])
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Any text gets an answer (a refusal with a code and a fix, or a statement), never a
+        /// panic; a DECLARE read keeps its query as written, at the offset it gives.
+        #[test]
+        fn the_cursor_statements_parsers_answer_anything(text in "\\PC{0,60}", prefix in proptest::sample::select(&[
+            "", "DECLARE ", "DECLARE c ", "DECLARE c CURSOR FOR ", "DECLARE \"é\" NO SCROLL CURSOR WITH HOLD FOR ",
+            "FETCH ", "MOVE FORWARD ", "CLOSE ",
+        ][..])) {
+            let text = format!("{prefix}{text}");
+            match parse_declare(&text) {
+                Ok(d) => {
+                    prop_assert!(text[d.query_at..].starts_with(&d.query), "{text:?}: {d:?}");
+                    prop_assert!(!d.query.is_empty());
+                }
+                Err(r) => prop_assert!(r.code == "42601" && r.fix.starts_with("write DECLARE")),
+            }
+            if let Some(w) = crate::rule::statement_words(&text) {
+                if let Err(r) = parse_fetch(&w) {
+                    prop_assert!(r.code == "42601" && r.fix.starts_with("write FETCH"));
+                }
+                if let Err(r) = parse_close(&w) {
+                    prop_assert_eq!(r.code, "42601");
+                }
+            }
+        }
+
+        /// Every move, written in any of its forms, reads back as itself; on a SCROLL cursor
+        /// of any size and batching it returns the rows, and ends where, PostgreSQL's
+        /// one-row-at-a-time executor would; NO SCROLL refuses exactly the moves that go back.
+        #[test]
+        fn moves_are_postgresqls_row_at_a_time(
+            n in 0i64..12,
+            per_batch in 1i64..5,
+            moves in proptest::collection::vec((direction(), any::<u8>()), 0..24),
+        ) {
+            let mut c = cursor(n, per_batch, Some(true));
+            let mut forward_only = cursor(n, per_batch, Some(false));
+            let mut pos = 0;
+            for (direction, pick) in moves {
+                let text = fetch_text(direction, pick);
+                // (BACKWARD 0 is FORWARD 0: the current row again.)
+                let same = if direction == Direction::Backward(Some(0)) { Direction::Forward(Some(0)) } else { direction };
+                prop_assert_eq!(parse_fetch(&words(&text)), Ok((same, "c".to_owned())), "{}", text);
+                let expected = one_row_at_a_time(n, &mut pos, direction);
+                prop_assert_eq!(take(&mut c, direction), expected.clone(), "{:?}", direction);
+                prop_assert_eq!(c.position as i64, pos);
+                let before = forward_only.position;
+                match forward_only.step(direction, "c") {
+                    Ok(rows) => {
+                        // Allowed: it went forward and never read a row twice.
+                        prop_assert!(rows.iter().all(|&r| r > before), "{:?} from {}", direction, before);
+                    }
+                    Err(r) => {
+                        prop_assert_eq!(r.code, "55000");
+                        prop_assert_eq!(forward_only.position, before, "a refused move does not move");
+                    }
+                }
+            }
+        }
+    }
 }
