@@ -44,6 +44,8 @@ pub enum Kind {
     UndefinedObject,
     /// A rule of that name exists already (42710).
     DuplicateObject,
+    /// Two tables in one FROM under one name (42712).
+    DuplicateAlias,
     /// Types that do not match (42804).
     Datatype,
     /// A construct vigil cannot maintain incrementally (0A000).
@@ -71,6 +73,7 @@ impl Kind {
             Kind::UndefinedFunction => "42883",
             Kind::UndefinedObject => "42704",
             Kind::DuplicateObject => "42710",
+            Kind::DuplicateAlias => "42712",
             Kind::Datatype => "42804",
             Kind::Unsupported => "0A000",
             Kind::InvalidParameter => "22023",

@@ -2090,6 +2090,24 @@ mod tests {
         let (_, at, e) = refused("SELECT d.camera_id FROM detections d JOIN zones z ON d.camera_id = z.x");
         assert_eq!(at.as_deref(), Some("psql:1:68"), "{e}");
         assert!(e.contains("fix: the columns here are d.camera_id, z.camera_id"), "{e}");
+        // Errors DataFusion gives without a place: located at the name they are about.
+        let (state, at, e) = refused("SELECT camera_id FROM detections\nORDER BY colour");
+        assert_eq!((state, at.as_deref()), ("42703", Some("psql:2:10")), "{e}");
+        assert!(
+            e.contains("column 'colour' not found") && e.contains("columns here are detections.camera_id"),
+            "{e}"
+        );
+        let (state, at, e) = refused("SELECT 1 FROM detections d, zones d");
+        assert_eq!((state, at.as_deref()), ("42712", Some("psql:1:26")), "{e}");
+        assert!(e.contains("table name \"d\" specified more than once"), "{e}");
+        let (state, at, e) = refused("SELECT camera_id, lower(camera_id) FROM detections");
+        assert_eq!((state, at.as_deref()), ("42883", Some("psql:1:19")), "{e}");
+        // PostgreSQL's type names, not Arrow's, and no "bug in DataFusion".
+        assert!(
+            e.contains("function lower(bigint) does not exist") && e.contains("it takes lower(text)"),
+            "{e}"
+        );
+        assert!(!e.contains("DataFusion") && !e.contains("Utf8"), "{e}");
         let (state, at, e) = refused("SELECT * FROM detections WHERE");
         assert_eq!((state, at.as_deref()), ("42601", Some("psql:1:31")), "{e}");
         assert!(e.contains("ends too early"), "{e}");

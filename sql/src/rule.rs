@@ -773,6 +773,14 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
             "complete the statement",
         );
     }
+    // Where to look for a name the error gives: from the rule's SELECT, or the query's start.
+    let from = match &reads {
+        Some(Reads::Rule(start, _)) => (*start).clone(),
+        _ => at(1, 1),
+    };
+    if let Some(e) = planning_error(root, sql, &from) {
+        return e;
+    }
     // Unknown tables and columns carry a diagnostic with a span (handled above); what is left
     // (mostly type errors) is placed at the statement.
     if let Some(Reads::Rule(start, _)) = reads {
@@ -816,6 +824,113 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
         _ => "correct the SQL",
     };
     SqlError::user(None, text, fix).kind(kind)
+}
+
+/// DataFusion's planning errors that carry no diagnostic, in PostgreSQL's words, placed at the
+/// name they are about (found from `from` on): a function given types it does not take
+/// (DataFusion's text calls it an internal error and names Arrow's types), a column not found
+/// where no span is kept (`ORDER BY`), two tables under one name.
+fn planning_error(root: &DataFusionError, sql: &str, from: &Position) -> Option<SqlError> {
+    use datafusion::common::SchemaError;
+    let text = root.to_string();
+    const NO_MATCH: &str = "No function matches the given name and argument types '";
+    if let Some(i) = text.find(NO_MATCH) {
+        let call = &text[i + NO_MATCH.len()..];
+        let call = &call[..call.find("'.").unwrap_or(call.len())];
+        let name = call.split('(').next().unwrap_or(call);
+        let mut forms: Vec<String> = Vec::new();
+        for form in text.split("Candidate functions:").nth(1).unwrap_or("").lines().map(str::trim) {
+            let form = pg_call(form);
+            if !form.is_empty() && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+        let fix = if forms.is_empty() {
+            "CAST the arguments to the types the function takes".to_owned()
+        } else {
+            format!("it takes {}: CAST the arguments (x::type) to match one of these", forms.join(", "))
+        };
+        return Some(
+            SqlError::user(
+                locate_word(sql, name, from),
+                format!("function {} does not exist", pg_call(call)),
+                fix,
+            )
+            .kind(Kind::UndefinedFunction),
+        );
+    }
+    let DataFusionError::SchemaError(err, _) = root else { return None };
+    match &**err {
+        SchemaError::FieldNotFound { field, .. } => Some(
+            SqlError::user(
+                locate_word(sql, &field.name, from),
+                format!("column '{}' not found", field.name),
+                columns_in_scope(root).map_or("check the names against the stream's columns".into(), |c| {
+                    format!("the columns here are {c}")
+                }),
+            )
+            .kind(Kind::UndefinedColumn),
+        ),
+        SchemaError::DuplicateQualifiedField { qualifier, .. } => {
+            let alias = qualifier.table();
+            Some(
+                SqlError::user(
+                    locate_word(sql, alias, from),
+                    format!("table name \"{alias}\" specified more than once"),
+                    "give each table in FROM its own name (FROM tracks a JOIN tracks b …)",
+                )
+                .kind(Kind::DuplicateAlias),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// A call as DataFusion's signature errors write it (`sum(Utf8)`, `sum(Decimal)`) with
+/// PostgreSQL's names of the types (`sum(text)`, `sum(numeric)`), as `\d` names the columns.
+fn pg_call(call: &str) -> String {
+    let Some((name, args)) = call.split_once('(') else { return call.to_owned() };
+    let args = args.strip_suffix(')').unwrap_or(args);
+    // Arguments split at the commas outside brackets (`Timestamp(ns, "UTC")` is one).
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in args.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&args[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&args[start..]);
+    let names: Vec<String> = parts
+        .iter()
+        // A named parameter (`start_pos: int64`): its type.
+        .map(|a| a.rsplit(": ").next().unwrap_or(a).trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| match a.parse::<datafusion::arrow::datatypes::DataType>() {
+            Ok(
+                datafusion::arrow::datatypes::DataType::Decimal128(..)
+                | datafusion::arrow::datatypes::DataType::Decimal256(..),
+            ) => "numeric".to_owned(),
+            Ok(t) => crate::server::types::type_name(&t).name.to_owned(),
+            // Signature classes, not types.
+            Err(_) => match a.to_ascii_lowercase().as_str() {
+                "string" | "utf8" => "text".to_owned(),
+                "decimal" => "numeric".to_owned(),
+                "int64" => "bigint".to_owned(),
+                "int32" => "integer".to_owned(),
+                "float64" => "double precision".to_owned(),
+                "float32" => "real".to_owned(),
+                "duration" | "interval" => "interval".to_owned(),
+                "timestamp" => "timestamp with time zone".to_owned(),
+                other => other.to_owned(),
+            },
+        })
+        .collect();
+    format!("{name}({})", names.join(", "))
 }
 
 /// The columns a query could have meant, when DataFusion found a column not among them:

@@ -63,6 +63,21 @@ fn type_errors_are_user_errors_with_a_position() {
     assert!(e.position().is_some(), "{e}");
 }
 
+/// A function given types it does not take: PostgreSQL's words and type names, at the call,
+/// with the forms it takes (DataFusion's own text calls it an internal error, in Arrow's names).
+#[test]
+fn a_function_given_the_wrong_types_is_named_at_the_call_with_the_forms_it_takes() {
+    let e = err(
+        "SELECT window_start, camera_id,\n  sum(class) AS n\nFROM TUMBLE(detections, event_time, INTERVAL '1 minute')\nGROUP BY window_start, camera_id",
+    );
+    assert_eq!(at(&e), (2, 3), "{e}");
+    assert_eq!(e.sqlstate(), "42883", "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("function sum(text) does not exist"), "{msg}");
+    assert!(msg.contains("sum(bigint)") && msg.contains("sum(double precision)"), "{msg}");
+    assert!(!msg.contains("Utf8") && !msg.contains("bug"), "{msg}");
+}
+
 #[test]
 fn unsupported_constructs_are_named_with_their_position_and_the_fix() {
     for (sql, what, column) in [
