@@ -758,6 +758,31 @@ pub(crate) fn rewrite_array_literals(stmt: &mut datafusion::sql::sqlparser::ast:
     });
 }
 
+/// PostgreSQL's `timezone(zone, t)`: `t AT TIME ZONE zone` as a function (DataFusion reads the
+/// operator, not the function), so `timezone('Africa/Casablanca', event_time)` reads the wall
+/// clock there as the operator does.
+pub(crate) fn rewrite_timezone_calls(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Function(f) = e
+            && function_name(&f.name).as_deref() == Some("timezone")
+            && let FunctionArguments::List(list) = &f.args
+            && let [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(zone)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(t)),
+            ] = list.args.as_slice()
+        {
+            *e = Expr::Nested(Box::new(Expr::AtTimeZone {
+                timestamp: Box::new(t.clone()),
+                time_zone: Box::new(zone.clone()),
+            }));
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// PostgreSQL's `make_interval(years, months, weeks, days, hours, mins, secs)`, each argument
 /// optional and nameable (`now() - make_interval(mins => $1)`: a window a driver can bind, where
 /// `INTERVAL '5 minutes'` cannot take a parameter). DataFusion has no such function, and its

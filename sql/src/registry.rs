@@ -1352,6 +1352,7 @@ async fn run_query(
         crate::functions::expand_series_in_select(st);
         crate::functions::rewrite_make_interval(st);
         crate::functions::rewrite_array_literals(st);
+        crate::functions::rewrite_timezone_calls(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level
@@ -2108,6 +2109,8 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("DataFusion") && !e.contains("Utf8"), "{e}");
+        let (_, _, e) = refused("SELECT now() - '1 day'");
+        assert!(e.contains("fix: give the quoted value its type: INTERVAL '1 day'"), "{e}");
         let (state, at, e) = refused("SELECT * FROM detections WHERE");
         assert_eq!((state, at.as_deref()), ("42601", Some("psql:1:31")), "{e}");
         assert!(e.contains("ends too early"), "{e}");

@@ -566,6 +566,7 @@ fn compile_query(
     crate::to_char::rewrite(stmt.as_mut(), source)?;
     // `plate = ANY('{…}')`, as ad-hoc queries read it.
     crate::functions::rewrite_array_literals(stmt.as_mut());
+    crate::functions::rewrite_timezone_calls(stmt.as_mut());
 
     let catalog = Catalog::new(streams);
     let options_df = ParserOptions::default().with_collect_spans(true);
@@ -814,6 +815,10 @@ pub(crate) fn from_datafusion(e: DataFusionError, sql: &str, source: &str, reads
         .kind(Kind::Unsupported);
     }
     let fix = match kind {
+        // `now() - '1 day'`: PostgreSQL refuses it too (it reads the text as a timestamp).
+        _ if text.contains("Cannot coerce arithmetic expression") && text.contains("Utf8") => {
+            "give the quoted value its type: INTERVAL '1 day', TIMESTAMPTZ '2026-06-14 20:00+01'"
+        }
         _ if text.contains("Error parsing timestamp from") => {
             "write a time as '2026-06-14 20:00:00' (or '2026-06-14 20:00'), with an offset such as +01 after it \
              if it is not in the session's TimeZone"
