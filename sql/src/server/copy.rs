@@ -311,4 +311,122 @@ mod tests {
         let e = parse("COPY (SELECT 1 TO STDOUT").unwrap_err();
         assert_eq!(e.sqlstate(), "42601", "{e:?}");
     }
+
+    /// Reads one line back as PostgreSQL's COPY FROM would (a reader written apart from the
+    /// writer): its cells, `None` for NULL.
+    fn read_back(copy: &CopyOut, line: &str) -> Vec<Option<String>> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        // A cell is NULL when its raw text (before unescaping, unquoted) is the marker.
+        let (mut cells, mut cell, mut raw) = (Vec::new(), String::new(), String::new());
+        let (mut quoted, mut was_quoted) = (false, false);
+        let mut chars = line.chars().peekable();
+        let finish =
+            |cell: &mut String, raw: &mut String, was_quoted: &mut bool, cells: &mut Vec<Option<String>>| {
+                let value = std::mem::take(cell);
+                let raw = std::mem::take(raw);
+                let null = !*was_quoted && raw == copy.null;
+                cells.push((!null).then_some(value));
+                *was_quoted = false;
+            };
+        while let Some(c) = chars.next() {
+            if c != copy.delimiter || quoted {
+                raw.push(c);
+            }
+            match c {
+                '"' if copy.csv && quoted && chars.peek() == Some(&'"') => {
+                    chars.next();
+                    cell.push('"');
+                }
+                '"' if copy.csv => {
+                    quoted = !quoted;
+                    was_quoted = true;
+                }
+                '\\' if !copy.csv => {
+                    let next = chars.next();
+                    raw.extend(next);
+                    match next {
+                        Some('n') => cell.push('\n'),
+                        Some('r') => cell.push('\r'),
+                        Some('t') => cell.push('\t'),
+                        Some(other) => cell.push(other),
+                        None => {}
+                    }
+                }
+                c if c == copy.delimiter && !quoted => {
+                    finish(&mut cell, &mut raw, &mut was_quoted, &mut cells)
+                }
+                c => cell.push(c),
+            }
+        }
+        finish(&mut cell, &mut raw, &mut was_quoted, &mut cells);
+        cells
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Any COPY statement gets an answer (its options in any order and spelling, or text
+        /// that is no COPY at all): a refusal with a code and the form to use, or a COPY whose
+        /// options hold together.
+        #[test]
+        fn any_copy_statement_gets_an_answer(
+            source in proptest::sample::select(&["(SELECT 1)", "t", "t (a, b)", "(SELECT 1", "", "watchlist"][..]),
+            target in proptest::sample::select(&["TO STDOUT", "TO '/tmp/x'", "FROM STDIN", "TO PROGRAM 'x'", "TO"][..]),
+            options in proptest::collection::vec(proptest::sample::select(&[
+                "FORMAT csv", "FORMAT text", "FORMAT binary", "HEADER", "HEADER false", "DELIMITER ';'",
+                "DELIMITER '\\'", "NULL 'x'", "QUOTE '\"'", "FREEZE", "ENCODING 'UTF8'", "csv", "header",
+            ][..]), 0..4),
+            legacy in any::<bool>(),
+            noise in "\\PC{0,12}",
+        ) {
+            let options = match (legacy, options.is_empty()) {
+                (_, true) => String::new(),
+                (true, false) => options.join(" "),
+                (false, false) => format!("WITH ({})", options.join(", ")),
+            };
+            for text in [format!("COPY {source} {target} {options}"), format!("COPY {noise}"), noise.clone()] {
+                match parse(&text) {
+                    Ok(c) => {
+                        prop_assert!(c.csv || !c.header, "{text}: HEADER without CSV");
+                        prop_assert!(!matches!(c.delimiter, '\n' | '\r' | '"' | '\\'), "{text}");
+                        prop_assert!(!c.query.is_empty());
+                    }
+                    Err(e) => {
+                        prop_assert!(e.sqlstate().starts_with("42") || e.sqlstate().starts_with("0A") || e.sqlstate() == "22023", "{text}: {e}");
+                        let SqlError::User { fix, .. } = &e else { panic!("{e:?}") };
+                        prop_assert!(!fix.is_empty(), "{text}");
+                    }
+                }
+            }
+        }
+
+        /// Any text values, NULLs among them, written as CSV or text with any delimiter, read
+        /// back as PostgreSQL's COPY FROM reads them: NULL stays NULL, an empty text stays
+        /// empty, and quotes, delimiters, backslashes and line breaks come back as they were.
+        #[test]
+        fn copy_lines_read_back_as_written(
+            cells in proptest::collection::vec(proptest::option::of(prop_oneof![
+                "[a-c,;|\"\\\\\n\r\t N]{0,6}",
+                proptest::sample::select(&["\\N", "", "\"\"", "N"][..]).prop_map(str::to_owned),
+            ]), 1..5),
+            csv in any::<bool>(),
+            delimiter in proptest::sample::select(&[",", ";", "|", "\t"][..]),
+        ) {
+            let format = if csv { "FORMAT csv, " } else { "" };
+            let text = format!("COPY t TO STDOUT WITH ({format}DELIMITER '{delimiter}')");
+            let copy = parse(&text).unwrap();
+            let fields: Vec<Field> = (0..cells.len()).map(|i| Field::new(format!("c{i}"), DataType::Utf8, true)).collect();
+            let columns: Vec<datafusion::arrow::array::ArrayRef> =
+                cells.iter().map(|c| Arc::new(StringArray::from(vec![c.clone()])) as _).collect();
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+            let line = text_of(&copy, &batch);
+            prop_assert_eq!(read_back(&copy, &line), cells, "{:?}", line);
+        }
+    }
+
+    fn text_of(copy: &CopyOut, batch: &RecordBatch) -> String {
+        copy.rows(batch).iter().map(|d| String::from_utf8(d.data.to_vec()).unwrap()).collect()
+    }
 }
