@@ -57,9 +57,12 @@ impl Delta {
             return Ok(self.clone());
         }
         let rows = filter_record_batch(&self.rows, mask)?;
-        let keep = |i: usize| mask.is_valid(i) && mask.value(i);
-        let times = self.times.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, t)| *t).collect();
-        let diffs = self.diffs.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, d)| *d).collect();
+        // The rows kept (true and not null), walked by their set bits: one pass for both.
+        let kept = match mask.nulls() {
+            Some(nulls) => mask.values() & nulls.inner(),
+            None => mask.values().clone(),
+        };
+        let (times, diffs) = kept.set_indices().map(|i| (self.times[i], self.diffs[i])).unzip();
         Ok(Self { rows, times, diffs })
     }
 

@@ -1,10 +1,10 @@
 //! The distinct operator: each distinct row once, for as long as it is remembered (the rule's
 //! retention after it was last seen). Rows are exchanged by their whole value.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use datafusion::arrow::row::OwnedRow;
+use datafusion::common::HashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::Time;

@@ -3,12 +3,12 @@
 //! rows are kept only as long as rows of the other side can still meet them, so the state is
 //! bounded by the interval.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::HashMap;
 use vigil_engine::runtime::Time;
 
 use super::join::{Kept, KeptBatch, eval_keys, gather_any};

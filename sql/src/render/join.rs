@@ -6,7 +6,7 @@
 //! meets like any row (retracting the output it once produced), and removes from the kept
 //! rows the row it retracts, so nothing it retracted is matched again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::arrow::row::OwnedRow;
+use datafusion::common::HashMap;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::Time;
 
@@ -86,8 +87,8 @@ impl Kept {
             let (b, r) = entries[j];
             let Some(batch) = self.batches.get_mut(&b) else { continue };
             let rows = match full.entry(b) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(full_rows(&batch.rows)?),
+                datafusion::common::hash_map::Entry::Occupied(e) => e.into_mut(),
+                datafusion::common::hash_map::Entry::Vacant(e) => e.insert(full_rows(&batch.rows)?),
             };
             if rows.row(r as usize) == row {
                 entries.swap_remove(j);

@@ -16,6 +16,9 @@
 //! one helper they share), so the output does not depend on scheduling or the number of
 //! workers, and state is dropped once the watermark makes it unreachable.
 //!
+//! Their hash maps are DataFusion's (hashbrown with foldhash), not the standard library's: SipHash
+//! on each row's key was an eighth of the CPU of 25 window rules (`benches/README.md`).
+//!
 //! Every operator's name starts with its rule's name, so two rules' operators can be told apart
 //! in timely's logs.
 
@@ -278,6 +281,11 @@ pub(crate) fn key_by<'s>(
             input.for_each(|cap, data| {
                 let mut session = output.session(&cap);
                 for d in data.drain(..) {
+                    if peers <= 1 {
+                        // One worker: every row stays; the keys need not be computed.
+                        session.give((0, d));
+                        continue;
+                    }
                     let parts = keys
                         .iter()
                         .map(|k| eval(k, &d.rows))

@@ -4,12 +4,12 @@
 //! entry added later meets the reads still retained). Inner, left/right keeping the stream's
 //! rows, semi (`IN`, `EXISTS`) and anti (`NOT IN`, `NOT EXISTS`) joins.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::OwnedRow;
+use datafusion::common::HashMap;
 use vigil_engine::runtime::Time;
 
 use super::conform_columns;
