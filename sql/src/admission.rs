@@ -184,10 +184,33 @@ fn key_count(side: &Node, keys: &[PhysExpr], rates: &dyn Rates) -> f64 {
     if keys.is_empty() {
         return 1.0;
     }
-    let Node::Source { stream } = side else { return 10.0 };
+    let Some(stream) = with_stream_columns(side) else { return 10.0 };
     let columns: Option<Vec<String>> =
         keys.iter().map(|k| k.downcast_ref::<Column>().map(|c| c.name().to_owned())).collect();
     columns.and_then(|c| rates.distinct(stream, c.as_slice())).unwrap_or(10.0)
+}
+
+/// The stream whose columns `node` gives under their own names: the stream itself, or filters
+/// and choices of its columns (a scan keeps those a rule reads), not a projection that renames
+/// or computes them.
+fn with_stream_columns(node: &Node) -> Option<&'static StreamInfo> {
+    match node {
+        Node::Source { stream } => Some(stream),
+        Node::Map { input, steps, .. } => {
+            let keeps_names = |s: &Step| match s {
+                Step::Filter(_) => true,
+                Step::Project(exprs, schema) => exprs
+                    .iter()
+                    .zip(schema.fields())
+                    .all(|(e, f)| e.downcast_ref::<Column>().is_some_and(|c| c.name() == f.name())),
+            };
+            match input.as_ref() {
+                Node::Source { stream } if steps.iter().all(keeps_names) => Some(stream),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Distinct groups of an aggregate whose keys are columns of the stream it reads (one group
@@ -196,17 +219,7 @@ fn group_count(input: &Node, keys: &[PhysExpr], rates: &dyn Rates) -> Option<f64
     if keys.is_empty() {
         return Some(1.0);
     }
-    let stream = match input {
-        Node::Source { stream } => stream,
-        // Filters keep the stream's columns; a projection may rename them.
-        Node::Map { input, steps, .. } if steps.iter().all(|s| matches!(s, Step::Filter(_))) => {
-            match input.as_ref() {
-                Node::Source { stream } => stream,
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
+    let stream = with_stream_columns(input)?;
     let columns: Option<Vec<String>> =
         keys.iter().map(|k| k.downcast_ref::<Column>().map(|c| c.name().to_owned())).collect();
     columns.and_then(|c| rates.distinct(stream, c.as_slice()))

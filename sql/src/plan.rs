@@ -386,9 +386,14 @@ pub fn lower(plan: &LogicalPlan, refs: References<'_>, emit: Emit) -> Lowered<No
     }
 }
 
-fn map(input: Node, steps: Vec<Step>, schema: SchemaRef) -> Node {
+fn map(input: Node, mut steps: Vec<Step>, schema: SchemaRef) -> Node {
     if steps.is_empty() {
         return input;
+    }
+    // Consecutive maps are one operator (a scan's projection, then the filter above it).
+    if let Node::Map { input, steps: mut first, .. } = input {
+        first.append(&mut steps);
+        return Node::Map { input, steps: first, schema };
     }
     Node::Map { input: Box::new(input), steps, schema }
 }
