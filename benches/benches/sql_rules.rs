@@ -62,7 +62,11 @@ fn batches(seconds: i64, per_second: usize) -> Vec<(i64, RecordBatch)> {
             b.push(&Detection {
                 camera_id: camera,
                 event_time: t,
-                event_id: EventId::pack(Epoch::default(), camera, tick as u64, i as u32).expect("id").0,
+                event_id: {
+                    // A frame holds at most 1,024 objects: the tick's rows as frames of that many.
+                    let (frame, index) = (tick as u64 * 64 + (i / 1024) as u64, (i % 1024) as u32);
+                    EventId::pack(Epoch::default(), camera, frame, index).expect("id").0
+                },
                 class: if x.is_multiple_of(5) { "car" } else { "person" },
                 score: 0.5 + (x % 500) as f32 / 1000.0,
                 x: 10.0,
@@ -130,11 +134,67 @@ fn main() {
     let events: usize = input.iter().map(|(_, b)| b.num_rows()).sum();
     println!("{events} detections over {seconds} s ({rate}/s), 200 cameras, 50 zones");
 
+    // `--rules-only`: part 2 alone (for a profiler).
+    if !std::env::args().any(|a| a == "--rules-only") {
+        incremental_against_rerun(&input, seconds, measured);
+    }
+
+    // 2. Throughput with many rules.
+    let tp_seconds = if full { 60 } else { 5 };
+    let tp_input: Vec<(i64, RecordBatch)> = input.iter().take((tp_seconds * 10) as usize).cloned().collect();
+    let tp_events: usize = tp_input.iter().map(|(_, b)| b.num_rows()).sum();
+    // The mix at 1, 10 and 100 rules, then 25 rules of each shape alone (which shape costs what).
+    let shapes = ["filter", "tumble", "hop", "session"];
+    let runs = [(1usize, None), (10, None), (100, None)].into_iter().chain((0..4).map(|s| (25, Some(s))));
+    for (n, shape) in runs {
+        let rules: Vec<Rule> = (0..n)
+            .map(|i| shape.map_or(i, |s| i * 4 + s))
+            .flat_map(|i| compile(&format!("r{i}"), &template(i), "bench", &streams()).expect("compiles"))
+            .collect();
+        let c0 = cpu_seconds();
+        let w0 = Instant::now();
+        let _ = run_rules(rules, &tp_input);
+        let wall = w0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c0;
+        let what = shape.map_or("of the mix".to_owned(), |s| format!("{} alone", shapes[s]));
+        println!(
+            "{n:>3} rules {what}: {:>10.0} events/s ({:.2} µs CPU per event, {tp_events} events in {wall:.2} s)",
+            tp_events as f64 / wall,
+            cpu * 1e6 / tp_events as f64
+        );
+    }
+}
+
+/// A mix of rule shapes: filters, tumbling and hopping aggregates, a session aggregate.
+fn template(i: usize) -> String {
+    let k = i % 10;
+    match i % 4 {
+        0 => format!(
+            "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9{k}"
+        ),
+        1 => format!(
+            "SELECT zone_id, window_end, count(*) FROM detections WHERE score > 0.{k} \
+             GROUP BY tumble(event_time, INTERVAL '10 seconds'), zone_id"
+        ),
+        2 => format!(
+            "SELECT camera_id, window_end, avg(score) FROM detections WHERE camera_id % 10 = {k} \
+             GROUP BY hop(event_time, INTERVAL '5 seconds', INTERVAL '30 seconds'), camera_id"
+        ),
+        _ => format!(
+            "SELECT camera_id, count(*) FROM detections WHERE class = 'car' AND camera_id % 10 = {k} \
+             GROUP BY session(event_time, INTERVAL '2 seconds'), camera_id"
+        ),
+    }
+}
+
+/// Part 1: the hopping-window count maintained incrementally against DataFusion re-running it
+/// every second over the last 5 minutes (the last `measured` seconds), outputs checked equal.
+fn incremental_against_rerun(input: &[(i64, RecordBatch)], seconds: i64, measured: i64) {
     // 1. Incremental.
     let rule = compile("hop", HOP, "bench", &streams()).expect("rule compiles");
     let c0 = cpu_seconds();
     let w0 = Instant::now();
-    let out = run_rules(rule, &input);
+    let out = run_rules(rule, input);
     let inc_cpu = cpu_seconds() - c0;
     let inc_wall = w0.elapsed().as_secs_f64();
     let inc = incremental_counts(&out[0]);
@@ -189,47 +249,5 @@ fn main() {
     );
     if inc_per_s > 0.0 {
         println!("  ratio: {:.1}x less CPU incrementally", df_per_s / inc_per_s);
-    }
-
-    // 2. Throughput with many rules.
-    let tp_seconds = if full { 60 } else { 5 };
-    let tp_input: Vec<(i64, RecordBatch)> = input.iter().take((tp_seconds * 10) as usize).cloned().collect();
-    let tp_events: usize = tp_input.iter().map(|(_, b)| b.num_rows()).sum();
-    for n in [1usize, 10, 100] {
-        let rules: Vec<Rule> = (0..n)
-            .flat_map(|i| compile(&format!("r{i}"), &template(i), "bench", &streams()).expect("compiles"))
-            .collect();
-        let c0 = cpu_seconds();
-        let w0 = Instant::now();
-        let _ = run_rules(rules, &tp_input);
-        let wall = w0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - c0;
-        println!(
-            "{n:>3} rules: {:>10.0} events/s ({:.2} µs CPU per event, {tp_events} events in {wall:.2} s)",
-            tp_events as f64 / wall,
-            cpu * 1e6 / tp_events as f64
-        );
-    }
-}
-
-/// A mix of rule shapes: filters, tumbling and hopping aggregates, a session aggregate.
-fn template(i: usize) -> String {
-    let k = i % 10;
-    match i % 4 {
-        0 => format!(
-            "SELECT camera_id, event_time, score FROM detections WHERE class = 'person' AND score > 0.9{k}"
-        ),
-        1 => format!(
-            "SELECT zone_id, window_end, count(*) FROM detections WHERE score > 0.{k} \
-             GROUP BY tumble(event_time, INTERVAL '10 seconds'), zone_id"
-        ),
-        2 => format!(
-            "SELECT camera_id, window_end, avg(score) FROM detections WHERE camera_id % 10 = {k} \
-             GROUP BY hop(event_time, INTERVAL '5 seconds', INTERVAL '30 seconds'), camera_id"
-        ),
-        _ => format!(
-            "SELECT camera_id, count(*) FROM detections WHERE class = 'car' AND camera_id % 10 = {k} \
-             GROUP BY session(event_time, INTERVAL '2 seconds'), camera_id"
-        ),
     }
 }
