@@ -674,8 +674,8 @@ fn set_operation(body: &SetExpr) -> Option<(SetOperator, SetQuantifier)> {
 }
 
 /// `x IN (SELECT ...)` and `EXISTS (...)` become semi and anti joins, equalities in a join's
-/// ON become its keys, scans keep only the columns used, and expressions are simplified (DataFusion's own rules; the rest of its
-/// optimizer assumes a bounded input and is not run).
+/// ON become its keys, scans keep only the columns used, and expressions are simplified
+/// (DataFusion's own rules; the rest of its optimizer assumes a bounded input and is not run).
 fn decorrelate(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusionError> {
     let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
         Arc::new(DecorrelatePredicateSubquery::new()),
@@ -1004,4 +1004,31 @@ fn locate_any(sql: &str, words: &[&str], from: &Position) -> Option<(Position, S
             }
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::pg_call;
+
+    #[test]
+    fn calls_are_named_with_postgresqls_types() {
+        assert_eq!(pg_call("sum(Utf8)"), "sum(text)");
+        assert_eq!(
+            pg_call("date_trunc(Utf8, Timestamp(ns, \"UTC\"))"),
+            "date_trunc(text, timestamp with time zone)"
+        );
+        assert_eq!(pg_call("substr(str: string, start_pos: int64)"), "substr(text, bigint)");
+        assert_eq!(pg_call("now()"), "now()");
+    }
+
+    proptest! {
+        /// DataFusion's message is read, not trusted: any text gives a call back, no panic.
+        #[test]
+        fn any_signature_text_reads(text in "\\PC{0,40}") {
+            let _ = pg_call(&text);
+            let _ = pg_call(&format!("f({text})"));
+        }
+    }
 }
