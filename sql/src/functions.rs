@@ -730,7 +730,7 @@ pub(crate) fn expand_series_in_select(stmt: &mut datafusion::sql::sqlparser::ast
 
 /// PostgreSQL's `x = ANY('{a,b}')`: an array written as a text literal (psql users write
 /// lists so), read by [`pg_array`]; DataFusion would take it for one text and fail.
-pub(crate) fn rewrite_array_literals(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+fn rewrite_array_literals(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions_mut,
     };
@@ -758,10 +758,18 @@ pub(crate) fn rewrite_array_literals(stmt: &mut datafusion::sql::sqlparser::ast:
     });
 }
 
+/// The PostgreSQL forms rules and ad-hoc queries both read (one list, so a form added here reaches
+/// both): `x = ANY('{a,b}')` ([`rewrite_array_literals`]) and `timezone(zone, t)`
+/// ([`rewrite_timezone_calls`]).
+pub(crate) fn rewrite_pg_forms(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    rewrite_array_literals(stmt);
+    rewrite_timezone_calls(stmt);
+}
+
 /// PostgreSQL's `timezone(zone, t)`: `t AT TIME ZONE zone` as a function (DataFusion reads the
 /// operator, not the function), so `timezone('Africa/Casablanca', event_time)` reads the wall
 /// clock there as the operator does.
-pub(crate) fn rewrite_timezone_calls(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+fn rewrite_timezone_calls(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
     };

@@ -1351,8 +1351,7 @@ async fn run_query(
         crate::functions::name_series_columns(st);
         crate::functions::expand_series_in_select(st);
         crate::functions::rewrite_make_interval(st);
-        crate::functions::rewrite_array_literals(st);
-        crate::functions::rewrite_timezone_calls(st);
+        crate::functions::rewrite_pg_forms(st);
     }
     // PostgreSQL allows two result columns of one name (`SELECT current_user, session_user`,
     // `SELECT 1 AS x, 1 AS x`) where DataFusion refuses them: planned again with the top-level

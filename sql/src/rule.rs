@@ -565,9 +565,8 @@ fn compile_query(
     })?;
     rewrite_window_columns(stmt.as_mut());
     crate::to_char::rewrite(stmt.as_mut(), source)?;
-    // `plate = ANY('{…}')`, as ad-hoc queries read it.
-    crate::functions::rewrite_array_literals(stmt.as_mut());
-    crate::functions::rewrite_timezone_calls(stmt.as_mut());
+    // `plate = ANY('{…}')`, `timezone(…)`: as ad-hoc queries read them.
+    crate::functions::rewrite_pg_forms(stmt.as_mut());
 
     let catalog = Catalog::new(streams);
     let options_df = ParserOptions::default().with_collect_spans(true);

@@ -15,6 +15,7 @@ use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::arrow::row::OwnedRow;
 use datafusion::common::HashMap;
+use datafusion::common::hash_map::Entry;
 use timely::dataflow::operators::generic::Operator;
 use vigil_engine::runtime::Time;
 
@@ -87,8 +88,8 @@ impl Kept {
             let (b, r) = entries[j];
             let Some(batch) = self.batches.get_mut(&b) else { continue };
             let rows = match full.entry(b) {
-                datafusion::common::hash_map::Entry::Occupied(e) => e.into_mut(),
-                datafusion::common::hash_map::Entry::Vacant(e) => e.insert(full_rows(&batch.rows)?),
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(full_rows(&batch.rows)?),
             };
             if rows.row(r as usize) == row {
                 entries.swap_remove(j);
